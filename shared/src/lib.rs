@@ -1,0 +1,267 @@
+//! Records that cross the kernel boundary, shared by `sidecar-ebpf` (writer) and `sidecar`
+//! (reader). Everything is `#[repr(C)]`, naturally aligned and free of implicit padding, so both
+//! sides agree on the layout byte for byte. The `user` feature adds `aya::Pod` for the loader.
+#![no_std]
+
+/// Traced calls remembered per goroutine. Deeper nesting of traced calls is counted
+/// (`Counter::DepthOverflow`) and not traced; it never mis-pairs (returns are matched by depth).
+pub const MAX_FRAMES: usize = 32;
+/// Values captured per probe (arguments at entry plus results at return).
+pub const MAX_FETCHES: usize = 16;
+/// Pointer hops in one field path (`a.B.C.D`).
+pub const MAX_HOPS: usize = 4;
+/// Upper bound of bytes copied from the target for one string or `[]byte` value.
+pub const MAX_STR: usize = 256;
+/// Size of the per-CPU scratch record the kernel builds before copying into the ring buffer.
+pub const SCRATCH_SIZE: usize = 8192;
+
+/// The attach cookie of every gotel uprobe: which probe fired and where.
+/// Bits 0..32: probe id (index into `PROBES`). Bits 32..48: [`COOKIE_*`] flags.
+pub const COOKIE_ENTRY: u64 = 1 << 32;
+/// The entry probe sits at the very first instruction (no stack-check prologue found), so a
+/// `runtime.morestack` re-entry is possible and the kernel de-duplicates it.
+pub const COOKIE_AT_FUNC_START: u64 = 1 << 33;
+pub const COOKIE_RETURN: u64 = 1 << 34;
+/// `runtime.newproc1` entry / return: goroutine creation (ancestry and g reuse).
+pub const COOKIE_NEWPROC_ENTRY: u64 = 1 << 35;
+pub const COOKIE_NEWPROC_RETURN: u64 = 1 << 36;
+
+/// Kinds of ring-buffer records. Every record starts with [`EventHeader`].
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EventKind {
+    /// A traced call returned: the complete span. Followed by captured result values.
+    SpanEnd = 1,
+    /// A traced call started and its probe captures arguments: followed by the values.
+    /// Userspace keeps them until the matching `SpanEnd` (same `span_id`) or `Abandoned`.
+    EntryValues = 2,
+    /// A traced call was unwound without returning (panic then recover, `runtime.Goexit`).
+    /// `end_ns` is when the kernel noticed.
+    Abandoned = 3,
+}
+
+/// Header of every ring-buffer record, followed by `data_len` bytes of [`ValueHeader`] records.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct EventHeader {
+    /// An [`EventKind`] value.
+    pub kind: u32,
+    /// Index into `PROBES` (and the userspace plan) of the traced function.
+    pub probe_id: u32,
+    /// Host thread-group id (process) that made the call.
+    pub tgid: u32,
+    /// Host thread id, reported as `thread.id`.
+    pub tid: u32,
+    /// The goroutine (`runtime.g` address, R14 on amd64).
+    pub goroutine: u64,
+    /// `bpf_ktime_get_ns` (CLOCK_MONOTONIC) at entry; userspace converts to wall clock.
+    pub start_ns: u64,
+    /// `bpf_ktime_get_ns` at return (`SpanEnd`) or when the unwinding was noticed (`Abandoned`).
+    pub end_ns: u64,
+    /// W3C trace id, random per root call or inherited (parent goroutine, HTTP server span).
+    pub trace_id: [u8; 16],
+    /// Span id of this call, random and non-zero.
+    pub span_id: u64,
+    /// Span id of the parent (enclosing traced call, or inherited context); 0 for a root.
+    pub parent_span_id: u64,
+    /// Offset of the RET instruction that fired, from the function start (`SpanEnd` only).
+    pub ret_offset: u32,
+    /// Bytes of value records that follow this header.
+    pub data_len: u32,
+}
+
+/// Where a value's first words come from.
+#[repr(u8)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Root {
+    /// `regs[0..nregs]` are pt_regs slots holding the value's words (Go register ABI).
+    Registers = 0,
+    /// The value's address is SP + `stack_offset` (stack-assigned argument or result).
+    Stack = 1,
+}
+
+/// How the final words are turned into an attribute value.
+#[repr(u8)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ValueKind {
+    /// Integer of `size` bytes (1, 2, 4, 8); userspace applies the sign.
+    Int = 0,
+    /// Words: (ptr, len): the kernel copies up to `max_len` bytes of the string data.
+    String = 1,
+    /// Words: (ptr, len) or (map pointer): reported as the length (`len(x)`).
+    Len = 2,
+    /// Words: (map pointer): `len(m)` is the first word of the map header (hmap.count and
+    /// the Swiss-table Map.used alike).
+    MapLen = 3,
+    /// Words: (itab or type pointer, data pointer). The kernel also tries the string at the
+    /// start of the data (errors.errorString.s, fmt.wrapError.msg) for userspace to use
+    /// when the dynamic type is one it knows.
+    Interface = 4,
+}
+
+/// One value to capture, resolved from a user expression by `sidecar::plan`.
+///
+/// Reading: first the root gives either register words or an address. Each `hops[i]` for
+/// `i < nhops` adds an offset to the current address (or to the pointer in the first
+/// register word) and, except for the last hop, loads the pointer stored there. The value
+/// words are then read from the final address (or taken from the registers when `nhops == 0`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Fetch {
+    /// A [`Root`] value.
+    pub root: u8,
+    /// A [`ValueKind`] value.
+    pub kind: u8,
+    /// Size in bytes of an `Int`, 1..=8.
+    pub size: u8,
+    /// Number of pt_regs slots in `regs` used when `root == Registers` and `nhops == 0`.
+    pub nregs: u8,
+    /// pt_regs slot index (see `REG_*`) of each word.
+    pub regs: [u8; 2],
+    /// Number of valid entries in `hops`.
+    pub nhops: u8,
+    /// 1 = captured at the RET probes (results), 0 = at entry (arguments).
+    pub at_return: u8,
+    /// Root::Stack: offset from SP at the probe (SP points at the return address).
+    pub stack_offset: i32,
+    /// Upper bound of string bytes to copy (<= MAX_STR).
+    pub max_len: u16,
+    /// Index of the attribute in the probe's userspace plan.
+    pub slot: u16,
+    /// Field offsets along the path, see the type's doc.
+    pub hops: [i32; MAX_HOPS],
+}
+
+/// Per-probe instructions, the `PROBES` array value at index probe id.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct ProbePlan {
+    /// Valid entries in `fetches`.
+    pub nfetches: u32,
+    /// Bitmask: bit 0 = some fetch at entry, bit 1 = some fetch at return.
+    pub flags: u32,
+    pub fetches: [Fetch; MAX_FETCHES],
+}
+
+impl Default for ProbePlan {
+    fn default() -> Self {
+        ProbePlan { nfetches: 0, flags: 0, fetches: [Fetch::default(); MAX_FETCHES] }
+    }
+}
+
+pub const PLAN_HAS_ENTRY_FETCH: u32 = 1;
+pub const PLAN_HAS_RETURN_FETCH: u32 = 2;
+
+/// One captured value inside an event's data, followed by `len` bytes of string payload.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ValueHeader {
+    /// [`Fetch::slot`] of the value.
+    pub slot: u16,
+    /// `VALUE_*` status bits.
+    pub flags: u16,
+    /// Payload bytes following this header (string data), already bounded by `max_len`.
+    pub len: u32,
+    /// First value word: the integer, the string length, the length, the itab pointer.
+    pub word0: u64,
+    /// Second value word: the data pointer of an interface, the string pointer.
+    pub word1: u64,
+}
+
+/// The target's memory could not be read (nil pointer on the path, paged-out memory).
+pub const VALUE_UNREADABLE: u16 = 1;
+/// A nil pointer was met on the field path.
+pub const VALUE_NIL: u16 = 2;
+/// The string payload was cut at `max_len`.
+pub const VALUE_TRUNCATED: u16 = 4;
+
+/// Goroutine state key: the process and its `runtime.g` address.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct GoroutineKey {
+    pub tgid: u32,
+    pub _pad: u32,
+    pub goroutine: u64,
+}
+
+/// One live traced call of a goroutine.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Frame {
+    /// Stack depth of the call: `g.stack.hi - SP` at the entry probe. Invariant under Go's
+    /// stack copying, equal at entry and at RET, strictly larger for deeper calls.
+    pub stack_depth: u64,
+    pub start_ns: u64,
+    pub span_id: u64,
+    pub probe_id: u32,
+    pub _pad: u32,
+}
+
+/// Per-goroutine record of traced calls in progress (LRU hash `GOROUTINES`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct GoroutineState {
+    /// Live frames in `frames` (a stack, top at `depth - 1`).
+    pub depth: u32,
+    /// 1 when `inherited_*` holds a parent context (spawning call's span, server span).
+    pub has_inherited: u32,
+    /// Trace id of the calls in progress (valid while depth > 0).
+    pub trace_id: [u8; 16],
+    /// Context a root call of this goroutine joins instead of starting a new trace.
+    pub inherited_trace_id: [u8; 16],
+    pub inherited_span_id: u64,
+    pub frames: [Frame; MAX_FRAMES],
+}
+
+/// Indices of the per-CPU `COUNTERS` array. Userspace sums the CPUs and reports them.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Counter {
+    /// A record did not fit into the ring buffer: that span or its values are lost.
+    RingBufferFull = 0,
+    /// A call ran deeper than MAX_FRAMES traced frames on one goroutine and was not traced.
+    DepthOverflow = 1,
+    /// A RET fired with no matching entry (attached mid-call, or depth overflow).
+    UnmatchedReturn = 2,
+    /// A frame was unwound without returning (panic then recover, Goexit).
+    Abandoned = 3,
+    /// The goroutine map refused an insert.
+    StateInsertFailed = 4,
+    /// A morestack re-entry of an entry probe that sits at the function start was ignored.
+    MorestackReentry = 5,
+    /// Entries seen (calls started).
+    Entries = 6,
+    /// Spans completed in the kernel.
+    Returns = 7,
+    /// Goroutine records cleared because runtime.newproc1 handed out that g again.
+    GoroutineReused = 8,
+}
+pub const NUM_COUNTERS: u32 = 9;
+
+/// pt_regs slot indices (x86-64 `struct pt_regs` / aya's `pt_regs`, 8 bytes each).
+pub const REG_R15: u8 = 0;
+pub const REG_R14: u8 = 1;
+pub const REG_R13: u8 = 2;
+pub const REG_R12: u8 = 3;
+pub const REG_RBP: u8 = 4;
+pub const REG_RBX: u8 = 5;
+pub const REG_R11: u8 = 6;
+pub const REG_R10: u8 = 7;
+pub const REG_R9: u8 = 8;
+pub const REG_R8: u8 = 9;
+pub const REG_RAX: u8 = 10;
+pub const REG_RCX: u8 = 11;
+pub const REG_RDX: u8 = 12;
+pub const REG_RSI: u8 = 13;
+pub const REG_RDI: u8 = 14;
+pub const REG_SP: u8 = 19;
+/// Number of 8-byte slots in pt_regs.
+pub const PT_REGS_SLOTS: usize = 21;
+
+#[cfg(feature = "user")]
+mod pod {
+    use super::*;
+    unsafe impl aya::Pod for ProbePlan {}
+    unsafe impl aya::Pod for GoroutineKey {}
+    unsafe impl aya::Pod for GoroutineState {}
+}

@@ -1,0 +1,544 @@
+//! gotel's kernel side: four small generic uprobe programs, driven entirely by maps.
+//!
+//! - `gotel_entry` at the entry of every traced function (after its stack-check prologue),
+//! - `gotel_return` at every RET instruction of those functions (never a uretprobe: Go moves
+//!   stacks, and a uretprobe's hijacked return address then crashes the program),
+//! - `gotel_newproc_entry` / `gotel_newproc_return` at `runtime.newproc1`, which hands out a
+//!   goroutine: its g may be a reused one (stale frames are cleared) and the new goroutine
+//!   inherits the spawning call as parent.
+//!
+//! Calls are paired per goroutine (g pointer in R14) in a small stack of frames. A frame is
+//! matched by its *stack depth* `g.stack.hi - SP`, which is the same at entry and at RET, survives
+//! stack copying, and grows with nesting. So a RET pops exactly its own frame; frames deeper than
+//! the current depth were unwound by a panic or Goexit and are reported as abandoned.
+#![no_std]
+#![no_main]
+
+use aya_ebpf::{
+    bindings::BPF_RB_NO_WAKEUP,
+    helpers::{
+        bpf_get_attach_cookie, bpf_get_current_pid_tgid, bpf_get_prandom_u32, bpf_ktime_get_ns,
+        bpf_probe_read_kernel_buf, bpf_probe_read_user, bpf_probe_read_user_buf,
+        generated::bpf_ringbuf_output,
+    },
+    macros::{map, uprobe},
+    maps::{Array, LruHashMap, PerCpuArray, RingBuf},
+    programs::ProbeContext,
+};
+use gotel_shared::*;
+
+/// Completed spans and captured values, submitted without wake-up and drained on a timer
+/// (waking user space per event nearly doubles the cost of a traced call).
+/// Userspace sets the real size (`GOTEL_RING_BUFFER_BYTES`).
+#[map]
+static EVENTS: RingBuf = RingBuf::with_byte_size(1 << 22, 0);
+
+/// Traced calls in progress per goroutine. LRU: a goroutine that vanished without returning
+/// (killed program, Goexit) can never pin memory. Userspace sets the size before load.
+#[map]
+static GOROUTINES: LruHashMap<GoroutineKey, GoroutineState> = LruHashMap::with_max_entries(16384, 0);
+
+/// runtime.newproc1 in progress per M (keyed by g0, since newproc1 runs on the system
+/// stack): the g of the goroutine that executes the `go` statement.
+#[map]
+static NEWPROC: LruHashMap<GoroutineKey, u64> = LruHashMap::with_max_entries(1024, 0);
+
+/// Per-probe capture instructions, indexed by probe id (the low 32 bits of the attach cookie).
+#[map]
+static PROBES: Array<ProbePlan> = Array::with_max_entries(4096, 0);
+
+/// Per-CPU counters, indexed by `Counter`.
+#[map]
+static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(NUM_COUNTERS, 0);
+
+/// Slack after the record area so masked offsets plus a bounded copy always stay inside.
+const BUF_SLACK: usize = 2 * MAX_STR + 2 * core::mem::size_of::<ValueHeader>() + 64;
+const HEADER_SIZE: usize = core::mem::size_of::<EventHeader>();
+const VALUE_HEADER_SIZE: usize = core::mem::size_of::<ValueHeader>();
+
+/// Per-CPU working memory: too large for the 512-byte BPF stack.
+#[repr(C)]
+pub struct Scratch {
+    /// Copy of the probed thread's pt_regs (indexable by a masked slot number).
+    regs: [u64; 32],
+    /// Template for a new goroutine record.
+    state: GoroutineState,
+    /// The ring-buffer record being built.
+    buf: [u8; SCRATCH_SIZE + BUF_SLACK],
+}
+
+#[map]
+static SCRATCH: PerCpuArray<Scratch> = PerCpuArray::with_max_entries(1, 0);
+
+#[inline(always)]
+fn count(c: Counter) {
+    if let Some(p) = COUNTERS.get_ptr_mut(c as u32) {
+        unsafe { *p += 1 };
+    }
+}
+
+#[inline(always)]
+fn random_u64() -> u64 {
+    let hi = unsafe { bpf_get_prandom_u32() } as u64;
+    let lo = unsafe { bpf_get_prandom_u32() } as u64;
+    let v = (hi << 32) | lo;
+    if v == 0 { 1 } else { v }
+}
+
+#[inline(always)]
+fn random_trace_id() -> [u8; 16] {
+    let a = random_u64().to_le_bytes();
+    let b = random_u64().to_le_bytes();
+    let mut t = [0u8; 16];
+    t[..8].copy_from_slice(&a);
+    t[8..].copy_from_slice(&b);
+    t
+}
+
+#[inline(always)]
+fn read_u64(addr: u64) -> Option<u64> {
+    unsafe { bpf_probe_read_user(addr as *const u64) }.ok()
+}
+
+/// What every probe needs first: the scratch area with a copy of the registers, the goroutine
+/// and its stack depth.
+struct Hit {
+    scratch: *mut Scratch,
+    key: GoroutineKey,
+    tid: u32,
+    stack_depth: u64,
+    sp: u64,
+    cookie: u64,
+    now: u64,
+}
+
+#[inline(always)]
+fn hit(ctx: &ProbeContext) -> Option<Hit> {
+    let scratch = SCRATCH.get_ptr_mut(0)?;
+    let s = unsafe { &mut *scratch };
+    let regs_bytes = unsafe {
+        core::slice::from_raw_parts_mut(s.regs.as_mut_ptr() as *mut u8, PT_REGS_SLOTS * 8)
+    };
+    unsafe { bpf_probe_read_kernel_buf(ctx.regs as *const u8, regs_bytes) }.ok()?;
+    let g = s.regs[REG_R14 as usize];
+    let sp = s.regs[REG_SP as usize];
+    // runtime.g starts with `stack stack` = {lo, hi uintptr} in every Go version.
+    let hi = read_u64(g.wrapping_add(8))?;
+    let pid_tgid = bpf_get_current_pid_tgid();
+    Some(Hit {
+        scratch,
+        key: GoroutineKey { tgid: (pid_tgid >> 32) as u32, _pad: 0, goroutine: g },
+        tid: pid_tgid as u32,
+        stack_depth: hi.wrapping_sub(sp),
+        sp,
+        cookie: unsafe { bpf_get_attach_cookie(ctx.regs as *mut _) },
+        now: unsafe { bpf_ktime_get_ns() },
+    })
+}
+
+#[inline(always)]
+fn state_of(h: &Hit, create: bool) -> Option<*mut GoroutineState> {
+    if let Some(p) = GOROUTINES.get_ptr_mut(&h.key) {
+        return Some(p);
+    }
+    if !create {
+        return None;
+    }
+    let s = unsafe { &mut *h.scratch };
+    s.state.depth = 0;
+    s.state.has_inherited = 0;
+    if GOROUTINES.insert(&h.key, &s.state, 0).is_err() {
+        count(Counter::StateInsertFailed);
+        return None;
+    }
+    GOROUTINES.get_ptr_mut(&h.key)
+}
+
+/// Writes the record header into the scratch buffer, appends the probe's values captured at
+/// this point and copies the record into the ring buffer.
+#[inline(always)]
+fn emit(h: &Hit, header: &EventHeader, at_return: u8) {
+    let s = unsafe { &mut *h.scratch };
+    let mut len = HEADER_SIZE;
+    if header.kind != EventKind::Abandoned as u32 {
+        if let Some(plan) = PROBES.get(header.probe_id) {
+            len = capture_values(s, plan, h.sp, at_return);
+        }
+    }
+    let hdr_bytes = unsafe {
+        core::slice::from_raw_parts(header as *const EventHeader as *const u8, HEADER_SIZE)
+    };
+    s.buf[..HEADER_SIZE].copy_from_slice(hdr_bytes);
+    let data_len = (len - HEADER_SIZE) as u32;
+    unsafe {
+        let hp = s.buf.as_mut_ptr() as *mut EventHeader;
+        (*hp).data_len = data_len;
+    }
+    let size = (len & (SCRATCH_SIZE - 1)) as u64;
+    let rc = unsafe {
+        bpf_ringbuf_output(
+            &EVENTS as *const _ as *mut _,
+            s.buf.as_mut_ptr() as *mut _,
+            size,
+            BPF_RB_NO_WAKEUP as u64,
+        )
+    };
+    if rc < 0 {
+        count(Counter::RingBufferFull);
+    }
+}
+
+/// Runs the probe's fetch instructions for this point (entry or return). Returns the record
+/// length (header included).
+#[inline(always)]
+fn capture_values(s: &mut Scratch, plan: &ProbePlan, sp: u64, at_return: u8) -> usize {
+    let mut off = HEADER_SIZE;
+    let n = plan.nfetches as usize;
+    for i in 0..MAX_FETCHES {
+        if i >= n {
+            break;
+        }
+        let f = &plan.fetches[i];
+        if f.at_return != at_return {
+            continue;
+        }
+        if off > SCRATCH_SIZE - VALUE_HEADER_SIZE - MAX_STR - 8 {
+            break;
+        }
+        off += fetch_one(s, f, sp, off & (SCRATCH_SIZE - 1));
+    }
+    off
+}
+
+/// Reads one value into `s.buf[off..]`: its header, then string bytes when it has some.
+/// Returns the bytes written (8-byte aligned).
+#[inline(always)]
+fn fetch_one(s: &mut Scratch, f: &Fetch, sp: u64, off: usize) -> usize {
+    let mut vh = ValueHeader { slot: f.slot, flags: 0, len: 0, word0: 0, word1: 0 };
+    let (mut w0, mut w1) = (0u64, 0u64);
+    let mut ok = true;
+    if f.root == Root::Registers as u8 {
+        w0 = s.regs[(f.regs[0] & 31) as usize];
+        if f.nregs > 1 {
+            w1 = s.regs[(f.regs[1] & 31) as usize];
+        }
+    } else {
+        let addr = sp.wrapping_add(f.stack_offset as i64 as u64);
+        match read_u64(addr) {
+            Some(v) => w0 = v,
+            None => ok = false,
+        }
+        w1 = read_u64(addr.wrapping_add(8)).unwrap_or(0);
+    }
+    // Field path: each hop offsets the current pointer; all but the last load a pointer.
+    let nhops = f.nhops as usize;
+    let mut ptr = w0;
+    for i in 0..MAX_HOPS {
+        if !ok || i >= nhops {
+            break;
+        }
+        if ptr == 0 {
+            vh.flags |= VALUE_NIL;
+            ok = false;
+            break;
+        }
+        let addr = ptr.wrapping_add(f.hops[i] as i64 as u64);
+        if i + 1 < nhops {
+            match read_u64(addr) {
+                Some(v) => ptr = v,
+                None => ok = false,
+            }
+        } else {
+            match read_u64(addr) {
+                Some(v) => w0 = v,
+                None => ok = false,
+            }
+            w1 = read_u64(addr.wrapping_add(8)).unwrap_or(0);
+        }
+    }
+    let mut payload = 0usize;
+    if ok {
+        let kind = f.kind;
+        if kind == ValueKind::MapLen as u8 {
+            if w0 == 0 {
+                w0 = 0;
+            } else {
+                match read_u64(w0) {
+                    Some(v) => w0 = v,
+                    None => ok = false,
+                }
+            }
+        } else if kind == ValueKind::String as u8 || kind == ValueKind::Interface as u8 {
+            // String: (ptr, len). Interface: the first field of the dynamic value, if it is a
+            // string (errors.errorString.s, fmt.wrapError.msg): userspace decides.
+            let (str_ptr, str_len) = if kind == ValueKind::String as u8 {
+                (w0, w1)
+            } else if w1 != 0 {
+                (read_u64(w1).unwrap_or(0), read_u64(w1.wrapping_add(8)).unwrap_or(0))
+            } else {
+                (0, 0)
+            };
+            let max = if (f.max_len as usize) < MAX_STR { f.max_len as usize } else { MAX_STR };
+            let mut n = str_len as usize;
+            if n > max {
+                n = max;
+                vh.flags |= VALUE_TRUNCATED;
+            }
+            if str_ptr != 0 && n > 0 {
+                let n = n & (2 * MAX_STR - 1);
+                let dst_off = (off + VALUE_HEADER_SIZE) & (SCRATCH_SIZE - 1);
+                let dst = unsafe { core::slice::from_raw_parts_mut(s.buf.as_mut_ptr().add(dst_off), n) };
+                if unsafe { bpf_probe_read_user_buf(str_ptr as *const u8, dst) }.is_ok() {
+                    payload = n;
+                } else if kind == ValueKind::String as u8 {
+                    ok = false;
+                }
+            }
+        }
+    }
+    if !ok {
+        vh.flags |= VALUE_UNREADABLE;
+        payload = 0;
+    }
+    vh.len = payload as u32;
+    vh.word0 = w0;
+    vh.word1 = w1;
+    let vh_bytes =
+        unsafe { core::slice::from_raw_parts(&vh as *const ValueHeader as *const u8, VALUE_HEADER_SIZE) };
+    let o = off & (SCRATCH_SIZE - 1);
+    s.buf[o..o + VALUE_HEADER_SIZE].copy_from_slice(vh_bytes);
+    (VALUE_HEADER_SIZE + payload + 7) & !7
+}
+
+#[inline(always)]
+fn abandon(h: &Hit, st: &GoroutineState, frame: &Frame, parent: u64) {
+    count(Counter::Abandoned);
+    let hdr = EventHeader {
+        kind: EventKind::Abandoned as u32,
+        probe_id: frame.probe_id,
+        tgid: h.key.tgid,
+        tid: h.tid,
+        goroutine: h.key.goroutine,
+        start_ns: frame.start_ns,
+        end_ns: h.now,
+        trace_id: st.trace_id,
+        span_id: frame.span_id,
+        parent_span_id: parent,
+        ret_offset: 0,
+        data_len: 0,
+    };
+    emit(h, &hdr, 0);
+}
+
+/// Parent span of the frame at index `i` of the goroutine's stack.
+#[inline(always)]
+fn parent_of(st: &GoroutineState, i: usize) -> u64 {
+    if i == 0 {
+        if st.has_inherited != 0 { st.inherited_span_id } else { 0 }
+    } else {
+        st.frames[(i - 1) & (MAX_FRAMES - 1)].span_id
+    }
+}
+
+/// Pops frames deeper than `depth` (or as deep, when `inclusive`): calls that were unwound
+/// without returning. Returns the remaining number of frames.
+#[inline(always)]
+fn unwind(h: &Hit, st: &mut GoroutineState, depth: u64, inclusive: bool) -> usize {
+    let mut n = st.depth as usize;
+    if n > MAX_FRAMES {
+        n = MAX_FRAMES;
+    }
+    for _ in 0..MAX_FRAMES {
+        if n == 0 {
+            break;
+        }
+        let i = (n - 1) & (MAX_FRAMES - 1);
+        let f = st.frames[i];
+        if f.stack_depth < depth || (f.stack_depth == depth && !inclusive) {
+            break;
+        }
+        // Entry probe at the very function start, same function, same depth: runtime.morestack
+        // grew the stack and re-ran the function from its first instruction. Not a new call.
+        if inclusive
+            && f.stack_depth == depth
+            && f.probe_id == h.cookie as u32
+            && h.cookie & COOKIE_AT_FUNC_START != 0
+        {
+            break;
+        }
+        abandon(h, st, &f, parent_of(st, i));
+        n -= 1;
+    }
+    st.depth = n as u32;
+    n
+}
+
+#[uprobe]
+pub fn gotel_entry(ctx: ProbeContext) -> u32 {
+    let _ = on_entry(&ctx);
+    0
+}
+
+#[inline(always)]
+fn on_entry(ctx: &ProbeContext) -> Option<()> {
+    let h = hit(ctx)?;
+    count(Counter::Entries);
+    let probe_id = h.cookie as u32;
+    let st = unsafe { &mut *state_of(&h, true)? };
+    let n = unwind(&h, st, h.stack_depth, true);
+    if n > 0 {
+        let top = st.frames[(n - 1) & (MAX_FRAMES - 1)];
+        if top.stack_depth == h.stack_depth && top.probe_id == probe_id {
+            count(Counter::MorestackReentry);
+            return Some(());
+        }
+    }
+    if n >= MAX_FRAMES {
+        count(Counter::DepthOverflow);
+        return Some(());
+    }
+    if n == 0 {
+        st.trace_id = if st.has_inherited != 0 { st.inherited_trace_id } else { random_trace_id() };
+    }
+    let parent = parent_of(st, n);
+    let span_id = random_u64();
+    st.frames[n & (MAX_FRAMES - 1)] =
+        Frame { stack_depth: h.stack_depth, start_ns: h.now, span_id, probe_id, _pad: 0 };
+    st.depth = (n + 1) as u32;
+    if let Some(plan) = PROBES.get(probe_id) {
+        if plan.flags & PLAN_HAS_ENTRY_FETCH != 0 {
+            let hdr = EventHeader {
+                kind: EventKind::EntryValues as u32,
+                probe_id,
+                tgid: h.key.tgid,
+                tid: h.tid,
+                goroutine: h.key.goroutine,
+                start_ns: h.now,
+                end_ns: 0,
+                trace_id: st.trace_id,
+                span_id,
+                parent_span_id: parent,
+                ret_offset: 0,
+                data_len: 0,
+            };
+            emit(&h, &hdr, 0);
+        }
+    }
+    Some(())
+}
+
+#[uprobe]
+pub fn gotel_return(ctx: ProbeContext) -> u32 {
+    let _ = on_return(&ctx);
+    0
+}
+
+#[inline(always)]
+fn on_return(ctx: &ProbeContext) -> Option<()> {
+    let h = hit(ctx)?;
+    let probe_id = h.cookie as u32;
+    let Some(st) = state_of(&h, false) else {
+        count(Counter::UnmatchedReturn);
+        return None;
+    };
+    let st = unsafe { &mut *st };
+    let n = unwind(&h, st, h.stack_depth, false);
+    let i = n.wrapping_sub(1) & (MAX_FRAMES - 1);
+    if n == 0 || st.frames[i].stack_depth != h.stack_depth || st.frames[i].probe_id != probe_id {
+        count(Counter::UnmatchedReturn);
+        return None;
+    }
+    let f = st.frames[i];
+    st.depth = i as u32;
+    count(Counter::Returns);
+    let hdr = EventHeader {
+        kind: EventKind::SpanEnd as u32,
+        probe_id,
+        tgid: h.key.tgid,
+        tid: h.tid,
+        goroutine: h.key.goroutine,
+        start_ns: f.start_ns,
+        end_ns: h.now,
+        trace_id: st.trace_id,
+        span_id: f.span_id,
+        parent_span_id: parent_of(st, i),
+        ret_offset: (h.cookie >> 48) as u32,
+        data_len: 0,
+    };
+    emit(&h, &hdr, 1);
+    if i == 0 && st.has_inherited == 0 {
+        // Nothing left to remember for this goroutine: keep the map small.
+        let _ = GOROUTINES.remove(&h.key);
+    }
+    Some(())
+}
+
+#[uprobe]
+pub fn gotel_newproc_entry(ctx: ProbeContext) -> u32 {
+    let _ = on_newproc_entry(&ctx);
+    0
+}
+
+#[inline(always)]
+fn on_newproc_entry(ctx: &ProbeContext) -> Option<()> {
+    let scratch = SCRATCH.get_ptr_mut(0)?;
+    let s = unsafe { &mut *scratch };
+    let regs_bytes = unsafe {
+        core::slice::from_raw_parts_mut(s.regs.as_mut_ptr() as *mut u8, PT_REGS_SLOTS * 8)
+    };
+    unsafe { bpf_probe_read_kernel_buf(ctx.regs as *const u8, regs_bytes) }.ok()?;
+    let pid_tgid = bpf_get_current_pid_tgid();
+    // newproc1(fn *funcval, callergp *g, ...): callergp is the second integer argument (RBX).
+    let key = GoroutineKey { tgid: (pid_tgid >> 32) as u32, _pad: 0, goroutine: s.regs[REG_R14 as usize] };
+    let _ = NEWPROC.insert(&key, &s.regs[REG_RBX as usize], 0);
+    Some(())
+}
+
+#[uprobe]
+pub fn gotel_newproc_return(ctx: ProbeContext) -> u32 {
+    let _ = on_newproc_return(&ctx);
+    0
+}
+
+#[inline(always)]
+fn on_newproc_return(ctx: &ProbeContext) -> Option<()> {
+    let scratch = SCRATCH.get_ptr_mut(0)?;
+    let s = unsafe { &mut *scratch };
+    let regs_bytes = unsafe {
+        core::slice::from_raw_parts_mut(s.regs.as_mut_ptr() as *mut u8, PT_REGS_SLOTS * 8)
+    };
+    unsafe { bpf_probe_read_kernel_buf(ctx.regs as *const u8, regs_bytes) }.ok()?;
+    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    let m_key = GoroutineKey { tgid, _pad: 0, goroutine: s.regs[REG_R14 as usize] };
+    let caller = unsafe { *NEWPROC.get(&m_key)? };
+    let _ = NEWPROC.remove(&m_key);
+    let new_key = GoroutineKey { tgid, _pad: 0, goroutine: s.regs[REG_RAX as usize] };
+    if GOROUTINES.remove(&new_key).is_ok() {
+        count(Counter::GoroutineReused);
+    }
+    let caller_key = GoroutineKey { tgid, _pad: 0, goroutine: caller };
+    let parent = unsafe { GOROUTINES.get(&caller_key)? };
+    let n = parent.depth as usize;
+    s.state.depth = 0;
+    if n > 0 && n <= MAX_FRAMES {
+        s.state.has_inherited = 1;
+        s.state.inherited_trace_id = parent.trace_id;
+        s.state.inherited_span_id = parent.frames[(n - 1) & (MAX_FRAMES - 1)].span_id;
+    } else if parent.has_inherited != 0 {
+        s.state.has_inherited = 1;
+        s.state.inherited_trace_id = parent.inherited_trace_id;
+        s.state.inherited_span_id = parent.inherited_span_id;
+    } else {
+        return None;
+    }
+    if GOROUTINES.insert(&new_key, &s.state, 0).is_err() {
+        count(Counter::StateInsertFailed);
+    }
+    Some(())
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
