@@ -1,0 +1,20 @@
+//! gotel: traces chosen functions of a running Go program as OpenTelemetry spans, with eBPF
+//! uprobes at each function's entry and at every RET instruction.
+//!
+//! Data flows one way through the modules below (see README "Architecture"):
+//! `config` -> `target` -> `binary` (+ `dwarf`) -> `plan` (+ `spec`, `abi`, `attributes`)
+//! -> `attach` -> `events` -> `spans` (+ `values`) -> `export`.
+pub mod abi;
+pub mod attach;
+pub mod attributes;
+pub mod binary;
+pub mod config;
+pub mod dwarf;
+pub mod events;
+pub mod exit;
+pub mod export;
+pub mod plan;
+pub mod spans;
+pub mod spec;
+pub mod target;
+pub mod values;
