@@ -1,1 +1,182 @@
-//! TODO
+//! Loading the eBPF object, filling the plan into its maps and attaching the uprobes.
+//!
+//! Order matters: every RET probe of a function is attached before its entry probe, so no call
+//! can start being tracked whose return would go unseen. Probes are scoped to the target's pid
+//! (perf filters by process): other processes of the same image, in other containers, never
+//! pay for or pollute gotel's tracing.
+use std::{num::NonZeroU32, path::Path};
+
+use aya::{
+    maps::{Array, MapData, PerCpuArray, RingBuf},
+    programs::{
+        uprobe::{UProbeAttachLocation, UProbeAttachPoint, UProbeScope},
+        ProgramError, UProbe,
+    },
+    Ebpf, EbpfLoader,
+};
+use gotel_shared::{
+    Counter, COOKIE_AT_FUNC_START, COOKIE_ENTRY, COOKIE_NEWPROC_ENTRY, COOKIE_NEWPROC_RETURN, COOKIE_RETURN,
+    NUM_COUNTERS,
+};
+
+use crate::{
+    binary::GoBinary,
+    exit::Failure,
+    plan::{Plan, MAX_PROBES},
+};
+
+/// The compiled kernel programs, built by build.rs.
+static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/gotel-ebpf"));
+
+pub struct Attached {
+    /// Owns programs and links: dropping it detaches every probe.
+    ebpf: Ebpf,
+    pub uprobes: usize,
+}
+
+/// Kernel counters, summed over CPUs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KernelCounters(pub [u64; NUM_COUNTERS as usize]);
+
+impl KernelCounters {
+    pub fn get(&self, c: Counter) -> u64 {
+        self.0[c as usize]
+    }
+}
+
+pub struct Settings {
+    pub max_goroutines: u32,
+    pub ring_buffer_bytes: u32,
+}
+
+fn environment_error(what: &str, e: impl std::fmt::Display) -> Failure {
+    let text = e.to_string();
+    let hint = if text.contains("Operation not permitted") || text.contains("Permission denied") || text.contains("EPERM") {
+        " — gotel needs CAP_SYS_ADMIN (uprobe perf events and BPF on this kernel; CAP_BPF + CAP_PERFMON \
+         on kernels before the 2025 uprobe permission change) and CAP_SYS_PTRACE; run as root or add \
+         those capabilities (compose: cap_add: [SYS_ADMIN, SYS_PTRACE])"
+    } else if text.contains("No such file") && what.contains("attach") {
+        " — is this kernel built with uprobes (CONFIG_UPROBE_EVENTS) and is the binary still there?"
+    } else {
+        ""
+    };
+    Failure::environment(format!("{what}: {text}{hint}"))
+}
+
+/// aya wraps the syscall error; show the innermost cause.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
+
+pub fn load(plan: &Plan, settings: &Settings) -> Result<Attached, Failure> {
+    raise_limits();
+    let ring = settings.ring_buffer_bytes.max(4096).next_power_of_two();
+    let mut ebpf = EbpfLoader::new()
+        .set_max_entries("GOROUTINES", settings.max_goroutines.max(64))
+        .set_max_entries("EVENTS", ring)
+        .set_max_entries("PROBES", MAX_PROBES as u32)
+        .load(EBPF_OBJECT)
+        .map_err(|e| environment_error("loading the eBPF programs", chain(&e)))?;
+
+    let mut probes: Array<&mut MapData, gotel_shared::ProbePlan> =
+        Array::try_from(ebpf.map_mut("PROBES").expect("PROBES map in the eBPF object"))
+            .map_err(|e| environment_error("PROBES map", chain(&e)))?;
+    for p in &plan.probes {
+        probes.set(p.id, p.kernel_plan(), 0).map_err(|e| environment_error("filling PROBES", chain(&e)))?;
+    }
+    for name in ["gotel_entry", "gotel_return", "gotel_newproc_entry", "gotel_newproc_return"] {
+        let prog: &mut UProbe = ebpf
+            .program_mut(name)
+            .expect("program in the eBPF object")
+            .try_into()
+            .map_err(|e: ProgramError| environment_error(name, chain(&e)))?;
+        prog.load().map_err(|e| environment_error(&format!("loading {name} (BPF verifier)"), chain(&e)))?;
+    }
+    Ok(Attached { ebpf, uprobes: 0 })
+}
+
+impl Attached {
+    fn attach_one(&mut self, program: &str, bin: &GoBinary, target: &Path, pid: u32, vaddr: u64, cookie: u64) -> Result<(), Failure> {
+        let offset = bin
+            .file_offset(vaddr)
+            .ok_or_else(|| Failure::target(format!("{:#x} is not in a loadable segment of {}", vaddr, bin.path)))?;
+        let prog: &mut UProbe = self.ebpf.program_mut(program).expect("program").try_into().expect("uprobe");
+        let scope = UProbeScope::OneProcess(NonZeroU32::new(pid).expect("pid > 0"));
+        let point = UProbeAttachPoint { location: UProbeAttachLocation::AbsoluteOffset(offset), cookie: Some(cookie) };
+        prog.attach(point, target, scope)
+            .map_err(|e| environment_error(&format!("attaching a uprobe to {} at {offset:#x}", target.display()), chain(&e)))?;
+        self.uprobes += 1;
+        Ok(())
+    }
+
+    /// Attaches every probe of the plan to process `pid`, whose executable is opened as `target`.
+    pub fn attach(&mut self, plan: &Plan, bin: &GoBinary, target: &Path, pid: u32) -> Result<(), Failure> {
+        // Goroutine bookkeeping first, so goroutines born from now on are known.
+        if let Some(h) = &plan.newproc {
+            for &off in &h.ret_offsets {
+                self.attach_one("gotel_newproc_return", bin, target, pid, h.function.entry + off, COOKIE_NEWPROC_RETURN)?;
+            }
+            self.attach_one("gotel_newproc_entry", bin, target, pid, h.function.entry + h.entry_offset, COOKIE_NEWPROC_ENTRY)?;
+        }
+        for p in &plan.probes {
+            for &off in &p.ret_offsets {
+                let cookie = p.id as u64 | COOKIE_RETURN | (off.min(0xffff) << 48);
+                self.attach_one("gotel_return", bin, target, pid, p.function.entry + off, cookie)?;
+            }
+            let mut cookie = p.id as u64 | COOKIE_ENTRY;
+            if p.at_function_start {
+                cookie |= COOKIE_AT_FUNC_START;
+            }
+            self.attach_one("gotel_entry", bin, target, pid, p.function.entry + p.entry_offset, cookie)?;
+        }
+        Ok(())
+    }
+
+    /// Takes the ring buffer out of the object (once).
+    pub fn ring_buffer(&mut self) -> Result<RingBuf<MapData>, Failure> {
+        let map = self.ebpf.take_map("EVENTS").ok_or_else(|| Failure::environment("EVENTS map already taken"))?;
+        RingBuf::try_from(map).map_err(|e| environment_error("EVENTS ring buffer", chain(&e)))
+    }
+
+    pub fn counters(&self) -> KernelCounters {
+        let mut out = KernelCounters::default();
+        let Some(map) = self.ebpf.map("COUNTERS") else { return out };
+        let Ok(arr) = PerCpuArray::<_, u64>::try_from(map) else { return out };
+        for i in 0..NUM_COUNTERS {
+            if let Ok(values) = arr.get(&i, 0) {
+                out.0[i as usize] = values.iter().sum();
+            }
+        }
+        out
+    }
+
+    /// Entries in the goroutine map (to show it stays bounded).
+    pub fn goroutines_tracked(&self) -> usize {
+        let Some(map) = self.ebpf.map("GOROUTINES") else { return 0 };
+        let Ok(m) = aya::maps::HashMap::<_, gotel_shared::GoroutineKey, gotel_shared::GoroutineState>::try_from(map) else { return 0 };
+        m.keys().count()
+    }
+}
+
+/// Many probes mean many perf-event descriptors; BPF memory is charged to memcg on 6.x kernels,
+/// so a failing RLIMIT_MEMLOCK raise is only worth a debug line.
+fn raise_limits() {
+    unsafe {
+        let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+            lim.rlim_cur = lim.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        }
+        let inf = libc::rlimit { rlim_cur: libc::RLIM_INFINITY, rlim_max: libc::RLIM_INFINITY };
+        if libc::setrlimit(libc::RLIMIT_MEMLOCK, &inf) != 0 {
+            tracing::debug!("setrlimit(RLIMIT_MEMLOCK) failed; relying on memcg accounting");
+        }
+    }
+}

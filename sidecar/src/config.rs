@@ -1,1 +1,151 @@
-//! TODO
+//! Command line and environment. Every option has a `GOTEL_*` environment fallback so the
+//! sidecar can be configured from a compose file alone; OpenTelemetry's own `OTEL_*` variables
+//! are read by `export` with the defaults of the specification.
+use std::{path::PathBuf, time::Duration};
+
+use clap::Parser;
+
+use crate::exit::Failure;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "gotel",
+    version,
+    about = "Trace chosen functions of a running Go program as OpenTelemetry spans (eBPF uprobes)",
+    after_help = "Exactly one target: --pid, --exe, or a command after `--`.\n\
+                  Example: gotel --probe 'main.handle(user=u.Name)' -- ./server --port 8080"
+)]
+pub struct Cli {
+    /// Trace the running process with this pid.
+    #[arg(long, env = "GOTEL_TARGET_PID", value_name = "PID")]
+    pub pid: Option<u32>,
+
+    /// Trace the process running this executable; waits until one appears, and follows
+    /// restarts (a new process of the same file is traced again).
+    #[arg(long, env = "GOTEL_TARGET_EXE", value_name = "PATH")]
+    pub exe: Option<PathBuf>,
+
+    /// Functions to trace: `SYMBOL` or `SYMBOL(KEY=EXPR, ...)`, `*` globs allowed. Repeatable;
+    /// added to GOTEL_PROBES.
+    #[arg(long = "probe", value_name = "SPEC")]
+    pub probes: Vec<String>,
+
+    /// `;`-separated probe specs (same grammar as --probe).
+    #[arg(long = "probes", env = "GOTEL_PROBES", value_name = "SPECS", hide = true)]
+    pub probes_env: Option<String>,
+
+    /// A file of probe specs (`;` or newlines between entries, `#` comments).
+    #[arg(long, env = "GOTEL_PROBES_FILE", value_name = "FILE")]
+    pub probes_file: Option<PathBuf>,
+
+    /// Create this file once every probe is attached (readiness for scripts and orchestrators).
+    #[arg(long, env = "GOTEL_READY_FILE", value_name = "FILE")]
+    pub ready_file: Option<PathBuf>,
+
+    /// How many goroutines with traced calls in progress the kernel remembers (LRU).
+    #[arg(long, env = "GOTEL_MAX_GOROUTINES", default_value_t = 16384)]
+    pub max_goroutines: u32,
+
+    /// Ring buffer size in bytes between kernel and gotel (power of two, >= 4096).
+    #[arg(long, env = "GOTEL_RING_BUFFER_BYTES", default_value_t = 8 << 20)]
+    pub ring_buffer_bytes: u32,
+
+    /// How often the ring buffer is drained, in milliseconds (events are submitted without
+    /// wake-ups, which halves the cost of a traced call).
+    #[arg(long, env = "GOTEL_DRAIN_INTERVAL_MS", default_value_t = 10)]
+    pub drain_interval_ms: u64,
+
+    /// Log filter for gotel's own diagnostics on stderr (error, warn, info, debug, trace).
+    /// Defaults to OTEL_LOG_LEVEL, else info.
+    #[arg(long, env = "GOTEL_LOG", value_name = "FILTER")]
+    pub log: Option<String>,
+
+    /// The program to launch and trace from its first instruction.
+    #[arg(last = true, value_name = "COMMAND")]
+    pub command: Vec<String>,
+}
+
+/// What to trace.
+#[derive(Clone, Debug)]
+pub enum Target {
+    Pid(u32),
+    Exe(PathBuf),
+    Launch(Vec<String>),
+}
+
+impl Cli {
+    pub fn target(&self) -> Result<Target, Failure> {
+        let mut chosen = Vec::new();
+        if let Some(pid) = self.pid {
+            chosen.push(Target::Pid(pid));
+        }
+        if let Some(exe) = &self.exe {
+            chosen.push(Target::Exe(exe.clone()));
+        }
+        if !self.command.is_empty() {
+            chosen.push(Target::Launch(self.command.clone()));
+        }
+        match chosen.len() {
+            1 => Ok(chosen.pop().unwrap()),
+            0 => Err(Failure::config(
+                "no target: give --pid PID (GOTEL_TARGET_PID), --exe PATH (GOTEL_TARGET_EXE), or a command after `--`",
+            )),
+            _ => Err(Failure::config(
+                "more than one target: choose one of --pid (GOTEL_TARGET_PID), --exe (GOTEL_TARGET_EXE) and a command after `--`",
+            )),
+        }
+    }
+
+    /// All probe spec text: GOTEL_PROBES, then GOTEL_PROBES_FILE, then each --probe.
+    pub fn probe_text(&self) -> Result<String, Failure> {
+        let mut parts = Vec::new();
+        if let Some(p) = &self.probes_env {
+            parts.push(p.clone());
+        }
+        if let Some(path) = &self.probes_file {
+            let text = std::fs::read_to_string(path).map_err(|e| {
+                Failure::config(format!("cannot read GOTEL_PROBES_FILE {}: {e}", path.display()))
+            })?;
+            parts.push(text);
+        }
+        parts.extend(self.probes.iter().cloned());
+        let text = parts.join(";\n");
+        if text.trim().trim_matches(';').trim().is_empty() {
+            return Err(Failure::config(
+                "no functions to trace: set GOTEL_PROBES (e.g. 'main.handle;main.(*Store).Get') or pass --probe",
+            ));
+        }
+        Ok(text)
+    }
+
+    pub fn drain_interval(&self) -> Duration {
+        Duration::from_millis(self.drain_interval_ms.clamp(1, 1000))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Cli {
+        Cli::try_parse_from(std::iter::once("gotel").chain(args.iter().copied())).unwrap()
+    }
+
+    #[test]
+    fn one_target_is_required() {
+        assert!(parse(&["--probe", "main.f"]).target().is_err());
+        assert!(matches!(parse(&["--pid", "7"]).target(), Ok(Target::Pid(7))));
+        assert!(parse(&["--pid", "7", "--", "ls"]).target().is_err());
+        match parse(&["--", "./app", "-x"]).target() {
+            Ok(Target::Launch(cmd)) => assert_eq!(cmd, vec!["./app", "-x"]),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn probes_are_joined_and_required() {
+        let cli = parse(&["--probe", "main.a", "--probe", "main.b(x=arg0)", "--pid", "1"]);
+        assert_eq!(cli.probe_text().unwrap(), "main.a;\nmain.b(x=arg0)");
+        assert!(parse(&["--pid", "1", "--probe", " ; "]).probe_text().is_err());
+    }
+}

@@ -1,1 +1,339 @@
-//! TODO
+//! Getting spans out: OTLP (grpc or http/protobuf, through opentelemetry-otlp), console
+//! (OTLP/JSON lines on stdout) or none, behind a bounded queue with batching and retries.
+//!
+//! Why not the SDK's BatchSpanProcessor: gotel must count every span it drops and say so, keep
+//! running while the collector is down and deliver again after it returns. The SDK's processor
+//! keeps its drop count private and does not retry. This one honours the same `OTEL_BSP_*`
+//! variables with the specification's defaults.
+use std::{
+    sync::{
+        atomic::{AtomicU64, Ordering::Relaxed},
+        Arc,
+    },
+    time::Duration,
+};
+
+use opentelemetry::KeyValue;
+use opentelemetry_sdk::{
+    error::{OTelSdkError, OTelSdkResult},
+    trace::{Sampler, SpanData, SpanExporter},
+    Resource,
+};
+use tokio::sync::mpsc;
+
+use crate::exit::Failure;
+
+fn env(name: &str) -> Option<String> {
+    std::env::var(name).ok().map(|v| v.trim().to_string()).filter(|v| !v.is_empty())
+}
+
+fn env_u64(name: &str, default: u64) -> Result<u64, Failure> {
+    match env(name) {
+        None => Ok(default),
+        Some(v) => v.parse().map_err(|_| Failure::config(format!("{name}={v} is not a whole number"))),
+    }
+}
+
+/// `OTEL_BSP_*` settings, with the specification's defaults.
+#[derive(Clone, Debug)]
+pub struct BatchSettings {
+    pub schedule_delay: Duration,
+    pub max_queue_size: usize,
+    pub max_export_batch_size: usize,
+    pub export_timeout: Duration,
+}
+
+impl BatchSettings {
+    pub fn from_env() -> Result<Self, Failure> {
+        let max_queue_size = env_u64("OTEL_BSP_MAX_QUEUE_SIZE", 2048)?.max(1) as usize;
+        Ok(BatchSettings {
+            schedule_delay: Duration::from_millis(env_u64("OTEL_BSP_SCHEDULE_DELAY", 5000)?),
+            max_queue_size,
+            max_export_batch_size: (env_u64("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", 512)?.max(1) as usize).min(max_queue_size),
+            export_timeout: Duration::from_millis(env_u64("OTEL_BSP_EXPORT_TIMEOUT", 30000)?.max(1)),
+        })
+    }
+}
+
+/// `OTEL_TRACES_SAMPLER` and `OTEL_TRACES_SAMPLER_ARG`.
+pub fn sampler_from_env() -> Result<Sampler, Failure> {
+    let name = env("OTEL_TRACES_SAMPLER").unwrap_or_else(|| "parentbased_always_on".into());
+    let ratio = || -> Result<f64, Failure> {
+        match env("OTEL_TRACES_SAMPLER_ARG") {
+            None => Ok(1.0),
+            Some(v) => v
+                .parse::<f64>()
+                .ok()
+                .filter(|r| (0.0..=1.0).contains(r))
+                .ok_or_else(|| Failure::config(format!("OTEL_TRACES_SAMPLER_ARG={v}: expected a ratio between 0 and 1"))),
+        }
+    };
+    Ok(match name.as_str() {
+        "always_on" => Sampler::AlwaysOn,
+        "always_off" => Sampler::AlwaysOff,
+        "traceidratio" => Sampler::TraceIdRatioBased(ratio()?),
+        "parentbased_always_on" => Sampler::ParentBased(Box::new(Sampler::AlwaysOn)),
+        "parentbased_always_off" => Sampler::ParentBased(Box::new(Sampler::AlwaysOff)),
+        "parentbased_traceidratio" => Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(ratio()?))),
+        other => {
+            return Err(Failure::config(format!(
+                "OTEL_TRACES_SAMPLER={other} is not supported; use always_on, always_off, traceidratio, \
+                 parentbased_always_on, parentbased_always_off or parentbased_traceidratio"
+            )))
+        }
+    })
+}
+
+/// What the process looks like to the backend.
+pub struct ResourceFacts<'a> {
+    pub exe_name: &'a str,
+    pub pid: u32,
+    pub go_version: Option<&'a str>,
+}
+
+/// `service.name` from OTEL_SERVICE_NAME (or OTEL_RESOURCE_ATTRIBUTES), else the executable's
+/// name; `process.*` facts; `telemetry.sdk.*` and OTEL_RESOURCE_ATTRIBUTES from the SDK.
+pub fn resource(facts: &ResourceFacts) -> Resource {
+    let named = env("OTEL_SERVICE_NAME").is_some()
+        || env("OTEL_RESOURCE_ATTRIBUTES").is_some_and(|a| a.split(',').any(|kv| kv.trim().starts_with("service.name=")));
+    let mut builder = Resource::builder();
+    if !named {
+        builder = builder.with_service_name(facts.exe_name.to_string());
+    }
+    let mut attrs = vec![
+        KeyValue::new("process.pid", facts.pid as i64),
+        KeyValue::new("process.executable.name", facts.exe_name.to_string()),
+        KeyValue::new("process.runtime.name", "go"),
+        KeyValue::new("telemetry.distro.name", "gotel"),
+        KeyValue::new("telemetry.distro.version", env!("CARGO_PKG_VERSION")),
+    ];
+    if let Some(v) = facts.go_version {
+        attrs.push(KeyValue::new("process.runtime.version", v.trim_start_matches("go").to_string()));
+    }
+    builder.with_attributes(attrs).build()
+}
+
+/// Prints each batch as one OTLP/JSON `ExportTraceServiceRequest` line on stdout (the protobuf
+/// JSON mapping OTLP/HTTP uses: hex ids, camelCase fields).
+#[derive(Debug, Default)]
+pub struct ConsoleExporter {
+    resource: Option<Resource>,
+}
+
+impl SpanExporter for ConsoleExporter {
+    async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
+        use opentelemetry_proto::{
+            tonic::collector::trace::v1::ExportTraceServiceRequest,
+            transform::{common::tonic::ResourceAttributesWithSchema, trace::tonic::group_spans_by_resource_and_scope},
+        };
+        let resource = self.resource.clone().unwrap_or_else(|| Resource::builder_empty().build());
+        let schema = ResourceAttributesWithSchema::from(&resource);
+        let request = ExportTraceServiceRequest { resource_spans: group_spans_by_resource_and_scope(batch, &schema) };
+        let line = serde_json::to_string(&request).map_err(|e| OTelSdkError::InternalFailure(e.to_string()))?;
+        use std::io::Write;
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "{line}").and_then(|_| out.flush()).map_err(|e| OTelSdkError::InternalFailure(e.to_string()))
+    }
+
+    fn set_resource(&mut self, resource: &Resource) {
+        self.resource = Some(resource.clone());
+    }
+}
+
+enum AnyExporter {
+    Otlp(opentelemetry_otlp::SpanExporter),
+    Console(ConsoleExporter),
+}
+
+impl AnyExporter {
+    async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
+        match self {
+            AnyExporter::Otlp(e) => e.export(batch).await,
+            AnyExporter::Console(e) => e.export(batch).await,
+        }
+    }
+    fn set_resource(&mut self, r: &Resource) {
+        match self {
+            AnyExporter::Otlp(e) => e.set_resource(r),
+            AnyExporter::Console(e) => e.set_resource(r),
+        }
+    }
+}
+
+fn otlp_exporter() -> Result<opentelemetry_otlp::SpanExporter, Failure> {
+    use opentelemetry_otlp::{Protocol, WithExportConfig as _, WithHttpConfig as _};
+    let protocol = env("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")
+        .or_else(|| env("OTEL_EXPORTER_OTLP_PROTOCOL"))
+        .unwrap_or_else(|| "http/protobuf".into());
+    let built = match protocol.as_str() {
+        "grpc" => opentelemetry_otlp::SpanExporter::builder().with_tonic().build(),
+        "http/protobuf" => opentelemetry_otlp::SpanExporter::builder().with_http().with_protocol(Protocol::HttpBinary).build(),
+        other => {
+            return Err(Failure::config(format!(
+                "OTEL_EXPORTER_OTLP_PROTOCOL={other} is not supported; use grpc or http/protobuf"
+            )))
+        }
+    };
+    built.map_err(|e| Failure::config(format!("OTLP exporter ({protocol}): {e}")))
+}
+
+/// Counters of the export path, shared with the metrics and the logs.
+#[derive(Debug, Default)]
+pub struct ExportStats {
+    pub submitted: AtomicU64,
+    pub exported: AtomicU64,
+    /// Dropped because the queue (OTEL_BSP_MAX_QUEUE_SIZE) was full.
+    pub dropped_queue_full: AtomicU64,
+    /// Dropped after the exporter kept failing.
+    pub dropped_export_failed: AtomicU64,
+    /// Failed export attempts (each retried).
+    pub export_failures: AtomicU64,
+}
+
+impl ExportStats {
+    pub fn dropped(&self) -> u64 {
+        self.dropped_queue_full.load(Relaxed) + self.dropped_export_failed.load(Relaxed)
+    }
+}
+
+/// The running export path.
+pub struct Pipeline {
+    tx: Option<mpsc::Sender<SpanData>>,
+    pub stats: Arc<ExportStats>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+const MAX_RETRIES: u32 = 6;
+
+impl Pipeline {
+    /// From the environment. `Ok(None)` when exporting is off (`none`, OTEL_SDK_DISABLED).
+    pub fn from_env(resource: Resource) -> Result<Option<Pipeline>, Failure> {
+        if env("OTEL_SDK_DISABLED").is_some_and(|v| v.eq_ignore_ascii_case("true")) {
+            return Ok(None);
+        }
+        let kind = env("OTEL_TRACES_EXPORTER").unwrap_or_else(|| "otlp".into());
+        let mut exporter = match kind.split(',').next().unwrap_or("otlp").trim() {
+            "otlp" => AnyExporter::Otlp(otlp_exporter()?),
+            "console" | "logging" => AnyExporter::Console(ConsoleExporter::default()),
+            "none" => return Ok(None),
+            other => {
+                return Err(Failure::config(format!(
+                    "OTEL_TRACES_EXPORTER={other} is not supported; use otlp, console or none"
+                )))
+            }
+        };
+        exporter.set_resource(&resource);
+        let settings = BatchSettings::from_env()?;
+        let (tx, rx) = mpsc::channel(settings.max_queue_size);
+        let stats = Arc::new(ExportStats::default());
+        let task = tokio::spawn(export_loop(exporter, rx, settings, stats.clone()));
+        Ok(Some(Pipeline { tx: Some(tx), stats, task: Some(task) }))
+    }
+
+    /// Queues a span; never blocks. A full queue drops the span and counts it.
+    pub fn submit(&self, span: SpanData) {
+        self.stats.submitted.fetch_add(1, Relaxed);
+        if let Some(tx) = &self.tx {
+            if tx.try_send(span).is_err() {
+                self.stats.dropped_queue_full.fetch_add(1, Relaxed);
+            }
+        }
+    }
+
+    /// Exports what is queued and stops, within `timeout`.
+    pub async fn shutdown(mut self, timeout: Duration) {
+        self.tx.take();
+        if let Some(task) = self.task.take() {
+            if tokio::time::timeout(timeout, task).await.is_err() {
+                tracing::warn!("export did not finish within {timeout:?}; queued spans are lost");
+            }
+        }
+    }
+}
+
+async fn export_loop(
+    exporter: AnyExporter,
+    mut rx: mpsc::Receiver<SpanData>,
+    settings: BatchSettings,
+    stats: Arc<ExportStats>,
+) {
+    let mut batch = Vec::with_capacity(settings.max_export_batch_size);
+    let mut closed = false;
+    while !closed {
+        // Wait for the first span, then gather until the batch is full or the delay passes.
+        match rx.recv().await {
+            Some(s) => batch.push(s),
+            None => break,
+        }
+        let deadline = tokio::time::sleep(settings.schedule_delay);
+        tokio::pin!(deadline);
+        while batch.len() < settings.max_export_batch_size {
+            tokio::select! {
+                s = rx.recv() => match s {
+                    Some(s) => batch.push(s),
+                    None => { closed = true; break }
+                },
+                _ = &mut deadline => break,
+            }
+        }
+        export_with_retry(&exporter, std::mem::take(&mut batch), &settings, &stats, closed).await;
+    }
+    // Channel closed: flush whatever is left, in full batches.
+    while let Ok(s) = rx.try_recv() {
+        batch.push(s);
+        if batch.len() >= settings.max_export_batch_size {
+            export_with_retry(&exporter, std::mem::take(&mut batch), &settings, &stats, true).await;
+        }
+    }
+    if !batch.is_empty() {
+        export_with_retry(&exporter, batch, &settings, &stats, true).await;
+    }
+}
+
+async fn export_with_retry(
+    exporter: &AnyExporter,
+    batch: Vec<SpanData>,
+    settings: &BatchSettings,
+    stats: &ExportStats,
+    shutting_down: bool,
+) {
+    let n = batch.len() as u64;
+    let mut backoff = Duration::from_millis(200);
+    let attempts = if shutting_down { 2 } else { MAX_RETRIES };
+    for attempt in 1..=attempts {
+        let result = tokio::time::timeout(settings.export_timeout, exporter.export(batch.clone())).await;
+        match result {
+            Ok(Ok(())) => {
+                stats.exported.fetch_add(n, Relaxed);
+                return;
+            }
+            Ok(Err(e)) => {
+                stats.export_failures.fetch_add(1, Relaxed);
+                tracing::debug!(attempt, error = %e, "export failed");
+            }
+            Err(_) => {
+                stats.export_failures.fetch_add(1, Relaxed);
+                tracing::debug!(attempt, "export timed out");
+            }
+        }
+        if attempt < attempts {
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_secs(10));
+        }
+    }
+    stats.dropped_export_failed.fetch_add(n, Relaxed);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batch_settings_have_spec_defaults() {
+        let s = BatchSettings::from_env().unwrap();
+        if std::env::var("OTEL_BSP_SCHEDULE_DELAY").is_err() {
+            assert_eq!(s.schedule_delay, Duration::from_millis(5000));
+        }
+        assert!(s.max_export_batch_size <= s.max_queue_size);
+    }
+}

@@ -14,6 +14,7 @@ pub mod events;
 pub mod exit;
 pub mod export;
 pub mod plan;
+pub mod session;
 pub mod spans;
 pub mod spec;
 pub mod target;

@@ -1,1 +1,208 @@
-//! TODO
+//! Turning kernel records into OpenTelemetry spans: names, ids, parents and wall-clock times
+//! come from the kernel; the code location and the probe's attributes from the plan.
+use std::{
+    borrow::Cow,
+    collections::{HashMap, VecDeque},
+    sync::Arc,
+};
+
+use gotel_shared::EventKind;
+use opentelemetry::{
+    trace::{SamplingDecision, SpanContext, SpanId, SpanKind, Status, TraceFlags, TraceId, TraceState},
+    InstrumentationScope, KeyValue,
+};
+use opentelemetry_sdk::trace::{Sampler, ShouldSample, SpanData, SpanEvents, SpanLinks};
+
+use crate::{
+    attributes::AttrSlot,
+    binary::GoBinary,
+    events::{Clock, Record},
+    plan::Plan,
+    values::{self, TypeNames},
+};
+
+/// Entry values waiting for their return record; bounded so a target whose traced calls never
+/// return cannot grow gotel's memory.
+const MAX_PENDING_ENTRIES: usize = 65536;
+
+struct ProbeSpans {
+    name: Cow<'static, str>,
+    fixed: Vec<KeyValue>,
+    slots: Vec<AttrSlot>,
+}
+
+/// Names dynamic types from their runtime address via the symbol table (itabs and type
+/// descriptors), undoing the load bias of PIE binaries.
+pub struct SymbolTypeNames {
+    pub binary: Arc<GoBinary>,
+    pub load_bias: u64,
+}
+
+impl TypeNames for SymbolTypeNames {
+    fn type_name(&self, runtime_addr: u64) -> Option<String> {
+        let sym = self.binary.data_symbol_at(runtime_addr.wrapping_sub(self.load_bias))?;
+        // "go:itab.*errors.errorString,error" -> "*errors.errorString"; "type:*T" -> "*T".
+        let name = sym
+            .strip_prefix("go:itab.")
+            .or_else(|| sym.strip_prefix("go.itab."))
+            .map(|s| s.rsplit_once(',').map(|(t, _)| t).unwrap_or(s))
+            .or_else(|| sym.strip_prefix("type:"))
+            .or_else(|| sym.strip_prefix("type."))
+            .unwrap_or(sym);
+        Some(name.to_string())
+    }
+}
+
+/// Load bias of the executable in process `pid` (0 unless PIE): where its first segment is
+/// mapped minus its link-time address, read from /proc/PID/maps.
+pub fn load_bias(pid: u32, binary: &GoBinary) -> u64 {
+    if !binary.is_pie {
+        return 0;
+    }
+    let Ok(exe) = std::fs::read_link(format!("/proc/{pid}/exe")) else { return 0 };
+    let Ok(maps) = std::fs::read_to_string(format!("/proc/{pid}/maps")) else { return 0 };
+    for line in maps.lines() {
+        let cols: Vec<&str> = line.split_whitespace().collect();
+        if cols.len() >= 6 && cols[5..].join(" ") == exe.to_string_lossy() && u64::from_str_radix(cols[2], 16) == Ok(0) {
+            if let Some(start) = cols[0].split('-').next().and_then(|s| u64::from_str_radix(s, 16).ok()) {
+                return start.wrapping_sub(binary.first_segment_vaddr());
+            }
+        }
+    }
+    0
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+pub struct SpanStats {
+    pub spans: u64,
+    pub sampled_out: u64,
+    pub malformed_records: u64,
+    pub abandoned: u64,
+    /// Entry values evicted before their return arrived (the span then lacks those attributes).
+    pub pending_evicted: u64,
+}
+
+pub struct SpanFactory {
+    probes: Vec<ProbeSpans>,
+    pending: HashMap<u64, Vec<KeyValue>>,
+    pending_order: VecDeque<u64>,
+    clock: Clock,
+    sampler: Sampler,
+    scope: InstrumentationScope,
+    names: Box<dyn TypeNames + Send>,
+    max_attributes: usize,
+    pub stats: SpanStats,
+}
+
+impl SpanFactory {
+    pub fn new(plan: &Plan, sampler: Sampler, names: Box<dyn TypeNames + Send>, max_attributes: usize) -> Self {
+        let probes = plan
+            .probes
+            .iter()
+            .map(|p| {
+                let mut fixed = vec![KeyValue::new("code.function.name", p.function.name.clone())];
+                if let Some((file, line)) = &p.source {
+                    fixed.push(KeyValue::new("code.file.path", file.clone()));
+                    fixed.push(KeyValue::new("code.line.number", *line as i64));
+                }
+                ProbeSpans { name: Cow::Owned(p.function.name.clone()), fixed, slots: p.attributes.slots.clone() }
+            })
+            .collect();
+        SpanFactory {
+            probes,
+            pending: HashMap::new(),
+            pending_order: VecDeque::new(),
+            clock: Clock::calibrate(),
+            sampler,
+            scope: InstrumentationScope::builder("gotel").with_version(env!("CARGO_PKG_VERSION")).build(),
+            names,
+            max_attributes,
+            stats: SpanStats::default(),
+        }
+    }
+
+    /// Handles one kernel record; returns a finished span when there is one to export.
+    pub fn on_record(&mut self, rec: Record<'_>) -> Option<SpanData> {
+        let h = rec.header;
+        let Some(probe) = self.probes.get(h.probe_id as usize) else {
+            self.stats.malformed_records += 1;
+            return None;
+        };
+        match rec.kind {
+            EventKind::EntryValues => {
+                let mut attrs = Vec::new();
+                let mut status = None;
+                values::decode(&probe.slots, rec.data, self.names.as_ref(), &mut attrs, &mut status);
+                if self.pending.len() >= MAX_PENDING_ENTRIES {
+                    while let Some(old) = self.pending_order.pop_front() {
+                        if self.pending.remove(&old).is_some() {
+                            self.stats.pending_evicted += 1;
+                            break;
+                        }
+                    }
+                }
+                self.pending.insert(h.span_id, attrs);
+                self.pending_order.push_back(h.span_id);
+                if self.pending_order.len() > 2 * MAX_PENDING_ENTRIES {
+                    let pending = &self.pending;
+                    self.pending_order.retain(|id| pending.contains_key(id));
+                }
+                None
+            }
+            EventKind::Abandoned => {
+                self.pending.remove(&h.span_id);
+                self.stats.abandoned += 1;
+                None
+            }
+            EventKind::SpanEnd => {
+                let entry_attrs = self.pending.remove(&h.span_id).unwrap_or_default();
+                let trace_id = TraceId::from_bytes(h.trace_id);
+                let sampled = matches!(
+                    self.sampler.should_sample(None, trace_id, &probe.name, &SpanKind::Internal, &[], &[]).decision,
+                    SamplingDecision::RecordAndSample
+                );
+                if !sampled {
+                    self.stats.sampled_out += 1;
+                    return None;
+                }
+                let mut attributes = Vec::with_capacity(probe.fixed.len() + entry_attrs.len() + 4);
+                attributes.extend(probe.fixed.iter().cloned());
+                attributes.push(KeyValue::new("thread.id", h.tid as i64));
+                attributes.extend(entry_attrs);
+                let mut error = None;
+                values::decode(&probe.slots, rec.data, self.names.as_ref(), &mut attributes, &mut error);
+                let dropped = attributes.len().saturating_sub(self.max_attributes);
+                attributes.truncate(self.max_attributes);
+                self.stats.spans += 1;
+                Some(SpanData {
+                    span_context: SpanContext::new(
+                        trace_id,
+                        SpanId::from_bytes(h.span_id.to_be_bytes()),
+                        TraceFlags::SAMPLED,
+                        false,
+                        TraceState::default(),
+                    ),
+                    parent_span_id: if h.parent_span_id == 0 {
+                        SpanId::INVALID
+                    } else {
+                        SpanId::from_bytes(h.parent_span_id.to_be_bytes())
+                    },
+                    parent_span_is_remote: false,
+                    span_kind: SpanKind::Internal,
+                    name: probe.name.clone(),
+                    start_time: self.clock.wall(h.start_ns),
+                    end_time: self.clock.wall(h.end_ns),
+                    attributes,
+                    dropped_attributes_count: dropped as u32,
+                    events: SpanEvents::default(),
+                    links: SpanLinks::default(),
+                    status: match error {
+                        Some(msg) => Status::error(msg),
+                        None => Status::Unset,
+                    },
+                    instrumentation_scope: self.scope.clone(),
+                })
+            }
+        }
+    }
+}

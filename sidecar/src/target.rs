@@ -1,1 +1,223 @@
-//! TODO
+//! Finding the Go process to trace: an existing pid, the process running an executable, or a
+//! command gotel launches itself.
+//!
+//! Launching: gotel forks *before* starting any thread, and the child waits on a pipe before
+//! `execvp`. Probes are attached to the child's pid meanwhile (a uprobe filtered by pid keeps
+//! working across exec), then the child is released: no call is missed, not even in `init`.
+use std::{
+    ffi::CString,
+    fs,
+    os::unix::{ffi::OsStrExt, fs::MetadataExt},
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use crate::exit::Failure;
+
+/// A process being traced.
+#[derive(Clone, Debug)]
+pub struct Process {
+    /// Pid in gotel's pid namespace (the same as the target's in a `pid: service:app` sidecar).
+    pub pid: u32,
+    /// Path to open the executable with: `/proc/PID/exe` for running processes (works across
+    /// mount namespaces, never canonicalized), the resolved program path for a launch.
+    pub exe: PathBuf,
+    /// The executable's file name, for `process.executable.name` and the default service name.
+    pub exe_name: String,
+}
+
+pub fn existing(pid: u32) -> Result<Process, Failure> {
+    let exe = PathBuf::from(format!("/proc/{pid}/exe"));
+    let link = fs::read_link(&exe).map_err(|e| match e.raw_os_error() {
+        Some(libc::ENOENT) | Some(libc::ESRCH) => Failure::target(format!(
+            "no process with pid {pid} (GOTEL_TARGET_PID); in a container, share the target's pid namespace (compose: pid: \"service:<app>\")"
+        )),
+        Some(libc::EACCES) | Some(libc::EPERM) => Failure::environment(format!(
+            "cannot read /proc/{pid}/exe: permission denied; gotel needs CAP_SYS_PTRACE to inspect another user's process (compose: cap_add: [SYS_PTRACE])"
+        )),
+        _ => Failure::target(format!("cannot read /proc/{pid}/exe: {e}")),
+    })?;
+    Ok(Process { pid, exe, exe_name: file_name(&link) })
+}
+
+fn file_name(p: &Path) -> String {
+    let name = p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    // A replaced binary shows as "server (deleted)".
+    name.trim_end_matches(" (deleted)").to_string()
+}
+
+/// Processes (other than gotel itself) whose executable is `path`: the same link text, as the
+/// target sees its own file system, or the same file (device and inode) when gotel sees it too.
+pub fn find_by_exe(path: &Path, exclude: &[u32]) -> Vec<u32> {
+    let want_id = fs::metadata(path).ok().map(|m| (m.dev(), m.ino()));
+    let me = std::process::id();
+    let mut found = Vec::new();
+    let Ok(dir) = fs::read_dir("/proc") else { return found };
+    for entry in dir.flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else { continue };
+        if pid == me || exclude.contains(&pid) {
+            continue;
+        }
+        let exe = entry.path().join("exe");
+        let Ok(link) = fs::read_link(&exe) else { continue };
+        let same_text = link.as_os_str() == path.as_os_str();
+        let same_file = want_id.is_some() && fs::metadata(&exe).ok().map(|m| (m.dev(), m.ino())) == want_id;
+        if same_text || same_file {
+            found.push(pid);
+        }
+    }
+    found.sort();
+    found
+}
+
+/// Waits (polling /proc every 100 ms) until a process runs `path`; the oldest one wins.
+pub async fn wait_for_exe(path: &Path, exclude: &[u32]) -> Process {
+    let mut announced = false;
+    loop {
+        if let Some(&pid) = find_by_exe(path, exclude).first() {
+            if let Ok(p) = existing(pid) {
+                return p;
+            }
+        }
+        if !announced {
+            tracing::info!(exe = %path.display(), "waiting for a process running this executable");
+            announced = true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A forked child waiting before `execvp` until `release`.
+pub struct Launched {
+    pub process: Process,
+    release_fd: libc::c_int,
+}
+
+impl Launched {
+    /// Lets the child exec its program.
+    pub fn release(&mut self) {
+        if self.release_fd >= 0 {
+            unsafe {
+                libc::write(self.release_fd, b"g".as_ptr().cast(), 1);
+                libc::close(self.release_fd);
+            }
+            self.release_fd = -1;
+        }
+    }
+}
+
+impl Drop for Launched {
+    fn drop(&mut self) {
+        if self.release_fd >= 0 {
+            // Closing without the go byte makes the child exit(127) without running anything.
+            unsafe { libc::close(self.release_fd) };
+        }
+    }
+}
+
+/// Resolves `program` like `execvp` would, so probes can be attached to the right file.
+fn resolve_program(program: &str) -> Option<PathBuf> {
+    if program.contains('/') {
+        return Some(PathBuf::from(program));
+    }
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path).map(|d| d.join(program)).find(|p| {
+        fs::metadata(p).map(|m| m.is_file() && m.mode() & 0o111 != 0).unwrap_or(false)
+    })
+}
+
+/// Forks the command, stopped before exec. Must run before any other thread exists.
+pub fn launch(command: &[String]) -> Result<Launched, Failure> {
+    let program = &command[0];
+    let exe = resolve_program(program)
+        .filter(|p| p.exists())
+        .ok_or_else(|| Failure::target(format!("cannot run {program}: no such file (looked in PATH)")))?;
+    let exe = fs::canonicalize(&exe).unwrap_or(exe);
+    let argv: Vec<CString> = command
+        .iter()
+        .map(|a| CString::new(a.as_bytes()))
+        .collect::<Result<_, _>>()
+        .map_err(|_| Failure::config("the command contains a NUL byte"))?;
+    let path_c = CString::new(exe.as_os_str().as_bytes()).map_err(|_| Failure::config("bad path"))?;
+    let mut argv_ptrs: Vec<*const libc::c_char> = argv.iter().map(|a| a.as_ptr()).collect();
+    argv_ptrs.push(std::ptr::null());
+
+    let mut fds = [0 as libc::c_int; 2];
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(Failure::environment(format!("pipe: {}", std::io::Error::last_os_error())));
+    }
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        return Err(Failure::environment(format!("fork: {}", std::io::Error::last_os_error())));
+    }
+    if pid == 0 {
+        // Child: only async-signal-safe calls from here on.
+        unsafe {
+            libc::close(fds[1]);
+            let mut b = 0u8;
+            let n = libc::read(fds[0], (&mut b as *mut u8).cast(), 1);
+            if n != 1 {
+                libc::_exit(127);
+            }
+            libc::close(fds[0]);
+            libc::execv(path_c.as_ptr(), argv_ptrs.as_ptr());
+            libc::_exit(127);
+        }
+    }
+    unsafe { libc::close(fds[0]) };
+    Ok(Launched {
+        process: Process { pid: pid as u32, exe_name: file_name(&exe), exe },
+        release_fd: fds[1],
+    })
+}
+
+/// Opens a pidfd, readable once the process exits.
+pub fn pidfd(pid: u32) -> std::io::Result<std::os::fd::OwnedFd> {
+    use std::os::fd::FromRawFd;
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::c_int, 0) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd as libc::c_int) })
+}
+
+/// Exit status of a reaped child of gotel, as a shell would report it.
+pub fn reap(pid: u32) -> Option<i32> {
+    let mut status = 0;
+    let r = unsafe { libc::waitpid(pid as libc::pid_t, &mut status, libc::WNOHANG) };
+    if r != pid as libc::pid_t {
+        return None;
+    }
+    if libc::WIFEXITED(status) {
+        Some(libc::WEXITSTATUS(status))
+    } else if libc::WIFSIGNALED(status) {
+        Some(128 + libc::WTERMSIG(status))
+    } else {
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_processes_by_executable() {
+        let mut child = std::process::Command::new("/bin/sleep").arg("5").spawn().unwrap();
+        let pids = find_by_exe(&fs::canonicalize("/bin/sleep").unwrap(), &[]);
+        child.kill().unwrap();
+        let _ = child.wait();
+        assert!(pids.contains(&child.id()), "{pids:?} lacks {}", child.id());
+    }
+
+    #[test]
+    fn missing_pid_is_a_target_error() {
+        let e = existing(u32::MAX - 1).unwrap_err();
+        assert_eq!(e.code, crate::exit::ExitCode::Target);
+    }
+
+    #[test]
+    fn strips_deleted_suffix() {
+        assert_eq!(file_name(Path::new("/app/server (deleted)")), "server");
+    }
+}

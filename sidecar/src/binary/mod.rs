@@ -1,1 +1,345 @@
-//! TODO
+//! Reading the target's executable: which functions it has and where their code is, its Go
+//! version, source locations and DWARF types. Everything comes from the file on disk (opened as
+//! `/proc/PID/exe`, so it works across mount namespaces); nothing here touches the process.
+mod buildinfo;
+pub mod disasm;
+mod pclntab;
+
+use std::{borrow::Cow, collections::HashMap, fs::File, io::Read, path::Path};
+
+use goblin::elf::{program_header::PT_LOAD, section_header::SHF_COMPRESSED, sym::STT_FUNC, Elf};
+use memmap2::Mmap;
+
+pub use buildinfo::BuildInfo;
+use pclntab::Pclntab;
+
+use crate::dwarf::DwarfInfo;
+
+#[derive(Debug, thiserror::Error)]
+pub enum BinaryError {
+    #[error("cannot read {path}: {source}")]
+    Io { path: String, source: std::io::Error },
+    #[error("{path} is not an ELF program ({reason}); gotel traces Go programs built for Linux")]
+    NotElf { path: String, reason: String },
+    #[error("{path} is not a 64-bit x86-64 ELF program; gotel supports Go programs on linux/amd64")]
+    WrongArch { path: String },
+    #[error(
+        "{path} is not a Go program (no .gopclntab and no Go build info); gotel traces Go programs only"
+    )]
+    NotGo { path: String },
+    #[error(
+        "{path} was built with {version}, which predates Go's register ABI as gotel reads it; rebuild it with Go 1.18 or newer"
+    )]
+    GoTooOld { path: String, version: String },
+    #[error("{path}: malformed {what}: {reason}")]
+    Malformed { path: String, what: &'static str, reason: String },
+}
+
+/// Where a function's names and addresses came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SymbolSource {
+    Symtab,
+    Pclntab,
+}
+
+/// A function with out-of-line code in the binary.
+#[derive(Clone, Debug)]
+pub struct Function {
+    /// The Go symbol, e.g. `main.(*Store).Get`.
+    pub name: String,
+    /// Link-time virtual address of the first instruction.
+    pub entry: u64,
+    /// Link-time virtual address just past the last byte (padding included for pclntab).
+    pub end: u64,
+}
+
+#[derive(Clone, Debug)]
+struct Section {
+    name: String,
+    addr: u64,
+    offset: u64,
+    size: u64,
+    compressed: bool,
+    nobits: bool,
+}
+
+/// A Go executable, parsed once at startup.
+pub struct GoBinary {
+    pub path: String,
+    map: Mmap,
+    sections: Vec<Section>,
+    /// (vaddr, memsz, file offset, filesz) of PT_LOAD segments.
+    segments: Vec<(u64, u64, u64, u64)>,
+    /// Functions sorted by name, ABI wrappers removed.
+    functions: Vec<Function>,
+    pub symbol_source: SymbolSource,
+    /// Data symbols (itabs, type descriptors) by address, for naming dynamic types.
+    data_symbols: Vec<(u64, u64, String)>,
+    pub build: BuildInfo,
+    pub is_pie: bool,
+    pclntab: Option<Pclntab>,
+    pub dwarf: Option<DwarfInfo>,
+}
+
+impl GoBinary {
+    pub fn open(path: &Path) -> Result<GoBinary, BinaryError> {
+        let display = path.display().to_string();
+        let io = |source| BinaryError::Io { path: display.clone(), source };
+        let mut file = File::open(path).map_err(io)?;
+        let mut magic = [0u8; 4];
+        if file.read_exact(&mut magic).is_err() || &magic != b"\x7fELF" {
+            return Err(BinaryError::NotElf { path: display, reason: "no ELF magic".into() });
+        }
+        // SAFETY: a read-only private mapping; a program's file is not modified while it runs
+        // (the kernel refuses writes to a running executable with ETXTBSY).
+        let map = unsafe { Mmap::map(&file) }.map_err(io)?;
+        let elf = Elf::parse(&map)
+            .map_err(|e| BinaryError::NotElf { path: display.clone(), reason: e.to_string() })?;
+        if !elf.is_64 || elf.header.e_machine != goblin::elf::header::EM_X86_64 {
+            return Err(BinaryError::WrongArch { path: display });
+        }
+        let sections: Vec<Section> = elf
+            .section_headers
+            .iter()
+            .map(|s| Section {
+                name: elf.shdr_strtab.get_at(s.sh_name).unwrap_or("").to_string(),
+                addr: s.sh_addr,
+                offset: s.sh_offset,
+                size: s.sh_size,
+                compressed: s.sh_flags & SHF_COMPRESSED as u64 != 0,
+                nobits: s.sh_type == goblin::elf::section_header::SHT_NOBITS,
+            })
+            .collect();
+        let segments = elf
+            .program_headers
+            .iter()
+            .filter(|p| p.p_type == PT_LOAD)
+            .map(|p| (p.p_vaddr, p.p_memsz, p.p_offset, p.p_filesz))
+            .collect();
+        let is_pie = elf.header.e_type == goblin::elf::header::ET_DYN;
+
+        let mut functions = Vec::new();
+        let mut data_symbols = Vec::new();
+        for sym in elf.syms.iter() {
+            let Some(name) = elf.strtab.get_at(sym.st_name) else { continue };
+            if sym.st_type() == STT_FUNC && sym.st_value != 0 {
+                functions.push(Function {
+                    name: name.to_string(),
+                    entry: sym.st_value,
+                    end: sym.st_value + sym.st_size.max(1),
+                });
+            } else if name.starts_with("go:itab.") || name.starts_with("type:") || name.starts_with("go.itab.") || name.starts_with("type.") {
+                data_symbols.push((sym.st_value, sym.st_size, name.to_string()));
+            }
+        }
+        data_symbols.sort_by_key(|d| d.0);
+        drop(elf);
+
+        let mut bin = GoBinary {
+            path: display.clone(),
+            map,
+            sections,
+            segments,
+            functions: Vec::new(),
+            symbol_source: SymbolSource::Symtab,
+            data_symbols,
+            build: BuildInfo::default(),
+            is_pie,
+            pclntab: None,
+            dwarf: None,
+        };
+        bin.build = bin
+            .section_data(".go.buildinfo")
+            .map(|d| buildinfo::parse(&d))
+            .unwrap_or_default();
+        let text_start = bin.section(".text").map(|s| s.addr).unwrap_or(0);
+        let pcln_data = bin
+            .section_data(".gopclntab")
+            .or_else(|| bin.section_data(".data.rel.ro.gopclntab"));
+        if let Some(data) = pcln_data {
+            match Pclntab::parse(data.into_owned(), text_start) {
+                Ok(p) => bin.pclntab = Some(p),
+                Err(pclntab::PclntabError::TooOld(v)) => {
+                    return Err(BinaryError::GoTooOld { path: display, version: v })
+                }
+                Err(e) => {
+                    return Err(BinaryError::Malformed { path: display, what: "pclntab", reason: e.to_string() })
+                }
+            }
+        }
+        if bin.pclntab.is_none() && bin.build.go_version.is_none() {
+            return Err(BinaryError::NotGo { path: display });
+        }
+        if let Some(v) = bin.build.go_version.as_deref() {
+            if go_minor(v).is_some_and(|m| m < 18) {
+                return Err(BinaryError::GoTooOld { path: display, version: v.to_string() });
+            }
+        }
+        if functions.is_empty() {
+            bin.symbol_source = SymbolSource::Pclntab;
+            functions = bin.pclntab.as_ref().map(|p| p.functions()).unwrap_or_default();
+        } else {
+            // The linker names ABI0 wrappers `f.abi0` in .symtab: the real function is `f`.
+            functions.retain(|f| !f.name.ends_with(".abi0"));
+        }
+        bin.functions = dedup_abi_wrappers(functions, |f| bin.code(f).map(|c| c.to_vec()));
+        bin.functions.sort_by(|a, b| a.name.cmp(&b.name));
+        bin.dwarf = match DwarfInfo::load(&|name| bin.section_data(name)) {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::warn!(binary = %bin.path, error = %e, "ignoring unreadable DWARF");
+                None
+            }
+        };
+        Ok(bin)
+    }
+
+    fn section(&self, name: &str) -> Option<&Section> {
+        self.sections.iter().find(|s| s.name == name)
+    }
+
+    /// Bytes of a section, decompressed when it is SHF_COMPRESSED (Go compresses DWARF).
+    pub fn section_data(&self, name: &str) -> Option<Cow<'_, [u8]>> {
+        let s = self.section(name)?;
+        if s.nobits {
+            return None;
+        }
+        let raw = self.map.get(s.offset as usize..(s.offset + s.size) as usize)?;
+        if !s.compressed {
+            return Some(Cow::Borrowed(raw));
+        }
+        // Elf64_Chdr: ch_type u32, reserved u32, ch_size u64, ch_addralign u64; zlib only.
+        if raw.len() < 24 || u32::from_le_bytes(raw[0..4].try_into().ok()?) != 1 {
+            return None;
+        }
+        let size = u64::from_le_bytes(raw[8..16].try_into().ok()?) as usize;
+        let mut out = Vec::with_capacity(size.min(1 << 30));
+        flate2::read::ZlibDecoder::new(&raw[24..]).take(size as u64).read_to_end(&mut out).ok()?;
+        Some(Cow::Owned(out))
+    }
+
+    /// All functions, sorted by name.
+    pub fn functions(&self) -> &[Function] {
+        &self.functions
+    }
+
+    pub fn function(&self, name: &str) -> Option<&Function> {
+        self.functions.binary_search_by(|f| f.name.as_str().cmp(name)).ok().map(|i| &self.functions[i])
+    }
+
+    /// File offset of a link-time virtual address, through the PT_LOAD program headers.
+    pub fn file_offset(&self, vaddr: u64) -> Option<u64> {
+        self.segments
+            .iter()
+            .find(|(va, _, _, filesz)| vaddr >= *va && vaddr < va + filesz)
+            .map(|(va, _, off, _)| vaddr - va + off)
+    }
+
+    /// The function's machine code.
+    pub fn code(&self, f: &Function) -> Option<&[u8]> {
+        let start = self.file_offset(f.entry)? as usize;
+        let len = (f.end - f.entry) as usize;
+        self.map.get(start..start + len)
+    }
+
+    /// Source file and line of the function's declaration: DWARF first, else pclntab.
+    pub fn source_location(&self, f: &Function) -> Option<(String, u32)> {
+        if let Some(info) = self.dwarf.as_ref().and_then(|d| d.function(&f.name)) {
+            if let (Some(file), Some(line)) = (&info.decl_file, info.decl_line) {
+                return Some((file.clone(), line));
+            }
+        }
+        self.pclntab.as_ref()?.source_location(f.entry)
+    }
+
+    /// Name of the data symbol (itab or type descriptor) at a link-time address.
+    pub fn data_symbol_at(&self, vaddr: u64) -> Option<&str> {
+        let i = self.data_symbols.partition_point(|d| d.0 <= vaddr).checked_sub(1)?;
+        let (addr, size, name) = &self.data_symbols[i];
+        (vaddr < addr + (*size).max(1)).then_some(name.as_str())
+    }
+
+    /// Link-time address of the first PT_LOAD segment with file offset 0 (the load bias base).
+    pub fn first_segment_vaddr(&self) -> u64 {
+        self.segments.iter().map(|s| s.0 - s.2).min().unwrap_or(0)
+    }
+
+    /// Names close to `wanted`, for "did you mean" in errors.
+    pub fn closest_names(&self, wanted: &str, n: usize) -> Vec<&str> {
+        let mut scored: Vec<(usize, &str)> = self
+            .functions
+            .iter()
+            .map(|f| (edit_distance(wanted, &f.name), f.name.as_str()))
+            .collect();
+        scored.sort();
+        scored.into_iter().take(n).map(|(_, s)| s).collect()
+    }
+}
+
+/// `go1.21.5` -> 21.
+pub fn go_minor(version: &str) -> Option<u32> {
+    let rest = version.strip_prefix("go1.")?;
+    rest.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok()
+}
+
+/// pclntab lists both halves of an ABI0/ABIInternal pair under one name. The wrapper's code
+/// calls or jumps to the real function: keep the one that is the other's target.
+fn dedup_abi_wrappers(
+    mut functions: Vec<Function>,
+    code: impl Fn(&Function) -> Option<Vec<u8>>,
+) -> Vec<Function> {
+    let mut by_name: HashMap<String, Vec<Function>> = HashMap::new();
+    for f in functions.drain(..) {
+        by_name.entry(f.name.clone()).or_default().push(f);
+    }
+    let mut out = Vec::with_capacity(by_name.len());
+    for (_, mut group) in by_name {
+        if group.len() == 1 {
+            out.push(group.pop().unwrap());
+            continue;
+        }
+        let real = group
+            .iter()
+            .position(|candidate| {
+                group.iter().any(|other| {
+                    other.entry != candidate.entry
+                        && code(other).is_some_and(|c| disasm::branches_to(&c, other.entry, candidate.entry))
+                })
+            })
+            .unwrap_or(0);
+        out.push(group.swap_remove(real));
+    }
+    out
+}
+
+fn edit_distance(a: &str, b: &str) -> usize {
+    let (a, b): (Vec<char>, Vec<char>) = (a.chars().collect(), b.chars().collect());
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.iter().enumerate() {
+        let mut cur = vec![i + 1; b.len() + 1];
+        for (j, cb) in b.iter().enumerate() {
+            cur[j + 1] = (prev[j] + usize::from(ca != cb)).min(prev[j + 1] + 1).min(cur[j] + 1);
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn go_minor_parses_release_and_dev_versions() {
+        assert_eq!(go_minor("go1.21.5"), Some(21));
+        assert_eq!(go_minor("go1.26rc1"), Some(26));
+        assert_eq!(go_minor("devel +abc"), None);
+    }
+
+    #[test]
+    fn edit_distance_counts_edits() {
+        assert_eq!(edit_distance("main.leaf", "main.leaf"), 0);
+        assert_eq!(edit_distance("main.laef", "main.leaf"), 2);
+        assert_eq!(edit_distance("", "abc"), 3);
+    }
+}

@@ -1,0 +1,253 @@
+//! One tracing session: resolve the plan, attach to the process, turn kernel records into spans
+//! until the target exits (or gotel is told to stop), then flush and report what was counted.
+//! With `--exe`, a new session starts for each new process of that executable.
+use std::{
+    path::Path,
+    sync::{atomic::Ordering::Relaxed, Arc},
+    time::Duration,
+};
+
+use aya::maps::{MapData, RingBuf};
+use tokio::{
+    io::unix::AsyncFd,
+    signal::unix::{signal, SignalKind},
+};
+
+use crate::{
+    attach::{self, Attached, KernelCounters},
+    attributes::Limits,
+    binary::GoBinary,
+    config::{Cli, Target},
+    events,
+    exit::Failure,
+    export::{self, Pipeline, ResourceFacts},
+    plan::{self, Plan},
+    spans::{self, SpanFactory, SymbolTypeNames},
+    spec::{self, ProbeSpec},
+    target::{self, Launched, Process},
+};
+use gotel_shared::{Counter, MAX_STR};
+
+/// How a session ended.
+enum End {
+    TargetExited,
+    Stopped,
+}
+
+fn env_usize(name: &str, default: usize) -> Result<usize, Failure> {
+    match std::env::var(name).ok().filter(|v| !v.trim().is_empty()) {
+        None => Ok(default),
+        Some(v) => v.trim().parse().map_err(|_| Failure::config(format!("{name}={v} is not a whole number"))),
+    }
+}
+
+fn limits() -> Result<Limits, Failure> {
+    Ok(Limits {
+        max_string: env_usize("OTEL_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT", 128)?.min(MAX_STR),
+        max_attributes: env_usize("OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT", 128)?,
+    })
+}
+
+pub async fn run(cli: &Cli, target: Target, launched: Option<Launched>) -> Result<i32, Failure> {
+    let specs = spec::parse_probes(&cli.probe_text()?).map_err(Failure::config)?;
+    let limits = limits()?;
+    // Validate the exporter settings before touching the target.
+    export::sampler_from_env()?;
+    export::BatchSettings::from_env()?;
+    match target {
+        Target::Pid(pid) => {
+            let process = target::existing(pid)?;
+            session(cli, &specs, &limits, process, None).await.map(|_| 0)
+        }
+        Target::Launch(_) => {
+            let launched = launched.expect("launched before the runtime started");
+            let pid = launched.process.pid;
+            session(cli, &specs, &limits, launched.process.clone(), Some(launched)).await?;
+            Ok(target::reap(pid).unwrap_or(0))
+        }
+        Target::Exe(path) => {
+            let mut seen = Vec::new();
+            loop {
+                let process = tokio::select! {
+                    p = target::wait_for_exe(&path, &seen) => p,
+                    _ = stop_signal() => return Ok(0),
+                };
+                seen.push(process.pid);
+                match session(cli, &specs, &limits, process, None).await? {
+                    End::Stopped => return Ok(0),
+                    End::TargetExited => tracing::info!(exe = %path.display(), "target exited; waiting for the next process"),
+                }
+            }
+        }
+    }
+}
+
+async fn stop_signal() {
+    let (Ok(mut int), Ok(mut term)) = (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) else {
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = int.recv() => {}
+        _ = term.recv() => {}
+    }
+}
+
+fn prepare(specs: &[ProbeSpec], limits: &Limits, exe: &Path) -> Result<(GoBinary, Plan), Failure> {
+    let binary = GoBinary::open(exe).map_err(Failure::target)?;
+    let plan = plan::build(&binary, specs, limits)?;
+    for w in &plan.warnings {
+        tracing::warn!("{w}");
+    }
+    Ok((binary, plan))
+}
+
+async fn session(
+    cli: &Cli,
+    specs: &[ProbeSpec],
+    limits: &Limits,
+    process: Process,
+    mut launched: Option<Launched>,
+) -> Result<End, Failure> {
+    let started = std::time::Instant::now();
+    let (binary, plan) = prepare(specs, limits, &process.exe)?;
+    let mut attached = attach::load(
+        &plan,
+        &attach::Settings { max_goroutines: cli.max_goroutines, ring_buffer_bytes: cli.ring_buffer_bytes },
+    )?;
+    let exit_fd = target::pidfd(process.pid)
+        .map_err(|e| Failure::target(format!("process {} is gone: {e}", process.pid)))
+        .and_then(|fd| AsyncFd::new(fd).map_err(|e| Failure::environment(format!("pidfd: {e}"))))?;
+    attached.attach(&plan, &binary, &process.exe, process.pid)?;
+    tracing::info!(
+        pid = process.pid,
+        exe = %process.exe_name,
+        go = binary.build.go_version.as_deref().unwrap_or("unknown"),
+        functions = plan.probes.len(),
+        uprobes = attached.uprobes,
+        symbols = ?binary.symbol_source,
+        dwarf = binary.dwarf.is_some(),
+        ms = started.elapsed().as_millis() as u64,
+        "attached"
+    );
+    if let Some(l) = launched.as_mut() {
+        l.release();
+    }
+    if let Some(ready) = &cli.ready_file {
+        std::fs::write(ready, format!("{}\n", process.pid))
+            .map_err(|e| Failure::config(format!("cannot write GOTEL_READY_FILE {}: {e}", ready.display())))?;
+    }
+
+    let resource = export::resource(&ResourceFacts {
+        exe_name: &process.exe_name,
+        pid: process.pid,
+        go_version: binary.build.go_version.as_deref(),
+    });
+    let pipeline = Pipeline::from_env(resource)?;
+    let binary = Arc::new(binary);
+    let names = SymbolTypeNames { load_bias: spans::load_bias(process.pid, &binary), binary: binary.clone() };
+    let mut factory = SpanFactory::new(&plan, export::sampler_from_env()?, Box::new(names), limits.max_attributes);
+    let mut ring = attached.ring_buffer()?;
+
+    let mut tick = tokio::time::interval(cli.drain_interval());
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut report = tokio::time::interval(Duration::from_secs(10));
+    report.tick().await;
+    let mut last_reported = Losses::default();
+    let end = loop {
+        tokio::select! {
+            _ = tick.tick() => { drain(&mut ring, &mut factory, pipeline.as_ref()); }
+            _ = report.tick() => {
+                last_reported = report_losses(&attached.counters(), &factory, pipeline.as_ref(), last_reported);
+            }
+            r = exit_fd.readable() => { if let Ok(mut g) = r { g.retain_ready(); } break End::TargetExited; }
+            _ = stop_signal() => {
+                if launched.is_some() {
+                    // Pass the stop on to our child and let it finish its calls.
+                    unsafe { libc::kill(process.pid as i32, libc::SIGTERM) };
+                    let _ = tokio::time::timeout(Duration::from_secs(10), exit_fd.readable()).await;
+                }
+                break End::Stopped;
+            }
+        }
+    };
+    // Records still in the ring buffer (calls that returned just before the exit) are exported.
+    drain(&mut ring, &mut factory, pipeline.as_ref());
+    let counters = attached.counters();
+    drop(ring);
+    drop(attached);
+    let timeout = export::BatchSettings::from_env()?.export_timeout.min(Duration::from_secs(30));
+    let stats = pipeline.as_ref().map(|p| p.stats.clone());
+    if let Some(p) = pipeline {
+        p.shutdown(timeout).await;
+    }
+    summary(&counters, &factory, stats.as_deref());
+    Ok(end)
+}
+
+fn drain(ring: &mut RingBuf<MapData>, factory: &mut SpanFactory, pipeline: Option<&Pipeline>) -> usize {
+    let mut n = 0;
+    while let Some(item) = ring.next() {
+        n += 1;
+        match events::parse(&item) {
+            Some(rec) => {
+                if let Some(span) = factory.on_record(rec) {
+                    if let Some(p) = pipeline {
+                        p.submit(span);
+                    }
+                }
+            }
+            None => factory.stats.malformed_records += 1,
+        }
+    }
+    n
+}
+
+#[derive(Default, Clone, Copy, PartialEq, Eq)]
+struct Losses {
+    ring: u64,
+    overflow: u64,
+    dropped: u64,
+    evicted: u64,
+}
+
+/// One log line per interval, only when something new was lost.
+fn report_losses(k: &KernelCounters, f: &SpanFactory, p: Option<&Pipeline>, last: Losses) -> Losses {
+    let now = Losses {
+        ring: k.get(Counter::RingBufferFull),
+        overflow: k.get(Counter::DepthOverflow),
+        dropped: p.map(|p| p.stats.dropped()).unwrap_or(0),
+        evicted: f.stats.pending_evicted,
+    };
+    if now != last {
+        tracing::warn!(
+            ring_buffer_full = now.ring,
+            depth_overflow = now.overflow,
+            export_dropped = now.dropped,
+            entry_values_evicted = now.evicted,
+            spans = f.stats.spans,
+            "data lost so far (totals)"
+        );
+    }
+    now
+}
+
+fn summary(k: &KernelCounters, f: &SpanFactory, e: Option<&export::ExportStats>) {
+    let (exported, queue_full, export_failed) = e
+        .map(|e| (e.exported.load(Relaxed), e.dropped_queue_full.load(Relaxed), e.dropped_export_failed.load(Relaxed)))
+        .unwrap_or((0, 0, 0));
+    tracing::info!(
+        calls = k.get(Counter::Entries),
+        spans = f.stats.spans,
+        exported,
+        sampled_out = f.stats.sampled_out,
+        lost_ring_buffer_full = k.get(Counter::RingBufferFull),
+        lost_queue_full = queue_full,
+        lost_export_failed = export_failed,
+        not_traced_depth_overflow = k.get(Counter::DepthOverflow),
+        abandoned_by_panic_or_goexit = k.get(Counter::Abandoned),
+        unmatched_returns = k.get(Counter::UnmatchedReturn),
+        morestack_reentries = k.get(Counter::MorestackReentry),
+        malformed_records = f.stats.malformed_records,
+        "session summary"
+    );
+}

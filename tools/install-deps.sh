@@ -1,0 +1,93 @@
+#!/usr/bin/env bash
+# Installs everything gotel's builds and tests need on a fresh Debian 12 (bookworm) machine, as
+# root. Idempotent: a second run only checks and prints "ok" lines.
+#   - apt: docker.io, docker-compose, iproute2, curl, jq, Go 1.19 (bookworm) and
+#     Go 1.21/1.22/1.23 (bookworm-backports, added to the sources if missing)
+#   - Rust: the stable toolchain of rust-toolchain.toml and the eBPF nightly pinned in
+#     sidecar/build.rs, with rust-src and llvm-tools
+#   - tracefs mounted at /sys/kernel/tracing
+#   - dockerd running (log: /var/log/gotel-dockerd.log)
+# Skip parts with GOTEL_SKIP_DOCKER=1, GOTEL_SKIP_GO=1 or GOTEL_SKIP_RUST=1.
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+say() { echo "install-deps: $*"; }
+die() { echo "install-deps: error: $*" >&2; exit 1; }
+[[ $(id -u) -eq 0 ]] || die "run as root (apt-get, mount and dockerd need it)"
+export DEBIAN_FRONTEND=noninteractive
+
+# ---- apt packages ----------------------------------------------------------------------------
+want=(iproute2 curl jq ca-certificates)
+[[ "${GOTEL_SKIP_DOCKER:-}" == 1 ]] || want+=(docker.io docker-compose)
+[[ "${GOTEL_SKIP_GO:-}" == 1 ]] || want+=(golang-1.19-go golang-1.21-go golang-1.22-go golang-1.23-go)
+
+if ! grep -rqs 'bookworm-backports' /etc/apt/sources.list /etc/apt/sources.list.d/; then
+  say "adding bookworm-backports to /etc/apt/sources.list.d/bookworm-backports.list"
+  echo 'deb http://deb.debian.org/debian bookworm-backports main' \
+    > /etc/apt/sources.list.d/bookworm-backports.list
+  rm -f /var/lib/gotel/apt-updated
+fi
+
+missing=()
+for p in "${want[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  mkdir -p /var/lib/gotel
+  if [[ ! -f /var/lib/gotel/apt-updated ]] || ! apt-cache show "${missing[@]}" >/dev/null 2>&1; then
+    say "apt-get update"
+    apt-get update -qq || say "warning: apt-get update reported errors (continuing)"
+    touch /var/lib/gotel/apt-updated
+  fi
+  say "apt-get install ${missing[*]}"
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/var/log/gotel-apt.log 2>&1 \
+    || { tail -20 /var/log/gotel-apt.log >&2; die "apt-get install failed (log: /var/log/gotel-apt.log)"; }
+else
+  say "ok: apt packages (${want[*]})"
+fi
+
+# ---- Rust toolchains -------------------------------------------------------------------------
+if [[ "${GOTEL_SKIP_RUST:-}" != 1 ]]; then
+  export PATH="$HOME/.cargo/bin:$PATH"
+  command -v rustup >/dev/null || die "rustup not found (expected in ~/.cargo/bin); it is not a Debian 12 package"
+  stable="$(sed -n 's/^channel *= *"\(.*\)"/\1/p' "$ROOT/rust-toolchain.toml")"
+  nightly="$(sed -n 's/^const EBPF_NIGHTLY: &str = "\(.*\)";/\1/p' "$ROOT/sidecar/build.rs")"
+  nightly="${nightly:-nightly-2026-05-20}"
+  installed="$(rustup toolchain list)"
+  if [[ -n "$stable" ]] && ! grep -q "^$stable" <<<"$installed"; then
+    say "rustup toolchain install $stable"
+    rustup toolchain install "$stable" --profile minimal -c clippy -c rustfmt
+  fi
+  if ! grep -q "^$nightly" <<<"$installed" \
+     || ! rustup component list --installed --toolchain "$nightly" 2>/dev/null | grep -q '^rust-src' \
+     || ! rustup component list --installed --toolchain "$nightly" 2>/dev/null | grep -q '^llvm-tools'; then
+    say "rustup toolchain install $nightly (rust-src, llvm-tools)"
+    rustup toolchain install "$nightly" --profile minimal -c rust-src -c llvm-tools
+  fi
+  say "ok: rust $stable + $nightly (rust-src, llvm-tools)"
+fi
+
+# ---- tracefs ---------------------------------------------------------------------------------
+if [[ ! -e /sys/kernel/tracing/uprobe_events ]]; then
+  say "mounting tracefs at /sys/kernel/tracing"
+  mount -t tracefs nodev /sys/kernel/tracing 2>/dev/null || say "warning: could not mount tracefs"
+else
+  say "ok: tracefs"
+fi
+
+# ---- dockerd ---------------------------------------------------------------------------------
+if [[ "${GOTEL_SKIP_DOCKER:-}" != 1 ]]; then
+  # Debian's client (20.10) matches Debian's engine; a newer client elsewhere on PATH also works.
+  DOCKER=/usr/bin/docker; [[ -x $DOCKER ]] || DOCKER=docker
+  if ! "$DOCKER" info >/dev/null 2>&1; then
+    say "starting dockerd (log: /var/log/gotel-dockerd.log)"
+    # dockerd wants the cgroup hierarchy and iptables; both are there on Debian 12.
+    setsid nohup dockerd >>/var/log/gotel-dockerd.log 2>&1 </dev/null &
+    for _ in $(seq 1 60); do
+      "$DOCKER" info >/dev/null 2>&1 && break
+      sleep 1
+    done
+    "$DOCKER" info >/dev/null 2>&1 || { tail -20 /var/log/gotel-dockerd.log >&2; die "dockerd did not come up in 60 s"; }
+  fi
+  say "ok: dockerd $("$DOCKER" version --format '{{.Server.Version}}' 2>/dev/null), $(docker-compose version --short 2>/dev/null || echo 'no docker-compose')"
+fi
+say "done"
