@@ -19,7 +19,7 @@ use aya_ebpf::{
     helpers::{
         bpf_get_attach_cookie, bpf_get_current_pid_tgid, bpf_get_prandom_u32, bpf_ktime_get_ns,
         bpf_probe_read_kernel_buf, bpf_probe_read_user, bpf_probe_read_user_buf,
-        generated::bpf_ringbuf_output,
+        generated::{bpf_loop, bpf_ringbuf_output},
     },
     macros::{map, uprobe},
     maps::{Array, LruHashMap, PerCpuArray, RingBuf},
@@ -63,6 +63,9 @@ pub struct Scratch {
     regs: [u64; 32],
     /// Template for a new goroutine record.
     state: GoroutineState,
+    /// Length of the record being built in `buf`. Kept in map memory, not on the stack, so the
+    /// verifier treats it as an unknown bounded value instead of following every length.
+    off: u64,
     /// The ring-buffer record being built.
     buf: [u8; SCRATCH_SIZE + BUF_SLACK],
 }
@@ -93,6 +96,14 @@ fn random_trace_id() -> [u8; 16] {
     t[..8].copy_from_slice(&a);
     t[8..].copy_from_slice(&b);
     t
+}
+
+/// A frame index the verifier can see is in bounds. The volatile read stops LLVM from dropping
+/// the mask when it can prove the bound from an earlier comparison the verifier cannot follow.
+#[inline(always)]
+fn slot(i: usize) -> usize {
+    let v: usize = unsafe { core::ptr::read_volatile::<usize>(&i) };
+    v & (MAX_FRAMES - 1)
 }
 
 #[inline(always)]
@@ -155,31 +166,34 @@ fn state_of(h: &Hit, create: bool) -> Option<*mut GoroutineState> {
 }
 
 /// Writes the record header into the scratch buffer, appends the probe's values captured at
-/// this point and copies the record into the ring buffer.
+/// this point (`capture`: (0 = entry or 1 = return, SP)) and copies the record into the ring
+/// buffer.
 #[inline(always)]
-fn emit(h: &Hit, header: &EventHeader, at_return: u8) {
-    let s = unsafe { &mut *h.scratch };
-    let mut len = HEADER_SIZE;
-    if header.kind != EventKind::Abandoned as u32 {
-        if let Some(plan) = PROBES.get(header.probe_id) {
-            len = capture_values(s, plan, h.sp, at_return);
-        }
-    }
+fn emit(header: &EventHeader, capture: Option<(u8, u64)>) {
+    let Some(scratch) = SCRATCH.get_ptr_mut(0) else { return };
+    let s = unsafe { &mut *scratch };
     let hdr_bytes = unsafe {
         core::slice::from_raw_parts(header as *const EventHeader as *const u8, HEADER_SIZE)
     };
     s.buf[..HEADER_SIZE].copy_from_slice(hdr_bytes);
-    let data_len = (len - HEADER_SIZE) as u32;
+    s.off = HEADER_SIZE as u64;
+    if let Some((at_return, sp)) = capture {
+        capture_values(header.probe_id, sp, at_return);
+    }
+    let s = unsafe { &mut *scratch };
+    let mut len = s.off as usize;
+    if len > SCRATCH_SIZE || len < HEADER_SIZE {
+        len = HEADER_SIZE;
+    }
     unsafe {
         let hp = s.buf.as_mut_ptr() as *mut EventHeader;
-        (*hp).data_len = data_len;
+        (*hp).data_len = (len - HEADER_SIZE) as u32;
     }
-    let size = (len & (SCRATCH_SIZE - 1)) as u64;
     let rc = unsafe {
         bpf_ringbuf_output(
             &EVENTS as *const _ as *mut _,
             s.buf.as_mut_ptr() as *mut _,
-            size,
+            len as u64,
             BPF_RB_NO_WAKEUP as u64,
         )
     };
@@ -188,26 +202,45 @@ fn emit(h: &Hit, header: &EventHeader, at_return: u8) {
     }
 }
 
-/// Runs the probe's fetch instructions for this point (entry or return). Returns the record
-/// length (header included).
+/// State of the value-capturing loop, shared with its `bpf_loop` callback. Only scalars: the
+/// callback looks the maps up again itself.
+#[repr(C)]
+struct CaptureLoop {
+    probe_id: u32,
+    at_return: u32,
+    sp: u64,
+}
+
+/// Runs the probe's fetch instructions for this point (entry or return) through `bpf_loop`, so
+/// the verifier checks one iteration instead of every path through sixteen.
 #[inline(always)]
-fn capture_values(s: &mut Scratch, plan: &ProbePlan, sp: u64, at_return: u8) -> usize {
-    let mut off = HEADER_SIZE;
-    let n = plan.nfetches as usize;
-    for i in 0..MAX_FETCHES {
-        if i >= n {
-            break;
-        }
-        let f = &plan.fetches[i];
-        if f.at_return != at_return {
-            continue;
-        }
-        if off > SCRATCH_SIZE - VALUE_HEADER_SIZE - MAX_STR - 8 {
-            break;
-        }
-        off += fetch_one(s, f, sp, off & (SCRATCH_SIZE - 1));
+fn capture_values(probe_id: u32, sp: u64, at_return: u8) {
+    let Some(plan) = PROBES.get(probe_id) else { return };
+    let n = if (plan.nfetches as usize) < MAX_FETCHES { plan.nfetches } else { MAX_FETCHES as u32 };
+    let mut ctx = CaptureLoop { probe_id, at_return: at_return as u32, sp };
+    unsafe {
+        bpf_loop(n, capture_one as *mut _, &mut ctx as *mut CaptureLoop as *mut _, 0);
     }
-    off
+}
+
+#[inline(never)]
+extern "C" fn capture_one(i: u64, ctx: *mut core::ffi::c_void) -> i64 {
+    let ctx = unsafe { &*(ctx as *const CaptureLoop) };
+    let (probe_id, at_return, sp) = (ctx.probe_id, ctx.at_return, ctx.sp);
+    let Some(plan) = PROBES.get(probe_id) else { return 1 };
+    let Some(scratch) = SCRATCH.get_ptr_mut(0) else { return 1 };
+    let s = unsafe { &mut *scratch };
+    let f = &plan.fetches[(i as usize) & (MAX_FETCHES - 1)];
+    if f.at_return as u32 != at_return {
+        return 0;
+    }
+    let off = s.off as usize;
+    if off > SCRATCH_SIZE - VALUE_HEADER_SIZE - MAX_STR - 8 {
+        return 1;
+    }
+    let written = fetch_one(s, f, sp, off & (SCRATCH_SIZE - 1));
+    s.off = (off + written) as u64;
+    0
 }
 
 /// Reads one value into `s.buf[off..]`: its header, then string bytes when it has some.
@@ -310,67 +343,83 @@ fn fetch_one(s: &mut Scratch, f: &Fetch, sp: u64, off: usize) -> usize {
     (VALUE_HEADER_SIZE + payload + 7) & !7
 }
 
-#[inline(always)]
-fn abandon(h: &Hit, st: &GoroutineState, frame: &Frame, parent: u64) {
-    count(Counter::Abandoned);
-    let hdr = EventHeader {
-        kind: EventKind::Abandoned as u32,
-        probe_id: frame.probe_id,
-        tgid: h.key.tgid,
-        tid: h.tid,
-        goroutine: h.key.goroutine,
-        start_ns: frame.start_ns,
-        end_ns: h.now,
-        trace_id: st.trace_id,
-        span_id: frame.span_id,
-        parent_span_id: parent,
-        ret_offset: 0,
-        data_len: 0,
-    };
-    emit(h, &hdr, 0);
-}
-
 /// Parent span of the frame at index `i` of the goroutine's stack.
 #[inline(always)]
 fn parent_of(st: &GoroutineState, i: usize) -> u64 {
     if i == 0 {
         if st.has_inherited != 0 { st.inherited_span_id } else { 0 }
     } else {
-        st.frames[(i - 1) & (MAX_FRAMES - 1)].span_id
+        st.frames[slot(i.wrapping_sub(1))].span_id
     }
 }
 
-/// Pops frames deeper than `depth` (or as deep, when `inclusive`): calls that were unwound
-/// without returning. Returns the remaining number of frames.
+/// State of the unwinding loop, shared with its `bpf_loop` callback.
+#[repr(C)]
+struct UnwindLoop {
+    key: GoroutineKey,
+    stack_depth: u64,
+    cookie: u64,
+    now: u64,
+    tid: u32,
+    inclusive: u32,
+}
+
+/// Pops frames deeper than `stack_depth` (or as deep, when `inclusive`): calls that were
+/// unwound without returning (panic then recover, Goexit). Each is reported as abandoned.
 #[inline(always)]
-fn unwind(h: &Hit, st: &mut GoroutineState, depth: u64, inclusive: bool) -> usize {
-    let mut n = st.depth as usize;
-    if n > MAX_FRAMES {
-        n = MAX_FRAMES;
+fn unwind(h: &Hit, inclusive: bool) {
+    let mut ctx = UnwindLoop {
+        key: h.key,
+        stack_depth: h.stack_depth,
+        cookie: h.cookie,
+        now: h.now,
+        tid: h.tid,
+        inclusive: inclusive as u32,
+    };
+    unsafe {
+        bpf_loop(MAX_FRAMES as u32, unwind_one as *mut _, &mut ctx as *mut UnwindLoop as *mut _, 0);
     }
-    for _ in 0..MAX_FRAMES {
-        if n == 0 {
-            break;
-        }
-        let i = (n - 1) & (MAX_FRAMES - 1);
-        let f = st.frames[i];
-        if f.stack_depth < depth || (f.stack_depth == depth && !inclusive) {
-            break;
-        }
-        // Entry probe at the very function start, same function, same depth: runtime.morestack
-        // grew the stack and re-ran the function from its first instruction. Not a new call.
-        if inclusive
-            && f.stack_depth == depth
-            && f.probe_id == h.cookie as u32
-            && h.cookie & COOKIE_AT_FUNC_START != 0
-        {
-            break;
-        }
-        abandon(h, st, &f, parent_of(st, i));
-        n -= 1;
+}
+
+#[inline(never)]
+extern "C" fn unwind_one(_i: u64, ctx: *mut core::ffi::c_void) -> i64 {
+    let c = unsafe { &*(ctx as *const UnwindLoop) };
+    let key = c.key;
+    let (depth, cookie, now, tid, inclusive) = (c.stack_depth, c.cookie, c.now, c.tid, c.inclusive != 0);
+    let Some(st) = GOROUTINES.get_ptr_mut(&key) else { return 1 };
+    let st = unsafe { &mut *st };
+    let n = st.depth as usize;
+    if n == 0 || n > MAX_FRAMES {
+        return 1;
     }
-    st.depth = n as u32;
-    n
+    let i = slot(n.wrapping_sub(1));
+    let f = st.frames[i];
+    if f.stack_depth < depth || (f.stack_depth == depth && !inclusive) {
+        return 1;
+    }
+    // Entry probe at the very function start, same function, same depth: runtime.morestack
+    // grew the stack and re-ran the function from its first instruction. Not a new call.
+    if inclusive && f.stack_depth == depth && f.probe_id == cookie as u32 && cookie & COOKIE_AT_FUNC_START != 0 {
+        return 1;
+    }
+    count(Counter::Abandoned);
+    let hdr = EventHeader {
+        kind: EventKind::Abandoned as u32,
+        probe_id: f.probe_id,
+        tgid: key.tgid,
+        tid,
+        goroutine: key.goroutine,
+        start_ns: f.start_ns,
+        end_ns: now,
+        trace_id: st.trace_id,
+        span_id: f.span_id,
+        parent_span_id: parent_of(st, i),
+        ret_offset: 0,
+        data_len: 0,
+    };
+    st.depth = i as u32;
+    emit(&hdr, None);
+    0
 }
 
 #[uprobe]
@@ -385,9 +434,13 @@ fn on_entry(ctx: &ProbeContext) -> Option<()> {
     count(Counter::Entries);
     let probe_id = h.cookie as u32;
     let st = unsafe { &mut *state_of(&h, true)? };
-    let n = unwind(&h, st, h.stack_depth, true);
+    unwind(&h, true);
+    let n = st.depth as usize;
+    if n > MAX_FRAMES {
+        return None;
+    }
     if n > 0 {
-        let top = st.frames[(n - 1) & (MAX_FRAMES - 1)];
+        let top = st.frames[slot(n.wrapping_sub(1))];
         if top.stack_depth == h.stack_depth && top.probe_id == probe_id {
             count(Counter::MorestackReentry);
             return Some(());
@@ -402,7 +455,7 @@ fn on_entry(ctx: &ProbeContext) -> Option<()> {
     }
     let parent = parent_of(st, n);
     let span_id = random_u64();
-    st.frames[n & (MAX_FRAMES - 1)] =
+    st.frames[slot(n)] =
         Frame { stack_depth: h.stack_depth, start_ns: h.now, span_id, probe_id, _pad: 0 };
     st.depth = (n + 1) as u32;
     if let Some(plan) = PROBES.get(probe_id) {
@@ -421,7 +474,7 @@ fn on_entry(ctx: &ProbeContext) -> Option<()> {
                 ret_offset: 0,
                 data_len: 0,
             };
-            emit(&h, &hdr, 0);
+            emit(&hdr, Some((0, h.sp)));
         }
     }
     Some(())
@@ -442,8 +495,12 @@ fn on_return(ctx: &ProbeContext) -> Option<()> {
         return None;
     };
     let st = unsafe { &mut *st };
-    let n = unwind(&h, st, h.stack_depth, false);
-    let i = n.wrapping_sub(1) & (MAX_FRAMES - 1);
+    unwind(&h, false);
+    let n = st.depth as usize;
+    if n > MAX_FRAMES {
+        return None;
+    }
+    let i = slot(n.wrapping_sub(1));
     if n == 0 || st.frames[i].stack_depth != h.stack_depth || st.frames[i].probe_id != probe_id {
         count(Counter::UnmatchedReturn);
         return None;
@@ -465,7 +522,7 @@ fn on_return(ctx: &ProbeContext) -> Option<()> {
         ret_offset: (h.cookie >> 48) as u32,
         data_len: 0,
     };
-    emit(&h, &hdr, 1);
+    emit(&hdr, Some((1, h.sp)));
     if i == 0 && st.has_inherited == 0 {
         // Nothing left to remember for this goroutine: keep the map small.
         let _ = GOROUTINES.remove(&h.key);
@@ -523,7 +580,7 @@ fn on_newproc_return(ctx: &ProbeContext) -> Option<()> {
     if n > 0 && n <= MAX_FRAMES {
         s.state.has_inherited = 1;
         s.state.inherited_trace_id = parent.trace_id;
-        s.state.inherited_span_id = parent.frames[(n - 1) & (MAX_FRAMES - 1)].span_id;
+        s.state.inherited_span_id = parent.frames[slot(n.wrapping_sub(1))].span_id;
     } else if parent.has_inherited != 0 {
         s.state.has_inherited = 1;
         s.state.inherited_trace_id = parent.inherited_trace_id;

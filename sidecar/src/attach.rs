@@ -51,7 +51,10 @@ pub struct Settings {
 
 fn environment_error(what: &str, e: impl std::fmt::Display) -> Failure {
     let text = e.to_string();
-    let hint = if text.contains("Operation not permitted") || text.contains("Permission denied") || text.contains("EPERM") {
+    let verifier = what.contains("verifier");
+    let hint = if verifier {
+        " — the kernel's BPF verifier rejected gotel's program; please report this with the kernel version"
+    } else if text.contains("Operation not permitted") || text.contains("Permission denied") || text.contains("EPERM") {
         " — gotel needs CAP_SYS_ADMIN (uprobe perf events and BPF on this kernel; CAP_BPF + CAP_PERFMON \
          on kernels before the 2025 uprobe permission change) and CAP_SYS_PTRACE; run as root or add \
          those capabilities (compose: cap_add: [SYS_ADMIN, SYS_PTRACE])"
@@ -79,9 +82,9 @@ pub fn load(plan: &Plan, settings: &Settings) -> Result<Attached, Failure> {
     raise_limits();
     let ring = settings.ring_buffer_bytes.max(4096).next_power_of_two();
     let mut ebpf = EbpfLoader::new()
-        .set_max_entries("GOROUTINES", settings.max_goroutines.max(64))
-        .set_max_entries("EVENTS", ring)
-        .set_max_entries("PROBES", MAX_PROBES as u32)
+        .map_max_entries("GOROUTINES", settings.max_goroutines.max(64))
+        .map_max_entries("EVENTS", ring)
+        .map_max_entries("PROBES", MAX_PROBES as u32)
         .load(EBPF_OBJECT)
         .map_err(|e| environment_error("loading the eBPF programs", chain(&e)))?;
 

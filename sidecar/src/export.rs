@@ -161,7 +161,7 @@ impl AnyExporter {
 }
 
 fn otlp_exporter() -> Result<opentelemetry_otlp::SpanExporter, Failure> {
-    use opentelemetry_otlp::{Protocol, WithExportConfig as _, WithHttpConfig as _};
+    use opentelemetry_otlp::{Protocol, WithExportConfig as _};
     let protocol = env("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")
         .or_else(|| env("OTEL_EXPORTER_OTLP_PROTOCOL"))
         .unwrap_or_else(|| "http/protobuf".into());

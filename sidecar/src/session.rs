@@ -14,7 +14,7 @@ use tokio::{
 };
 
 use crate::{
-    attach::{self, Attached, KernelCounters},
+    attach::{self, KernelCounters},
     attributes::Limits,
     binary::GoBinary,
     config::{Cli, Target},
@@ -116,7 +116,7 @@ async fn session(
     )?;
     let exit_fd = target::pidfd(process.pid)
         .map_err(|e| Failure::target(format!("process {} is gone: {e}", process.pid)))
-        .and_then(|fd| AsyncFd::new(fd).map_err(|e| Failure::environment(format!("pidfd: {e}"))))?;
+        .and_then(|fd| unsafe { AsyncFd::register(fd) }.map_err(|e| Failure::environment(format!("pidfd: {e}"))))?;
     attached.attach(&plan, &binary, &process.exe, process.pid)?;
     tracing::info!(
         pid = process.pid,

@@ -8,10 +8,10 @@ use std::{
 
 use gotel_shared::EventKind;
 use opentelemetry::{
-    trace::{SamplingDecision, SpanContext, SpanId, SpanKind, Status, TraceFlags, TraceId, TraceState},
+    trace::{SpanContext, SpanId, SpanKind, Status, TraceFlags, TraceId, TraceState},
     InstrumentationScope, KeyValue,
 };
-use opentelemetry_sdk::trace::{Sampler, ShouldSample, SpanData, SpanEvents, SpanLinks};
+use opentelemetry_sdk::trace::{Sampler, SamplingDecision, ShouldSample, SpanData, SpanEvents, SpanLinks};
 
 use crate::{
     attributes::AttrSlot,
