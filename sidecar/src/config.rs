@@ -55,6 +55,11 @@ pub struct Cli {
     #[arg(long, env = "GOTEL_DRAIN_INTERVAL_MS", default_value_t = 10)]
     pub drain_interval_ms: u64,
 
+    /// Serve Prometheus `/metrics` and `/healthz` on this address (e.g. 0.0.0.0:9464). Off by
+    /// default.
+    #[arg(long, env = "GOTEL_METRICS_ADDR", value_name = "ADDR")]
+    pub metrics_addr: Option<String>,
+
     /// Log filter for gotel's own diagnostics on stderr (error, warn, info, debug, trace).
     /// Defaults to OTEL_LOG_LEVEL, else info.
     #[arg(long, env = "GOTEL_LOG", value_name = "FILTER")]

@@ -9,6 +9,7 @@ pub mod attach;
 pub mod attributes;
 pub mod binary;
 pub mod config;
+pub mod diagnostics;
 pub mod dwarf;
 pub mod events;
 pub mod exit;

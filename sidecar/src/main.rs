@@ -16,10 +16,17 @@ fn init_logging(cli: &Cli) {
         .unwrap_or_else(|| "info".into());
     // Dependencies speak only when something is wrong, unless asked for by name.
     let filter = format!("warn,gotel={level},{level_deps}", level_deps = if level.contains('=') { level.clone() } else { String::new() });
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_target(false)
-        .with_env_filter(tracing_subscriber::EnvFilter::try_new(filter.trim_end_matches(',')).unwrap_or_else(|_| "info".into()))
+    use tracing_subscriber::prelude::*;
+    let filter = tracing_subscriber::EnvFilter::try_new(filter.trim_end_matches(',')).unwrap_or_else(|_| "info".into());
+    tracing_subscriber::registry()
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_target(false)
+                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+                .with_filter(filter),
+        )
+        .with(gotel::diagnostics::self_tracing_layer())
         .init();
 }
 
@@ -40,6 +47,7 @@ fn main() -> ProcessExit {
             .map_err(|e| Failure::environment(format!("starting the async runtime: {e}")))?;
         runtime.block_on(session::run(&cli, target, launched))
     })();
+    gotel::diagnostics::shutdown_self_tracing();
     match result {
         Ok(code) => ProcessExit::from(code as u8),
         Err(f) => {

@@ -18,6 +18,7 @@ use crate::{
     attributes::Limits,
     binary::GoBinary,
     config::{Cli, Target},
+    diagnostics::{self, Metrics},
     events,
     exit::Failure,
     export::{self, Pipeline, ResourceFacts},
@@ -54,15 +55,20 @@ pub async fn run(cli: &Cli, target: Target, launched: Option<Launched>) -> Resul
     // Validate the exporter settings before touching the target.
     export::sampler_from_env()?;
     export::BatchSettings::from_env()?;
+    let metrics = Arc::new(Metrics::default());
+    if let Some(addr) = &cli.metrics_addr {
+        diagnostics::serve(addr, metrics.clone()).await?;
+    }
+    let metrics = &metrics;
     match target {
         Target::Pid(pid) => {
             let process = target::existing(pid)?;
-            session(cli, &specs, &limits, process, None).await.map(|_| 0)
+            session(cli, &specs, &limits, process, None, metrics).await.map(|_| 0)
         }
         Target::Launch(_) => {
             let launched = launched.expect("launched before the runtime started");
             let pid = launched.process.pid;
-            session(cli, &specs, &limits, launched.process.clone(), Some(launched)).await?;
+            session(cli, &specs, &limits, launched.process.clone(), Some(launched), metrics).await?;
             Ok(target::reap(pid).unwrap_or(0))
         }
         Target::Exe(path) => {
@@ -73,7 +79,7 @@ pub async fn run(cli: &Cli, target: Target, launched: Option<Launched>) -> Resul
                     _ = stop_signal() => return Ok(0),
                 };
                 seen.push(process.pid);
-                match session(cli, &specs, &limits, process, None).await? {
+                match session(cli, &specs, &limits, process, None, metrics).await? {
                     End::Stopped => return Ok(0),
                     End::TargetExited => tracing::info!(exe = %path.display(), "target exited; waiting for the next process"),
                 }
@@ -107,9 +113,14 @@ async fn session(
     limits: &Limits,
     process: Process,
     mut launched: Option<Launched>,
+    metrics: &Metrics,
 ) -> Result<End, Failure> {
     let started = std::time::Instant::now();
-    let (binary, plan) = prepare(specs, limits, &process.exe)?;
+    let (binary, plan) = {
+        let _span = tracing::info_span!("prepare", pid = process.pid, exe = %process.exe_name).entered();
+        prepare(specs, limits, &process.exe)?
+    };
+    let _attach_span = tracing::info_span!("attach", pid = process.pid).entered();
     let mut attached = attach::load(
         &plan,
         &attach::Settings { max_goroutines: cli.max_goroutines, ring_buffer_bytes: cli.ring_buffer_bytes },
@@ -129,6 +140,10 @@ async fn session(
         ms = started.elapsed().as_millis() as u64,
         "attached"
     );
+    drop(_attach_span);
+    metrics.attached.store(1, Relaxed);
+    metrics.target_pid.store(process.pid as u64, Relaxed);
+    metrics.uprobes.store(attached.uprobes as u64, Relaxed);
     if let Some(l) = launched.as_mut() {
         l.release();
     }
@@ -150,14 +165,24 @@ async fn session(
 
     let mut tick = tokio::time::interval(cli.drain_interval());
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut report = tokio::time::interval(Duration::from_secs(10));
+    // Metrics refresh every second; a loss line is logged at most every ten seconds.
+    let mut report = tokio::time::interval(Duration::from_secs(1));
     report.tick().await;
+    let mut ticks = 0u64;
     let mut last_reported = Losses::default();
+    // Totals of earlier sessions (a restarted --exe target), so the metrics only grow.
+    let base = Snapshot::of(metrics);
     let end = loop {
         tokio::select! {
             _ = tick.tick() => { drain(&mut ring, &mut factory, pipeline.as_ref()); }
             _ = report.tick() => {
-                last_reported = report_losses(&attached.counters(), &factory, pipeline.as_ref(), last_reported);
+                let counters = attached.counters();
+                publish(metrics, &base, &counters, &factory, pipeline.as_ref());
+                metrics.goroutines_tracked.store(attached.goroutines_tracked() as u64, Relaxed);
+                ticks += 1;
+                if ticks % 10 == 0 {
+                    last_reported = report_losses(&counters, &factory, pipeline.as_ref(), last_reported);
+                }
             }
             r = exit_fd.readable() => { if let Ok(mut g) = r { g.retain_ready(); } break End::TargetExited; }
             _ = stop_signal() => {
@@ -180,6 +205,15 @@ async fn session(
     if let Some(p) = pipeline {
         p.shutdown(timeout).await;
     }
+    publish(metrics, &base, &counters, &factory, None);
+    if let Some(e) = &stats {
+        metrics.spans_exported.store(base.exported + e.exported.load(Relaxed), Relaxed);
+        metrics.lost_queue_full.store(base.queue_full + e.dropped_queue_full.load(Relaxed), Relaxed);
+        metrics.lost_export_failed.store(base.export_failed + e.dropped_export_failed.load(Relaxed), Relaxed);
+        metrics.export_failures.store(base.export_failures + e.export_failures.load(Relaxed), Relaxed);
+    }
+    metrics.attached.store(0, Relaxed);
+    metrics.target_pid.store(0, Relaxed);
     summary(&counters, &factory, stats.as_deref());
     Ok(end)
 }
@@ -200,6 +234,53 @@ fn drain(ring: &mut RingBuf<MapData>, factory: &mut SpanFactory, pipeline: Optio
         }
     }
     n
+}
+
+/// Metric totals when a session starts.
+struct Snapshot {
+    calls: u64,
+    spans: u64,
+    ring: u64,
+    abandoned: u64,
+    unmatched: u64,
+    overflow: u64,
+    exported: u64,
+    queue_full: u64,
+    export_failed: u64,
+    export_failures: u64,
+}
+
+impl Snapshot {
+    fn of(m: &Metrics) -> Snapshot {
+        Snapshot {
+            calls: m.calls.load(Relaxed),
+            spans: m.spans.load(Relaxed),
+            ring: m.lost_ring_buffer_full.load(Relaxed),
+            abandoned: m.abandoned.load(Relaxed),
+            unmatched: m.unmatched_returns.load(Relaxed),
+            overflow: m.depth_overflow.load(Relaxed),
+            exported: m.spans_exported.load(Relaxed),
+            queue_full: m.lost_queue_full.load(Relaxed),
+            export_failed: m.lost_export_failed.load(Relaxed),
+            export_failures: m.export_failures.load(Relaxed),
+        }
+    }
+}
+
+fn publish(m: &Metrics, base: &Snapshot, k: &KernelCounters, f: &SpanFactory, p: Option<&Pipeline>) {
+    m.calls.store(base.calls + k.get(Counter::Entries), Relaxed);
+    m.spans.store(base.spans + f.stats.spans, Relaxed);
+    m.lost_ring_buffer_full.store(base.ring + k.get(Counter::RingBufferFull), Relaxed);
+    m.abandoned.store(base.abandoned + k.get(Counter::Abandoned), Relaxed);
+    m.unmatched_returns.store(base.unmatched + k.get(Counter::UnmatchedReturn), Relaxed);
+    m.depth_overflow.store(base.overflow + k.get(Counter::DepthOverflow), Relaxed);
+    if let Some(p) = p {
+        let e = &p.stats;
+        m.spans_exported.store(base.exported + e.exported.load(Relaxed), Relaxed);
+        m.lost_queue_full.store(base.queue_full + e.dropped_queue_full.load(Relaxed), Relaxed);
+        m.lost_export_failed.store(base.export_failed + e.dropped_export_failed.load(Relaxed), Relaxed);
+        m.export_failures.store(base.export_failures + e.export_failures.load(Relaxed), Relaxed);
+    }
 }
 
 #[derive(Default, Clone, Copy, PartialEq, Eq)]

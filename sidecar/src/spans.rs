@@ -25,6 +25,21 @@ use crate::{
 /// return cannot grow gotel's memory.
 const MAX_PENDING_ENTRIES: usize = 65536;
 
+/// Names and paths live for the whole run so every span can borrow them: no allocation per span
+/// for the name or the code attributes. Interned, so following a restarting target (`--exe`)
+/// does not grow memory.
+fn intern(s: &str) -> &'static str {
+    static TABLE: std::sync::Mutex<Option<std::collections::HashSet<&'static str>>> = std::sync::Mutex::new(None);
+    let mut table = TABLE.lock().unwrap_or_else(|e| e.into_inner());
+    let table = table.get_or_insert_with(Default::default);
+    if let Some(existing) = table.get(s) {
+        return existing;
+    }
+    let leaked: &'static str = Box::leak(s.to_string().into_boxed_str());
+    table.insert(leaked);
+    leaked
+}
+
 struct ProbeSpans {
     name: Cow<'static, str>,
     fixed: Vec<KeyValue>,
@@ -100,12 +115,14 @@ impl SpanFactory {
             .probes
             .iter()
             .map(|p| {
-                let mut fixed = vec![KeyValue::new("code.function.name", p.function.name.clone())];
+                let name = intern(&p.function.name);
+                let mut fixed = vec![KeyValue::new("code.function.name", name)];
                 if let Some((file, line)) = &p.source {
-                    fixed.push(KeyValue::new("code.file.path", file.clone()));
+                    let file = intern(file);
+                    fixed.push(KeyValue::new("code.file.path", file));
                     fixed.push(KeyValue::new("code.line.number", *line as i64));
                 }
-                ProbeSpans { name: Cow::Owned(p.function.name.clone()), fixed, slots: p.attributes.slots.clone() }
+                ProbeSpans { name: Cow::Borrowed(name), fixed, slots: p.attributes.slots.clone() }
             })
             .collect();
         SpanFactory {

@@ -1,0 +1,169 @@
+//! gotel's own health: counters shared by the session, served on an opt-in Prometheus
+//! `/metrics` endpoint with a `/healthz` for orchestrators (`GOTEL_METRICS_ADDR`), and
+//! optional traces of gotel's own start-up (`GOTEL_SELF_TRACES=true`, through
+//! tracing-opentelemetry, service.name `gotel`).
+use std::{
+    fmt::Write as _,
+    sync::{
+        atomic::{AtomicU64, Ordering::Relaxed},
+        Arc,
+    },
+};
+
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::TcpListener,
+};
+
+use crate::exit::Failure;
+
+/// Totals over the whole run (all sessions), updated by the session's drain loop.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    pub attached: AtomicU64,
+    pub target_pid: AtomicU64,
+    pub uprobes: AtomicU64,
+    pub calls: AtomicU64,
+    pub spans: AtomicU64,
+    pub spans_exported: AtomicU64,
+    pub lost_ring_buffer_full: AtomicU64,
+    pub lost_queue_full: AtomicU64,
+    pub lost_export_failed: AtomicU64,
+    pub export_failures: AtomicU64,
+    pub abandoned: AtomicU64,
+    pub unmatched_returns: AtomicU64,
+    pub depth_overflow: AtomicU64,
+    pub goroutines_tracked: AtomicU64,
+}
+
+impl Metrics {
+    /// Prometheus text exposition format.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        let mut put = |name: &str, kind: &str, help: &str, v: &AtomicU64| {
+            let _ = writeln!(out, "# HELP gotel_{name} {help}\n# TYPE gotel_{name} {kind}\ngotel_{name} {}", v.load(Relaxed));
+        };
+        put("attached", "gauge", "1 while probes are attached to a target", &self.attached);
+        put("target_pid", "gauge", "pid of the traced process (0 when none)", &self.target_pid);
+        put("uprobes", "gauge", "uprobes attached", &self.uprobes);
+        put("calls_total", "counter", "traced calls started", &self.calls);
+        put("spans_total", "counter", "spans built from returned calls", &self.spans);
+        put("spans_exported_total", "counter", "spans the exporter accepted", &self.spans_exported);
+        put("events_lost_ring_buffer_full_total", "counter", "records lost because the kernel ring buffer was full", &self.lost_ring_buffer_full);
+        put("spans_dropped_queue_full_total", "counter", "spans dropped because the export queue was full", &self.lost_queue_full);
+        put("spans_dropped_export_failed_total", "counter", "spans dropped after export retries failed", &self.lost_export_failed);
+        put("export_failures_total", "counter", "failed export attempts (retried)", &self.export_failures);
+        put("calls_abandoned_total", "counter", "calls unwound by panic or runtime.Goexit", &self.abandoned);
+        put("returns_unmatched_total", "counter", "returns without a tracked entry", &self.unmatched_returns);
+        put("calls_depth_overflow_total", "counter", "calls not traced because nesting exceeded the per-goroutine limit", &self.depth_overflow);
+        put("goroutines_tracked", "gauge", "goroutines with traced calls in progress (kernel LRU map)", &self.goroutines_tracked);
+        out
+    }
+}
+
+/// Serves `/metrics` and `/healthz` on `addr` (e.g. `0.0.0.0:9464`). Minimal HTTP/1.0: one
+/// request per connection, bounded request size, so a misbehaving scraper cannot hurt gotel.
+pub async fn serve(addr: &str, metrics: Arc<Metrics>) -> Result<(), Failure> {
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|e| Failure::config(format!("GOTEL_METRICS_ADDR={addr}: cannot listen: {e}")))?;
+    tracing::info!(%addr, "serving /metrics and /healthz");
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut conn, _)) = listener.accept().await else { continue };
+            let metrics = metrics.clone();
+            tokio::spawn(async move {
+                let mut buf = [0u8; 2048];
+                let n = match tokio::time::timeout(std::time::Duration::from_secs(5), conn.read(&mut buf)).await {
+                    Ok(Ok(n)) => n,
+                    _ => return,
+                };
+                let request = String::from_utf8_lossy(&buf[..n]);
+                let path = request.split_whitespace().nth(1).unwrap_or("/");
+                let (status, body) = match path {
+                    "/metrics" => ("200 OK", metrics.render()),
+                    "/healthz" | "/health" => {
+                        if metrics.attached.load(Relaxed) == 1 {
+                            ("200 OK", "attached\n".to_string())
+                        } else {
+                            ("503 Service Unavailable", "not attached\n".to_string())
+                        }
+                    }
+                    _ => ("404 Not Found", "try /metrics or /healthz\n".to_string()),
+                };
+                let reply = format!(
+                    "HTTP/1.0 {status}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = conn.write_all(reply.as_bytes()).await;
+            });
+        }
+    });
+    Ok(())
+}
+
+/// With `GOTEL_SELF_TRACES=true`, gotel's own `tracing` spans (open binary, plan, attach) are
+/// exported over OTLP/HTTP as service `gotel`, to the same endpoint as the target's spans.
+pub fn self_tracing_layer<S>() -> Option<Box<dyn tracing_subscriber::Layer<S> + Send + Sync>>
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a> + Send + Sync,
+{
+    let on = std::env::var("GOTEL_SELF_TRACES").is_ok_and(|v| v.eq_ignore_ascii_case("true"));
+    if !on {
+        return None;
+    }
+    use opentelemetry::trace::TracerProvider as _;
+    let exporter = opentelemetry_otlp::SpanExporter::builder().with_http().build().ok()?;
+    let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder()
+        .with_batch_exporter(exporter)
+        .with_resource(opentelemetry_sdk::Resource::builder_empty().with_service_name("gotel").build())
+        .build();
+    let tracer = provider.tracer("gotel");
+    SELF_PROVIDER.get_or_init(|| provider);
+    Some(Box::new(tracing_opentelemetry::layer().with_tracer(tracer)))
+}
+
+static SELF_PROVIDER: std::sync::OnceLock<opentelemetry_sdk::trace::SdkTracerProvider> = std::sync::OnceLock::new();
+
+/// Flushes gotel's own spans (if any) before exit.
+pub fn shutdown_self_tracing() {
+    if let Some(p) = SELF_PROVIDER.get() {
+        let _ = p.shutdown();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_prometheus_text() {
+        let m = Metrics::default();
+        m.spans.store(7, Relaxed);
+        let text = m.render();
+        assert!(text.contains("# TYPE gotel_spans_total counter\ngotel_spans_total 7\n"), "{text}");
+    }
+
+    #[tokio::test]
+    async fn serves_metrics_and_health() {
+        let m = Arc::new(Metrics::default());
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap().to_string();
+        drop(l);
+        serve(&addr, m.clone()).await.unwrap();
+        let get = |path: &'static str| {
+            let addr = addr.clone();
+            async move {
+                let mut c = tokio::net::TcpStream::connect(&addr).await.unwrap();
+                c.write_all(format!("GET {path} HTTP/1.0\r\n\r\n").as_bytes()).await.unwrap();
+                let mut s = String::new();
+                c.read_to_string(&mut s).await.unwrap();
+                s
+            }
+        };
+        assert!(get("/healthz").await.starts_with("HTTP/1.0 503"));
+        m.attached.store(1, Relaxed);
+        assert!(get("/healthz").await.starts_with("HTTP/1.0 200"));
+        assert!(get("/metrics").await.contains("gotel_attached 1"));
+    }
+}
