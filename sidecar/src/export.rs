@@ -161,6 +161,14 @@ impl AnyExporter {
 }
 
 fn otlp_exporter() -> Result<opentelemetry_otlp::SpanExporter, Failure> {
+    for var in ["OTEL_EXPORTER_OTLP_CERTIFICATE", "OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE"] {
+        if let Some(v) = env(var) {
+            // Refusing is safer than silently sending to an unverified peer.
+            return Err(Failure::config(format!(
+                "{var}={v}: custom CA certificates are not supported yet; export to a collector on a trusted network over http:// or unset it"
+            )));
+        }
+    }
     use opentelemetry_otlp::{Protocol, WithExportConfig as _};
     let protocol = env("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")
         .or_else(|| env("OTEL_EXPORTER_OTLP_PROTOCOL"))
