@@ -78,6 +78,10 @@ pub enum Root {
     Registers = 0,
     /// The value's address is SP + `stack_offset` (stack-assigned argument or result).
     Stack = 1,
+    /// `regs[0..nregs]` index (0 or 1) the words saved at entry ([`ProbePlan::save_regs`]):
+    /// lets the RET probes read through an argument pointer (a request's fields after the
+    /// handler ran), since argument registers are reused by then.
+    Saved = 2,
 }
 
 /// How the final words are turned into an attribute value.
@@ -140,12 +144,19 @@ pub struct ProbePlan {
     pub nfetches: u32,
     /// Bitmask: bit 0 = some fetch at entry, bit 1 = some fetch at return.
     pub flags: u32,
+    /// pt_regs slots copied into the frame at entry, for `Root::Saved` fetches at return;
+    /// [`NO_REG`] = none.
+    pub save_regs: [u8; 2],
+    pub _pad: [u8; 6],
     pub fetches: [Fetch; MAX_FETCHES],
 }
 
+/// "No register" in [`ProbePlan::save_regs`].
+pub const NO_REG: u8 = 0xff;
+
 impl Default for ProbePlan {
     fn default() -> Self {
-        ProbePlan { nfetches: 0, flags: 0, fetches: [Fetch::default(); MAX_FETCHES] }
+        ProbePlan { nfetches: 0, flags: 0, save_regs: [NO_REG; 2], _pad: [0; 6], fetches: [Fetch::default(); MAX_FETCHES] }
     }
 }
 
@@ -195,6 +206,8 @@ pub struct Frame {
     pub span_id: u64,
     pub probe_id: u32,
     pub _pad: u32,
+    /// Registers saved at entry ([`ProbePlan::save_regs`]).
+    pub saved: [u64; 2],
 }
 
 /// Per-goroutine record of traced calls in progress (LRU hash `GOROUTINES`).

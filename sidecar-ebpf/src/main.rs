@@ -63,6 +63,8 @@ pub struct Scratch {
     regs: [u64; 32],
     /// Template for a new goroutine record.
     state: GoroutineState,
+    /// The current frame's saved entry registers, for `Root::Saved` fetches at return.
+    saved: [u64; 2],
     /// Length of the record being built in `buf`. Kept in map memory, not on the stack, so the
     /// verifier treats it as an unknown bounded value instead of following every length.
     off: u64,
@@ -254,6 +256,11 @@ fn fetch_one(s: &mut Scratch, f: &Fetch, sp: u64, off: usize) -> usize {
         w0 = s.regs[(f.regs[0] & 31) as usize];
         if f.nregs > 1 {
             w1 = s.regs[(f.regs[1] & 31) as usize];
+        }
+    } else if f.root == Root::Saved as u8 {
+        w0 = s.saved[(f.regs[0] & 1) as usize];
+        if f.nregs > 1 {
+            w1 = s.saved[(f.regs[1] & 1) as usize];
         }
     } else {
         let addr = sp.wrapping_add(f.stack_offset as i64 as u64);
@@ -455,10 +462,21 @@ fn on_entry(ctx: &ProbeContext) -> Option<()> {
     }
     let parent = parent_of(st, n);
     let span_id = random_u64();
+    let plan = PROBES.get(probe_id);
+    let mut saved = [0u64; 2];
+    if let Some(plan) = plan {
+        let regs = unsafe { &(*h.scratch).regs };
+        if plan.save_regs[0] != NO_REG {
+            saved[0] = regs[(plan.save_regs[0] & 31) as usize];
+        }
+        if plan.save_regs[1] != NO_REG {
+            saved[1] = regs[(plan.save_regs[1] & 31) as usize];
+        }
+    }
     st.frames[slot(n)] =
-        Frame { stack_depth: h.stack_depth, start_ns: h.now, span_id, probe_id, _pad: 0 };
+        Frame { stack_depth: h.stack_depth, start_ns: h.now, span_id, probe_id, _pad: 0, saved };
     st.depth = (n + 1) as u32;
-    if let Some(plan) = PROBES.get(probe_id) {
+    if let Some(plan) = plan {
         if plan.flags & PLAN_HAS_ENTRY_FETCH != 0 {
             let hdr = EventHeader {
                 kind: EventKind::EntryValues as u32,
@@ -508,6 +526,7 @@ fn on_return(ctx: &ProbeContext) -> Option<()> {
     let f = st.frames[i];
     st.depth = i as u32;
     count(Counter::Returns);
+    unsafe { (*h.scratch).saved = f.saved };
     let hdr = EventHeader {
         kind: EventKind::SpanEnd as u32,
         probe_id,
