@@ -10,6 +10,7 @@ use crate::{
     attributes::{self, AttributePlan, Limits},
     binary::{disasm, Function, GoBinary},
     exit::Failure,
+    instrumentations::Library,
     spec::{AttrSpec, ProbeSpec},
 };
 
@@ -31,6 +32,10 @@ pub struct Probe {
     pub ret_offsets: Vec<u64>,
     pub source: Option<(String, u32)>,
     pub attributes: AttributePlan,
+    /// Set for built-in instrumentations (HTTP server and client spans).
+    pub library: Option<Library>,
+    /// Registers the kernel keeps from entry for reads at return (`Root::Saved`).
+    pub save_regs: [u8; 2],
 }
 
 impl Probe {
@@ -42,6 +47,7 @@ impl Probe {
             plan.flags |= if f.at_return != 0 { PLAN_HAS_RETURN_FETCH } else { PLAN_HAS_ENTRY_FETCH };
         }
         plan.nfetches = self.attributes.fetches.len().min(MAX_FETCHES) as u32;
+        plan.save_regs = self.save_regs;
         plan
     }
 }
@@ -88,7 +94,7 @@ fn generated(name: &str) -> bool {
     name.ends_with(".init") || name.contains(".init.") || name.ends_with("-fm") || name.contains("..") || name.starts_with("type:") || name.starts_with("go:")
 }
 
-pub fn build(bin: &GoBinary, specs: &[ProbeSpec], limits: &Limits) -> Result<Plan, Failure> {
+pub fn build(bin: &GoBinary, specs: &[ProbeSpec], limits: &Limits, libraries: &[Library]) -> Result<Plan, Failure> {
     // Resolve each spec to functions; a later spec for the same function wins.
     let mut chosen: BTreeMap<String, (&Function, &ProbeSpec)> = BTreeMap::new();
     for spec in specs {
@@ -145,7 +151,39 @@ pub fn build(bin: &GoBinary, specs: &[ProbeSpec], limits: &Limits) -> Result<Pla
             at_function_start: prologue.is_none(),
             ret_offsets,
             attributes,
+            library: None,
+            save_regs: [gotel_shared::NO_REG; 2],
         });
+    }
+
+    // Built-in instrumentations the binary contains, unless the user probes that function.
+    for &lib in libraries {
+        let Some(function) = bin.function(lib.symbol()) else { continue };
+        if probes.iter().any(|p| p.function.name == function.name) {
+            warnings.push(format!("{}: your probe on {} replaces the built-in {} spans", lib.name(), function.name, lib.name()));
+            continue;
+        }
+        let Some(code) = bin.code(function) else { continue };
+        match crate::instrumentations::plan(bin, lib, limits) {
+            Ok((attributes, save_regs)) => {
+                let prologue = disasm::prologue_end(code, function.entry);
+                probes.push(Probe {
+                    id: probes.len() as u32,
+                    source: bin.source_location(function),
+                    function: function.clone(),
+                    entry_offset: prologue.unwrap_or(0),
+                    at_function_start: prologue.is_none(),
+                    ret_offsets: disasm::ret_offsets(code, function.entry),
+                    attributes,
+                    library: Some(lib),
+                    save_regs,
+                });
+            }
+            Err(why) => warnings.push(format!("{} spans are off for this binary: {why}", lib.name())),
+        }
+    }
+    if probes.len() > MAX_PROBES {
+        return Err(Failure::config(format!("more than {MAX_PROBES} functions to trace: narrow the globs")));
     }
 
     let newproc = bin.function("runtime.newproc1").and_then(|f| {

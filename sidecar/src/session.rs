@@ -55,6 +55,7 @@ pub async fn run(cli: &Cli, target: Target, launched: Option<Launched>) -> Resul
     // Validate the exporter settings before touching the target.
     export::sampler_from_env()?;
     export::BatchSettings::from_env()?;
+    crate::instrumentations::libraries_from_env()?;
     let metrics = Arc::new(Metrics::default());
     if let Some(addr) = &cli.metrics_addr {
         diagnostics::serve(addr, metrics.clone()).await?;
@@ -100,7 +101,7 @@ async fn stop_signal() {
 
 fn prepare(specs: &[ProbeSpec], limits: &Limits, exe: &Path) -> Result<(GoBinary, Plan), Failure> {
     let binary = GoBinary::open(exe).map_err(Failure::target)?;
-    let plan = plan::build(&binary, specs, limits)?;
+    let plan = plan::build(&binary, specs, limits, &crate::instrumentations::libraries_from_env()?)?;
     for w in &plan.warnings {
         tracing::warn!("{w}");
     }

@@ -17,6 +17,7 @@ use crate::{
     attributes::AttrSlot,
     binary::GoBinary,
     events::{Clock, Record},
+    instrumentations::{self, Library},
     plan::Plan,
     values::{self, TypeNames},
 };
@@ -44,6 +45,7 @@ struct ProbeSpans {
     name: Cow<'static, str>,
     fixed: Vec<KeyValue>,
     slots: Vec<AttrSlot>,
+    library: Option<Library>,
 }
 
 /// Names dynamic types from their runtime address via the symbol table (itabs and type
@@ -122,7 +124,7 @@ impl SpanFactory {
                     fixed.push(KeyValue::new("code.file.path", file));
                     fixed.push(KeyValue::new("code.line.number", *line as i64));
                 }
-                ProbeSpans { name: Cow::Borrowed(name), fixed, slots: p.attributes.slots.clone() }
+                ProbeSpans { name: Cow::Borrowed(name), fixed, slots: p.attributes.slots.clone(), library: p.library }
             })
             .collect();
         SpanFactory {
@@ -183,11 +185,26 @@ impl SpanFactory {
                     return None;
                 }
                 let mut attributes = Vec::with_capacity(probe.fixed.len() + entry_attrs.len() + 4);
-                attributes.extend(probe.fixed.iter().cloned());
-                attributes.push(KeyValue::new("thread.id", h.tid as i64));
-                attributes.extend(entry_attrs);
                 let mut error = None;
-                values::decode(&probe.slots, rec.data, self.names.as_ref(), &mut attributes, &mut error);
+                let mut name = probe.name.clone();
+                let mut kind = SpanKind::Internal;
+                let mut status = None;
+                if let Some(lib) = probe.library {
+                    let mut raw = entry_attrs;
+                    values::decode(&probe.slots, rec.data, self.names.as_ref(), &mut raw, &mut error);
+                    let done = instrumentations::finish(lib, raw, error.take());
+                    name = Cow::Owned(done.name);
+                    kind = lib.span_kind();
+                    status = Some(done.status);
+                    attributes.extend(done.attributes);
+                    attributes.extend(probe.fixed.iter().cloned());
+                    attributes.push(KeyValue::new("thread.id", h.tid as i64));
+                } else {
+                    attributes.extend(probe.fixed.iter().cloned());
+                    attributes.push(KeyValue::new("thread.id", h.tid as i64));
+                    attributes.extend(entry_attrs);
+                    values::decode(&probe.slots, rec.data, self.names.as_ref(), &mut attributes, &mut error);
+                }
                 let dropped = attributes.len().saturating_sub(self.max_attributes);
                 attributes.truncate(self.max_attributes);
                 self.stats.spans += 1;
@@ -205,17 +222,18 @@ impl SpanFactory {
                         SpanId::from_bytes(h.parent_span_id.to_be_bytes())
                     },
                     parent_span_is_remote: false,
-                    span_kind: SpanKind::Internal,
-                    name: probe.name.clone(),
+                    span_kind: kind,
+                    name,
                     start_time: self.clock.wall(h.start_ns),
                     end_time: self.clock.wall(h.end_ns),
                     attributes,
                     dropped_attributes_count: dropped as u32,
                     events: SpanEvents::default(),
                     links: SpanLinks::default(),
-                    status: match error {
-                        Some(msg) => Status::error(msg),
-                        None => Status::Unset,
+                    status: match (status, error) {
+                        (Some(s), _) => s,
+                        (None, Some(msg)) => Status::error(msg),
+                        (None, None) => Status::Unset,
                     },
                     instrumentation_scope: self.scope.clone(),
                 })
