@@ -25,6 +25,9 @@ pub const COOKIE_RETURN: u64 = 1 << 34;
 /// `runtime.newproc1` entry / return: goroutine creation (ancestry and g reuse).
 pub const COOKIE_NEWPROC_ENTRY: u64 = 1 << 35;
 pub const COOKIE_NEWPROC_RETURN: u64 = 1 << 36;
+/// RET of `net/textproto.(*Reader).readContinuedLineSlice`: one raw header line, checked for an
+/// incoming `traceparent`.
+pub const COOKIE_HEADER_LINE: u64 = 1 << 37;
 
 /// Kinds of ring-buffer records. Every record starts with [`EventHeader`].
 #[repr(u32)]
@@ -64,11 +67,21 @@ pub struct EventHeader {
     pub span_id: u64,
     /// Span id of the parent (enclosing traced call, or inherited context); 0 for a root.
     pub parent_span_id: u64,
-    /// Offset of the RET instruction that fired, from the function start (`SpanEnd` only).
-    pub ret_offset: u32,
+    /// Offset of the RET instruction that fired, from the function start (`SpanEnd` only;
+    /// saturated at 0xffff).
+    pub ret_offset: u16,
+    /// `SPAN_*` bits.
+    pub flags: u16,
     /// Bytes of value records that follow this header.
     pub data_len: u32,
 }
+
+/// The parent span came from another process (an incoming `traceparent`).
+pub const SPAN_PARENT_REMOTE: u16 = 1;
+/// The trace was started elsewhere and marked sampled there.
+pub const SPAN_TRACE_REMOTE_SAMPLED: u16 = 2;
+/// The trace was started elsewhere and marked not sampled there.
+pub const SPAN_TRACE_REMOTE_NOT_SAMPLED: u16 = 4;
 
 /// Where a value's first words come from.
 #[repr(u8)]
@@ -216,8 +229,12 @@ pub struct Frame {
 pub struct GoroutineState {
     /// Live frames in `frames` (a stack, top at `depth - 1`).
     pub depth: u32,
-    /// 1 when `inherited_*` holds a parent context (spawning call's span, server span).
+    /// `INHERIT_*` bits; non-zero when `inherited_*` holds a parent context (the spawning call's
+    /// span, or an incoming `traceparent`).
     pub has_inherited: u32,
+    /// `SPAN_TRACE_REMOTE_*` bits of the trace in progress.
+    pub trace_flags: u32,
+    pub _pad: u32,
     /// Trace id of the calls in progress (valid while depth > 0).
     pub trace_id: [u8; 16],
     /// Context a root call of this goroutine joins instead of starting a new trace.
@@ -225,6 +242,15 @@ pub struct GoroutineState {
     pub inherited_span_id: u64,
     pub frames: [Frame; MAX_FRAMES],
 }
+
+/// `GoroutineState::has_inherited` bits.
+pub const INHERIT_SET: u32 = 1;
+/// Used by the next root call only (an incoming request's context), cleared when it returns.
+pub const INHERIT_ONE_SHOT: u32 = 2;
+/// The inherited span is in another process.
+pub const INHERIT_REMOTE: u32 = 4;
+/// The remote trace is sampled (else not sampled), valid with INHERIT_REMOTE.
+pub const INHERIT_SAMPLED: u32 = 8;
 
 /// Indices of the per-CPU `COUNTERS` array. Userspace sums the CPUs and reports them.
 #[repr(u32)]
@@ -248,8 +274,12 @@ pub enum Counter {
     Returns = 7,
     /// Goroutine records cleared because runtime.newproc1 handed out that g again.
     GoroutineReused = 8,
+    /// Valid incoming `traceparent` headers adopted.
+    TraceparentAdopted = 9,
+    /// `traceparent` headers ignored because they were malformed.
+    TraceparentInvalid = 10,
 }
-pub const NUM_COUNTERS: u32 = 9;
+pub const NUM_COUNTERS: u32 = 11;
 
 /// pt_regs slot indices (x86-64 `struct pt_regs` / aya's `pt_regs`, 8 bytes each).
 pub const REG_R15: u8 = 0;

@@ -350,6 +350,16 @@ fn fetch_one(s: &mut Scratch, f: &Fetch, sp: u64, off: usize) -> usize {
     (VALUE_HEADER_SIZE + payload + 7) & !7
 }
 
+/// `SPAN_*` flags of a span at frame index `i`.
+#[inline(always)]
+fn span_flags(st: &GoroutineState, i: usize) -> u16 {
+    let mut f = st.trace_flags as u16;
+    if i == 0 && st.has_inherited & INHERIT_REMOTE != 0 {
+        f |= SPAN_PARENT_REMOTE;
+    }
+    f
+}
+
 /// Parent span of the frame at index `i` of the goroutine's stack.
 #[inline(always)]
 fn parent_of(st: &GoroutineState, i: usize) -> u64 {
@@ -422,6 +432,7 @@ extern "C" fn unwind_one(_i: u64, ctx: *mut core::ffi::c_void) -> i64 {
         span_id: f.span_id,
         parent_span_id: parent_of(st, i),
         ret_offset: 0,
+        flags: span_flags(st, i),
         data_len: 0,
     };
     st.depth = i as u32;
@@ -458,7 +469,19 @@ fn on_entry(ctx: &ProbeContext) -> Option<()> {
         return Some(());
     }
     if n == 0 {
-        st.trace_id = if st.has_inherited != 0 { st.inherited_trace_id } else { random_trace_id() };
+        if st.has_inherited != 0 {
+            st.trace_id = st.inherited_trace_id;
+            st.trace_flags = if st.has_inherited & INHERIT_REMOTE == 0 {
+                st.trace_flags
+            } else if st.has_inherited & INHERIT_SAMPLED != 0 {
+                SPAN_TRACE_REMOTE_SAMPLED as u32
+            } else {
+                SPAN_TRACE_REMOTE_NOT_SAMPLED as u32
+            };
+        } else {
+            st.trace_id = random_trace_id();
+            st.trace_flags = 0;
+        }
     }
     let parent = parent_of(st, n);
     let span_id = random_u64();
@@ -490,6 +513,7 @@ fn on_entry(ctx: &ProbeContext) -> Option<()> {
                 span_id,
                 parent_span_id: parent,
                 ret_offset: 0,
+                flags: span_flags(st, n),
                 data_len: 0,
             };
             emit(&hdr, Some((0, h.sp)));
@@ -538,10 +562,15 @@ fn on_return(ctx: &ProbeContext) -> Option<()> {
         trace_id: st.trace_id,
         span_id: f.span_id,
         parent_span_id: parent_of(st, i),
-        ret_offset: (h.cookie >> 48) as u32,
+        ret_offset: (h.cookie >> 48) as u16,
+        flags: span_flags(st, i),
         data_len: 0,
     };
     emit(&hdr, Some((1, h.sp)));
+    if i == 0 && st.has_inherited & INHERIT_ONE_SHOT != 0 {
+        // An incoming request's context is used by that request's span only.
+        st.has_inherited = 0;
+    }
     if i == 0 && st.has_inherited == 0 {
         // Nothing left to remember for this goroutine: keep the map small.
         let _ = GOROUTINES.remove(&h.key);
@@ -597,11 +626,13 @@ fn on_newproc_return(ctx: &ProbeContext) -> Option<()> {
     let n = parent.depth as usize;
     s.state.depth = 0;
     if n > 0 && n <= MAX_FRAMES {
-        s.state.has_inherited = 1;
+        s.state.has_inherited = INHERIT_SET;
+        s.state.trace_flags = parent.trace_flags;
         s.state.inherited_trace_id = parent.trace_id;
         s.state.inherited_span_id = parent.frames[slot(n.wrapping_sub(1))].span_id;
-    } else if parent.has_inherited != 0 {
-        s.state.has_inherited = 1;
+    } else if parent.has_inherited != 0 && parent.has_inherited & INHERIT_ONE_SHOT == 0 {
+        s.state.has_inherited = parent.has_inherited;
+        s.state.trace_flags = parent.trace_flags;
         s.state.inherited_trace_id = parent.inherited_trace_id;
         s.state.inherited_span_id = parent.inherited_span_id;
     } else {
@@ -610,6 +641,101 @@ fn on_newproc_return(ctx: &ProbeContext) -> Option<()> {
     if GOROUTINES.insert(&new_key, &s.state, 0).is_err() {
         count(Counter::StateInsertFailed);
     }
+    Some(())
+}
+
+/// Length of `traceparent: 00-<32 hex>-<16 hex>-<2 hex>` without optional spaces.
+const TRACEPARENT_VALUE_LEN: usize = 55;
+const TRACEPARENT_NAME: &[u8; 12] = b"traceparent:";
+
+#[uprobe]
+pub fn gotel_header_line(ctx: ProbeContext) -> u32 {
+    let _ = on_header_line(&ctx);
+    0
+}
+
+#[inline(always)]
+fn hex(c: u8) -> Option<u8> {
+    match c {
+        b'0'..=b'9' => Some(c - b'0'),
+        b'a'..=b'f' => Some(c - b'a' + 10),
+        _ => None,
+    }
+}
+
+/// A raw request header line (the result of `readContinuedLineSlice`, RAX = data, RBX = len).
+/// A valid `traceparent` becomes the parent of the next root call on this goroutine, which is
+/// the request's server span. Read-only: nothing in the target is written. Invalid values
+/// (bad length, non-hex, version ff, all-zero ids) are counted and ignored.
+#[inline(always)]
+fn on_header_line(ctx: &ProbeContext) -> Option<()> {
+    let h = hit(ctx)?;
+    let s = unsafe { &mut *h.scratch };
+    let (ptr, len) = (s.regs[REG_RAX as usize], s.regs[REG_RBX as usize] as usize);
+    if len < TRACEPARENT_NAME.len() + TRACEPARENT_VALUE_LEN || len > TRACEPARENT_NAME.len() + TRACEPARENT_VALUE_LEN + 8 {
+        return None;
+    }
+    let mut line = [0u8; 80];
+    unsafe { bpf_probe_read_user_buf(ptr as *const u8, &mut line[..]) }.ok()?;
+    for i in 0..TRACEPARENT_NAME.len() {
+        if line[i] | 0x20 != TRACEPARENT_NAME[i] | 0x20 {
+            return None;
+        }
+    }
+    let mut v = TRACEPARENT_NAME.len();
+    for _ in 0..8 {
+        if line[v] == b' ' || line[v] == b'\t' {
+            v += 1;
+        }
+    }
+    if len - v != TRACEPARENT_VALUE_LEN || v > 80 - TRACEPARENT_VALUE_LEN {
+        count(Counter::TraceparentInvalid);
+        return None;
+    }
+    let val = &line[v..v + TRACEPARENT_VALUE_LEN];
+    let byte_at = |i: usize| -> Option<u8> { Some(hex(val[i])? << 4 | hex(val[i + 1])?) };
+    let mut trace_id = [0u8; 16];
+    let mut span = [0u8; 8];
+    let mut ok = val[2] == b'-' && val[35] == b'-' && val[52] == b'-';
+    let version = byte_at(0);
+    let trace_flags = byte_at(53);
+    ok &= version.is_some_and(|v| v != 0xff) && trace_flags.is_some();
+    let mut nonzero_trace = 0u8;
+    for i in 0..16 {
+        match byte_at(3 + 2 * i) {
+            Some(b) => {
+                trace_id[i] = b;
+                nonzero_trace |= b;
+            }
+            None => ok = false,
+        }
+    }
+    let mut nonzero_span = 0u8;
+    for i in 0..8 {
+        match byte_at(36 + 2 * i) {
+            Some(b) => {
+                span[i] = b;
+                nonzero_span |= b;
+            }
+            None => ok = false,
+        }
+    }
+    if !ok || nonzero_trace == 0 || nonzero_span == 0 {
+        count(Counter::TraceparentInvalid);
+        return None;
+    }
+    let st = unsafe { &mut *state_of(&h, true)? };
+    if st.depth != 0 {
+        // Headers read inside a traced call (a client reading a response): not a request.
+        return None;
+    }
+    st.has_inherited = INHERIT_SET | INHERIT_ONE_SHOT | INHERIT_REMOTE;
+    if trace_flags.unwrap_or(0) & 1 != 0 {
+        st.has_inherited |= INHERIT_SAMPLED;
+    }
+    st.inherited_trace_id = trace_id;
+    st.inherited_span_id = u64::from_be_bytes(span);
+    count(Counter::TraceparentAdopted);
     Some(())
 }
 

@@ -15,7 +15,7 @@ use aya::{
     Ebpf, EbpfLoader,
 };
 use gotel_shared::{
-    Counter, COOKIE_AT_FUNC_START, COOKIE_ENTRY, COOKIE_NEWPROC_ENTRY, COOKIE_NEWPROC_RETURN, COOKIE_RETURN,
+    Counter, COOKIE_AT_FUNC_START, COOKIE_ENTRY, COOKIE_HEADER_LINE, COOKIE_NEWPROC_ENTRY, COOKIE_NEWPROC_RETURN, COOKIE_RETURN,
     NUM_COUNTERS,
 };
 
@@ -94,7 +94,7 @@ pub fn load(plan: &Plan, settings: &Settings) -> Result<Attached, Failure> {
     for p in &plan.probes {
         probes.set(p.id, p.kernel_plan(), 0).map_err(|e| environment_error("filling PROBES", chain(&e)))?;
     }
-    for name in ["gotel_entry", "gotel_return", "gotel_newproc_entry", "gotel_newproc_return"] {
+    for name in ["gotel_entry", "gotel_return", "gotel_newproc_entry", "gotel_newproc_return", "gotel_header_line"] {
         let prog: &mut UProbe = ebpf
             .program_mut(name)
             .expect("program in the eBPF object")
@@ -127,6 +127,11 @@ impl Attached {
                 self.attach_one("gotel_newproc_return", bin, target, pid, h.function.entry + off, COOKIE_NEWPROC_RETURN)?;
             }
             self.attach_one("gotel_newproc_entry", bin, target, pid, h.function.entry + h.entry_offset, COOKIE_NEWPROC_ENTRY)?;
+        }
+        if let Some(h) = &plan.header_lines {
+            for &off in &h.ret_offsets {
+                self.attach_one("gotel_header_line", bin, target, pid, h.function.entry + off, COOKIE_HEADER_LINE)?;
+            }
         }
         for p in &plan.probes {
             for &off in &p.ret_offsets {

@@ -64,6 +64,9 @@ pub struct RuntimeHook {
 pub struct Plan {
     pub probes: Vec<Probe>,
     pub newproc: Option<RuntimeHook>,
+    /// `net/textproto.(*Reader).readContinuedLineSlice`: raw header lines, for incoming
+    /// `traceparent` (only with HTTP server spans).
+    pub header_lines: Option<RuntimeHook>,
     /// Things worth telling the user that do not stop tracing (float parameters skipped...).
     pub warnings: Vec<String>,
 }
@@ -182,24 +185,39 @@ pub fn build(bin: &GoBinary, specs: &[ProbeSpec], limits: &Limits, libraries: &[
             Err(why) => warnings.push(format!("{} spans are off for this binary: {why}", lib.name())),
         }
     }
+    if probes.is_empty() {
+        return Err(Failure::config(format!(
+            "nothing to trace in {}: set GOTEL_PROBES (e.g. 'main.handle;main.(*Store).Get') or pass --probe{}",
+            bin.path,
+            if libraries.is_empty() { "" } else { " (the built-in HTTP instrumentations found no net/http server or client with DWARF in it)" }
+        )));
+    }
     if probes.len() > MAX_PROBES {
         return Err(Failure::config(format!("more than {MAX_PROBES} functions to trace: narrow the globs")));
     }
 
-    let newproc = bin.function("runtime.newproc1").and_then(|f| {
-        let code = bin.code(f)?;
-        Some(RuntimeHook {
-            function: f.clone(),
-            entry_offset: disasm::prologue_end(code, f.entry).unwrap_or(0),
-            ret_offsets: disasm::ret_offsets(code, f.entry),
+    let hook = |name: &str| {
+        bin.function(name).and_then(|f| {
+            let code = bin.code(f)?;
+            Some(RuntimeHook {
+                function: f.clone(),
+                entry_offset: disasm::prologue_end(code, f.entry).unwrap_or(0),
+                ret_offsets: disasm::ret_offsets(code, f.entry),
+            })
         })
-    });
+    };
+    let newproc = hook("runtime.newproc1");
+    let header_lines = if probes.iter().any(|p| p.library == Some(Library::HttpServer)) {
+        hook("net/textproto.(*Reader).readContinuedLineSlice")
+    } else {
+        None
+    };
     if newproc.is_none() {
         warnings.push(
             "runtime.newproc1 not found: spans in new goroutines will not get their spawning call as parent".into(),
         );
     }
-    Ok(Plan { probes, newproc, warnings })
+    Ok(Plan { probes, newproc, header_lines, warnings })
 }
 
 fn missing_symbol(bin: &GoBinary, spec: &ProbeSpec) -> Failure {

@@ -329,6 +329,8 @@ fn summary(k: &KernelCounters, f: &SpanFactory, e: Option<&export::ExportStats>)
         abandoned_by_panic_or_goexit = k.get(Counter::Abandoned),
         unmatched_returns = k.get(Counter::UnmatchedReturn),
         morestack_reentries = k.get(Counter::MorestackReentry),
+        traceparent_adopted = k.get(Counter::TraceparentAdopted),
+        traceparent_invalid = k.get(Counter::TraceparentInvalid),
         malformed_records = f.stats.malformed_records,
         "session summary"
     );

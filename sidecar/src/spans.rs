@@ -6,9 +6,9 @@ use std::{
     sync::Arc,
 };
 
-use gotel_shared::EventKind;
+use gotel_shared::{EventKind, SPAN_PARENT_REMOTE, SPAN_TRACE_REMOTE_NOT_SAMPLED, SPAN_TRACE_REMOTE_SAMPLED};
 use opentelemetry::{
-    trace::{SpanContext, SpanId, SpanKind, Status, TraceFlags, TraceId, TraceState},
+    trace::{SpanContext, SpanId, SpanKind, Status, TraceContextExt as _, TraceFlags, TraceId, TraceState},
     InstrumentationScope, KeyValue,
 };
 use opentelemetry_sdk::trace::{Sampler, SamplingDecision, ShouldSample, SpanData, SpanEvents, SpanLinks};
@@ -176,8 +176,24 @@ impl SpanFactory {
             EventKind::SpanEnd => {
                 let entry_attrs = self.pending.remove(&h.span_id).unwrap_or_default();
                 let trace_id = TraceId::from_bytes(h.trace_id);
+                // A trace that came in with a traceparent keeps the caller's decision (for the
+                // parent-based samplers); otherwise the decision depends on the trace id only,
+                // so every span of a trace is kept or dropped together.
+                let remote = h.flags & (SPAN_TRACE_REMOTE_SAMPLED | SPAN_TRACE_REMOTE_NOT_SAMPLED) != 0;
+                let parent_cx = remote.then(|| {
+                    let flags = if h.flags & SPAN_TRACE_REMOTE_SAMPLED != 0 { TraceFlags::SAMPLED } else { TraceFlags::default() };
+                    opentelemetry::Context::new().with_remote_span_context(SpanContext::new(
+                        trace_id,
+                        SpanId::from_bytes(h.parent_span_id.to_be_bytes()),
+                        flags,
+                        true,
+                        TraceState::default(),
+                    ))
+                });
                 let sampled = matches!(
-                    self.sampler.should_sample(None, trace_id, &probe.name, &SpanKind::Internal, &[], &[]).decision,
+                    self.sampler
+                        .should_sample(parent_cx.as_ref(), trace_id, &probe.name, &SpanKind::Internal, &[], &[])
+                        .decision,
                     SamplingDecision::RecordAndSample
                 );
                 if !sampled {
@@ -221,7 +237,7 @@ impl SpanFactory {
                     } else {
                         SpanId::from_bytes(h.parent_span_id.to_be_bytes())
                     },
-                    parent_span_is_remote: false,
+                    parent_span_is_remote: h.flags & SPAN_PARENT_REMOTE != 0,
                     span_kind: kind,
                     name,
                     start_time: self.clock.wall(h.start_ns),
