@@ -80,13 +80,33 @@ if [[ "${GOTEL_SKIP_DOCKER:-}" != 1 ]]; then
   DOCKER=/usr/bin/docker; [[ -x $DOCKER ]] || DOCKER=docker
   if ! "$DOCKER" info >/dev/null 2>&1; then
     say "starting dockerd (log: /var/log/gotel-dockerd.log)"
-    # dockerd wants the cgroup hierarchy and iptables; both are there on Debian 12.
-    setsid nohup dockerd >>/var/log/gotel-dockerd.log 2>&1 </dev/null &
-    for _ in $(seq 1 60); do
-      "$DOCKER" info >/dev/null 2>&1 && break
-      sleep 1
+    # A pid file left by a dockerd that was killed (machine handed on, CI cleanup) stops a new one.
+    if [[ -f /var/run/docker.pid ]]; then
+      old="$(cat /var/run/docker.pid)"
+      # Gone, a zombie, or another program that reuses the pid: not a running dockerd.
+      if [[ "$(cat "/proc/$old/comm" 2>/dev/null)" != dockerd ]] || grep -q ') Z ' "/proc/$old/stat" 2>/dev/null; then
+        rm -f /var/run/docker.pid
+      fi
+    fi
+    # The containerd of a dockerd that was just killed may still be shutting down; a new dockerd
+    # would find it "still running" and then time out on its socket. Give it a moment.
+    cpid="$(cat /var/run/docker/containerd/containerd.pid 2>/dev/null || true)"
+    for _ in $(seq 1 20); do
+      [[ -n "$cpid" && "$(cat "/proc/$cpid/comm" 2>/dev/null)" == containerd ]] || break
+      sleep 0.5
     done
-    "$DOCKER" info >/dev/null 2>&1 || { tail -20 /var/log/gotel-dockerd.log >&2; die "dockerd did not come up in 60 s"; }
+    # dockerd wants the cgroup hierarchy and iptables; both are there on Debian 12.
+    for attempt in 1 2; do
+      setsid nohup dockerd >>/var/log/gotel-dockerd.log 2>&1 </dev/null &
+      dpid=$!
+      for _ in $(seq 1 60); do
+        "$DOCKER" info >/dev/null 2>&1 && break 2
+        kill -0 "$dpid" 2>/dev/null || break   # dockerd exited: no point waiting
+        sleep 1
+      done
+      say "dockerd did not come up (attempt $attempt)"
+    done
+    "$DOCKER" info >/dev/null 2>&1 || { tail -20 /var/log/gotel-dockerd.log >&2; die "dockerd did not come up (log: /var/log/gotel-dockerd.log)"; }
   fi
   say "ok: dockerd $("$DOCKER" version --format '{{.Server.Version}}' 2>/dev/null), $(docker-compose version --short 2>/dev/null || echo 'no docker-compose')"
 fi

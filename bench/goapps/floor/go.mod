@@ -1,0 +1,3 @@
+module gotel.bench/floor
+
+go 1.22

@@ -1,0 +1,3 @@
+module gotel.bench/loop
+
+go 1.22

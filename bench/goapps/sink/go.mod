@@ -1,0 +1,3 @@
+module gotel.bench/sink
+
+go 1.22

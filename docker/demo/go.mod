@@ -1,0 +1,3 @@
+module gotel.dev/demo
+
+go 1.19

@@ -1,0 +1,243 @@
+#!/usr/bin/env bash
+# End-to-end test of the compose demo (docker/compose.yaml) against a real Jaeger:
+#   build gotel and the images, bring the stack up under a unique project name with ports on
+#   127.0.0.1, drive orders into the frontend, read the traces back through Jaeger's query API and
+#   check spans, attributes, error status and parent links; check that no container is privileged,
+#   that the sidecars run with exactly SYS_ADMIN + SYS_PTRACE and no mounts, and that a second
+#   container of the same image is not traced. Tears everything down.
+# Prints "compose: N passed, M failed" last; exits non-zero on any failure.
+#
+# Env: COMPOSE_EXPECT_JOIN=1  also require one trace across frontend and backend (HTTP spans +
+#                             traceparent injection, issue 7)
+#      COMPOSE_WAIT=150       seconds to wait for the first traced span (attach + export)
+#      COMPOSE_KEEP=1         leave the stack running for inspection
+#      COMPOSE_SKIP_BUILD=1   use the images as they are
+set -uo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+PASS=0 FAIL=0
+ok()   { PASS=$((PASS + 1)); echo "  ok   $*"; }
+bad()  { FAIL=$((FAIL + 1)); echo "  FAIL $*"; }
+check() { local what=$1; shift; if "$@"; then ok "$what"; else bad "$what"; fi; }
+say()  { echo "compose-test: $*"; }
+finish() { echo "compose: $PASS passed, $FAIL failed"; [[ $FAIL -eq 0 ]]; exit $?; }
+
+export COMPOSE_PROJECT_NAME="gotel-e2e-$$"
+export FRONTEND_PORT="${COMPOSE_TEST_FRONTEND_PORT:-38080}"
+export JAEGER_UI_PORT="${COMPOSE_TEST_JAEGER_PORT:-36686}"
+export JAEGER_OTLP_GRPC_PORT="${COMPOSE_TEST_OTLP_GRPC_PORT:-34317}"
+export JAEGER_OTLP_HTTP_PORT="${COMPOSE_TEST_OTLP_HTTP_PORT:-34318}"
+DECOY_PORT="${COMPOSE_TEST_DECOY_PORT:-38081}"
+export LOAD_INTERVAL=0       # the test sends its own requests
+export GOTEL_LOG="${GOTEL_LOG:-debug}"
+WAIT="${COMPOSE_WAIT:-150}"
+FRONT="http://127.0.0.1:$FRONTEND_PORT"
+JAEGER="http://127.0.0.1:$JAEGER_UI_PORT"
+TMP="$(mktemp -d /tmp/gotel-compose-test.XXXXXX)"
+DOCKER=docker; [[ -x /usr/bin/docker ]] && DOCKER=/usr/bin/docker
+
+# A second backend from the same image, not traced by anyone: its calls must not become spans
+# (a uprobe fires for every process that maps the file; gotel must filter by process).
+cat > "$TMP/decoy.yaml" <<YAML
+services:
+  backend-decoy:
+    image: gotel-demo-backend:dev
+    entrypoint: ["/app/backend"]
+    ports: ["127.0.0.1:$DECOY_PORT:8081"]
+YAML
+compose() {
+  if command -v docker-compose >/dev/null; then
+    timeout 300 docker-compose -f "$ROOT/docker/compose.yaml" -f "$TMP/decoy.yaml" "$@"
+  else timeout 300 docker compose -f "$ROOT/docker/compose.yaml" -f "$TMP/decoy.yaml" "$@"; fi
+}
+# Stacks of earlier runs of this test that were killed before their teardown (their ports would
+# clash): project gotel-e2e-PID whose PID is gone.
+remove_stale() {
+  local proj pid
+  for proj in $("$DOCKER" ps -a --filter label=com.docker.compose.project --format '{{.Label "com.docker.compose.project"}}' | sort -u); do
+    [[ "$proj" =~ ^gotel-e2e-([0-9]+)$ ]] || continue
+    pid=${BASH_REMATCH[1]}
+    [[ -e /proc/$pid ]] && continue
+    say "removing the stale stack $proj of an earlier run"
+    "$DOCKER" rm -f $("$DOCKER" ps -aq --filter "label=com.docker.compose.project=$proj") >/dev/null 2>&1
+    "$DOCKER" network rm "${proj}_default" >/dev/null 2>&1
+  done
+}
+UP=0
+teardown() {
+  [[ $UP == 1 ]] || return 0
+  UP=0
+  if [[ $FAIL -gt 0 || -n "${COMPOSE_SHOW_LOGS:-}" ]]; then
+    say "logs of the sidecars (last 40 lines each):"
+    compose logs --no-color --tail=40 gotel-frontend gotel-backend 2>&1 | sed 's/^/    /'
+  fi
+  if [[ -n "${COMPOSE_KEEP:-}" ]]; then say "COMPOSE_KEEP set: project $COMPOSE_PROJECT_NAME left running"; return; fi
+  compose down -v --remove-orphans -t 5 >/dev/null 2>&1 || say "warning: compose down failed"
+}
+trap 'teardown; rm -rf "$TMP"' EXIT
+trap 'echo "compose-test: interrupted"; exit 130' INT TERM
+
+# ---- build ------------------------------------------------------------------------------------
+if [[ -z "${COMPOSE_SKIP_BUILD:-}" ]]; then
+  "$ROOT/tools/install-deps.sh" | sed 's/^/  /' || { bad "tools/install-deps.sh"; finish; }
+  export PATH="$HOME/.cargo/bin:$PATH"
+  say "cargo build --release -p gotel"
+  (cd "$ROOT" && cargo build --release -p gotel >"$TMP/cargo.log" 2>&1) \
+    || { tail -30 "$TMP/cargo.log"; bad "cargo build --release -p gotel"; finish; }
+  [[ -x "$ROOT/target/release/gotel" ]] || { bad "gotel builds"; finish; }
+  "$ROOT/docker/build-images.sh" 2>&1 | sed 's/^/  /'
+  check "images built" "$DOCKER" image inspect gotel:dev gotel-demo-frontend:dev gotel-demo-backend:dev gotel-jaeger:1.76.0 -f '{{.Id}}' >/dev/null
+fi
+
+# ---- up ---------------------------------------------------------------------------------------
+remove_stale
+say "docker-compose up (project $COMPOSE_PROJECT_NAME; frontend $FRONT, jaeger $JAEGER)"
+UP=1
+if ! compose up -d >"$TMP/up.log" 2>&1; then cat "$TMP/up.log"; bad "compose up"; teardown; finish; fi
+ok "compose up"
+
+wait_http() { # URL SECONDS
+  local i; for ((i = 0; i < $2 * 2; i++)); do curl -m 10 -fsS -o /dev/null "$1" 2>/dev/null && return 0; sleep 0.5; done; return 1
+}
+check "frontend answers" wait_http "$FRONT/healthz" 30
+check "jaeger query API answers" wait_http "$JAEGER/api/services" 60
+check "decoy backend answers" wait_http "http://127.0.0.1:$DECOY_PORT/healthz" 30
+
+# ---- least privilege ----------------------------------------------------------------------------
+ids="$(compose ps -q)"
+priv="$("$DOCKER" inspect -f '{{.Name}} {{.HostConfig.Privileged}}' $ids | awk '$2 != "false"')"
+check "no container is privileged" test -z "$priv"
+for svc in gotel-frontend gotel-backend; do
+  id="$(compose ps -q "$svc")"
+  caps="$("$DOCKER" inspect -f '{{join .HostConfig.CapDrop ","}}|{{join .HostConfig.CapAdd ","}}|{{len .Mounts}}|{{.HostConfig.PidMode}}' "$id")"
+  IFS='|' read -r drop add mounts pidmode <<<"$caps"
+  check "$svc: cap_drop ALL" test "$drop" = "ALL"
+  check "$svc: cap_add exactly SYS_ADMIN,SYS_PTRACE (got $add)" \
+    test "$(tr ',' '\n' <<<"$add" | sed 's/^CAP_//' | sort | paste -sd,)" = "SYS_ADMIN,SYS_PTRACE"
+  check "$svc: no mounts (got $mounts)" test "$mounts" = 0
+  check "$svc: shares its app's pid namespace ($pidmode)" grep -q '^container:' <<<"$pidmode"
+done
+
+# ---- traffic ----------------------------------------------------------------------------------
+jq_traces() { # SERVICE OPERATION TAGS-JSON -> the API's JSON
+  curl -m 10 -fsS -G "$JAEGER/api/traces" --data-urlencode "service=$1" --data-urlencode "operation=$2" \
+    --data-urlencode "tags=$3" --data-urlencode "limit=100" --data-urlencode "lookback=1h" 2>/dev/null
+}
+count_spans() { # SERVICE OPERATION TAGS-JSON -> number of spans with that name and tags
+  jq_traces "$1" "$2" "$3" | jq --arg op "$2" --argjson tags "$3" \
+    '[.data[]?.spans[] | select(.operationName == $op)
+      | select((.tags | map({(.key): (.value | tostring)}) | add) as $t | $tags | to_entries | all($t[.key] == .value))] | length' 2>/dev/null || echo 0
+}
+
+say "waiting up to ${WAIT}s for the sidecars to attach and the first span to arrive"
+first=0
+for ((i = 0; i < WAIT; i += 2)); do
+  curl -m 10 -fsS -o /dev/null "$FRONT/order?customer=warmup&items=tea&qty=1" 2>/dev/null
+  if [[ "$(count_spans frontend main.processOrder '{"customer":"warmup"}')" -gt 0 ]]; then first=1; break; fi
+  sleep 2
+done
+check "first main.processOrder span in Jaeger within ${WAIT}s (after ${i}s)" test $first = 1
+# Wait for the backend's sidecar too; if nothing arrived at all, do not wait again below.
+for ((j = 0; j < 30 && first == 1; j++)); do
+  [[ "$(count_spans backend main.quote '{"item":"tea"}')" -gt 0 ]] && break; sleep 1
+done
+SPAN_WAIT=60; [[ $first == 1 ]] || SPAN_WAIT=5
+
+# The decoy is hit before the real orders, so its spans (if any) are exported before theirs.
+for _ in 1 2 3; do curl -m 10 -fsS -o /dev/null "http://127.0.0.1:$DECOY_PORT/price?item=muffin&qty=7" || true; done
+
+CUST="ct-$$-$RANDOM"
+N=4
+for ((k = 0; k < N; k++)); do
+  curl -m 10 -fsS -o "$TMP/order$k.json" "$FRONT/order?customer=$CUST&tier=gold&items=coffee,bagel&qty=3" || true
+done
+check "frontend priced the orders (2066 cents)" grep -q '"total_cents":2066' "$TMP/order0.json"
+curl -m 10 -sS -o /dev/null "$FRONT/order?customer=$CUST-err&tier=basic&items=unicorn&qty=2" || true
+curl -m 10 -sS -o /dev/null "$FRONT/order?customer=$CUST-empty&tier=basic&items=&qty=1" || true
+
+say "waiting up to ${SPAN_WAIT}s for the $N orders of customer $CUST"
+for ((i = 0; i < SPAN_WAIT; i++)); do
+  [[ "$(count_spans frontend main.processOrder "{\"customer\":\"$CUST\"}")" -ge $N \
+     && "$(count_spans frontend main.processOrder "{\"customer\":\"$CUST-empty\"}")" -ge 1 ]] && break
+  sleep 1
+done
+sleep 3   # let the backend's batch land too
+
+# ---- assertions on the frontend's traces ------------------------------------------------------
+jq_traces frontend main.processOrder "{\"customer\":\"$CUST\"}" > "$TMP/front.json"
+# One object per processOrder span: its tags, and its direct children's names and tags.
+jq --arg cust "$CUST" '[.data[] | . as $tr | .spans[] | select(.operationName == "main.processOrder")
+    | . as $p | {trace: $tr.traceID, id: .spanID,
+      tags: (.tags | map({(.key): (.value | tostring)}) | add),
+      res: ($tr.processes[.processID].tags | map({(.key): (.value | tostring)}) | add),
+      svc: $tr.processes[.processID].serviceName,
+      kids: [$tr.spans[] | select(any(.references[]?; .refType == "CHILD_OF" and .spanID == $p.spanID))
+             | {name: .operationName, tags: (.tags | map({(.key): (.value | tostring)}) | add)}]}
+    | select(.tags.customer == $cust)]' "$TMP/front.json" > "$TMP/po.json" 2>/dev/null || echo '[]' > "$TMP/po.json"
+n="$(jq length "$TMP/po.json")"
+check "main.processOrder spans for customer $CUST: $n (want $N)" test "$n" -eq "$N"
+if [[ "$n" -gt 0 ]]; then
+  q() { jq -r "$1" "$TMP/po.json"; }
+  check "processOrder: service.name = frontend" test "$(q '[.[].svc] | unique | join(",")')" = frontend
+  check "processOrder: resource deployment.environment = demo" test "$(q '[.[].res["deployment.environment"]] | unique | join(",")')" = demo
+  check "processOrder: customer.tier = gold (string through *Customer)" test "$(q '[.[].tags["customer.tier"]] | unique | join(",")')" = gold
+  check "processOrder: order.items = len(items) = 2" test "$(q '[.[].tags["order.items"]] | unique | join(",")')" = 2
+  check "processOrder: order.qty = 3" test "$(q '[.[].tags["order.qty"]] | unique | join(",")')" = 3
+  check "processOrder: order.total = ret0 = 2066" test "$(q '[.[].tags["order.total"]] | unique | join(",")')" = 2066
+  check "processOrder: order.id distinct ints" test "$(q '[.[].tags["order.id"] | select(test("^[0-9]+$"))] | unique | length')" -eq "$n"
+  check "validateOrder is a child of processOrder, same order.id" \
+    test "$(q '[.[] | . as $p | .kids[] | select(.name == "main.validateOrder" and .tags["order.id"] == $p.tags["order.id"] and .tags["order.qty"] == "3")] | length')" -eq "$n"
+  check "two fetchPrice children per processOrder (coffee 1350, bagel 825)" \
+    test "$(q '[.[] | [.kids[] | select(.name == "main.fetchPrice" and .tags.qty == "3") | "\(.tags.item)=\(.tags["price.cents"])"] | sort | join(",")] | unique | join(";")')" = "bagel=825,coffee=1350"
+fi
+
+# Error status: unknown item fails in fetchPrice (error from the backend) and in processOrder;
+# an empty order fails in validateOrder.
+err_status() { # SERVICE OP TAGS -> "ERROR" when every span with that name and tags has error status
+  jq_traces "$1" "$2" "$3" | jq -r --arg op "$2" --argjson want "$3" '[.data[]?.spans[] | select(.operationName == $op)
+    | select((.tags | map({(.key): (.value | tostring)}) | add) as $t | $want | to_entries | all($t[.key] == .value))
+    | any(.tags[]; (.key == "otel.status_code" and .value == "ERROR") or (.key == "error" and .value == true))]
+    | if length > 0 and all then "ERROR" else "not error: \(.)" end'
+}
+check "fetchPrice(unicorn) has status ERROR" test "$(err_status frontend main.fetchPrice '{"item":"unicorn","qty":"2"}')" = ERROR
+check "processOrder of the failing order has status ERROR" test "$(err_status frontend main.processOrder "{\"customer\":\"$CUST-err\"}")" = ERROR
+check "validateOrder of the empty order has status ERROR" \
+  test "$(jq_traces frontend main.processOrder "{\"customer\":\"$CUST-empty\"}" | jq -r '[.data[]?.spans[] | select(.operationName == "main.validateOrder")
+    | any(.tags[]; (.key == "otel.status_code" and .value == "ERROR") or (.key == "error" and .value == true))] | if length > 0 and all then "ERROR" else "no" end')" = ERROR
+
+# ---- backend ----------------------------------------------------------------------------------
+jq_traces backend main.quote '{"item":"coffee","qty":"3"}' > "$TMP/back.json"
+jq '[.data[] | . as $tr | .spans[] | select(.operationName == "main.quote") | . as $q
+     | {tags: (.tags | map({(.key): (.value | tostring)}) | add),
+        kids: [$tr.spans[] | select(any(.references[]?; .refType == "CHILD_OF" and .spanID == $q.spanID))
+               | {name: .operationName, tags: (.tags | map({(.key): (.value | tostring)}) | add)}]}
+     | select(.tags.item == "coffee" and .tags.qty == "3")]' "$TMP/back.json" > "$TMP/quote.json" 2>/dev/null || echo '[]' > "$TMP/quote.json"
+nq="$(jq length "$TMP/quote.json")"
+check "backend main.quote(coffee, 3) spans: $nq (want >= $N)" test "$nq" -ge "$N"
+if [[ "$nq" -gt 0 ]]; then
+  check "quote: price.cents = ret0 = 1350" test "$(jq -r '[.[].tags["price.cents"]] | unique | join(",")' "$TMP/quote.json")" = 1350
+  check "lookupInventory is a child of quote, sku = ret0.SKU = SKU-100, stock = 1000" \
+    test "$(jq '[.[] | .kids[] | select(.name == "main.lookupInventory" and .tags.item == "coffee" and .tags.sku == "SKU-100" and .tags.stock == "1000")] | length' "$TMP/quote.json")" -eq "$nq"
+fi
+check "lookupInventory(unicorn) has status ERROR" test "$(err_status backend main.lookupInventory '{"item":"unicorn"}')" = ERROR
+if [[ "$nq" -gt 0 ]]; then
+  check "decoy container (same image, not traced) made no spans" test "$(count_spans backend main.quote '{"item":"muffin","qty":"7"}')" -eq 0
+else
+  say "decoy check skipped: the traced backend made no spans either"
+fi
+
+# ---- one trace across both services (issue 7; opt-in until HTTP spans exist) -------------------
+if [[ "${COMPOSE_EXPECT_JOIN:-}" == 1 ]]; then
+  # Each fetchPrice span's trace must also hold the backend's quote for that item.
+  joined="$(jq -r '[.data[] | select(([.spans[] | select(.operationName == "main.processOrder")] | length) > 0)
+      | ([.processes[] | .serviceName] | unique | join(","))] | unique | join(";")' "$TMP/front.json")"
+  check "each order is one trace across frontend and backend (services per trace: $joined)" test "$joined" = "backend,frontend"
+  check "backend quote spans sit under the frontend's fetchPrice (via HTTP spans)" \
+    test "$(jq '[.data[] | . as $tr | .spans[] | select(.operationName == "main.quote")
+      | . as $s | [limit(8; recurse(.references[0]?.spanID as $p | if $p then ($tr.spans[] | select(.spanID == $p)) else empty end))]
+      | any(.operationName == "main.fetchPrice")] | (length > 0 and all)' "$TMP/front.json")" = true
+else
+  say "cross-service joining not checked (set COMPOSE_EXPECT_JOIN=1 once HTTP spans and injection exist)"
+fi
+
+teardown
+finish

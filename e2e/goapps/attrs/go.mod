@@ -1,0 +1,3 @@
+module gotel.test/attrs
+
+go 1.19

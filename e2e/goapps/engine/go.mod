@@ -1,0 +1,3 @@
+module gotel.test/engine
+
+go 1.22

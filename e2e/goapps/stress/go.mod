@@ -1,0 +1,3 @@
+module gotel.test/stress
+
+go 1.22
