@@ -1,30 +1,40 @@
 #!/usr/bin/env bash
 # Runs every test of gotel, as root, on a fresh machine: installs what is missing (Docker engine,
 # Go toolchains, the pinned Rust nightly, Jaeger), builds, then runs the unit tests, the
-# end-to-end tests against real Go programs and the real kernel, the Jaeger test and the
-# docker compose test. Prints one closing line: "tests: N passed, M failed".
+# end-to-end tests against real Go programs on the real kernel, the Jaeger test and the docker
+# compose test. Ends with one line: "tests: N passed, M failed" (all suites added up).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$HOME/.cargo/bin:$PATH"
-[ "$(id -u)" = 0 ] || { echo "tests need root (eBPF uprobes, dockerd)" >&2; exit 1; }
+[ "$(id -u)" = 0 ] || { echo "the tests need root (eBPF uprobes, dockerd)" >&2; exit 1; }
 
-passed=0; failed=0; failures=()
-step() {  # step NAME COMMAND...: runs a suite, counts it
+log=$(mktemp /tmp/gotel-test.XXXXXX)
+trap 'rm -f "$log"' EXIT
+failed_suites=()
+suite() {  # suite NAME COMMAND...: runs one suite, keeps its output for the totals
   local name=$1; shift
   echo "=== $name: $*"
   local t0=$SECONDS
-  if "$@"; then passed=$((passed + 1)); echo "=== $name: ok ($((SECONDS - t0)) s)"
-  else failed=$((failed + 1)); failures+=("$name"); echo "=== $name: FAILED ($((SECONDS - t0)) s)"; fi
+  if "$@" 2>&1 | tee -a "$log"; then echo "=== $name: ok ($((SECONDS - t0)) s)"
+  else failed_suites+=("$name"); echo "=== $name: FAILED ($((SECONDS - t0)) s)"; fi
 }
 
 tools/install-deps.sh || { echo "installing dependencies failed" >&2; exit 1; }
-cargo build --release --workspace || { echo "build failed" >&2; exit 1; }
+cargo build --release || { echo "build failed" >&2; exit 1; }
 
-step "unit and end-to-end tests (cargo)" cargo test --release --workspace -- --test-threads=1
-[ -x e2e/jaeger-test.sh ] && step "jaeger (grpc and http/protobuf)" e2e/jaeger-test.sh
-[ -x e2e/compose-test.sh ] && step "docker compose demo" e2e/compose-test.sh
+suite "unit and end-to-end tests (cargo)" cargo test --release -- --test-threads=1
+[ -x e2e/jaeger-test.sh ] && suite "jaeger (grpc and http/protobuf)" e2e/jaeger-test.sh
+[ -x e2e/compose-test.sh ] && suite "docker compose demo" e2e/compose-test.sh
 
+# Totals: cargo's "test result: ok. N passed; M failed" and the scripts' "name: N passed, M failed".
+read -r passed failed < <(awk '
+  /^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
+  /^[a-z-]+: [0-9]+ passed, [0-9]+ failed/ { p += $2; f += $4 }
+  END { print p + 0, f + 0 }' "$log")
 echo
-[ ${#failures[@]} -gt 0 ] && printf 'failed suite: %s\n' "${failures[@]}"
+if [ ${#failed_suites[@]} -gt 0 ]; then
+  printf 'failed suite: %s\n' "${failed_suites[@]}"
+  [ "$failed" = 0 ] && failed=${#failed_suites[@]}
+fi
 echo "tests: $passed passed, $failed failed"
-[ "$failed" = 0 ]
+[ ${#failed_suites[@]} = 0 ]
