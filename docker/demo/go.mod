@@ -1,3 +1,3 @@
 module gotel.dev/demo
 
-go 1.19
+go 1.23

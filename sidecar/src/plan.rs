@@ -11,7 +11,7 @@ use crate::{
     binary::{disasm, Function, GoBinary},
     exit::Failure,
     instrumentations::Library,
-    spec::{AttrSpec, ProbeSpec},
+    spec::ProbeSpec,
 };
 
 /// Upper bound of traced functions (size of the kernel's `PROBES` array).
@@ -140,11 +140,9 @@ pub fn build(bin: &GoBinary, specs: &[ProbeSpec], limits: &Limits, libraries: &[
         }
         let prologue = disasm::prologue_end(code, function.entry);
         let info = bin.dwarf.as_ref().and_then(|d| d.function(&name));
-        let attributes = match &spec.attrs {
-            AttrSpec::None => AttributePlan::default(),
-            attrs => attributes::plan_function(&name, info, bin.dwarf.as_ref(), attrs, limits)
-                .map_err(|e| Failure::config(format!("probe `{}`: {e}", spec.text)))?,
-        };
+        // Also without an attribute list: an `error` last result still sets the span status.
+        let attributes = attributes::plan_function(&name, info, bin.dwarf.as_ref(), &spec.attrs, limits)
+            .map_err(|e| Failure::config(format!("probe `{}`: {e}", spec.text)))?;
         warnings.extend(attributes.warnings.iter().map(|w| format!("{name}: {w}")));
         probes.push(Probe {
             id: probes.len() as u32,

@@ -76,7 +76,7 @@ pub async fn run(cli: &Cli, target: Target, launched: Option<Launched>) -> Resul
             let mut seen = Vec::new();
             loop {
                 let process = tokio::select! {
-                    p = target::wait_for_exe(&path, &seen) => p,
+                    p = target::wait_for_exe(&path, &seen) => p?,
                     _ = stop_signal() => return Ok(0),
                 };
                 seen.push(process.pid);

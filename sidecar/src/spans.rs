@@ -57,7 +57,11 @@ pub struct SymbolTypeNames {
 
 impl TypeNames for SymbolTypeNames {
     fn type_name(&self, runtime_addr: u64) -> Option<String> {
-        let sym = self.binary.data_symbol_at(runtime_addr.wrapping_sub(self.load_bias))?;
+        let addr = runtime_addr.wrapping_sub(self.load_bias);
+        let Some(sym) = self.binary.data_symbol_at(addr) else {
+            // `any` holds a type descriptor, which .symtab does not name one by one.
+            return self.binary.type_descriptor_name(addr);
+        };
         // "go:itab.*errors.errorString,error" -> "*errors.errorString"; "type:*T" -> "*T".
         let name = sym
             .strip_prefix("go:itab.")

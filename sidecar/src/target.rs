@@ -46,38 +46,67 @@ fn file_name(p: &Path) -> String {
     name.trim_end_matches(" (deleted)").to_string()
 }
 
+/// What one scan of /proc found.
+#[derive(Debug, Default)]
+pub struct Scan {
+    /// Processes (other than gotel itself) whose executable is the wanted file.
+    pub matches: Vec<u32>,
+    /// Processes whose executable gotel may not read (another user's, without CAP_SYS_PTRACE).
+    pub denied: usize,
+}
+
 /// Processes (other than gotel itself) whose executable is `path`: the same link text, as the
 /// target sees its own file system, or the same file (device and inode) when gotel sees it too.
-pub fn find_by_exe(path: &Path, exclude: &[u32]) -> Vec<u32> {
+pub fn find_by_exe(path: &Path, exclude: &[u32]) -> Scan {
     let want_id = fs::metadata(path).ok().map(|m| (m.dev(), m.ino()));
     let me = std::process::id();
-    let mut found = Vec::new();
-    let Ok(dir) = fs::read_dir("/proc") else { return found };
+    let mut scan = Scan::default();
+    let Ok(dir) = fs::read_dir("/proc") else { return scan };
     for entry in dir.flatten() {
         let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else { continue };
         if pid == me || exclude.contains(&pid) {
             continue;
         }
         let exe = entry.path().join("exe");
-        let Ok(link) = fs::read_link(&exe) else { continue };
+        let link = match fs::read_link(&exe) {
+            Ok(l) => l,
+            Err(e) => {
+                // Kernel threads have no exe (ENOENT); EACCES means we may not look.
+                if matches!(e.raw_os_error(), Some(libc::EACCES) | Some(libc::EPERM)) {
+                    scan.denied += 1;
+                }
+                continue;
+            }
+        };
         let same_text = link.as_os_str() == path.as_os_str();
         let same_file = want_id.is_some() && fs::metadata(&exe).ok().map(|m| (m.dev(), m.ino())) == want_id;
         if same_text || same_file {
-            found.push(pid);
+            scan.matches.push(pid);
         }
     }
-    found.sort();
-    found
+    scan.matches.sort();
+    scan
 }
 
 /// Waits (polling /proc every 100 ms) until a process runs `path`; the oldest one wins.
-pub async fn wait_for_exe(path: &Path, exclude: &[u32]) -> Process {
+/// Fails when processes exist whose executable gotel is not allowed to read: the target may be
+/// among them, and waiting would never end.
+pub async fn wait_for_exe(path: &Path, exclude: &[u32]) -> Result<Process, Failure> {
     let mut announced = false;
     loop {
-        if let Some(&pid) = find_by_exe(path, exclude).first() {
+        let scan = find_by_exe(path, exclude);
+        if let Some(&pid) = scan.matches.first() {
             if let Ok(p) = existing(pid) {
-                return p;
+                return Ok(p);
             }
+        }
+        if scan.denied > 0 {
+            return Err(Failure::environment(format!(
+                "looking for {}: permission denied reading /proc/PID/exe of {} process(es); gotel needs \
+                 CAP_SYS_PTRACE to inspect another user's process (compose: cap_add: [SYS_PTRACE])",
+                path.display(),
+                scan.denied
+            )));
         }
         if !announced {
             tracing::info!(exe = %path.display(), "waiting for a process running this executable");
@@ -204,7 +233,7 @@ mod tests {
     #[test]
     fn finds_processes_by_executable() {
         let mut child = std::process::Command::new("/bin/sleep").arg("5").spawn().unwrap();
-        let pids = find_by_exe(&fs::canonicalize("/bin/sleep").unwrap(), &[]);
+        let pids = find_by_exe(&fs::canonicalize("/bin/sleep").unwrap(), &[]).matches;
         child.kill().unwrap();
         let _ = child.wait();
         assert!(pids.contains(&child.id()), "{pids:?} lacks {}", child.id());

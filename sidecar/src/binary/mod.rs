@@ -77,6 +77,8 @@ pub struct GoBinary {
     data_symbols: Vec<(u64, u64, String)>,
     pub build: BuildInfo,
     pub is_pie: bool,
+    /// Link-time address of `type:*`, the base of the type descriptors' name offsets.
+    types_base: Option<u64>,
     pclntab: Option<Pclntab>,
     pub dwarf: Option<DwarfInfo>,
 }
@@ -120,6 +122,7 @@ impl GoBinary {
 
         let mut functions = Vec::new();
         let mut data_symbols = Vec::new();
+        let mut types_base = None;
         for sym in elf.syms.iter() {
             let Some(name) = elf.strtab.get_at(sym.st_name) else { continue };
             if sym.st_type() == STT_FUNC && sym.st_value != 0 {
@@ -128,6 +131,8 @@ impl GoBinary {
                     entry: sym.st_value,
                     end: sym.st_value + sym.st_size.max(1),
                 });
+            } else if name == "type:*" || name == "type.*" {
+                types_base = Some(sym.st_value);
             } else if name.starts_with("go:itab.") || name.starts_with("type:") || name.starts_with("go.itab.") || name.starts_with("type.") {
                 data_symbols.push((sym.st_value, sym.st_size, name.to_string()));
             }
@@ -145,6 +150,7 @@ impl GoBinary {
             data_symbols,
             build: BuildInfo::default(),
             is_pie,
+            types_base,
             pclntab: None,
             dwarf: None,
         };
@@ -257,6 +263,41 @@ impl GoBinary {
         let i = self.data_symbols.partition_point(|d| d.0 <= vaddr).checked_sub(1)?;
         let (addr, size, name) = &self.data_symbols[i];
         (vaddr < addr + (*size).max(1)).then_some(name.as_str())
+    }
+
+    /// Bytes at a link-time address, from the file.
+    pub fn bytes_at(&self, vaddr: u64, len: usize) -> Option<&[u8]> {
+        let off = self.file_offset(vaddr)? as usize;
+        self.map.get(off..off.checked_add(len)?)
+    }
+
+    /// The Go name of the type descriptor at a link-time address (`int`, `*main.Order`), read
+    /// from the descriptor itself: `abi.Type.Str` (offset 40) is a name offset from `type:*`;
+    /// a name is a flags byte, a varint length and the bytes; `TFlagExtraStar` (2) means the
+    /// stored name has a leading `*` to drop. Layout shared by Go 1.18 to 1.26.
+    pub fn type_descriptor_name(&self, vaddr: u64) -> Option<String> {
+        let base = self.types_base?;
+        if vaddr < base {
+            return None;
+        }
+        let desc = self.bytes_at(vaddr, 48)?;
+        let tflag = desc[20];
+        let str_off = i32::from_le_bytes(desc[40..44].try_into().ok()?);
+        if str_off <= 0 {
+            return None;
+        }
+        let name = self.bytes_at(base + str_off as u64, 12)?;
+        let (mut len, mut used) = (0usize, 0usize);
+        for (i, &b) in name[1..].iter().enumerate().take(4) {
+            len |= ((b & 0x7f) as usize) << (7 * i);
+            used = i + 1;
+            if b & 0x80 == 0 {
+                break;
+            }
+        }
+        let bytes = self.bytes_at(base + str_off as u64 + 1 + used as u64, len.min(512))?;
+        let text = std::str::from_utf8(bytes).ok()?;
+        Some(if tflag & 2 != 0 { text.strip_prefix('*').unwrap_or(text) } else { text }.to_string())
     }
 
     /// Link-time address of the first PT_LOAD segment with file offset 0 (the load bias base).
