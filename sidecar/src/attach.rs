@@ -188,3 +188,30 @@ fn raise_limits() {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// gotel only reads the target: no kernel program may call `bpf_probe_write_user` (helper
+    /// 36). Checked on the object that ships inside the binary.
+    #[test]
+    fn kernel_programs_never_write_user_memory() {
+        const BPF_CALL: u8 = 0x85;
+        const PROBE_WRITE_USER: i32 = 36;
+        let elf = goblin::elf::Elf::parse(EBPF_OBJECT).expect("the embedded eBPF object is an ELF file");
+        let mut calls = 0;
+        for sh in elf.section_headers.iter().filter(|s| s.sh_flags & goblin::elf::section_header::SHF_EXECINSTR as u64 != 0) {
+            let code = &EBPF_OBJECT[sh.sh_offset as usize..(sh.sh_offset + sh.sh_size) as usize];
+            for ins in code.chunks_exact(8) {
+                // A helper call has src_reg 0 (bpf-to-bpf calls have 1).
+                if ins[0] == BPF_CALL && ins[1] >> 4 == 0 {
+                    calls += 1;
+                    let helper = i32::from_le_bytes(ins[4..8].try_into().unwrap());
+                    assert_ne!(helper, PROBE_WRITE_USER, "a kernel program calls bpf_probe_write_user");
+                }
+            }
+        }
+        assert!(calls > 10, "found only {calls} helper calls: is this the right object?");
+    }
+}

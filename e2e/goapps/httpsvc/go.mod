@@ -1,0 +1,3 @@
+module gotel.test/httpsvc
+
+go 1.22

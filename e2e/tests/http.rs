@@ -1,0 +1,175 @@
+//! Built-in HTTP instrumentation, end to end, as root against the real kernel: two Go services
+//! (`e2e/goapps/httpsvc`, a frontend calling a backend over real HTTP on 127.0.0.1), one gotel
+//! each, on several Go versions. Checks SERVER and CLIENT spans with their semantic-convention
+//! attributes, user functions nested under the server span, a goroutine spawned inside a traced
+//! call parented to that call, an incoming `traceparent` adopted (and an invalid one ignored),
+//! and gotel writing nothing into either process.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use gotel_e2e::{gotel_command, require_environment, run, wait_until, Export, FlatSpan, Proc, Sink};
+
+const SINK: &str = env!("CARGO_BIN_EXE_otlp-sink");
+const TRACE_ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
+const PARENT_ID: &str = "00f067aa0ba902b7";
+
+fn build(go: &Path, dir: &Path) -> PathBuf {
+    let out = dir.join("httpsvc");
+    let mut cmd = Command::new(go);
+    cmd.args(["build", "-o"]).arg(&out).arg(".");
+    cmd.current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("goapps/httpsvc"))
+        .env("GOTOOLCHAIN", "local")
+        .env("GOFLAGS", "-mod=mod")
+        .env("CGO_ENABLED", "0");
+    let (st, so, se) = run("go build httpsvc", cmd, Duration::from_secs(300)).unwrap();
+    assert!(st.success(), "go build with {} failed: {so}{se}", go.display());
+    out
+}
+
+fn start(sink: &Sink, service: &str, probes: &str, bin: &Path, args: &[&str]) -> Proc {
+    let mut cmd = gotel_command(&Export::HttpProtobuf(sink.http_endpoint()), probes);
+    cmd.env("OTEL_SERVICE_NAME", service).arg("--").arg(bin).args(args);
+    Proc::spawn(&format!("gotel {service}"), cmd).unwrap()
+}
+
+fn wait_file(path: &Path) -> String {
+    assert!(wait_until(Duration::from_secs(30), || path.exists()), "{} never appeared", path.display());
+    std::fs::read_to_string(path).unwrap()
+}
+
+/// One HTTP/1.1 request over a plain socket; returns the status code.
+fn get(addr: &str, path: &str, traceparent: Option<&str>) -> u16 {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let tp = traceparent.map(|t| format!("traceparent: {t}\r\n")).unwrap_or_default();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUser-Agent: gotel-e2e\r\n{tp}Connection: close\r\n\r\n").unwrap();
+    let mut reply = String::new();
+    s.read_to_string(&mut reply).unwrap();
+    reply.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0)
+}
+
+fn by_id<'a>(spans: &'a [FlatSpan], id: &str) -> Option<&'a FlatSpan> {
+    spans.iter().find(|s| s.span_id == id)
+}
+
+fn check_go(go: &Path, expect_route: bool) {
+    require_environment().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let bin = build(go, dir.path());
+    let sink = Sink::start(Path::new(SINK), dir.path()).unwrap();
+    let backend_file = dir.path().join("backend.addr");
+    let frontend_file = dir.path().join("frontend.addr");
+    let mut backend = start(&sink, "backend", "main.price(item=item)", &bin, &["-role", "backend", "-portfile", backend_file.to_str().unwrap()]);
+    let backend_addr = wait_file(&backend_file);
+    let backend_url = format!("http://{backend_addr}");
+    let mut frontend = start(
+        &sink,
+        "frontend",
+        "main.order(item=item);main.audit;main.fetchPrice(item=item)",
+        &bin,
+        &["-role", "frontend", "-backend", &backend_url, "-portfile", frontend_file.to_str().unwrap()],
+    );
+    let addr = wait_file(&frontend_file);
+
+    assert_eq!(get(&addr, "/order?item=tea", None), 200);
+    assert_eq!(get(&addr, "/order?item=gold", Some(&format!("00-{TRACE_ID}-{PARENT_ID}-01"))), 200);
+    assert_eq!(get(&addr, "/order?item=tea", Some("00-zzf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")), 200);
+    assert_eq!(get(&addr, "/order?item=nope", None), 502);
+
+    // Per request: frontend server, order, audit, fetchPrice, client; backend server, price.
+    let spans = sink.wait_spans(28, Duration::from_secs(30)).unwrap();
+    frontend.signal(libc::SIGTERM);
+    backend.signal(libc::SIGTERM);
+    for p in [&mut frontend, &mut backend] {
+        let st = p.wait_timeout(Duration::from_secs(30)).unwrap();
+        assert!(st.code().is_some(), "gotel did not exit cleanly: {st}; stderr:\n{}", p.stderr_string());
+    }
+    let spans = sink.wait_quiet(Duration::from_millis(500), Duration::from_secs(10)).unwrap_or(spans);
+    let service = |s: &FlatSpan| s.res_str("service.name").unwrap_or("").to_string();
+    let count = |svc: &str, name: &str| spans.iter().filter(|s| service(s) == svc && s.name == name).count();
+    let route_name = if expect_route { "GET /order" } else { "GET" };
+    let kinds = |svc: &str, kind: i32| spans.iter().filter(|s| service(s) == svc && s.kind == kind).count();
+    assert_eq!(kinds("frontend", 2), 4, "frontend server spans; all: {:#?}", names(&spans));
+    assert!(spans.iter().filter(|s| s.kind == 2 && service(s) == "frontend").all(|s| s.name == route_name));
+    assert_eq!(kinds("frontend", 3), 4, "frontend client spans");
+    assert_eq!(kinds("backend", 2), 4, "backend server spans");
+    assert_eq!(count("frontend", "main.order"), 4);
+    assert_eq!(count("frontend", "main.audit"), 4);
+    assert_eq!(count("frontend", "main.fetchPrice"), 4);
+    assert_eq!(count("backend", "main.price"), 4);
+
+    for order in spans.iter().filter(|s| s.name == "main.order") {
+        let server = by_id(&spans, &order.parent_span_id).expect("main.order has a parent");
+        assert_eq!(server.kind, 2, "main.order's parent is the SERVER span: {server:?}");
+        assert_eq!(server.attr_str("http.request.method"), Some("GET"));
+        assert_eq!(server.attr_str("url.path"), Some("/order"));
+        assert_eq!(server.attr_str("network.protocol.version"), Some("1.1"));
+        assert_eq!(server.attr_str("client.address"), Some("127.0.0.1"));
+        if expect_route {
+            assert_eq!(server.attr_str("http.route"), Some("/order"));
+        }
+        let item = order.attr_str("item").unwrap();
+        let code = server.attr_i64("http.response.status_code");
+        if item == "nope" {
+            assert_eq!(code, Some(502));
+            assert_eq!(server.status_code, 2, "a 5xx answer makes the server span an error");
+        } else {
+            assert_eq!(code, Some(200));
+        }
+        // The goroutine started inside main.order has main.order as parent.
+        let audit = spans
+            .iter()
+            .find(|s| s.name == "main.audit" && s.parent_span_id == order.span_id)
+            .unwrap_or_else(|| panic!("no main.audit under main.order {}", order.span_id));
+        assert_eq!(audit.trace_id, order.trace_id);
+        let fetch = spans.iter().find(|s| s.name == "main.fetchPrice" && s.parent_span_id == order.span_id).unwrap();
+        let client = spans.iter().find(|s| s.kind == 3 && s.parent_span_id == fetch.span_id).expect("CLIENT span under fetchPrice");
+        assert_eq!(client.attr_str("http.request.method"), Some("GET"));
+        assert_eq!(client.attr_str("url.full"), Some(format!("{backend_url}/price?item={item}").as_str()));
+        assert_eq!(client.attr_i64("http.response.status_code"), Some(if item == "nope" { 404 } else { 200 }));
+        assert_eq!(client.status_code, if item == "nope" { 2 } else { 0 });
+        assert!(client.start_unix_nano >= fetch.start_unix_nano && client.end_unix_nano <= fetch.end_unix_nano);
+    }
+    // The incoming traceparent is the frontend server span's parent; the invalid one is not.
+    let adopted: Vec<&FlatSpan> = spans.iter().filter(|s| s.trace_id == TRACE_ID).collect();
+    let server = adopted.iter().find(|s| s.kind == 2).expect("a server span in the incoming trace");
+    assert_eq!(server.parent_span_id, PARENT_ID);
+    assert_eq!(adopted.len(), 5, "server, order, audit, fetchPrice, client join the caller's trace: {adopted:#?}");
+    assert!(spans.iter().all(|s| !s.trace_id.starts_with("zzf92f")));
+    // Backend server spans carry the route and nest main.price.
+    for price in spans.iter().filter(|s| s.name == "main.price") {
+        let server = by_id(&spans, &price.parent_span_id).expect("main.price has a parent");
+        assert_eq!(server.kind, 2);
+        assert_eq!(server.attr_str("url.path"), Some("/price"));
+    }
+}
+
+fn names(spans: &[FlatSpan]) -> Vec<String> {
+    spans.iter().map(|s| format!("{} {} {}", s.res_str("service.name").unwrap_or(""), s.kind, s.name)).collect()
+}
+
+fn debian_go(minor: u32) -> PathBuf {
+    let p = PathBuf::from(format!("/usr/lib/go-1.{minor}/bin/go"));
+    assert!(p.exists(), "{} missing: run tools/install-deps.sh", p.display());
+    p
+}
+
+#[test]
+fn http_spans_go_1_22_without_routes() {
+    // ServeMux sets Request.Pattern from Go 1.23 on: before, the span is named by method only.
+    check_go(&debian_go(22), false);
+}
+
+#[test]
+fn http_spans_go_1_23() {
+    check_go(&debian_go(23), true);
+}
+
+#[test]
+fn http_spans_machine_go() {
+    check_go(&gotel_e2e::go_bin(), true);
+}
