@@ -3,7 +3,9 @@
 //! each, on several Go versions. Checks SERVER and CLIENT spans with their semantic-convention
 //! attributes, user functions nested under the server span, a goroutine spawned inside a traced
 //! call parented to that call, an incoming `traceparent` adopted (and an invalid one ignored),
-//! and gotel writing nothing into either process.
+//! and, with `GOTEL_PROPAGATION=inject`, one trace across both services (the backend's server
+//! span under the frontend's client span), while without it nothing is written and the
+//! services stay separate traces.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -30,9 +32,10 @@ fn build(go: &Path, dir: &Path) -> PathBuf {
     out
 }
 
-fn start(sink: &Sink, service: &str, probes: &str, bin: &Path, args: &[&str]) -> Proc {
+fn start(sink: &Sink, service: &str, probes: &str, inject: bool, bin: &Path, args: &[&str]) -> Proc {
     let mut cmd = gotel_command(&Export::HttpProtobuf(sink.http_endpoint()), probes);
-    cmd.env("OTEL_SERVICE_NAME", service).arg("--").arg(bin).args(args);
+    cmd.env("OTEL_SERVICE_NAME", service).env("GOTEL_PROPAGATION", if inject { "inject" } else { "none" });
+    cmd.arg("--").arg(bin).args(args);
     Proc::spawn(&format!("gotel {service}"), cmd).unwrap()
 }
 
@@ -56,20 +59,21 @@ fn by_id<'a>(spans: &'a [FlatSpan], id: &str) -> Option<&'a FlatSpan> {
     spans.iter().find(|s| s.span_id == id)
 }
 
-fn check_go(go: &Path, expect_route: bool) {
+fn check_go(go: &Path, expect_route: bool, inject: bool) {
     require_environment().unwrap();
     let dir = tempfile::tempdir().unwrap();
     let bin = build(go, dir.path());
     let sink = Sink::start(Path::new(SINK), dir.path()).unwrap();
     let backend_file = dir.path().join("backend.addr");
     let frontend_file = dir.path().join("frontend.addr");
-    let mut backend = start(&sink, "backend", "main.price(item=item)", &bin, &["-role", "backend", "-portfile", backend_file.to_str().unwrap()]);
+    let mut backend = start(&sink, "backend", "main.price(item=item)", inject, &bin, &["-role", "backend", "-portfile", backend_file.to_str().unwrap()]);
     let backend_addr = wait_file(&backend_file);
     let backend_url = format!("http://{backend_addr}");
     let mut frontend = start(
         &sink,
         "frontend",
         "main.order(item=item);main.audit;main.fetchPrice(item=item)",
+        inject,
         &bin,
         &["-role", "frontend", "-backend", &backend_url, "-portfile", frontend_file.to_str().unwrap()],
     );
@@ -140,11 +144,35 @@ fn check_go(go: &Path, expect_route: bool) {
     assert_eq!(server.parent_span_id, PARENT_ID);
     assert_eq!(adopted.len(), 5, "server, order, audit, fetchPrice, client join the caller's trace: {adopted:#?}");
     assert!(spans.iter().all(|s| !s.trace_id.starts_with("zzf92f")));
-    // Backend server spans carry the route and nest main.price.
+    // Backend server spans carry the path and nest main.price.
     for price in spans.iter().filter(|s| s.name == "main.price") {
         let server = by_id(&spans, &price.parent_span_id).expect("main.price has a parent");
         assert_eq!(server.kind, 2);
         assert_eq!(server.attr_str("url.path"), Some("/price"));
+    }
+    // Across services: with injection the backend's server span is a child of the frontend's
+    // client span (same trace); without it gotel writes nothing and the traces stay apart.
+    let frontend_summary = frontend.stderr_string();
+    // A kernel in lockdown (integrity or confidentiality; these CI machines are) forbids every
+    // write into another process: gotel must then say so clearly and keep tracing read-only.
+    let refused = frontend_summary.contains("GOTEL_PROPAGATION=inject refused");
+    if inject && refused {
+        assert!(frontend_summary.contains("locked down"), "refusal names the lockdown: {frontend_summary}");
+    }
+    let inject = inject && !refused;
+    for server in spans.iter().filter(|s| s.kind == 2 && service(s) == "backend") {
+        let client = spans.iter().find(|c| c.kind == 3 && c.span_id == server.parent_span_id);
+        if inject {
+            let client = client.unwrap_or_else(|| panic!("backend server span {server:?} has no client parent"));
+            assert_eq!(client.trace_id, server.trace_id);
+        } else {
+            assert!(client.is_none() && spans.iter().all(|c| c.kind != 3 || c.trace_id != server.trace_id));
+        }
+    }
+    if inject {
+        assert!(frontend_summary.contains("traceparent_injected=4"), "gotel summary: {frontend_summary}");
+    } else {
+        assert!(frontend_summary.contains("traceparent_injected=0"), "gotel summary: {frontend_summary}");
     }
 }
 
@@ -161,15 +189,20 @@ fn debian_go(minor: u32) -> PathBuf {
 #[test]
 fn http_spans_go_1_22_without_routes() {
     // ServeMux sets Request.Pattern from Go 1.23 on: before, the span is named by method only.
-    check_go(&debian_go(22), false);
+    check_go(&debian_go(22), false, true);
 }
 
 #[test]
 fn http_spans_go_1_23() {
-    check_go(&debian_go(23), true);
+    check_go(&debian_go(23), true, true);
 }
 
 #[test]
 fn http_spans_machine_go() {
-    check_go(&gotel_e2e::go_bin(), true);
+    check_go(&gotel_e2e::go_bin(), true, true);
+}
+
+#[test]
+fn without_injection_nothing_is_written_and_services_stay_apart() {
+    check_go(&gotel_e2e::go_bin(), true, false);
 }

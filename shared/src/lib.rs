@@ -28,6 +28,11 @@ pub const COOKIE_NEWPROC_RETURN: u64 = 1 << 36;
 /// RET of `net/textproto.(*Reader).readContinuedLineSlice`: one raw header line, checked for an
 /// incoming `traceparent`.
 pub const COOKIE_HEADER_LINE: u64 = 1 << 37;
+/// Injection hooks: entry of `net/http.(*Request).write`, entry and RETs of
+/// `net/http.Header.writeSubset`.
+pub const COOKIE_REQUEST_WRITE: u64 = 1 << 38;
+pub const COOKIE_HEADER_WRITE_ENTRY: u64 = 1 << 39;
+pub const COOKIE_HEADER_WRITE_RETURN: u64 = 1 << 40;
 
 /// Kinds of ring-buffer records. Every record starts with [`EventHeader`].
 #[repr(u32)]
@@ -175,6 +180,39 @@ impl Default for ProbePlan {
 
 pub const PLAN_HAS_ENTRY_FETCH: u32 = 1;
 pub const PLAN_HAS_RETURN_FETCH: u32 = 2;
+/// HTTP client span with `GOTEL_PROPAGATION=inject`: `save_regs[0]` holds the `*http.Request`;
+/// its context is handed to the goroutine that writes the request.
+pub const PLAN_INJECT_CONTEXT: u32 = 4;
+
+/// Trace context to write into one outgoing request (`INJECT_BY_REQUEST`, `INJECT_PENDING`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct InjectContext {
+    pub trace_id: [u8; 16],
+    /// The CLIENT span, the callee's parent.
+    pub span_id: u64,
+    /// 1 = sampled.
+    pub sampled: u32,
+    /// 0 = waiting for the header write, 1 = armed (writer and `n_at_entry` valid).
+    pub state: u32,
+    /// `*bufio.Writer` of the connection.
+    pub writer: u64,
+    /// `bufio.Writer.n` when the request's own headers started to be written.
+    pub n_at_entry: u64,
+}
+
+/// Field offsets in `bufio.Writer` (from DWARF), for header injection. Array `INJECT_CONFIG`[0].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct InjectConfig {
+    /// Offset of `buf []byte` (pointer, len, cap follow).
+    pub buf_offset: u32,
+    /// Offset of `n int`.
+    pub n_offset: u32,
+}
+
+/// `traceparent: 00-<32 hex>-<16 hex>-<2 hex>\r\n`.
+pub const TRACEPARENT_LINE_LEN: usize = 70;
 
 /// One captured value inside an event's data, followed by `len` bytes of string payload.
 #[repr(C)]
@@ -278,8 +316,14 @@ pub enum Counter {
     TraceparentAdopted = 9,
     /// `traceparent` headers ignored because they were malformed.
     TraceparentInvalid = 10,
+    /// `traceparent` headers written into outgoing requests (GOTEL_PROPAGATION=inject).
+    TraceparentInjected = 11,
+    /// Injection skipped: the request already had a `traceparent`.
+    InjectSkippedPresent = 12,
+    /// Injection skipped: no room in the write buffer, or the buffer was flushed meanwhile.
+    InjectSkippedNoRoom = 13,
 }
-pub const NUM_COUNTERS: u32 = 11;
+pub const NUM_COUNTERS: u32 = 14;
 
 /// pt_regs slot indices (x86-64 `struct pt_regs` / aya's `pt_regs`, 8 bytes each).
 pub const REG_R15: u8 = 0;
@@ -307,4 +351,6 @@ mod pod {
     unsafe impl aya::Pod for ProbePlan {}
     unsafe impl aya::Pod for GoroutineKey {}
     unsafe impl aya::Pod for GoroutineState {}
+    unsafe impl aya::Pod for InjectContext {}
+    unsafe impl aya::Pod for InjectConfig {}
 }

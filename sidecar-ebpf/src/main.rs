@@ -19,6 +19,7 @@ use aya_ebpf::{
     helpers::{
         bpf_get_attach_cookie, bpf_get_current_pid_tgid, bpf_get_prandom_u32, bpf_ktime_get_ns,
         bpf_probe_read_kernel_buf, bpf_probe_read_user, bpf_probe_read_user_buf,
+        generated::bpf_probe_write_user,
         generated::{bpf_loop, bpf_ringbuf_output},
     },
     macros::{map, uprobe},
@@ -500,6 +501,22 @@ fn on_entry(ctx: &ProbeContext) -> Option<()> {
         Frame { stack_depth: h.stack_depth, start_ns: h.now, span_id, probe_id, _pad: 0, saved };
     st.depth = (n + 1) as u32;
     if let Some(plan) = plan {
+        if plan.flags & PLAN_INJECT_CONTEXT != 0 {
+            // This outgoing request carries the CLIENT span's context; the goroutine that
+            // writes it (http.persistConn.writeLoop) picks it up by the request pointer.
+            let ctx = InjectContext {
+                trace_id: st.trace_id,
+                span_id,
+                sampled: (st.trace_flags & SPAN_TRACE_REMOTE_NOT_SAMPLED as u32 == 0) as u32,
+                state: 0,
+                writer: 0,
+                n_at_entry: 0,
+            };
+            let key = GoroutineKey { tgid: h.key.tgid, _pad: 0, goroutine: saved[0] };
+            let _ = INJECT_BY_REQUEST.insert(&key, &ctx, 0);
+        }
+    }
+    if let Some(plan) = plan {
         if plan.flags & PLAN_HAS_ENTRY_FETCH != 0 {
             let hdr = EventHeader {
                 kind: EventKind::EntryValues as u32,
@@ -642,6 +659,179 @@ fn on_newproc_return(ctx: &ProbeContext) -> Option<()> {
         count(Counter::StateInsertFailed);
     }
     Some(())
+}
+
+/// Outgoing requests whose CLIENT span asked for injection, by (tgid, *http.Request).
+#[map]
+static INJECT_BY_REQUEST: LruHashMap<GoroutineKey, InjectContext> = LruHashMap::with_max_entries(4096, 0);
+
+/// The request a goroutine is writing right now, by (tgid, g).
+#[map]
+static INJECT_PENDING: LruHashMap<GoroutineKey, InjectContext> = LruHashMap::with_max_entries(4096, 0);
+
+/// bufio.Writer field offsets (userspace fills index 0 from DWARF).
+#[map]
+static INJECT_CONFIG: Array<InjectConfig> = Array::with_max_entries(1, 0);
+
+/// Bytes of a request's own header block that are searched for an existing `traceparent`.
+const MAX_SCANNED_HEADERS: usize = 2048;
+
+#[inline(always)]
+fn goroutine_key(regs: &[u64; 32]) -> GoroutineKey {
+    GoroutineKey { tgid: (bpf_get_current_pid_tgid() >> 32) as u32, _pad: 0, goroutine: regs[REG_R14 as usize] }
+}
+
+#[inline(always)]
+fn copy_regs(ctx: &ProbeContext) -> Option<*mut Scratch> {
+    let scratch = SCRATCH.get_ptr_mut(0)?;
+    let s = unsafe { &mut *scratch };
+    let regs_bytes = unsafe { core::slice::from_raw_parts_mut(s.regs.as_mut_ptr() as *mut u8, PT_REGS_SLOTS * 8) };
+    unsafe { bpf_probe_read_kernel_buf(ctx.regs as *const u8, regs_bytes) }.ok()?;
+    Some(scratch)
+}
+
+/// Entry of `net/http.(*Request).write(r *Request, w io.Writer, ...)` (RAX = r): if the request
+/// carries a context to inject, the current goroutine is the one writing it.
+#[uprobe]
+pub fn gotel_request_write(ctx: ProbeContext) -> u32 {
+    let _ = (|| -> Option<()> {
+        let s = unsafe { &mut *copy_regs(&ctx)? };
+        let g = goroutine_key(&s.regs);
+        let req = GoroutineKey { tgid: g.tgid, _pad: 0, goroutine: s.regs[REG_RAX as usize] };
+        let ctx = unsafe { *INJECT_BY_REQUEST.get(&req)? };
+        let _ = INJECT_BY_REQUEST.remove(&req);
+        let _ = INJECT_PENDING.insert(&g, &ctx, 0);
+        Some(())
+    })();
+    0
+}
+
+/// Entry of `net/http.Header.writeSubset(h Header, w io.Writer, ...)` (RBX, RCX = w): remember
+/// where the request's own header lines start in the connection's buffer.
+#[uprobe]
+pub fn gotel_header_write_entry(ctx: ProbeContext) -> u32 {
+    let _ = (|| -> Option<()> {
+        let s = unsafe { &mut *copy_regs(&ctx)? };
+        let g = goroutine_key(&s.regs);
+        let pending = unsafe { &mut *INJECT_PENDING.get_ptr_mut(&g)? };
+        if pending.state != 0 {
+            return None;
+        }
+        let cfg = INJECT_CONFIG.get(0)?;
+        let writer = s.regs[REG_RCX as usize];
+        pending.n_at_entry = read_u64(writer.wrapping_add(cfg.n_offset as u64))?;
+        pending.writer = writer;
+        pending.state = 1;
+        Some(())
+    })();
+    0
+}
+
+/// State of the header scan, shared with its `bpf_loop` callback.
+#[repr(C)]
+struct ScanLoop {
+    len: u64,
+    found: u64,
+}
+
+#[inline(never)]
+extern "C" fn scan_one(i: u64, ctx: *mut core::ffi::c_void) -> i64 {
+    let c = unsafe { &mut *(ctx as *mut ScanLoop) };
+    let Some(scratch) = SCRATCH.get_ptr_mut(0) else { return 1 };
+    let s = unsafe { &*scratch };
+    let i = i as usize;
+    if i + TRACEPARENT_NAME.len() > c.len as usize {
+        return 1;
+    }
+    let i = i & (MAX_SCANNED_HEADERS - 1);
+    if i > 0 && s.buf[(i - 1) & (MAX_SCANNED_HEADERS - 1)] != b'\n' {
+        return 0;
+    }
+    for k in 0..TRACEPARENT_NAME.len() {
+        if s.buf[(i + k) & (SCRATCH_SIZE - 1)] | 0x20 != TRACEPARENT_NAME[k] | 0x20 {
+            return 0;
+        }
+    }
+    c.found = 1;
+    1
+}
+
+/// RET of `net/http.Header.writeSubset`: the request's own headers are in the buffer. Unless one
+/// of them is a `traceparent`, append ours after them, inside the buffer's length only, and
+/// advance `n`. The only write gotel ever makes into a target, and only with
+/// GOTEL_PROPAGATION=inject.
+#[uprobe]
+pub fn gotel_header_write_return(ctx: ProbeContext) -> u32 {
+    let _ = (|| -> Option<()> {
+        let scratch = copy_regs(&ctx)?;
+        let s = unsafe { &mut *scratch };
+        let g = goroutine_key(&s.regs);
+        let p = unsafe { *INJECT_PENDING.get(&g)? };
+        if p.state != 1 {
+            return None;
+        }
+        let _ = INJECT_PENDING.remove(&g);
+        let cfg = INJECT_CONFIG.get(0)?;
+        let buf_ptr = read_u64(p.writer.wrapping_add(cfg.buf_offset as u64))?;
+        let buf_len = read_u64(p.writer.wrapping_add(cfg.buf_offset as u64 + 8))?;
+        let n_addr = p.writer.wrapping_add(cfg.n_offset as u64);
+        let n = read_u64(n_addr)?;
+        let written = n.wrapping_sub(p.n_at_entry);
+        if buf_ptr == 0 || n < p.n_at_entry || written as usize >= MAX_SCANNED_HEADERS || n > buf_len || buf_len > (1 << 24) {
+            // Flushed meanwhile, or a block too large to check: do not touch it.
+            count(Counter::InjectSkippedNoRoom);
+            return None;
+        }
+        let len = written as usize & (MAX_SCANNED_HEADERS - 1);
+        if len > 0 {
+            unsafe { bpf_probe_read_user_buf((buf_ptr + p.n_at_entry) as *const u8, &mut s.buf[..len]) }.ok()?;
+        }
+        let mut scan = ScanLoop { len: len as u64, found: 0 };
+        unsafe {
+            bpf_loop(MAX_SCANNED_HEADERS as u32, scan_one as *mut _, &mut scan as *mut ScanLoop as *mut _, 0);
+        }
+        if scan.found != 0 {
+            count(Counter::InjectSkippedPresent);
+            return None;
+        }
+        if n + TRACEPARENT_LINE_LEN as u64 > buf_len {
+            count(Counter::InjectSkippedNoRoom);
+            return None;
+        }
+        let s = unsafe { &mut *scratch };
+        let line = &mut s.buf[..TRACEPARENT_LINE_LEN];
+        line[..16].copy_from_slice(b"traceparent: 00-");
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        for i in 0..16 {
+            let b = p.trace_id[i];
+            line[16 + 2 * i] = HEX[(b >> 4) as usize];
+            line[17 + 2 * i] = HEX[(b & 15) as usize];
+        }
+        line[48] = b'-';
+        let span = p.span_id.to_be_bytes();
+        for i in 0..8 {
+            line[49 + 2 * i] = HEX[(span[i] >> 4) as usize];
+            line[50 + 2 * i] = HEX[(span[i] & 15) as usize];
+        }
+        line[65] = b'-';
+        line[66] = b'0';
+        line[67] = if p.sampled != 0 { b'1' } else { b'0' };
+        line[68] = b'\r';
+        line[69] = b'\n';
+        let rc = unsafe {
+            bpf_probe_write_user((buf_ptr + n) as *mut _, line.as_ptr() as *const _, TRACEPARENT_LINE_LEN as u32)
+        };
+        if rc != 0 {
+            return None;
+        }
+        let new_n = n + TRACEPARENT_LINE_LEN as u64;
+        let rc = unsafe { bpf_probe_write_user(n_addr as *mut _, &new_n as *const u64 as *const _, 8) };
+        if rc == 0 {
+            count(Counter::TraceparentInjected);
+        }
+        Some(())
+    })();
+    0
 }
 
 /// Length of `traceparent: 00-<32 hex>-<16 hex>-<2 hex>` without optional spaces.

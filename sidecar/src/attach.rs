@@ -15,7 +15,8 @@ use aya::{
     Ebpf, EbpfLoader,
 };
 use gotel_shared::{
-    Counter, COOKIE_AT_FUNC_START, COOKIE_ENTRY, COOKIE_HEADER_LINE, COOKIE_NEWPROC_ENTRY, COOKIE_NEWPROC_RETURN, COOKIE_RETURN,
+    Counter, COOKIE_AT_FUNC_START, COOKIE_ENTRY, COOKIE_HEADER_LINE, COOKIE_HEADER_WRITE_ENTRY,
+    COOKIE_HEADER_WRITE_RETURN, COOKIE_REQUEST_WRITE, COOKIE_NEWPROC_ENTRY, COOKIE_NEWPROC_RETURN, COOKIE_RETURN,
     NUM_COUNTERS,
 };
 
@@ -32,6 +33,8 @@ pub struct Attached {
     /// Owns programs and links: dropping it detaches every probe.
     ebpf: Ebpf,
     pub uprobes: usize,
+    /// The header-injection programs loaded (GOTEL_PROPAGATION=inject and the kernel allows it).
+    pub injecting: bool,
 }
 
 /// Kernel counters, summed over CPUs.
@@ -88,13 +91,42 @@ pub fn load(plan: &Plan, settings: &Settings) -> Result<Attached, Failure> {
         .load(EBPF_OBJECT)
         .map_err(|e| environment_error("loading the eBPF programs", chain(&e)))?;
 
+    // The injection programs (the only ones that write target memory) are loaded only when
+    // GOTEL_PROPAGATION=inject asked for them.
+    let programs = ["gotel_entry", "gotel_return", "gotel_newproc_entry", "gotel_newproc_return", "gotel_header_line"];
+    let mut injecting = false;
+    if let Some(inj) = &plan.injection {
+        let mut cfg: Array<&mut MapData, gotel_shared::InjectConfig> =
+            Array::try_from(ebpf.map_mut("INJECT_CONFIG").expect("INJECT_CONFIG map"))
+                .map_err(|e| environment_error("INJECT_CONFIG map", chain(&e)))?;
+        cfg.set(0, inj.config, 0).map_err(|e| environment_error("filling INJECT_CONFIG", chain(&e)))?;
+        injecting = true;
+        for name in ["gotel_request_write", "gotel_header_write_entry", "gotel_header_write_return"] {
+            let prog: &mut UProbe = ebpf.program_mut(name).expect("program").try_into().expect("uprobe");
+            if let Err(e) = prog.load() {
+                let text = chain(&e);
+                // Lockdown or a kernel built without the helper: refuse injection, keep tracing.
+                if text.contains("bpf_probe_write_user") {
+                    tracing::warn!("{}", crate::instrumentations::lockdown_message("the verifier refuses bpf_probe_write_user"));
+                } else {
+                    tracing::warn!("GOTEL_PROPAGATION=inject refused: loading {name} failed: {text}");
+                }
+                injecting = false;
+                break;
+            }
+        }
+    }
     let mut probes: Array<&mut MapData, gotel_shared::ProbePlan> =
         Array::try_from(ebpf.map_mut("PROBES").expect("PROBES map in the eBPF object"))
             .map_err(|e| environment_error("PROBES map", chain(&e)))?;
     for p in &plan.probes {
-        probes.set(p.id, p.kernel_plan(), 0).map_err(|e| environment_error("filling PROBES", chain(&e)))?;
+        let mut kernel_plan = p.kernel_plan();
+        if !injecting {
+            kernel_plan.flags &= !gotel_shared::PLAN_INJECT_CONTEXT;
+        }
+        probes.set(p.id, kernel_plan, 0).map_err(|e| environment_error("filling PROBES", chain(&e)))?;
     }
-    for name in ["gotel_entry", "gotel_return", "gotel_newproc_entry", "gotel_newproc_return", "gotel_header_line"] {
+    for name in programs {
         let prog: &mut UProbe = ebpf
             .program_mut(name)
             .expect("program in the eBPF object")
@@ -102,7 +134,7 @@ pub fn load(plan: &Plan, settings: &Settings) -> Result<Attached, Failure> {
             .map_err(|e: ProgramError| environment_error(name, chain(&e)))?;
         prog.load().map_err(|e| environment_error(&format!("loading {name} (BPF verifier)"), chain(&e)))?;
     }
-    Ok(Attached { ebpf, uprobes: 0 })
+    Ok(Attached { ebpf, uprobes: 0, injecting })
 }
 
 impl Attached {
@@ -127,6 +159,15 @@ impl Attached {
                 self.attach_one("gotel_newproc_return", bin, target, pid, h.function.entry + off, COOKIE_NEWPROC_RETURN)?;
             }
             self.attach_one("gotel_newproc_entry", bin, target, pid, h.function.entry + h.entry_offset, COOKIE_NEWPROC_ENTRY)?;
+        }
+        if let Some(inj) = plan.injection.as_ref().filter(|_| self.injecting) {
+            let w = &inj.header_write;
+            for &off in &w.ret_offsets {
+                self.attach_one("gotel_header_write_return", bin, target, pid, w.function.entry + off, COOKIE_HEADER_WRITE_RETURN)?;
+            }
+            self.attach_one("gotel_header_write_entry", bin, target, pid, w.function.entry + w.entry_offset, COOKIE_HEADER_WRITE_ENTRY)?;
+            let r = &inj.request_write;
+            self.attach_one("gotel_request_write", bin, target, pid, r.function.entry + r.entry_offset, COOKIE_REQUEST_WRITE)?;
         }
         if let Some(h) = &plan.header_lines {
             for &off in &h.ret_offsets {
@@ -193,25 +234,45 @@ fn raise_limits() {
 mod tests {
     use super::*;
 
-    /// gotel only reads the target: no kernel program may call `bpf_probe_write_user` (helper
-    /// 36). Checked on the object that ships inside the binary.
+    /// gotel only reads the target, except the header-injection program that only
+    /// GOTEL_PROPAGATION=inject loads: no other kernel program may call `bpf_probe_write_user`
+    /// (helper 36). Checked on the object that ships inside the binary.
     #[test]
-    fn kernel_programs_never_write_user_memory() {
+    fn only_the_injection_program_writes_user_memory() {
         const BPF_CALL: u8 = 0x85;
         const PROBE_WRITE_USER: i32 = 36;
         let elf = goblin::elf::Elf::parse(EBPF_OBJECT).expect("the embedded eBPF object is an ELF file");
         let mut calls = 0;
-        for sh in elf.section_headers.iter().filter(|s| s.sh_flags & goblin::elf::section_header::SHF_EXECINSTR as u64 != 0) {
+        let mut writers = Vec::new();
+        for (index, sh) in elf.section_headers.iter().enumerate() {
+            if sh.sh_flags & goblin::elf::section_header::SHF_EXECINSTR as u64 == 0 {
+                continue;
+            }
+            // Several programs share a section: name each instruction by its function symbol.
+            let function_at = |offset: u64| {
+                elf.syms
+                    .iter()
+                    .filter(|s| s.st_shndx == index && s.st_type() == goblin::elf::sym::STT_FUNC)
+                    .find(|s| offset >= s.st_value && offset < s.st_value + s.st_size)
+                    .and_then(|s| elf.strtab.get_at(s.st_name))
+                    .unwrap_or("?")
+                    .to_string()
+            };
             let code = &EBPF_OBJECT[sh.sh_offset as usize..(sh.sh_offset + sh.sh_size) as usize];
-            for ins in code.chunks_exact(8) {
+            for (i, ins) in code.chunks_exact(8).enumerate() {
+                let name = function_at(i as u64 * 8);
                 // A helper call has src_reg 0 (bpf-to-bpf calls have 1).
                 if ins[0] == BPF_CALL && ins[1] >> 4 == 0 {
                     calls += 1;
                     let helper = i32::from_le_bytes(ins[4..8].try_into().unwrap());
-                    assert_ne!(helper, PROBE_WRITE_USER, "a kernel program calls bpf_probe_write_user");
+                    if helper == PROBE_WRITE_USER {
+                        writers.push(name);
+                    }
                 }
             }
         }
         assert!(calls > 10, "found only {calls} helper calls: is this the right object?");
+        writers.dedup();
+        assert_eq!(writers, vec!["gotel_header_write_return".to_string()], "programs calling bpf_probe_write_user");
     }
 }

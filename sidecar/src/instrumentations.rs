@@ -88,6 +88,39 @@ pub fn libraries_from_env() -> Result<Vec<Library>, Failure> {
         .collect()
 }
 
+/// `GOTEL_PROPAGATION`: `none` (default, gotel never writes into the target) or `inject`
+/// (write `traceparent` into outgoing HTTP/1 requests that lack one).
+pub fn inject_from_env() -> Result<bool, Failure> {
+    match std::env::var("GOTEL_PROPAGATION").unwrap_or_default().trim() {
+        "" | "none" => Ok(false),
+        "inject" => Ok(true),
+        other => Err(Failure::config(format!("GOTEL_PROPAGATION={other}: use none (default) or inject"))),
+    }
+}
+
+/// Why injection cannot work here, if the kernel says so up front: lockdown (integrity or
+/// confidentiality) forbids `bpf_probe_write_user`. The file is absent when securityfs is not
+/// mounted (containers); the verifier then gives the same answer at load time.
+pub fn lockdown_refusal() -> Option<String> {
+    let mode = std::fs::read_to_string("/sys/kernel/security/lockdown").ok()?;
+    ["[integrity]", "[confidentiality]"].into_iter().find(|m| mode.contains(m)).map(|m| lockdown_message(m))
+}
+
+pub fn lockdown_message(mode: &str) -> String {
+    format!(
+        "GOTEL_PROPAGATION=inject refused: the kernel is locked down ({mode}), which forbids writing into another \
+         process (bpf_probe_write_user); outgoing requests are not modified and traces are not joined across \
+         services. Incoming traceparent is still honoured. Boot without lockdown (lockdown=none) to inject."
+    )
+}
+
+/// Offsets of `bufio.Writer.buf` and `.n`, needed to append a header to an outgoing request.
+pub fn bufio_writer_offsets(bin: &GoBinary) -> Option<gotel_shared::InjectConfig> {
+    let types = &bin.dwarf.as_ref()?.types;
+    let w = struct_named(types, "bufio.Writer")?;
+    Some(gotel_shared::InjectConfig { buf_offset: types.field(w, "buf")?.0 as u32, n_offset: types.field(w, "n")?.0 as u32 })
+}
+
 /// What a library probe captures, or why it cannot be used with this binary.
 pub fn plan(bin: &GoBinary, lib: Library, limits: &Limits) -> Result<(AttributePlan, [u8; 2]), String> {
     let dwarf = bin.dwarf.as_ref().ok_or("the binary has no DWARF (built with -ldflags=-w); HTTP spans need its field offsets")?;

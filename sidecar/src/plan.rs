@@ -36,6 +36,8 @@ pub struct Probe {
     pub library: Option<Library>,
     /// Registers the kernel keeps from entry for reads at return (`Root::Saved`).
     pub save_regs: [u8; 2],
+    /// HTTP client span that hands its context to the request writer (GOTEL_PROPAGATION=inject).
+    pub inject: bool,
 }
 
 impl Probe {
@@ -48,6 +50,9 @@ impl Probe {
         }
         plan.nfetches = self.attributes.fetches.len().min(MAX_FETCHES) as u32;
         plan.save_regs = self.save_regs;
+        if self.inject {
+            plan.flags |= gotel_shared::PLAN_INJECT_CONTEXT;
+        }
         plan
     }
 }
@@ -60,6 +65,16 @@ pub struct RuntimeHook {
     pub ret_offsets: Vec<u64>,
 }
 
+/// Where and how gotel writes `traceparent` into outgoing HTTP/1 requests.
+#[derive(Debug)]
+pub struct Injection {
+    /// `net/http.(*Request).write`: the goroutine about to write a request.
+    pub request_write: RuntimeHook,
+    /// `net/http.Header.writeSubset`: the request's own header lines.
+    pub header_write: RuntimeHook,
+    pub config: gotel_shared::InjectConfig,
+}
+
 #[derive(Debug)]
 pub struct Plan {
     pub probes: Vec<Probe>,
@@ -67,6 +82,8 @@ pub struct Plan {
     /// `net/textproto.(*Reader).readContinuedLineSlice`: raw header lines, for incoming
     /// `traceparent` (only with HTTP server spans).
     pub header_lines: Option<RuntimeHook>,
+    /// Outgoing `traceparent` (GOTEL_PROPAGATION=inject).
+    pub injection: Option<Injection>,
     /// Things worth telling the user that do not stop tracing (float parameters skipped...).
     pub warnings: Vec<String>,
 }
@@ -97,7 +114,7 @@ fn generated(name: &str) -> bool {
     name.ends_with(".init") || name.contains(".init.") || name.ends_with("-fm") || name.contains("..") || name.starts_with("type:") || name.starts_with("go:")
 }
 
-pub fn build(bin: &GoBinary, specs: &[ProbeSpec], limits: &Limits, libraries: &[Library]) -> Result<Plan, Failure> {
+pub fn build(bin: &GoBinary, specs: &[ProbeSpec], limits: &Limits, libraries: &[Library], inject: bool) -> Result<Plan, Failure> {
     // Resolve each spec to functions; a later spec for the same function wins.
     let mut chosen: BTreeMap<String, (&Function, &ProbeSpec)> = BTreeMap::new();
     for spec in specs {
@@ -154,6 +171,7 @@ pub fn build(bin: &GoBinary, specs: &[ProbeSpec], limits: &Limits, libraries: &[
             attributes,
             library: None,
             save_regs: [gotel_shared::NO_REG; 2],
+            inject: false,
         });
     }
 
@@ -178,6 +196,7 @@ pub fn build(bin: &GoBinary, specs: &[ProbeSpec], limits: &Limits, libraries: &[
                     attributes,
                     library: Some(lib),
                     save_regs,
+                    inject: false,
                 });
             }
             Err(why) => warnings.push(format!("{} spans are off for this binary: {why}", lib.name())),
@@ -215,7 +234,30 @@ pub fn build(bin: &GoBinary, specs: &[ProbeSpec], limits: &Limits, libraries: &[
             "runtime.newproc1 not found: spans in new goroutines will not get their spawning call as parent".into(),
         );
     }
-    Ok(Plan { probes, newproc, header_lines, warnings })
+    let mut injection = None;
+    let inject = inject
+        && match crate::instrumentations::lockdown_refusal() {
+            Some(why) => {
+                warnings.push(why);
+                false
+            }
+            None => true,
+        };
+    if inject {
+        let client = probes.iter_mut().find(|p| p.library == Some(Library::HttpClient));
+        let parts = (hook("net/http.(*Request).write"), hook("net/http.Header.writeSubset"), crate::instrumentations::bufio_writer_offsets(bin));
+        match (client, parts) {
+            (Some(client), (Some(request_write), Some(header_write), Some(config))) => {
+                client.inject = true;
+                client.save_regs[0] = gotel_shared::REG_RBX; // roundTrip(t *Transport, req *Request)
+                injection = Some(Injection { request_write, header_write, config });
+            }
+            _ => warnings.push(
+                "GOTEL_PROPAGATION=inject: this binary has no HTTP client spans with DWARF (net/http client, bufio.Writer); nothing will be injected".into(),
+            ),
+        }
+    }
+    Ok(Plan { probes, newproc, header_lines, injection, warnings })
 }
 
 fn missing_symbol(bin: &GoBinary, spec: &ProbeSpec) -> Failure {

@@ -56,6 +56,7 @@ pub async fn run(cli: &Cli, target: Target, launched: Option<Launched>) -> Resul
     export::sampler_from_env()?;
     export::BatchSettings::from_env()?;
     crate::instrumentations::libraries_from_env()?;
+    crate::instrumentations::inject_from_env()?;
     let metrics = Arc::new(Metrics::default());
     if let Some(addr) = &cli.metrics_addr {
         diagnostics::serve(addr, metrics.clone()).await?;
@@ -101,7 +102,13 @@ async fn stop_signal() {
 
 fn prepare(specs: &[ProbeSpec], limits: &Limits, exe: &Path) -> Result<(GoBinary, Plan), Failure> {
     let binary = GoBinary::open(exe).map_err(Failure::target)?;
-    let plan = plan::build(&binary, specs, limits, &crate::instrumentations::libraries_from_env()?)?;
+    let plan = plan::build(
+        &binary,
+        specs,
+        limits,
+        &crate::instrumentations::libraries_from_env()?,
+        crate::instrumentations::inject_from_env()?,
+    )?;
     for w in &plan.warnings {
         tracing::warn!("{w}");
     }
@@ -331,6 +338,9 @@ fn summary(k: &KernelCounters, f: &SpanFactory, e: Option<&export::ExportStats>)
         morestack_reentries = k.get(Counter::MorestackReentry),
         traceparent_adopted = k.get(Counter::TraceparentAdopted),
         traceparent_invalid = k.get(Counter::TraceparentInvalid),
+        traceparent_injected = k.get(Counter::TraceparentInjected),
+        inject_skipped_present = k.get(Counter::InjectSkippedPresent),
+        inject_skipped_no_room = k.get(Counter::InjectSkippedNoRoom),
         malformed_records = f.stats.malformed_records,
         "session summary"
     );
