@@ -113,7 +113,9 @@ where
         return None;
     }
     use opentelemetry::trace::TracerProvider as _;
-    let exporter = opentelemetry_otlp::SpanExporter::builder().with_http().build().ok()?;
+    use opentelemetry_otlp::WithHttpConfig as _;
+    let client = reqwest::blocking::Client::builder().timeout(std::time::Duration::from_secs(10)).build().ok()?;
+    let exporter = opentelemetry_otlp::SpanExporter::builder().with_http().with_http_client(client).build().ok()?;
     let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder()
         .with_batch_exporter(exporter)
         .with_resource(opentelemetry_sdk::Resource::builder_empty().with_service_name("gotel").build())
