@@ -138,7 +138,7 @@ pub fn load(plan: &Plan, settings: &Settings) -> Result<Attached, Failure> {
 }
 
 impl Attached {
-    fn attach_one(&mut self, program: &str, bin: &GoBinary, target: &Path, pid: u32, vaddr: u64, cookie: u64) -> Result<(), Failure> {
+    fn attach_one(&mut self, program: &'static str, bin: &GoBinary, target: &Path, pid: u32, vaddr: u64, cookie: u64) -> Result<(), Failure> {
         let offset = bin
             .file_offset(vaddr)
             .ok_or_else(|| Failure::target(format!("{:#x} is not in a loadable segment of {}", vaddr, bin.path)))?;
@@ -186,6 +186,14 @@ impl Attached {
             self.attach_one("gotel_entry", bin, target, pid, p.function.entry + p.entry_offset, cookie)?;
         }
         Ok(())
+    }
+
+    /// Detaches every probe. Each uprobe removal waits for the kernel to quiesce (0.1 to 0.25 s
+    /// on these VMs, serialized by the kernel: closing from several threads was measured to gain
+    /// nothing), so callers flush spans before detaching. uprobe_multi links (kernel 6.6+) would
+    /// remove them in one go but aya 0.14 cannot attach them.
+    pub fn detach(self) {
+        drop(self.ebpf);
     }
 
     /// Takes the ring buffer out of the object (once).

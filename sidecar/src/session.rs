@@ -50,6 +50,8 @@ fn limits() -> Result<Limits, Failure> {
 }
 
 pub async fn run(cli: &Cli, target: Target, launched: Option<Launched>) -> Result<i32, Failure> {
+    let mut stop = Stop::register()?;
+    let stop = &mut stop;
     let specs = spec::parse_probes(&cli.probe_text()?).map_err(Failure::config)?;
     let limits = limits()?;
     // Validate the exporter settings before touching the target.
@@ -65,12 +67,12 @@ pub async fn run(cli: &Cli, target: Target, launched: Option<Launched>) -> Resul
     match target {
         Target::Pid(pid) => {
             let process = target::existing(pid)?;
-            session(cli, &specs, &limits, process, None, metrics).await.map(|_| 0)
+            session(cli, &specs, &limits, process, None, metrics, stop).await.map(|_| 0)
         }
         Target::Launch(_) => {
             let launched = launched.expect("launched before the runtime started");
             let pid = launched.process.pid;
-            session(cli, &specs, &limits, launched.process.clone(), Some(launched), metrics).await?;
+            session(cli, &specs, &limits, launched.process.clone(), Some(launched), metrics, stop).await?;
             Ok(target::reap(pid).unwrap_or(0))
         }
         Target::Exe(path) => {
@@ -78,10 +80,10 @@ pub async fn run(cli: &Cli, target: Target, launched: Option<Launched>) -> Resul
             loop {
                 let process = tokio::select! {
                     p = target::wait_for_exe(&path, &seen) => p?,
-                    _ = stop_signal() => return Ok(0),
+                    _ = stop.wait() => return Ok(0),
                 };
                 seen.push(process.pid);
-                match session(cli, &specs, &limits, process, None, metrics).await? {
+                match session(cli, &specs, &limits, process, None, metrics, stop).await? {
                     End::Stopped => return Ok(0),
                     End::TargetExited => tracing::info!(exe = %path.display(), "target exited; waiting for the next process"),
                 }
@@ -90,13 +92,33 @@ pub async fn run(cli: &Cli, target: Target, launched: Option<Launched>) -> Resul
     }
 }
 
-async fn stop_signal() {
-    let (Ok(mut int), Ok(mut term)) = (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) else {
-        return std::future::pending().await;
-    };
-    tokio::select! {
-        _ = int.recv() => {}
-        _ = term.recv() => {}
+/// SIGINT/SIGTERM, registered once when gotel starts (so none is lost between loops, nor kills
+/// gotel before it can flush) and latched: once received, every later wait returns at once.
+pub struct Stop {
+    int: tokio::signal::unix::Signal,
+    term: tokio::signal::unix::Signal,
+    received: bool,
+}
+
+impl Stop {
+    pub fn register() -> Result<Stop, Failure> {
+        let sig = |k| signal(k).map_err(|e| Failure::environment(format!("cannot handle signals: {e}")));
+        Ok(Stop { int: sig(SignalKind::interrupt())?, term: sig(SignalKind::terminate())?, received: false })
+    }
+
+    pub async fn wait(&mut self) {
+        if self.received {
+            return;
+        }
+        tokio::select! {
+            _ = self.int.recv() => {}
+            _ = self.term.recv() => {}
+        }
+        self.received = true;
+    }
+
+    pub fn received(&self) -> bool {
+        self.received
     }
 }
 
@@ -122,6 +144,7 @@ async fn session(
     process: Process,
     mut launched: Option<Launched>,
     metrics: &Metrics,
+    stop: &mut Stop,
 ) -> Result<End, Failure> {
     let started = std::time::Instant::now();
     let (binary, plan) = {
@@ -193,7 +216,7 @@ async fn session(
                 }
             }
             r = exit_fd.readable() => { if let Ok(mut g) = r { g.retain_ready(); } break End::TargetExited; }
-            _ = stop_signal() => {
+            _ = stop.wait() => {
                 if launched.is_some() {
                     // Pass the stop on to our child and let it finish its calls.
                     unsafe { libc::kill(process.pid as i32, libc::SIGTERM) };
@@ -207,12 +230,15 @@ async fn session(
     drain(&mut ring, &mut factory, pipeline.as_ref());
     let counters = attached.counters();
     drop(ring);
-    drop(attached);
+    // Spans first (the collector should not wait for the kernel), then detach.
     let timeout = export::BatchSettings::from_env()?.export_timeout.min(Duration::from_secs(30));
     let stats = pipeline.as_ref().map(|p| p.stats.clone());
     if let Some(p) = pipeline {
         p.shutdown(timeout).await;
     }
+    let detach_started = std::time::Instant::now();
+    tokio::task::block_in_place(|| attached.detach());
+    tracing::debug!(ms = detach_started.elapsed().as_millis() as u64, "detached");
     publish(metrics, &base, &counters, &factory, None);
     if let Some(e) = &stats {
         metrics.spans_exported.store(base.exported + e.exported.load(Relaxed), Relaxed);

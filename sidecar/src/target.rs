@@ -53,6 +53,8 @@ pub struct Scan {
     pub matches: Vec<u32>,
     /// Processes whose executable gotel may not read (another user's, without CAP_SYS_PTRACE).
     pub denied: usize,
+    /// Other processes whose executable gotel could read.
+    pub readable: usize,
 }
 
 /// Processes (other than gotel itself) whose executable is `path`: the same link text, as the
@@ -78,6 +80,7 @@ pub fn find_by_exe(path: &Path, exclude: &[u32]) -> Scan {
                 continue;
             }
         };
+        scan.readable += 1;
         let same_text = link.as_os_str() == path.as_os_str();
         let same_file = want_id.is_some() && fs::metadata(&exe).ok().map(|m| (m.dev(), m.ino())) == want_id;
         if same_text || same_file {
@@ -89,10 +92,13 @@ pub fn find_by_exe(path: &Path, exclude: &[u32]) -> Scan {
 }
 
 /// Waits (polling /proc every 100 ms) until a process runs `path`; the oldest one wins.
-/// Fails when processes exist whose executable gotel is not allowed to read: the target may be
-/// among them, and waiting would never end.
+/// When gotel may read no other process's executable at all (a sidecar without
+/// CAP_SYS_PTRACE), waiting could never end: that is an error naming the capability. When only
+/// some are unreadable (root on a host where a few processes are protected), gotel warns once
+/// and keeps waiting.
 pub async fn wait_for_exe(path: &Path, exclude: &[u32]) -> Result<Process, Failure> {
     let mut announced = false;
+    let mut warned = false;
     loop {
         let scan = find_by_exe(path, exclude);
         if let Some(&pid) = scan.matches.first() {
@@ -100,13 +106,20 @@ pub async fn wait_for_exe(path: &Path, exclude: &[u32]) -> Result<Process, Failu
                 return Ok(p);
             }
         }
-        if scan.denied > 0 {
+        if scan.denied > 0 && scan.readable == 0 {
             return Err(Failure::environment(format!(
                 "looking for {}: permission denied reading /proc/PID/exe of {} process(es); gotel needs \
                  CAP_SYS_PTRACE to inspect another user's process (compose: cap_add: [SYS_PTRACE])",
                 path.display(),
                 scan.denied
             )));
+        }
+        if scan.denied > 0 && !warned {
+            tracing::warn!(
+                denied = scan.denied,
+                "some processes' executables cannot be read (permission denied); if the target is one of them, gotel needs CAP_SYS_PTRACE"
+            );
+            warned = true;
         }
         if !announced {
             tracing::info!(exe = %path.display(), "waiting for a process running this executable");
