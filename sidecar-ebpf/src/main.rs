@@ -635,7 +635,21 @@ fn on_newproc_return(ctx: &ProbeContext) -> Option<()> {
     let caller = unsafe { *NEWPROC.get(&m_key)? };
     let _ = NEWPROC.remove(&m_key);
     let new_key = GoroutineKey { tgid, _pad: 0, goroutine: s.regs[REG_RAX as usize] };
-    if GOROUTINES.remove(&new_key).is_ok() {
+    if GOROUTINES.get_ptr(&new_key).is_some() {
+        // The g of a goroutine that ended inside traced calls (runtime.Goexit, or a panic
+        // recovered above them): those calls did not return. Report them, then forget them.
+        let mut ctx = UnwindLoop {
+            key: new_key,
+            stack_depth: 0,
+            cookie: 0,
+            now: unsafe { bpf_ktime_get_ns() },
+            tid: bpf_get_current_pid_tgid() as u32,
+            inclusive: 1,
+        };
+        unsafe {
+            bpf_loop(MAX_FRAMES as u32, unwind_one as *mut _, &mut ctx as *mut UnwindLoop as *mut _, 0);
+        }
+        let _ = GOROUTINES.remove(&new_key);
         count(Counter::GoroutineReused);
     }
     let caller_key = GoroutineKey { tgid, _pad: 0, goroutine: caller };

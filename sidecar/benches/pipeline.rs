@@ -13,8 +13,9 @@
 //! Environment: `BENCH_GO_BINARY` (required: a Go binary with `main.work`, bench/goapps/loop),
 //! `BENCH_OUT` (JSON results, default stdout only), `BENCH_SPANS` (spans per throughput run,
 //! default 400000), `BENCH_SWEEP_SECS` (seconds per offered rate, default 2), `BENCH_RATES`
-//! (comma-separated calls/s for the loss sweep), `BENCH_CPU` (the CPU gotel's side is pinned to,
-//! default 0; the synthetic producer runs on `BENCH_PRODUCER_CPU`, default 1). The pipeline
+//! (comma-separated calls/s for the loss sweep), `BENCH_ATTRS` / `BENCH_SWEEP_ATTRS` (which
+//! variants, default `0,2,8` / `0,8`), `BENCH_CPU` (the CPU gotel's side is pinned to,
+//! default 0, -1 = not pinned; the synthetic producer runs on `BENCH_PRODUCER_CPU`, default 1). The pipeline
 //! itself reads the usual `OTEL_*` and `GOTEL_RING_BUFFER_BYTES` / `GOTEL_DRAIN_INTERVAL_MS`.
 //!
 //! Measured, for 0, 2 and 8 attributes per span:
@@ -441,18 +442,21 @@ fn main() {
         .split(',')
         .filter_map(|r| r.trim().parse().ok())
         .collect();
-    let cpu: usize = env_or("BENCH_CPU", 0);
+    let cpu: i64 = env_or("BENCH_CPU", 0);
     let producer_cpu: usize = env_or("BENCH_PRODUCER_CPU", 1);
     let sweep_variants: String = env_or("BENCH_SWEEP_ATTRS", "0,8".to_string());
+    let variants: String = env_or("BENCH_ATTRS", "0,2,8".to_string());
 
     // Everything of "gotel" on one CPU, as gotel's own runtime is (2 workers).
-    pin_to(cpu);
+    if cpu >= 0 {
+        pin_to(cpu as usize);
+    }
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     let binary = Arc::new(GoBinary::open(Path::new(&go_binary)).expect("open the Go binary"));
     let (rss_start, _) = rss_kib();
     let mut results = Vec::new();
     rt.block_on(async {
-        for v in &VARIANTS {
+        for v in VARIANTS.iter().filter(|v| variants.split(',').any(|a| a.trim() == v.attrs.to_string())) {
             let specs = spec::parse_probes(v.spec).expect("probe spec");
             let plan = plan::build(&binary, &specs, &Limits::default(), &[]).expect("plan");
             let fetches = plan.probes[0].attributes.fetches.len();

@@ -214,6 +214,50 @@ impl Attached {
         out
     }
 
+    /// Calls still in progress in the kernel's goroutine map, as `Abandoned` records ending at
+    /// `now_ns`: used when the target exited, so that no call it made goes unreported.
+    pub fn calls_in_progress(&self, now_ns: u64) -> Vec<gotel_shared::EventHeader> {
+        use gotel_shared::{EventHeader, EventKind, INHERIT_REMOTE, MAX_FRAMES, SPAN_PARENT_REMOTE};
+        let mut out = Vec::new();
+        let Some(map) = self.ebpf.map("GOROUTINES") else { return out };
+        let Ok(m) = aya::maps::HashMap::<_, gotel_shared::GoroutineKey, gotel_shared::GoroutineState>::try_from(map) else {
+            return out;
+        };
+        for (key, st) in m.iter().flatten() {
+            let depth = (st.depth as usize).min(MAX_FRAMES);
+            for i in 0..depth {
+                let f = st.frames[i];
+                let parent = if i > 0 {
+                    st.frames[i - 1].span_id
+                } else if st.has_inherited != 0 {
+                    st.inherited_span_id
+                } else {
+                    0
+                };
+                let mut flags = st.trace_flags as u16;
+                if i == 0 && st.has_inherited & INHERIT_REMOTE != 0 {
+                    flags |= SPAN_PARENT_REMOTE;
+                }
+                out.push(EventHeader {
+                    kind: EventKind::Abandoned as u32,
+                    probe_id: f.probe_id,
+                    tgid: key.tgid,
+                    tid: 0,
+                    goroutine: key.goroutine,
+                    start_ns: f.start_ns,
+                    end_ns: now_ns.max(f.start_ns),
+                    trace_id: st.trace_id,
+                    span_id: f.span_id,
+                    parent_span_id: parent,
+                    ret_offset: 0,
+                    flags,
+                    data_len: 0,
+                });
+            }
+        }
+        out
+    }
+
     /// Entries in the goroutine map (to show it stays bounded).
     pub fn goroutines_tracked(&self) -> usize {
         let Some(map) = self.ebpf.map("GOROUTINES") else { return 0 };

@@ -228,6 +228,16 @@ async fn session(
     };
     // Records still in the ring buffer (calls that returned just before the exit) are exported.
     drain(&mut ring, &mut factory, pipeline.as_ref());
+    if matches!(end, End::TargetExited) {
+        // Calls the process was still in when it exited (os.Exit, a fatal panic, goroutines
+        // ended by Goexit) are reported too: nothing it did goes missing.
+        for header in attached.calls_in_progress(events::Clock::monotonic_now()) {
+            let rec = events::Record { kind: gotel_shared::EventKind::Abandoned, header, data: &[] };
+            if let (Some(span), Some(p)) = (factory.on_record(rec), pipeline.as_ref()) {
+                p.submit(span);
+            }
+        }
+    }
     let counters = attached.counters();
     drop(ring);
     // Spans first (the collector should not wait for the kernel), then detach.
@@ -359,7 +369,7 @@ fn summary(k: &KernelCounters, f: &SpanFactory, e: Option<&export::ExportStats>)
         lost_queue_full = queue_full,
         lost_export_failed = export_failed,
         not_traced_depth_overflow = k.get(Counter::DepthOverflow),
-        abandoned_by_panic_or_goexit = k.get(Counter::Abandoned),
+        unwound_calls_exported_as_errors = f.stats.abandoned,
         unmatched_returns = k.get(Counter::UnmatchedReturn),
         morestack_reentries = k.get(Counter::MorestackReentry),
         traceparent_adopted = k.get(Counter::TraceparentAdopted),

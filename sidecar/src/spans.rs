@@ -22,6 +22,11 @@ use crate::{
     values::{self, TypeNames},
 };
 
+/// Marks a span whose call did not return (see [`UNWOUND_MESSAGE`]).
+pub const UNWOUND_ATTRIBUTE: &str = "gotel.unwound";
+pub const UNWOUND_MESSAGE: &str =
+    "the call did not return: unwound by a panic or runtime.Goexit, or the process exited (end time = when gotel noticed)";
+
 /// Entry values waiting for their return record; bounded so a target whose traced calls never
 /// return cannot grow gotel's memory.
 const MAX_PENDING_ENTRIES: usize = 65536;
@@ -172,12 +177,15 @@ impl SpanFactory {
                 }
                 None
             }
-            EventKind::Abandoned => {
-                self.pending.remove(&h.span_id);
-                self.stats.abandoned += 1;
-                None
-            }
-            EventKind::SpanEnd => {
+            EventKind::SpanEnd | EventKind::Abandoned => {
+                // An abandoned call (unwound by a panic or runtime.Goexit, or cut short by the
+                // process exiting) is still exported, as an error, so that calls made inside it
+                // (deferred functions run during the panic) never point at a missing parent.
+                // Its end is when the kernel noticed, an upper bound.
+                let unwound = rec.kind == EventKind::Abandoned;
+                if unwound {
+                    self.stats.abandoned += 1;
+                }
                 let entry_attrs = self.pending.remove(&h.span_id).unwrap_or_default();
                 let trace_id = TraceId::from_bytes(h.trace_id);
                 // A trace that came in with a traceparent keeps the caller's decision (for the
@@ -211,19 +219,31 @@ impl SpanFactory {
                 let mut status = None;
                 if let Some(lib) = probe.library {
                     let mut raw = entry_attrs;
-                    values::decode(&probe.slots, rec.data, self.names.as_ref(), &mut raw, &mut error);
+                    if !unwound {
+                        values::decode(&probe.slots, rec.data, self.names.as_ref(), &mut raw, &mut error);
+                    }
                     let done = instrumentations::finish(lib, raw, error.take());
                     name = Cow::Owned(done.name);
                     kind = lib.span_kind();
                     status = Some(done.status);
                     attributes.extend(done.attributes);
                     attributes.extend(probe.fixed.iter().cloned());
-                    attributes.push(KeyValue::new("thread.id", h.tid as i64));
+                    if h.tid != 0 {
+                        attributes.push(KeyValue::new("thread.id", h.tid as i64));
+                    }
                 } else {
                     attributes.extend(probe.fixed.iter().cloned());
-                    attributes.push(KeyValue::new("thread.id", h.tid as i64));
+                    if h.tid != 0 {
+                        attributes.push(KeyValue::new("thread.id", h.tid as i64));
+                    }
                     attributes.extend(entry_attrs);
-                    values::decode(&probe.slots, rec.data, self.names.as_ref(), &mut attributes, &mut error);
+                    if !unwound {
+                        values::decode(&probe.slots, rec.data, self.names.as_ref(), &mut attributes, &mut error);
+                    }
+                }
+                if unwound {
+                    attributes.push(KeyValue::new(UNWOUND_ATTRIBUTE, true));
+                    status = Some(Status::error(UNWOUND_MESSAGE));
                 }
                 let dropped = attributes.len().saturating_sub(self.max_attributes);
                 attributes.truncate(self.max_attributes);
