@@ -22,7 +22,7 @@ suite() {  # suite NAME COMMAND...: runs one suite, keeps its output for the tot
 tools/install-deps.sh || { echo "installing dependencies failed" >&2; exit 1; }
 cargo build --release || { echo "build failed" >&2; exit 1; }
 
-suite "unit and end-to-end tests (cargo)" cargo test --release -- --test-threads=1
+suite "unit and end-to-end tests (cargo)" cargo test --release --no-fail-fast -- --test-threads=1
 [ -x e2e/jaeger-test.sh ] && suite "jaeger (grpc and http/protobuf)" e2e/jaeger-test.sh
 [ -x e2e/compose-test.sh ] && suite "docker compose demo" e2e/compose-test.sh
 
