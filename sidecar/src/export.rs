@@ -108,7 +108,8 @@ pub fn resource(facts: &ResourceFacts) -> Resource {
         KeyValue::new("telemetry.distro.version", env!("CARGO_PKG_VERSION")),
     ];
     if let Some(v) = facts.go_version {
-        attrs.push(KeyValue::new("process.runtime.version", v.trim_start_matches("go").to_string()));
+        // As the runtime reports it (runtime.Version()), like the OpenTelemetry Go SDK.
+        attrs.push(KeyValue::new("process.runtime.version", v.to_string()));
     }
     builder.with_attributes(attrs).build()
 }
@@ -251,9 +252,15 @@ impl Pipeline {
     /// Exports what is queued and stops, within `timeout`.
     pub async fn shutdown(mut self, timeout: Duration) {
         self.tx.take();
-        if let Some(task) = self.task.take() {
-            if tokio::time::timeout(timeout, task).await.is_err() {
-                tracing::warn!("export did not finish within {timeout:?}; queued spans are lost");
+        if let Some(mut task) = self.task.take() {
+            if tokio::time::timeout(timeout, &mut task).await.is_err() {
+                task.abort();
+                // Whatever was neither exported nor already counted is lost now: count it.
+                let s = &self.stats;
+                let accounted = s.exported.load(Relaxed) + s.dropped();
+                let lost = s.submitted.load(Relaxed).saturating_sub(accounted);
+                s.dropped_export_failed.fetch_add(lost, Relaxed);
+                tracing::warn!(lost, "export did not finish within {timeout:?}; the spans still queued are lost");
             }
         }
     }

@@ -152,6 +152,14 @@ async fn session(
         prepare(specs, limits, &process.exe)?
     };
     let _attach_span = tracing::info_span!("attach", pid = process.pid).entered();
+    // The exporter is built (and its settings checked) before the target runs a single
+    // instruction in launch mode.
+    let resource = export::resource(&ResourceFacts {
+        exe_name: &process.exe_name,
+        pid: process.pid,
+        go_version: binary.build.go_version.as_deref(),
+    });
+    let pipeline = Pipeline::from_env(resource)?;
     let mut attached = attach::load(
         &plan,
         &attach::Settings { max_goroutines: cli.max_goroutines, ring_buffer_bytes: cli.ring_buffer_bytes },
@@ -183,12 +191,6 @@ async fn session(
             .map_err(|e| Failure::config(format!("cannot write GOTEL_READY_FILE {}: {e}", ready.display())))?;
     }
 
-    let resource = export::resource(&ResourceFacts {
-        exe_name: &process.exe_name,
-        pid: process.pid,
-        go_version: binary.build.go_version.as_deref(),
-    });
-    let pipeline = Pipeline::from_env(resource)?;
     let binary = Arc::new(binary);
     let names = SymbolTypeNames { load_bias: spans::load_bias(process.pid, &binary), binary: binary.clone() };
     let mut factory = SpanFactory::new(&plan, export::sampler_from_env()?, Box::new(names), limits.max_attributes);
@@ -246,9 +248,13 @@ async fn session(
     if let Some(p) = pipeline {
         p.shutdown(timeout).await;
     }
-    let detach_started = std::time::Instant::now();
-    tokio::task::block_in_place(|| attached.detach());
-    tracing::debug!(ms = detach_started.elapsed().as_millis() as u64, "detached");
+    // Removing uprobes is slow (see Attached::detach): do it in the background so that a
+    // restarted --exe target is picked up at once; process exit finishes it otherwise.
+    std::thread::spawn(move || {
+        let started = std::time::Instant::now();
+        attached.detach();
+        tracing::debug!(ms = started.elapsed().as_millis() as u64, "detached");
+    });
     publish(metrics, &base, &counters, &factory, None);
     if let Some(e) = &stats {
         metrics.spans_exported.store(base.exported + e.exported.load(Relaxed), Relaxed);
