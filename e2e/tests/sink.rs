@@ -126,49 +126,22 @@ fn sink_receives_gzip_grpc_from_otlp_exporter() {
 fn sink_receives_http_protobuf_from_otlp_exporter() {
     let dir = tempfile::tempdir().unwrap();
     let sink = Sink::start(Path::new(SINK), dir.path()).unwrap();
-    // reqwest's blocking client must not run inside a tokio runtime: use a plain thread.
+    // gotel's workspace enables opentelemetry-otlp's async reqwest client: run it in tokio.
     let ep = format!("{}/v1/traces", sink.http_endpoint());
-    std::thread::spawn(move || {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
         let mut exporter = opentelemetry_otlp::SpanExporter::builder()
             .with_http()
             .with_protocol(Protocol::HttpBinary)
             .with_endpoint(ep)
             .build()
             .unwrap();
-        export_blocking(&mut exporter);
-    })
-    .join()
-    .unwrap();
+        exporter.set_resource(&resource());
+        exporter.export(batch()).await.expect("http/protobuf export");
+    });
     check(&sink.wait_spans(2, Duration::from_secs(10)).unwrap(), "http");
 }
 
-fn export_blocking(exporter: &mut impl SpanExporter) {
-    exporter.set_resource(&resource());
-    let batch = batch();
-    // The blocking HTTP client does its work synchronously; any executor will do.
-    let fut = exporter.export(batch);
-    let r = simple_block_on(fut);
-    r.expect("http export");
-}
-
-fn simple_block_on<F: std::future::Future>(f: F) -> F::Output {
-    use std::task::{Context, Poll, Wake, Waker};
-    struct W(std::thread::Thread);
-    impl Wake for W {
-        fn wake(self: std::sync::Arc<Self>) {
-            self.0.unpark();
-        }
-    }
-    let waker = Waker::from(std::sync::Arc::new(W(std::thread::current())));
-    let mut cx = Context::from_waker(&waker);
-    let mut f = std::pin::pin!(f);
-    loop {
-        if let Poll::Ready(v) = f.as_mut().poll(&mut cx) {
-            return v;
-        }
-        std::thread::park_timeout(Duration::from_millis(50));
-    }
-}
 
 /// A hand-made HTTP/1.1 POST; returns (status code, body).
 fn post(addr: std::net::SocketAddr, path: &str, ctype: &str, encoding: Option<&str>, body: &[u8]) -> (u16, String) {
