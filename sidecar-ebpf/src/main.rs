@@ -128,12 +128,8 @@ struct Hit {
 
 #[inline(always)]
 fn hit(ctx: &ProbeContext) -> Option<Hit> {
-    let scratch = SCRATCH.get_ptr_mut(0)?;
+    let scratch = copy_regs(ctx)?;
     let s = unsafe { &mut *scratch };
-    let regs_bytes = unsafe {
-        core::slice::from_raw_parts_mut(s.regs.as_mut_ptr() as *mut u8, PT_REGS_SLOTS * 8)
-    };
-    unsafe { bpf_probe_read_kernel_buf(ctx.regs as *const u8, regs_bytes) }.ok()?;
     let g = s.regs[REG_R14 as usize];
     let sp = s.regs[REG_SP as usize];
     // runtime.g starts with `stack stack` = {lo, hi uintptr} in every Go version.
@@ -603,12 +599,7 @@ pub fn gotel_newproc_entry(ctx: ProbeContext) -> u32 {
 
 #[inline(always)]
 fn on_newproc_entry(ctx: &ProbeContext) -> Option<()> {
-    let scratch = SCRATCH.get_ptr_mut(0)?;
-    let s = unsafe { &mut *scratch };
-    let regs_bytes = unsafe {
-        core::slice::from_raw_parts_mut(s.regs.as_mut_ptr() as *mut u8, PT_REGS_SLOTS * 8)
-    };
-    unsafe { bpf_probe_read_kernel_buf(ctx.regs as *const u8, regs_bytes) }.ok()?;
+    let s = unsafe { &mut *copy_regs(ctx)? };
     let pid_tgid = bpf_get_current_pid_tgid();
     // newproc1(fn *funcval, callergp *g, ...): callergp is the second integer argument (RBX).
     let key = GoroutineKey { tgid: (pid_tgid >> 32) as u32, _pad: 0, goroutine: s.regs[REG_R14 as usize] };
@@ -624,12 +615,7 @@ pub fn gotel_newproc_return(ctx: ProbeContext) -> u32 {
 
 #[inline(always)]
 fn on_newproc_return(ctx: &ProbeContext) -> Option<()> {
-    let scratch = SCRATCH.get_ptr_mut(0)?;
-    let s = unsafe { &mut *scratch };
-    let regs_bytes = unsafe {
-        core::slice::from_raw_parts_mut(s.regs.as_mut_ptr() as *mut u8, PT_REGS_SLOTS * 8)
-    };
-    unsafe { bpf_probe_read_kernel_buf(ctx.regs as *const u8, regs_bytes) }.ok()?;
+    let s = unsafe { &mut *copy_regs(ctx)? };
     let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
     let m_key = GoroutineKey { tgid, _pad: 0, goroutine: s.regs[REG_R14 as usize] };
     let caller = unsafe { *NEWPROC.get(&m_key)? };
