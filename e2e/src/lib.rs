@@ -303,22 +303,41 @@ impl Variant {
     }
 }
 
+/// An older Go toolchain as Debian installs it (`tools/install-deps.sh`):
+/// `/usr/lib/go-<version>/bin/go`. Fails when it is not installed.
+pub fn go_version_bin(version: &str) -> Result<PathBuf> {
+    let p = PathBuf::from(format!("/usr/lib/go-{version}/bin/go"));
+    if !p.exists() {
+        bail!("Go {version} not found at {} (tools/install-deps.sh installs it)", p.display());
+    }
+    Ok(p)
+}
+
+/// A directory name for builds made with `go`: `go-1.19` for `/usr/lib/go-1.19/bin/go`, else
+/// the toolchain root's name (`go` for `/usr/local/go/bin/go`).
+fn toolchain_label(go: &Path) -> String {
+    let root = go.parent().and_then(|b| b.parent());
+    root.and_then(|r| r.file_name()).map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "go".into())
+}
+
 /// Source dir of a Go program under `e2e/goapps/`.
 pub fn goapp_dir(app: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("goapps").join(app)
 }
 
 /// Builds `e2e/goapps/<app>` with `go` in the given variant into
-/// `<target>/e2e-go/<variant>/<app>` and returns that path. Builds once per process and
-/// (app, variant); `go build`'s own cache makes rebuilding in a later process cheap.
+/// `<target>/e2e-go/<toolchain>/<variant>/<app>` and returns that path. Builds once per process
+/// and (toolchain, app, variant); `go build`'s own cache makes rebuilding in a later process cheap.
 pub fn build_go(go: &Path, app: &str, variant: Variant) -> Result<PathBuf> {
-    static BUILT: OnceLock<Mutex<HashMap<(String, Variant), PathBuf>>> = OnceLock::new();
+    type Key = (PathBuf, String, Variant);
+    static BUILT: OnceLock<Mutex<HashMap<Key, PathBuf>>> = OnceLock::new();
     let built = BUILT.get_or_init(Default::default);
     let mut built = built.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some(p) = built.get(&(app.to_string(), variant)) {
+    let key = (go.to_path_buf(), app.to_string(), variant);
+    if let Some(p) = built.get(&key) {
         return Ok(p.clone());
     }
-    let dir = target_dir().join("e2e-go").join(variant.name());
+    let dir = target_dir().join("e2e-go").join(toolchain_label(go)).join(variant.name());
     std::fs::create_dir_all(&dir).with_context(|| format!("mkdir {}", dir.display()))?;
     let out = dir.join(app);
     let tmp = dir.join(format!(".{app}.{}.tmp", std::process::id()));
@@ -333,7 +352,7 @@ pub fn build_go(go: &Path, app: &str, variant: Variant) -> Result<PathBuf> {
         bail!("go build {app} ({}) failed: {st}\n{so}{se}", variant.name());
     }
     std::fs::rename(&tmp, &out)?;
-    built.insert((app.to_string(), variant), out.clone());
+    built.insert(key, out.clone());
     Ok(out)
 }
 

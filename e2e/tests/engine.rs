@@ -25,7 +25,10 @@ use gotel_e2e::{
 const SINK: &str = env!("CARGO_BIN_EXE_otlp-sink");
 const APP: &str = "engine";
 /// The engine's workload in every test (about 2000 spans).
-const ARGS: &[&str] = &["-workers", "4", "-iters", "50", "-depth", "300", "-deep", "12", "-guards", "3", "-quitters", "8", "-fanout", "6"];
+const ARGS: &[&str] = &[
+    "-workers", "4", "-iters", "50", "-depth", "300", "-deep", "12", "-guards", "3", "-quitters", "8",
+    "-fanout", "6", "-catch", "9", "-blockers", "200",
+];
 
 const RUN_TIMEOUT: Duration = Duration::from_secs(120);
 const SPAN_TIMEOUT: Duration = Duration::from_secs(30);
@@ -33,34 +36,45 @@ const SPAN_TIMEOUT: Duration = Duration::from_secs(30);
 /// What the untraced program does.
 struct Reference {
     stdout: String,
+    code: Option<i32>,
     expect: Expectation,
 }
 
 fn binary(variant: Variant) -> PathBuf {
-    build_go(&go_bin(), APP, variant).expect("go build")
+    binary_with(&go_bin(), variant)
 }
 
-/// Runs the untraced program once per variant.
-fn reference(variant: Variant) -> &'static Reference {
-    static REFS: OnceLock<std::sync::Mutex<HashMap<Variant, &'static Reference>>> = OnceLock::new();
+fn binary_with(go: &Path, variant: Variant) -> PathBuf {
+    build_go(go, APP, variant).expect("go build")
+}
+
+/// Runs the untraced program once per variant and extra arguments.
+fn reference(variant: Variant, extra: &[&str]) -> &'static Reference {
+    reference_with(&go_bin(), variant, extra)
+}
+
+fn reference_with(go: &Path, variant: Variant, extra: &[&str]) -> &'static Reference {
+    type Key = (PathBuf, Variant, Vec<String>);
+    static REFS: OnceLock<std::sync::Mutex<HashMap<Key, &'static Reference>>> = OnceLock::new();
     let refs = REFS.get_or_init(Default::default);
     let mut refs = refs.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some(r) = refs.get(&variant) {
+    let key = (go.to_path_buf(), variant, extra.iter().map(|s| s.to_string()).collect());
+    if let Some(r) = refs.get(&key) {
         return r;
     }
-    let bin = binary(variant);
+    let bin = binary_with(go, variant);
     let dir = tempfile::tempdir().unwrap();
     let exp = dir.path().join("expect.json");
     let mut cmd = Command::new(&bin);
-    cmd.args(ARGS).arg("-expect").arg(&exp);
+    cmd.args(ARGS).args(extra).arg("-expect").arg(&exp);
     let (st, stdout, stderr) = run("engine (untraced)", cmd, RUN_TIMEOUT).unwrap();
-    assert!(st.success(), "untraced engine failed: {st}\n{stderr}");
-    assert!(stdout.ends_with("done\n"), "untraced engine output: {stdout}");
+    assert!(stdout.ends_with("done\n"), "untraced engine failed: {st}\n{stdout}\n{stderr}");
     let r: &'static Reference = Box::leak(Box::new(Reference {
         stdout,
+        code: st.code(),
         expect: Expectation::load(&exp).unwrap(),
     }));
-    refs.insert(variant, r);
+    refs.insert(key, r);
     r
 }
 
@@ -90,6 +104,7 @@ fn info<'a>(
         executable: APP,
         source_suffix: "goapps/engine/main.go",
         source: engine_source(),
+        line_slack: 0,
     }
 }
 
@@ -112,28 +127,40 @@ fn sink_export(sink: &Sink, transport: &str) -> Export {
 
 /// `gotel [env] -- ./engine ARGS`: launch mode.
 fn launch_mode(variant: Variant, transport: &str) {
+    launch_mode_with(variant, transport, &[]);
+}
+
+/// Launch mode with extra program arguments; gotel must exit with the program's exit code.
+fn launch_mode_with(variant: Variant, transport: &str, extra: &[&str]) {
+    launch_mode_go(&go_bin(), variant, transport, extra);
+}
+
+/// Launch mode on a build made with the Go toolchain `go`.
+fn launch_mode_go(go: &Path, variant: Variant, transport: &str, extra: &[&str]) {
     require_environment().unwrap();
-    let r = reference(variant);
+    let r = reference_with(go, variant, extra);
     let dir = tempfile::tempdir().unwrap();
-    let bin = private_copy(&binary(variant), dir.path()).unwrap();
+    let bin = private_copy(&binary_with(go, variant), dir.path()).unwrap();
     let sink = Sink::start(Path::new(SINK), dir.path()).unwrap();
     let exp_path = dir.path().join("expect.json");
 
     let mut cmd = gotel_command(&sink_export(&sink, transport), &r.expect.probes_env());
-    cmd.arg("--").arg(&bin).args(ARGS).arg("-expect").arg(&exp_path);
+    cmd.arg("--").arg(&bin).args(ARGS).args(extra).arg("-expect").arg(&exp_path);
     let t0 = SystemTime::now();
     let (st, stdout, stderr) = run("gotel", cmd, RUN_TIMEOUT).unwrap();
     let t1 = SystemTime::now();
-    assert!(st.success(), "gotel -- engine exited with {st}\nstderr:\n{stderr}");
+    assert_eq!(st.code(), r.code, "gotel -- engine exited with {st}, want the program's {:?}\nstderr:\n{stderr}", r.code);
     assert_eq!(stdout, r.stdout, "traced program's stdout differs from the untraced run");
     let expect = Expectation::load(&exp_path).unwrap();
     assert_eq!(expect.counts, r.expect.counts, "traced program did different work");
 
     let spans = collect_spans(&sink, Expectation::total(&expect.counts));
-    check_spans(
-        &spans,
-        &info(variant, &expect, expect.counts.clone(), None, transport, t0, t1),
-    );
+    let mut info = info(variant, &expect, expect.counts.clone(), None, transport, t0, t1);
+    if go.to_string_lossy().contains("go-1.19") {
+        info.line_slack = 2; // no declaration lines in Go 1.19 binaries
+        info.label = format!("Go 1.19 {}", info.label);
+    }
+    check_spans(&spans, &info);
     // Launch mode misses nothing: the first call of main is there.
     assert_eq!(spans.iter().filter(|s| s.name == "main.first").count(), 1);
 }
@@ -148,7 +175,7 @@ struct Attached {
 }
 
 fn attach(variant: Variant, dir: &Path, export: &Export, by_exe: bool) -> Attached {
-    let r = reference(variant);
+    let r = reference(variant, &[]);
     let bin = private_copy(&binary(variant), dir).unwrap();
     let release = dir.join("release");
     let ready = dir.join("ready");
@@ -167,9 +194,12 @@ fn attach(variant: Variant, dir: &Path, export: &Export, by_exe: bool) -> Attach
     }
     gcmd.arg("--ready-file").arg(&ready);
     let mut gotel = Proc::spawn("gotel", gcmd).unwrap();
-    let attached = gotel_e2e::wait_until(Duration::from_secs(30), || {
-        ready.exists() || gotel.try_wait().ok().flatten().is_some()
-    });
+    // Polled every millisecond: a test may signal gotel right after it says it is ready.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !ready.exists() && gotel.try_wait().ok().flatten().is_none() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let attached = ready.exists();
     assert!(
         ready.exists(),
         "gotel did not create its ready file (attached={attached}, exit={:?})\nstderr:\n{}",
@@ -199,7 +229,7 @@ fn finish(a: &mut Attached, r: &Reference) -> Expectation {
 /// `gotel --pid PID` on a program that is already running.
 fn pid_mode(variant: Variant, transport: &str) {
     require_environment().unwrap();
-    let r = reference(variant);
+    let r = reference(variant, &[]);
     let dir = tempfile::tempdir().unwrap();
     let sink = Sink::start(Path::new(SINK), dir.path()).unwrap();
     let t0 = SystemTime::now();
@@ -227,6 +257,110 @@ fn launch_pie_http_protobuf() {
     launch_mode(Variant::Pie, "http");
 }
 
+/// The program's exit code comes back from gotel, and `os.Exit` loses no span.
+#[test]
+fn launch_exit_code_passes_through() {
+    let r = reference(Variant::Normal, &["-exit", "7"]);
+    assert_eq!(r.code, Some(7));
+    launch_mode_with(Variant::Normal, "grpc", &["-exit", "7"]);
+}
+
+/// A traced call made by a deferred `recover` function while the panicking traced frames are
+/// still on the stack: its span's parent must be a span that exists (safeCall, or explode if
+/// gotel exported unwound calls), never a call that produced no span.
+#[test]
+fn launch_traced_call_in_deferred_recover() {
+    launch_mode_with(Variant::Normal, "http", &["-unwind-calls"]);
+}
+
+/// `GOTEL_PROBES=main.*`: every function of the program, closures, goroutine wrappers and
+/// deferred-call wrappers included, and recursion deeper than gotel's per-goroutine frame limit
+/// (`main.recurse`). The panic and Goexit paths, covered above, are off here.
+#[test]
+fn launch_glob_every_function_of_main() {
+    require_environment().unwrap();
+    let variant = Variant::Normal;
+    let extra = ["-guards", "0", "-catch", "0", "-quitters", "0"];
+    let r = reference(variant, &extra);
+    let dir = tempfile::tempdir().unwrap();
+    let bin = private_copy(&binary(variant), dir.path()).unwrap();
+    let sink = Sink::start(Path::new(SINK), dir.path()).unwrap();
+    let exp_path = dir.path().join("expect.json");
+    let mut cmd = gotel_command(&Export::HttpProtobuf(sink.http_endpoint()), "main.*");
+    cmd.arg("--").arg(&bin).args(ARGS).args(extra).arg("-expect").arg(&exp_path);
+    let t0 = SystemTime::now();
+    let (st, stdout, stderr) = run("gotel", cmd, RUN_TIMEOUT).unwrap();
+    let t1 = SystemTime::now();
+    assert!(st.success(), "gotel -- engine exited with {st}\nstderr:\n{stderr}");
+    assert_eq!(stdout, r.stdout, "traced program's stdout differs from the untraced run");
+    let expect = Expectation::load(&exp_path).unwrap();
+    assert_eq!(expect.counts, r.expect.counts);
+    // Functions never nested deeper than the frame limit: exactly one span per return.
+    let mut want = expect.counts.clone();
+    want.remove("main.bottom"); // called 300 frames down a traced recursion: not traced
+    want.insert("main.main".into(), 1);
+    want.insert("main.writeExpect".into(), 1);
+    let total: usize = Expectation::total(&want);
+    sink.wait_spans(total, SPAN_TIMEOUT).unwrap();
+    let spans = sink.wait_quiet(Duration::from_millis(500), SPAN_TIMEOUT).unwrap();
+    let mut problems = gotel_e2e::check::structural_problems(&spans, t0, t1);
+    let mut got: std::collections::BTreeMap<&str, i64> = Default::default();
+    for s in &spans {
+        *got.entry(s.name.as_str()).or_default() += 1;
+        if !s.name.starts_with("main.") {
+            problems.push(format!("span {:?} is not in package main", s.name));
+        }
+    }
+    for (name, n) in &want {
+        let have = got.get(name.as_str()).copied().unwrap_or(0);
+        if have != *n {
+            problems.push(format!("{name}: {have} spans, want {n}"));
+        }
+    }
+    // main.main is the one root of the main goroutine; everything it calls directly is its child.
+    let main_id = spans.iter().find(|s| s.name == "main.main").map(|s| s.span_id.clone()).unwrap_or_default();
+    for s in spans.iter().filter(|s| ["main.first", "main.catcher", "main.fanout", "main.writeExpect"].contains(&s.name.as_str())) {
+        if s.parent_span_id != main_id {
+            problems.push(format!("{} {}: parent {:?}, want main.main {main_id:?}", s.name, s.span_id, s.parent_span_id));
+        }
+    }
+    // The traced recursion deeper than the frame limit: some frames traced, each under a
+    // recurse / grow / shrinker span.
+    let recurse = got.get("main.recurse").copied().unwrap_or(0);
+    if !(3..=3 * 301).contains(&recurse) {
+        problems.push(format!("main.recurse: {recurse} spans"));
+    }
+    assert!(problems.is_empty(), "{} spans, problems:\n  {}", spans.len(), problems.join("\n  "));
+}
+
+// Older Go toolchains (Debian's, from tools/install-deps.sh): other pclntab layouts, other
+// runtimes. Each must be installed; a missing one fails the test.
+
+#[test]
+fn launch_go1_19_normal() {
+    launch_mode_go(&gotel_e2e::go_version_bin("1.19").unwrap(), Variant::Normal, "http", &[]);
+}
+
+#[test]
+fn launch_go1_19_stripped() {
+    launch_mode_go(&gotel_e2e::go_version_bin("1.19").unwrap(), Variant::Stripped, "grpc", &[]);
+}
+
+#[test]
+fn launch_go1_21_pie() {
+    launch_mode_go(&gotel_e2e::go_version_bin("1.21").unwrap(), Variant::Pie, "http", &[]);
+}
+
+#[test]
+fn launch_go1_22_stripped() {
+    launch_mode_go(&gotel_e2e::go_version_bin("1.22").unwrap(), Variant::Stripped, "grpc", &[]);
+}
+
+#[test]
+fn launch_go1_23_normal() {
+    launch_mode_go(&gotel_e2e::go_version_bin("1.23").unwrap(), Variant::Normal, "http", &[]);
+}
+
 #[test]
 fn pid_normal_grpc() {
     pid_mode(Variant::Normal, "grpc");
@@ -242,12 +376,42 @@ fn pid_pie_grpc() {
     pid_mode(Variant::Pie, "grpc");
 }
 
+/// Another process of the same executable file (same inode), running at the same time, is not
+/// traced by `gotel --pid` on the first one.
+#[test]
+fn pid_other_process_of_same_file_untouched() {
+    require_environment().unwrap();
+    let variant = Variant::Normal;
+    let r = reference(variant, &[]);
+    let dir = tempfile::tempdir().unwrap();
+    let sink = Sink::start(Path::new(SINK), dir.path()).unwrap();
+    let t0 = SystemTime::now();
+    let mut a = attach(variant, dir.path(), &Export::Grpc(sink.grpc_endpoint()), false);
+    let pid = a.program.pid();
+    // The same file, started after gotel attached, released together with the traced one.
+    let other_dir = dir.path().join("other");
+    std::fs::create_dir(&other_dir).unwrap();
+    let mut ocmd = Command::new(dir.path().join(APP));
+    ocmd.args(ARGS).arg("-wait-file").arg(&a.release).arg("-expect").arg(other_dir.join("expect.json"));
+    let mut other = Proc::spawn("engine-other", ocmd).unwrap();
+    other.wait_stderr_line("engine: waiting", Duration::from_secs(30)).unwrap();
+    let expect = finish(&mut a, r);
+    let ost = other.wait_timeout(RUN_TIMEOUT).unwrap();
+    assert!(ost.success(), "untraced engine exited with {ost}");
+    assert_eq!(other.stdout_string(), r.stdout);
+    let t1 = SystemTime::now();
+    let counts = expect.counts_without_startup();
+    let spans = collect_spans(&sink, Expectation::total(&counts));
+    // Every span must carry the traced pid (checked for each span) and the counts must be exact.
+    check_spans(&spans, &info(variant, &expect, counts, Some(pid), "grpc", t0, t1));
+}
+
 /// `gotel --exe PATH` started before the program: finds it once it runs.
 #[test]
 fn exe_normal_http_protobuf() {
     require_environment().unwrap();
     let variant = Variant::Normal;
-    let r = reference(variant);
+    let r = reference(variant, &[]);
     let dir = tempfile::tempdir().unwrap();
     let sink = Sink::start(Path::new(SINK), dir.path()).unwrap();
     let t0 = SystemTime::now();
@@ -255,12 +419,19 @@ fn exe_normal_http_protobuf() {
     let pid = a.program.pid();
     let expect = finish(&mut a, r);
     let t1 = SystemTime::now();
-    // --exe keeps waiting for the next process of that executable; SIGTERM, even right after the
+    // --exe keeps waiting for the next process of that executable; SIGTERM, even soon after the
     // target exited, flushes and ends it with 0.
-    assert!(a.gotel.try_wait().unwrap().is_none(), "gotel --exe exited when its first target did");
+    std::thread::sleep(Duration::from_millis(300));
+    if let Some(st) = a.gotel.try_wait().unwrap() {
+        panic!("gotel --exe exited ({st}) after its first target did, instead of waiting for the next\nstderr:\n{}", a.gotel.stderr_string());
+    }
     a.gotel.signal(libc::SIGTERM);
     let gst = a.gotel.wait_timeout(Duration::from_secs(30)).unwrap();
-    assert!(gst.success(), "gotel --exe exited with {gst} on SIGTERM\nstderr:\n{}", a.gotel.stderr_string());
+    assert!(
+        gst.success(),
+        "gotel --exe ended with {gst} (SIGTERM was sent 300 ms after its target exited)\nstderr:\n{}",
+        a.gotel.stderr_string()
+    );
     let counts = expect.counts_without_startup();
     let spans = collect_spans(&sink, Expectation::total(&counts));
     check_spans(&spans, &info(variant, &expect, counts, Some(pid), "http", t0, t1));
@@ -271,7 +442,7 @@ fn exe_normal_http_protobuf() {
 fn console_exporter_pid_normal() {
     require_environment().unwrap();
     let variant = Variant::Normal;
-    let r = reference(variant);
+    let r = reference(variant, &[]);
     let dir = tempfile::tempdir().unwrap();
     let t0 = SystemTime::now();
     let mut a = attach(variant, dir.path(), &Export::Console, false);
@@ -301,12 +472,49 @@ fn console_exporter_pid_normal() {
     check_spans(&spans, &info(variant, &expect, counts, Some(pid), "console", t0, t1));
 }
 
+/// Launch mode, SIGTERM to gotel: passed on to the program (which dies of it, as Go programs do),
+/// spans of the calls that returned are flushed, gotel ends.
+#[test]
+fn launch_sigterm_is_passed_on_and_spans_flushed() {
+    require_environment().unwrap();
+    let variant = Variant::Normal;
+    let r = reference(variant, &[]);
+    let dir = tempfile::tempdir().unwrap();
+    let bin = private_copy(&binary(variant), dir.path()).unwrap();
+    let sink = Sink::start(Path::new(SINK), dir.path()).unwrap();
+    let never = dir.path().join("never-released");
+    let mut cmd = gotel_command(&Export::Grpc(sink.grpc_endpoint()), &r.expect.probes_env());
+    cmd.arg("--").arg(&bin).args(ARGS).arg("-wait-file").arg(&never);
+    let mut gotel = Proc::spawn("gotel", cmd).unwrap();
+    // main.first has returned and the inflight goroutines are blocked inside inflight.
+    gotel.wait_stderr_line("engine: waiting", Duration::from_secs(30)).unwrap();
+    let child: Vec<u32> = std::fs::read_to_string(format!("/proc/{}/task/{}/children", gotel.pid(), gotel.pid()))
+        .unwrap_or_default()
+        .split_whitespace()
+        .filter_map(|p| p.parse().ok())
+        .collect();
+    assert_eq!(child.len(), 1, "gotel's children: {child:?}");
+    gotel.signal(libc::SIGTERM);
+    let st = gotel.wait_timeout(Duration::from_secs(40)).unwrap();
+    // README: detach, flush, exit 0 (the child's own status would be 128+15 = 143).
+    assert!(matches!(st.code(), Some(0) | Some(143)), "gotel exited with {st}\nstderr:\n{}", gotel.stderr_string());
+    assert!(
+        !Path::new(&format!("/proc/{}", child[0])).exists()
+            || std::fs::read_to_string(format!("/proc/{}/stat", child[0])).unwrap_or_default().contains(") Z "),
+        "the program (pid {}) is still running after gotel ended",
+        child[0]
+    );
+    let spans = sink.wait_spans(1, SPAN_TIMEOUT).unwrap();
+    let names: Vec<&str> = spans.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(names, ["main.first"], "only main.first returned before the SIGTERM");
+}
+
 /// SIGTERM detaches: gotel exits 0, and the program then runs untraced with unchanged output.
 #[test]
 fn pid_sigterm_detaches() {
     require_environment().unwrap();
     let variant = Variant::Normal;
-    let r = reference(variant);
+    let r = reference(variant, &[]);
     let dir = tempfile::tempdir().unwrap();
     let sink = Sink::start(Path::new(SINK), dir.path()).unwrap();
     let mut a = attach(variant, dir.path(), &Export::Grpc(sink.grpc_endpoint()), false);

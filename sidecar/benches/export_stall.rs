@@ -1,9 +1,19 @@
-//! Latency of single OTLP/HTTP exports with the exporter gotel uses (opentelemetry-otlp,
-//! `reqwest-blocking-client`), called two ways:
+//! Latency of single OTLP/HTTP exports with the exporter as gotel's features build it
+//! (opentelemetry-otlp `http-proto`; with `reqwest-client` enabled the async client wins), called
+//! three ways:
 //!
-//! * `worker`: awaited on a tokio multi-thread runtime's worker, as `export::export_loop` does;
 //! * `thread`: on a dedicated OS thread that drives the export future itself (a current-thread
-//!   runtime's `block_on`), as the OpenTelemetry SDK's BatchSpanProcessor does.
+//!   runtime's `block_on`), as the OpenTelemetry SDK's BatchSpanProcessor does;
+//! * `worker`: awaited in a fresh task on a tokio multi-thread runtime's worker, one per export;
+//! * `worker-task`: one long-lived task on a worker awaiting one export after the other, the
+//!   shape of `export::export_loop`.
+//!
+//! A regression check: with the blocking reqwest client awaited on a runtime worker, exports
+//! stalled for the whole client timeout (or for good) every few hundred exports, and the bounded
+//! queue dropped everything meanwhile.
+//!
+//! Each mode gets `BENCH_DEADLINE_SECS` (default 60); a mode still waiting on an export then is
+//! reported as hung with the number of exports it completed.
 //!
 //! bench/run.sh runs it against bench/goapps/sink; by hand:
 //! `OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:PORT cargo bench -p gotel --bench export_stall`.
@@ -80,63 +90,89 @@ fn stats(mode: &str, mut lat: Vec<f64>, failures: u64, wall: f64) -> serde_json:
     })
 }
 
-fn main() {
-    let n: usize = env_or("BENCH_EXPORTS", 400);
-    let size: usize = env_or("BENCH_BATCH", 512);
-    let spans = batch(size);
-    let mut results = Vec::new();
+/// Exports done so far by the running mode (for the report when it hangs).
+static DONE: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
-    // gotel's way: awaited on a runtime worker (2 workers, as gotel's main).
-    {
+fn measure(mode: &'static str, n: usize, spans: Vec<SpanData>) -> serde_json::Value {
+    use std::sync::atomic::Ordering::Relaxed;
+    if mode == "worker-task" {
+        // gotel's shape exactly (export::export_loop): one long-lived task on a runtime worker
+        // awaiting one export after the other.
         let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-        let spans = spans.clone();
-        let r = rt.block_on(async move {
+        return rt.block_on(async move {
             tokio::spawn(async move {
                 let exp = exporter();
                 let (mut lat, mut failures) = (Vec::with_capacity(n), 0);
                 let start = Instant::now();
                 for _ in 0..n {
                     let t = Instant::now();
-                    if exp.export(spans.clone()).await.is_err() {
-                        failures += 1;
-                    }
+                    failures += exp.export(spans.clone()).await.is_err() as u64;
                     lat.push(t.elapsed().as_secs_f64() * 1e3);
+                    DONE.store(lat.len(), Relaxed);
+                    if t.elapsed() > Duration::from_secs(1) {
+                        eprintln!("export_stall: {mode}: export {} took {:?}", lat.len(), t.elapsed());
+                    }
                 }
-                stats("worker", lat, failures, start.elapsed().as_secs_f64())
+                stats(mode, lat, failures, start.elapsed().as_secs_f64())
             })
             .await
             .unwrap()
         });
-        eprintln!("export_stall: {r}");
-        results.push(r);
     }
-
-    // The SDK's way: a dedicated thread drives the export.
-    {
-        let spans = spans.clone();
-        let r = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-            let exp = exporter();
-            let (mut lat, mut failures) = (Vec::with_capacity(n), 0);
-            let start = Instant::now();
-            for _ in 0..n {
-                let t = Instant::now();
-                if rt.block_on(exp.export(spans.clone())).is_err() {
-                    failures += 1;
-                }
-                lat.push(t.elapsed().as_secs_f64() * 1e3);
+    let exp = exporter();
+    let (mut lat, mut failures) = (Vec::with_capacity(n), 0);
+    let start = Instant::now();
+    let rt = (mode == "thread").then(|| tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap());
+    let worker = (mode == "worker").then(|| tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap());
+    let exp = std::sync::Arc::new(exp);
+    for _ in 0..n {
+        let t = Instant::now();
+        let ok = match (&rt, &worker) {
+            // The SDK's way: this dedicated thread drives the export future.
+            (Some(rt), _) => rt.block_on(exp.export(spans.clone())).is_ok(),
+            // Awaited inside a fresh task on a runtime worker, one task per export.
+            (_, Some(w)) => {
+                let (exp, spans) = (exp.clone(), spans.clone());
+                w.block_on(async move { tokio::spawn(async move { exp.export(spans).await.is_ok() }).await.unwrap() })
             }
-            stats("thread", lat, failures, start.elapsed().as_secs_f64())
-        })
-        .join()
-        .unwrap();
+            _ => unreachable!(),
+        };
+        failures += (!ok) as u64;
+        lat.push(t.elapsed().as_secs_f64() * 1e3);
+        DONE.store(lat.len(), Relaxed);
+        if t.elapsed() > Duration::from_secs(1) {
+            eprintln!("export_stall: {mode}: export {} took {:?}", lat.len(), t.elapsed());
+        }
+    }
+    stats(mode, lat, failures, start.elapsed().as_secs_f64())
+}
+
+fn main() {
+    use std::sync::atomic::Ordering::Relaxed;
+    let n: usize = env_or("BENCH_EXPORTS", 400);
+    let size: usize = env_or("BENCH_BATCH", 512);
+    let deadline = Duration::from_secs(env_or("BENCH_DEADLINE_SECS", 60));
+    let spans = batch(size);
+    let mut results = Vec::new();
+    for mode in ["thread", "worker", "worker-task"] {
+        DONE.store(0, Relaxed);
+        let (tx, rx) = std::sync::mpsc::channel();
+        let spans = spans.clone();
+        std::thread::spawn(move || {
+            let _ = tx.send(measure(mode, n, spans));
+        });
+        let r = match rx.recv_timeout(deadline) {
+            Ok(r) => r,
+            // Left behind: the process exits at the end without joining it.
+            Err(_) => json!({ "mode": mode, "hung": true, "exports_completed": DONE.load(Relaxed), "deadline_seconds": deadline.as_secs() }),
+        };
         eprintln!("export_stall: {r}");
         results.push(r);
     }
-
-    let text = serde_json::to_string_pretty(&json!({ "batch": size, "results": results })).unwrap();
+    let text = serde_json::to_string_pretty(&json!({ "batch": size, "exports_per_mode": n, "results": results })).unwrap();
     match std::env::var("BENCH_OUT") {
         Ok(path) if !path.is_empty() => std::fs::write(&path, text + "\n").expect("BENCH_OUT"),
         _ => println!("{text}"),
     }
+    std::process::exit(0);
 }

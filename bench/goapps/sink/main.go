@@ -1,14 +1,17 @@
-// sink is a minimal OTLP/HTTP trace receiver for the benchmarks: it accepts POST /v1/traces
-// (application/x-protobuf, optionally gzip) and counts requests, bytes and spans without
-// keeping them, so it costs the machine little while gotel or the Go SDK export to it.
+// sink is a minimal OTLP trace receiver for the benchmarks: OTLP/HTTP POST /v1/traces
+// (application/x-protobuf, optionally gzip) and OTLP/gRPC TraceService/Export. It counts
+// requests, bytes and spans without keeping them, so it costs the machine little while gotel
+// or the Go SDK export to it.
 //
-//	sink -addr 127.0.0.1:0 -port-file FILE
+//	sink -addr 127.0.0.1:0 -grpc-addr 127.0.0.1:0 -port-file FILE
 //
-// GET /count returns {"requests":N,"bytes":N,"spans":N}; POST /reset zeroes the counters.
+// FILE gets "HTTP_PORT GRPC_PORT". GET /count (on the HTTP port) returns
+// {"requests":N,"bytes":N,"spans":N} over both transports; POST /reset zeroes the counters.
 package main
 
 import (
 	"compress/gzip"
+	"context"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -18,7 +21,29 @@ import (
 	"net/http"
 	"os"
 	"sync/atomic"
+
+	coltrace "go.opentelemetry.io/proto/otlp/collector/trace/v1"
+	"google.golang.org/grpc"
+	_ "google.golang.org/grpc/encoding/gzip" // accept gzip-compressed exports
+	"google.golang.org/protobuf/proto"
 )
+
+type grpcTraces struct {
+	coltrace.UnimplementedTraceServiceServer
+}
+
+func (grpcTraces) Export(_ context.Context, req *coltrace.ExportTraceServiceRequest) (*coltrace.ExportTraceServiceResponse, error) {
+	var n int64
+	for _, rs := range req.ResourceSpans {
+		for _, ss := range rs.ScopeSpans {
+			n += int64(len(ss.Spans))
+		}
+	}
+	requests.Add(1)
+	bodyBytes.Add(int64(proto.Size(req)))
+	spans.Add(n)
+	return &coltrace.ExportTraceServiceResponse{}, nil
+}
 
 var requests, bodyBytes, spans atomic.Int64
 
@@ -134,13 +159,22 @@ func traces(w http.ResponseWriter, r *http.Request) {
 
 func main() {
 	addr := flag.String("addr", "127.0.0.1:0", "listen address")
-	portFile := flag.String("port-file", "", "write the chosen port here")
+	grpcAddr := flag.String("grpc-addr", "127.0.0.1:0", "gRPC listen address")
+	portFile := flag.String("port-file", "", "write \"HTTP_PORT GRPC_PORT\" here")
 	flag.Parse()
 	ln, err := net.Listen("tcp", *addr)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "sink:", err)
 		os.Exit(1)
 	}
+	gln, err := net.Listen("tcp", *grpcAddr)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "sink:", err)
+		os.Exit(1)
+	}
+	gs := grpc.NewServer(grpc.MaxRecvMsgSize(64 << 20))
+	coltrace.RegisterTraceServiceServer(gs, grpcTraces{})
+	go gs.Serve(gln)
 	mux := http.NewServeMux()
 	mux.HandleFunc("/v1/traces", traces)
 	mux.HandleFunc("/count", func(w http.ResponseWriter, r *http.Request) {
@@ -151,12 +185,12 @@ func main() {
 		bodyBytes.Store(0)
 		spans.Store(0)
 	})
-	port := ln.Addr().(*net.TCPAddr).Port
+	port, gport := ln.Addr().(*net.TCPAddr).Port, gln.Addr().(*net.TCPAddr).Port
 	if *portFile != "" {
 		tmp := *portFile + ".tmp"
-		os.WriteFile(tmp, []byte(fmt.Sprintf("%d\n", port)), 0o644)
+		os.WriteFile(tmp, []byte(fmt.Sprintf("%d %d\n", port, gport)), 0o644)
 		os.Rename(tmp, *portFile)
 	}
-	fmt.Printf("listening on 127.0.0.1:%d\n", port)
+	fmt.Printf("http 127.0.0.1:%d grpc 127.0.0.1:%d\n", port, gport)
 	http.Serve(ln, mux)
 }

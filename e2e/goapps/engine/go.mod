@@ -1,3 +1,3 @@
 module gotel.test/engine
 
-go 1.22
+go 1.19

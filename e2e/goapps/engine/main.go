@@ -2,19 +2,25 @@
 //
 // It calls a set of //go:noinline functions in ways that are hard for a uprobe tracer:
 // concurrent goroutines, nesting (top -> middle -> leaf / (*Store).Get), several RET paths,
-// stack growth while a traced frame is live (grow, deep), panic then recover (guard -> safeCall ->
-// mayPanic -> explode), runtime.Goexit inside a traced call (quitter), goroutines spawned from a
-// traced call (fanout -> child), and a call that is the very first statement of main (first).
+// stack growth while a traced frame is live (grow; deep, whose own prologue calls morestack),
+// the GC shrinking a stack below a live traced frame (shrinker), panic then recover in a traced
+// caller (guard -> safeCall -> mayPanic -> explode) and in an untraced one (catcher -> catch ->
+// thrower, then sibling), runtime.Goexit inside a traced call (quitter, whose g's are reused
+// later), goroutines spawned from a traced call (fanout -> child), 200 goroutines inside one
+// traced call at once (blocker), calls in progress while a tracer attaches by pid (inflight),
+// and a call that is the very first statement of main (first).
 //
 // Everything it prints on stdout is computed from the work and is the same with and without
 // tracing. With -expect FILE it also writes, as JSON, how many calls of each traced function
 // returned normally (the spans a tracer must produce) and which parents each may have.
 //
 //	engine [-workers N] [-iters N] [-depth N] [-deep N] [-guards N] [-quitters N] [-fanout N]
+//	       [-catch N] [-blockers N] [-inflight N] [-unwind-calls] [-exit CODE]
 //	       [-wait-file PATH] [-expect PATH]
 //
-// With -wait-file the program calls first(), prints "engine: waiting" on stderr, and then waits
-// (at most 120 s) until PATH exists before doing the work, so a tracer can attach to its pid.
+// With -wait-file the program calls first(), starts the inflight goroutines, prints
+// "engine: waiting" on stderr, and then waits (at most 120 s) until PATH exists before doing the
+// work, so a tracer can attach to its pid. ENGINE_TIMING=1 prints each phase's duration on stderr.
 package main
 
 import (
@@ -33,8 +39,11 @@ import (
 var (
 	cFirst, cTop, cMiddle, cLeaf, cGet, cGrow, cBottom, cDeep                      atomic.Int64
 	cGuard, cSafeCall, cMayPanic, cExplode, cAfterPanic, cQuitter, cFanout, cChild atomic.Int64
+	cOnUnwind, cThrower, cSibling, cCatcher, cShrinker, cAfterShrink, cBlocker     atomic.Int64
 	// Calls that never returned (unwound by panic or Goexit).
-	uMayPanic, uExplode, uQuitter atomic.Int64
+	uMayPanic, uExplode, uQuitter, uThrower atomic.Int64
+	// Calls in progress when -wait-file was released (entered before a tracer attached by pid).
+	cInflight, cAfterAttach, cPostInflight atomic.Int64
 )
 
 //go:noinline
@@ -68,6 +77,9 @@ func (s *Store) Get(k int) int {
 }
 
 var store = &Store{m: map[int]int{}}
+
+// unwindCalls (-unwind-calls) makes safeCall's deferred recover call the traced onUnwind.
+var unwindCalls bool
 
 //go:noinline
 func leaf(x int) int {
@@ -196,11 +208,22 @@ func safeCall(x int) (res int) {
 	defer func() {
 		if r := recover(); r != nil {
 			res = -1000 - x
+			if unwindCalls {
+				// A traced call made by the deferred function while the panicking
+				// frames (mayPanic, explode) are still on the stack below it.
+				res += x - onUnwind(x)
+			}
 		}
 		cSafeCall.Add(1)
 	}()
 	res = mayPanic(x)
 	return res
+}
+
+//go:noinline
+func onUnwind(x int) int {
+	cOnUnwind.Add(1)
+	return x
 }
 
 //go:noinline
@@ -218,6 +241,102 @@ func guard(n int) int {
 	}
 	cGuard.Add(1)
 	return s
+}
+
+// ---- a panic recovered by an untraced function, then more traced calls ----
+
+//go:noinline
+func thrower(x int) int {
+	if x%2 == 0 {
+		uThrower.Add(1)
+		panic(x)
+	}
+	cThrower.Add(1)
+	return x * 7
+}
+
+// catch is not traced: the traced thrower it calls may be unwound without any traced return
+// before the next traced call (sibling) on the same goroutine.
+//
+//go:noinline
+func catch(x int) (r int) {
+	defer func() {
+		if recover() != nil {
+			r = -x
+		}
+	}()
+	return thrower(x)
+}
+
+//go:noinline
+func sibling(x int) int {
+	cSibling.Add(1)
+	return x + 1
+}
+
+//go:noinline
+func catcher(n int) int {
+	s := 0
+	for x := 0; x < n; x++ {
+		s += catch(x)
+		s += sibling(x)
+	}
+	cCatcher.Add(1)
+	return s
+}
+
+// ---- the stack shrunk by the GC while a traced frame is live ----
+
+//go:noinline
+func afterShrink(x int) int {
+	cAfterShrink.Add(1)
+	return x % 1000
+}
+
+//go:noinline
+func shrinker(depth int, parked chan<- struct{}, resume <-chan struct{}) int {
+	r := recurse(depth) // grows the stack a lot, then returns
+	parked <- struct{}{}
+	<-resume // meanwhile runtime.GC() shrinks (copies) this goroutine's now mostly unused stack
+	r += afterShrink(r)
+	cShrinker.Add(1)
+	return r
+}
+
+// ---- many goroutines inside a traced call at once ----
+
+//go:noinline
+func blocker(i int, started *sync.WaitGroup, gate <-chan struct{}) int {
+	started.Done()
+	<-gate
+	cBlocker.Add(1)
+	return i * 2
+}
+
+// ---- calls in progress while a tracer attaches ----
+
+//go:noinline
+func afterAttach(i int) int {
+	cAfterAttach.Add(1)
+	return i + 100
+}
+
+//go:noinline
+func postInflight(i int) int {
+	cPostInflight.Add(1)
+	return i * 3
+}
+
+// inflight is entered before -wait-file is released: a tracer attaching by pid sees its return
+// but never its entry.
+//
+//go:noinline
+func inflight(i int, entered *sync.WaitGroup, gate <-chan struct{}) int {
+	entered.Done()
+	<-gate
+	r := afterAttach(i)
+	cInflight.Add(1)
+	return r
 }
 
 // ---- runtime.Goexit inside a traced call ----
@@ -276,7 +395,7 @@ type expectation struct {
 	Probes []string `json:"probes"`
 }
 
-func writeExpect(path string, guards, fan int) {
+func writeExpect(path string, guards, fan, catchN int) {
 	e := expectation{
 		Counts: map[string]int64{
 			"main.first":        cFirst.Load(),
@@ -295,12 +414,23 @@ func writeExpect(path string, guards, fan int) {
 			"main.quitter":      cQuitter.Load(),
 			"main.fanout":       cFanout.Load(),
 			"main.child":        cChild.Load(),
+			"main.onUnwind":     cOnUnwind.Load(),
+			"main.thrower":      cThrower.Load(),
+			"main.sibling":      cSibling.Load(),
+			"main.catcher":      cCatcher.Load(),
+			"main.shrinker":     cShrinker.Load(),
+			"main.afterShrink":  cAfterShrink.Load(),
+			"main.blocker":      cBlocker.Load(),
+			"main.inflight":     cInflight.Load(),
+			"main.afterAttach":  cAfterAttach.Load(),
+			"main.postInflight": cPostInflight.Load(),
 		},
-		Startup: map[string]int64{"main.first": 1},
+		Startup: map[string]int64{"main.first": 1, "main.inflight": cInflight.Load()},
 		Unwound: map[string]int64{
 			"main.mayPanic": uMayPanic.Load(),
 			"main.explode":  uExplode.Load(),
 			"main.quitter":  uQuitter.Load(),
+			"main.thrower":  uThrower.Load(),
 		},
 		Parents: map[string][]string{
 			"main.first":        {""},
@@ -309,7 +439,7 @@ func writeExpect(path string, guards, fan int) {
 			"main.leaf":         {"main.middle"},
 			"main.(*Store).Get": {"main.middle"},
 			"main.grow":         {""},
-			"main.bottom":       {"main.grow"},
+			"main.bottom":       {"main.grow", "main.shrinker"},
 			"main.deep":         {"", "main.deep"},
 			"main.guard":        {""},
 			"main.safeCall":     {"main.guard"},
@@ -318,13 +448,28 @@ func writeExpect(path string, guards, fan int) {
 			"main.fanout":       {""},
 			// Another goroutine: a root, or the spawning fanout call if the tracer links them.
 			"main.child": {"", "main.fanout"},
+			// Called by safeCall's deferred function while explode is unwinding: either
+			// parent is defensible, but it must be a span that exists.
+			"main.onUnwind":    {"main.safeCall", "main.explode"},
+			"main.thrower":     {"main.catcher"},
+			"main.sibling":     {"main.catcher"},
+			"main.catcher":     {""},
+			"main.shrinker":    {""},
+			"main.afterShrink": {"main.shrinker"},
+			"main.blocker":     {""},
+			// Under inflight, or a root when inflight's entry was not seen (attached later).
+			"main.afterAttach":  {"main.inflight", ""},
+			"main.inflight":     {""},
+			"main.postInflight": {""},
 		},
 		Children: map[string]map[string][2]int{
 			"main.top":          {"main.middle": {3, 4}},
 			"main.middle":       {"main.leaf": {0, 1}, "main.(*Store).Get": {0, 1}},
 			"main.grow":         {"main.bottom": {1, 1}},
 			"main.deep":         {"main.deep": {0, 1}},
-			"main.safeCall":     {"main.mayPanic": {0, 1}},
+			"main.safeCall":     {"main.mayPanic": {0, 1}, "main.onUnwind": {0, 1}},
+			"main.catcher":      {"main.thrower": {0, catchN}, "main.sibling": {catchN, catchN}},
+			"main.shrinker":     {"main.bottom": {1, 1}, "main.afterShrink": {1, 1}},
 			"main.guard":        {"main.safeCall": {10, 10 + guards - 1}, "main.afterPanic": {10, 10 + guards - 1}},
 			"main.fanout":       {"main.child": {0, fan}},
 			"main.first":        {},
@@ -334,6 +479,14 @@ func writeExpect(path string, guards, fan int) {
 			"main.mayPanic":     {},
 			"main.afterPanic":   {},
 			"main.child":        {},
+			"main.onUnwind":     {},
+			"main.thrower":      {},
+			"main.sibling":      {},
+			"main.afterShrink":  {},
+			"main.blocker":      {},
+			"main.afterAttach":  {},
+			"main.postInflight": {},
+			"main.inflight":     {"main.afterAttach": {1, 1}},
 		},
 	}
 	for k := range e.Counts {
@@ -349,6 +502,16 @@ func writeExpect(path string, guards, fan int) {
 		fmt.Fprintln(os.Stderr, "engine:", err)
 		os.Exit(2)
 	}
+}
+
+// phase notes on stderr how long the work before it took, when ENGINE_TIMING is set.
+var phaseStart = time.Now()
+
+func phase(name string) {
+	if os.Getenv("ENGINE_TIMING") != "" {
+		fmt.Fprintf(os.Stderr, "engine: %-9s %v\n", name, time.Since(phaseStart))
+	}
+	phaseStart = time.Now()
 }
 
 func waitFor(path string) {
@@ -376,6 +539,11 @@ func main() {
 	guards := flag.Int("guards", 3, "goroutines running guard (panic/recover)")
 	quitters := flag.Int("quitters", 8, "goroutines calling quitter (runtime.Goexit)")
 	fan := flag.Int("fanout", 6, "goroutines spawned by fanout")
+	catchN := flag.Int("catch", 9, "calls of catch (panic recovered by an untraced function)")
+	blockers := flag.Int("blockers", 200, "goroutines inside blocker at once")
+	nInflight := flag.Int("inflight", 4, "goroutines inside inflight while waiting for -wait-file")
+	exitCode := flag.Int("exit", 0, "exit with this code after the work")
+	flag.BoolVar(&unwindCalls, "unwind-calls", false, "call the traced onUnwind from a deferred recover during a panic")
 	waitFile := flag.String("wait-file", "", "wait until this file exists before working")
 	expect := flag.String("expect", "", "write the expected spans (JSON) to this file")
 	flag.Parse()
@@ -383,10 +551,31 @@ func main() {
 		*deepN = 24
 	}
 
+	// Goroutines inside a traced call before the wait (a tracer attaching by pid misses
+	// their entries), released right after it.
+	var inflightWG, entered sync.WaitGroup
+	gate := make(chan struct{})
+	var inflightSum atomic.Int64
+	for i := 0; i < *nInflight; i++ {
+		entered.Add(1)
+		inflightWG.Add(1)
+		go func(i int) {
+			defer inflightWG.Done()
+			r := inflight(i, &entered, gate)
+			r += postInflight(i) // the same goroutine, after the unmatched return
+			inflightSum.Add(int64(r))
+		}(i)
+	}
+	entered.Wait()
+
 	if *waitFile != "" {
 		waitFor(*waitFile)
 	}
-	fmt.Printf("first: %d\n", f)
+	phaseStart = time.Now()
+	close(gate)
+	inflightWG.Wait()
+	fmt.Printf("first: %d inflight: %d\n", f, inflightSum.Load())
+	phase("first")
 
 	// Goexit first, so that later goroutines reuse the g structures of the dead ones.
 	{
@@ -398,6 +587,7 @@ func main() {
 		}
 		wg.Wait()
 		fmt.Printf("quitters: %d sum=%d\n", *quitters, sum.Load())
+		phase("quitters")
 	}
 
 	// Panic and recover, several goroutines at once.
@@ -413,6 +603,43 @@ func main() {
 		}
 		wg.Wait()
 		fmt.Printf("guards: %v\n", res)
+		phase("guards")
+	}
+
+	// A panic recovered by an untraced function, on the main goroutine.
+	fmt.Printf("catcher: %d\n", catcher(*catchN))
+	phase("catcher")
+
+	// The GC shrinks a stack below a live traced frame.
+	{
+		parked, resume, done := make(chan struct{}), make(chan struct{}), make(chan int)
+		go func() { done <- shrinker(*depth, parked, resume) }()
+		<-parked
+		runtime.GC()
+		runtime.GC()
+		close(resume)
+		fmt.Printf("shrinker: %d\n", <-done)
+		phase("shrinker")
+	}
+
+	// Many goroutines inside one traced function at the same time.
+	{
+		var started, wg sync.WaitGroup
+		gate := make(chan struct{})
+		var sum atomic.Int64
+		for i := 0; i < *blockers; i++ {
+			started.Add(1)
+			wg.Add(1)
+			go func(i int) {
+				defer wg.Done()
+				sum.Add(int64(blocker(i, &started, gate)))
+			}(i)
+		}
+		started.Wait()
+		close(gate)
+		wg.Wait()
+		fmt.Printf("blockers: %d sum=%d\n", *blockers, sum.Load())
+		phase("blockers")
 	}
 
 	// Stack growth: in fresh goroutines (small stacks), while grow / deep frames are live.
@@ -432,10 +659,12 @@ func main() {
 		}
 		wg.Wait()
 		fmt.Printf("stack: %v\n", res)
+		phase("stack")
 	}
 
 	// Goroutines spawned from inside a traced call.
 	fmt.Printf("fanout: %d\n", fanout(*fan))
+	phase("fanout")
 
 	// The main load: nesting on several goroutines at once.
 	for k := 0; k < 16; k++ {
@@ -460,10 +689,14 @@ func main() {
 		}
 		wg.Wait()
 		fmt.Printf("workers: %v\n", res)
+		phase("workers")
 	}
 
 	if *expect != "" {
-		writeExpect(*expect, *guards, *fan)
+		writeExpect(*expect, *guards, *fan, *catchN)
 	}
 	fmt.Println("done")
+	if *exitCode != 0 {
+		os.Exit(*exitCode)
+	}
 }

@@ -1,0 +1,3 @@
+module gotel.bench/bigbin
+
+go 1.22

@@ -1,0 +1,3 @@
+module gotel.fuzz/hello
+
+go 1.22
