@@ -161,7 +161,27 @@ impl AnyExporter {
     }
 }
 
+/// Values the exporter would otherwise take or ignore silently.
+fn check_otlp_env() -> Result<(), Failure> {
+    for var in ["OTEL_EXPORTER_OTLP_COMPRESSION", "OTEL_EXPORTER_OTLP_TRACES_COMPRESSION"] {
+        if let Some(v) = env(var) {
+            if !["gzip", "zstd", "none"].contains(&v.as_str()) {
+                return Err(Failure::config(format!("{var}={v}: use gzip, zstd (grpc only) or none")));
+            }
+        }
+    }
+    for var in ["OTEL_EXPORTER_OTLP_HEADERS", "OTEL_EXPORTER_OTLP_TRACES_HEADERS"] {
+        if let Some(v) = env(var) {
+            if v.split(',').any(|kv| !kv.trim().is_empty() && kv.split_once('=').is_none_or(|(k, _)| k.trim().is_empty())) {
+                return Err(Failure::config(format!("{var}: expected key=value pairs separated by commas, got {v:?}")));
+            }
+        }
+    }
+    Ok(())
+}
+
 fn otlp_exporter() -> Result<opentelemetry_otlp::SpanExporter, Failure> {
+    check_otlp_env()?;
     for var in ["OTEL_EXPORTER_OTLP_CERTIFICATE", "OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE"] {
         if let Some(v) = env(var) {
             // Refusing is safer than silently sending to an unverified peer.

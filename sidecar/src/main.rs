@@ -51,7 +51,7 @@ fn main() -> ProcessExit {
     match result {
         Ok(code) => ProcessExit::from(code as u8),
         Err(f) => {
-            tracing::error!("{f}");
+            // One message, on stderr, whatever the log filter.
             eprintln!("gotel: {f}");
             ProcessExit::from(f.code as u8)
         }

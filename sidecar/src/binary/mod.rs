@@ -188,7 +188,7 @@ impl GoBinary {
             // The linker names ABI0 wrappers `f.abi0` in .symtab: the real function is `f`.
             functions.retain(|f| !f.name.ends_with(".abi0"));
         }
-        bin.functions = dedup_abi_wrappers(functions, |f| bin.code(f).map(|c| c.to_vec()));
+        bin.functions = dedup_abi_wrappers(functions, |f| bin.code(f));
         bin.functions.sort_by(|a, b| a.name.cmp(&b.name));
         bin.dwarf = match DwarfInfo::load(&|name| bin.section_data(name)) {
             Ok(d) => d,
@@ -325,17 +325,20 @@ pub fn go_minor(version: &str) -> Option<u32> {
 
 /// pclntab lists both halves of an ABI0/ABIInternal pair under one name. The wrapper's code
 /// calls or jumps to the real function: keep the one that is the other's target.
-fn dedup_abi_wrappers(
-    mut functions: Vec<Function>,
-    code: impl Fn(&Function) -> Option<Vec<u8>>,
-) -> Vec<Function> {
+fn dedup_abi_wrappers<'a>(mut functions: Vec<Function>, code: impl Fn(&Function) -> Option<&'a [u8]>) -> Vec<Function> {
+    // Real binaries have pairs; a hostile file with thousands of same-named symbols must not
+    // make this quadratic: larger groups keep their first member, and only the start of a
+    // wrapper is searched for its branch.
+    const MAX_GROUP: usize = 4;
+    const WRAPPER_SCAN: usize = 1024;
     let mut by_name: HashMap<String, Vec<Function>> = HashMap::new();
     for f in functions.drain(..) {
         by_name.entry(f.name.clone()).or_default().push(f);
     }
     let mut out = Vec::with_capacity(by_name.len());
     for (_, mut group) in by_name {
-        if group.len() == 1 {
+        if group.len() == 1 || group.len() > MAX_GROUP {
+            group.truncate(1);
             out.push(group.pop().unwrap());
             continue;
         }
@@ -344,7 +347,9 @@ fn dedup_abi_wrappers(
             .position(|candidate| {
                 group.iter().any(|other| {
                     other.entry != candidate.entry
-                        && code(other).is_some_and(|c| disasm::branches_to(&c, other.entry, candidate.entry))
+                        && code(other).is_some_and(|c| {
+                            disasm::branches_to(&c[..c.len().min(WRAPPER_SCAN)], other.entry, candidate.entry)
+                        })
                 })
             })
             .unwrap_or(0);
