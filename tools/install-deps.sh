@@ -16,7 +16,7 @@ die() { echo "install-deps: error: $*" >&2; exit 1; }
 export DEBIAN_FRONTEND=noninteractive
 
 # ---- apt packages ----------------------------------------------------------------------------
-want=(iproute2 curl jq ca-certificates)
+want=(iproute2 curl jq ca-certificates libcap2-bin util-linux)
 [[ "${GOTEL_SKIP_DOCKER:-}" == 1 ]] || want+=(docker.io docker-compose)
 [[ "${GOTEL_SKIP_GO:-}" == 1 ]] || want+=(golang-1.19-go golang-1.21-go golang-1.22-go golang-1.23-go)
 
