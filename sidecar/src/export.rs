@@ -27,7 +27,7 @@ fn env(name: &str) -> Option<String> {
     std::env::var(name).ok().map(|v| v.trim().to_string()).filter(|v| !v.is_empty())
 }
 
-fn env_u64(name: &str, default: u64) -> Result<u64, Failure> {
+pub(crate) fn env_u64(name: &str, default: u64) -> Result<u64, Failure> {
     match env(name) {
         None => Ok(default),
         Some(v) => v.parse().map_err(|_| Failure::config(format!("{name}={v} is not a whole number"))),

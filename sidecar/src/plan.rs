@@ -114,6 +114,12 @@ fn generated(name: &str) -> bool {
     name.ends_with(".init") || name.contains(".init.") || name.ends_with("-fm") || name.contains("..") || name.starts_with("type:") || name.starts_with("go:")
 }
 
+/// Where a function's probes go: the end of its stack-check prologue (if it has one) and every
+/// RET, as offsets from its first instruction.
+fn probe_points(code: &[u8], entry: u64) -> (Option<u64>, Vec<u64>) {
+    (disasm::prologue_end(code, entry), disasm::ret_offsets(code, entry))
+}
+
 pub fn build(bin: &GoBinary, specs: &[ProbeSpec], limits: &Limits, libraries: &[Library], inject: bool) -> Result<Plan, Failure> {
     // Resolve each spec to functions; a later spec for the same function wins.
     let mut chosen: BTreeMap<String, (&Function, &ProbeSpec)> = BTreeMap::new();
@@ -151,11 +157,10 @@ pub fn build(bin: &GoBinary, specs: &[ProbeSpec], limits: &Limits, libraries: &[
         let code = bin.code(function).ok_or_else(|| {
             Failure::target(format!("{}: the code of {name} is outside the file's loadable segments", bin.path))
         })?;
-        let ret_offsets = disasm::ret_offsets(code, function.entry);
+        let (prologue, ret_offsets) = probe_points(code, function.entry);
         if ret_offsets.is_empty() {
             warnings.push(format!("{name} has no RET instruction (it never returns): no span will end"));
         }
-        let prologue = disasm::prologue_end(code, function.entry);
         let info = bin.dwarf.as_ref().and_then(|d| d.function(&name));
         // Also without an attribute list: an `error` last result still sets the span status.
         let attributes = attributes::plan_function(&name, info, bin.dwarf.as_ref(), &spec.attrs, limits)
@@ -185,14 +190,14 @@ pub fn build(bin: &GoBinary, specs: &[ProbeSpec], limits: &Limits, libraries: &[
         let Some(code) = bin.code(function) else { continue };
         match crate::instrumentations::plan(bin, lib, limits) {
             Ok((attributes, save_regs)) => {
-                let prologue = disasm::prologue_end(code, function.entry);
+                let (prologue, ret_offsets) = probe_points(code, function.entry);
                 probes.push(Probe {
                     id: probes.len() as u32,
                     source: bin.source_location(function),
                     function: function.clone(),
                     entry_offset: prologue.unwrap_or(0),
                     at_function_start: prologue.is_none(),
-                    ret_offsets: disasm::ret_offsets(code, function.entry),
+                    ret_offsets,
                     attributes,
                     library: Some(lib),
                     save_regs,
@@ -215,12 +220,8 @@ pub fn build(bin: &GoBinary, specs: &[ProbeSpec], limits: &Limits, libraries: &[
 
     let hook = |name: &str| {
         bin.function(name).and_then(|f| {
-            let code = bin.code(f)?;
-            Some(RuntimeHook {
-                function: f.clone(),
-                entry_offset: disasm::prologue_end(code, f.entry).unwrap_or(0),
-                ret_offsets: disasm::ret_offsets(code, f.entry),
-            })
+            let (prologue, ret_offsets) = probe_points(bin.code(f)?, f.entry);
+            Some(RuntimeHook { function: f.clone(), entry_offset: prologue.unwrap_or(0), ret_offsets })
         })
     };
     let newproc = hook("runtime.newproc1");

@@ -35,17 +35,10 @@ enum End {
     Stopped,
 }
 
-fn env_usize(name: &str, default: usize) -> Result<usize, Failure> {
-    match std::env::var(name).ok().filter(|v| !v.trim().is_empty()) {
-        None => Ok(default),
-        Some(v) => v.trim().parse().map_err(|_| Failure::config(format!("{name}={v} is not a whole number"))),
-    }
-}
-
 fn limits() -> Result<Limits, Failure> {
     Ok(Limits {
-        max_string: env_usize("OTEL_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT", 128)?.min(MAX_STR),
-        max_attributes: env_usize("OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT", 128)?,
+        max_string: (export::env_u64("OTEL_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT", 128)? as usize).min(MAX_STR),
+        max_attributes: export::env_u64("OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT", 128)? as usize,
     })
 }
 
