@@ -416,9 +416,15 @@ impl Sink {
     /// Starts `bin` (the `otlp-sink` binary; in tests `env!("CARGO_BIN_EXE_otlp-sink")`)
     /// on free 127.0.0.1 ports, writing spans to `dir/spans.jsonl`.
     pub fn start(bin: &Path, dir: &Path) -> Result<Sink> {
+        Self::start_with_limit(bin, dir, 4 << 20)
+    }
+
+    /// Like [`Sink::start`], refusing requests larger than `max_request_bytes` as collectors do.
+    pub fn start_with_limit(bin: &Path, dir: &Path, max_request_bytes: usize) -> Result<Sink> {
         let out = dir.join("spans.jsonl");
         let mut cmd = Command::new(bin);
         cmd.args(["--grpc", "127.0.0.1:0", "--http", "127.0.0.1:0", "--out"]).arg(&out);
+        cmd.arg("--max-request-bytes").arg(max_request_bytes.to_string());
         cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
         let mut child = cmd.spawn().with_context(|| format!("spawn {}", bin.display()))?;
         let stdout = child.stdout.take().unwrap();

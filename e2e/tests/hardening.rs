@@ -851,6 +851,38 @@ fn target_exits_with_events_in_flight() {
     }
 }
 
+/// A collector caps the size of one request (gRPC servers: 4 MiB by default). A batch over the
+/// cap is refused whole; gotel sends it again in halves and keeps the smaller size, over grpc
+/// and over http/protobuf, and loses nothing. The sink here accepts 64 KiB (about 300 spans).
+#[test]
+fn oversized_batches_are_split_for_the_collector() {
+    require_environment().unwrap();
+    for grpc in [true, false] {
+        let dir = tempdir();
+        let bin = private_copy(&stress_bin(), dir.path()).unwrap();
+        let sink = Sink::start_with_limit(Path::new(SINK), dir.path(), 64 << 10).unwrap();
+        let exp = dir.path().join("expect.json");
+        let export = if grpc { Export::Grpc(sink.grpc_endpoint()) } else { Export::HttpProtobuf(sink.http_endpoint()) };
+        let mut gcmd = gotel_command(&export, PROBES);
+        gcmd.env("OTEL_BSP_SCHEDULE_DELAY", "5000").env("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "100000");
+        gcmd.arg("--").arg(&bin).args(["-mode", "burst", "-n", "5000", "-expect", exp.to_str().unwrap()]);
+        let mut gotel = Proc::spawn("gotel", gcmd).unwrap();
+        let st = gotel.wait_timeout(RUN_TIMEOUT).unwrap();
+        let stderr = gotel.stderr_string();
+        let mode = if grpc { "grpc" } else { "http/protobuf" };
+        assert!(st.success(), "{mode}: gotel exited {st}\n{stderr}");
+        assert_no_panic("gotel", &stderr);
+        assert_eq!(StressExpect::load(&exp).returned(), 5000);
+        let spans = sink.wait_quiet(Duration::from_millis(300), SPAN_TIMEOUT).unwrap();
+        let s = the_summary(&stderr);
+        assert_eq!(spans.len(), 5000, "{mode}: spans delivered; summary {s:?}\n{stderr}");
+        assert_eq!((field(&s, "exported"), field(&s, "lost_export_failed")), (5000, 0), "{mode}: summary {s:?}");
+        assert!(field(&s, "export_requests_split") >= 1, "{mode}: no request was split: {s:?}");
+        let shrunk = stderr.lines().filter(|l| l.contains("refused a request of")).count();
+        assert!((1..=8).contains(&shrunk), "{mode}: want a warning per shrink of the request size, got {shrunk}:\n{stderr}");
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // (c) Target safety under stress
 // ---------------------------------------------------------------------------------------------

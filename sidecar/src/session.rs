@@ -356,9 +356,12 @@ fn report_losses(k: &KernelCounters, f: &SpanFactory, p: Option<&Pipeline>, last
 }
 
 fn summary(k: &KernelCounters, f: &SpanFactory, e: Option<&export::ExportStats>) {
-    let (exported, queue_full, export_failed) = e
-        .map(|e| (e.exported.load(Relaxed), e.dropped_queue_full.load(Relaxed), e.dropped_export_failed.load(Relaxed)))
-        .unwrap_or((0, 0, 0));
+    let (exported, queue_full, export_failed, split) = e
+        .map(|e| {
+            let (x, q, f, s) = (&e.exported, &e.dropped_queue_full, &e.dropped_export_failed, &e.requests_split);
+            (x.load(Relaxed), q.load(Relaxed), f.load(Relaxed), s.load(Relaxed))
+        })
+        .unwrap_or((0, 0, 0, 0));
     tracing::info!(
         calls = k.get(Counter::Entries),
         spans = f.stats.spans,
@@ -367,6 +370,7 @@ fn summary(k: &KernelCounters, f: &SpanFactory, e: Option<&export::ExportStats>)
         lost_ring_buffer_full = k.get(Counter::RingBufferFull),
         lost_queue_full = queue_full,
         lost_export_failed = export_failed,
+        export_requests_split = split,
         not_traced_depth_overflow = k.get(Counter::DepthOverflow),
         unwound_calls_exported_as_errors = f.stats.abandoned,
         unmatched_returns = k.get(Counter::UnmatchedReturn),

@@ -51,6 +51,10 @@ struct Args {
     /// File the spans are appended to, one JSON object per line.
     #[arg(long)]
     out: PathBuf,
+    /// Largest request accepted, like a real collector (gRPC servers default to 4 MiB): larger
+    /// gRPC messages are refused with OUT_OF_RANGE (as tonic does), larger HTTP bodies with 413.
+    #[arg(long, default_value_t = 4 << 20)]
+    max_request_bytes: usize,
 }
 
 struct Out {
@@ -103,6 +107,7 @@ fn reply(status: StatusCode, ctype: &str, body: Vec<u8>) -> Response<Full<Bytes>
 
 async fn http_handler(
     out: Arc<Out>,
+    max_request_bytes: usize,
     req: Request<hyper::body::Incoming>,
 ) -> Result<Response<Full<Bytes>>, std::convert::Infallible> {
     if req.uri().path() != "/v1/traces" {
@@ -126,6 +131,10 @@ async fn http_handler(
             return Ok(reply(StatusCode::BAD_REQUEST, "text/plain", format!("body: {e}\n").into()))
         }
     };
+    if body.len() > max_request_bytes {
+        eprintln!("otlp-sink: http: refused a {} byte request (limit {max_request_bytes})", body.len());
+        return Ok(reply(StatusCode::PAYLOAD_TOO_LARGE, "text/plain", b"request too large\n".to_vec()));
+    }
     let body: Vec<u8> = match encoding.as_str() {
         "" | "identity" => body.to_vec(),
         "gzip" => {
@@ -177,8 +186,9 @@ async fn http_handler(
     })
 }
 
-async fn serve_grpc(listener: TcpListener, out: Arc<Out>) {
+async fn serve_grpc(listener: TcpListener, out: Arc<Out>, max_request_bytes: usize) {
     let svc = TraceServiceServer::new(Grpc { out })
+        .max_decoding_message_size(max_request_bytes)
         .accept_compressed(tonic::codec::CompressionEncoding::Gzip)
         .accept_compressed(tonic::codec::CompressionEncoding::Zstd);
     loop {
@@ -199,7 +209,7 @@ async fn serve_grpc(listener: TcpListener, out: Arc<Out>) {
     }
 }
 
-async fn serve_http(listener: TcpListener, out: Arc<Out>) {
+async fn serve_http(listener: TcpListener, out: Arc<Out>, max_request_bytes: usize) {
     loop {
         let (stream, _) = match listener.accept().await {
             Ok(s) => s,
@@ -210,7 +220,7 @@ async fn serve_http(listener: TcpListener, out: Arc<Out>) {
         };
         let out = out.clone();
         tokio::spawn(async move {
-            let svc = hyper::service::service_fn(move |req| http_handler(out.clone(), req));
+            let svc = hyper::service::service_fn(move |req| http_handler(out.clone(), max_request_bytes, req));
             let builder = auto::Builder::new(TokioExecutor::new());
             if let Err(e) = builder.serve_connection(TokioIo::new(stream), svc).await {
                 eprintln!("otlp-sink: http connection: {e}");
@@ -239,8 +249,8 @@ async fn main() -> anyhow::Result<()> {
         writeln!(stdout, "{line}")?;
         stdout.flush()?;
     }
-    tokio::spawn(serve_grpc(grpc, out.clone()));
-    tokio::spawn(serve_http(http, out.clone()));
+    tokio::spawn(serve_grpc(grpc, out.clone(), args.max_request_bytes));
+    tokio::spawn(serve_http(http, out.clone(), args.max_request_bytes));
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}

@@ -5,13 +5,9 @@
 //! running while the collector is down and deliver again after it returns. The SDK's processor
 //! keeps its drop count private and does not retry. This one honours the same `OTEL_BSP_*`
 //! variables with the specification's defaults.
-use std::{
-    sync::{
-        atomic::{AtomicU64, Ordering::Relaxed},
-        Arc,
-    },
-    time::Duration,
-};
+mod pipeline;
+
+use std::time::Duration;
 
 use opentelemetry::KeyValue;
 use opentelemetry_sdk::{
@@ -19,9 +15,9 @@ use opentelemetry_sdk::{
     trace::{Sampler, SpanData, SpanExporter},
     Resource,
 };
-use tokio::sync::mpsc;
-
 use crate::exit::Failure;
+
+pub use pipeline::{ExportStats, Pipeline};
 
 fn env(name: &str) -> Option<String> {
     std::env::var(name).ok().map(|v| v.trim().to_string()).filter(|v| !v.is_empty())
@@ -206,34 +202,6 @@ fn otlp_exporter() -> Result<opentelemetry_otlp::SpanExporter, Failure> {
     built.map_err(|e| Failure::config(format!("OTLP exporter ({protocol}): {e}")))
 }
 
-/// Counters of the export path, shared with the metrics and the logs.
-#[derive(Debug, Default)]
-pub struct ExportStats {
-    pub submitted: AtomicU64,
-    pub exported: AtomicU64,
-    /// Dropped because the queue (OTEL_BSP_MAX_QUEUE_SIZE) was full.
-    pub dropped_queue_full: AtomicU64,
-    /// Dropped after the exporter kept failing.
-    pub dropped_export_failed: AtomicU64,
-    /// Failed export attempts (each retried).
-    pub export_failures: AtomicU64,
-}
-
-impl ExportStats {
-    pub fn dropped(&self) -> u64 {
-        self.dropped_queue_full.load(Relaxed) + self.dropped_export_failed.load(Relaxed)
-    }
-}
-
-/// The running export path.
-pub struct Pipeline {
-    tx: Option<mpsc::Sender<SpanData>>,
-    pub stats: Arc<ExportStats>,
-    task: Option<tokio::task::JoinHandle<()>>,
-}
-
-const MAX_RETRIES: u32 = 6;
-
 impl Pipeline {
     /// From the environment. `Ok(None)` when exporting is off (`none`, OTEL_SDK_DISABLED).
     pub fn from_env(resource: Resource) -> Result<Option<Pipeline>, Failure> {
@@ -252,111 +220,8 @@ impl Pipeline {
             }
         };
         exporter.set_resource(&resource);
-        let settings = BatchSettings::from_env()?;
-        let (tx, rx) = mpsc::channel(settings.max_queue_size);
-        let stats = Arc::new(ExportStats::default());
-        let task = tokio::spawn(export_loop(exporter, rx, settings, stats.clone()));
-        Ok(Some(Pipeline { tx: Some(tx), stats, task: Some(task) }))
+        Ok(Some(Pipeline::start(exporter, BatchSettings::from_env()?)))
     }
-
-    /// Queues a span; never blocks. A full queue drops the span and counts it.
-    pub fn submit(&self, span: SpanData) {
-        self.stats.submitted.fetch_add(1, Relaxed);
-        if let Some(tx) = &self.tx {
-            if tx.try_send(span).is_err() {
-                self.stats.dropped_queue_full.fetch_add(1, Relaxed);
-            }
-        }
-    }
-
-    /// Exports what is queued and stops, within `timeout`.
-    pub async fn shutdown(mut self, timeout: Duration) {
-        self.tx.take();
-        if let Some(mut task) = self.task.take() {
-            if tokio::time::timeout(timeout, &mut task).await.is_err() {
-                task.abort();
-                // Whatever was neither exported nor already counted is lost now: count it.
-                let s = &self.stats;
-                let accounted = s.exported.load(Relaxed) + s.dropped();
-                let lost = s.submitted.load(Relaxed).saturating_sub(accounted);
-                s.dropped_export_failed.fetch_add(lost, Relaxed);
-                tracing::warn!(lost, "export did not finish within {timeout:?}; the spans still queued are lost");
-            }
-        }
-    }
-}
-
-async fn export_loop(
-    exporter: AnyExporter,
-    mut rx: mpsc::Receiver<SpanData>,
-    settings: BatchSettings,
-    stats: Arc<ExportStats>,
-) {
-    let mut batch = Vec::with_capacity(settings.max_export_batch_size);
-    let mut closed = false;
-    while !closed {
-        // Wait for the first span, then gather until the batch is full or the delay passes.
-        match rx.recv().await {
-            Some(s) => batch.push(s),
-            None => break,
-        }
-        let deadline = tokio::time::sleep(settings.schedule_delay);
-        tokio::pin!(deadline);
-        while batch.len() < settings.max_export_batch_size {
-            tokio::select! {
-                s = rx.recv() => match s {
-                    Some(s) => batch.push(s),
-                    None => { closed = true; break }
-                },
-                _ = &mut deadline => break,
-            }
-        }
-        export_with_retry(&exporter, std::mem::take(&mut batch), &settings, &stats, closed).await;
-    }
-    // Channel closed: flush whatever is left, in full batches.
-    while let Ok(s) = rx.try_recv() {
-        batch.push(s);
-        if batch.len() >= settings.max_export_batch_size {
-            export_with_retry(&exporter, std::mem::take(&mut batch), &settings, &stats, true).await;
-        }
-    }
-    if !batch.is_empty() {
-        export_with_retry(&exporter, batch, &settings, &stats, true).await;
-    }
-}
-
-async fn export_with_retry(
-    exporter: &AnyExporter,
-    batch: Vec<SpanData>,
-    settings: &BatchSettings,
-    stats: &ExportStats,
-    shutting_down: bool,
-) {
-    let n = batch.len() as u64;
-    let mut backoff = Duration::from_millis(200);
-    let attempts = if shutting_down { 2 } else { MAX_RETRIES };
-    for attempt in 1..=attempts {
-        let result = tokio::time::timeout(settings.export_timeout, exporter.export(batch.clone())).await;
-        match result {
-            Ok(Ok(())) => {
-                stats.exported.fetch_add(n, Relaxed);
-                return;
-            }
-            Ok(Err(e)) => {
-                stats.export_failures.fetch_add(1, Relaxed);
-                tracing::debug!(attempt, error = %e, "export failed");
-            }
-            Err(_) => {
-                stats.export_failures.fetch_add(1, Relaxed);
-                tracing::debug!(attempt, "export timed out");
-            }
-        }
-        if attempt < attempts {
-            tokio::time::sleep(backoff).await;
-            backoff = (backoff * 2).min(Duration::from_secs(10));
-        }
-    }
-    stats.dropped_export_failed.fetch_add(n, Relaxed);
 }
 
 #[cfg(test)]
