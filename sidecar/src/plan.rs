@@ -41,6 +41,25 @@ pub struct Probe {
 }
 
 impl Probe {
+    /// Probe number `id` on `function` (whose instructions are `code`): entry after the
+    /// stack-check prologue, a return probe on every RET; a user probe (no library, no saved
+    /// registers, no injection) until the caller says otherwise.
+    fn new(id: usize, bin: &GoBinary, function: &Function, code: &[u8], attributes: AttributePlan) -> Probe {
+        let (prologue, ret_offsets) = probe_points(code, function.entry);
+        Probe {
+            id: id as u32,
+            source: bin.source_location(function),
+            function: function.clone(),
+            entry_offset: prologue.unwrap_or(0),
+            at_function_start: prologue.is_none(),
+            ret_offsets,
+            attributes,
+            library: None,
+            save_regs: [gotel_shared::NO_REG; 2],
+            inject: false,
+        }
+    }
+
     /// The kernel-side record for this probe.
     pub fn kernel_plan(&self) -> ProbePlan {
         let mut plan = ProbePlan::default();
@@ -157,27 +176,16 @@ pub fn build(bin: &GoBinary, specs: &[ProbeSpec], limits: &Limits, libraries: &[
         let code = bin.code(function).ok_or_else(|| {
             Failure::target(format!("{}: the code of {name} is outside the file's loadable segments", bin.path))
         })?;
-        let (prologue, ret_offsets) = probe_points(code, function.entry);
-        if ret_offsets.is_empty() {
-            warnings.push(format!("{name} has no RET instruction (it never returns): no span will end"));
-        }
         let info = bin.dwarf.as_ref().and_then(|d| d.function(&name));
         // Also without an attribute list: an `error` last result still sets the span status.
         let attributes = attributes::plan_function(&name, info, bin.dwarf.as_ref(), &spec.attrs, limits)
             .map_err(|e| Failure::config(format!("probe `{}`: {e}", spec.text)))?;
-        warnings.extend(attributes.warnings.iter().map(|w| format!("{name}: {w}")));
-        probes.push(Probe {
-            id: probes.len() as u32,
-            source: bin.source_location(function),
-            function: function.clone(),
-            entry_offset: prologue.unwrap_or(0),
-            at_function_start: prologue.is_none(),
-            ret_offsets,
-            attributes,
-            library: None,
-            save_regs: [gotel_shared::NO_REG; 2],
-            inject: false,
-        });
+        let probe = Probe::new(probes.len(), bin, function, code, attributes);
+        if probe.ret_offsets.is_empty() {
+            warnings.push(format!("{name} has no RET instruction (it never returns): no span will end"));
+        }
+        warnings.extend(probe.attributes.warnings.iter().map(|w| format!("{name}: {w}")));
+        probes.push(probe);
     }
 
     // Built-in instrumentations the binary contains, unless the user probes that function.
@@ -189,21 +197,11 @@ pub fn build(bin: &GoBinary, specs: &[ProbeSpec], limits: &Limits, libraries: &[
         }
         let Some(code) = bin.code(function) else { continue };
         match crate::instrumentations::plan(bin, lib, limits) {
-            Ok((attributes, save_regs)) => {
-                let (prologue, ret_offsets) = probe_points(code, function.entry);
-                probes.push(Probe {
-                    id: probes.len() as u32,
-                    source: bin.source_location(function),
-                    function: function.clone(),
-                    entry_offset: prologue.unwrap_or(0),
-                    at_function_start: prologue.is_none(),
-                    ret_offsets,
-                    attributes,
-                    library: Some(lib),
-                    save_regs,
-                    inject: false,
-                });
-            }
+            Ok((attributes, save_regs)) => probes.push(Probe {
+                library: Some(lib),
+                save_regs,
+                ..Probe::new(probes.len(), bin, function, code, attributes)
+            }),
             Err(why) => warnings.push(format!("{} spans are off for this binary: {why}", lib.name())),
         }
     }
