@@ -232,6 +232,13 @@ mod tests {
         }
     }
 
+    /// `decode` into fresh output: the stats, the attributes and the error status.
+    fn decoded(slots: &[AttrSlot], data: &[u8]) -> (DecodeStats, Vec<KeyValue>, Option<String>) {
+        let (mut out, mut status) = (Vec::new(), None);
+        let st = decode(slots, data, &Names, &mut out, &mut status);
+        (st, out, status)
+    }
+
     fn get<'a>(out: &'a [KeyValue], key: &str) -> Option<&'a Value> {
         out.iter().find(|kv| kv.key.as_str() == key).map(|kv| &kv.value)
     }
@@ -269,9 +276,7 @@ mod tests {
         data.extend(rec(10, 0, 0x4000, 0xc0, b"junk"));
         data.extend(rec(11, 0, 0x2000, 0xc0, b"wrapped: over the limit"));
         data.extend(rec(12, 0, 0xdead, 0, b""));
-        let mut out = Vec::new();
-        let mut status = None;
-        let st = decode(&slots, &data, &Names, &mut out, &mut status);
+        let (st, out, status) = decoded(&slots, &data);
         assert_eq!(
             st,
             DecodeStats {
@@ -301,28 +306,24 @@ mod tests {
         auto.sets_error_status = true;
         let slots = vec![slot("e", Decode::Error), auto, slot("i", Decode::Interface)];
         // nil error asked for explicitly: "<nil>"; nil auto slot: nothing, no status.
-        let mut out = Vec::new();
-        let mut status = None;
         let data = [rec(0, 0, 0, 0, b""), rec(1, 0, 0, 0, b""), rec(2, 0, 0, 0, b"")].concat();
-        decode(&slots, &data, &Names, &mut out, &mut status);
+        let (_, out, status) = decoded(&slots, &data);
         assert_eq!(get(&out, "e"), Some(&Value::from("<nil>")));
         assert_eq!(get(&out, "i"), Some(&Value::from("<nil>")));
         assert!(get(&out, "error.type").is_none());
         assert_eq!(status, None);
         // Custom error type: its name is the message; the auto slot reports the type.
-        let mut out = Vec::new();
         let data = [
             rec(0, 0, 0x3000, 0xc0, b"\x01\x02"),
             rec(1, 0, 0x1000, 0xc0, b"plain failure"),
         ]
         .concat();
-        decode(&slots, &data, &Names, &mut out, &mut status);
+        let (_, out, status) = decoded(&slots, &data);
         assert_eq!(get(&out, "e"), Some(&Value::from("*main.CodeError")));
         assert_eq!(get(&out, "error.type"), Some(&Value::from("*errors.errorString")));
         assert_eq!(status.as_deref(), Some("plain failure"));
         // Stripped binary: the itab address.
-        let mut out = Vec::new();
-        decode(&slots, &rec(2, 0, 0x7777, 0xc0, b""), &Names, &mut out, &mut status);
+        let (_, out, _) = decoded(&slots, &rec(2, 0, 0x7777, 0xc0, b""));
         assert_eq!(get(&out, "i"), Some(&Value::from("0x7777")));
     }
 
@@ -337,9 +338,7 @@ mod tests {
             rec(7, 0, 1, 1, b""),
         ]
         .concat();
-        let mut out = Vec::new();
-        let mut status = None;
-        let st = decode(&slots, &data, &Names, &mut out, &mut status);
+        let (st, out, _) = decoded(&slots, &data);
         assert_eq!(
             st,
             DecodeStats {
@@ -367,15 +366,13 @@ mod tests {
         ]
         .concat();
         for cut in 0..good.len() {
-            let mut out = Vec::new();
-            let st = decode(&slots, &good[..cut], &Names, &mut out, &mut None);
+            let (st, _, _) = decoded(&slots, &good[..cut]);
             assert!(cut % 8 != 0 || cut == 0 || !st.malformed || cut < good.len());
         }
         // Huge length field.
         let mut bad = rec(0, 0, 0, 0, b"");
         bad[4..8].copy_from_slice(&u32::MAX.to_ne_bytes());
-        let st = decode(&slots, &bad, &Names, &mut Vec::new(), &mut None);
-        assert!(st.malformed);
+        assert!(decoded(&slots, &bad).0.malformed);
         // Pseudo-random bytes.
         let mut seed = 0x9e3779b97f4a7c15u64;
         for len in 0..300 {
@@ -387,7 +384,7 @@ mod tests {
                     (seed % 7) as u8 // small values: slots and lengths often valid
                 })
                 .collect();
-            decode(&slots, &data, &Names, &mut Vec::new(), &mut None);
+            decoded(&slots, &data);
         }
     }
 }
