@@ -66,6 +66,17 @@ if [[ "${GOTEL_SKIP_RUST:-}" != 1 ]]; then
   say "ok: rust $stable + $nightly (rust-src, llvm-tools)"
 fi
 
+# ---- Go 1.27 (the one approved toolchain download, into the module cache) --------------------
+if [[ "${GOTEL_SKIP_GO:-}" != 1 ]]; then
+  go127=/root/go/pkg/mod/golang.org/toolchain@v0.0.1-go1.27.3.linux-amd64/bin/go
+  if [[ ! -x "$go127" ]]; then
+    say "fetching the go1.27.3 toolchain (GOTOOLCHAIN=go1.27.3)"
+    HOME=/root GOMODCACHE=/root/go/pkg/mod GOTOOLCHAIN=go1.27.3 /usr/local/go/bin/go version >/dev/null 2>&1 \
+      || say "warning: go1.27.3 could not be fetched; the Go version matrix stops at $(/usr/local/go/bin/go env GOVERSION)"
+  fi
+  [[ -x "$go127" ]] && say "ok: go1.27.3 toolchain"
+fi
+
 # ---- tracefs ---------------------------------------------------------------------------------
 if [[ ! -e /sys/kernel/tracing/uprobe_events ]]; then
   say "mounting tracefs at /sys/kernel/tracing"

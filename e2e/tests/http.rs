@@ -19,10 +19,14 @@ const SINK: &str = env!("CARGO_BIN_EXE_otlp-sink");
 const TRACE_ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 const PARENT_ID: &str = "00f067aa0ba902b7";
 
-fn build(go: &Path, dir: &Path) -> PathBuf {
+fn build(go: &Path, dir: &Path, stripped: bool) -> PathBuf {
     let out = dir.join("httpsvc");
     let mut cmd = Command::new(go);
-    cmd.args(["build", "-o"]).arg(&out).arg(".");
+    cmd.arg("build");
+    if stripped {
+        cmd.arg("-ldflags=-s -w");
+    }
+    cmd.arg("-o").arg(&out).arg(".");
     cmd.current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("goapps/httpsvc"))
         .env("GOTOOLCHAIN", "local")
         .env("GOFLAGS", "-mod=mod")
@@ -59,20 +63,24 @@ fn by_id<'a>(spans: &'a [FlatSpan], id: &str) -> Option<&'a FlatSpan> {
     spans.iter().find(|s| s.span_id == id)
 }
 
-fn check_go(go: &Path, expect_route: bool, inject: bool) {
+/// `stripped`: built with `-ldflags=-s -w` (no symbols, no DWARF), the usual production build:
+/// the HTTP spans then take their field offsets from gotel's layout table for the Go release,
+/// and the user probes name their arguments by position and type.
+fn check_go(go: &Path, expect_route: bool, inject: bool, stripped: bool) {
     require_environment().unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let bin = build(go, dir.path());
+    let bin = build(go, dir.path(), stripped);
+    let item = if stripped { "item=arg0:string" } else { "item=item" };
     let sink = Sink::start(Path::new(SINK), dir.path()).unwrap();
     let backend_file = dir.path().join("backend.addr");
     let frontend_file = dir.path().join("frontend.addr");
-    let mut backend = start(&sink, "backend", "main.price(item=item)", inject, &bin, &["-role", "backend", "-portfile", backend_file.to_str().unwrap()]);
+    let mut backend = start(&sink, "backend", &format!("main.price({item})"), inject, &bin, &["-role", "backend", "-portfile", backend_file.to_str().unwrap()]);
     let backend_addr = wait_file(&backend_file);
     let backend_url = format!("http://{backend_addr}");
     let mut frontend = start(
         &sink,
         "frontend",
-        "main.order(item=item);main.audit;main.fetchPrice(item=item)",
+        &format!("main.order({item});main.audit;main.fetchPrice({item})"),
         inject,
         &bin,
         &["-role", "frontend", "-backend", &backend_url, "-portfile", frontend_file.to_str().unwrap()],
@@ -189,20 +197,26 @@ fn debian_go(minor: u32) -> PathBuf {
 #[test]
 fn http_spans_go_1_22_without_routes() {
     // ServeMux sets Request.Pattern from Go 1.23 on: before, the span is named by method only.
-    check_go(&debian_go(22), false, true);
+    check_go(&debian_go(22), false, true, false);
 }
 
 #[test]
 fn http_spans_go_1_23() {
-    check_go(&debian_go(23), true, true);
+    check_go(&debian_go(23), true, true, false);
+}
+
+/// Without DWARF (`-ldflags=-s -w`): the same spans, attributes and statuses.
+#[test]
+fn http_spans_stripped_binary() {
+    check_go(&gotel_e2e::go_bin(), true, false, true);
 }
 
 #[test]
 fn http_spans_machine_go() {
-    check_go(&gotel_e2e::go_bin(), true, true);
+    check_go(&gotel_e2e::go_bin(), true, true, false);
 }
 
 #[test]
 fn without_injection_nothing_is_written_and_services_stay_apart() {
-    check_go(&gotel_e2e::go_bin(), true, false);
+    check_go(&gotel_e2e::go_bin(), true, false, false);
 }

@@ -282,7 +282,9 @@ impl Signature {
                 }
                 Err(e) => Err(format!("its location cannot be computed: {e}")),
             };
-            let from_compiler = p.entry_location.as_deref().and_then(abi::from_dwarf);
+            // Compiler-internal parameters (`.dict` of generic functions) are never captured;
+            // Go 1.27's DWARF gives `.dict` its spill slot (SP+16) at entry, not its register.
+            let from_compiler = p.entry_location.as_deref().and_then(abi::from_dwarf).filter(|_| !p.name.starts_with('.'));
             let location = match (computed, from_compiler) {
                 (Ok(ours), Some(theirs)) if !abi::agrees(&ours, &theirs) => {
                     disagreement = true;

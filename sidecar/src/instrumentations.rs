@@ -6,7 +6,8 @@
 //! They ride on the same kernel machinery as user probes: the entry probe captures the
 //! request's fields; the server's RET probes read the route (`Request.Pattern`, set by ServeMux
 //! during the call) and the status code through the request and response-writer pointers saved
-//! at entry. Field offsets come from the binary's DWARF, so they follow every Go version.
+//! at entry. Field offsets come from the binary's DWARF, so they follow every Go version; a
+//! binary without DWARF gets them from the layout table of its Go release (`go_layouts`).
 //! Nesting comes for free: user functions called by a handler run on its goroutine and become
 //! children of the server span; a client call becomes a child of the innermost traced call.
 use opentelemetry::{trace::SpanKind, trace::Status, KeyValue, Value};
@@ -14,8 +15,9 @@ use opentelemetry::{trace::SpanKind, trace::Status, KeyValue, Value};
 use crate::{
     attributes::{self, AttrSlot, AttributePlan, Decode, Limits},
     binary::GoBinary,
-    dwarf::{Kind, TypeId, TypeTable},
+    dwarf::DwarfInfo,
     exit::Failure,
+    go_layouts::{self, struct_named},
     spec,
 };
 use gotel_shared::{Fetch, Root, ValueKind, REG_RCX, REG_RDI};
@@ -52,7 +54,7 @@ impl Library {
     }
 
     /// Entry and return captures, as a probe spec the attribute planner resolves with DWARF.
-    fn spec(self) -> &'static str {
+    pub(crate) fn spec(self) -> &'static str {
         match self {
             Library::HttpServer => {
                 "net/http.serverHandler.ServeHTTP(m=req.Method, path=req.URL.Path, host=req.Host, \
@@ -116,14 +118,16 @@ pub fn lockdown_message(mode: &str) -> String {
 
 /// Offsets of `bufio.Writer.buf` and `.n`, needed to append a header to an outgoing request.
 pub fn bufio_writer_offsets(bin: &GoBinary) -> Option<gotel_shared::InjectConfig> {
-    let types = &bin.dwarf.as_ref()?.types;
+    let dwarf = types_of(bin).ok()?;
+    let types = &dwarf.types;
     let w = struct_named(types, "bufio.Writer")?;
     Some(gotel_shared::InjectConfig { buf_offset: types.field(w, "buf")?.0 as u32, n_offset: types.field(w, "n")?.0 as u32 })
 }
 
 /// What a library probe captures, or why it cannot be used with this binary.
 pub fn plan(bin: &GoBinary, lib: Library, limits: &Limits) -> Result<(AttributePlan, [u8; 2]), String> {
-    let dwarf = bin.dwarf.as_ref().ok_or("the binary has no DWARF (built with -ldflags=-w); HTTP spans need its field offsets")?;
+    let dwarf = types_of(bin)?;
+    let dwarf = &*dwarf;
     let info = dwarf.function(lib.symbol()).ok_or("no DWARF for the function")?;
     let specs = spec::parse_probes(lib.spec()).map_err(|e| e.to_string())?;
     let mut plan = attributes::plan_function(lib.symbol(), Some(info), Some(dwarf), &specs[0].attrs, limits)
@@ -165,6 +169,14 @@ pub fn plan(bin: &GoBinary, lib: Library, limits: &Limits) -> Result<(AttributeP
             struct_named(types, "net/http.http2responseWriterState").and_then(|r| types.field(r, "status")),
         ) {
             add("status2", ValueKind::Int, 1, &[rws.0, st.0], Decode::Int { size: 8 });
+        } else if let (Some(inner), Some(rws), Some(st)) = (
+            // Go 1.27+: http2ResponseWriter{ResponseWriter} wraps internal/http2's writer; hop
+            // through the interface's data word (+8) to *responseWriter, then to its state.
+            struct_named(types, "net/http.http2ResponseWriter").and_then(|r| types.field(r, "ResponseWriter")),
+            struct_named(types, "net/http/internal/http2.responseWriter").and_then(|r| types.field(r, "rws")),
+            struct_named(types, "net/http/internal/http2.responseWriterState").and_then(|r| types.field(r, "status")),
+        ) {
+            add("status2", ValueKind::Int, 1, &[inner.0 + 8, rws.0, st.0], Decode::Int { size: 8 });
         }
         // The response writer's dynamic type tells HTTP/1 from HTTP/2 apart.
         let rw = spec::parse_probes("net/http.serverHandler.ServeHTTP(rw=rw)").map_err(|e| e.to_string())?;
@@ -182,12 +194,28 @@ pub fn plan(bin: &GoBinary, lib: Library, limits: &Limits) -> Result<(AttributeP
     Ok((plan, save))
 }
 
-/// A struct type by its Go name (through typedefs).
-fn struct_named(types: &TypeTable, name: &str) -> Option<TypeId> {
-    (0..types.len()).find(|&id| {
-        types.get(id).is_some_and(|t| t.name == name)
-            && types.underlying(id).is_some_and(|(_, t)| matches!(t.kind, Kind::Struct(_)))
-    })
+/// The binary's own DWARF, or, for a binary built without it, the layouts of its Go release
+/// from gotel's table (`go_layouts`).
+fn types_of(bin: &GoBinary) -> Result<Types<'_>, String> {
+    match &bin.dwarf {
+        Some(d) => Ok(Types::Binary(d)),
+        None => Ok(Types::Table(go_layouts::synthetic_dwarf(&go_layouts::layout_for(bin.build.go_version.as_deref())?))),
+    }
+}
+
+enum Types<'a> {
+    Binary(&'a DwarfInfo),
+    Table(DwarfInfo),
+}
+
+impl std::ops::Deref for Types<'_> {
+    type Target = DwarfInfo;
+    fn deref(&self) -> &DwarfInfo {
+        match self {
+            Types::Binary(d) => d,
+            Types::Table(d) => d,
+        }
+    }
 }
 
 fn take(attrs: &mut Vec<KeyValue>, key: &str) -> Option<Value> {

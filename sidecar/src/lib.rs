@@ -13,6 +13,7 @@ pub mod diagnostics;
 pub mod dwarf;
 pub mod events;
 pub mod exit;
+pub mod go_layouts;
 pub mod instrumentations;
 pub mod export;
 pub mod plan;

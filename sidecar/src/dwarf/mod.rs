@@ -622,7 +622,7 @@ impl Loader {
             let is_result =
                 |d: &RawParam, c: Option<&RawParam>| d.is_result.or(c.and_then(|c| c.is_result)).unwrap_or(false);
             params_src.sort_by_key(|(d, c)| is_result(d, *c));
-            let params = params_src
+            let mut params: Vec<Param> = params_src
                 .into_iter()
                 .map(|(decl, concrete)| Param {
                     name: decl.name.clone().unwrap_or_default(),
@@ -635,6 +635,10 @@ impl Loader {
                     entry_location: concrete.and_then(|c| c.entry_location.clone()),
                 })
                 .collect();
+            // Go 1.26+ lists a blank result twice (`~r0`, `~r0` for `(_ *Response, err error)`,
+            // net/http.(*Transport).roundTrip); the copy would shift every later result.
+            let mut unnamed = HashSet::new();
+            params.retain(|p| !p.is_result || !p.name.starts_with("~r") || unnamed.insert(p.name.clone()));
             info.add_function(FunctionInfo {
                 name,
                 low_pc,

@@ -24,6 +24,11 @@ pub fn go_matrix() -> Vec<PathBuf> {
             v.push(p);
         }
     }
+    // The go1.27.3 toolchain download (tools/install-deps.sh fetches it into the module cache).
+    let toolchain = PathBuf::from("/root/go/pkg/mod/golang.org/toolchain@v0.0.1-go1.27.3.linux-amd64/bin/go");
+    if toolchain.exists() {
+        v.push(toolchain);
+    }
     v
 }
 

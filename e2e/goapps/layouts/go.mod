@@ -1,0 +1,3 @@
+module gotel.test/layouts
+
+go 1.18
