@@ -565,22 +565,7 @@ struct Planner<'a> {
 
 impl Planner<'_> {
     fn describe_params(&self) -> String {
-        let list = |results: bool| {
-            self.sig
-                .params
-                .iter()
-                .filter(|p| p.is_result == results)
-                .map(|p| format!("{} {}", p.name, self.types.name(Some(p.ty))))
-                .collect::<Vec<_>>()
-                .join(", ")
-        };
-        let (a, r) = (list(false), list(true));
-        match (a.is_empty(), r.is_empty()) {
-            (true, true) => "no parameters or results".into(),
-            (_, true) => format!("parameters ({a})"),
-            (true, _) => format!("no parameters, results ({r})"),
-            _ => format!("parameters ({a}) and results ({r})"),
-        }
+        crate::dwarf::describe_param_list(self.types, self.sig.params.iter().map(|p| (p.name.as_str(), p.ty, p.is_result)))
     }
 
     fn param(&self, e: &Expr, attr: &str) -> Result<&SigParam, AttrError> {

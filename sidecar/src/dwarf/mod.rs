@@ -202,22 +202,27 @@ impl DwarfInfo {
         self.functions.iter().map(|f| f.name.as_str())
     }
 
-    /// "name type" of each parameter and result, for error messages.
+    /// "name type" of each parameter and result, for error messages (see [`describe_param_list`]).
     pub fn describe_params(&self, f: &FunctionInfo) -> String {
-        let list = |results: bool| {
-            f.params
-                .iter()
-                .filter(|p| p.is_result == results)
-                .map(|p| format!("{} {}", p.name, self.types.name(Some(p.ty))))
-                .collect::<Vec<_>>()
-                .join(", ")
-        };
-        let (a, r) = (list(false), list(true));
-        if r.is_empty() {
-            format!("({a})")
-        } else {
-            format!("({a}) results ({r})")
-        }
+        describe_param_list(&self.types, f.params.iter().map(|p| (p.name.as_str(), p.ty, p.is_result)))
+    }
+}
+
+/// "name type" of each parameter and result (`(name, type, is_result)`), for error messages:
+/// `parameters (s *main.Store, key string) and results (~r0 int)`, `no parameters, results
+/// (...)`, `parameters (...)`, `no parameters or results`.
+pub fn describe_param_list<'a>(types: &TypeTable, params: impl Iterator<Item = (&'a str, TypeId, bool)>) -> String {
+    let (mut args, mut results) = (Vec::new(), Vec::new());
+    for (name, ty, is_result) in params {
+        let list = if is_result { &mut results } else { &mut args };
+        list.push(format!("{name} {}", types.name(Some(ty))));
+    }
+    let (a, r) = (args.join(", "), results.join(", "));
+    match (a.is_empty(), r.is_empty()) {
+        (true, true) => "no parameters or results".into(),
+        (_, true) => format!("parameters ({a})"),
+        (true, _) => format!("no parameters, results ({r})"),
+        _ => format!("parameters ({a}) and results ({r})"),
     }
 }
 
