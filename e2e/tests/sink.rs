@@ -82,44 +82,36 @@ fn batch() -> Vec<SpanData> {
     ]
 }
 
-#[test]
-fn sink_receives_grpc_from_otlp_exporter() {
+/// Exports `batch()` to a fresh sink with the real OTLP gRPC exporter (gzip'd when `compression`
+/// says so) and checks what the sink received.
+fn grpc_export(compression: Option<opentelemetry_otlp::Compression>) {
+    use opentelemetry_otlp::WithTonicConfig;
     let dir = tempfile::tempdir().unwrap();
     let sink = Sink::start(Path::new(SINK), dir.path()).unwrap();
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let mut exporter = rt.block_on(async {
-        opentelemetry_otlp::SpanExporter::builder()
+        let mut builder = opentelemetry_otlp::SpanExporter::builder()
             .with_tonic()
             .with_endpoint(sink.grpc_endpoint())
-            .with_timeout(Duration::from_secs(10))
-            .build()
-            .unwrap()
+            .with_timeout(Duration::from_secs(10));
+        if let Some(c) = compression {
+            builder = builder.with_compression(c);
+        }
+        builder.build().unwrap()
     });
     exporter.set_resource(&resource());
-    let batch = batch();
-    rt.block_on(exporter.export(batch)).expect("grpc export");
-    let spans = sink.wait_spans(2, Duration::from_secs(10)).unwrap();
-    check(&spans, "grpc");
+    rt.block_on(exporter.export(batch())).unwrap_or_else(|e| panic!("grpc export ({compression:?}): {e}"));
+    check(&sink.wait_spans(2, Duration::from_secs(10)).unwrap(), "grpc");
+}
+
+#[test]
+fn sink_receives_grpc_from_otlp_exporter() {
+    grpc_export(None);
 }
 
 #[test]
 fn sink_receives_gzip_grpc_from_otlp_exporter() {
-    use opentelemetry_otlp::{Compression, WithTonicConfig};
-    let dir = tempfile::tempdir().unwrap();
-    let sink = Sink::start(Path::new(SINK), dir.path()).unwrap();
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    let mut exporter = rt.block_on(async {
-        opentelemetry_otlp::SpanExporter::builder()
-            .with_tonic()
-            .with_endpoint(sink.grpc_endpoint())
-            .with_compression(Compression::Gzip)
-            .build()
-            .unwrap()
-    });
-    exporter.set_resource(&resource());
-    let batch = batch();
-    rt.block_on(exporter.export(batch)).expect("grpc gzip export");
-    check(&sink.wait_spans(2, Duration::from_secs(10)).unwrap(), "grpc");
+    grpc_export(Some(opentelemetry_otlp::Compression::Gzip));
 }
 
 #[test]
