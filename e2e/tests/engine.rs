@@ -135,8 +135,19 @@ fn launch_mode_with(variant: Variant, transport: &str, extra: &[&str]) {
     launch_mode_go(&go_bin(), variant, transport, extra);
 }
 
-/// Launch mode on a build made with the Go toolchain `go`.
-fn launch_mode_go(go: &Path, variant: Variant, transport: &str, extra: &[&str]) {
+/// A launch-mode run that has ended: the program's expectation, and the sink that got the spans.
+struct Launched {
+    expect: Expectation,
+    t0: SystemTime,
+    t1: SystemTime,
+    sink: Sink,
+    _dir: tempfile::TempDir,
+}
+
+/// `gotel [env] -- ./engine ARGS extra` on a build made with the Go toolchain `go`, tracing
+/// `probes` (the engine's own list when `None`) into a fresh sink over `transport`. gotel must
+/// exit with the untraced program's exit code, and the program print and do the same.
+fn launch(go: &Path, variant: Variant, transport: &str, probes: Option<&str>, extra: &[&str]) -> Launched {
     require_environment().unwrap();
     let r = reference_with(go, variant, extra);
     let dir = tempfile::tempdir().unwrap();
@@ -144,7 +155,8 @@ fn launch_mode_go(go: &Path, variant: Variant, transport: &str, extra: &[&str]) 
     let sink = Sink::start(Path::new(SINK), dir.path()).unwrap();
     let exp_path = dir.path().join("expect.json");
 
-    let mut cmd = gotel_command(&sink_export(&sink, transport), &r.expect.probes_env());
+    let probes = probes.map_or_else(|| r.expect.probes_env(), str::to_string);
+    let mut cmd = gotel_command(&sink_export(&sink, transport), &probes);
     cmd.arg("--").arg(&bin).args(ARGS).args(extra).arg("-expect").arg(&exp_path);
     let t0 = SystemTime::now();
     let (st, stdout, stderr) = run("gotel", cmd, RUN_TIMEOUT).unwrap();
@@ -153,7 +165,12 @@ fn launch_mode_go(go: &Path, variant: Variant, transport: &str, extra: &[&str]) 
     assert_eq!(stdout, r.stdout, "traced program's stdout differs from the untraced run");
     let expect = Expectation::load(&exp_path).unwrap();
     assert_eq!(expect.counts, r.expect.counts, "traced program did different work");
+    Launched { expect, t0, t1, sink, _dir: dir }
+}
 
+/// Launch mode on a build made with the Go toolchain `go`.
+fn launch_mode_go(go: &Path, variant: Variant, transport: &str, extra: &[&str]) {
+    let Launched { expect, t0, t1, sink, _dir } = launch(go, variant, transport, None, extra);
     let spans = collect_spans(&sink, Expectation::total(&expect.counts));
     let mut info = info(variant, &expect, expect.counts.clone(), None, transport, t0, t1);
     if go.to_string_lossy().contains("go-1.19") {
@@ -226,20 +243,43 @@ fn finish(a: &mut Attached, r: &Reference) -> Expectation {
     expect
 }
 
-/// `gotel --pid PID` on a program that is already running.
-fn pid_mode(variant: Variant, transport: &str) {
+/// A fresh sink, and the engine waiting with gotel attached (see `attach`) exporting there.
+struct PidRun {
+    a: Attached,
+    r: &'static Reference,
+    variant: Variant,
+    transport: &'static str,
+    pid: u32,
+    t0: SystemTime,
+    sink: Sink,
+    dir: tempfile::TempDir,
+}
+
+fn pid_run(variant: Variant, transport: &'static str, by_exe: bool) -> PidRun {
     require_environment().unwrap();
     let r = reference(variant, &[]);
     let dir = tempfile::tempdir().unwrap();
     let sink = Sink::start(Path::new(SINK), dir.path()).unwrap();
     let t0 = SystemTime::now();
-    let mut a = attach(variant, dir.path(), &sink_export(&sink, transport), false);
+    let a = attach(variant, dir.path(), &sink_export(&sink, transport), by_exe);
     let pid = a.program.pid();
-    let expect = finish(&mut a, r);
-    let t1 = SystemTime::now();
-    let counts = expect.counts_without_startup();
-    let spans = collect_spans(&sink, Expectation::total(&counts));
-    check_spans(&spans, &info(variant, &expect, counts, Some(pid), transport, t0, t1));
+    PidRun { a, r, variant, transport, pid, t0, sink, dir }
+}
+
+impl PidRun {
+    /// The program's calls after gotel attached, up to `t1`, are exactly the spans, each right.
+    fn check(&self, expect: &Expectation, t1: SystemTime) {
+        let counts = expect.counts_without_startup();
+        let spans = collect_spans(&self.sink, Expectation::total(&counts));
+        check_spans(&spans, &info(self.variant, expect, counts, Some(self.pid), self.transport, self.t0, t1));
+    }
+}
+
+/// `gotel --pid PID` on a program that is already running.
+fn pid_mode(variant: Variant, transport: &'static str) {
+    let mut p = pid_run(variant, transport, false);
+    let expect = finish(&mut p.a, p.r);
+    p.check(&expect, SystemTime::now());
 }
 
 #[test]
@@ -278,31 +318,14 @@ fn launch_traced_call_in_deferred_recover() {
 /// (`main.recurse`). The panic and Goexit paths, covered above, are off here.
 #[test]
 fn launch_glob_every_function_of_main() {
-    require_environment().unwrap();
-    let variant = Variant::Normal;
     let extra = ["-guards", "0", "-catch", "0", "-quitters", "0"];
-    let r = reference(variant, &extra);
-    let dir = tempfile::tempdir().unwrap();
-    let bin = private_copy(&binary(variant), dir.path()).unwrap();
-    let sink = Sink::start(Path::new(SINK), dir.path()).unwrap();
-    let exp_path = dir.path().join("expect.json");
-    let mut cmd = gotel_command(&Export::HttpProtobuf(sink.http_endpoint()), "main.*");
-    cmd.arg("--").arg(&bin).args(ARGS).args(extra).arg("-expect").arg(&exp_path);
-    let t0 = SystemTime::now();
-    let (st, stdout, stderr) = run("gotel", cmd, RUN_TIMEOUT).unwrap();
-    let t1 = SystemTime::now();
-    assert!(st.success(), "gotel -- engine exited with {st}\nstderr:\n{stderr}");
-    assert_eq!(stdout, r.stdout, "traced program's stdout differs from the untraced run");
-    let expect = Expectation::load(&exp_path).unwrap();
-    assert_eq!(expect.counts, r.expect.counts);
+    let Launched { expect, t0, t1, sink, _dir } = launch(&go_bin(), Variant::Normal, "http", Some("main.*"), &extra);
     // Functions never nested deeper than the frame limit: exactly one span per return.
     let mut want = expect.counts.clone();
     want.remove("main.bottom"); // called 300 frames down a traced recursion: not traced
     want.insert("main.main".into(), 1);
     want.insert("main.writeExpect".into(), 1);
-    let total: usize = Expectation::total(&want);
-    sink.wait_spans(total, SPAN_TIMEOUT).unwrap();
-    let spans = sink.wait_quiet(Duration::from_millis(500), SPAN_TIMEOUT).unwrap();
+    let spans = collect_spans(&sink, Expectation::total(&want));
     let mut problems = gotel_e2e::check::structural_problems(&spans, t0, t1);
     let mut got: std::collections::BTreeMap<&str, i64> = Default::default();
     for s in &spans {
@@ -380,45 +403,29 @@ fn pid_pie_grpc() {
 /// traced by `gotel --pid` on the first one.
 #[test]
 fn pid_other_process_of_same_file_untouched() {
-    require_environment().unwrap();
-    let variant = Variant::Normal;
-    let r = reference(variant, &[]);
-    let dir = tempfile::tempdir().unwrap();
-    let sink = Sink::start(Path::new(SINK), dir.path()).unwrap();
-    let t0 = SystemTime::now();
-    let mut a = attach(variant, dir.path(), &Export::Grpc(sink.grpc_endpoint()), false);
-    let pid = a.program.pid();
+    let mut p = pid_run(Variant::Normal, "grpc", false);
     // The same file, started after gotel attached, released together with the traced one.
-    let other_dir = dir.path().join("other");
+    let other_dir = p.dir.path().join("other");
     std::fs::create_dir(&other_dir).unwrap();
-    let mut ocmd = Command::new(dir.path().join(APP));
-    ocmd.args(ARGS).arg("-wait-file").arg(&a.release).arg("-expect").arg(other_dir.join("expect.json"));
+    let mut ocmd = Command::new(p.dir.path().join(APP));
+    ocmd.args(ARGS).arg("-wait-file").arg(&p.a.release).arg("-expect").arg(other_dir.join("expect.json"));
     let mut other = Proc::spawn("engine-other", ocmd).unwrap();
     other.wait_stderr_line("engine: waiting", Duration::from_secs(30)).unwrap();
-    let expect = finish(&mut a, r);
+    let expect = finish(&mut p.a, p.r);
     let ost = other.wait_timeout(RUN_TIMEOUT).unwrap();
     assert!(ost.success(), "untraced engine exited with {ost}");
-    assert_eq!(other.stdout_string(), r.stdout);
-    let t1 = SystemTime::now();
-    let counts = expect.counts_without_startup();
-    let spans = collect_spans(&sink, Expectation::total(&counts));
+    assert_eq!(other.stdout_string(), p.r.stdout);
     // Every span must carry the traced pid (checked for each span) and the counts must be exact.
-    check_spans(&spans, &info(variant, &expect, counts, Some(pid), "grpc", t0, t1));
+    p.check(&expect, SystemTime::now());
 }
 
 /// `gotel --exe PATH` started before the program: finds it once it runs.
 #[test]
 fn exe_normal_http_protobuf() {
-    require_environment().unwrap();
-    let variant = Variant::Normal;
-    let r = reference(variant, &[]);
-    let dir = tempfile::tempdir().unwrap();
-    let sink = Sink::start(Path::new(SINK), dir.path()).unwrap();
-    let t0 = SystemTime::now();
-    let mut a = attach(variant, dir.path(), &Export::HttpProtobuf(sink.http_endpoint()), true);
-    let pid = a.program.pid();
-    let expect = finish(&mut a, r);
+    let mut p = pid_run(Variant::Normal, "http", true);
+    let expect = finish(&mut p.a, p.r);
     let t1 = SystemTime::now();
+    let a = &mut p.a;
     // --exe keeps waiting for the next process of that executable; SIGTERM, even soon after the
     // target exited, flushes and ends it with 0.
     std::thread::sleep(Duration::from_millis(300));
@@ -432,9 +439,7 @@ fn exe_normal_http_protobuf() {
         "gotel --exe ended with {gst} (SIGTERM was sent 300 ms after its target exited)\nstderr:\n{}",
         a.gotel.stderr_string()
     );
-    let counts = expect.counts_without_startup();
-    let spans = collect_spans(&sink, Expectation::total(&counts));
-    check_spans(&spans, &info(variant, &expect, counts, Some(pid), "http", t0, t1));
+    p.check(&expect, t1);
 }
 
 /// `OTEL_TRACES_EXPORTER=console`: one OTLP/JSON ExportTraceServiceRequest per stdout line.
@@ -512,12 +517,8 @@ fn launch_sigterm_is_passed_on_and_spans_flushed() {
 /// SIGTERM detaches: gotel exits 0, and the program then runs untraced with unchanged output.
 #[test]
 fn pid_sigterm_detaches() {
-    require_environment().unwrap();
-    let variant = Variant::Normal;
-    let r = reference(variant, &[]);
-    let dir = tempfile::tempdir().unwrap();
-    let sink = Sink::start(Path::new(SINK), dir.path()).unwrap();
-    let mut a = attach(variant, dir.path(), &Export::Grpc(sink.grpc_endpoint()), false);
+    let mut p = pid_run(Variant::Normal, "grpc", false);
+    let (a, r) = (&mut p.a, p.r);
     a.gotel.signal(libc::SIGTERM);
     let gst = a.gotel.wait_timeout(Duration::from_secs(30)).unwrap();
     assert!(gst.success(), "gotel exited with {gst} on SIGTERM\nstderr:\n{}", a.gotel.stderr_string());
@@ -526,6 +527,6 @@ fn pid_sigterm_detaches() {
     assert!(st.success(), "engine exited with {st} after gotel detached");
     assert_eq!(a.program.stdout_string(), r.stdout);
     std::thread::sleep(Duration::from_millis(500));
-    let spans = sink.spans().unwrap();
+    let spans = p.sink.spans().unwrap();
     assert!(spans.is_empty(), "{} spans after detaching, e.g. {:?}", spans.len(), spans.first());
 }
