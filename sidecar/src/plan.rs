@@ -209,7 +209,7 @@ pub fn build(bin: &GoBinary, specs: &[ProbeSpec], limits: &Limits, libraries: &[
         return Err(Failure::config(format!(
             "nothing to trace in {}: set GOTEL_PROBES (e.g. 'main.handle;main.(*Store).Get') or pass --probe{}",
             bin.path,
-            if libraries.is_empty() { "" } else { " (the built-in HTTP instrumentations found no net/http server or client with DWARF in it)" }
+            if libraries.is_empty() { "" } else { " (the built-in HTTP instrumentations found no usable net/http server or client in it)" }
         )));
     }
     if probes.len() > MAX_PROBES {
@@ -252,7 +252,7 @@ pub fn build(bin: &GoBinary, specs: &[ProbeSpec], limits: &Limits, libraries: &[
                 injection = Some(Injection { request_write, header_write, config });
             }
             _ => warnings.push(
-                "GOTEL_PROPAGATION=inject: this binary has no HTTP client spans with DWARF (net/http client, bufio.Writer); nothing will be injected".into(),
+                "GOTEL_PROPAGATION=inject: this binary has no HTTP client spans (net/http client, bufio.Writer layout); nothing will be injected".into(),
             ),
         }
     }
