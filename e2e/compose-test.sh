@@ -13,13 +13,9 @@
 #      COMPOSE_KEEP=1         leave the stack running for inspection
 #      COMPOSE_SKIP_BUILD=1   use the images as they are
 set -uo pipefail
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-PASS=0 FAIL=0
-ok()   { PASS=$((PASS + 1)); echo "  ok   $*"; }
-bad()  { FAIL=$((FAIL + 1)); echo "  FAIL $*"; }
-check() { local what=$1; shift; if "$@"; then ok "$what"; else bad "$what"; fi; }
-say()  { echo "compose-test: $*"; }
-finish() { echo "compose: $PASS passed, $FAIL failed"; [[ $FAIL -eq 0 ]]; exit $?; }
+SUITE=compose
+# shellcheck source=e2e/test-lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/test-lib.sh"
 
 export COMPOSE_PROJECT_NAME="gotel-e2e-$$"
 export FRONTEND_PORT="${COMPOSE_TEST_FRONTEND_PORT:-38080}"
@@ -74,15 +70,11 @@ teardown() {
   compose down -v --remove-orphans -t 5 >/dev/null 2>&1 || say "warning: compose down failed"
 }
 trap 'teardown; rm -rf "$TMP"' EXIT
-trap 'echo "compose-test: interrupted"; exit 130' INT TERM
 
 # ---- build ------------------------------------------------------------------------------------
 if [[ -z "${COMPOSE_SKIP_BUILD:-}" ]]; then
-  "$ROOT/tools/install-deps.sh" | sed 's/^/  /' || { bad "tools/install-deps.sh"; finish; }
-  export PATH="$HOME/.cargo/bin:$PATH"
-  say "cargo build --release -p gotel"
-  (cd "$ROOT" && cargo build --release -p gotel >"$TMP/cargo.log" 2>&1) \
-    || { tail -30 "$TMP/cargo.log"; bad "cargo build --release -p gotel"; finish; }
+  # shellcheck disable=SC2119 # build_gotel takes no arguments here
+  build_gotel
   [[ -x "$ROOT/target/release/gotel" ]] || { bad "gotel builds"; finish; }
   "$ROOT/docker/build-images.sh" 2>&1 | sed 's/^/  /'
   check "images built" "$DOCKER" image inspect gotel:dev gotel-demo-frontend:dev gotel-demo-backend:dev gotel-jaeger:1.76.0 -f '{{.Id}}' >/dev/null
@@ -95,9 +87,6 @@ UP=1
 if ! compose up -d >"$TMP/up.log" 2>&1; then cat "$TMP/up.log"; bad "compose up"; teardown; finish; fi
 ok "compose up"
 
-wait_http() { # URL SECONDS
-  local i; for ((i = 0; i < $2 * 2; i++)); do curl -m 10 -fsS -o /dev/null "$1" 2>/dev/null && return 0; sleep 0.5; done; return 1
-}
 check "frontend answers" wait_http "$FRONT/healthz" 30
 check "jaeger query API answers" wait_http "$JAEGER/api/services" 60
 check "decoy backend answers" wait_http "http://127.0.0.1:$DECOY_PORT/healthz" 30

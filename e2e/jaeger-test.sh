@@ -10,13 +10,9 @@
 # Prints "jaeger: N passed, M failed" last; exits non-zero on any failure.
 # Env: JAEGER_TEST_BASE_PORT (default 44000: jaeger on +317/+318/+686/+685/+133, backend on +81..)
 set -uo pipefail
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-PASS=0 FAIL=0
-ok()   { PASS=$((PASS + 1)); echo "  ok   $*"; }
-bad()  { FAIL=$((FAIL + 1)); echo "  FAIL $*"; }
-check() { local what=$1; shift; if "$@"; then ok "$what"; else bad "$what"; fi; }
-say()  { echo "jaeger-test: $*"; }
-finish() { echo "jaeger: $PASS passed, $FAIL failed"; [[ $FAIL -eq 0 ]]; exit $?; }
+SUITE=jaeger
+# shellcheck source=e2e/test-lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/test-lib.sh"
 
 B="${JAEGER_TEST_BASE_PORT:-44000}"
 export JAEGER_LISTEN_HOST=127.0.0.1 JAEGER_OTLP_GRPC_PORT=$((B + 317)) JAEGER_OTLP_HTTP_PORT=$((B + 318))
@@ -33,21 +29,11 @@ cleanup() {
   rm -rf "$TMP"
 }
 trap cleanup EXIT
-trap 'echo "jaeger-test: interrupted"; exit 130' INT TERM
 
 alive() { [[ -e /proc/$1 ]] && ! grep -q ') Z ' "/proc/$1/stat" 2>/dev/null; }
-wait_http() { # URL SECONDS
-  local i; for ((i = 0; i < $2 * 2; i++)); do curl -m 10 -fsS -o /dev/null "$1" 2>/dev/null && return 0; sleep 0.5; done; return 1
-}
 
 # ---- build --------------------------------------------------------------------------------------
-if [[ -z "${JAEGER_TEST_SKIP_BUILD:-}" ]]; then
-  GOTEL_SKIP_DOCKER=1 "$ROOT/tools/install-deps.sh" | sed 's/^/  /' || { bad "tools/install-deps.sh"; finish; }
-  export PATH="$HOME/.cargo/bin:$PATH"
-  say "cargo build --release -p gotel"
-  (cd "$ROOT" && cargo build --release -p gotel >"$TMP/cargo.log" 2>&1) \
-    || { tail -30 "$TMP/cargo.log"; bad "cargo build --release -p gotel"; finish; }
-fi
+[[ -n "${JAEGER_TEST_SKIP_BUILD:-}" ]] || build_gotel GOTEL_SKIP_DOCKER=1
 [[ -x "$GOTEL" ]] || { bad "target/release/gotel exists"; finish; }
 JAEGER_BIN="$("$ROOT/tools/build-jaeger.sh")" || { bad "tools/build-jaeger.sh"; finish; }
 GO=/usr/local/go/bin/go; [[ -x $GO ]] || GO="$(ls -d /usr/lib/go-1.*/bin/go 2>/dev/null | sort -V | tail -1)"
