@@ -282,9 +282,15 @@ impl Signature {
                 }
                 Err(e) => Err(format!("its location cannot be computed: {e}")),
             };
-            // Compiler-internal parameters (`.dict` of generic functions) are never captured;
-            // Go 1.27's DWARF gives `.dict` its spill slot (SP+16) at entry, not its register.
-            let from_compiler = p.entry_location.as_deref().and_then(abi::from_dwarf).filter(|_| !p.name.starts_with('.'));
+            // Only arguments are cross-checked. A result's location at entry is where the body
+            // keeps it (Go 1.27 puts a named `err` result in a stack slot), not the registers
+            // it is returned in at RET. Compiler-internal parameters (`.dict` of generic
+            // functions) are never captured, and Go 1.27's DWARF gives `.dict` its spill slot.
+            let from_compiler = p
+                .entry_location
+                .as_deref()
+                .and_then(abi::from_dwarf)
+                .filter(|_| !p.is_result && !p.name.starts_with('.'));
             let location = match (computed, from_compiler) {
                 (Ok(ours), Some(theirs)) if !abi::agrees(&ours, &theirs) => {
                     disagreement = true;

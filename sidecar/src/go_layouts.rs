@@ -35,8 +35,8 @@ pub const FIELDS: &[(&str, &str)] = &[
     // HTTP/2 server status: bundled in net/http up to Go 1.26 ...
     ("net/http.http2responseWriter", "rws"),
     ("net/http.http2responseWriterState", "status"),
-    // ... and from Go 1.27 in net/http/internal/http2, behind a wrapper holding an interface.
-    ("net/http.http2ResponseWriter", "ResponseWriter"),
+    // ... and from Go 1.27 in net/http/internal/http2 (net/http.http2ResponseWriter is then
+    // `struct{ *http2.responseWriter }`, pointer-shaped, so the interface holds that pointer).
     ("net/http/internal/http2.responseWriter", "rws"),
     ("net/http/internal/http2.responseWriterState", "status"),
     ("bufio.Writer", "buf"),
@@ -48,7 +48,6 @@ const OPTIONAL: &[&str] = &[
     "net/http.Request.Pattern",
     "net/http.http2responseWriter.rws",
     "net/http.http2responseWriterState.status",
-    "net/http.http2ResponseWriter.ResponseWriter",
     "net/http/internal/http2.responseWriter.rws",
     "net/http/internal/http2.responseWriterState.status",
 ];
@@ -169,8 +168,6 @@ pub fn synthetic_dwarf(layout: &Layout) -> DwarfInfo {
     let h2_state = strukt(&mut t, "net/http/internal/http2.responseWriterState", &[("status", int)]);
     let h2_state_ptr = pointer(&mut t, h2_state);
     strukt(&mut t, "net/http/internal/http2.responseWriter", &[("rws", h2_state_ptr)]);
-    let inner = basic(&mut t, "net/http/internal/http2.ResponseWriter", 16, Kind::Interface { empty: false });
-    strukt(&mut t, "net/http.http2ResponseWriter", &[("ResponseWriter", inner)]);
     strukt(&mut t, "bufio.Writer", &[("buf", bytes), ("n", int)]);
     // serverHandler is `struct{ srv *Server }`: one pointer word, passed in a register.
     let handler = t.add(GoType {

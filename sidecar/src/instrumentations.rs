@@ -169,14 +169,14 @@ pub fn plan(bin: &GoBinary, lib: Library, limits: &Limits) -> Result<(AttributeP
             struct_named(types, "net/http.http2responseWriterState").and_then(|r| types.field(r, "status")),
         ) {
             add("status2", ValueKind::Int, 1, &[rws.0, st.0], Decode::Int { size: 8 });
-        } else if let (Some(inner), Some(rws), Some(st)) = (
-            // Go 1.27+: http2ResponseWriter{ResponseWriter} wraps internal/http2's writer; hop
-            // through the interface's data word (+8) to *responseWriter, then to its state.
-            struct_named(types, "net/http.http2ResponseWriter").and_then(|r| types.field(r, "ResponseWriter")),
+        } else if let (Some(rws), Some(st)) = (
+            // Go 1.27+: the writer moved to net/http/internal/http2; net/http wraps it in the
+            // pointer-shaped `struct{ *http2.responseWriter }`, so the interface's data word is
+            // that pointer and the path is the same as before.
             struct_named(types, "net/http/internal/http2.responseWriter").and_then(|r| types.field(r, "rws")),
             struct_named(types, "net/http/internal/http2.responseWriterState").and_then(|r| types.field(r, "status")),
         ) {
-            add("status2", ValueKind::Int, 1, &[inner.0 + 8, rws.0, st.0], Decode::Int { size: 8 });
+            add("status2", ValueKind::Int, 1, &[rws.0, st.0], Decode::Int { size: 8 });
         }
         // The response writer's dynamic type tells HTTP/1 from HTTP/2 apart.
         let rw = spec::parse_probes("net/http.serverHandler.ServeHTTP(rw=rw)").map_err(|e| e.to_string())?;
