@@ -5,7 +5,8 @@
 //! call parented to that call, an incoming `traceparent` adopted (and an invalid one ignored),
 //! and, with `GOTEL_PROPAGATION=inject`, one trace across both services (the backend's server
 //! span under the frontend's client span), while without it nothing is written and the
-//! services stay separate traces.
+//! services stay separate traces. Also: a stripped build (field offsets from the layout table)
+//! and HTTP/2 (h2c) server statuses on Go 1.26 and 1.27.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -219,4 +220,79 @@ fn http_spans_machine_go() {
 #[test]
 fn without_injection_nothing_is_written_and_services_stay_apart() {
     check_go(&gotel_e2e::go_bin(), true, false, false);
+}
+
+/// The go1.27.3 toolchain (tools/install-deps.sh fetches it with GOTOOLCHAIN=go1.27.3).
+fn go_1_27() -> PathBuf {
+    let p = PathBuf::from("/root/go/pkg/mod/golang.org/toolchain@v0.0.1-go1.27.3.linux-amd64/bin/go");
+    assert!(p.exists(), "{} missing: run tools/install-deps.sh", p.display());
+    p
+}
+
+/// HTTP/2 (h2c, Go 1.24+'s own support): `e2e/goapps/h2svc` serves on 127.0.0.1 and calls
+/// itself. The server's status comes from the HTTP/2 response writer, which Go 1.27 moved to
+/// net/http/internal/http2; with and without DWARF.
+fn check_http2(go: &Path, stripped: bool) {
+    require_environment().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("h2svc");
+    let mut cmd = Command::new(go);
+    cmd.arg("build");
+    if stripped {
+        cmd.arg("-ldflags=-s -w");
+    }
+    cmd.arg("-o").arg(&out).arg(".");
+    cmd.current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("goapps/h2svc"))
+        .env("GOTOOLCHAIN", "local")
+        .env("GOFLAGS", "-mod=mod")
+        .env("CGO_ENABLED", "0");
+    let (st, so, se) = run("go build h2svc", cmd, Duration::from_secs(300)).unwrap();
+    assert!(st.success(), "go build with {} failed: {so}{se}", go.display());
+    let sink = Sink::start(Path::new(SINK), dir.path()).unwrap();
+    let probe = if stripped { "main.work(item=arg0:string)" } else { "main.work(item=item)" };
+    let mut cmd = gotel_command(&Export::HttpProtobuf(sink.http_endpoint()), probe);
+    cmd.arg("--").arg(&out);
+    let mut gotel = Proc::spawn("gotel h2svc", cmd).unwrap();
+    let st = gotel.wait_timeout(Duration::from_secs(60)).unwrap();
+    let stderr = gotel.stderr_string();
+    assert!(st.success(), "gotel exited {st}\n{stderr}");
+    assert!(!stderr.contains("spans are off"), "HTTP spans turned off:\n{stderr}");
+    let spans = sink.wait_quiet(Duration::from_millis(300), Duration::from_secs(20)).unwrap();
+    let want = [("/ok/{item}", 200), ("/fail", 502), ("/teapot", 418), ("/ok/{item}", 200)];
+    let servers: Vec<&FlatSpan> = spans.iter().filter(|s| s.kind == 2).collect();
+    assert_eq!(servers.len(), 4, "server spans: {:#?}", names(&spans));
+    for (route, code) in want {
+        let n = want.iter().filter(|w| w.0 == route).count();
+        let got: Vec<&&FlatSpan> = servers.iter().filter(|s| s.attr_str("http.route") == Some(route)).collect();
+        assert_eq!(got.len(), n, "server spans for {route}: {servers:#?}");
+        for s in got {
+            assert_eq!(s.attr_i64("http.response.status_code"), Some(code), "{route}: {s:#?}");
+            assert_eq!(s.attr_str("network.protocol.version"), Some("2"), "{route}");
+            assert_eq!(s.status_code, if code >= 500 { 2 } else { 0 }, "{route}: {s:#?}");
+        }
+    }
+    let clients: Vec<&FlatSpan> = spans.iter().filter(|s| s.kind == 3).collect();
+    let mut codes: Vec<i64> = clients.iter().filter_map(|s| s.attr_i64("http.response.status_code")).collect();
+    codes.sort();
+    assert_eq!(codes, vec![200, 200, 418, 502], "client spans: {clients:#?}");
+    // main.work runs inside the /ok handler: a child of its server span.
+    for work in spans.iter().filter(|s| s.name == "main.work") {
+        let parent = by_id(&spans, &work.parent_span_id).expect("main.work has a parent");
+        assert_eq!((parent.kind, parent.attr_str("http.route")), (2, Some("/ok/{item}")));
+    }
+}
+
+#[test]
+fn http2_machine_go() {
+    check_http2(&gotel_e2e::go_bin(), false);
+}
+
+#[test]
+fn http2_go_1_27() {
+    check_http2(&go_1_27(), false);
+}
+
+#[test]
+fn http2_go_1_27_stripped() {
+    check_http2(&go_1_27(), true);
 }

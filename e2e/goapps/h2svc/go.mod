@@ -1,0 +1,3 @@
+module gotel.test/h2svc
+
+go 1.24
