@@ -77,7 +77,8 @@ pub struct GoBinary {
     data_symbols: Vec<(u64, u64, String)>,
     pub build: BuildInfo,
     pub is_pie: bool,
-    /// Link-time address of `type:*`, the base of the type descriptors' name offsets.
+    /// Link-time address of `runtime.types` (else `type:*`), the base of the type descriptors'
+    /// name offsets.
     types_base: Option<u64>,
     pclntab: Option<Pclntab>,
     pub dwarf: Option<DwarfInfo>,
@@ -122,7 +123,7 @@ impl GoBinary {
 
         let mut functions = Vec::new();
         let mut data_symbols = Vec::new();
-        let mut types_base = None;
+        let (mut types_base, mut runtime_types) = (None, None);
         for sym in elf.syms.iter() {
             let Some(name) = elf.strtab.get_at(sym.st_name) else { continue };
             if sym.st_type() == STT_FUNC && sym.st_value != 0 {
@@ -131,6 +132,8 @@ impl GoBinary {
                     entry: sym.st_value,
                     end: sym.st_value + sym.st_size.max(1),
                 });
+            } else if name == "runtime.types" {
+                runtime_types = Some(sym.st_value);
             } else if name == "type:*" || name == "type.*" {
                 types_base = Some(sym.st_value);
             } else if name.starts_with("go:itab.") || name.starts_with("type:") || name.starts_with("go.itab.") || name.starts_with("type.") {
@@ -138,6 +141,9 @@ impl GoBinary {
             }
         }
         data_symbols.sort_by_key(|d| d.0);
+        // Name offsets count from `moduledata.types`, i.e. `runtime.types`: the same address as
+        // `type:*` in executables, but 8 bytes before it in PIE builds.
+        let types_base = runtime_types.or(types_base);
         drop(elf);
 
         let mut bin = GoBinary {
@@ -272,7 +278,7 @@ impl GoBinary {
     }
 
     /// The Go name of the type descriptor at a link-time address (`int`, `*main.Order`), read
-    /// from the descriptor itself: `abi.Type.Str` (offset 40) is a name offset from `type:*`;
+    /// from the descriptor itself: `abi.Type.Str` (offset 40) is a name offset from `runtime.types`;
     /// a name is a flags byte, a varint length and the bytes; `TFlagExtraStar` (2) means the
     /// stored name has a leading `*` to drop. Layout shared by Go 1.18 to 1.26.
     pub fn type_descriptor_name(&self, vaddr: u64) -> Option<String> {
