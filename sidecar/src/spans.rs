@@ -81,21 +81,44 @@ impl TypeNames for SymbolTypeNames {
 
 /// Load bias of the executable in process `pid` (0 unless PIE): where its first segment is
 /// mapped minus its link-time address, read from /proc/PID/maps.
+///
+/// A launched child runs gotel's own image until it execs the program, just after its
+/// release: reading the maps then would find gotel's mapping and name no type. So this waits
+/// (a few milliseconds, 2 s at most) until the process runs another executable that is mapped.
 pub fn load_bias(pid: u32, binary: &GoBinary) -> u64 {
     if !binary.is_pie {
         return 0;
     }
-    let Ok(exe) = std::fs::read_link(format!("/proc/{pid}/exe")) else { return 0 };
-    let Ok(maps) = std::fs::read_to_string(format!("/proc/{pid}/maps")) else { return 0 };
-    for line in maps.lines() {
-        let cols: Vec<&str> = line.split_whitespace().collect();
-        if cols.len() >= 6 && cols[5..].join(" ") == exe.to_string_lossy() && u64::from_str_radix(cols[2], 16) == Ok(0) {
-            if let Some(start) = cols[0].split('-').next().and_then(|s| u64::from_str_radix(s, 16).ok()) {
+    let own = std::fs::read_link("/proc/self/exe").ok();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+    loop {
+        // Gone (or a zombie): nothing left to name.
+        let Ok(exe) = std::fs::read_link(format!("/proc/{pid}/exe")) else { return 0 };
+        if own.as_ref() != Some(&exe) {
+            if let Some(start) = mapped_at(pid, &exe) {
                 return start.wrapping_sub(binary.first_segment_vaddr());
             }
         }
+        if std::time::Instant::now() >= deadline {
+            tracing::warn!(pid, "the program's mapping is not in /proc/PID/maps: dynamic types are shown as addresses");
+            return 0;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1));
     }
-    0
+}
+
+/// Start of the mapping of `exe` at file offset 0 in process `pid`.
+fn mapped_at(pid: u32, exe: &std::path::Path) -> Option<u64> {
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).ok()?;
+    let exe = exe.to_string_lossy();
+    maps.lines().find_map(|line| {
+        let cols: Vec<&str> = line.split_whitespace().collect();
+        if cols.len() >= 6 && cols[5..].join(" ") == exe && u64::from_str_radix(cols[2], 16) == Ok(0) {
+            cols[0].split('-').next().and_then(|s| u64::from_str_radix(s, 16).ok())
+        } else {
+            None
+        }
+    })
 }
 
 #[derive(Debug, Default, Clone, Copy)]
