@@ -53,8 +53,9 @@ struct ProbeSpans {
     library: Option<Library>,
 }
 
-/// Names dynamic types from their runtime address via the symbol table (itabs and type
-/// descriptors), undoing the load bias of PIE binaries.
+/// Names dynamic types through a whole [`GoBinary`], undoing the load bias of PIE binaries.
+/// Keeps the binary alive: for tools that hold it anyway (benches); a session names types with
+/// a [`crate::binary::TypeNameTable`] instead, which gives the same answers from far less memory.
 pub struct SymbolTypeNames {
     pub binary: Arc<GoBinary>,
     pub load_bias: u64,
@@ -62,20 +63,7 @@ pub struct SymbolTypeNames {
 
 impl TypeNames for SymbolTypeNames {
     fn type_name(&self, runtime_addr: u64) -> Option<String> {
-        let addr = runtime_addr.wrapping_sub(self.load_bias);
-        let Some(sym) = self.binary.data_symbol_at(addr) else {
-            // `any` holds a type descriptor, which .symtab does not name one by one.
-            return self.binary.type_descriptor_name(addr);
-        };
-        // "go:itab.*errors.errorString,error" -> "*errors.errorString"; "type:*T" -> "*T".
-        let name = sym
-            .strip_prefix("go:itab.")
-            .or_else(|| sym.strip_prefix("go.itab."))
-            .map(|s| s.rsplit_once(',').map(|(t, _)| t).unwrap_or(s))
-            .or_else(|| sym.strip_prefix("type:"))
-            .or_else(|| sym.strip_prefix("type."))
-            .unwrap_or(sym);
-        Some(name.to_string())
+        self.binary.dynamic_type_name(runtime_addr.wrapping_sub(self.load_bias))
     }
 }
 

@@ -4,6 +4,7 @@
 mod buildinfo;
 pub mod disasm;
 mod pclntab;
+mod type_names;
 
 use std::{borrow::Cow, collections::HashMap, fs::File, io::Read, path::Path};
 
@@ -12,6 +13,7 @@ use memmap2::Mmap;
 
 pub use buildinfo::BuildInfo;
 use pclntab::Pclntab;
+pub use type_names::TypeNameTable;
 
 use crate::dwarf::DwarfInfo;
 
@@ -66,6 +68,8 @@ struct Section {
 /// A Go executable, parsed once at startup.
 pub struct GoBinary {
     pub path: String,
+    /// The file `map` maps; kept open so a [`TypeNameTable`] can read from the same file.
+    file: File,
     map: Mmap,
     sections: Vec<Section>,
     /// (vaddr, memsz, file offset, filesz) of PT_LOAD segments.
@@ -148,6 +152,7 @@ impl GoBinary {
 
         let mut bin = GoBinary {
             path: display.clone(),
+            file,
             map,
             sections,
             segments,
@@ -241,10 +246,7 @@ impl GoBinary {
 
     /// File offset of a link-time virtual address, through the PT_LOAD program headers.
     pub fn file_offset(&self, vaddr: u64) -> Option<u64> {
-        self.segments
-            .iter()
-            .find(|(va, _, _, filesz)| vaddr >= *va && vaddr < va + filesz)
-            .map(|(va, _, off, _)| vaddr - va + off)
+        segment_file_offset(&self.segments, vaddr)
     }
 
     /// The function's machine code.
@@ -278,32 +280,20 @@ impl GoBinary {
     }
 
     /// The Go name of the type descriptor at a link-time address (`int`, `*main.Order`), read
-    /// from the descriptor itself: `abi.Type.Str` (offset 40) is a name offset from `runtime.types`;
-    /// a name is a flags byte, a varint length and the bytes; `TFlagExtraStar` (2) means the
-    /// stored name has a leading `*` to drop. Layout shared by Go 1.18 to 1.26.
+    /// from the descriptor itself (see `type_names::descriptor_name` for the layout).
     pub fn type_descriptor_name(&self, vaddr: u64) -> Option<String> {
-        let base = self.types_base?;
-        if vaddr < base {
-            return None;
+        type_names::descriptor_name(self.types_base?, vaddr, |a, n| self.bytes_at(a, n).map(Cow::Borrowed))
+    }
+
+    /// The dynamic type an itab or type descriptor at a link-time address stands for: named by
+    /// its data symbol, else read from the descriptor. [`TypeNameTable`] answers the same
+    /// without keeping the binary.
+    pub fn dynamic_type_name(&self, vaddr: u64) -> Option<String> {
+        match self.data_symbol_at(vaddr) {
+            Some(sym) => Some(type_names::symbol_type_name(sym).to_string()),
+            // `any` holds a type descriptor, which .symtab does not name one by one.
+            None => self.type_descriptor_name(vaddr),
         }
-        let desc = self.bytes_at(vaddr, 48)?;
-        let tflag = desc[20];
-        let str_off = i32::from_le_bytes(desc[40..44].try_into().ok()?);
-        if str_off <= 0 {
-            return None;
-        }
-        let name = self.bytes_at(base + str_off as u64, 12)?;
-        let (mut len, mut used) = (0usize, 0usize);
-        for (i, &b) in name[1..].iter().enumerate().take(4) {
-            len |= ((b & 0x7f) as usize) << (7 * i);
-            used = i + 1;
-            if b & 0x80 == 0 {
-                break;
-            }
-        }
-        let bytes = self.bytes_at(base + str_off as u64 + 1 + used as u64, len.min(512))?;
-        let text = std::str::from_utf8(bytes).ok()?;
-        Some(if tflag & 2 != 0 { text.strip_prefix('*').unwrap_or(text) } else { text }.to_string())
     }
 
     /// Link-time address of the first PT_LOAD segment with file offset 0 (the load bias base).
@@ -321,6 +311,15 @@ impl GoBinary {
         scored.sort();
         scored.into_iter().take(n).map(|(_, s)| s).collect()
     }
+}
+
+/// File offset of a link-time virtual address, through (vaddr, memsz, file offset, filesz) of
+/// the PT_LOAD program headers.
+fn segment_file_offset(segments: &[(u64, u64, u64, u64)], vaddr: u64) -> Option<u64> {
+    segments
+        .iter()
+        .find(|(va, _, _, filesz)| vaddr >= *va && vaddr < va + filesz)
+        .map(|(va, _, off, _)| vaddr - va + off)
 }
 
 /// `go1.21.5` -> 21.
