@@ -141,6 +141,15 @@ fn attributes_go_1_22() {
     check_with_dwarf(&debian_go(22));
 }
 
+/// Go 1.27 (the go1.27.3 toolchain download): its symbol table no longer names itabs
+/// (`go:itab.*`), so dynamic types are named through the itab's type descriptor.
+#[test]
+fn attributes_go_1_27() {
+    let p = PathBuf::from("/root/go/pkg/mod/golang.org/toolchain@v0.0.1-go1.27.3.linux-amd64/bin/go");
+    assert!(p.exists(), "{} missing: run tools/install-deps.sh", p.display());
+    check_with_dwarf(&p);
+}
+
 #[test]
 fn attributes_machine_go() {
     check_with_dwarf(&gotel_e2e::go_bin());

@@ -187,7 +187,7 @@ async fn session(
     // Spans need only the names of dynamic types from the binary: keep those (a small table)
     // and free the parsed binary (its mapping, symbols, pclntab and DWARF: hundreds of MiB on
     // a large program) now rather than at the end of the session.
-    let names = TypeNameTable::new(&binary, spans::load_bias(process.pid, &binary));
+    let names = TypeNameTable::new(&binary, spans::load_bias(process.pid, &binary), process.pid);
     // Freeing it takes about 0.1 s on a large binary: in the background, as records arrive.
     std::thread::spawn(move || {
         let started = std::time::Instant::now();

@@ -103,6 +103,8 @@ impl Descriptors {
 pub struct TypeNameTable {
     /// Subtracted from runtime addresses to get link-time ones (PIE; 0 otherwise).
     load_bias: u64,
+    /// The traced process, whose memory holds the itabs .symtab does not name (0: none).
+    pid: u32,
     /// Sorted by address (stably: of two symbols at one address the later in .symtab wins,
     /// as in `GoBinary::data_symbol_at`).
     symbols: Vec<Symbol>,
@@ -115,7 +117,7 @@ pub struct TypeNameTable {
 
 impl TypeNameTable {
     /// The table for `binary` as mapped in a process with `load_bias` (see `spans::load_bias`).
-    pub fn new(binary: &GoBinary, load_bias: u64) -> TypeNameTable {
+    pub fn new(binary: &GoBinary, load_bias: u64, pid: u32) -> TypeNameTable {
         let mut names = String::new();
         let symbols = binary
             .data_symbols
@@ -135,7 +137,7 @@ impl TypeNameTable {
                 .ok()?;
             Some(Descriptors { file, segments: binary.segments.clone(), types_base })
         });
-        TypeNameTable { load_bias, symbols, names, descriptors, cache: RefCell::new(HashMap::new()) }
+        TypeNameTable { load_bias, pid, symbols, names, descriptors, cache: RefCell::new(HashMap::new()) }
     }
 
     /// Type name of the data symbol covering a link-time address.
@@ -145,6 +147,46 @@ impl TypeNameTable {
         (vaddr < s.addr + s.size.max(1))
             .then(|| &self.names[s.name_start..s.name_start + s.name_len])
     }
+}
+
+impl TypeNameTable {
+    /// Go 1.27 no longer names itabs in .symtab (`go:itab.*`). An itab starts with
+    /// `{inter *interfacetype, _type *_type}`: when the first word is an interface type
+    /// descriptor, the value's type is the second. Static itabs are read from the executable
+    /// (it holds their link-time pointers, PIE too), so spans decoded after the process exited
+    /// are named; itabs made at run time live on the heap and are read from the process. A
+    /// type descriptor (an `any` value) starts with its size, never a descriptor: it falls through.
+    fn itab_type_name(&self, d: &Descriptors, runtime_addr: u64) -> Option<String> {
+        let word = |w: &[u8], i: usize| u64::from_le_bytes(w[i * 8..i * 8 + 8].try_into().unwrap());
+        let (inter, ty) = match d.read(runtime_addr.wrapping_sub(self.load_bias), 16) {
+            Some(w) => (word(&w, 0), word(&w, 1)),
+            None if self.pid != 0 => {
+                let w = read_process(self.pid, runtime_addr, 16)?;
+                (word(&w, 0).wrapping_sub(self.load_bias), word(&w, 1).wrapping_sub(self.load_bias))
+            }
+            None => return None,
+        };
+        if inter < d.types_base || ty < d.types_base {
+            return None;
+        }
+        // abi.Type.Kind_ (offset 23, low 5 bits) is Interface (20) for the itab's first word.
+        let inter_desc = d.read(inter, 48)?;
+        if inter_desc[23] & 0x1f != 20 {
+            return None;
+        }
+        descriptor_name(d.types_base, ty, |a, n| d.read(a, n))
+    }
+}
+
+/// `len` bytes of process `pid`'s memory at `addr` (process_vm_readv; gotel has the target's
+/// ptrace access already, see README "Security and capabilities").
+fn read_process(pid: u32, addr: u64, len: usize) -> Option<Vec<u8>> {
+    let mut buf = vec![0u8; len];
+    let local = libc::iovec { iov_base: buf.as_mut_ptr().cast(), iov_len: len };
+    let remote = libc::iovec { iov_base: addr as *mut libc::c_void, iov_len: len };
+    // SAFETY: `local` points at `buf`, which outlives the call; the kernel checks `remote`.
+    let n = unsafe { libc::process_vm_readv(pid as libc::pid_t, &local, 1, &remote, 1, 0) };
+    (n == len as isize).then_some(buf)
 }
 
 impl TypeNames for TypeNameTable {
@@ -158,7 +200,9 @@ impl TypeNames for TypeNameTable {
         if let Some(hit) = cache.get(&addr) {
             return hit.clone();
         }
-        let name = descriptor_name(d.types_base, addr, |a, n| d.read(a, n));
+        let name = self
+            .itab_type_name(d, runtime_addr)
+            .or_else(|| descriptor_name(d.types_base, addr, |a, n| d.read(a, n)));
         if cache.len() >= MAX_CACHED {
             cache.clear();
         }
@@ -210,6 +254,7 @@ mod tests {
         }
         TypeNameTable {
             load_bias,
+            pid: 0,
             symbols,
             names,
             descriptors: with_descriptors.then_some(Descriptors { file, segments, types_base: base }),
@@ -250,7 +295,7 @@ mod tests {
                 let what = format!("{} {flags:?}", built.version);
                 let bin = GoBinary::open(&built.path).unwrap();
                 let bias = if bin.is_pie { 0x7f00_0000_0000 } else { 0 };
-                let table = TypeNameTable::new(&bin, bias);
+                let table = TypeNameTable::new(&bin, bias, 0);
                 let same = |addr: u64| assert_eq!(table.type_name(addr + bias), bin.dynamic_type_name(addr), "{what} at {addr:#x}");
                 for &(addr, size, _) in &bin.data_symbols {
                     for a in [addr, addr + size / 2, addr + size.max(1) - 1, addr + size.max(1)] {
