@@ -39,11 +39,11 @@ use std::{
 
 use gotel::{
     attributes::Limits,
-    binary::GoBinary,
+    binary::{GoBinary, TypeNameTable},
     events,
     export::{self, Pipeline, ResourceFacts},
     plan::{self, Plan},
-    spans::{SpanFactory, SymbolTypeNames},
+    spans::SpanFactory,
     spec,
 };
 use gotel_shared::{EventHeader, EventKind, ValueHeader, ValueKind};
@@ -249,7 +249,7 @@ const VARIANTS: [Variant; 3] = [
 ];
 
 fn factory_for(plan: &Plan, binary: &Arc<GoBinary>) -> SpanFactory {
-    let names = SymbolTypeNames { binary: binary.clone(), load_bias: 0 };
+    let names = TypeNameTable::new(binary, 0, 0);
     SpanFactory::new(plan, export::sampler_from_env().expect("sampler"), Box::new(names), Limits::default().max_attributes)
 }
 

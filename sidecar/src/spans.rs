@@ -3,7 +3,6 @@
 use std::{
     borrow::Cow,
     collections::{HashMap, VecDeque},
-    sync::Arc,
 };
 
 use gotel_shared::{EventKind, SPAN_PARENT_REMOTE, SPAN_TRACE_REMOTE_NOT_SAMPLED, SPAN_TRACE_REMOTE_SAMPLED};
@@ -54,19 +53,6 @@ struct ProbeSpans {
 }
 
 /// Names dynamic types through a whole [`GoBinary`], undoing the load bias of PIE binaries.
-/// Keeps the binary alive: for tools that hold it anyway (benches); a session names types with
-/// a [`crate::binary::TypeNameTable`] instead, which gives the same answers from far less memory.
-pub struct SymbolTypeNames {
-    pub binary: Arc<GoBinary>,
-    pub load_bias: u64,
-}
-
-impl TypeNames for SymbolTypeNames {
-    fn type_name(&self, runtime_addr: u64) -> Option<String> {
-        self.binary.dynamic_type_name(runtime_addr.wrapping_sub(self.load_bias))
-    }
-}
-
 /// Load bias of the executable in process `pid` (0 unless PIE): where its first segment is
 /// mapped minus its link-time address, read from /proc/PID/maps.
 ///
