@@ -20,20 +20,21 @@ const SINK: &str = env!("CARGO_BIN_EXE_otlp-sink");
 const TRACE_ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 const PARENT_ID: &str = "00f067aa0ba902b7";
 
-fn build(go: &Path, dir: &Path, stripped: bool) -> PathBuf {
-    let out = dir.join("httpsvc");
+/// Builds `e2e/goapps/<app>` into `dir`; `stripped`: with `-ldflags=-s -w`.
+fn build(go: &Path, dir: &Path, app: &str, stripped: bool) -> PathBuf {
+    let out = dir.join(app);
     let mut cmd = Command::new(go);
     cmd.arg("build");
     if stripped {
         cmd.arg("-ldflags=-s -w");
     }
     cmd.arg("-o").arg(&out).arg(".");
-    cmd.current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("goapps/httpsvc"))
+    cmd.current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("goapps").join(app))
         .env("GOTOOLCHAIN", "local")
         .env("GOFLAGS", "-mod=mod")
         .env("CGO_ENABLED", "0");
-    let (st, so, se) = run("go build httpsvc", cmd, Duration::from_secs(300)).unwrap();
-    assert!(st.success(), "go build with {} failed: {so}{se}", go.display());
+    let (st, so, se) = run(&format!("go build {app}"), cmd, Duration::from_secs(300)).unwrap();
+    assert!(st.success(), "go build of {app} with {} failed: {so}{se}", go.display());
     out
 }
 
@@ -70,7 +71,7 @@ fn by_id<'a>(spans: &'a [FlatSpan], id: &str) -> Option<&'a FlatSpan> {
 fn check_go(go: &Path, expect_route: bool, inject: bool, stripped: bool) {
     require_environment().unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let bin = build(go, dir.path(), stripped);
+    let bin = build(go, dir.path(), "httpsvc", stripped);
     let item = if stripped { "item=arg0:string" } else { "item=item" };
     let sink = Sink::start(Path::new(SINK), dir.path()).unwrap();
     let backend_file = dir.path().join("backend.addr");
@@ -235,19 +236,7 @@ fn go_1_27() -> PathBuf {
 fn check_http2(go: &Path, stripped: bool) {
     require_environment().unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let out = dir.path().join("h2svc");
-    let mut cmd = Command::new(go);
-    cmd.arg("build");
-    if stripped {
-        cmd.arg("-ldflags=-s -w");
-    }
-    cmd.arg("-o").arg(&out).arg(".");
-    cmd.current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("goapps/h2svc"))
-        .env("GOTOOLCHAIN", "local")
-        .env("GOFLAGS", "-mod=mod")
-        .env("CGO_ENABLED", "0");
-    let (st, so, se) = run("go build h2svc", cmd, Duration::from_secs(300)).unwrap();
-    assert!(st.success(), "go build with {} failed: {so}{se}", go.display());
+    let out = build(go, dir.path(), "h2svc", stripped);
     let sink = Sink::start(Path::new(SINK), dir.path()).unwrap();
     let probe = if stripped { "main.work(item=arg0:string)" } else { "main.work(item=item)" };
     let mut cmd = gotel_command(&Export::HttpProtobuf(sink.http_endpoint()), probe);
