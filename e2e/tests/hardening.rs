@@ -804,6 +804,52 @@ fn exe_follows_restart() {
     assert_eq!(summaries(&stderr).len(), 2, "one summary per traced process:\n{stderr}");
 }
 
+/// `--exe` beside a crash-looping program: processes that exit while gotel reads or attaches to
+/// them (lifetimes from a few to ~200 ms here) must not end gotel; it keeps following the file
+/// and traces the next process that stays.
+/// (Regression: gotel exited 3, "No such process", when the target died during attach.)
+#[test]
+fn exe_survives_processes_that_die_while_attaching() {
+    require_environment().unwrap();
+    let dir = tempdir();
+    let bin = private_copy(&stress_bin(), dir.path()).unwrap();
+    let sink = Sink::start(Path::new(SINK), dir.path()).unwrap();
+    let ready = dir.path().join("ready");
+    let mut gcmd = gotel_command(&Export::Grpc(sink.grpc_endpoint()), PROBES);
+    gcmd.arg("--exe").arg(&bin).arg("--ready-file").arg(&ready);
+    let mut gotel = Proc::spawn("gotel", gcmd).unwrap();
+    gotel.wait_stderr_line("waiting for a process", Duration::from_secs(20)).unwrap();
+    for i in 0..24u32 {
+        let n = (i % 8) * 3 + 1; // 1..22 calls, 10 ms apart
+        let mut short = Command::new(&bin);
+        short.args(["-mode", "steady", "-n", &n.to_string(), "-interval-ms", "10"]);
+        let mut short = Proc::spawn("stress short", short).unwrap();
+        assert!(short.wait_timeout(RUN_TIMEOUT).unwrap().success());
+        assert!(gotel.try_wait().unwrap().is_none(), "gotel exited after short process {i}\n{}", gotel.stderr_string());
+    }
+    // The one that stays: gotel attaches and traces all of its calls.
+    let go = dir.path().join("go");
+    let exp = dir.path().join("expect.json");
+    let mut last = Command::new(&bin);
+    last.args(["-mode", "steady", "-n", "50", "-interval-ms", "2", "-wait-file"]).arg(&go).arg("-expect").arg(&exp);
+    let mut last = Proc::spawn("stress last", last).unwrap();
+    let pid = last.pid();
+    let attached = wait_until(Duration::from_secs(30), || {
+        std::fs::read_to_string(&ready).map(|s| s.trim() == pid.to_string()).unwrap_or(false)
+    });
+    assert!(attached, "gotel did not attach to the process that stayed\n{}", gotel.stderr_string());
+    std::fs::write(&go, b"go").unwrap();
+    assert!(last.wait_timeout(RUN_TIMEOUT).unwrap().success());
+    let want = StressExpect::load(&exp).returned() as usize;
+    let of_last = |sp: &[FlatSpan]| sp.iter().filter(|s| s.res_i64("process.pid") == Some(pid as i64)).count();
+    assert!(wait_until(SPAN_TIMEOUT, || of_last(&sink.spans().unwrap()) >= want), "spans of the last process missing");
+    gotel.signal(libc::SIGTERM);
+    let st = gotel.wait_timeout(Duration::from_secs(30)).unwrap();
+    let stderr = gotel.stderr_string();
+    assert!(st.success(), "gotel exited {st}\n{stderr}");
+    assert_no_panic("gotel", &stderr);
+}
+
 /// The target returns from its last call and exits at once, with spans still in the ring buffer
 /// and the export batch (`OTEL_BSP_SCHEDULE_DELAY=5000`): all of them are exported.
 #[test]

@@ -76,9 +76,17 @@ pub async fn run(cli: &Cli, target: Target, launched: Option<Launched>) -> Resul
                     _ = stop.wait() => return Ok(0),
                 };
                 seen.push(process.pid);
-                match session(cli, &specs, &limits, process, None, metrics, stop).await? {
-                    End::Stopped => return Ok(0),
-                    End::TargetExited => tracing::info!(exe = %path.display(), "target exited; waiting for the next process"),
+                let pid = process.pid;
+                match session(cli, &specs, &limits, process, None, metrics, stop).await {
+                    Ok(End::Stopped) => return Ok(0),
+                    Ok(End::TargetExited) => tracing::info!(exe = %path.display(), "target exited; waiting for the next process"),
+                    // A process that exits while gotel reads or attaches to it (a crash loop, a
+                    // short run) is no reason to stop following the file. A configuration error
+                    // would repeat with the next process, so it still ends gotel.
+                    Err(e) if e.code != crate::exit::ExitCode::Config && !target::alive(pid) => {
+                        tracing::warn!(pid, exe = %path.display(), "process {pid} exited while gotel attached ({e}); waiting for the next process")
+                    }
+                    Err(e) => return Err(e),
                 }
             }
         }

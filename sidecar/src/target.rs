@@ -223,6 +223,14 @@ pub fn pidfd(pid: u32) -> std::io::Result<std::os::fd::OwnedFd> {
     Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd as libc::c_int) })
 }
 
+/// Whether process `pid` still runs (exists and is neither a zombie nor dead), from
+/// /proc/PID/stat's state field, which follows the command name's closing parenthesis.
+pub fn alive(pid: u32) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { return false };
+    let state = stat.rsplit_once(')').and_then(|(_, rest)| rest.trim_start().chars().next());
+    !matches!(state, None | Some('Z') | Some('X') | Some('x'))
+}
+
 /// Exit status of a reaped child of gotel, as a shell would report it.
 pub fn reap(pid: u32) -> Option<i32> {
     let mut status = 0;
@@ -261,5 +269,20 @@ mod tests {
     #[test]
     fn strips_deleted_suffix() {
         assert_eq!(file_name(Path::new("/app/server (deleted)")), "server");
+    }
+}
+
+#[cfg(test)]
+mod alive_tests {
+    #[test]
+    fn alive_sees_running_exited_and_zombie_processes() {
+        assert!(super::alive(std::process::id()));
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let pid = child.id();
+        // Exited but not yet reaped: a zombie.
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        assert!(!super::alive(pid), "zombie counted as alive");
+        child.wait().unwrap();
+        assert!(!super::alive(pid), "reaped process counted as alive");
     }
 }
