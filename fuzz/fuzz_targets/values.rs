@@ -46,7 +46,7 @@ fuzz_target!(|data: &[u8]| {
     for i in 0..n {
         let Ok(decode) = decode_kind(&mut u) else { return };
         let Ok(sets_error_status) = bool::arbitrary(&mut u) else { return };
-        slots.push(AttrSlot { key: format!("k{i}"), decode, sets_error_status });
+        slots.push(AttrSlot { key: gotel::attributes::shared_key(&format!("k{i}")), decode, sets_error_status });
     }
     let rest = u.take_rest();
     let mut out = Vec::new();

@@ -76,11 +76,16 @@ pub struct AttributePlan {
 /// How to present one captured value.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AttrSlot {
-    /// Attribute key.
-    pub key: String,
+    /// Attribute key, shared (`Arc<str>` inside): every span clones it, without allocating.
+    pub key: opentelemetry::Key,
     pub decode: Decode,
     /// A non-nil value sets the span status to ERROR (an `error` result).
     pub sets_error_status: bool,
+}
+
+/// A key whose clones share one allocation (a `String` key would be copied for every span).
+pub fn shared_key(key: &str) -> opentelemetry::Key {
+    opentelemetry::Key::from(std::sync::Arc::<str>::from(key))
 }
 
 /// How `values::decode` turns a captured value into an attribute value.
@@ -931,7 +936,7 @@ impl Planner<'_> {
         self.plan.fetches.push(fetch);
         let sets_error_status = acc.is_result && !acc.len && acc.hops.is_empty() && decode == Decode::Error;
         self.plan.slots.push(AttrSlot {
-            key: key.to_string(),
+            key: shared_key(key),
             decode,
             sets_error_status,
         });

@@ -156,7 +156,7 @@ pub fn plan(bin: &GoBinary, lib: Library, limits: &Limits) -> Result<(AttributeP
                 f.hops[i] = *h as i32;
             }
             plan.fetches.push(f);
-            plan.slots.push(AttrSlot { key: key.to_string(), decode, sets_error_status: false });
+            plan.slots.push(AttrSlot { key: attributes::shared_key(key), decode, sets_error_status: false });
         };
         if let Some(off) = struct_named(types, "net/http.Request").and_then(|r| types.field(r, "Pattern")) {
             add("route", ValueKind::String, 0, &[off.0], Decode::String);

@@ -226,7 +226,7 @@ mod tests {
 
     fn slot(key: &str, decode: Decode) -> AttrSlot {
         AttrSlot {
-            key: key.into(),
+            key: crate::attributes::shared_key(key),
             decode,
             sets_error_status: false,
         }

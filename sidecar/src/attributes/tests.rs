@@ -56,7 +56,7 @@ fn slot<'a>(p: &'a AttributePlan, key: &str) -> (&'a AttrSlot, &'a Fetch) {
     let i = p
         .slots
         .iter()
-        .position(|s| s.key == key)
+        .position(|s| s.key.as_str() == key)
         .unwrap_or_else(|| panic!("no slot {key}: {p:?}"));
     let f = p.fetches.iter().find(|f| f.slot as usize == i).unwrap();
     (&p.slots[i], f)
