@@ -724,6 +724,21 @@ fn shutdown_deadline_losses_are_counted() {
     assert_eq!(accounted, field(&s, "spans"), "spans lost at the shutdown deadline are not counted: {s:?}\n{stderr}");
 }
 
+/// A sink and `gotel --exe BIN --ready-file DIR/ready` (extra env `env`), once gotel says it is
+/// waiting for a process: (sink, gotel, ready file).
+fn follow_exe(dir: &Path, bin: &Path, env: &[(&str, &str)]) -> (Sink, Proc, PathBuf) {
+    let sink = Sink::start(Path::new(SINK), dir).unwrap();
+    let ready = dir.join("ready");
+    let mut gcmd = gotel_command(&Export::Grpc(sink.grpc_endpoint()), PROBES);
+    gcmd.envs(env.iter().copied()).arg("--exe").arg(bin).arg("--ready-file").arg(&ready);
+    let mut gotel = Proc::spawn("gotel", gcmd).unwrap();
+    if let Err(e) = gotel.wait_stderr_line("waiting for a process", Duration::from_secs(20)) {
+        let st = gotel.wait_timeout(Duration::from_secs(5));
+        panic!("gotel --exe is not waiting for the program: {e}; exit {st:?}\n{}", gotel.stderr_string());
+    }
+    (sink, gotel, ready)
+}
+
 /// `--exe`: the target exits and a new process of the same file starts; gotel follows it within
 /// a second and keeps tracing (spans from both pids).
 /// (Regressions: `--exe` once refused to wait when any /proc/PID/exe was unreadable, such as a
@@ -734,16 +749,8 @@ fn exe_follows_restart() {
     require_environment().unwrap();
     let dir = tempdir();
     let bin = private_copy(&stress_bin(), dir.path()).unwrap();
-    let sink = Sink::start(Path::new(SINK), dir.path()).unwrap();
-    let ready = dir.path().join("ready");
     let maddr = free_addr();
-    let mut gcmd = gotel_command(&Export::Grpc(sink.grpc_endpoint()), PROBES);
-    gcmd.env("GOTEL_METRICS_ADDR", maddr.to_string()).arg("--exe").arg(&bin).arg("--ready-file").arg(&ready);
-    let mut gotel = Proc::spawn("gotel", gcmd).unwrap();
-    if let Err(e) = gotel.wait_stderr_line("waiting for a process", Duration::from_secs(20)) {
-        let st = gotel.wait_timeout(Duration::from_secs(5));
-        panic!("gotel --exe is not waiting for the program: {e}; exit {st:?}\n{}", gotel.stderr_string());
-    }
+    let (sink, mut gotel, ready) = follow_exe(dir.path(), &bin, &[("GOTEL_METRICS_ADDR", &maddr.to_string())]);
 
     // A: waits until gotel attached, then 100 calls.
     let go_a = dir.path().join("go-a");
@@ -813,12 +820,7 @@ fn exe_survives_processes_that_die_while_attaching() {
     require_environment().unwrap();
     let dir = tempdir();
     let bin = private_copy(&stress_bin(), dir.path()).unwrap();
-    let sink = Sink::start(Path::new(SINK), dir.path()).unwrap();
-    let ready = dir.path().join("ready");
-    let mut gcmd = gotel_command(&Export::Grpc(sink.grpc_endpoint()), PROBES);
-    gcmd.arg("--exe").arg(&bin).arg("--ready-file").arg(&ready);
-    let mut gotel = Proc::spawn("gotel", gcmd).unwrap();
-    gotel.wait_stderr_line("waiting for a process", Duration::from_secs(20)).unwrap();
+    let (sink, mut gotel, ready) = follow_exe(dir.path(), &bin, &[]);
     for i in 0..24u32 {
         let n = (i % 8) * 3 + 1; // 1..22 calls, 10 ms apart
         let mut short = Command::new(&bin);
