@@ -52,7 +52,6 @@ struct ProbeSpans {
     library: Option<Library>,
 }
 
-/// Names dynamic types through a whole [`GoBinary`], undoing the load bias of PIE binaries.
 /// Load bias of the executable in process `pid` (0 unless PIE): where its first segment is
 /// mapped minus its link-time address, read from /proc/PID/maps.
 ///

@@ -266,36 +266,6 @@ impl GoBinary {
         self.pclntab.as_ref()?.source_location(f.entry)
     }
 
-    /// Name of the data symbol (itab or type descriptor) at a link-time address.
-    pub fn data_symbol_at(&self, vaddr: u64) -> Option<&str> {
-        let i = self.data_symbols.partition_point(|d| d.0 <= vaddr).checked_sub(1)?;
-        let (addr, size, name) = &self.data_symbols[i];
-        (vaddr < addr + (*size).max(1)).then_some(name.as_str())
-    }
-
-    /// Bytes at a link-time address, from the file.
-    pub fn bytes_at(&self, vaddr: u64, len: usize) -> Option<&[u8]> {
-        let off = self.file_offset(vaddr)? as usize;
-        self.map.get(off..off.checked_add(len)?)
-    }
-
-    /// The Go name of the type descriptor at a link-time address (`int`, `*main.Order`), read
-    /// from the descriptor itself (see `type_names::descriptor_name` for the layout).
-    pub fn type_descriptor_name(&self, vaddr: u64) -> Option<String> {
-        type_names::descriptor_name(self.types_base?, vaddr, |a, n| self.bytes_at(a, n).map(Cow::Borrowed))
-    }
-
-    /// The dynamic type an itab or type descriptor at a link-time address stands for: named by
-    /// its data symbol, else read from the descriptor. [`TypeNameTable`] answers the same
-    /// without keeping the binary.
-    pub fn dynamic_type_name(&self, vaddr: u64) -> Option<String> {
-        match self.data_symbol_at(vaddr) {
-            Some(sym) => Some(type_names::symbol_type_name(sym).to_string()),
-            // `any` holds a type descriptor, which .symtab does not name one by one.
-            None => self.type_descriptor_name(vaddr),
-        }
-    }
-
     /// Link-time address of the first PT_LOAD segment with file offset 0 (the load bias base).
     pub fn first_segment_vaddr(&self) -> u64 {
         self.segments.iter().map(|s| s.0 - s.2).min().unwrap_or(0)
