@@ -95,8 +95,7 @@ pub fn from_dwarf(d: &DwarfInfo) -> Result<Layout, String> {
     let mut out = Layout::new();
     for (strukt, field) in FIELDS {
         let k = key(strukt, field);
-        let id = struct_named(&d.types, strukt);
-        match id.and_then(|id| d.types.field(id, field)) {
+        match d.types.struct_field(strukt, field) {
             Some((off, _)) => {
                 out.insert(k, off);
             }
@@ -105,14 +104,6 @@ pub fn from_dwarf(d: &DwarfInfo) -> Result<Layout, String> {
         }
     }
     Ok(out)
-}
-
-/// A struct type by its Go name (through typedefs).
-pub fn struct_named(types: &TypeTable, name: &str) -> Option<TypeId> {
-    (0..types.len()).find(|&id| {
-        types.get(id).is_some_and(|t| t.name == name)
-            && types.underlying(id).is_some_and(|(_, t)| matches!(t.kind, Kind::Struct(_)))
-    })
 }
 
 /// Just enough DWARF, made from a layout, for the HTTP instrumentations' probe specs to plan as

@@ -17,7 +17,7 @@ use crate::{
     binary::GoBinary,
     dwarf::DwarfInfo,
     exit::Failure,
-    go_layouts::{self, struct_named},
+    go_layouts,
     spec,
 };
 use gotel_shared::{Fetch, Root, ValueKind, REG_RCX, REG_RDI};
@@ -120,7 +120,7 @@ pub fn lockdown_message(mode: &str) -> String {
 pub fn bufio_writer_offsets(bin: &GoBinary) -> Option<gotel_shared::InjectConfig> {
     let dwarf = types_of(bin).ok()?;
     let types = &dwarf.types;
-    let w = struct_named(types, "bufio.Writer")?;
+    let w = types.struct_named("bufio.Writer")?;
     Some(gotel_shared::InjectConfig { buf_offset: types.field(w, "buf")?.0 as u32, n_offset: types.field(w, "n")?.0 as u32 })
 }
 
@@ -158,23 +158,23 @@ pub fn plan(bin: &GoBinary, lib: Library, limits: &Limits) -> Result<(AttributeP
             plan.fetches.push(f);
             plan.slots.push(AttrSlot { key: attributes::shared_key(key), decode, sets_error_status: false });
         };
-        if let Some(off) = struct_named(types, "net/http.Request").and_then(|r| types.field(r, "Pattern")) {
+        if let Some(off) = types.struct_field("net/http.Request", "Pattern") {
             add("route", ValueKind::String, 0, &[off.0], Decode::String);
         }
-        if let Some(off) = struct_named(types, "net/http.response").and_then(|r| types.field(r, "status")) {
+        if let Some(off) = types.struct_field("net/http.response", "status") {
             add("status1", ValueKind::Int, 1, &[off.0], Decode::Int { size: 8 });
         }
         if let (Some(rws), Some(st)) = (
-            struct_named(types, "net/http.http2responseWriter").and_then(|r| types.field(r, "rws")),
-            struct_named(types, "net/http.http2responseWriterState").and_then(|r| types.field(r, "status")),
+            types.struct_field("net/http.http2responseWriter", "rws"),
+            types.struct_field("net/http.http2responseWriterState", "status"),
         ) {
             add("status2", ValueKind::Int, 1, &[rws.0, st.0], Decode::Int { size: 8 });
         } else if let (Some(rws), Some(st)) = (
             // Go 1.27+: the writer moved to net/http/internal/http2; net/http wraps it in the
             // pointer-shaped `struct{ *http2.responseWriter }`, so the interface's data word is
             // that pointer and the path is the same as before.
-            struct_named(types, "net/http/internal/http2.responseWriter").and_then(|r| types.field(r, "rws")),
-            struct_named(types, "net/http/internal/http2.responseWriterState").and_then(|r| types.field(r, "status")),
+            types.struct_field("net/http/internal/http2.responseWriter", "rws"),
+            types.struct_field("net/http/internal/http2.responseWriterState", "status"),
         ) {
             add("status2", ValueKind::Int, 1, &[rws.0, st.0], Decode::Int { size: 8 });
         }

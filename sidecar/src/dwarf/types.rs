@@ -188,6 +188,19 @@ impl TypeTable {
         None
     }
 
+    /// A struct type by its Go name (through typedefs), e.g. `net/http.Request`.
+    pub fn struct_named(&self, name: &str) -> Option<TypeId> {
+        (0..self.len()).find(|&id| {
+            self.get(id).is_some_and(|t| t.name == name)
+                && self.underlying(id).is_some_and(|(_, t)| matches!(t.kind, Kind::Struct(_)))
+        })
+    }
+
+    /// Field `field` of the struct named `strukt` (see [`TypeTable::field`]).
+    pub fn struct_field(&self, strukt: &str, field: &str) -> Option<(u64, Option<TypeId>)> {
+        self.field(self.struct_named(strukt)?, field)
+    }
+
     /// "Name Type" of every field, for error messages.
     pub fn describe_fields(&self, struct_id: TypeId) -> String {
         match self.underlying(struct_id) {
