@@ -135,7 +135,8 @@ async fn export_loop(mut delivery: Delivery, mut rx: mpsc::Receiver<SpanData>) {
 /// How one request ended.
 enum Sent {
     Ok,
-    /// The collector refused the request for its size: retrying it whole cannot help.
+    /// The collector refused the request (of more than one span) for its size: retrying it
+    /// whole cannot help; a single span that is too large is `Failed`.
     TooLarge,
     Failed,
 }
@@ -152,16 +153,12 @@ struct Delivery {
 
 impl Delivery {
     /// Sends one batch as one or more requests; counts what is exported and what is lost.
-    async fn deliver(&mut self, mut batch: Vec<SpanData>, shutting_down: bool) {
-        let mut requests = VecDeque::new();
-        while batch.len() > self.request_cap {
-            let rest = batch.split_off(self.request_cap);
-            requests.push_back(std::mem::replace(&mut batch, rest));
-        }
-        requests.push_back(batch);
+    async fn deliver(&mut self, batch: Vec<SpanData>, shutting_down: bool) {
+        let mut requests = VecDeque::from([batch]);
         while let Some(mut request) = requests.pop_front() {
             if request.len() > self.request_cap {
-                // The cap shrank while this request waited: cut it without sending it whole.
+                // Over the request size (the batch, or a request cut before the size shrank):
+                // send the first part, keep the rest for the next turn.
                 let rest = request.split_off(self.request_cap);
                 requests.push_front(rest);
             }
@@ -170,23 +167,20 @@ impl Delivery {
                 Sent::Ok => {
                     self.stats.exported.fetch_add(n, Relaxed);
                 }
-                Sent::TooLarge if request.len() > 1 => {
-                    let half = request.len() / 2;
-                    if half < self.request_cap {
-                        tracing::warn!(
-                            refused = request.len(),
-                            now = half,
-                            "the collector refused a request of {} spans as too large; sending at most {half} spans per request from now on",
-                            request.len()
-                        );
-                        self.request_cap = half;
-                    }
+                Sent::TooLarge => {
+                    // The request was within the size, so half of it is a new, smaller size.
+                    self.request_cap = request.len() / 2;
+                    tracing::warn!(
+                        refused = request.len(),
+                        now = self.request_cap,
+                        "the collector refused a request of {} spans as too large; sending at most {} spans per request from now on",
+                        request.len(),
+                        self.request_cap
+                    );
                     self.stats.requests_split.fetch_add(1, Relaxed);
-                    let second = request.split_off(half);
-                    requests.push_front(second);
                     requests.push_front(request);
                 }
-                Sent::TooLarge | Sent::Failed => {
+                Sent::Failed => {
                     self.stats.dropped_export_failed.fetch_add(n, Relaxed);
                 }
             }
