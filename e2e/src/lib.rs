@@ -303,10 +303,17 @@ impl Variant {
     }
 }
 
-/// An older Go toolchain as Debian installs it (`tools/install-deps.sh`):
-/// `/usr/lib/go-<version>/bin/go`. Fails when it is not installed.
+/// The go1.27.3 toolchain, the one approved download (`tools/install-deps.sh` fetches it into
+/// the module cache with `GOTOOLCHAIN=go1.27.3`).
+pub const GO_1_27: &str = "/root/go/pkg/mod/golang.org/toolchain@v0.0.1-go1.27.3.linux-amd64/bin/go";
+
+/// Another Go toolchain (`tools/install-deps.sh` installs them): Debian's
+/// `/usr/lib/go-<version>/bin/go`, or [`GO_1_27`] for `1.27`. Fails when it is not installed.
 pub fn go_version_bin(version: &str) -> Result<PathBuf> {
-    let p = PathBuf::from(format!("/usr/lib/go-{version}/bin/go"));
+    let p = match version {
+        "1.27" => PathBuf::from(GO_1_27),
+        _ => PathBuf::from(format!("/usr/lib/go-{version}/bin/go")),
+    };
     if !p.exists() {
         bail!("Go {version} not found at {} (tools/install-deps.sh installs it)", p.display());
     }

@@ -125,29 +125,22 @@ fn check_with_dwarf(go: &Path) {
     assert!(by_code("3").status_message.contains("CodeError"), "unknown error type named: {}", by_code("3").status_message);
 }
 
-fn debian_go(minor: u32) -> PathBuf {
-    let p = PathBuf::from(format!("/usr/lib/go-1.{minor}/bin/go"));
-    assert!(p.exists(), "{} missing: run tools/install-deps.sh", p.display());
-    p
-}
 
 #[test]
 fn attributes_go_1_19() {
-    check_with_dwarf(&debian_go(19));
+    check_with_dwarf(&gotel_e2e::go_version_bin("1.19").unwrap());
 }
 
 #[test]
 fn attributes_go_1_22() {
-    check_with_dwarf(&debian_go(22));
+    check_with_dwarf(&gotel_e2e::go_version_bin("1.22").unwrap());
 }
 
 /// Go 1.27 (the go1.27.3 toolchain download): its symbol table no longer names itabs
 /// (`go:itab.*`), so dynamic types are named through the itab's type descriptor.
 #[test]
 fn attributes_go_1_27() {
-    let p = PathBuf::from("/root/go/pkg/mod/golang.org/toolchain@v0.0.1-go1.27.3.linux-amd64/bin/go");
-    assert!(p.exists(), "{} missing: run tools/install-deps.sh", p.display());
-    check_with_dwarf(&p);
+    check_with_dwarf(&gotel_e2e::go_version_bin("1.27").unwrap());
 }
 
 #[test]

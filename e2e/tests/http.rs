@@ -190,21 +190,16 @@ fn names(spans: &[FlatSpan]) -> Vec<String> {
     spans.iter().map(|s| format!("{} {} {}", s.res_str("service.name").unwrap_or(""), s.kind, s.name)).collect()
 }
 
-fn debian_go(minor: u32) -> PathBuf {
-    let p = PathBuf::from(format!("/usr/lib/go-1.{minor}/bin/go"));
-    assert!(p.exists(), "{} missing: run tools/install-deps.sh", p.display());
-    p
-}
 
 #[test]
 fn http_spans_go_1_22_without_routes() {
     // ServeMux sets Request.Pattern from Go 1.23 on: before, the span is named by method only.
-    check_go(&debian_go(22), false, true, false);
+    check_go(&gotel_e2e::go_version_bin("1.22").unwrap(), false, true, false);
 }
 
 #[test]
 fn http_spans_go_1_23() {
-    check_go(&debian_go(23), true, true, false);
+    check_go(&gotel_e2e::go_version_bin("1.23").unwrap(), true, true, false);
 }
 
 /// Without DWARF (`-ldflags=-s -w`): the same spans, attributes and statuses.
@@ -221,13 +216,6 @@ fn http_spans_machine_go() {
 #[test]
 fn without_injection_nothing_is_written_and_services_stay_apart() {
     check_go(&gotel_e2e::go_bin(), true, false, false);
-}
-
-/// The go1.27.3 toolchain (tools/install-deps.sh fetches it with GOTOOLCHAIN=go1.27.3).
-fn go_1_27() -> PathBuf {
-    let p = PathBuf::from("/root/go/pkg/mod/golang.org/toolchain@v0.0.1-go1.27.3.linux-amd64/bin/go");
-    assert!(p.exists(), "{} missing: run tools/install-deps.sh", p.display());
-    p
 }
 
 /// HTTP/2 (h2c, Go 1.24+'s own support): `e2e/goapps/h2svc` serves on 127.0.0.1 and calls
@@ -278,10 +266,10 @@ fn http2_machine_go() {
 
 #[test]
 fn http2_go_1_27() {
-    check_http2(&go_1_27(), false);
+    check_http2(&gotel_e2e::go_version_bin("1.27").unwrap(), false);
 }
 
 #[test]
 fn http2_go_1_27_stripped() {
-    check_http2(&go_1_27(), true);
+    check_http2(&gotel_e2e::go_version_bin("1.27").unwrap(), true);
 }
