@@ -159,24 +159,32 @@ func descend(level, n int) int {
 	return r
 }
 
-func modeDeep(n int) {
+// onWorkers runs body(w) on `workers` goroutines at once and returns the sum of their results.
+func onWorkers(workers int, body func(w int) int64) int64 {
 	var wg sync.WaitGroup
 	var sum atomic.Int64
-	workers := 4
 	for w := 0; w < workers; w++ {
 		wg.Add(1)
 		go func(w int) {
 			defer wg.Done()
-			for i := 0; i < n/100+1; i++ {
-				// Fresh goroutines start with small stacks: every call grows them.
-				done := make(chan int)
-				go func() { done <- descend(24, 2000+w*100) }()
-				sum.Add(int64(<-done))
-			}
+			sum.Add(body(w))
 		}(w)
 	}
 	wg.Wait()
-	report("deep: sum=%d", sum.Load())
+	return sum.Load()
+}
+
+func modeDeep(n int) {
+	sum := onWorkers(4, func(w int) (s int64) {
+		for i := 0; i < n/100+1; i++ {
+			// Fresh goroutines start with small stacks: every call grows them.
+			done := make(chan int)
+			go func() { done <- descend(24, 2000+w*100) }()
+			s += int64(<-done)
+		}
+		return s
+	})
+	report("deep: sum=%d", sum)
 }
 
 // ---- panic and recover ----
@@ -212,19 +220,13 @@ func safe(x int) (r int) {
 }
 
 func modePanic(n int) {
-	var wg sync.WaitGroup
-	var sum atomic.Int64
-	for w := 0; w < 4; w++ {
-		wg.Add(1)
-		go func(w int) {
-			defer wg.Done()
-			for i := 0; i < n/4; i++ {
-				sum.Add(int64(safe(w*100000 + i)))
-			}
-		}(w)
-	}
-	wg.Wait()
-	report("panic: sum=%d", sum.Load())
+	sum := onWorkers(4, func(w int) (s int64) {
+		for i := 0; i < n/4; i++ {
+			s += int64(safe(w*100000 + i))
+		}
+		return s
+	})
+	report("panic: sum=%d", sum)
 }
 
 // ---- runtime.Goexit ----
@@ -297,21 +299,15 @@ func modeGC(n int) {
 			}
 		}
 	}()
-	var wg sync.WaitGroup
-	var sum atomic.Int64
-	for w := 0; w < 4; w++ {
-		wg.Add(1)
-		go func(w int) {
-			defer wg.Done()
-			for i := 0; i < n/4; i++ {
-				sum.Add(int64(alloc(w + i)))
-			}
-		}(w)
-	}
-	wg.Wait()
+	sum := onWorkers(4, func(w int) (s int64) {
+		for i := 0; i < n/4; i++ {
+			s += int64(alloc(w + i))
+		}
+		return s
+	})
 	close(stop)
 	<-gcDone
-	report("gc: sum=%d", sum.Load())
+	report("gc: sum=%d", sum)
 }
 
 // ---- goroutines migrating between threads ----
@@ -378,21 +374,14 @@ func modeSteady(n int, interval time.Duration) {
 }
 
 func modeBurst(n int) {
-	var wg sync.WaitGroup
-	var sum atomic.Int64
-	for w := 0; w < 4; w++ {
-		wg.Add(1)
-		go func(w int) {
-			defer wg.Done()
-			s := 0
-			for i := 0; i < n/4; i++ {
-				s += work(w*n + i)
-			}
-			sum.Add(int64(s))
-		}(w)
-	}
-	wg.Wait()
-	report("burst: n=%d sum=%d", n, sum.Load())
+	sum := onWorkers(4, func(w int) int64 {
+		s := 0
+		for i := 0; i < n/4; i++ {
+			s += work(w*n + i)
+		}
+		return int64(s)
+	})
+	report("burst: n=%d sum=%d", n, sum)
 }
 
 // ---- main ----
