@@ -13,9 +13,7 @@ use aya_build::{Package, Toolchain};
 const EBPF_NIGHTLY: &str = "nightly-2026-05-20";
 
 fn on_path(program: &str) -> bool {
-    env::var_os("PATH")
-        .map(|p| env::split_paths(&p).any(|d| d.join(program).is_file()))
-        .unwrap_or(false)
+    env::var_os("PATH").map(|p| env::split_paths(&p).any(|d| d.join(program).is_file())).unwrap_or(false)
 }
 
 fn main() -> anyhow::Result<()> {
@@ -39,7 +37,10 @@ fn main() -> anyhow::Result<()> {
         let sysroot = String::from_utf8_lossy(&probe.stdout).trim().to_string();
         let llc = PathBuf::from(&sysroot).join("lib/rustlib/x86_64-unknown-linux-gnu/bin/llc");
         if !llc.exists() {
-            bail!("no bpf-linker on PATH and no {} (rustup component add llvm-tools --toolchain {EBPF_NIGHTLY})", llc.display());
+            bail!(
+                "no bpf-linker on PATH and no {} (rustup component add llvm-tools --toolchain {EBPF_NIGHTLY})",
+                llc.display()
+            );
         }
         let standin = root.join("tools/bpf-linker-standin");
         let path = env::var_os("PATH").unwrap_or_default();

@@ -11,10 +11,7 @@ pub fn decl_line(src: &str, name: &str) -> Option<i64> {
     let recv = name.strip_prefix("main.").and_then(|r| r.strip_prefix("(*")).and_then(|r| r.split_once(')'));
     src.lines()
         .position(|l| match recv {
-            Some((ty, _)) => {
-                l.starts_with("func (")
-                    && l.contains(&format!(" *{ty}) {short}("))
-            }
+            Some((ty, _)) => l.starts_with("func (") && l.contains(&format!(" *{ty}) {short}(")),
             None => l.starts_with(&format!("func {short}(")),
         })
         .map(|i| i as i64 + 1)
@@ -77,7 +74,9 @@ pub fn problems(spans: &[FlatSpan], info: &RunInfo) -> Vec<String> {
         let have = got.get(name).copied().unwrap_or(0);
         if have != *want {
             let unwound = info.expect.unwound.get(name).copied().unwrap_or(0);
-            problem!("{name}: {have} spans, want {want} (calls that returned; {unwound} more were unwound by panic/Goexit)");
+            problem!(
+                "{name}: {have} spans, want {want} (calls that returned; {unwound} more were unwound by panic/Goexit)"
+            );
         }
     }
     for (name, have) in &got_unwound {
@@ -118,7 +117,10 @@ pub fn problems(spans: &[FlatSpan], info: &RunInfo) -> Vec<String> {
         if s.start_unix_nano < lo || s.end_unix_nano > hi {
             problem!(
                 "{} {}: [{}, {}] outside the run [{lo}, {hi}] (wall clock conversion?)",
-                s.name, s.span_id, s.start_unix_nano, s.end_unix_nano
+                s.name,
+                s.span_id,
+                s.start_unix_nano,
+                s.end_unix_nano
             );
         }
         if s.attr_str("code.function.name") != Some(s.name.as_str()) {
@@ -174,7 +176,12 @@ pub fn problems(spans: &[FlatSpan], info: &RunInfo) -> Vec<String> {
             continue;
         }
         let Some(p) = by_id.get(s.parent_span_id.as_str()) else {
-            problem!("{} {}: parent {} is not among the spans received (want one of {allowed:?})", s.name, s.span_id, s.parent_span_id);
+            problem!(
+                "{} {}: parent {} is not among the spans received (want one of {allowed:?})",
+                s.name,
+                s.span_id,
+                s.parent_span_id
+            );
             continue;
         };
         *children.entry(p.span_id.as_str()).or_default().entry(s.name.as_str()).or_default() += 1;
@@ -184,12 +191,24 @@ pub fn problems(spans: &[FlatSpan], info: &RunInfo) -> Vec<String> {
             problem!("{} {}: parent is {} {}, want one of {allowed:?}", s.name, s.span_id, p.name, p.span_id);
         }
         if p.trace_id != s.trace_id {
-            problem!("{} {}: trace {} differs from its parent {}'s {}", s.name, s.span_id, s.trace_id, p.name, p.trace_id);
+            problem!(
+                "{} {}: trace {} differs from its parent {}'s {}",
+                s.name,
+                s.span_id,
+                s.trace_id,
+                p.name,
+                p.trace_id
+            );
         }
         if s.start_unix_nano < p.start_unix_nano || s.end_unix_nano > p.end_unix_nano {
             problem!(
                 "{} [{}, {}] is not inside its parent {} [{}, {}]",
-                s.name, s.start_unix_nano, s.end_unix_nano, p.name, p.start_unix_nano, p.end_unix_nano
+                s.name,
+                s.start_unix_nano,
+                s.end_unix_nano,
+                p.name,
+                p.start_unix_nano,
+                p.end_unix_nano
             );
         }
     }
@@ -429,19 +448,24 @@ pub fn structural_problems(spans: &[FlatSpan], t0: SystemTime, t1: SystemTime) -
             break;
         }
         if s.duration_ns() <= 0 || s.start_unix_nano < lo || s.end_unix_nano > hi {
-            problems.push(format!("{} {}: [{}, {}] (run [{lo}, {hi}])", s.name, s.span_id, s.start_unix_nano, s.end_unix_nano));
+            problems.push(format!(
+                "{} {}: [{}, {}] (run [{lo}, {hi}])",
+                s.name, s.span_id, s.start_unix_nano, s.end_unix_nano
+            ));
         }
         if s.parent_span_id.is_empty() {
             continue;
         }
         match by_id.get(s.parent_span_id.as_str()) {
-            None => problems.push(format!("{} {}: parent {} is not among the spans received", s.name, s.span_id, s.parent_span_id)),
+            None => problems
+                .push(format!("{} {}: parent {} is not among the spans received", s.name, s.span_id, s.parent_span_id)),
             Some(p) => {
                 if p.trace_id != s.trace_id {
                     problems.push(format!("{} {}: trace differs from its parent {}'s", s.name, s.span_id, p.name));
                 }
                 if s.start_unix_nano < p.start_unix_nano {
-                    problems.push(format!("{} {}: starts before its parent {} {}", s.name, s.span_id, p.name, p.span_id));
+                    problems
+                        .push(format!("{} {}: starts before its parent {} {}", s.name, s.span_id, p.name, p.span_id));
                 }
             }
         }

@@ -155,12 +155,7 @@ impl Proc {
             }
             if Instant::now() >= deadline {
                 self.kill();
-                bail!(
-                    "{} did not exit within {:?}; killed. stderr:\n{}",
-                    self.name,
-                    timeout,
-                    self.stderr_string()
-                );
+                bail!("{} did not exit within {:?}; killed. stderr:\n{}", self.name, timeout, self.stderr_string());
             }
             std::thread::sleep(Duration::from_millis(10));
         }
@@ -350,10 +345,7 @@ pub fn build_go(go: &Path, app: &str, variant: Variant) -> Result<PathBuf> {
     let tmp = dir.join(format!(".{app}.{}.tmp", std::process::id()));
     let mut cmd = Command::new(go);
     cmd.arg("build").arg("-o").arg(&tmp).args(variant.flags()).arg(".");
-    cmd.current_dir(goapp_dir(app))
-        .env("GOTOOLCHAIN", "local")
-        .env("GOFLAGS", "-mod=mod")
-        .env("CGO_ENABLED", "0");
+    cmd.current_dir(goapp_dir(app)).env("GOTOOLCHAIN", "local").env("GOFLAGS", "-mod=mod").env("CGO_ENABLED", "0");
     let (st, so, se) = run(&format!("go build {app} ({})", variant.name()), cmd, Duration::from_secs(300))?;
     if !st.success() {
         bail!("go build {app} ({}) failed: {st}\n{so}{se}", variant.name());
@@ -596,10 +588,7 @@ pub fn require_environment() -> Result<()> {
     }
     let g = gotel_bin();
     if !g.exists() {
-        bail!(
-            "gotel binary {} not found: run `cargo build --release -p gotel` first or set GOTEL_BIN",
-            g.display()
-        );
+        bail!("gotel binary {} not found: run `cargo build --release -p gotel` first or set GOTEL_BIN", g.display());
     }
     Ok(())
 }

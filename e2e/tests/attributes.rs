@@ -50,7 +50,10 @@ fn traced(go: &Path, ldflags: Option<&str>, probes: &str) -> (Vec<FlatSpan>, Str
 }
 
 fn span<'a>(spans: &'a [FlatSpan], name: &str) -> &'a FlatSpan {
-    spans.iter().find(|s| s.name == name).unwrap_or_else(|| panic!("no {name} span among {:?}", spans.iter().map(|s| &s.name).collect::<Vec<_>>()))
+    spans
+        .iter()
+        .find(|s| s.name == name)
+        .unwrap_or_else(|| panic!("no {name} span among {:?}", spans.iter().map(|s| &s.name).collect::<Vec<_>>()))
 }
 
 fn attr(s: &FlatSpan, key: &str) -> String {
@@ -80,7 +83,10 @@ const WITH_DWARF: &str = "\
 fn check_with_dwarf(go: &Path) {
     let (spans, _) = traced(go, None, WITH_DWARF);
     let s = span(&spans, "main.Ints");
-    assert_eq!([attr(s, "a"), attr(s, "b"), attr(s, "c"), attr(s, "d"), attr(s, "e"), attr(s, "r")], ["-1", "-2", "-3", "-4", "-5", "-15"]);
+    assert_eq!(
+        [attr(s, "a"), attr(s, "b"), attr(s, "c"), attr(s, "d"), attr(s, "e"), attr(s, "r")],
+        ["-1", "-2", "-3", "-4", "-5", "-15"]
+    );
     let s = span(&spans, "main.Uints");
     assert_eq!([attr(s, "a"), attr(s, "b"), attr(s, "c"), attr(s, "d")], ["1", "200", "60000", "4000000000"]);
     assert_eq!(attr(s, "e"), (1u64 << 63).to_string(), "u64 above i64::MAX");
@@ -95,7 +101,16 @@ fn check_with_dwarf(go: &Path) {
     assert_eq!([attr(s, "id"), attr(s, "n"), attr(s, "r")], ["7", "bob", "8"]);
     let s = span(&spans, "main.ProcessOrder");
     assert_eq!(
-        [attr(s, "id"), attr(s, "customer"), attr(s, "city"), attr(s, "items"), attr(s, "tags"), attr(s, "note"), attr(s, "total"), attr(s, "r")],
+        [
+            attr(s, "id"),
+            attr(s, "customer"),
+            attr(s, "city"),
+            attr(s, "items"),
+            attr(s, "tags"),
+            attr(s, "note"),
+            attr(s, "total"),
+            attr(s, "r")
+        ],
         ["1001", "Ada", "Paris", "3", "2", "fragile", "250", "1001"]
     );
     // Charge(200000, "USD") returns a wrapped error: status ERROR with its message.
@@ -107,13 +122,21 @@ fn check_with_dwarf(go: &Path) {
     let small = charges.iter().find(|s| attr(s, "cents") == "500").expect("Charge(500)");
     assert_eq!(small.status_code, 0, "a nil error is no error");
     let s = span(&spans, "main.Many");
-    assert_eq!([attr(s, "a"), attr(s, "i"), attr(s, "j"), attr(s, "k"), attr(s, "l")], ["1", "9", "10", "11", "12"], "stack-passed arguments");
+    assert_eq!(
+        [attr(s, "a"), attr(s, "i"), attr(s, "j"), attr(s, "k"), attr(s, "l")],
+        ["1", "9", "10", "11", "12"],
+        "stack-passed arguments"
+    );
     let s = span(&spans, "main.MixedMany");
     assert_eq!([attr(s, "a"), attr(s, "c"), attr(s, "d"), attr(s, "f"), attr(s, "g")], ["s1", "s3", "s4", "s6", "7"]);
     let s = span(&spans, "main.StructArg");
     assert_eq!([attr(s, "px"), attr(s, "qy"), attr(s, "qn")], ["1", "4", "q"], "structs decomposed into registers");
     let s = span(&spans, "main.(*Store).Get");
-    assert_eq!([attr(s, "key"), attr(s, "name"), attr(s, "v"), attr(s, "ok")], ["k", "main", "v", "true"], "pointer receiver");
+    assert_eq!(
+        [attr(s, "key"), attr(s, "name"), attr(s, "v"), attr(s, "ok")],
+        ["k", "main", "v", "true"],
+        "pointer receiver"
+    );
     let s = span(&spans, "main.Counter.Value");
     assert_eq!([attr(s, "n"), attr(s, "extra"), attr(s, "r")], ["5", "3", "8"], "value receiver");
     let fails: Vec<&FlatSpan> = spans.iter().filter(|s| s.name == "main.Fail").collect();
@@ -122,9 +145,12 @@ fn check_with_dwarf(go: &Path) {
     assert_eq!(attr(by_code("0"), "r"), "ok");
     assert_eq!((by_code("1").status_code, by_code("1").status_message.as_str()), (2, "plain failure"));
     assert_eq!(by_code("2").status_message, "wrapped: over the limit");
-    assert!(by_code("3").status_message.contains("CodeError"), "unknown error type named: {}", by_code("3").status_message);
+    assert!(
+        by_code("3").status_message.contains("CodeError"),
+        "unknown error type named: {}",
+        by_code("3").status_message
+    );
 }
-
 
 #[test]
 fn attributes_go_1_19() {
@@ -162,7 +188,9 @@ fn attributes_without_dwarf_need_types() {
     assert_eq!([attr(s, "a"), attr(s, "b"), attr(s, "e")], ["-1", "-2", "-5"]);
     let s = span(&spans, "main.Strings");
     assert_eq!([attr(s, "s"), attr(s, "b")], ["hello", "world"]);
-    assert!(spans.iter().any(|s| s.name == "main.Charge" && attr(s, "currency") == "USD" && attr(s, "cents") == "200000"));
+    assert!(spans
+        .iter()
+        .any(|s| s.name == "main.Charge" && attr(s, "currency") == "USD" && attr(s, "cents") == "200000"));
 }
 
 #[test]
@@ -175,6 +203,9 @@ fn unknown_parameter_is_refused_before_attaching() {
     let (st, stdout, stderr) = run("gotel bad spec", cmd, Duration::from_secs(60)).unwrap();
     assert_eq!(st.code(), Some(2), "configuration error exit code; stderr: {stderr}");
     assert!(stdout.is_empty(), "the program must not have run: {stdout}");
-    assert!(stderr.contains("amount") && stderr.contains("cents") && stderr.contains("currency"), "lists the parameters: {stderr}");
+    assert!(
+        stderr.contains("amount") && stderr.contains("cents") && stderr.contains("currency"),
+        "lists the parameters: {stderr}"
+    );
     assert!(!stderr.contains("panicked"));
 }

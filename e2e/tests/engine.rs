@@ -18,16 +18,32 @@ use std::time::{Duration, SystemTime};
 use gotel_e2e::check::{check_spans, RunInfo};
 use gotel_e2e::sink::{flatten_request, parse_console_line};
 use gotel_e2e::{
-    build_go, go_bin, gotel_command, private_copy, require_environment, run, Expectation, Export,
-    FlatSpan, Proc, Sink, Variant,
+    build_go, go_bin, gotel_command, private_copy, require_environment, run, Expectation, Export, FlatSpan, Proc, Sink,
+    Variant,
 };
 
 const SINK: &str = env!("CARGO_BIN_EXE_otlp-sink");
 const APP: &str = "engine";
 /// The engine's workload in every test (about 2000 spans).
 const ARGS: &[&str] = &[
-    "-workers", "4", "-iters", "50", "-depth", "300", "-deep", "12", "-guards", "3", "-quitters", "8",
-    "-fanout", "6", "-catch", "9", "-blockers", "200",
+    "-workers",
+    "4",
+    "-iters",
+    "50",
+    "-depth",
+    "300",
+    "-deep",
+    "12",
+    "-guards",
+    "3",
+    "-quitters",
+    "8",
+    "-fanout",
+    "6",
+    "-catch",
+    "9",
+    "-blockers",
+    "200",
 ];
 
 const RUN_TIMEOUT: Duration = Duration::from_secs(120);
@@ -69,11 +85,8 @@ fn reference_with(go: &Path, variant: Variant, extra: &[&str]) -> &'static Refer
     cmd.args(ARGS).args(extra).arg("-expect").arg(&exp);
     let (st, stdout, stderr) = run("engine (untraced)", cmd, RUN_TIMEOUT).unwrap();
     assert!(stdout.ends_with("done\n"), "untraced engine failed: {st}\n{stdout}\n{stderr}");
-    let r: &'static Reference = Box::leak(Box::new(Reference {
-        stdout,
-        code: st.code(),
-        expect: Expectation::load(&exp).unwrap(),
-    }));
+    let r: &'static Reference =
+        Box::leak(Box::new(Reference { stdout, code: st.code(), expect: Expectation::load(&exp).unwrap() }));
     refs.insert(key, r);
     r
 }
@@ -161,7 +174,12 @@ fn launch(go: &Path, variant: Variant, transport: &str, probes: Option<&str>, ex
     let t0 = SystemTime::now();
     let (st, stdout, stderr) = run("gotel", cmd, RUN_TIMEOUT).unwrap();
     let t1 = SystemTime::now();
-    assert_eq!(st.code(), r.code, "gotel -- engine exited with {st}, want the program's {:?}\nstderr:\n{stderr}", r.code);
+    assert_eq!(
+        st.code(),
+        r.code,
+        "gotel -- engine exited with {st}, want the program's {:?}\nstderr:\n{stderr}",
+        r.code
+    );
     assert_eq!(stdout, r.stdout, "traced program's stdout differs from the untraced run");
     let expect = Expectation::load(&exp_path).unwrap();
     assert_eq!(expect.counts, r.expect.counts, "traced program did different work");
@@ -342,9 +360,13 @@ fn launch_glob_every_function_of_main() {
     }
     // main.main is the one root of the main goroutine; everything it calls directly is its child.
     let main_id = spans.iter().find(|s| s.name == "main.main").map(|s| s.span_id.clone()).unwrap_or_default();
-    for s in spans.iter().filter(|s| ["main.first", "main.catcher", "main.fanout", "main.writeExpect"].contains(&s.name.as_str())) {
+    for s in spans
+        .iter()
+        .filter(|s| ["main.first", "main.catcher", "main.fanout", "main.writeExpect"].contains(&s.name.as_str()))
+    {
         if s.parent_span_id != main_id {
-            problems.push(format!("{} {}: parent {:?}, want main.main {main_id:?}", s.name, s.span_id, s.parent_span_id));
+            problems
+                .push(format!("{} {}: parent {:?}, want main.main {main_id:?}", s.name, s.span_id, s.parent_span_id));
         }
     }
     // The traced recursion deeper than the frame limit: some frames traced, each under a
@@ -430,7 +452,10 @@ fn exe_normal_http_protobuf() {
     // target exited, flushes and ends it with 0.
     std::thread::sleep(Duration::from_millis(300));
     if let Some(st) = a.gotel.try_wait().unwrap() {
-        panic!("gotel --exe exited ({st}) after its first target did, instead of waiting for the next\nstderr:\n{}", a.gotel.stderr_string());
+        panic!(
+            "gotel --exe exited ({st}) after its first target did, instead of waiting for the next\nstderr:\n{}",
+            a.gotel.stderr_string()
+        );
     }
     a.gotel.signal(libc::SIGTERM);
     let gst = a.gotel.wait_timeout(Duration::from_secs(30)).unwrap();
@@ -457,20 +482,33 @@ fn console_exporter_pid_normal() {
     let out = a.gotel.stdout_string();
     let mut spans = Vec::new();
     for (i, line) in out.lines().enumerate() {
-        let v: serde_json::Value = serde_json::from_str(line)
-            .unwrap_or_else(|e| panic!("stdout line {i} is not JSON ({e}): {line:.300}"));
+        let v: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("stdout line {i} is not JSON ({e}): {line:.300}"));
         // The OTLP/HTTP JSON mapping: camelCase keys, hex ids, int64 as strings.
         let rs = &v["resourceSpans"][0];
-        assert!(rs["resource"]["attributes"].is_array(), "line {i}: no resourceSpans[0].resource.attributes: {line:.300}");
+        assert!(
+            rs["resource"]["attributes"].is_array(),
+            "line {i}: no resourceSpans[0].resource.attributes: {line:.300}"
+        );
         let sp = &rs["scopeSpans"][0]["spans"][0];
         let tid = sp["traceId"].as_str().unwrap_or_else(|| panic!("line {i}: no traceId: {line:.300}"));
         assert!(tid.len() == 32 && tid.bytes().all(|b| b.is_ascii_hexdigit()), "traceId {tid:?} is not hex");
         let sid = sp["spanId"].as_str().unwrap_or_else(|| panic!("line {i}: no spanId: {line:.300}"));
         assert!(sid.len() == 16 && sid.bytes().all(|b| b.is_ascii_hexdigit()), "spanId {sid:?} is not hex");
-        assert!(sp["startTimeUnixNano"].is_string() || sp["startTimeUnixNano"].is_u64(), "line {i}: startTimeUnixNano: {line:.300}");
-        assert!(sp["endTimeUnixNano"].is_string() || sp["endTimeUnixNano"].is_u64(), "line {i}: endTimeUnixNano: {line:.300}");
-        assert!(sp.get("trace_id").is_none() && sp.get("start_time_unix_nano").is_none(), "snake_case keys: {line:.300}");
-        let req = parse_console_line(line).unwrap_or_else(|e| panic!("line {i} is not an ExportTraceServiceRequest: {e}"));
+        assert!(
+            sp["startTimeUnixNano"].is_string() || sp["startTimeUnixNano"].is_u64(),
+            "line {i}: startTimeUnixNano: {line:.300}"
+        );
+        assert!(
+            sp["endTimeUnixNano"].is_string() || sp["endTimeUnixNano"].is_u64(),
+            "line {i}: endTimeUnixNano: {line:.300}"
+        );
+        assert!(
+            sp.get("trace_id").is_none() && sp.get("start_time_unix_nano").is_none(),
+            "snake_case keys: {line:.300}"
+        );
+        let req =
+            parse_console_line(line).unwrap_or_else(|e| panic!("line {i} is not an ExportTraceServiceRequest: {e}"));
         spans.extend(flatten_request(&req, "console"));
     }
     let counts = expect.counts_without_startup();

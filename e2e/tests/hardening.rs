@@ -35,8 +35,8 @@ use anyhow::{anyhow, bail, Result};
 use serde::Deserialize;
 
 use gotel_e2e::{
-    build_go, go_bin, gotel_bin, gotel_command, private_copy, read_spans, require_environment, run,
-    wait_until, Export, FlatSpan, Proc, Sink, Variant,
+    build_go, go_bin, gotel_bin, gotel_command, private_copy, read_spans, require_environment, run, wait_until, Export,
+    FlatSpan, Proc, Sink, Variant,
 };
 
 const SINK: &str = env!("CARGO_BIN_EXE_otlp-sink");
@@ -132,11 +132,8 @@ fn http_get(addr: SocketAddr, path: &str) -> Result<(u16, String)> {
     let mut buf = Vec::new();
     c.take(1 << 20).read_to_end(&mut buf)?;
     let s = String::from_utf8_lossy(&buf).into_owned();
-    let status = s
-        .split_whitespace()
-        .nth(1)
-        .and_then(|x| x.parse().ok())
-        .ok_or_else(|| anyhow!("bad HTTP reply {s:.200}"))?;
+    let status =
+        s.split_whitespace().nth(1).and_then(|x| x.parse().ok()).ok_or_else(|| anyhow!("bad HTTP reply {s:.200}"))?;
     let body = s.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
     Ok((status, body))
 }
@@ -513,7 +510,12 @@ fn no_capability_nonroot() {
     let mut p = g.parent();
     while let Some(d) = p {
         let mode = std::fs::metadata(d).unwrap().permissions().mode();
-        assert!(mode & 0o001 != 0, "{} is not searchable by other users; nobody cannot run {}", d.display(), g.display());
+        assert!(
+            mode & 0o001 != 0,
+            "{} is not searchable by other users; nobody cannot run {}",
+            d.display(),
+            g.display()
+        );
         p = d.parent();
     }
     let mut cmd = gotel_none("main.work");
@@ -532,9 +534,7 @@ fn no_capability_nonroot() {
 }
 
 fn which(p: &str) -> bool {
-    std::env::var_os("PATH")
-        .map(|path| std::env::split_paths(&path).any(|d| d.join(p).exists()))
-        .unwrap_or(false)
+    std::env::var_os("PATH").map(|path| std::env::split_paths(&path).any(|d| d.join(p).exists())).unwrap_or(false)
 }
 
 #[test]
@@ -628,7 +628,10 @@ fn collector_down_mid_run_and_back() {
     let args = ["-mode", "steady", "-n", "500", "-interval-ms", "10", "-expect", exp.to_str().unwrap()];
     let (mut gotel, maddr) = launch(&Export::HttpProtobuf(format!("http://{http}")), &bin, &args, &[]);
     gotel.wait_stderr_line("attached", Duration::from_secs(30)).unwrap();
-    assert!(wait_until(Duration::from_secs(10), || read_spans(&out1).unwrap().len() >= 20), "no spans before the collector died");
+    assert!(
+        wait_until(Duration::from_secs(10), || read_spans(&out1).unwrap().len() >= 20),
+        "no spans before the collector died"
+    );
     sink1.signal(libc::SIGKILL);
     sink1.wait_timeout(Duration::from_secs(5)).unwrap();
     std::thread::sleep(Duration::from_secs(2));
@@ -671,7 +674,11 @@ fn queue_overflow_is_counted_and_reported() {
         &bin,
         &args,
         // A 2 s shutdown deadline keeps the test short (gotel waits for it with the collector down).
-        &[("OTEL_BSP_MAX_QUEUE_SIZE", "50"), ("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "10"), ("OTEL_BSP_EXPORT_TIMEOUT", "2000")],
+        &[
+            ("OTEL_BSP_MAX_QUEUE_SIZE", "50"),
+            ("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "10"),
+            ("OTEL_BSP_EXPORT_TIMEOUT", "2000"),
+        ],
     );
     let scraper = Scraper::start(maddr);
     let st = gotel.wait_timeout(RUN_TIMEOUT).unwrap();
@@ -713,7 +720,11 @@ fn shutdown_deadline_losses_are_counted() {
         &Export::Grpc(format!("http://{dead}")),
         &bin,
         &["-mode", "burst,steady", "-interval-ms", "10"],
-        &[("OTEL_BSP_MAX_QUEUE_SIZE", "50"), ("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "10"), ("OTEL_BSP_EXPORT_TIMEOUT", "1000")],
+        &[
+            ("OTEL_BSP_MAX_QUEUE_SIZE", "50"),
+            ("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "10"),
+            ("OTEL_BSP_EXPORT_TIMEOUT", "1000"),
+        ],
     );
     let st = gotel.wait_timeout(RUN_TIMEOUT).unwrap();
     let stderr = gotel.stderr_string();
@@ -759,7 +770,11 @@ fn exe_follows_restart() {
     let mut a = Proc::spawn("stress A", a).unwrap();
     let a_pid = a.pid();
     let ready_is = |pid: u32| std::fs::read_to_string(&ready).map(|s| s.trim() == pid.to_string()).unwrap_or(false);
-    assert!(wait_until(Duration::from_secs(20), || ready_is(a_pid)), "gotel did not attach to A\n{}", gotel.stderr_string());
+    assert!(
+        wait_until(Duration::from_secs(20), || ready_is(a_pid)),
+        "gotel did not attach to A\n{}",
+        gotel.stderr_string()
+    );
     std::fs::write(&go_a, b"go").unwrap();
     assert!(a.wait_timeout(RUN_TIMEOUT).unwrap().success());
 
@@ -775,13 +790,19 @@ fn exe_follows_restart() {
     let follow = t_b.elapsed();
     assert!(followed, "gotel did not follow to B within 15 s\n{}", gotel.stderr_string());
     assert!(b.wait_timeout(RUN_TIMEOUT).unwrap().success());
-    assert!(gotel.try_wait().unwrap().is_none(), "gotel exited after its --exe target exited\n{}", gotel.stderr_string());
+    assert!(
+        gotel.try_wait().unwrap().is_none(),
+        "gotel exited after its --exe target exited\n{}",
+        gotel.stderr_string()
+    );
     // Between processes gotel is alive but not attached.
-    let unhealthy = wait_until(Duration::from_secs(15), || http_get(maddr, "/healthz").map(|r| r.0 == 503).unwrap_or(false));
+    let unhealthy =
+        wait_until(Duration::from_secs(15), || http_get(maddr, "/healthz").map(|r| r.0 == 503).unwrap_or(false));
     assert!(unhealthy, "/healthz did not turn 503 once the target exited");
 
     let b_calls = StressExpect::load(&b_exp).returned() as usize;
-    let of = |spans: &[FlatSpan], pid: u32| spans.iter().filter(|s| s.res_i64("process.pid") == Some(pid as i64)).count();
+    let of =
+        |spans: &[FlatSpan], pid: u32| spans.iter().filter(|s| s.res_i64("process.pid") == Some(pid as i64)).count();
     wait_until(SPAN_TIMEOUT, || {
         let sp = sink.spans().unwrap();
         of(&sp, a_pid) >= 100 && of(&sp, b_pid) >= 1
@@ -864,7 +885,14 @@ fn target_exits_with_events_in_flight() {
         let exp = dir.path().join("expect.json");
         let release = dir.path().join("release");
         let ready = dir.path().join("ready");
-        let mut args = vec!["-mode".to_string(), "burst".into(), "-n".into(), "20000".into(), "-expect".into(), exp.display().to_string()];
+        let mut args = vec![
+            "-mode".to_string(),
+            "burst".into(),
+            "-n".into(),
+            "20000".into(),
+            "-expect".into(),
+            exp.display().to_string(),
+        ];
         let mut gcmd = gotel_command(&Export::Grpc(sink.grpc_endpoint()), PROBES);
         gcmd.env("OTEL_BSP_SCHEDULE_DELAY", "5000").env("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "100000");
         let mut target = None;
@@ -881,7 +909,11 @@ fn target_exits_with_events_in_flight() {
         }
         let mut gotel = Proc::spawn("gotel", gcmd).unwrap();
         if let Some(t) = target.as_mut() {
-            assert!(wait_until(Duration::from_secs(30), || ready.exists()), "gotel did not attach\n{}", gotel.stderr_string());
+            assert!(
+                wait_until(Duration::from_secs(30), || ready.exists()),
+                "gotel did not attach\n{}",
+                gotel.stderr_string()
+            );
             std::fs::write(&release, b"go").unwrap();
             assert!(t.wait_timeout(RUN_TIMEOUT).unwrap().success());
         }
@@ -894,7 +926,12 @@ fn target_exits_with_events_in_flight() {
         // gotel exited: everything it will ever deliver has been delivered.
         let spans = sink.wait_quiet(Duration::from_millis(300), SPAN_TIMEOUT).unwrap();
         let s = the_summary(&stderr);
-        assert_eq!(spans.len(), 20000, "mode {}: spans delivered; summary {s:?}", if by_pid { "--pid" } else { "launch" });
+        assert_eq!(
+            spans.len(),
+            20000,
+            "mode {}: spans delivered; summary {s:?}",
+            if by_pid { "--pid" } else { "launch" }
+        );
         assert_eq!((field(&s, "spans"), field(&s, "exported")), (20000, 20000), "summary {s:?}");
     }
 }
@@ -927,7 +964,10 @@ fn oversized_batches_are_split_for_the_collector() {
         assert_eq!((field(&s, "exported"), field(&s, "lost_export_failed")), (5000, 0), "{mode}: summary {s:?}");
         assert!(field(&s, "export_requests_split") >= 1, "{mode}: no request was split: {s:?}");
         let shrunk = stderr.lines().filter(|l| l.contains("refused a request of")).count();
-        assert!((1..=8).contains(&shrunk), "{mode}: want a warning per shrink of the request size, got {shrunk}:\n{stderr}");
+        assert!(
+            (1..=8).contains(&shrunk),
+            "{mode}: want a warning per shrink of the request size, got {shrunk}:\n{stderr}"
+        );
     }
 }
 
@@ -967,7 +1007,10 @@ fn stress_run(args: &[&str], env: &[(&str, &str)], max_goroutines: u32) -> Stres
     genv.push(("GOTEL_MAX_GOROUTINES", &maxg));
     let (mut gotel, maddr) = launch(&Export::Grpc(sink.grpc_endpoint()), &bin, &args, &genv);
     let scraper = Scraper::start(maddr);
-    assert!(wait_until(RUN_TIMEOUT, || exp.exists() || gotel.try_wait().ok().flatten().is_some()), "the program did not finish its work");
+    assert!(
+        wait_until(RUN_TIMEOUT, || exp.exists() || gotel.try_wait().ok().flatten().is_some()),
+        "the program did not finish its work"
+    );
     assert!(exp.exists(), "gotel exited early\n{}", gotel.stderr_string());
     let t_done = Instant::now();
     // Two metric refreshes (every second) after the work.
@@ -1016,8 +1059,17 @@ fn unwound_counts(e: &StressExpect) -> BTreeMap<String, i64> {
 fn assert_exact(r: &StressRun, label: &str) {
     let s = &r.summary;
     let (unwound, returned): (Vec<FlatSpan>, Vec<FlatSpan>) = r.spans.iter().cloned().partition(is_unwound);
-    assert_eq!(count_by_name(&returned), r.expect.nonzero(), "{label}: spans per function vs calls that returned\n{}", r.stderr);
-    assert_eq!(count_by_name(&unwound), unwound_counts(&r.expect), "{label}: gotel.unwound spans per function vs calls that never returned");
+    assert_eq!(
+        count_by_name(&returned),
+        r.expect.nonzero(),
+        "{label}: spans per function vs calls that returned\n{}",
+        r.stderr
+    );
+    assert_eq!(
+        count_by_name(&unwound),
+        unwound_counts(&r.expect),
+        "{label}: gotel.unwound spans per function vs calls that never returned"
+    );
     let ids: HashSet<&str> = r.spans.iter().map(|s| s.span_id.as_str()).collect();
     assert_eq!(ids.len(), r.spans.len(), "{label}: duplicate span ids");
     let entered = r.expect.entered();
@@ -1025,7 +1077,14 @@ fn assert_exact(r: &StressRun, label: &str) {
     assert_eq!(field(s, "spans"), entered, "{label}: {s:?}");
     assert_eq!(field(s, "exported"), entered, "{label}: {s:?}");
     assert_eq!(field(s, "unwound_calls_exported_as_errors"), entered - r.expect.returned(), "{label}: {s:?}");
-    for k in ["lost_ring_buffer_full", "lost_queue_full", "lost_export_failed", "not_traced_depth_overflow", "unmatched_returns", "malformed_records"] {
+    for k in [
+        "lost_ring_buffer_full",
+        "lost_queue_full",
+        "lost_export_failed",
+        "not_traced_depth_overflow",
+        "unmatched_returns",
+        "malformed_records",
+    ] {
         assert_eq!(field(s, k), 0, "{label}: {k}: {s:?}");
     }
     for sp in &r.spans {
@@ -1078,6 +1137,7 @@ fn stress_heavy_gc_and_migration() {
     let r = stress_run(&["-mode", "gc,migrate"], &[("GOGC", "1"), ("GOMAXPROCS", "4")], 16384);
     assert_exact(&r, "gc/migrate");
     // Goroutines did migrate: hop spans ran on more than one thread.
-    let threads: HashSet<i64> = r.spans.iter().filter(|s| s.name == "main.hop").filter_map(|s| s.attr_i64("thread.id")).collect();
+    let threads: HashSet<i64> =
+        r.spans.iter().filter(|s| s.name == "main.hop").filter_map(|s| s.attr_i64("thread.id")).collect();
     assert!(threads.len() >= 2, "main.hop ran on {} thread(s)", threads.len());
 }

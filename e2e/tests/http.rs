@@ -76,7 +76,14 @@ fn check_go(go: &Path, expect_route: bool, inject: bool, stripped: bool) {
     let sink = Sink::start(Path::new(SINK), dir.path()).unwrap();
     let backend_file = dir.path().join("backend.addr");
     let frontend_file = dir.path().join("frontend.addr");
-    let mut backend = start(&sink, "backend", &format!("main.price({item})"), inject, &bin, &["-role", "backend", "-portfile", backend_file.to_str().unwrap()]);
+    let mut backend = start(
+        &sink,
+        "backend",
+        &format!("main.price({item})"),
+        inject,
+        &bin,
+        &["-role", "backend", "-portfile", backend_file.to_str().unwrap()],
+    );
     let backend_addr = wait_file(&backend_file);
     let backend_url = format!("http://{backend_addr}");
     let mut frontend = start(
@@ -141,7 +148,10 @@ fn check_go(go: &Path, expect_route: bool, inject: bool, stripped: bool) {
             .unwrap_or_else(|| panic!("no main.audit under main.order {}", order.span_id));
         assert_eq!(audit.trace_id, order.trace_id);
         let fetch = spans.iter().find(|s| s.name == "main.fetchPrice" && s.parent_span_id == order.span_id).unwrap();
-        let client = spans.iter().find(|s| s.kind == 3 && s.parent_span_id == fetch.span_id).expect("CLIENT span under fetchPrice");
+        let client = spans
+            .iter()
+            .find(|s| s.kind == 3 && s.parent_span_id == fetch.span_id)
+            .expect("CLIENT span under fetchPrice");
         assert_eq!(client.attr_str("http.request.method"), Some("GET"));
         assert_eq!(client.attr_str("url.full"), Some(format!("{backend_url}/price?item={item}").as_str()));
         assert_eq!(client.attr_i64("http.response.status_code"), Some(if item == "nope" { 404 } else { 200 }));
@@ -189,7 +199,6 @@ fn check_go(go: &Path, expect_route: bool, inject: bool, stripped: bool) {
 fn names(spans: &[FlatSpan]) -> Vec<String> {
     spans.iter().map(|s| format!("{} {} {}", s.res_str("service.name").unwrap_or(""), s.kind, s.name)).collect()
 }
-
 
 #[test]
 fn http_spans_go_1_22_without_routes() {

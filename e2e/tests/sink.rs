@@ -7,9 +7,7 @@ use std::path::Path;
 use std::time::{Duration, SystemTime};
 
 use gotel_e2e::{FlatSpan, Sink};
-use opentelemetry::trace::{
-    SpanContext, SpanId, SpanKind, Status, TraceFlags, TraceId, TraceState,
-};
+use opentelemetry::trace::{SpanContext, SpanId, SpanKind, Status, TraceFlags, TraceId, TraceState};
 use opentelemetry::{InstrumentationScope, KeyValue};
 use opentelemetry_otlp::{Protocol, WithExportConfig};
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
@@ -35,10 +33,7 @@ fn span(name: &'static str, trace: u128, id: u64, parent: u64) -> SpanData {
         name: Cow::Borrowed(name),
         start_time: start,
         end_time: start + Duration::from_micros(1500),
-        attributes: vec![
-            KeyValue::new("code.function.name", name),
-            KeyValue::new("thread.id", 4242i64),
-        ],
+        attributes: vec![KeyValue::new("code.function.name", name), KeyValue::new("thread.id", 4242i64)],
         dropped_attributes_count: 0,
         events: SpanEvents::default(),
         links: SpanLinks::default(),
@@ -133,7 +128,6 @@ fn sink_receives_http_protobuf_from_otlp_exporter() {
     });
     check(&sink.wait_spans(2, Duration::from_secs(10)).unwrap(), "http");
 }
-
 
 /// A hand-made HTTP/1.1 POST; returns (status code, body).
 fn post(addr: std::net::SocketAddr, path: &str, ctype: &str, encoding: Option<&str>, body: &[u8]) -> (u16, String) {

@@ -174,7 +174,13 @@ pub const NO_REG: u8 = 0xff;
 
 impl Default for ProbePlan {
     fn default() -> Self {
-        ProbePlan { nfetches: 0, flags: 0, save_regs: [NO_REG; 2], _pad: [0; 6], fetches: [Fetch::default(); MAX_FETCHES] }
+        ProbePlan {
+            nfetches: 0,
+            flags: 0,
+            save_regs: [NO_REG; 2],
+            _pad: [0; 6],
+            fetches: [Fetch::default(); MAX_FETCHES],
+        }
     }
 }
 

@@ -88,7 +88,11 @@ fn random_u64() -> u64 {
     let hi = unsafe { bpf_get_prandom_u32() } as u64;
     let lo = unsafe { bpf_get_prandom_u32() } as u64;
     let v = (hi << 32) | lo;
-    if v == 0 { 1 } else { v }
+    if v == 0 {
+        1
+    } else {
+        v
+    }
 }
 
 #[inline(always)]
@@ -171,9 +175,7 @@ fn state_of(h: &Hit, create: bool) -> Option<*mut GoroutineState> {
 fn emit(header: &EventHeader, capture: Option<(u8, u64)>) {
     let Some(scratch) = SCRATCH.get_ptr_mut(0) else { return };
     let s = unsafe { &mut *scratch };
-    let hdr_bytes = unsafe {
-        core::slice::from_raw_parts(header as *const EventHeader as *const u8, HEADER_SIZE)
-    };
+    let hdr_bytes = unsafe { core::slice::from_raw_parts(header as *const EventHeader as *const u8, HEADER_SIZE) };
     s.buf[..HEADER_SIZE].copy_from_slice(hdr_bytes);
     s.off = HEADER_SIZE as u64;
     if let Some((at_return, sp)) = capture {
@@ -340,8 +342,7 @@ fn fetch_one(s: &mut Scratch, f: &Fetch, sp: u64, off: usize) -> usize {
     vh.len = payload as u32;
     vh.word0 = w0;
     vh.word1 = w1;
-    let vh_bytes =
-        unsafe { core::slice::from_raw_parts(&vh as *const ValueHeader as *const u8, VALUE_HEADER_SIZE) };
+    let vh_bytes = unsafe { core::slice::from_raw_parts(&vh as *const ValueHeader as *const u8, VALUE_HEADER_SIZE) };
     let o = off & (SCRATCH_SIZE - 1);
     s.buf[o..o + VALUE_HEADER_SIZE].copy_from_slice(vh_bytes);
     (VALUE_HEADER_SIZE + payload + 7) & !7
@@ -361,7 +362,11 @@ fn span_flags(st: &GoroutineState, i: usize) -> u16 {
 #[inline(always)]
 fn parent_of(st: &GoroutineState, i: usize) -> u64 {
     if i == 0 {
-        if st.has_inherited != 0 { st.inherited_span_id } else { 0 }
+        if st.has_inherited != 0 {
+            st.inherited_span_id
+        } else {
+            0
+        }
     } else {
         st.frames[slot(i.wrapping_sub(1))].span_id
     }
@@ -493,8 +498,7 @@ fn on_entry(ctx: &ProbeContext) -> Option<()> {
             saved[1] = regs[(plan.save_regs[1] & 31) as usize];
         }
     }
-    st.frames[slot(n)] =
-        Frame { stack_depth: h.stack_depth, start_ns: h.now, span_id, probe_id, _pad: 0, saved };
+    st.frames[slot(n)] = Frame { stack_depth: h.stack_depth, start_ns: h.now, span_id, probe_id, _pad: 0, saved };
     st.depth = (n + 1) as u32;
     if let Some(plan) = plan {
         if plan.flags & PLAN_INJECT_CONTEXT != 0 {
@@ -777,7 +781,12 @@ pub fn gotel_header_write_return(ctx: ProbeContext) -> u32 {
         let n_addr = p.writer.wrapping_add(cfg.n_offset as u64);
         let n = read_u64(n_addr)?;
         let written = n.wrapping_sub(p.n_at_entry);
-        if buf_ptr == 0 || n < p.n_at_entry || written as usize >= MAX_SCANNED_HEADERS || n > buf_len || buf_len > (1 << 24) {
+        if buf_ptr == 0
+            || n < p.n_at_entry
+            || written as usize >= MAX_SCANNED_HEADERS
+            || n > buf_len
+            || buf_len > (1 << 24)
+        {
             // Flushed meanwhile, or a block too large to check: do not touch it.
             count(Counter::InjectSkippedNoRoom);
             return None;
@@ -862,7 +871,8 @@ fn on_header_line(ctx: &ProbeContext) -> Option<()> {
     let h = hit(ctx)?;
     let s = unsafe { &mut *h.scratch };
     let (ptr, len) = (s.regs[REG_RAX as usize], s.regs[REG_RBX as usize] as usize);
-    if len < TRACEPARENT_NAME.len() + TRACEPARENT_VALUE_LEN || len > TRACEPARENT_NAME.len() + TRACEPARENT_VALUE_LEN + 8 {
+    if len < TRACEPARENT_NAME.len() + TRACEPARENT_VALUE_LEN || len > TRACEPARENT_NAME.len() + TRACEPARENT_VALUE_LEN + 8
+    {
         return None;
     }
     let mut line = [0u8; 80];

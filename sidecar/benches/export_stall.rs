@@ -54,10 +54,7 @@ fn batch(n: usize) -> Vec<SpanData> {
             name: Cow::Borrowed("main.work"),
             start_time: now,
             end_time: now + Duration::from_micros(3),
-            attributes: vec![
-                KeyValue::new("code.function.name", "main.work"),
-                KeyValue::new("thread.id", 4243i64),
-            ],
+            attributes: vec![KeyValue::new("code.function.name", "main.work"), KeyValue::new("thread.id", 4243i64)],
             dropped_attributes_count: 0,
             events: SpanEvents::default(),
             links: SpanLinks::default(),
@@ -123,7 +120,8 @@ fn measure(mode: &'static str, n: usize, spans: Vec<SpanData>) -> serde_json::Va
     let (mut lat, mut failures) = (Vec::with_capacity(n), 0);
     let start = Instant::now();
     let rt = (mode == "thread").then(|| tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap());
-    let worker = (mode == "worker").then(|| tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap());
+    let worker = (mode == "worker")
+        .then(|| tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap());
     let exp = std::sync::Arc::new(exp);
     for _ in 0..n {
         let t = Instant::now();
@@ -164,12 +162,15 @@ fn main() {
         let r = match rx.recv_timeout(deadline) {
             Ok(r) => r,
             // Left behind: the process exits at the end without joining it.
-            Err(_) => json!({ "mode": mode, "hung": true, "exports_completed": DONE.load(Relaxed), "deadline_seconds": deadline.as_secs() }),
+            Err(_) => {
+                json!({ "mode": mode, "hung": true, "exports_completed": DONE.load(Relaxed), "deadline_seconds": deadline.as_secs() })
+            }
         };
         eprintln!("export_stall: {r}");
         results.push(r);
     }
-    let text = serde_json::to_string_pretty(&json!({ "batch": size, "exports_per_mode": n, "results": results })).unwrap();
+    let text =
+        serde_json::to_string_pretty(&json!({ "batch": size, "exports_per_mode": n, "results": results })).unwrap();
     match std::env::var("BENCH_OUT") {
         Ok(path) if !path.is_empty() => std::fs::write(&path, text + "\n").expect("BENCH_OUT"),
         _ => println!("{text}"),

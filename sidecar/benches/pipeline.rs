@@ -135,7 +135,13 @@ fn values(plan: &Plan, at_return: u8) -> Vec<u8> {
         } else {
             (12345, &[])
         };
-        let h = ValueHeader { slot: f.slot, len: payload.len() as u32, word0: w0, word1: 0xc000_0100_00, ..Default::default() };
+        let h = ValueHeader {
+            slot: f.slot,
+            len: payload.len() as u32,
+            word0: w0,
+            word1: 0xc000_0100_00,
+            ..Default::default()
+        };
         out.extend_from_slice(as_bytes(&h));
         out.extend_from_slice(payload);
         while out.len() % 8 != 0 {
@@ -250,7 +256,12 @@ const VARIANTS: [Variant; 3] = [
 
 fn factory_for(plan: &Plan, binary: &Arc<GoBinary>) -> SpanFactory {
     let names = TypeNameTable::new(binary, 0, 0);
-    SpanFactory::new(plan, export::sampler_from_env().expect("sampler"), Box::new(names), Limits::default().max_attributes)
+    SpanFactory::new(
+        plan,
+        export::sampler_from_env().expect("sampler"),
+        Box::new(names),
+        Limits::default().max_attributes,
+    )
 }
 
 fn resource() -> opentelemetry_sdk::Resource {
@@ -434,7 +445,8 @@ async fn bench_rate(plan: &Plan, binary: &Arc<GoBinary>, rate: u64, secs: f64, p
 
 fn main() {
     // `cargo bench` passes `--bench`; nothing else is read from the command line.
-    let go_binary = std::env::var("BENCH_GO_BINARY").expect("BENCH_GO_BINARY: path of a Go binary with main.work (bench/goapps/loop)");
+    let go_binary = std::env::var("BENCH_GO_BINARY")
+        .expect("BENCH_GO_BINARY: path of a Go binary with main.work (bench/goapps/loop)");
     let calls: u64 = env_or("BENCH_SPANS", 400_000);
     let secs: f64 = env_or("BENCH_SWEEP_SECS", 2.0);
     let rates: Vec<u64> = std::env::var("BENCH_RATES")

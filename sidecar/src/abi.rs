@@ -22,9 +22,7 @@ use gotel_shared::{REG_R10, REG_R11, REG_R8, REG_R9, REG_RAX, REG_RBX, REG_RCX, 
 use crate::dwarf::types::{Kind, TypeId, TypeTable, MAX_TYPE_DEPTH};
 
 /// pt_regs slots of the integer argument registers, in ABI order.
-pub const INT_REGS: [u8; 9] = [
-    REG_RAX, REG_RBX, REG_RCX, REG_RDI, REG_RSI, REG_R8, REG_R9, REG_R10, REG_R11,
-];
+pub const INT_REGS: [u8; 9] = [REG_RAX, REG_RBX, REG_RCX, REG_RDI, REG_RSI, REG_R8, REG_R9, REG_R10, REG_R11];
 /// Number of floating-point argument registers (X0..X14).
 pub const NUM_FLOAT_REGS: usize = 15;
 /// Bytes between SP at a probe and the first stack-assigned value (the return address).
@@ -132,12 +130,7 @@ pub struct Assignment {
 /// the arguments before it, and a result's register location only on the results before it;
 /// a result's stack offset depends on all arguments.
 pub fn assign(types: &TypeTable, args: &[TypeId], results: &[TypeId]) -> Result<Assignment, AbiError> {
-    let mut st = State {
-        types,
-        int: 0,
-        float: 0,
-        stack: 0,
-    };
+    let mut st = State { types, int: 0, float: 0, stack: 0 };
     let mut out_args = Vec::with_capacity(args.len());
     for &a in args {
         out_args.push(st.assign(a)?);
@@ -149,10 +142,7 @@ pub fn assign(types: &TypeTable, args: &[TypeId], results: &[TypeId]) -> Result<
     for &r in results {
         out_results.push(st.assign(r)?);
     }
-    Ok(Assignment {
-        args: out_args,
-        results: out_results,
-    })
+    Ok(Assignment { args: out_args, results: out_results })
 }
 
 fn align_up(v: u64, a: u64) -> u64 {
@@ -190,19 +180,13 @@ impl State<'_> {
         self.stack = align_up(self.stack, align);
         let off = self.stack;
         self.stack = self.stack.saturating_add(size);
-        Ok(Location::Stack {
-            sp_offset: STACK_BASE.saturating_add(i64::try_from(off).unwrap_or(i64::MAX)),
-        })
+        Ok(Location::Stack { sp_offset: STACK_BASE.saturating_add(i64::try_from(off).unwrap_or(i64::MAX)) })
     }
 
     fn int_reg(&mut self, offset: u64, size: u64, out: &mut Vec<RegPiece>) -> Result<(), NoFit> {
         let reg = *INT_REGS.get(self.int).ok_or(NoFit)?;
         self.int += 1;
-        out.push(RegPiece {
-            reg: Reg::Int(reg),
-            offset,
-            size,
-        });
+        out.push(RegPiece { reg: Reg::Int(reg), offset, size });
         Ok(())
     }
 
@@ -210,11 +194,7 @@ impl State<'_> {
         if self.float >= NUM_FLOAT_REGS {
             return Err(NoFit);
         }
-        out.push(RegPiece {
-            reg: Reg::Float(self.float as u8),
-            offset,
-            size,
-        });
+        out.push(RegPiece { reg: Reg::Float(self.float as u8), offset, size });
         self.float += 1;
         Ok(())
     }
@@ -239,15 +219,14 @@ impl State<'_> {
             Kind::Float if size <= 8 => self.float_reg(offset, size, out),
             Kind::Complex if size <= 16 => {
                 let half = size / 2;
-                self.float_reg(offset, half, out)
-                    .and_then(|_| self.float_reg(offset + half, half, out))
+                self.float_reg(offset, half, out).and_then(|_| self.float_reg(offset + half, half, out))
             }
             Kind::Pointer(_) | Kind::UnsafePointer | Kind::Map | Kind::Chan | Kind::Func => {
                 self.int_reg(offset, 8, out)
             }
-            Kind::String | Kind::Interface { .. } => self
-                .int_reg(offset, 8, out)
-                .and_then(|_| self.int_reg(offset + 8, 8, out)),
+            Kind::String | Kind::Interface { .. } => {
+                self.int_reg(offset, 8, out).and_then(|_| self.int_reg(offset + 8, 8, out))
+            }
             Kind::Slice(_) => self
                 .int_reg(offset, 8, out)
                 .and_then(|_| self.int_reg(offset + 8, 8, out))
@@ -284,16 +263,10 @@ pub fn from_dwarf(pieces: &[crate::dwarf::LocPiece]) -> Option<Location> {
         let size = p.size.unwrap_or(8);
         match p.loc {
             Loc::Empty => {}
-            Loc::Reg(r) if (17..=31).contains(&r) => regs.push(RegPiece {
-                reg: Reg::Float((r - 17) as u8),
-                offset: off,
-                size,
-            }),
-            Loc::Reg(r) => regs.push(RegPiece {
-                reg: Reg::Int(dwarf_reg_to_pt_regs(r)?),
-                offset: off,
-                size,
-            }),
+            Loc::Reg(r) if (17..=31).contains(&r) => {
+                regs.push(RegPiece { reg: Reg::Float((r - 17) as u8), offset: off, size })
+            }
+            Loc::Reg(r) => regs.push(RegPiece { reg: Reg::Int(dwarf_reg_to_pt_regs(r)?), offset: off, size }),
             Loc::Cfa(k) => {
                 // Memory pieces must be the value's contiguous memory layout.
                 let base = k.checked_sub(i64::try_from(off).ok()?)?;
@@ -305,9 +278,7 @@ pub fn from_dwarf(pieces: &[crate::dwarf::LocPiece]) -> Option<Location> {
         off = off.saturating_add(size);
     }
     match (stack, regs.is_empty()) {
-        (Some(k), true) => Some(Location::Stack {
-            sp_offset: STACK_BASE.checked_add(k)?,
-        }),
+        (Some(k), true) => Some(Location::Stack { sp_offset: STACK_BASE.checked_add(k)? }),
         (None, false) => Some(Location::Registers(regs)),
         _ => None,
     }
@@ -317,9 +288,9 @@ pub fn from_dwarf(pieces: &[crate::dwarf::LocPiece]) -> Option<Location> {
 pub fn agrees(ours: &Location, dwarf: &Location) -> bool {
     match (ours, dwarf) {
         (Location::Stack { sp_offset: a }, Location::Stack { sp_offset: b }) => a == b,
-        (Location::Registers(a), Location::Registers(b)) => b
-            .iter()
-            .all(|d| a.iter().any(|o| o.offset == d.offset && o.reg == d.reg)),
+        (Location::Registers(a), Location::Registers(b)) => {
+            b.iter().all(|d| a.iter().any(|o| o.offset == d.offset && o.reg == d.reg))
+        }
         _ => false,
     }
 }

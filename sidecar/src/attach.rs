@@ -16,7 +16,7 @@ use aya::{
 };
 use gotel_shared::{
     Counter, COOKIE_AT_FUNC_START, COOKIE_ENTRY, COOKIE_HEADER_LINE, COOKIE_HEADER_WRITE_ENTRY,
-    COOKIE_HEADER_WRITE_RETURN, COOKIE_REQUEST_WRITE, COOKIE_NEWPROC_ENTRY, COOKIE_NEWPROC_RETURN, COOKIE_RETURN,
+    COOKIE_HEADER_WRITE_RETURN, COOKIE_NEWPROC_ENTRY, COOKIE_NEWPROC_RETURN, COOKIE_REQUEST_WRITE, COOKIE_RETURN,
     NUM_COUNTERS,
 };
 
@@ -107,7 +107,10 @@ pub fn load(plan: &Plan, settings: &Settings) -> Result<Attached, Failure> {
                 let text = chain(&e);
                 // Lockdown or a kernel built without the helper: refuse injection, keep tracing.
                 if text.contains("bpf_probe_write_user") {
-                    tracing::warn!("{}", crate::instrumentations::lockdown_message("the verifier refuses bpf_probe_write_user"));
+                    tracing::warn!(
+                        "{}",
+                        crate::instrumentations::lockdown_message("the verifier refuses bpf_probe_write_user")
+                    );
                 } else {
                     tracing::warn!("GOTEL_PROPAGATION=inject refused: loading {name} failed: {text}");
                 }
@@ -138,15 +141,24 @@ pub fn load(plan: &Plan, settings: &Settings) -> Result<Attached, Failure> {
 }
 
 impl Attached {
-    fn attach_one(&mut self, program: &'static str, bin: &GoBinary, target: &Path, pid: u32, vaddr: u64, cookie: u64) -> Result<(), Failure> {
+    fn attach_one(
+        &mut self,
+        program: &'static str,
+        bin: &GoBinary,
+        target: &Path,
+        pid: u32,
+        vaddr: u64,
+        cookie: u64,
+    ) -> Result<(), Failure> {
         let offset = bin
             .file_offset(vaddr)
             .ok_or_else(|| Failure::target(format!("{:#x} is not in a loadable segment of {}", vaddr, bin.path)))?;
         let prog: &mut UProbe = self.ebpf.program_mut(program).expect("program").try_into().expect("uprobe");
         let scope = UProbeScope::OneProcess(NonZeroU32::new(pid).expect("pid > 0"));
         let point = UProbeAttachPoint { location: UProbeAttachLocation::AbsoluteOffset(offset), cookie: Some(cookie) };
-        prog.attach(point, target, scope)
-            .map_err(|e| environment_error(&format!("attaching a uprobe to {} at {offset:#x}", target.display()), chain(&e)))?;
+        prog.attach(point, target, scope).map_err(|e| {
+            environment_error(&format!("attaching a uprobe to {} at {offset:#x}", target.display()), chain(&e))
+        })?;
         self.uprobes += 1;
         Ok(())
     }
@@ -156,18 +168,53 @@ impl Attached {
         // Goroutine bookkeeping first, so goroutines born from now on are known.
         if let Some(h) = &plan.newproc {
             for &off in &h.ret_offsets {
-                self.attach_one("gotel_newproc_return", bin, target, pid, h.function.entry + off, COOKIE_NEWPROC_RETURN)?;
+                self.attach_one(
+                    "gotel_newproc_return",
+                    bin,
+                    target,
+                    pid,
+                    h.function.entry + off,
+                    COOKIE_NEWPROC_RETURN,
+                )?;
             }
-            self.attach_one("gotel_newproc_entry", bin, target, pid, h.function.entry + h.entry_offset, COOKIE_NEWPROC_ENTRY)?;
+            self.attach_one(
+                "gotel_newproc_entry",
+                bin,
+                target,
+                pid,
+                h.function.entry + h.entry_offset,
+                COOKIE_NEWPROC_ENTRY,
+            )?;
         }
         if let Some(inj) = plan.injection.as_ref().filter(|_| self.injecting) {
             let w = &inj.header_write;
             for &off in &w.ret_offsets {
-                self.attach_one("gotel_header_write_return", bin, target, pid, w.function.entry + off, COOKIE_HEADER_WRITE_RETURN)?;
+                self.attach_one(
+                    "gotel_header_write_return",
+                    bin,
+                    target,
+                    pid,
+                    w.function.entry + off,
+                    COOKIE_HEADER_WRITE_RETURN,
+                )?;
             }
-            self.attach_one("gotel_header_write_entry", bin, target, pid, w.function.entry + w.entry_offset, COOKIE_HEADER_WRITE_ENTRY)?;
+            self.attach_one(
+                "gotel_header_write_entry",
+                bin,
+                target,
+                pid,
+                w.function.entry + w.entry_offset,
+                COOKIE_HEADER_WRITE_ENTRY,
+            )?;
             let r = &inj.request_write;
-            self.attach_one("gotel_request_write", bin, target, pid, r.function.entry + r.entry_offset, COOKIE_REQUEST_WRITE)?;
+            self.attach_one(
+                "gotel_request_write",
+                bin,
+                target,
+                pid,
+                r.function.entry + r.entry_offset,
+                COOKIE_REQUEST_WRITE,
+            )?;
         }
         if let Some(h) = &plan.header_lines {
             for &off in &h.ret_offsets {
@@ -220,7 +267,8 @@ impl Attached {
         use gotel_shared::{EventHeader, EventKind, INHERIT_REMOTE, MAX_FRAMES, SPAN_PARENT_REMOTE};
         let mut out = Vec::new();
         let Some(map) = self.ebpf.map("GOROUTINES") else { return out };
-        let Ok(m) = aya::maps::HashMap::<_, gotel_shared::GoroutineKey, gotel_shared::GoroutineState>::try_from(map) else {
+        let Ok(m) = aya::maps::HashMap::<_, gotel_shared::GoroutineKey, gotel_shared::GoroutineState>::try_from(map)
+        else {
             return out;
         };
         for (key, st) in m.iter().flatten() {
@@ -261,7 +309,10 @@ impl Attached {
     /// Entries in the goroutine map (to show it stays bounded).
     pub fn goroutines_tracked(&self) -> usize {
         let Some(map) = self.ebpf.map("GOROUTINES") else { return 0 };
-        let Ok(m) = aya::maps::HashMap::<_, gotel_shared::GoroutineKey, gotel_shared::GoroutineState>::try_from(map) else { return 0 };
+        let Ok(m) = aya::maps::HashMap::<_, gotel_shared::GoroutineKey, gotel_shared::GoroutineState>::try_from(map)
+        else {
+            return 0;
+        };
         m.keys().count()
     }
 }

@@ -56,10 +56,7 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits {
-            max_string: 128,
-            max_attributes: 128,
-        }
+        Limits { max_string: 128, max_attributes: 128 }
     }
 }
 
@@ -123,78 +120,33 @@ pub enum Decode {
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum AttrError {
     #[error("`{attr}`: {func} has no parameter or result named `{name}`; it has {params}. Use one of these names, or argN / retN")]
-    UnknownParam {
-        attr: String,
-        func: String,
-        name: String,
-        params: String,
-    },
+    UnknownParam { attr: String, func: String, name: String, params: String },
     #[error("`{attr}`: {func} has no {what}; it has {params}")]
-    OutOfRange {
-        attr: String,
-        func: String,
-        what: String,
-        params: String,
-    },
+    OutOfRange { attr: String, func: String, what: String, params: String },
     #[error("`{attr}`: `{path}` is a {ty} without a field `{field}`; its fields are: {fields}")]
-    UnknownField {
-        attr: String,
-        path: String,
-        ty: String,
-        field: String,
-        fields: String,
-    },
+    UnknownField { attr: String, path: String, ty: String, field: String, fields: String },
     #[error("`{attr}`: `{path}` is a {ty}, not a struct or a pointer to a struct, so `.{field}` cannot be read")]
-    NotAStruct {
-        attr: String,
-        path: String,
-        ty: String,
-        field: String,
-    },
+    NotAStruct { attr: String, path: String, ty: String, field: String },
     #[error("`{attr}`: `{path}` ({ty}) is passed in a floating-point (XMM) register, which uprobes cannot read; remove this attribute")]
     Float { attr: String, path: String, ty: String },
     #[error("`{attr}`: `{path}` has type {ty}, which cannot be captured: {fix}")]
-    Unsupported {
-        attr: String,
-        path: String,
-        ty: String,
-        fix: String,
-    },
+    Unsupported { attr: String, path: String, ty: String, fix: String },
     #[error("`{attr}`: `{path}` follows {hops} pointers, at most {max} are supported; shorten the field path")]
-    TooManyHops {
-        attr: String,
-        path: String,
-        hops: usize,
-        max: usize,
-    },
+    TooManyHops { attr: String, path: String, hops: usize, max: usize },
     #[error("{count} values to capture, but one probe captures at most {max}; remove some attributes (first one over: `{attr}`)")]
     TooMany { attr: String, count: usize, max: usize },
     #[error("`{attr}`: {func} has no DWARF debug information (built with -ldflags=-w?), so {why}")]
     NeedsDwarf { attr: String, func: String, why: String },
     #[error("`{attr}`: without DWARF the location of {pos} depends on the types of {missing}; declare them in this entry, e.g. `_={example}:TYPE` (key `_` declares a type without capturing it)")]
-    NeedsEarlierTypes {
-        attr: String,
-        pos: String,
-        missing: String,
-        example: String,
-    },
+    NeedsEarlierTypes { attr: String, pos: String, missing: String, example: String },
     #[error("`{attr}`: unknown type `{ty}`; use a Go type like int64, uint8, bool, string, []byte, error, any, *T")]
     BadType { attr: String, ty: String },
     #[error("`{attr}`: {what} is given two different types, `{a}` and `{b}`")]
-    ConflictingTypes {
-        attr: String,
-        what: String,
-        a: String,
-        b: String,
-    },
+    ConflictingTypes { attr: String, what: String, a: String, b: String },
     #[error(
         "`{attr}`: the annotation `:{given}` does not match the type DWARF gives, {actual}; remove the annotation"
     )]
-    TypeMismatch {
-        attr: String,
-        given: String,
-        actual: String,
-    },
+    TypeMismatch { attr: String, given: String, actual: String },
     #[error("`{attr}`: {what}")]
     Location { attr: String, what: String },
 }
@@ -218,14 +170,7 @@ pub fn plan_function(
         _ => Signature::from_annotations(attrs, &mut local)?,
     };
     let types = dwarf.map(|d| &d.types).unwrap_or(&local);
-    let mut planner = Planner {
-        func: func_name,
-        sig: &sig,
-        types,
-        limits,
-        plan: AttributePlan::default(),
-        count: 0,
-    };
+    let mut planner = Planner { func: func_name, sig: &sig, types, limits, plan: AttributePlan::default(), count: 0 };
 
     match attrs {
         AttrSpec::None => {}
@@ -310,13 +255,7 @@ impl Signature {
                 (Err(_), Some(theirs)) if !p.is_result => Ok(theirs),
                 (Err(e), _) => Err(e),
             };
-            params.push(SigParam {
-                name: p.name.clone(),
-                ty: p.ty,
-                is_result: p.is_result,
-                index,
-                location,
-            });
+            params.push(SigParam { name: p.name.clone(), ty: p.ty, is_result: p.is_result, index, location });
             if p.is_result {
                 nr += 1
             } else {
@@ -330,19 +269,13 @@ impl Signature {
                 let has_own = p.entry_location.as_deref().and_then(abi::from_dwarf).is_some();
                 let stack = matches!(sp.location, Ok(Location::Stack { .. }));
                 if (!sp.is_result && !has_own) || (sp.is_result && stack) {
-                    sp.location = Err(
-                        "its location is uncertain: DWARF does not list every parameter of this \
+                    sp.location = Err("its location is uncertain: DWARF does not list every parameter of this \
                         function (Go before 1.22 omits blank `_` parameters)"
-                            .into(),
-                    );
+                        .into());
                 }
             }
         }
-        Signature {
-            params,
-            from_dwarf: true,
-            warnings,
-        }
+        Signature { params, from_dwarf: true, warnings }
     }
 
     /// Without DWARF: the types declared with `argN:T` / `retN:T`.
@@ -367,10 +300,8 @@ impl Signature {
                         what: format!("position {n} is too large"),
                     });
                 }
-                let ty = parse_type(types, tname).ok_or_else(|| AttrError::BadType {
-                    attr: a.text.clone(),
-                    ty: tname.clone(),
-                })?;
+                let ty = parse_type(types, tname)
+                    .ok_or_else(|| AttrError::BadType { attr: a.text.clone(), ty: tname.clone() })?;
                 if slot.len() <= n {
                     slot.resize(n + 1, None);
                 }
@@ -389,17 +320,11 @@ impl Signature {
         }
         // Locations only for the typed prefixes.
         let prefix = |v: &[Option<(String, TypeId)>]| {
-            v.iter()
-                .take_while(|x| x.is_some())
-                .flatten()
-                .map(|x| x.1)
-                .collect::<Vec<_>>()
+            v.iter().take_while(|x| x.is_some()).flatten().map(|x| x.1).collect::<Vec<_>>()
         };
         let (pa, pr) = (prefix(&args), prefix(&results));
-        let assignment = abi::assign(types, &pa, &pr).map_err(|e| AttrError::Location {
-            attr: String::new(),
-            what: e.to_string(),
-        })?;
+        let assignment = abi::assign(types, &pa, &pr)
+            .map_err(|e| AttrError::Location { attr: String::new(), what: e.to_string() })?;
         let mut params = Vec::new();
         for (is_result, list, locs) in [(false, &args, &assignment.args), (true, &results, &assignment.results)] {
             for (index, entry) in list.iter().enumerate() {
@@ -420,20 +345,10 @@ impl Signature {
                     }
                 };
                 let name = format!("{}{index}", if is_result { "ret" } else { "arg" });
-                params.push(SigParam {
-                    name,
-                    ty: *ty,
-                    is_result,
-                    index,
-                    location,
-                });
+                params.push(SigParam { name, ty: *ty, is_result, index, location });
             }
         }
-        Ok(Signature {
-            params,
-            from_dwarf: false,
-            warnings: Vec::new(),
-        })
+        Ok(Signature { params, from_dwarf: false, warnings: Vec::new() })
     }
 }
 
@@ -459,11 +374,8 @@ fn assign_with_hidden_dictionary(
         .enumerate()
         .filter_map(|(i, p)| p.entry_location.as_deref().and_then(abi::from_dwarf).map(|l| (i, l)))
         .collect();
-    let agrees = |a: &abi::Assignment| {
-        located
-            .iter()
-            .all(|(i, l)| a.args.get(*i).is_some_and(|ours| abi::agrees(ours, l)))
-    };
+    let agrees =
+        |a: &abi::Assignment| located.iter().all(|(i, l)| a.args.get(*i).is_some_and(|ours| abi::agrees(ours, l)));
     if plain.as_ref().is_ok_and(&agrees) {
         return plain;
     }
@@ -487,13 +399,7 @@ fn assign_with_hidden_dictionary(
 
 /// Builds a type from its Go name, for `:type` annotations.
 fn parse_type(types: &mut TypeTable, name: &str) -> Option<TypeId> {
-    let mk = |types: &mut TypeTable, size, kind| {
-        Some(types.add(GoType {
-            name: name.to_string(),
-            size,
-            kind,
-        }))
-    };
+    let mk = |types: &mut TypeTable, size, kind| Some(types.add(GoType { name: name.to_string(), size, kind }));
     match name {
         "bool" => return mk(types, 1, Kind::Bool),
         "int8" => return mk(types, 1, Kind::Int),
@@ -519,13 +425,8 @@ fn parse_type(types: &mut TypeTable, name: &str) -> Option<TypeId> {
         return mk(types, 8, Kind::Pointer(None));
     }
     if let Some(elem) = name.strip_prefix("[]") {
-        let e = parse_type(types, elem).or_else(|| {
-            Some(types.add(GoType {
-                name: elem.into(),
-                size: 0,
-                kind: Kind::Unknown,
-            }))
-        });
+        let e = parse_type(types, elem)
+            .or_else(|| Some(types.add(GoType { name: elem.into(), size: 0, kind: Kind::Unknown })));
         return mk(types, 24, Kind::Slice(e));
     }
     if name.starts_with("map[") {
@@ -576,7 +477,10 @@ struct Planner<'a> {
 
 impl Planner<'_> {
     fn describe_params(&self) -> String {
-        crate::dwarf::describe_param_list(self.types, self.sig.params.iter().map(|p| (p.name.as_str(), p.ty, p.is_result)))
+        crate::dwarf::describe_param_list(
+            self.types,
+            self.sig.params.iter().map(|p| (p.name.as_str(), p.ty, p.is_result)),
+        )
     }
 
     fn param(&self, e: &Expr, attr: &str) -> Result<&SigParam, AttrError> {
@@ -626,10 +530,7 @@ impl Planner<'_> {
 
     fn resolve_depth(&self, e: &Expr, attr: &str, depth: usize) -> Result<Access, AttrError> {
         if depth > 64 {
-            return Err(AttrError::Location {
-                attr: attr.into(),
-                what: "expression nested too deeply".into(),
-            });
+            return Err(AttrError::Location { attr: attr.into(), what: "expression nested too deeply".into() });
         }
         match e {
             Expr::Param(_) | Expr::Arg(_) | Expr::Ret(_) => {
@@ -641,10 +542,9 @@ impl Planner<'_> {
                         missing: missing.to_string(),
                         example: missing.split(", ").next().unwrap_or("arg0").to_string(),
                     },
-                    None => AttrError::Location {
-                        attr: attr.into(),
-                        what: format!("`{}` cannot be read: {what}", p.name),
-                    },
+                    None => {
+                        AttrError::Location { attr: attr.into(), what: format!("`{}` cannot be read: {what}", p.name) }
+                    }
                 })?;
                 let root = match location {
                     Location::Registers(r) => Place::Regs(r),
@@ -657,21 +557,15 @@ impl Planner<'_> {
                     at_return: p.is_result,
                     is_result: p.is_result,
                     len: false,
-                    path: if matches!(e, Expr::Param(_)) {
-                        p.name.clone()
-                    } else {
-                        e.to_string()
-                    },
+                    path: if matches!(e, Expr::Param(_)) { p.name.clone() } else { e.to_string() },
                 })
             }
             Expr::Typed(inner, tname) => {
                 let acc = self.resolve_depth(inner, attr, depth + 1)?;
                 if self.sig.from_dwarf {
                     let mut scratch = TypeTable::new();
-                    let given = parse_type(&mut scratch, tname).ok_or_else(|| AttrError::BadType {
-                        attr: attr.into(),
-                        ty: tname.clone(),
-                    })?;
+                    let given = parse_type(&mut scratch, tname)
+                        .ok_or_else(|| AttrError::BadType { attr: attr.into(), ty: tname.clone() })?;
                     let actual = self.types.underlying(acc.ty).map(|x| x.1);
                     let given_t = scratch.get(given);
                     let same = match (actual, given_t) {
@@ -744,10 +638,7 @@ impl Planner<'_> {
         let struct_ty = match &t.kind {
             Kind::Struct(_) => acc.ty,
             Kind::Pointer(Some(target))
-                if self
-                    .types
-                    .underlying(*target)
-                    .is_some_and(|(_, t)| matches!(t.kind, Kind::Struct(_))) =>
+                if self.types.underlying(*target).is_some_and(|(_, t)| matches!(t.kind, Kind::Struct(_))) =>
             {
                 // Load the pointer: it becomes the base of a new hop.
                 if acc.hops.is_empty() {
@@ -799,10 +690,7 @@ impl Planner<'_> {
                     *pieces = pieces
                         .iter()
                         .filter(|p| p.offset >= offset && p.offset < offset.saturating_add(fsize.max(1)))
-                        .map(|p| RegPiece {
-                            offset: p.offset - offset,
-                            ..*p
-                        })
+                        .map(|p| RegPiece { offset: p.offset - offset, ..*p })
                         .collect();
                 }
             }
@@ -855,11 +743,7 @@ impl Planner<'_> {
                 Kind::Slice(_) => return Err(unsupported(format!("capture its length with `len({})`", acc.path))),
                 Kind::Interface { .. } => {
                     let is_error = self.types.name(Some(acc.ty)) == "error";
-                    (
-                        ValueKind::Interface,
-                        if is_error { Decode::Error } else { Decode::Interface },
-                        2,
-                    )
+                    (ValueKind::Interface, if is_error { Decode::Error } else { Decode::Interface }, 2)
                 }
                 Kind::Float | Kind::Complex => {
                     return Err(AttrError::Float {
@@ -926,20 +810,12 @@ impl Planner<'_> {
     fn add(&mut self, a: &AttrExpr, key: &str, acc: Access) -> Result<(), AttrError> {
         let (mut fetch, decode) = self.fetch(&acc, &a.text)?;
         if self.plan.fetches.len() >= MAX_FETCHES {
-            return Err(AttrError::TooMany {
-                attr: a.text.clone(),
-                count: self.count,
-                max: MAX_FETCHES,
-            });
+            return Err(AttrError::TooMany { attr: a.text.clone(), count: self.count, max: MAX_FETCHES });
         }
         fetch.slot = self.plan.slots.len() as u16;
         self.plan.fetches.push(fetch);
         let sets_error_status = acc.is_result && !acc.len && acc.hops.is_empty() && decode == Decode::Error;
-        self.plan.slots.push(AttrSlot {
-            key: shared_key(key),
-            decode,
-            sets_error_status,
-        });
+        self.plan.slots.push(AttrSlot { key: shared_key(key), decode, sets_error_status });
         Ok(())
     }
 
@@ -957,17 +833,9 @@ impl Planner<'_> {
         let params = self.sig.params.clone();
         let mut skipped = Vec::new();
         for p in &params {
-            let positional = if p.is_result {
-                Expr::Ret(p.index)
-            } else {
-                Expr::Arg(p.index)
-            };
+            let positional = if p.is_result { Expr::Ret(p.index) } else { Expr::Arg(p.index) };
             let unnamed = p.name.starts_with('~') || p.name == "_" || p.name.is_empty();
-            let key = if unnamed {
-                positional.to_string()
-            } else {
-                p.name.clone()
-            };
+            let key = if unnamed { positional.to_string() } else { p.name.clone() };
             let mut expr = positional.clone();
             let mut key = key;
             if let Some((_, t)) = self.types.underlying(p.ty) {
@@ -978,14 +846,8 @@ impl Planner<'_> {
                 }
             }
             let text = format!("{key}={expr}");
-            let a = AttrExpr {
-                key: key.clone(),
-                expr: expr.clone(),
-                text: text.clone(),
-            };
-            let r = self
-                .resolve(&expr, &text)
-                .and_then(|acc| self.fetch(&acc, &text).map(|_| acc));
+            let a = AttrExpr { key: key.clone(), expr: expr.clone(), text: text.clone() };
+            let r = self.resolve(&expr, &text).and_then(|acc| self.fetch(&acc, &text).map(|_| acc));
             match r {
                 Ok(acc) => {
                     if self.plan.slots.len() >= self.limits.max_attributes || self.plan.fetches.len() >= MAX_FETCHES {
@@ -995,12 +857,7 @@ impl Planner<'_> {
                     self.count += 1;
                     self.add(&a, &key, acc)?;
                 }
-                Err(e) => skipped.push(format!(
-                    "{} {} ({})",
-                    p.name,
-                    self.types.name(Some(p.ty)),
-                    short_reason(&e)
-                )),
+                Err(e) => skipped.push(format!("{} {} ({})", p.name, self.types.name(Some(p.ty)), short_reason(&e))),
             }
         }
         if !skipped.is_empty() {
@@ -1030,18 +887,14 @@ impl Planner<'_> {
             return;
         };
         if self.plan.fetches.len() >= MAX_FETCHES {
-            self.plan.warnings.push(format!(
-                "no room to capture the error result: at most {MAX_FETCHES} values per probe"
-            ));
+            self.plan
+                .warnings
+                .push(format!("no room to capture the error result: at most {MAX_FETCHES} values per probe"));
             return;
         }
         fetch.slot = self.plan.slots.len() as u16;
         self.plan.fetches.push(fetch);
-        self.plan.slots.push(AttrSlot {
-            key: "error.type".into(),
-            decode: Decode::ErrorType,
-            sets_error_status: true,
-        });
+        self.plan.slots.push(AttrSlot { key: "error.type".into(), decode: Decode::ErrorType, sets_error_status: true });
     }
 }
 

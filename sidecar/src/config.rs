@@ -108,9 +108,8 @@ impl Cli {
             parts.push(p.clone());
         }
         if let Some(path) = &self.probes_file {
-            let text = std::fs::read_to_string(path).map_err(|e| {
-                Failure::config(format!("cannot read GOTEL_PROBES_FILE {}: {e}", path.display()))
-            })?;
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| Failure::config(format!("cannot read GOTEL_PROBES_FILE {}: {e}", path.display())))?;
             parts.push(text);
         }
         parts.extend(self.probes.iter().cloned());

@@ -41,7 +41,11 @@ impl Metrics {
     pub fn render(&self) -> String {
         let mut out = String::new();
         let mut put = |name: &str, kind: &str, help: &str, v: &AtomicU64| {
-            let _ = writeln!(out, "# HELP gotel_{name} {help}\n# TYPE gotel_{name} {kind}\ngotel_{name} {}", v.load(Relaxed));
+            let _ = writeln!(
+                out,
+                "# HELP gotel_{name} {help}\n# TYPE gotel_{name} {kind}\ngotel_{name} {}",
+                v.load(Relaxed)
+            );
         };
         put("attached", "gauge", "1 while probes are attached to a target", &self.attached);
         put("target_pid", "gauge", "pid of the traced process (0 when none)", &self.target_pid);
@@ -49,14 +53,39 @@ impl Metrics {
         put("calls_total", "counter", "traced calls started", &self.calls);
         put("spans_total", "counter", "spans built from returned calls", &self.spans);
         put("spans_exported_total", "counter", "spans the exporter accepted", &self.spans_exported);
-        put("events_lost_ring_buffer_full_total", "counter", "records lost because the kernel ring buffer was full", &self.lost_ring_buffer_full);
-        put("spans_dropped_queue_full_total", "counter", "spans dropped because the export queue was full", &self.lost_queue_full);
-        put("spans_dropped_export_failed_total", "counter", "spans dropped after export retries failed", &self.lost_export_failed);
+        put(
+            "events_lost_ring_buffer_full_total",
+            "counter",
+            "records lost because the kernel ring buffer was full",
+            &self.lost_ring_buffer_full,
+        );
+        put(
+            "spans_dropped_queue_full_total",
+            "counter",
+            "spans dropped because the export queue was full",
+            &self.lost_queue_full,
+        );
+        put(
+            "spans_dropped_export_failed_total",
+            "counter",
+            "spans dropped after export retries failed",
+            &self.lost_export_failed,
+        );
         put("export_failures_total", "counter", "failed export attempts (retried)", &self.export_failures);
         put("calls_abandoned_total", "counter", "calls unwound by panic or runtime.Goexit", &self.abandoned);
         put("returns_unmatched_total", "counter", "returns without a tracked entry", &self.unmatched_returns);
-        put("calls_depth_overflow_total", "counter", "calls not traced because nesting exceeded the per-goroutine limit", &self.depth_overflow);
-        put("goroutines_tracked", "gauge", "goroutines with traced calls in progress (kernel LRU map)", &self.goroutines_tracked);
+        put(
+            "calls_depth_overflow_total",
+            "counter",
+            "calls not traced because nesting exceeded the per-goroutine limit",
+            &self.depth_overflow,
+        );
+        put(
+            "goroutines_tracked",
+            "gauge",
+            "goroutines with traced calls in progress (kernel LRU map)",
+            &self.goroutines_tracked,
+        );
         out
     }
 }

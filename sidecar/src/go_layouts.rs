@@ -134,7 +134,8 @@ pub fn synthetic_dwarf(layout: &Layout) -> DwarfInfo {
         let name = format!("*{}", t.name(Some(to)));
         t.add(GoType { name, size: 8, kind: Kind::Pointer(Some(to)) })
     };
-    let url = strukt(&mut t, "net/url.URL", &[("Scheme", string), ("Host", string), ("Path", string), ("RawQuery", string)]);
+    let url =
+        strukt(&mut t, "net/url.URL", &[("Scheme", string), ("Host", string), ("Path", string), ("RawQuery", string)]);
     let url_ptr = pointer(&mut t, url);
     let request = strukt(
         &mut t,
@@ -167,7 +168,8 @@ pub fn synthetic_dwarf(layout: &Layout) -> DwarfInfo {
         kind: Kind::Struct(vec![Field { name: "srv".into(), offset: 0, ty: Some(opaque), embedded: false }]),
     });
 
-    let param = |name: &str, ty: TypeId, is_result: bool| Param { name: name.into(), ty, is_result, entry_location: None };
+    let param =
+        |name: &str, ty: TypeId, is_result: bool| Param { name: name.into(), ty, is_result, entry_location: None };
     let function = |name: &str, params: Vec<Param>| FunctionInfo {
         name: name.into(),
         low_pc: 0,
@@ -248,7 +250,9 @@ mod tests {
         let limits = Limits::default();
         for lib in crate::instrumentations::Library::ALL {
             let specs = crate::spec::parse_probes(lib.spec()).unwrap();
-            let plan = |d: &DwarfInfo| plan_function(lib.symbol(), d.function(lib.symbol()), Some(d), &specs[0].attrs, &limits).unwrap();
+            let plan = |d: &DwarfInfo| {
+                plan_function(lib.symbol(), d.function(lib.symbol()), Some(d), &specs[0].attrs, &limits).unwrap()
+            };
             let (a, b) = (plan(&real), plan(&fake));
             assert_eq!(format!("{:?}", a.fetches), format!("{:?}", b.fetches), "{}", lib.name());
         }

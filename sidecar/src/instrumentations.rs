@@ -17,8 +17,7 @@ use crate::{
     binary::GoBinary,
     dwarf::DwarfInfo,
     exit::Failure,
-    go_layouts,
-    spec,
+    go_layouts, spec,
 };
 use gotel_shared::{Fetch, Root, ValueKind, REG_RCX, REG_RDI};
 
@@ -121,7 +120,10 @@ pub fn bufio_writer_offsets(bin: &GoBinary) -> Option<gotel_shared::InjectConfig
     let dwarf = types_of(bin).ok()?;
     let types = &dwarf.types;
     let w = types.struct_named("bufio.Writer")?;
-    Some(gotel_shared::InjectConfig { buf_offset: types.field(w, "buf")?.0 as u32, n_offset: types.field(w, "n")?.0 as u32 })
+    Some(gotel_shared::InjectConfig {
+        buf_offset: types.field(w, "buf")?.0 as u32,
+        n_offset: types.field(w, "n")?.0 as u32,
+    })
 }
 
 /// What a library probe captures, or why it cannot be used with this binary.
@@ -199,7 +201,9 @@ pub fn plan(bin: &GoBinary, lib: Library, limits: &Limits) -> Result<(AttributeP
 fn types_of(bin: &GoBinary) -> Result<Types<'_>, String> {
     match &bin.dwarf {
         Some(d) => Ok(Types::Binary(d)),
-        None => Ok(Types::Table(go_layouts::synthetic_dwarf(&go_layouts::layout_for(bin.build.go_version.as_deref())?))),
+        None => {
+            Ok(Types::Table(go_layouts::synthetic_dwarf(&go_layouts::layout_for(bin.build.go_version.as_deref())?)))
+        }
     }
 }
 
@@ -364,7 +368,8 @@ mod tests {
         ];
         let f = finish(Library::HttpServer, raw, None);
         assert_eq!(f.name, "GET /items/{id}");
-        let get = |k: &str| f.attributes.iter().find(|kv| kv.key.as_str() == k).map(|kv| kv.value.as_str().into_owned());
+        let get =
+            |k: &str| f.attributes.iter().find(|kv| kv.key.as_str() == k).map(|kv| kv.value.as_str().into_owned());
         assert_eq!(get("http.route").as_deref(), Some("/items/{id}"));
         assert_eq!(get("http.response.status_code").as_deref(), Some("503"));
         assert_eq!(get("client.address").as_deref(), Some("::1"));
@@ -385,7 +390,8 @@ mod tests {
         ];
         let f = finish(Library::HttpClient, raw, None);
         assert_eq!(f.name, "POST");
-        let get = |k: &str| f.attributes.iter().find(|kv| kv.key.as_str() == k).map(|kv| kv.value.as_str().into_owned());
+        let get =
+            |k: &str| f.attributes.iter().find(|kv| kv.key.as_str() == k).map(|kv| kv.value.as_str().into_owned());
         assert_eq!(get("url.full").as_deref(), Some("http://backend:8081/price?item=tea"));
         assert_eq!(get("server.port").as_deref(), Some("8081"));
         assert!(matches!(f.status, Status::Unset));

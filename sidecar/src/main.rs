@@ -9,13 +9,12 @@ use gotel::{
 };
 
 fn init_logging(cli: &Cli) {
-    let level = cli
-        .log
-        .clone()
-        .or_else(|| std::env::var("OTEL_LOG_LEVEL").ok())
-        .unwrap_or_else(|| "info".into());
+    let level = cli.log.clone().or_else(|| std::env::var("OTEL_LOG_LEVEL").ok()).unwrap_or_else(|| "info".into());
     // Dependencies speak only when something is wrong, unless asked for by name.
-    let filter = format!("warn,gotel={level},{level_deps}", level_deps = if level.contains('=') { level.clone() } else { String::new() });
+    let filter = format!(
+        "warn,gotel={level},{level_deps}",
+        level_deps = if level.contains('=') { level.clone() } else { String::new() }
+    );
     use tracing_subscriber::prelude::*;
     let filter = tracing_subscriber::EnvFilter::try_new(filter.trim_end_matches(',')).unwrap_or_else(|_| "info".into());
     tracing_subscriber::registry()

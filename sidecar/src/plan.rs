@@ -130,7 +130,12 @@ pub fn glob_match(pattern: &str, text: &str) -> bool {
 /// Functions a glob should not pick up: package initialisers and compiler-generated helpers,
 /// which users never mean by `main.*`.
 fn generated(name: &str) -> bool {
-    name.ends_with(".init") || name.contains(".init.") || name.ends_with("-fm") || name.contains("..") || name.starts_with("type:") || name.starts_with("go:")
+    name.ends_with(".init")
+        || name.contains(".init.")
+        || name.ends_with("-fm")
+        || name.contains("..")
+        || name.starts_with("type:")
+        || name.starts_with("go:")
 }
 
 /// Where a function's probes go: the end of its stack-check prologue (if it has one) and every
@@ -139,16 +144,19 @@ fn probe_points(code: &[u8], entry: u64) -> (Option<u64>, Vec<u64>) {
     (disasm::prologue_end(code, entry), disasm::ret_offsets(code, entry))
 }
 
-pub fn build(bin: &GoBinary, specs: &[ProbeSpec], limits: &Limits, libraries: &[Library], inject: bool) -> Result<Plan, Failure> {
+pub fn build(
+    bin: &GoBinary,
+    specs: &[ProbeSpec],
+    limits: &Limits,
+    libraries: &[Library],
+    inject: bool,
+) -> Result<Plan, Failure> {
     // Resolve each spec to functions; a later spec for the same function wins.
     let mut chosen: BTreeMap<String, (&Function, &ProbeSpec)> = BTreeMap::new();
     for spec in specs {
         if spec.symbol.contains('*') {
-            let matches: Vec<&Function> = bin
-                .functions()
-                .iter()
-                .filter(|f| !generated(&f.name) && glob_match(&spec.symbol, &f.name))
-                .collect();
+            let matches: Vec<&Function> =
+                bin.functions().iter().filter(|f| !generated(&f.name) && glob_match(&spec.symbol, &f.name)).collect();
             if matches.is_empty() {
                 return Err(Failure::config(format!(
                     "probe `{}`: no function of {} matches `{}`",
@@ -192,7 +200,12 @@ pub fn build(bin: &GoBinary, specs: &[ProbeSpec], limits: &Limits, libraries: &[
     for &lib in libraries {
         let Some(function) = bin.function(lib.symbol()) else { continue };
         if probes.iter().any(|p| p.function.name == function.name) {
-            warnings.push(format!("{}: your probe on {} replaces the built-in {} spans", lib.name(), function.name, lib.name()));
+            warnings.push(format!(
+                "{}: your probe on {} replaces the built-in {} spans",
+                lib.name(),
+                function.name,
+                lib.name()
+            ));
             continue;
         }
         let Some(code) = bin.code(function) else { continue };
@@ -209,7 +222,11 @@ pub fn build(bin: &GoBinary, specs: &[ProbeSpec], limits: &Limits, libraries: &[
         return Err(Failure::config(format!(
             "nothing to trace in {}: set GOTEL_PROBES (e.g. 'main.handle;main.(*Store).Get') or pass --probe{}",
             bin.path,
-            if libraries.is_empty() { "" } else { " (the built-in HTTP instrumentations found no usable net/http server or client in it)" }
+            if libraries.is_empty() {
+                ""
+            } else {
+                " (the built-in HTTP instrumentations found no usable net/http server or client in it)"
+            }
         )));
     }
     if probes.len() > MAX_PROBES {
@@ -244,7 +261,11 @@ pub fn build(bin: &GoBinary, specs: &[ProbeSpec], limits: &Limits, libraries: &[
         };
     if inject {
         let client = probes.iter_mut().find(|p| p.library == Some(Library::HttpClient));
-        let parts = (hook("net/http.(*Request).write"), hook("net/http.Header.writeSubset"), crate::instrumentations::bufio_writer_offsets(bin));
+        let parts = (
+            hook("net/http.(*Request).write"),
+            hook("net/http.Header.writeSubset"),
+            crate::instrumentations::bufio_writer_offsets(bin),
+        );
         match (client, parts) {
             (Some(client), (Some(request_write), Some(header_write), Some(config))) => {
                 client.inject = true;

@@ -79,7 +79,9 @@ pub async fn run(cli: &Cli, target: Target, launched: Option<Launched>) -> Resul
                 let pid = process.pid;
                 match session(cli, &specs, &limits, process, None, metrics, stop).await {
                     Ok(End::Stopped) => return Ok(0),
-                    Ok(End::TargetExited) => tracing::info!(exe = %path.display(), "target exited; waiting for the next process"),
+                    Ok(End::TargetExited) => {
+                        tracing::info!(exe = %path.display(), "target exited; waiting for the next process")
+                    }
                     // A process that exits while gotel reads or attaches to it (a crash loop, a
                     // short run) is no reason to stop following the file. A configuration error
                     // would repeat with the next process, so it still ends gotel.

@@ -189,7 +189,11 @@ impl SpanFactory {
                 // so every span of a trace is kept or dropped together.
                 let remote = h.flags & (SPAN_TRACE_REMOTE_SAMPLED | SPAN_TRACE_REMOTE_NOT_SAMPLED) != 0;
                 let parent_cx = remote.then(|| {
-                    let flags = if h.flags & SPAN_TRACE_REMOTE_SAMPLED != 0 { TraceFlags::SAMPLED } else { TraceFlags::default() };
+                    let flags = if h.flags & SPAN_TRACE_REMOTE_SAMPLED != 0 {
+                        TraceFlags::SAMPLED
+                    } else {
+                        TraceFlags::default()
+                    };
                     opentelemetry::Context::new().with_remote_span_context(SpanContext::new(
                         trace_id,
                         SpanId::from_bytes(h.parent_span_id.to_be_bytes()),

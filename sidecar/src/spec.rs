@@ -106,12 +106,7 @@ pub fn parse_probes(text: &str) -> Result<Vec<ProbeSpec>, SpecError> {
             continue;
         }
         number += 1;
-        let mut p = Parser {
-            chars: entry.chars().collect(),
-            pos: 0,
-            number,
-            entry,
-        };
+        let mut p = Parser { chars: entry.chars().collect(), pos: 0, number, entry };
         out.push(p.entry()?);
     }
     Ok(out)
@@ -119,10 +114,7 @@ pub fn parse_probes(text: &str) -> Result<Vec<ProbeSpec>, SpecError> {
 
 /// Replaces `# ...` up to the end of the line with nothing (keeps the newline).
 fn strip_comments(text: &str) -> String {
-    text.lines()
-        .map(|l| l.split_once('#').map(|(a, _)| a).unwrap_or(l))
-        .collect::<Vec<_>>()
-        .join("\n")
+    text.lines().map(|l| l.split_once('#').map(|(a, _)| a).unwrap_or(l)).collect::<Vec<_>>().join("\n")
 }
 
 struct Parser<'a> {
@@ -202,11 +194,7 @@ impl Parser<'_> {
         if self.peek().is_some() {
             return Err(self.error(self.pos, "`;` before the next entry"));
         }
-        Ok(ProbeSpec {
-            symbol,
-            attrs,
-            text: self.entry.to_string(),
-        })
+        Ok(ProbeSpec { symbol, attrs, text: self.entry.to_string() })
     }
 
     fn symbol(&mut self) -> Result<String, SpecError> {
@@ -279,15 +267,9 @@ impl Parser<'_> {
     fn key(&mut self) -> Result<String, SpecError> {
         let start = self.pos;
         if !self.peek().is_some_and(|c| c.is_ascii_alphabetic() || c == '_') {
-            return Err(self.error(
-                start,
-                "an attribute key like `order.id` (letters, digits, `_`, `.`, `-`)",
-            ));
+            return Err(self.error(start, "an attribute key like `order.id` (letters, digits, `_`, `.`, `-`)"));
         }
-        while self
-            .peek()
-            .is_some_and(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
-        {
+        while self.peek().is_some_and(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-')) {
             self.pos += 1;
         }
         Ok(self.slice(start, self.pos))
@@ -312,10 +294,7 @@ impl Parser<'_> {
             self.pos += 1;
             self.skip_ws();
             let start = self.pos;
-            while self
-                .peek()
-                .is_some_and(|c| is_ident_char(c) || matches!(c, '.' | '[' | ']' | '*' | '/'))
-            {
+            while self.peek().is_some_and(|c| is_ident_char(c) || matches!(c, '.' | '[' | ']' | '*' | '/')) {
                 self.pos += 1;
             }
             if self.pos == start {
@@ -343,10 +322,7 @@ impl Parser<'_> {
                 self.pos += 1;
                 self.skip_ws();
                 let tstart = self.pos;
-                while self
-                    .peek()
-                    .is_some_and(|c| is_ident_char(c) || matches!(c, '.' | '[' | ']' | '*' | '/'))
-                {
+                while self.peek().is_some_and(|c| is_ident_char(c) || matches!(c, '.' | '[' | ']' | '*' | '/')) {
                     self.pos += 1;
                 }
                 if self.pos == tstart {
@@ -426,10 +402,7 @@ mod tests {
             ]
         );
         assert_eq!(specs[1].symbol, "main.chargeCard");
-        assert_eq!(
-            specs[1].text,
-            "main.chargeCard(payment.amount=cents, payment.currency=currency)"
-        );
+        assert_eq!(specs[1].text, "main.chargeCard(payment.amount=cents, payment.currency=currency)");
         let AttrSpec::List(l) = &specs[0].attrs else { panic!() };
         assert_eq!(l[2].text, "order.items=len(items)");
     }
@@ -457,10 +430,7 @@ mod tests {
         );
         assert_eq!(list(&s[0]), vec![("key".into(), Expr::Arg(1))]);
         assert_eq!(s[2].attrs, AttrSpec::None);
-        assert_eq!(
-            list(&s[4]),
-            vec![("k".into(), Expr::Typed(Box::new(Expr::Arg(1)), "int64".into()))]
-        );
+        assert_eq!(list(&s[4]), vec![("k".into(), Expr::Typed(Box::new(Expr::Arg(1)), "int64".into()))]);
         assert_eq!(s[5].attrs, AttrSpec::All);
         // `main.f(*)`: all attributes, not a receiver.
         assert_eq!(parse_probes("main.f(*)").unwrap()[0].attrs, AttrSpec::All);
@@ -495,10 +465,7 @@ mod tests {
         .unwrap();
         let l = list(&s[0]);
         assert_eq!(l[0].1, Expr::Typed(Box::new(Expr::Arg(0)), "[]byte".into()));
-        assert_eq!(
-            l[1].1,
-            Expr::Len(Box::new(Expr::Typed(Box::new(Expr::Arg(1)), "[]int".into())))
-        );
+        assert_eq!(l[1].1, Expr::Len(Box::new(Expr::Typed(Box::new(Expr::Arg(1)), "[]int".into()))));
         assert_eq!(l[2].1, field(field(p("req"), "URL"), "Path"));
         assert_eq!(l[3].1, Expr::Arg(10));
         assert_eq!(l[4].1, p("arg01"));

@@ -163,9 +163,9 @@ fn resolve_program(program: &str) -> Option<PathBuf> {
         return Some(PathBuf::from(program));
     }
     let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path).map(|d| d.join(program)).find(|p| {
-        fs::metadata(p).map(|m| m.is_file() && m.mode() & 0o111 != 0).unwrap_or(false)
-    })
+    std::env::split_paths(&path)
+        .map(|d| d.join(program))
+        .find(|p| fs::metadata(p).map(|m| m.is_file() && m.mode() & 0o111 != 0).unwrap_or(false))
 }
 
 /// Forks the command, stopped before exec. Must run before any other thread exists.
@@ -207,10 +207,7 @@ pub fn launch(command: &[String]) -> Result<Launched, Failure> {
         }
     }
     unsafe { libc::close(fds[0]) };
-    Ok(Launched {
-        process: Process { pid: pid as u32, exe_name: file_name(&exe), exe },
-        release_fd: fds[1],
-    })
+    Ok(Launched { process: Process { pid: pid as u32, exe_name: file_name(&exe), exe }, release_fd: fds[1] })
 }
 
 /// Opens a pidfd, readable once the process exits.

@@ -127,14 +127,7 @@ fn value(
         Decode::String | Decode::Bytes => KeyValue::new(key, text(payload, payload.len() as u64 != w1)),
         Decode::Len => KeyValue::new(key, w1 as i64),
         Decode::MapLen => KeyValue::new(key, w0 as i64),
-        Decode::Interface => KeyValue::new(
-            key,
-            if w0 == 0 {
-                "<nil>".to_string()
-            } else {
-                type_name(names, w0)
-            },
-        ),
+        Decode::Interface => KeyValue::new(key, if w0 == 0 { "<nil>".to_string() } else { type_name(names, w0) }),
         Decode::Error | Decode::ErrorType => {
             if w0 == 0 {
                 return (s.decode == Decode::Error).then(|| KeyValue::new(key, "<nil>"));
@@ -225,11 +218,7 @@ mod tests {
     }
 
     fn slot(key: &str, decode: Decode) -> AttrSlot {
-        AttrSlot {
-            key: crate::attributes::shared_key(key),
-            decode,
-            sets_error_status: false,
-        }
+        AttrSlot { key: crate::attributes::shared_key(key), decode, sets_error_status: false }
     }
 
     /// `decode` into fresh output: the stats, the attributes and the error status.
@@ -277,13 +266,7 @@ mod tests {
         data.extend(rec(11, 0, 0x2000, 0xc0, b"wrapped: over the limit"));
         data.extend(rec(12, 0, 0xdead, 0, b""));
         let (st, out, status) = decoded(&slots, &data);
-        assert_eq!(
-            st,
-            DecodeStats {
-                attributes: 13,
-                ..Default::default()
-            }
-        );
+        assert_eq!(st, DecodeStats { attributes: 13, ..Default::default() });
         assert_eq!(get(&out, "i8"), Some(&Value::I64(-2)));
         assert_eq!(get(&out, "i32"), Some(&Value::I64(-5)));
         assert_eq!(get(&out, "u16"), Some(&Value::I64(60000)));
@@ -313,11 +296,7 @@ mod tests {
         assert!(get(&out, "error.type").is_none());
         assert_eq!(status, None);
         // Custom error type: its name is the message; the auto slot reports the type.
-        let data = [
-            rec(0, 0, 0x3000, 0xc0, b"\x01\x02"),
-            rec(1, 0, 0x1000, 0xc0, b"plain failure"),
-        ]
-        .concat();
+        let data = [rec(0, 0, 0x3000, 0xc0, b"\x01\x02"), rec(1, 0, 0x1000, 0xc0, b"plain failure")].concat();
         let (_, out, status) = decoded(&slots, &data);
         assert_eq!(get(&out, "e"), Some(&Value::from("*main.CodeError")));
         assert_eq!(get(&out, "error.type"), Some(&Value::from("*errors.errorString")));
@@ -339,32 +318,14 @@ mod tests {
         ]
         .concat();
         let (st, out, _) = decoded(&slots, &data);
-        assert_eq!(
-            st,
-            DecodeStats {
-                attributes: 1,
-                unreadable: 1,
-                nil_path: 1,
-                unknown_slot: 1,
-                malformed: false
-            }
-        );
+        assert_eq!(st, DecodeStats { attributes: 1, unreadable: 1, nil_path: 1, unknown_slot: 1, malformed: false });
         assert_eq!(get(&out, "s"), Some(&Value::from("h")));
     }
 
     #[test]
     fn never_panics_on_garbage() {
-        let slots = vec![
-            slot("s", Decode::String),
-            slot("e", Decode::Error),
-            slot("i", Decode::Int { size: 3 }),
-        ];
-        let good = [
-            rec(0, 0, 1, 3, b"abc"),
-            rec(1, 0, 0x1000, 1, b"\xff"),
-            rec(2, 0, 7, 0, b""),
-        ]
-        .concat();
+        let slots = vec![slot("s", Decode::String), slot("e", Decode::Error), slot("i", Decode::Int { size: 3 })];
+        let good = [rec(0, 0, 1, 3, b"abc"), rec(1, 0, 0x1000, 1, b"\xff"), rec(2, 0, 7, 0, b"")].concat();
         for cut in 0..good.len() {
             let (st, _, _) = decoded(&slots, &good[..cut]);
             assert!(cut % 8 != 0 || cut == 0 || !st.malformed || cut < good.len());

@@ -28,12 +28,8 @@ use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
-use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
-    TraceService, TraceServiceServer,
-};
-use opentelemetry_proto::tonic::collector::trace::v1::{
-    ExportTraceServiceRequest, ExportTraceServiceResponse,
-};
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{TraceService, TraceServiceServer};
+use opentelemetry_proto::tonic::collector::trace::v1::{ExportTraceServiceRequest, ExportTraceServiceResponse};
 use prost::Message;
 use tokio::net::TcpListener;
 
@@ -98,11 +94,7 @@ impl TraceService for Grpc {
 }
 
 fn reply(status: StatusCode, ctype: &str, body: Vec<u8>) -> Response<Full<Bytes>> {
-    Response::builder()
-        .status(status)
-        .header("content-type", ctype)
-        .body(Full::new(Bytes::from(body)))
-        .unwrap()
+    Response::builder().status(status).header("content-type", ctype).body(Full::new(Bytes::from(body))).unwrap()
 }
 
 async fn http_handler(
@@ -116,20 +108,12 @@ async fn http_handler(
     if req.method() != Method::POST {
         return Ok(reply(StatusCode::METHOD_NOT_ALLOWED, "text/plain", b"POST only\n".to_vec()));
     }
-    let header = |name: &str| {
-        req.headers()
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-            .to_ascii_lowercase()
-    };
+    let header = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok()).unwrap_or("").to_ascii_lowercase();
     let ctype = header("content-type");
     let encoding = header("content-encoding");
     let body = match req.into_body().collect().await {
         Ok(b) => b.to_bytes(),
-        Err(e) => {
-            return Ok(reply(StatusCode::BAD_REQUEST, "text/plain", format!("body: {e}\n").into()))
-        }
+        Err(e) => return Ok(reply(StatusCode::BAD_REQUEST, "text/plain", format!("body: {e}\n").into())),
     };
     if body.len() > max_request_bytes {
         eprintln!("otlp-sink: http: refused a {} byte request (limit {max_request_bytes})", body.len());
@@ -174,9 +158,7 @@ async fn http_handler(
     };
     match out.write(&parsed, "http") {
         Ok(n) => eprintln!("otlp-sink: http export ({}): {n} spans", if json { "json" } else { "protobuf" }),
-        Err(e) => {
-            return Ok(reply(StatusCode::INTERNAL_SERVER_ERROR, "text/plain", format!("write: {e:#}\n").into()))
-        }
+        Err(e) => return Ok(reply(StatusCode::INTERNAL_SERVER_ERROR, "text/plain", format!("write: {e:#}\n").into())),
     }
     let resp = ExportTraceServiceResponse { partial_success: None };
     Ok(if json {

@@ -12,11 +12,7 @@ impl T {
         T { t: TypeTable::new() }
     }
     fn add(&mut self, name: &str, size: u64, kind: Kind) -> TypeId {
-        self.t.add(GoType {
-            name: name.into(),
-            size,
-            kind,
-        })
+        self.t.add(GoType { name: name.into(), size, kind })
     }
     fn int(&mut self, size: u64) -> TypeId {
         self.add(&format!("int{}", size * 8), size, Kind::Int)
@@ -35,28 +31,14 @@ impl T {
         let fields = fields
             .iter()
             .enumerate()
-            .map(|(i, &(ty, offset))| Field {
-                name: format!("f{i}"),
-                offset,
-                ty: Some(ty),
-                embedded: false,
-            })
+            .map(|(i, &(ty, offset))| Field { name: format!("f{i}"), offset, ty: Some(ty), embedded: false })
             .collect();
         self.add("struct", size, Kind::Struct(fields))
     }
 }
 
 fn regs(pieces: &[(u8, u64, u64)]) -> Location {
-    Location::Registers(
-        pieces
-            .iter()
-            .map(|&(r, offset, size)| RegPiece {
-                reg: Reg::Int(r),
-                offset,
-                size,
-            })
-            .collect(),
-    )
+    Location::Registers(pieces.iter().map(|&(r, offset, size)| RegPiece { reg: Reg::Int(r), offset, size }).collect())
 }
 
 fn stack(off: i64) -> Location {
@@ -74,15 +56,9 @@ fn spec_document_example() {
     let s = t.string();
     let a = assign(&t.t, &[u8t, arr, u8t], &[r1, s]).unwrap();
     // a1 -> R0, a3 -> R1; a2 on the stack (first field of the sequence).
-    assert_eq!(
-        a.args,
-        vec![regs(&[(REG_RAX, 0, 1)]), stack(8), regs(&[(REG_RBX, 0, 1)])]
-    );
+    assert_eq!(a.args, vec![regs(&[(REG_RAX, 0, 1)]), stack(8), regs(&[(REG_RBX, 0, 1)])]);
     // r1 stack-assigned after a2 (16 bytes); r2 in R0, R1.
-    assert_eq!(
-        a.results,
-        vec![stack(8 + 16), regs(&[(REG_RAX, 0, 8), (REG_RBX, 8, 8)])]
-    );
+    assert_eq!(a.results, vec![stack(8 + 16), regs(&[(REG_RAX, 0, 8), (REG_RBX, 8, 8)])]);
 }
 
 #[test]
@@ -125,10 +101,7 @@ fn whole_value_goes_to_the_stack_and_registers_are_given_back() {
             regs(&[(REG_R11, 0, 1)]),
         ]
     );
-    assert_eq!(
-        a.results,
-        vec![regs(&[(REG_RAX, 0, 8), (REG_RBX, 8, 8)]), regs(&[(REG_RCX, 0, 8)])]
-    );
+    assert_eq!(a.results, vec![regs(&[(REG_RAX, 0, 8), (REG_RBX, 8, 8)]), regs(&[(REG_RCX, 0, 8)])]);
 }
 
 #[test]
@@ -139,14 +112,8 @@ fn structs_are_decomposed_field_by_field() {
     let s = t.string();
     let point = t.strukt(&[(i32t, 0), (i32t, 4), (s, 8)], 24);
     let a = assign(&t.t, &[point, point], &[i32t]).unwrap();
-    assert_eq!(
-        a.args[0],
-        regs(&[(REG_RAX, 0, 4), (REG_RBX, 4, 4), (REG_RCX, 8, 8), (REG_RDI, 16, 8)])
-    );
-    assert_eq!(
-        a.args[1],
-        regs(&[(REG_RSI, 0, 4), (REG_R8, 4, 4), (REG_R9, 8, 8), (REG_R10, 16, 8)])
-    );
+    assert_eq!(a.args[0], regs(&[(REG_RAX, 0, 4), (REG_RBX, 4, 4), (REG_RCX, 8, 8), (REG_RDI, 16, 8)]));
+    assert_eq!(a.args[1], regs(&[(REG_RSI, 0, 4), (REG_R8, 4, 4), (REG_R9, 8, 8), (REG_R10, 16, 8)]));
     // A third Point needs 4 registers, one is left: stack, aligned to 8.
     let b = assign(&t.t, &[point, point, i32t, point], &[]).unwrap();
     assert_eq!(b.args[2], regs(&[(REG_R11, 0, 4)]));
@@ -175,27 +142,12 @@ fn arrays_zero_sized_and_floats() {
     assert_eq!(
         a.args[5],
         Location::Registers(vec![
-            RegPiece {
-                reg: Reg::Float(1),
-                offset: 0,
-                size: 8
-            },
-            RegPiece {
-                reg: Reg::Float(2),
-                offset: 8,
-                size: 8
-            }
+            RegPiece { reg: Reg::Float(1), offset: 0, size: 8 },
+            RegPiece { reg: Reg::Float(2), offset: 8, size: 8 }
         ])
     );
     assert_eq!(a.args[6], regs(&[(REG_RDI, 0, 8)]));
-    assert_eq!(
-        a.results[0],
-        Location::Registers(vec![RegPiece {
-            reg: Reg::Float(0),
-            offset: 0,
-            size: 8
-        }])
-    );
+    assert_eq!(a.results[0], Location::Registers(vec![RegPiece { reg: Reg::Float(0), offset: 0, size: 8 }]));
 }
 
 #[test]
@@ -248,21 +200,14 @@ fn abi_matches_compiler_dwarf_locations() {
             for (p, loc) in f.args().zip(&a.args) {
                 let Some(pieces) = &p.entry_location else { continue };
                 let Some(dw) = from_dwarf(pieces) else { continue };
-                assert!(
-                    agrees(loc, &dw),
-                    "{v} {name} {}: ours {loc:?}, DWARF {dw:?} ({pieces:?})",
-                    p.name
-                );
+                assert!(agrees(loc, &dw), "{v} {name} {}: ours {loc:?}, DWARF {dw:?} ({pieces:?})", p.name);
                 compared += 1;
                 if matches!(loc, Location::Stack { .. }) {
                     stack += 1;
                 }
             }
         }
-        assert!(
-            compared > 40 && stack >= 4,
-            "{v}: only {compared} params compared, {stack} on the stack"
-        );
+        assert!(compared > 40 && stack >= 4, "{v}: only {compared} params compared, {stack} on the stack");
     }
 }
 
@@ -274,10 +219,7 @@ fn dwarf_location_conversion() {
         from_dwarf(&[p(Loc::Reg(0), Some(8)), p(Loc::Reg(3), Some(8))]),
         Some(regs(&[(REG_RAX, 0, 8), (REG_RBX, 8, 8)]))
     );
-    assert_eq!(
-        from_dwarf(&[p(Loc::Cfa(0), Some(8)), p(Loc::Cfa(8), Some(8))]),
-        Some(stack(8))
-    );
+    assert_eq!(from_dwarf(&[p(Loc::Cfa(0), Some(8)), p(Loc::Cfa(8), Some(8))]), Some(stack(8)));
     assert_eq!(from_dwarf(&[p(Loc::Cfa(16), None)]), Some(stack(24)));
     // Non-contiguous memory, mixed, nothing: not usable.
     assert_eq!(from_dwarf(&[p(Loc::Cfa(0), Some(8)), p(Loc::Cfa(24), Some(8))]), None);

@@ -4,10 +4,7 @@ use crate::spec::parse_probes;
 use gotel_shared::*;
 use std::path::Path;
 
-const LIMITS: Limits = Limits {
-    max_string: 64,
-    max_attributes: 128,
-};
+const LIMITS: Limits = Limits { max_string: 64, max_attributes: 128 };
 
 fn dwarf_for(go: &Path) -> (DwarfInfo, String) {
     let b = build_go(go, "attrs", DWARF_FLAGS);
@@ -53,11 +50,7 @@ fn at(f: &Fetch) -> (At, Vec<i32>, u8, u8) {
 }
 
 fn slot<'a>(p: &'a AttributePlan, key: &str) -> (&'a AttrSlot, &'a Fetch) {
-    let i = p
-        .slots
-        .iter()
-        .position(|s| s.key.as_str() == key)
-        .unwrap_or_else(|| panic!("no slot {key}: {p:?}"));
+    let i = p.slots.iter().position(|s| s.key.as_str() == key).unwrap_or_else(|| panic!("no slot {key}: {p:?}"));
     let f = p.fetches.iter().find(|f| f.slot as usize == i).unwrap();
     (&p.slots[i], f)
 }
@@ -98,23 +91,14 @@ fn field_paths_through_pointers_and_values() {
     assert_eq!(at(slot(&p, "city").1), (At::Regs(vec![REG_RAX]), vec![8, 32, 0], S, 0));
     assert_eq!(at(slot(&p, "zip").1), (At::Regs(vec![REG_RAX]), vec![8, 32, 16], I, 0));
     assert_eq!(slot(&p, "zip").0.decode, Decode::Uint { size: 2 });
-    assert_eq!(
-        at(slot(&p, "items").1),
-        (At::Regs(vec![REG_RAX]), vec![16], ValueKind::Len as u8, 0)
-    );
-    assert_eq!(
-        at(slot(&p, "tags").1),
-        (At::Regs(vec![REG_RAX]), vec![40], ValueKind::MapLen as u8, 0)
-    );
+    assert_eq!(at(slot(&p, "items").1), (At::Regs(vec![REG_RAX]), vec![16], ValueKind::Len as u8, 0));
+    assert_eq!(at(slot(&p, "tags").1), (At::Regs(vec![REG_RAX]), vec![40], ValueKind::MapLen as u8, 0));
     assert_eq!(at(slot(&p, "note").1), (At::Regs(vec![REG_RAX]), vec![48], S, 0));
     assert_eq!(slot(&p, "cust").0.decode, Decode::Pointer);
     assert_eq!(at(slot(&p, "cust").1), (At::Regs(vec![REG_RAX]), vec![8], I, 0));
     let (err, f) = slot(&p, "err");
     assert!(err.sets_error_status && err.decode == Decode::Error);
-    assert_eq!(
-        at(f),
-        (At::Regs(vec![REG_RBX, REG_RCX]), vec![], ValueKind::Interface as u8, 1)
-    );
+    assert_eq!(at(f), (At::Regs(vec![REG_RBX, REG_RCX]), vec![], ValueKind::Interface as u8, 1));
     // The user's error slot replaces the automatic one.
     assert!(!p.slots.iter().any(|s| s.decode == Decode::ErrorType));
 
@@ -173,27 +157,15 @@ fn automatic_error_status() {
     let p = plan_function("main.Charge", Some(info), Some(d), &AttrSpec::None, &LIMITS).unwrap();
     assert_eq!(
         p.slots,
-        vec![AttrSlot {
-            key: "error.type".into(),
-            decode: Decode::ErrorType,
-            sets_error_status: true
-        }]
+        vec![AttrSlot { key: "error.type".into(), decode: Decode::ErrorType, sets_error_status: true }]
     );
-    assert_eq!(
-        at(&p.fetches[0]),
-        (At::Regs(vec![REG_RAX, REG_RBX]), vec![], ValueKind::Interface as u8, 1)
-    );
+    assert_eq!(at(&p.fetches[0]), (At::Regs(vec![REG_RAX, REG_RBX]), vec![], ValueKind::Interface as u8, 1));
     let p = plan("main.Fail(code=code)");
     // (result string, err error): err after the string's two registers.
     assert_eq!(slot(&p, "error.type").1.regs[..2], [REG_RCX, REG_RDI]);
     // No error result: nothing automatic.
     let info = d.function("main.Ints").unwrap();
-    assert!(
-        plan_function("main.Ints", Some(info), Some(d), &AttrSpec::None, &LIMITS)
-            .unwrap()
-            .fetches
-            .is_empty()
-    );
+    assert!(plan_function("main.Ints", Some(info), Some(d), &AttrSpec::None, &LIMITS).unwrap().fetches.is_empty());
 }
 
 #[test]
@@ -207,17 +179,9 @@ fn capture_all() {
     let p = plan("main.Floats(*)");
     let keys: Vec<_> = p.slots.iter().map(|s| s.key.as_str()).collect();
     assert_eq!(keys, ["n", "ret0"]);
-    assert!(
-        p.warnings.iter().any(|w| w.contains("x float64 (in an XMM register)")),
-        "{:?}",
-        p.warnings
-    );
+    assert!(p.warnings.iter().any(|w| w.contains("x float64 (in an XMM register)")), "{:?}", p.warnings);
     let p = plan("main.StructArg(*)");
-    assert!(
-        p.warnings.iter().any(|w| w.contains("p main.Point (unsupported type)")),
-        "{:?}",
-        p.warnings
-    );
+    assert!(p.warnings.iter().any(|w| w.contains("p main.Point (unsupported type)")), "{:?}", p.warnings);
     let p = plan("main.Fail(*)");
     assert!(slot(&p, "err").0.sets_error_status);
     assert!(!p.slots.iter().any(|s| s.decode == Decode::ErrorType));
@@ -228,33 +192,15 @@ fn capture_all() {
 #[test]
 fn helpful_errors() {
     let e = err("main.ProcessOrder(x=order)");
-    assert!(
-        e.contains("main.ProcessOrder has no parameter or result named `order`"),
-        "{e}"
-    );
-    assert!(
-        e.contains("parameters (o *main.Order) and results (~r0 int64, ~r1 error)"),
-        "{e}"
-    );
+    assert!(e.contains("main.ProcessOrder has no parameter or result named `order`"), "{e}");
+    assert!(e.contains("parameters (o *main.Order) and results (~r0 int64, ~r1 error)"), "{e}");
     let e = err("main.ProcessOrder(x=o.Customer.Nmae)");
-    assert!(
-        e.contains("`o.Customer` is a main.Customer without a field `Nmae`"),
-        "{e}"
-    );
-    assert!(
-        e.contains("ID main.UserID, Name main.Name, VIP bool, Addr *main.Address"),
-        "{e}"
-    );
+    assert!(e.contains("`o.Customer` is a main.Customer without a field `Nmae`"), "{e}");
+    assert!(e.contains("ID main.UserID, Name main.Name, VIP bool, Addr *main.Address"), "{e}");
     let e = err("main.Floats(x=x)");
-    assert!(
-        e.contains("`x` (float64) is passed in a floating-point (XMM) register"),
-        "{e}"
-    );
+    assert!(e.contains("`x` (float64) is passed in a floating-point (XMM) register"), "{e}");
     let e = err("main.StructArg(x=p)");
-    assert!(
-        e.contains("it is a struct; capture one of its fields (X int32, Y int32, Name string)"),
-        "{e}"
-    );
+    assert!(e.contains("it is a struct; capture one of its fields (X int32, Y int32, Name string)"), "{e}");
     let e = err("main.Ints(x=a.B)");
     assert!(e.contains("`a` is a int, not a struct"), "{e}");
     let e = err("main.Ints(x=len(a))");
@@ -278,10 +224,7 @@ fn helpful_errors() {
 fn count_limit_drops_with_a_warning() {
     let d = default_dwarf();
     let spec = parse_probes("main.Ints(a=a, b=b, c=c)").unwrap().remove(0);
-    let limits = Limits {
-        max_string: 10,
-        max_attributes: 2,
-    };
+    let limits = Limits { max_string: 10, max_attributes: 2 };
     let p = plan_function("main.Ints", d.function("main.Ints"), Some(d), &spec.attrs, &limits).unwrap();
     assert_eq!(p.slots.len(), 2);
     assert!(p.warnings[0].contains("`c=c` dropped"), "{:?}", p.warnings);
@@ -301,11 +244,7 @@ fn without_dwarf_positional_types() {
     assert_eq!(at(slot(&p, "g").1).0, At::Regs(vec![REG_R11]));
     assert_eq!(at(slot(&p, "c").1), (At::Regs(vec![REG_RCX]), vec![], I, 1));
     // Without DWARF nothing checks that main.Fail really has an arg1: the user's types rule.
-    let p = plan_with(
-        None,
-        "main.Fail(_=ret0:string, err=ret1:error, code=arg0:int, b=len(arg1:[]byte))",
-    )
-    .unwrap();
+    let p = plan_with(None, "main.Fail(_=ret0:string, err=ret1:error, code=arg0:int, b=len(arg1:[]byte))").unwrap();
     assert_eq!(at(slot(&p, "b").1).0, At::Regs(vec![REG_RBX, REG_RCX]));
     assert!(slot(&p, "err").0.sets_error_status);
     assert_eq!(at(slot(&p, "err").1).0, At::Regs(vec![REG_RCX, REG_RDI]));
@@ -313,17 +252,13 @@ fn without_dwarf_positional_types() {
     assert!(e.contains("no DWARF") && e.contains("by position with a type"), "{e}");
     let e = plan_with(None, "main.Fail(code=arg0)").unwrap_err().to_string();
     assert!(e.contains("`arg0:int64`"), "{e}");
-    let e = plan_with(None, "main.F(x=arg0:int, y=arg0:string)")
-        .unwrap_err()
-        .to_string();
+    let e = plan_with(None, "main.F(x=arg0:int, y=arg0:string)").unwrap_err().to_string();
     assert!(e.contains("two different types"), "{e}");
     let e = plan_with(None, "main.F(x=arg0:float64)").unwrap_err().to_string();
     assert!(e.contains("XMM"), "{e}");
     // Stack results need all arguments.
     let rets: Vec<String> = (0..10).map(|i| format!("r{i}=ret{i}:int")).collect();
-    let e = plan_with(None, &format!("main.ManyResults({})", rets.join(",")))
-        .unwrap_err()
-        .to_string();
+    let e = plan_with(None, &format!("main.ManyResults({})", rets.join(","))).unwrap_err().to_string();
     assert!(e.contains("passed on the stack"), "{e}");
     let p = plan_with(None, "main.F(*)").unwrap();
     assert!(p.fetches.is_empty() && !p.warnings.is_empty());
@@ -350,11 +285,7 @@ fn version_matrix() {
         let (d, v) = dwarf_for(&go);
         let pl = |probe: &str| plan_with(Some(&d), probe).unwrap_or_else(|e| panic!("{v} {probe}: {e}"));
         let p = pl("main.ProcessOrder(name=o.Customer.Name, err=ret1)");
-        assert_eq!(
-            at(slot(&p, "name").1),
-            (At::Regs(vec![REG_RAX]), vec![8, 8], S, 0),
-            "{v}"
-        );
+        assert_eq!(at(slot(&p, "name").1), (At::Regs(vec![REG_RAX]), vec![8, 8], S, 0), "{v}");
         let p = pl("main.MixedMany(f=f, g=g)");
         assert_eq!(at(slot(&p, "f").1).0, At::Stack(8), "{v}");
         assert_eq!(at(slot(&p, "g").1).0, At::Regs(vec![REG_R11]), "{v}");
@@ -362,10 +293,7 @@ fn version_matrix() {
         assert_eq!(at(slot(&p, "extra").1).0, At::Regs(vec![REG_RDI]), "{v}");
         // Generic method: the hidden dictionary moved between Go 1.19 and 1.20.
         // Go 1.19 names the shape `go.shape.string_0`.
-        let push = d
-            .function_names()
-            .find(|n| n.starts_with("main.(*Stack[go.shape.string"))
-            .expect("Push");
+        let push = d.function_names().find(|n| n.starts_with("main.(*Stack[go.shape.string")).expect("Push");
         let p = pl(&format!("{push}(v=v, label=label, n=len(s.items), r=ret0)"));
         assert!(p.warnings.is_empty(), "{v}: {:?}", p.warnings);
         assert_eq!(at(slot(&p, "v").1).0, At::Regs(vec![REG_RCX, REG_RDI]), "{v}");
@@ -373,14 +301,7 @@ fn version_matrix() {
         assert_eq!(at(slot(&p, "r").1).0, At::Regs(vec![REG_RAX]), "{v}");
         let p = pl("main.Small(s=s)");
         assert_eq!(at(slot(&p, "s").1).0, At::Regs(vec![REG_RBX, REG_RCX]), "{v}");
-        for name in [
-            "main.Ints",
-            "main.Uints",
-            "main.Strings",
-            "main.Fail",
-            "main.(*Store).Get",
-            "main.Iface",
-        ] {
+        for name in ["main.Ints", "main.Uints", "main.Strings", "main.Fail", "main.(*Store).Get", "main.Iface"] {
             pl(&format!("{name}(*)"));
         }
     }

@@ -25,9 +25,7 @@ pub enum BinaryError {
     NotElf { path: String, reason: String },
     #[error("{path} is not a 64-bit x86-64 ELF program; gotel supports Go programs on linux/amd64")]
     WrongArch { path: String },
-    #[error(
-        "{path} is not a Go program (no .gopclntab and no Go build info); gotel traces Go programs only"
-    )]
+    #[error("{path} is not a Go program (no .gopclntab and no Go build info); gotel traces Go programs only")]
     NotGo { path: String },
     #[error(
         "{path} was built with {version}, which predates Go's register ABI as gotel reads it; rebuild it with Go 1.18 or newer"
@@ -100,8 +98,7 @@ impl GoBinary {
         // SAFETY: a read-only private mapping; a program's file is not modified while it runs
         // (the kernel refuses writes to a running executable with ETXTBSY).
         let map = unsafe { Mmap::map(&file) }.map_err(io)?;
-        let elf = Elf::parse(&map)
-            .map_err(|e| BinaryError::NotElf { path: display.clone(), reason: e.to_string() })?;
+        let elf = Elf::parse(&map).map_err(|e| BinaryError::NotElf { path: display.clone(), reason: e.to_string() })?;
         if !elf.is_64 || elf.header.e_machine != goblin::elf::header::EM_X86_64 {
             return Err(BinaryError::WrongArch { path: display });
         }
@@ -140,7 +137,11 @@ impl GoBinary {
                 runtime_types = Some(sym.st_value);
             } else if name == "type:*" || name == "type.*" {
                 types_base = Some(sym.st_value);
-            } else if name.starts_with("go:itab.") || name.starts_with("type:") || name.starts_with("go.itab.") || name.starts_with("type.") {
+            } else if name.starts_with("go:itab.")
+                || name.starts_with("type:")
+                || name.starts_with("go.itab.")
+                || name.starts_with("type.")
+            {
                 data_symbols.push((sym.st_value, sym.st_size, name.to_string()));
             }
         }
@@ -165,23 +166,16 @@ impl GoBinary {
             pclntab: None,
             dwarf: None,
         };
-        bin.build = bin
-            .section_data(".go.buildinfo")
-            .map(|d| buildinfo::parse(&d))
-            .unwrap_or_default();
+        bin.build = bin.section_data(".go.buildinfo").map(|d| buildinfo::parse(&d)).unwrap_or_default();
         let text_start = bin.section(".text").map(|s| s.addr).unwrap_or(0);
-        let pcln_data = bin
-            .section_data(".gopclntab")
-            .or_else(|| bin.section_data(".data.rel.ro.gopclntab"));
+        let pcln_data = bin.section_data(".gopclntab").or_else(|| bin.section_data(".data.rel.ro.gopclntab"));
         if let Some(data) = pcln_data {
             match Pclntab::parse(data.into_owned(), text_start) {
                 Ok(p) => bin.pclntab = Some(p),
                 Err(pclntab::PclntabError::TooOld(v)) => {
                     return Err(BinaryError::GoTooOld { path: display, version: v })
                 }
-                Err(e) => {
-                    return Err(BinaryError::Malformed { path: display, what: "pclntab", reason: e.to_string() })
-                }
+                Err(e) => return Err(BinaryError::Malformed { path: display, what: "pclntab", reason: e.to_string() }),
             }
         }
         if bin.pclntab.is_none() && bin.build.go_version.is_none() {
@@ -273,11 +267,8 @@ impl GoBinary {
 
     /// Names close to `wanted`, for "did you mean" in errors.
     pub fn closest_names(&self, wanted: &str, n: usize) -> Vec<&str> {
-        let mut scored: Vec<(usize, &str)> = self
-            .functions
-            .iter()
-            .map(|f| (edit_distance(wanted, &f.name), f.name.as_str()))
-            .collect();
+        let mut scored: Vec<(usize, &str)> =
+            self.functions.iter().map(|f| (edit_distance(wanted, &f.name), f.name.as_str())).collect();
         scored.sort();
         scored.into_iter().take(n).map(|(_, s)| s).collect()
     }

@@ -110,11 +110,7 @@ impl Pclntab {
         let file_no = self.first_pc_value(pcfile)?;
         let file_off = u32_at(&self.data, self.cutab + (cu_offset + file_no as usize) * 4)? as usize;
         let file = cstr_at(&self.data, self.filetab + file_off)?.to_string();
-        let line = if self.go120 {
-            i32_at(&self.data, func + 36).filter(|l| *l > 0).map(|l| l as u32)
-        } else {
-            None
-        };
+        let line = if self.go120 { i32_at(&self.data, func + 36).filter(|l| *l > 0).map(|l| l as u32) } else { None };
         let line = line.or_else(|| self.first_pc_value(pcln).map(|l| l as u32))?;
         Some((file, line))
     }

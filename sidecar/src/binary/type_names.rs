@@ -145,8 +145,7 @@ impl TypeNameTable {
     fn symbol_at(&self, vaddr: u64) -> Option<&str> {
         let i = self.symbols.partition_point(|s| s.addr <= vaddr).checked_sub(1)?;
         let s = self.symbols[i];
-        (vaddr < s.addr + s.size.max(1))
-            .then(|| &self.names[s.name_start..s.name_start + s.name_len])
+        (vaddr < s.addr + s.size.max(1)).then(|| &self.names[s.name_start..s.name_start + s.name_len])
     }
 }
 
@@ -201,9 +200,8 @@ impl TypeNames for TypeNameTable {
         if let Some(hit) = cache.get(&addr) {
             return hit.clone();
         }
-        let name = self
-            .itab_type_name(d, runtime_addr)
-            .or_else(|| descriptor_name(d.types_base, addr, |a, n| d.read(a, n)));
+        let name =
+            self.itab_type_name(d, runtime_addr).or_else(|| descriptor_name(d.types_base, addr, |a, n| d.read(a, n)));
         if cache.len() >= MAX_CACHED {
             cache.clear();
         }
@@ -248,7 +246,9 @@ mod tests {
         let (file, segments, base) = fixture();
         let mut names = String::new();
         let mut symbols = Vec::new();
-        for (addr, size, sym) in [(base + 0x180, 24, "go:itab.*errors.errorString,error"), (base + 0x1a0, 0, "type:int")] {
+        for (addr, size, sym) in
+            [(base + 0x180, 24, "go:itab.*errors.errorString,error"), (base + 0x1a0, 0, "type:int")]
+        {
             let name = symbol_type_name(sym);
             symbols.push(Symbol { addr, size, name_start: names.len(), name_len: name.len() });
             names.push_str(name);
@@ -313,7 +313,9 @@ mod tests {
                 let bin = GoBinary::open(&built.path).unwrap();
                 let bias = if bin.is_pie { 0x7f00_0000_0000 } else { 0 };
                 let table = TypeNameTable::new(&bin, bias, 0);
-                let same = |addr: u64| assert_eq!(table.type_name(addr + bias), binary_answer(&bin, addr), "{what} at {addr:#x}");
+                let same = |addr: u64| {
+                    assert_eq!(table.type_name(addr + bias), binary_answer(&bin, addr), "{what} at {addr:#x}")
+                };
                 for &(addr, size, _) in &bin.data_symbols {
                     for a in [addr, addr + size / 2, addr + size.max(1) - 1, addr + size.max(1)] {
                         same(a);
@@ -331,8 +333,12 @@ mod tests {
                 for off in links.chunks_exact(4).map(|c| i32::from_le_bytes(c.try_into().unwrap())) {
                     let addr = base + off as u64;
                     same(addr);
-                    let name = binary_answer(&bin, addr).unwrap_or_else(|| panic!("{what}: descriptor at {addr:#x} unnamed"));
-                    assert!(!name.is_empty() && !name.chars().any(char::is_control), "{what}: descriptor at {addr:#x} named {name:?}");
+                    let name =
+                        binary_answer(&bin, addr).unwrap_or_else(|| panic!("{what}: descriptor at {addr:#x} unnamed"));
+                    assert!(
+                        !name.is_empty() && !name.chars().any(char::is_control),
+                        "{what}: descriptor at {addr:#x} named {name:?}"
+                    );
                 }
             }
         }

@@ -158,20 +158,14 @@ impl DwarfInfo {
         store.insert(gimli::SectionId::DebugInfo, info);
         let endian = RunTimeEndian::Little;
         let dwarf = gimli::Dwarf::load(|id| -> Result<R<'_>, gimli::Error> {
-            Ok(EndianSlice::new(
-                store.get(&id).map(|c| c.as_ref()).unwrap_or(&[]),
-                endian,
-            ))
+            Ok(EndianSlice::new(store.get(&id).map(|c| c.as_ref()).unwrap_or(&[]), endian))
         })?;
         Loader::default().run(&dwarf).map(Some)
     }
 
     /// Builds an info by hand (tests, synthetic plans).
     pub fn from_parts(types: TypeTable, functions: Vec<FunctionInfo>) -> DwarfInfo {
-        let mut d = DwarfInfo {
-            types,
-            ..Default::default()
-        };
+        let mut d = DwarfInfo { types, ..Default::default() };
         for f in functions {
             d.add_function(f);
         }
@@ -285,11 +279,7 @@ fn die_ref(unit: &gimli::Unit<R<'_>>, v: AttributeValue<R<'_>>) -> Option<DebugI
 impl Loader {
     fn run(mut self, dwarf: &gimli::Dwarf<R<'_>>) -> Result<DwarfInfo, DwarfError> {
         // Type 0: the unknown type, for parameters whose type DWARF does not give.
-        self.types.add(GoType {
-            name: "?".into(),
-            size: 0,
-            kind: Kind::Unknown,
-        });
+        self.types.add(GoType { name: "?".into(), size: 0, kind: Kind::Unknown });
         let mut units = dwarf.units();
         while let Some(header) = units.next()? {
             let unit = dwarf.unit(header)?;
@@ -500,13 +490,11 @@ impl Loader {
                 }
                 (gimli::DW_TAG_typedef, Some(20)) => {
                     let tname = self.types.name(target);
-                    Kind::Interface {
-                        empty: tname == "runtime.eface",
-                    }
+                    Kind::Interface { empty: tname == "runtime.eface" }
                 }
-                (gimli::DW_TAG_structure_type, Some(20)) => Kind::Interface {
-                    empty: r.fields.first().is_some_and(|(f, _)| f.name == "_type"),
-                },
+                (gimli::DW_TAG_structure_type, Some(20)) => {
+                    Kind::Interface { empty: r.fields.first().is_some_and(|(f, _)| f.name == "_type") }
+                }
                 (gimli::DW_TAG_base_type, _) => match r.encoding {
                     Some(gimli::DW_ATE_boolean) => Kind::Bool,
                     Some(gimli::DW_ATE_signed | gimli::DW_ATE_signed_char) => Kind::Int,
@@ -524,18 +512,12 @@ impl Loader {
                         let fields = r
                             .fields
                             .iter()
-                            .map(|(f, ty)| Field {
-                                ty: lookup(*ty, &self.type_at),
-                                ..f.clone()
-                            })
+                            .map(|(f, ty)| Field { ty: lookup(*ty, &self.type_at), ..f.clone() })
                             .collect();
                         Kind::Struct(fields)
                     }
                 }
-                (gimli::DW_TAG_array_type, _) => Kind::Array {
-                    elem: target,
-                    len: r.count.unwrap_or(0),
-                },
+                (gimli::DW_TAG_array_type, _) => Kind::Array { elem: target, len: r.count.unwrap_or(0) },
                 (gimli::DW_TAG_subroutine_type, _) => Kind::Func,
                 (gimli::DW_TAG_typedef, _) => Kind::Typedef(target),
                 _ => Kind::Unknown,
@@ -570,13 +552,7 @@ impl Loader {
     }
 
     fn link_functions(self) -> DwarfInfo {
-        let Loader {
-            types,
-            funcs,
-            func_at,
-            type_at,
-            ..
-        } = self;
+        let Loader { types, funcs, func_at, type_at, .. } = self;
         // Parameters of abstract functions, by offset: concrete ones refer to them.
         let mut abstract_params: HashMap<DebugInfoOffset, &RawParam> = HashMap::new();
         for f in funcs.iter().filter(|f| f.inline) {
@@ -584,10 +560,7 @@ impl Loader {
                 abstract_params.insert(*o, p);
             }
         }
-        let mut info = DwarfInfo {
-            types,
-            ..Default::default()
-        };
+        let mut info = DwarfInfo { types, ..Default::default() };
         let mut has_concrete: HashSet<DebugInfoOffset> = HashSet::new();
         for f in &funcs {
             let Some(low_pc) = f.low_pc else { continue };
@@ -605,23 +578,15 @@ impl Loader {
             let mut params_src: Vec<(&RawParam, Option<&RawParam>)> = Vec::new();
             if let Some(o) = origin {
                 for (off, ap) in &o.params {
-                    let concrete = f
-                        .params
-                        .iter()
-                        .find(|(_, cp)| cp.origin == Some(*off))
-                        .map(|(_, cp)| cp);
+                    let concrete = f.params.iter().find(|(_, cp)| cp.origin == Some(*off)).map(|(_, cp)| cp);
                     params_src.push((ap, concrete));
                 }
             }
             for (_, p) in &f.params {
-                let known_origin = p
-                    .origin
-                    .is_some_and(|o| origin.is_some_and(|of| of.params.iter().any(|(off, _)| *off == o)));
+                let known_origin =
+                    p.origin.is_some_and(|o| origin.is_some_and(|of| of.params.iter().any(|(off, _)| *off == o)));
                 if !known_origin {
-                    params_src.push((
-                        p.origin.and_then(|o| abstract_params.get(&o).copied()).unwrap_or(p),
-                        Some(p),
-                    ));
+                    params_src.push((p.origin.and_then(|o| abstract_params.get(&o).copied()).unwrap_or(p), Some(p)));
                 }
             }
             let is_result =
@@ -631,11 +596,7 @@ impl Loader {
                 .into_iter()
                 .map(|(decl, concrete)| Param {
                     name: decl.name.clone().unwrap_or_default(),
-                    ty: decl
-                        .ty
-                        .or(concrete.and_then(|c| c.ty))
-                        .and_then(|o| type_at.get(&o).copied())
-                        .unwrap_or(0),
+                    ty: decl.ty.or(concrete.and_then(|c| c.ty)).and_then(|o| type_at.get(&o).copied()).unwrap_or(0),
                     is_result: is_result(decl, concrete),
                     entry_location: concrete.and_then(|c| c.entry_location.clone()),
                 })
@@ -668,11 +629,7 @@ fn file_name(dwarf: &gimli::Dwarf<R<'_>>, unit: &gimli::Unit<R<'_>>, index: u64)
     let program = unit.line_program.as_ref()?;
     let header = program.header();
     let file = header.file(index)?;
-    let path = dwarf
-        .attr_string(unit, file.path_name())
-        .ok()?
-        .to_string_lossy()
-        .into_owned();
+    let path = dwarf.attr_string(unit, file.path_name()).ok()?.to_string_lossy().into_owned();
     if path.starts_with('/') {
         return Some(path);
     }
@@ -722,13 +679,9 @@ fn entry_location(
                 })
             }
             gimli::Operation::CallFrameCFA => pending = Some(Loc::Cfa(0)),
-            gimli::Operation::Piece {
-                size_in_bits,
-                bit_offset: None,
-            } => pieces.push(LocPiece {
-                loc: pending.take().unwrap_or(Loc::Empty),
-                size: Some(size_in_bits / 8),
-            }),
+            gimli::Operation::Piece { size_in_bits, bit_offset: None } => {
+                pieces.push(LocPiece { loc: pending.take().unwrap_or(Loc::Empty), size: Some(size_in_bits / 8) })
+            }
             _ => return Ok(None),
         }
     }

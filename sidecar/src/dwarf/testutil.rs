@@ -43,11 +43,7 @@ type Cache = Mutex<HashMap<(PathBuf, String, Vec<String>), Arc<Built>>>;
 /// Builds `e2e/goapps/<app>` with `go` and extra `go build` flags, once per test process.
 pub fn build_go(go: &Path, app: &str, flags: &[&str]) -> Arc<Built> {
     static CACHE: OnceLock<Cache> = OnceLock::new();
-    let key = (
-        go.to_path_buf(),
-        app.to_string(),
-        flags.iter().map(|s| s.to_string()).collect(),
-    );
+    let key = (go.to_path_buf(), app.to_string(), flags.iter().map(|s| s.to_string()).collect());
     let cache = CACHE.get_or_init(Default::default);
     // Hold the lock while building: parallel tests wait for the one build they share.
     let mut guard = cache.lock().unwrap_or_else(|e| e.into_inner());
@@ -81,11 +77,7 @@ pub fn build_go(go: &Path, app: &str, flags: &[&str]) -> Arc<Built> {
         .output()
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
         .unwrap_or_default();
-    let built = Arc::new(Built {
-        path: out,
-        version,
-        _dir: dir,
-    });
+    let built = Arc::new(Built { path: out, version, _dir: dir });
     guard.insert(key, built.clone());
     built
 }
@@ -95,15 +87,8 @@ pub fn load_dwarf(path: &Path) -> Option<DwarfInfo> {
     let bytes = std::fs::read(path).expect("read binary");
     let elf = goblin::elf::Elf::parse(&bytes).expect("parse ELF");
     let section = |name: &str| -> Option<Cow<'_, [u8]>> {
-        let sh = elf
-            .section_headers
-            .iter()
-            .find(|sh| elf.shdr_strtab.get_at(sh.sh_name) == Some(name))?;
-        assert_eq!(
-            sh.sh_flags & u64::from(goblin::elf::section_header::SHF_COMPRESSED),
-            0,
-            "{name} compressed"
-        );
+        let sh = elf.section_headers.iter().find(|sh| elf.shdr_strtab.get_at(sh.sh_name) == Some(name))?;
+        assert_eq!(sh.sh_flags & u64::from(goblin::elf::section_header::SHF_COMPRESSED), 0, "{name} compressed");
         let start = sh.sh_offset as usize;
         bytes.get(start..start + sh.sh_size as usize).map(Cow::Borrowed)
     };

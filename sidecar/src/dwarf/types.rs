@@ -204,17 +204,9 @@ impl TypeTable {
     /// "Name Type" of every field, for error messages.
     pub fn describe_fields(&self, struct_id: TypeId) -> String {
         match self.underlying(struct_id) {
-            Some((
-                _,
-                GoType {
-                    kind: Kind::Struct(fields),
-                    ..
-                },
-            )) if !fields.is_empty() => fields
-                .iter()
-                .map(|f| format!("{} {}", f.name, self.name(f.ty)))
-                .collect::<Vec<_>>()
-                .join(", "),
+            Some((_, GoType { kind: Kind::Struct(fields), .. })) if !fields.is_empty() => {
+                fields.iter().map(|f| format!("{} {}", f.name, self.name(f.ty))).collect::<Vec<_>>().join(", ")
+            }
             _ => "(none)".to_string(),
         }
     }
@@ -227,28 +219,15 @@ mod tests {
     #[test]
     fn typedef_loops_and_alignment_are_bounded() {
         let mut t = TypeTable::new();
-        let a = t.add(GoType {
-            name: "a".into(),
-            size: 0,
-            kind: Kind::Typedef(Some(1)),
-        });
-        let _b = t.add(GoType {
-            name: "b".into(),
-            size: 0,
-            kind: Kind::Typedef(Some(0)),
-        });
+        let a = t.add(GoType { name: "a".into(), size: 0, kind: Kind::Typedef(Some(1)) });
+        let _b = t.add(GoType { name: "b".into(), size: 0, kind: Kind::Typedef(Some(0)) });
         assert!(t.underlying(a).is_none());
         assert!(t.align(a).is_none());
         // A struct that (through corrupt data) contains itself by value.
         let s = t.add(GoType {
             name: "s".into(),
             size: 8,
-            kind: Kind::Struct(vec![Field {
-                name: "x".into(),
-                offset: 0,
-                ty: Some(2),
-                embedded: true,
-            }]),
+            kind: Kind::Struct(vec![Field { name: "x".into(), offset: 0, ty: Some(2), embedded: true }]),
         });
         assert!(t.align(s).is_none());
         assert!(t.field(s, "nope").is_none());

@@ -9,13 +9,13 @@ mod pipeline;
 
 use std::time::Duration;
 
+use crate::exit::Failure;
 use opentelemetry::KeyValue;
 use opentelemetry_sdk::{
     error::{OTelSdkError, OTelSdkResult},
     trace::{Sampler, SpanData, SpanExporter},
     Resource,
 };
-use crate::exit::Failure;
 
 pub use pipeline::{ExportStats, Pipeline};
 
@@ -45,7 +45,8 @@ impl BatchSettings {
         Ok(BatchSettings {
             schedule_delay: Duration::from_millis(env_u64("OTEL_BSP_SCHEDULE_DELAY", 5000)?),
             max_queue_size,
-            max_export_batch_size: (env_u64("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", 512)?.max(1) as usize).min(max_queue_size),
+            max_export_batch_size: (env_u64("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", 512)?.max(1) as usize)
+                .min(max_queue_size),
             export_timeout: Duration::from_millis(env_u64("OTEL_BSP_EXPORT_TIMEOUT", 30000)?.max(1)),
         })
     }
@@ -57,11 +58,9 @@ pub fn sampler_from_env() -> Result<Sampler, Failure> {
     let ratio = || -> Result<f64, Failure> {
         match env("OTEL_TRACES_SAMPLER_ARG") {
             None => Ok(1.0),
-            Some(v) => v
-                .parse::<f64>()
-                .ok()
-                .filter(|r| (0.0..=1.0).contains(r))
-                .ok_or_else(|| Failure::config(format!("OTEL_TRACES_SAMPLER_ARG={v}: expected a ratio between 0 and 1"))),
+            Some(v) => v.parse::<f64>().ok().filter(|r| (0.0..=1.0).contains(r)).ok_or_else(|| {
+                Failure::config(format!("OTEL_TRACES_SAMPLER_ARG={v}: expected a ratio between 0 and 1"))
+            }),
         }
     };
     Ok(match name.as_str() {
@@ -91,7 +90,8 @@ pub struct ResourceFacts<'a> {
 /// name; `process.*` facts; `telemetry.sdk.*` and OTEL_RESOURCE_ATTRIBUTES from the SDK.
 pub fn resource(facts: &ResourceFacts) -> Resource {
     let named = env("OTEL_SERVICE_NAME").is_some()
-        || env("OTEL_RESOURCE_ATTRIBUTES").is_some_and(|a| a.split(',').any(|kv| kv.trim().starts_with("service.name=")));
+        || env("OTEL_RESOURCE_ATTRIBUTES")
+            .is_some_and(|a| a.split(',').any(|kv| kv.trim().starts_with("service.name=")));
     let mut builder = Resource::builder();
     if !named {
         builder = builder.with_service_name(facts.exe_name.to_string());
@@ -168,7 +168,9 @@ fn check_otlp_env() -> Result<(), Failure> {
     }
     for var in ["OTEL_EXPORTER_OTLP_HEADERS", "OTEL_EXPORTER_OTLP_TRACES_HEADERS"] {
         if let Some(v) = env(var) {
-            if v.split(',').any(|kv| !kv.trim().is_empty() && kv.split_once('=').is_none_or(|(k, _)| k.trim().is_empty())) {
+            if v.split(',')
+                .any(|kv| !kv.trim().is_empty() && kv.split_once('=').is_none_or(|(k, _)| k.trim().is_empty()))
+            {
                 return Err(Failure::config(format!("{var}: expected key=value pairs separated by commas, got {v:?}")));
             }
         }
@@ -192,7 +194,9 @@ fn otlp_exporter() -> Result<opentelemetry_otlp::SpanExporter, Failure> {
         .unwrap_or_else(|| "http/protobuf".into());
     let built = match protocol.as_str() {
         "grpc" => opentelemetry_otlp::SpanExporter::builder().with_tonic().build(),
-        "http/protobuf" => opentelemetry_otlp::SpanExporter::builder().with_http().with_protocol(Protocol::HttpBinary).build(),
+        "http/protobuf" => {
+            opentelemetry_otlp::SpanExporter::builder().with_http().with_protocol(Protocol::HttpBinary).build()
+        }
         other => {
             return Err(Failure::config(format!(
                 "OTEL_EXPORTER_OTLP_PROTOCOL={other} is not supported; use grpc or http/protobuf"

@@ -191,7 +191,8 @@ impl Delivery {
         let mut backoff = Duration::from_millis(200);
         let attempts = if shutting_down { SHUTDOWN_RETRIES } else { MAX_RETRIES };
         for attempt in 1..=attempts {
-            let result = tokio::time::timeout(self.settings.export_timeout, self.exporter.export(request.to_vec())).await;
+            let result =
+                tokio::time::timeout(self.settings.export_timeout, self.exporter.export(request.to_vec())).await;
             let error = match result {
                 Ok(Ok(())) => return Sent::Ok,
                 Ok(Err(e)) => {
