@@ -306,3 +306,29 @@ fn version_matrix() {
         }
     }
 }
+
+/// The steps report typed errors; the message adds the attribute's text once, in front
+/// (or, for TooMany, as the first one over). No DWARF needed: these are the annotation paths.
+#[test]
+fn typed_errors() {
+    let kind = |probe: &str| plan_with(None, probe).unwrap_err();
+    let e = kind("main.F(n=arg2:int, _=arg1:string)");
+    assert_eq!(e.attr, "n=arg2:int");
+    assert_eq!(e.kind, AttrErrorKind::NeedsEarlierTypes { pos: "arg2".into(), missing: vec!["arg0".into()] });
+    let e = kind("main.F(n=arg2:int)");
+    assert!(e.to_string().starts_with("`n=arg2:int`: without DWARF the location of arg2"), "{e}");
+    assert!(e.to_string().contains("the types of arg0, arg1; declare them"), "{e}");
+    let rets: Vec<String> = (0..10).map(|i| format!("r{i}=ret{i}:int")).collect();
+    let e = kind(&format!("main.F({})", rets.join(",")));
+    assert_eq!(e.kind, AttrErrorKind::Unreadable { name: "ret9".into(), why: Unlocated::StackResultWithoutDwarf });
+    let e = kind("main.F(x=arg65:int)");
+    assert_eq!(e.kind, AttrErrorKind::PositionTooLarge { position: 65 });
+    assert!(matches!(kind("main.F(x=arg0.f)").kind, AttrErrorKind::NeedsDwarf { why: NoDwarf::Field, .. }));
+    let many: Vec<String> = (0..17).map(|i| format!("k{i}=arg0:int")).collect();
+    let e = kind(&format!("main.F({})", many.join(",")));
+    assert_eq!(e.kind, AttrErrorKind::TooMany { count: 17, max: MAX_FETCHES });
+    assert!(e.to_string().ends_with("remove some attributes (first one over: `k16=arg0:int`)"), "{e}");
+    // Not about one attribute: no empty "``:" in front.
+    let e = AttrError { attr: String::new(), kind: AttrErrorKind::TooDeep };
+    assert_eq!(e.to_string(), "expression nested too deeply");
+}
