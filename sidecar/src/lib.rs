@@ -16,6 +16,7 @@ pub mod exit;
 pub mod export;
 pub mod go_layouts;
 pub mod instrumentations;
+pub mod names;
 pub mod plan;
 pub mod session;
 pub mod spans;
