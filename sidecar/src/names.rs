@@ -165,7 +165,9 @@ pub fn list_command(cli: &Cli) -> Result<String, Failure> {
         _ => cli.probe_specs()?,
     };
     if specs.is_empty() {
-        return Err(Failure::config("--list: no probe specs to list: give them as `--list SPECS`, GOTEL_PROBES or --probe"));
+        return Err(Failure::config(
+            "--list: no probe specs to list: give them as `--list SPECS`, GOTEL_PROBES or --probe",
+        ));
     }
     let path = match cli.target()? {
         Target::Pid(pid) => target::existing(pid)?.exe,

@@ -234,7 +234,11 @@ pub fn build(
     let hook = |name: &str| {
         bin.function(name).and_then(|f| {
             let (prologue, exits) = probe_points(bin.code(f)?, f.entry);
-            Some(RuntimeHook { function: f.clone(), entry_offset: prologue.unwrap_or(0), ret_offsets: exits.return_points() })
+            Some(RuntimeHook {
+                function: f.clone(),
+                entry_offset: prologue.unwrap_or(0),
+                ret_offsets: exits.return_points(),
+            })
         })
     };
     let newproc = hook("runtime.newproc1");

@@ -68,8 +68,11 @@ impl ProbeSpec {
                 AttrSpec::List(list)
             }
         };
-        let origin =
-            if self.origin == later.origin { self.origin.clone() } else { format!("{} and {}", self.origin, later.origin) };
+        let origin = if self.origin == later.origin {
+            self.origin.clone()
+        } else {
+            format!("{} and {}", self.origin, later.origin)
+        };
         Ok(ProbeSpec { symbol: self.symbol.clone(), attrs, text: format!("{}; {}", self.text, later.text), origin })
     }
 }
@@ -545,6 +548,48 @@ mod tests {
         assert_eq!(s[1].symbol, "main.b");
         assert!(parse_probes("").unwrap().is_empty());
         assert!(parse_probes(" ; # nothing\n ;").unwrap().is_empty());
+    }
+
+    #[test]
+    fn newlines_end_entries_outside_attribute_lists() {
+        let s =
+            parse_source("probes.txt", "main.a\n  main.b(x=arg0,\n    y=ret0)\n# c\nmain.(*T).M; main.d\n").unwrap();
+        let got: Vec<_> = s.iter().map(|s| (s.symbol.as_str(), s.origin.as_str())).collect();
+        assert_eq!(
+            got,
+            [
+                ("main.a", "probes.txt line 1"),
+                ("main.b", "probes.txt line 2"),
+                ("main.(*T).M", "probes.txt line 5"),
+                ("main.d", "probes.txt line 5")
+            ]
+        );
+        assert_eq!(list(&s[1]), vec![("x".into(), Expr::Arg(0)), ("y".into(), Expr::Ret(0))]);
+        // An unclosed list does not swallow the entries after the next `;`.
+        let e = parse_source("f.txt", "main.a(x=arg0\nmain.b; main.c").unwrap_err();
+        assert_eq!((e.origin.as_str(), e.number), ("f.txt line 1", 1));
+        assert!(e.to_string().starts_with("f.txt line 1, entry 1: expected"), "{e}");
+        // One line of GOTEL_PROBES: no line number.
+        let e = parse_probes("main.a; main.b c").unwrap_err();
+        assert!(e.to_string().starts_with("GOTEL_PROBES, entry 2: expected"), "{e}");
+    }
+
+    #[test]
+    fn entries_for_one_function_merge_or_clash() {
+        let one = |t: &str| parse_source("GOTEL_PROBES", t).unwrap().remove(0);
+        let m = one("main.f(x=a)").merge(&one("main.f(y=b, x=a)")).unwrap();
+        assert_eq!(list(&m), vec![("x".into(), p("a")), ("y".into(), p("b"))]);
+        assert_eq!(m.text, "main.f(x=a); main.f(y=b, x=a)");
+        assert_eq!(one("main.*").merge(&one("main.f(x=a)")).unwrap().attrs, one("main.f(x=a)").attrs);
+        assert_eq!(one("main.f(x=a)").merge(&one("main.*")).unwrap().attrs, one("main.f(x=a)").attrs);
+        assert_eq!(one("main.f(*)").merge(&one("main.f(*)")).unwrap().attrs, AttrSpec::All);
+        let why = one("main.f(x=a)").merge(&one("main.f(x=b)")).unwrap_err();
+        assert!(why.contains("key `x` is `x=a` in one and `x=b` in the other"), "{why}");
+        let why = one("main.f(*)").merge(&one("main.f(x=a)")).unwrap_err();
+        assert!(why.contains("every parameter"), "{why}");
+        // `_` only declares a type: it may repeat.
+        let m = one("main.f(_=arg0:int64)").merge(&one("main.f(_=arg1:string)")).unwrap();
+        assert_eq!(list(&m).len(), 2);
     }
 
     #[test]
