@@ -126,7 +126,7 @@ impl fmt::Display for Expr {
 
 /// A syntax error: which entry, where, what was expected.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("{origin}, entry {number}: expected {expected}, found {found}\n  {entry}\n  {caret}^")]
+#[error("{origin}, entry {number}: expected {expected}, found {found}\n  {entry}\n  {caret}^", caret = " ".repeat(*.column))]
 pub struct SpecError {
     /// Where the text came from (`GOTEL_PROBES`, `--probe`, `FILE line N`).
     pub origin: String,
@@ -138,7 +138,6 @@ pub struct SpecError {
     pub column: usize,
     pub expected: String,
     pub found: String,
-    caret: String,
 }
 
 /// Parses `GOTEL_PROBES` (or any text whose errors should blame `GOTEL_PROBES`).
@@ -255,7 +254,6 @@ impl Parser<'_> {
             column: at,
             expected: expected.to_string(),
             found,
-            caret: " ".repeat(at),
         }
     }
 
