@@ -141,7 +141,7 @@ pub fn user_probe(
         let asked = probe.attributes.fetches.iter().filter(|f| f.at_return != 0).map(|f| f.slot as usize);
         if let Some(slot) = asked.map(|i| &probe.attributes.slots[i]).find(|s| s.decode != Decode::ErrorType) {
             return Err(Failure::config(format!(
-                "probe `{}`: {name} leaves by a tail jump (at +{at:#x}) into another function, whose results                  these are: they cannot be read there; drop `{}` or probe the function it jumps to",
+                "probe `{}`: {name} leaves by a tail jump (at +{at:#x}) into another function, whose results these are: they cannot be read there; drop `{}` or probe the function it jumps to",
                 spec.text,
                 slot.key
             )));
