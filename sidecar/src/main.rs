@@ -33,6 +33,10 @@ fn main() -> ProcessExit {
     let cli = Cli::parse();
     init_logging(&cli);
     let result = (|| {
+        if cli.list.is_some() {
+            print!("{}", gotel::names::list_command(&cli)?);
+            return Ok(0);
+        }
         let target = cli.target()?;
         // Fork the launched program now, while gotel has a single thread.
         let launched = match &target {

@@ -24,7 +24,7 @@ use crate::{
     export::{self, Pipeline, ResourceFacts},
     plan::{self, Plan},
     spans::{self, SpanFactory},
-    spec::{self, ProbeSpec},
+    spec::ProbeSpec,
     target::{self, Launched, Process},
 };
 use gotel_shared::{Counter, MAX_STR};
@@ -35,7 +35,7 @@ enum End {
     Stopped,
 }
 
-fn limits() -> Result<Limits, Failure> {
+pub fn limits() -> Result<Limits, Failure> {
     Ok(Limits {
         max_string: (export::env_u64("OTEL_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT", 128)? as usize).min(MAX_STR),
         max_attributes: export::env_u64("OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT", 128)? as usize,
@@ -45,7 +45,7 @@ fn limits() -> Result<Limits, Failure> {
 pub async fn run(cli: &Cli, target: Target, launched: Option<Launched>) -> Result<i32, Failure> {
     let mut stop = Stop::register()?;
     let stop = &mut stop;
-    let specs = spec::parse_probes(&cli.probe_text()?).map_err(Failure::config)?;
+    let specs = cli.probe_specs()?;
     let limits = limits()?;
     // Validate the exporter settings before touching the target.
     export::sampler_from_env()?;
