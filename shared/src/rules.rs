@@ -254,7 +254,7 @@ mod tests {
         let top = &st.frames[1];
         assert!(morestack_reentry(top, 128, 1 | COOKIE_AT_FUNC_START));
         assert!(!morestack_reentry(top, 128, 1), "entry after the prologue: a new call");
-        assert!(!morestack_reentry(top, 128, 0 | COOKIE_AT_FUNC_START), "another probe");
+        assert!(!morestack_reentry(top, 128, COOKIE_AT_FUNC_START), "another probe");
         assert!(!morestack_reentry(top, 96, 1 | COOKIE_AT_FUNC_START));
     }
 

@@ -65,6 +65,8 @@ fn hex_digit(c: u8) -> Option<u8> {
 /// [`HEADER_LINE_BUF`] of which are in `line`. The name is matched case-insensitively; the value
 /// must be exactly `<version>-<trace id>-<span id>-<flags>` in lowercase hex, with a version
 /// other than `ff` and non-zero ids (W3C rules; later versions' extra fields are refused).
+// Indexed loops with constant bounds: the shape the BPF verifier is known to accept.
+#[allow(clippy::needless_range_loop)]
 #[inline(always)]
 pub fn parse_header_line(line: &[u8; HEADER_LINE_BUF], len: usize) -> HeaderLine {
     if !may_be_traceparent(len) {
@@ -131,6 +133,7 @@ fn put_hex<const N: usize>(out: &mut [u8; N], at: usize, b: u8) {
 
 /// Writes the value `00-<trace id>-<span id>-<flags>` at `out[at..at + TRACEPARENT_VALUE_LEN]`
 /// (`at` is a constant at every call, so the bounds are known at compile time).
+#[allow(clippy::needless_range_loop)]
 #[inline(always)]
 fn put_value<const N: usize>(out: &mut [u8; N], at: usize, ctx: &TraceContext) {
     out[at] = b'0';
