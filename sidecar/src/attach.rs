@@ -15,6 +15,9 @@ use aya::{
     Ebpf, EbpfLoader,
 };
 use gotel_shared::{
+    names::{
+        INJECTION_PROGRAMS, MAP_COUNTERS, MAP_EVENTS, MAP_GOROUTINES, MAP_INJECT_CONFIG, MAP_PROBES, TRACING_PROGRAMS,
+    },
     Counter, COOKIE_AT_FUNC_START, COOKIE_ENTRY, COOKIE_HEADER_LINE, COOKIE_HEADER_WRITE_ENTRY,
     COOKIE_HEADER_WRITE_RETURN, COOKIE_NEWPROC_ENTRY, COOKIE_NEWPROC_RETURN, COOKIE_REQUEST_WRITE, COOKIE_RETURN,
     NUM_COUNTERS,
@@ -85,23 +88,23 @@ pub fn load(plan: &Plan, settings: &Settings) -> Result<Attached, Failure> {
     raise_limits();
     let ring = settings.ring_buffer_bytes.max(4096).next_power_of_two();
     let mut ebpf = EbpfLoader::new()
-        .map_max_entries("GOROUTINES", settings.max_goroutines.max(64))
-        .map_max_entries("EVENTS", ring)
-        .map_max_entries("PROBES", MAX_PROBES as u32)
+        .map_max_entries(MAP_GOROUTINES, settings.max_goroutines.max(64))
+        .map_max_entries(MAP_EVENTS, ring)
+        .map_max_entries(MAP_PROBES, MAX_PROBES as u32)
         .load(EBPF_OBJECT)
         .map_err(|e| environment_error("loading the eBPF programs", chain(&e)))?;
 
     // The injection programs (the only ones that write target memory) are loaded only when
     // GOTEL_PROPAGATION=inject asked for them.
-    let programs = ["gotel_entry", "gotel_return", "gotel_newproc_entry", "gotel_newproc_return", "gotel_header_line"];
+    let programs = TRACING_PROGRAMS;
     let mut injecting = false;
     if let Some(inj) = &plan.injection {
         let mut cfg: Array<&mut MapData, gotel_shared::InjectConfig> =
-            Array::try_from(ebpf.map_mut("INJECT_CONFIG").expect("INJECT_CONFIG map"))
+            Array::try_from(ebpf.map_mut(MAP_INJECT_CONFIG).expect("INJECT_CONFIG map"))
                 .map_err(|e| environment_error("INJECT_CONFIG map", chain(&e)))?;
         cfg.set(0, inj.config, 0).map_err(|e| environment_error("filling INJECT_CONFIG", chain(&e)))?;
         injecting = true;
-        for name in ["gotel_request_write", "gotel_header_write_entry", "gotel_header_write_return"] {
+        for name in INJECTION_PROGRAMS {
             let prog: &mut UProbe = ebpf.program_mut(name).expect("program").try_into().expect("uprobe");
             if let Err(e) = prog.load() {
                 let text = chain(&e);
@@ -120,7 +123,7 @@ pub fn load(plan: &Plan, settings: &Settings) -> Result<Attached, Failure> {
         }
     }
     let mut probes: Array<&mut MapData, gotel_shared::ProbePlan> =
-        Array::try_from(ebpf.map_mut("PROBES").expect("PROBES map in the eBPF object"))
+        Array::try_from(ebpf.map_mut(MAP_PROBES).expect("PROBES map in the eBPF object"))
             .map_err(|e| environment_error("PROBES map", chain(&e)))?;
     for p in &plan.probes {
         let mut kernel_plan = p.kernel_plan();
@@ -245,13 +248,13 @@ impl Attached {
 
     /// Takes the ring buffer out of the object (once).
     pub fn ring_buffer(&mut self) -> Result<RingBuf<MapData>, Failure> {
-        let map = self.ebpf.take_map("EVENTS").ok_or_else(|| Failure::environment("EVENTS map already taken"))?;
+        let map = self.ebpf.take_map(MAP_EVENTS).ok_or_else(|| Failure::environment("EVENTS map already taken"))?;
         RingBuf::try_from(map).map_err(|e| environment_error("EVENTS ring buffer", chain(&e)))
     }
 
     pub fn counters(&self) -> KernelCounters {
         let mut out = KernelCounters::default();
-        let Some(map) = self.ebpf.map("COUNTERS") else { return out };
+        let Some(map) = self.ebpf.map(MAP_COUNTERS) else { return out };
         let Ok(arr) = PerCpuArray::<_, u64>::try_from(map) else { return out };
         for i in 0..NUM_COUNTERS {
             if let Ok(values) = arr.get(&i, 0) {
@@ -264,9 +267,9 @@ impl Attached {
     /// Calls still in progress in the kernel's goroutine map, as `Abandoned` records ending at
     /// `now_ns`: used when the target exited, so that no call it made goes unreported.
     pub fn calls_in_progress(&self, now_ns: u64) -> Vec<gotel_shared::EventHeader> {
-        use gotel_shared::{EventHeader, EventKind, INHERIT_REMOTE, MAX_FRAMES, SPAN_PARENT_REMOTE};
+        use gotel_shared::{EventHeader, EventKind, MAX_FRAMES};
         let mut out = Vec::new();
-        let Some(map) = self.ebpf.map("GOROUTINES") else { return out };
+        let Some(map) = self.ebpf.map(MAP_GOROUTINES) else { return out };
         let Ok(m) = aya::maps::HashMap::<_, gotel_shared::GoroutineKey, gotel_shared::GoroutineState>::try_from(map)
         else {
             return out;
@@ -274,33 +277,9 @@ impl Attached {
         for (key, st) in m.iter().flatten() {
             let depth = (st.depth as usize).min(MAX_FRAMES);
             for i in 0..depth {
-                let f = st.frames[i];
-                let parent = if i > 0 {
-                    st.frames[i - 1].span_id
-                } else if st.has_inherited != 0 {
-                    st.inherited_span_id
-                } else {
-                    0
-                };
-                let mut flags = st.trace_flags as u16;
-                if i == 0 && st.has_inherited & INHERIT_REMOTE != 0 {
-                    flags |= SPAN_PARENT_REMOTE;
-                }
-                out.push(EventHeader {
-                    kind: EventKind::Abandoned as u32,
-                    probe_id: f.probe_id,
-                    tgid: key.tgid,
-                    tid: 0,
-                    goroutine: key.goroutine,
-                    start_ns: f.start_ns,
-                    end_ns: now_ns.max(f.start_ns),
-                    trace_id: st.trace_id,
-                    span_id: f.span_id,
-                    parent_span_id: parent,
-                    ret_offset: 0,
-                    flags,
-                    data_len: 0,
-                });
+                // The kernel's own rules (gotel_shared::rules), as if the call had been unwound.
+                let end_ns = now_ns.max(st.frames[i].start_ns);
+                out.push(EventHeader::for_frame(EventKind::Abandoned, key, 0, &st, i, end_ns, 0));
             }
         }
         out
@@ -308,7 +287,7 @@ impl Attached {
 
     /// Entries in the goroutine map (to show it stays bounded).
     pub fn goroutines_tracked(&self) -> usize {
-        let Some(map) = self.ebpf.map("GOROUTINES") else { return 0 };
+        let Some(map) = self.ebpf.map(MAP_GOROUTINES) else { return 0 };
         let Ok(m) = aya::maps::HashMap::<_, gotel_shared::GoroutineKey, gotel_shared::GoroutineState>::try_from(map)
         else {
             return 0;
@@ -376,6 +355,10 @@ mod tests {
         }
         assert!(calls > 10, "found only {calls} helper calls: is this the right object?");
         writers.dedup();
-        assert_eq!(writers, vec!["gotel_header_write_return".to_string()], "programs calling bpf_probe_write_user");
+        assert_eq!(
+            writers,
+            vec![gotel_shared::names::PROGRAM_HEADER_WRITE_RETURN.to_string()],
+            "programs calling bpf_probe_write_user"
+        );
     }
 }
