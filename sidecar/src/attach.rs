@@ -135,7 +135,9 @@ pub fn load(plan: &Plan, settings: &Settings) -> Result<Attached, Failure> {
     let required = plan
         .hooks
         .iter()
-        .filter(|h| plan.instrumentations.iter().any(|u| u.name == h.instrumentation && matches!(u.load, Load::Required)))
+        .filter(|h| {
+            plan.instrumentations.iter().any(|u| u.name == h.instrumentation && matches!(u.load, Load::Required))
+        })
         .map(|h| h.program);
     for name in SPAN_PROGRAMS.into_iter().chain(required) {
         let prog: &mut UProbe = ebpf

@@ -98,7 +98,13 @@ impl Hook {
             At::Entry => vec![prologue.unwrap_or(0)],
             At::Returns => rets,
         };
-        Some(Hook { instrumentation: unit.name, program: spec.program, function: f.clone(), offsets, cookie: spec.cookie })
+        Some(Hook {
+            instrumentation: unit.name,
+            program: spec.program,
+            function: f.clone(),
+            offsets,
+            cookie: spec.cookie,
+        })
     }
 }
 

@@ -80,7 +80,13 @@ mod tests {
         m.extend_from_slice(b"dep\tgoogle.golang.org/grpc\tv1.64.0\th1:abc=\n");
         m.extend_from_slice(b"dep\texample.com/fork\tv1.0.0\n=>\t../fork\t(devel)\t\n");
         m.extend_from_slice(&[0u8; 16]);
-        s.push(m.len() as u8);
+        // Varint length (over 127 bytes: two bytes).
+        let mut n = m.len();
+        while n >= 0x80 {
+            s.push((n as u8 & 0x7f) | 0x80);
+            n >>= 7;
+        }
+        s.push(n as u8);
         s.extend_from_slice(&m);
         let b = parse(&s);
         assert_eq!(b.go_version.as_deref(), Some("go1.22.1"));

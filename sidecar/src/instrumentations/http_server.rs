@@ -220,8 +220,10 @@ mod tests {
     #[test]
     fn silent_handler_answered_200_and_http2_reads_its_own_status() {
         let f = finish(vec![KeyValue::new("m", "GET"), KeyValue::new("status1", 0i64)], None);
-        assert!(f.attributes.iter().any(|kv| kv.key.as_str() == "http.response.status_code"
-            && kv.value.as_str() == "200"));
+        assert!(f
+            .attributes
+            .iter()
+            .any(|kv| kv.key.as_str() == "http.response.status_code" && kv.value.as_str() == "200"));
         let raw = vec![
             KeyValue::new("m", "GET"),
             KeyValue::new("status1", 0i64),
@@ -229,7 +231,9 @@ mod tests {
             KeyValue::new("rw", "*net/http.http2responseWriter"),
         ];
         let f = finish(raw, None);
-        assert!(f.attributes.iter().any(|kv| kv.key.as_str() == "http.response.status_code"
-            && kv.value.as_str() == "404"));
+        assert!(f
+            .attributes
+            .iter()
+            .any(|kv| kv.key.as_str() == "http.response.status_code" && kv.value.as_str() == "404"));
     }
 }

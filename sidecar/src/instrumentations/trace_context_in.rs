@@ -17,6 +17,9 @@ pub static TRACE_CONTEXT_IN: Instrumentation = Instrumentation {
         cookie: COOKIE_HEADER_LINE,
     }],
     wanted: |s| if s.has_spans(super::http_server::HTTP_SERVER.name) { Wanted::Yes } else { Wanted::No },
-    counters: &[("traceparent_adopted", Counter::TraceparentAdopted), ("traceparent_invalid", Counter::TraceparentInvalid)],
+    counters: &[
+        ("traceparent_adopted", Counter::TraceparentAdopted),
+        ("traceparent_invalid", Counter::TraceparentInvalid),
+    ],
     ..Instrumentation::BASE
 };
