@@ -1,7 +1,7 @@
 #!/bin/sh
 # Regenerates sidecar/src/go_layouts.json: builds e2e/goapps/layouts with every Go release this
 # machine has (Debian's golang-1.XX, /usr/local/go, and the go1.27.3 toolchain download) and
-# reads the field offsets the HTTP spans need from each build's DWARF (gotel-layouts).
+# reads the field offsets the built-in instrumentations declare from each build's DWARF (gotel-layouts).
 # The unit test go_layouts::tests::table_matches_dwarf_of_every_installed_go checks the result.
 set -eu
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -16,6 +16,6 @@ for go in /usr/lib/go-1.*/bin/go /usr/local/go/bin/go "$(go env GOMODCACHE 2>/de
   bins="$bins $out/layouts-$n"
 done
 # shellcheck disable=SC2086
-"$root/target/release/gotel-layouts" $bins > "$out/table.json"
+"${CARGO_TARGET_DIR:-$root/target}/release/gotel-layouts" $bins > "$out/table.json"
 mv "$out/table.json" "$root/sidecar/src/go_layouts.json"
 echo "gen-go-layouts: wrote sidecar/src/go_layouts.json" >&2

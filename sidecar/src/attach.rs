@@ -15,19 +15,19 @@ use aya::{
     Ebpf, EbpfLoader,
 };
 use gotel_shared::{
-    names::{
-        INJECTION_PROGRAMS, MAP_COUNTERS, MAP_EVENTS, MAP_GOROUTINES, MAP_INJECT_CONFIG, MAP_PROBES, TRACING_PROGRAMS,
-    },
-    Counter, COOKIE_AT_FUNC_START, COOKIE_ENTRY, COOKIE_HEADER_LINE, COOKIE_HEADER_WRITE_ENTRY,
-    COOKIE_HEADER_WRITE_RETURN, COOKIE_NEWPROC_ENTRY, COOKIE_NEWPROC_RETURN, COOKIE_REQUEST_WRITE, COOKIE_RETURN,
-    NUM_COUNTERS,
+    names::{MAP_COUNTERS, MAP_EVENTS, MAP_GOROUTINES, MAP_PROBES},
+    Counter, COOKIE_AT_FUNC_START, COOKIE_ENTRY, COOKIE_RETURN, NUM_COUNTERS,
 };
 
 use crate::{
     binary::GoBinary,
     exit::Failure,
+    instrumentations::{AttachTarget, Library, Load},
     plan::{Plan, MAX_PROBES},
 };
+
+/// The programs of every span probe (user probes and built-in spans).
+const SPAN_PROGRAMS: [&str; 2] = ["gotel_entry", "gotel_return"];
 
 /// The compiled kernel programs, built by build.rs.
 static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/gotel-ebpf"));
@@ -36,8 +36,9 @@ pub struct Attached {
     /// Owns programs and links: dropping it detaches every probe.
     ebpf: Ebpf,
     pub uprobes: usize,
-    /// The header-injection programs loaded (GOTEL_PROPAGATION=inject and the kernel allows it).
-    pub injecting: bool,
+    /// Instrumentations whose programs the kernel refused (`Load::MayBeRefused`): their hooks
+    /// are not attached.
+    pub refused: Vec<Library>,
 }
 
 /// Kernel counters, summed over CPUs.
@@ -94,53 +95,65 @@ pub fn load(plan: &Plan, settings: &Settings) -> Result<Attached, Failure> {
         .load(EBPF_OBJECT)
         .map_err(|e| environment_error("loading the eBPF programs", chain(&e)))?;
 
-    // The injection programs (the only ones that write target memory) are loaded only when
-    // GOTEL_PROPAGATION=inject asked for them.
-    let programs = TRACING_PROGRAMS;
-    let mut injecting = false;
-    if let Some(inj) = &plan.injection {
-        let mut cfg: Array<&mut MapData, gotel_shared::InjectConfig> =
-            Array::try_from(ebpf.map_mut(MAP_INJECT_CONFIG).expect("INJECT_CONFIG map"))
-                .map_err(|e| environment_error("INJECT_CONFIG map", chain(&e)))?;
-        cfg.set(0, inj.config, 0).map_err(|e| environment_error("filling INJECT_CONFIG", chain(&e)))?;
-        injecting = true;
-        for name in INJECTION_PROGRAMS {
-            let prog: &mut UProbe = ebpf.program_mut(name).expect("program").try_into().expect("uprobe");
+    // Programs an instrumentation may go without (the injection writer, refused under
+    // lockdown) first: a refusal turns that instrumentation off, with a warning, before anything
+    // depends on it. Only the programs of the plan's hooks are loaded.
+    let mut refused: Vec<Library> = Vec::new();
+    for unit in &plan.instrumentations {
+        let Load::MayBeRefused { message, .. } = unit.load else { continue };
+        for hook in plan.hooks.iter().filter(|h| h.instrumentation == unit.name) {
+            let prog: &mut UProbe = ebpf
+                .program_mut(hook.program)
+                .expect("program in the eBPF object")
+                .try_into()
+                .map_err(|e: ProgramError| environment_error(hook.program, chain(&e)))?;
+            if prog.fd().is_ok() {
+                continue;
+            }
             if let Err(e) = prog.load() {
-                let text = chain(&e);
-                // Lockdown or a kernel built without the helper: refuse injection, keep tracing.
-                if text.contains("bpf_probe_write_user") {
-                    tracing::warn!(
-                        "{}",
-                        crate::instrumentations::lockdown_message("the verifier refuses bpf_probe_write_user")
-                    );
-                } else {
-                    tracing::warn!("GOTEL_PROPAGATION=inject refused: loading {name} failed: {text}");
-                }
-                injecting = false;
+                tracing::warn!("{}", message(hook.program, &chain(&e)));
+                refused.push(unit);
                 break;
             }
         }
     }
+    let is_refused = |name: &str| refused.iter().any(|u| u.name == name);
+    for fill in plan.map_fills.iter().filter(|f| !is_refused(f.instrumentation)) {
+        let map = ebpf.map_mut(fill.map).unwrap_or_else(|| panic!("{} map in the eBPF object", fill.map));
+        fill.write(map).map_err(|e| environment_error(&format!("filling {}", fill.map), e))?;
+    }
+    // PLAN_* bits a refused instrumentation set on span probes are taken back.
+    let cleared = refused.iter().fold(0, |bits, u| match u.load {
+        Load::MayBeRefused { probe_flags, .. } => bits | probe_flags,
+        Load::Required => bits,
+    });
     let mut probes: Array<&mut MapData, gotel_shared::ProbePlan> =
         Array::try_from(ebpf.map_mut(MAP_PROBES).expect("PROBES map in the eBPF object"))
             .map_err(|e| environment_error("PROBES map", chain(&e)))?;
     for p in &plan.probes {
         let mut kernel_plan = p.kernel_plan();
-        if !injecting {
-            kernel_plan.flags &= !gotel_shared::PLAN_INJECT_CONTEXT;
-        }
+        kernel_plan.flags &= !cleared;
         probes.set(p.id, kernel_plan, 0).map_err(|e| environment_error("filling PROBES", chain(&e)))?;
     }
-    for name in programs {
+    let required = plan
+        .hooks
+        .iter()
+        .filter(|h| {
+            plan.instrumentations.iter().any(|u| u.name == h.instrumentation && matches!(u.load, Load::Required))
+        })
+        .map(|h| h.program);
+    for name in SPAN_PROGRAMS.into_iter().chain(required) {
         let prog: &mut UProbe = ebpf
             .program_mut(name)
             .expect("program in the eBPF object")
             .try_into()
             .map_err(|e: ProgramError| environment_error(name, chain(&e)))?;
+        if prog.fd().is_ok() {
+            continue; // two hooks on one program
+        }
         prog.load().map_err(|e| environment_error(&format!("loading {name} (BPF verifier)"), chain(&e)))?;
     }
-    Ok(Attached { ebpf, uprobes: 0, injecting })
+    Ok(Attached { ebpf, uprobes: 0, refused })
 }
 
 impl Attached {
@@ -166,62 +179,16 @@ impl Attached {
         Ok(())
     }
 
-    /// Attaches every probe of the plan to process `pid`, whose executable is opened as `target`.
+    /// Attaches every probe of the plan to process `pid`, whose executable is opened as `target`:
+    /// the instrumentations' hooks first (goroutine bookkeeping, so goroutines born from now on
+    /// are known), then the span probes, then any extra attach step.
     pub fn attach(&mut self, plan: &Plan, bin: &GoBinary, target: &Path, pid: u32) -> Result<(), Failure> {
-        // Goroutine bookkeeping first, so goroutines born from now on are known.
-        if let Some(h) = &plan.newproc {
-            for &off in &h.ret_offsets {
-                self.attach_one(
-                    "gotel_newproc_return",
-                    bin,
-                    target,
-                    pid,
-                    h.function.entry + off,
-                    COOKIE_NEWPROC_RETURN,
-                )?;
+        for h in &plan.hooks {
+            if self.refused.iter().any(|u| u.name == h.instrumentation) {
+                continue;
             }
-            self.attach_one(
-                "gotel_newproc_entry",
-                bin,
-                target,
-                pid,
-                h.function.entry + h.entry_offset,
-                COOKIE_NEWPROC_ENTRY,
-            )?;
-        }
-        if let Some(inj) = plan.injection.as_ref().filter(|_| self.injecting) {
-            let w = &inj.header_write;
-            for &off in &w.ret_offsets {
-                self.attach_one(
-                    "gotel_header_write_return",
-                    bin,
-                    target,
-                    pid,
-                    w.function.entry + off,
-                    COOKIE_HEADER_WRITE_RETURN,
-                )?;
-            }
-            self.attach_one(
-                "gotel_header_write_entry",
-                bin,
-                target,
-                pid,
-                w.function.entry + w.entry_offset,
-                COOKIE_HEADER_WRITE_ENTRY,
-            )?;
-            let r = &inj.request_write;
-            self.attach_one(
-                "gotel_request_write",
-                bin,
-                target,
-                pid,
-                r.function.entry + r.entry_offset,
-                COOKIE_REQUEST_WRITE,
-            )?;
-        }
-        if let Some(h) = &plan.header_lines {
-            for &off in &h.ret_offsets {
-                self.attach_one("gotel_header_line", bin, target, pid, h.function.entry + off, COOKIE_HEADER_LINE)?;
+            for &off in &h.offsets {
+                self.attach_one(h.program, bin, target, pid, h.function.entry + off, h.cookie)?;
             }
         }
         for p in &plan.probes {
@@ -234,6 +201,11 @@ impl Attached {
                 cookie |= COOKIE_AT_FUNC_START;
             }
             self.attach_one("gotel_entry", bin, target, pid, p.function.entry + p.entry_offset, cookie)?;
+        }
+        for unit in &plan.instrumentations {
+            if let Some(extra) = unit.attach_extra.filter(|_| !self.refused.contains(unit)) {
+                extra(&mut self.ebpf, &AttachTarget { pid, exe: target })?;
+            }
         }
         Ok(())
     }

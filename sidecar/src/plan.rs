@@ -8,7 +8,7 @@ use crate::{
     attributes::{self, AttributePlan, Decode, Limits},
     binary::{disasm, Function, GoBinary},
     exit::Failure,
-    instrumentations::Library,
+    instrumentations::{self, At, HookSpec, Library, MapFill},
     names,
     spec::ProbeSpec,
 };
@@ -39,14 +39,15 @@ pub struct Probe {
     pub library: Option<Library>,
     /// Registers the kernel keeps from entry for reads at return (`Root::Saved`).
     pub save_regs: [u8; 2],
-    /// HTTP client span that hands its context to the request writer (GOTEL_PROPAGATION=inject).
-    pub inject: bool,
+    /// `PLAN_*` bits an instrumentation's set-up adds (`PLAN_INJECT_CONTEXT`: the HTTP client
+    /// span hands its context to the request writer).
+    pub plan_flags: u32,
 }
 
 impl Probe {
     /// Probe number `id` on `function` (whose instructions are `code`): entry after the
     /// stack-check prologue, a return probe on every RET; a user probe (no library, no saved
-    /// registers, no injection) until the caller says otherwise.
+    /// registers, no extra flags) until the caller says otherwise.
     fn new(id: usize, bin: &GoBinary, function: &Function, code: &[u8], attributes: AttributePlan) -> Probe {
         let (prologue, exits) = probe_points(code, function.entry);
         Probe {
@@ -61,7 +62,7 @@ impl Probe {
             attributes,
             library: None,
             save_regs: [gotel_shared::NO_REG; 2],
-            inject: false,
+            plan_flags: 0,
         }
     }
 
@@ -74,40 +75,53 @@ impl Probe {
         }
         plan.nfetches = self.attributes.fetches.len().min(MAX_FETCHES) as u32;
         plan.save_regs = self.save_regs;
-        if self.inject {
-            plan.flags |= gotel_shared::PLAN_INJECT_CONTEXT;
-        }
+        plan.flags |= self.plan_flags;
         plan
     }
 }
 
-/// `runtime.newproc1`: where goroutines are born (g reuse, parent goroutine context).
+/// A helper uprobe of an instrumentation ([`HookSpec`]), resolved in this binary.
 #[derive(Debug)]
-pub struct RuntimeHook {
+pub struct Hook {
+    /// Name of the instrumentation it belongs to.
+    pub instrumentation: &'static str,
+    /// Kernel program.
+    pub program: &'static str,
     pub function: Function,
-    pub entry_offset: u64,
-    pub ret_offsets: Vec<u64>,
+    /// Offsets from the function start: the entry probe point, or every RET.
+    pub offsets: Vec<u64>,
+    /// Attach cookie (`COOKIE_*` bits).
+    pub cookie: u64,
 }
 
-/// Where and how gotel writes `traceparent` into outgoing HTTP/1 requests.
-#[derive(Debug)]
-pub struct Injection {
-    /// `net/http.(*Request).write`: the goroutine about to write a request.
-    pub request_write: RuntimeHook,
-    /// `net/http.Header.writeSubset`: the request's own header lines.
-    pub header_write: RuntimeHook,
-    pub config: gotel_shared::InjectConfig,
+impl Hook {
+    /// `spec` in `bin`; `None` when its function (or the function's code) is not there.
+    pub(crate) fn resolve(bin: &GoBinary, unit: Library, spec: &HookSpec) -> Option<Hook> {
+        let f = bin.function(spec.function)?;
+        let (prologue, rets) = probe_points(bin.code(f)?, f.entry);
+        let offsets = match spec.at {
+            At::Entry => vec![prologue.unwrap_or(0)],
+            At::Returns => rets.return_points(),
+        };
+        Some(Hook {
+            instrumentation: unit.name,
+            program: spec.program,
+            function: f.clone(),
+            offsets,
+            cookie: spec.cookie,
+        })
+    }
 }
 
 #[derive(Debug)]
 pub struct Plan {
     pub probes: Vec<Probe>,
-    pub newproc: Option<RuntimeHook>,
-    /// `net/textproto.(*Reader).readContinuedLineSlice`: raw header lines, for incoming
-    /// `traceparent` (only with HTTP server spans).
-    pub header_lines: Option<RuntimeHook>,
-    /// Outgoing `traceparent` (GOTEL_PROPAGATION=inject).
-    pub injection: Option<Injection>,
+    /// Helper uprobes of the instrumentations in use, in attach order.
+    pub hooks: Vec<Hook>,
+    /// Kernel map values the instrumentations in use need.
+    pub map_fills: Vec<MapFill>,
+    /// Instrumentations in use beyond plain span probes (those with hooks or extra attach steps).
+    pub instrumentations: Vec<Library>,
     /// Things worth telling the user that do not stop tracing (float parameters skipped...).
     pub warnings: Vec<String>,
 }
@@ -196,7 +210,7 @@ pub fn build(
 
     // Built-in instrumentations the binary contains, unless the user probes that function.
     for &lib in libraries {
-        let Some(function) = bin.function(lib.symbol()) else { continue };
+        let Some(function) = lib.symbol().and_then(|s| bin.function(s)) else { continue };
         if probes.iter().any(|p| p.function.name == function.name) {
             warnings.push(format!(
                 "{}: your probe on {} replaces the built-in {} spans",
@@ -207,7 +221,7 @@ pub fn build(
             continue;
         }
         let Some(code) = bin.code(function) else { continue };
-        match crate::instrumentations::plan(bin, lib, limits) {
+        match instrumentations::plan(bin, lib, limits) {
             Ok((attributes, save_regs)) => probes.push(Probe {
                 library: Some(lib),
                 save_regs,
@@ -231,53 +245,6 @@ pub fn build(
         return Err(Failure::config(format!("more than {MAX_PROBES} functions to trace: narrow the globs")));
     }
 
-    let hook = |name: &str| {
-        bin.function(name).and_then(|f| {
-            let (prologue, exits) = probe_points(bin.code(f)?, f.entry);
-            Some(RuntimeHook {
-                function: f.clone(),
-                entry_offset: prologue.unwrap_or(0),
-                ret_offsets: exits.return_points(),
-            })
-        })
-    };
-    let newproc = hook("runtime.newproc1");
-    let header_lines = if probes.iter().any(|p| p.library == Some(Library::HttpServer)) {
-        hook("net/textproto.(*Reader).readContinuedLineSlice")
-    } else {
-        None
-    };
-    if newproc.is_none() {
-        warnings.push(
-            "runtime.newproc1 not found: spans in new goroutines will not get their spawning call as parent".into(),
-        );
-    }
-    let mut injection = None;
-    let inject = inject
-        && match crate::instrumentations::lockdown_refusal() {
-            Some(why) => {
-                warnings.push(why);
-                false
-            }
-            None => true,
-        };
-    if inject {
-        let client = probes.iter_mut().find(|p| p.library == Some(Library::HttpClient));
-        let parts = (
-            hook("net/http.(*Request).write"),
-            hook("net/http.Header.writeSubset"),
-            crate::instrumentations::bufio_writer_offsets(bin),
-        );
-        match (client, parts) {
-            (Some(client), (Some(request_write), Some(header_write), Some(config))) => {
-                client.inject = true;
-                client.save_regs[0] = gotel_shared::REG_RBX; // roundTrip(t *Transport, req *Request)
-                injection = Some(Injection { request_write, header_write, config });
-            }
-            _ => warnings.push(
-                "GOTEL_PROPAGATION=inject: this binary has no HTTP client spans (net/http client, bufio.Writer layout); nothing will be injected".into(),
-            ),
-        }
-    }
-    Ok(Plan { probes, newproc, header_lines, injection, warnings })
+    let (hooks, map_fills, instrumentations) = instrumentations::plan_hooks(bin, &mut probes, inject, &mut warnings);
+    Ok(Plan { probes, hooks, map_fills, instrumentations, warnings })
 }

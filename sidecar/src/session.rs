@@ -399,12 +399,9 @@ fn summary(k: &KernelCounters, f: &SpanFactory, e: Option<&export::ExportStats>)
         unwound_calls_exported_as_errors = f.stats.abandoned,
         unmatched_returns = k.get(Counter::UnmatchedReturn),
         morestack_reentries = k.get(Counter::MorestackReentry),
-        traceparent_adopted = k.get(Counter::TraceparentAdopted),
-        traceparent_invalid = k.get(Counter::TraceparentInvalid),
-        traceparent_injected = k.get(Counter::TraceparentInjected),
-        inject_skipped_present = k.get(Counter::InjectSkippedPresent),
-        inject_skipped_no_room = k.get(Counter::InjectSkippedNoRoom),
         malformed_records = f.stats.malformed_records,
-        "session summary"
+        // The instrumentations' own counters (`traceparent_injected=0 ...`), from the registry.
+        "session summary {}",
+        crate::instrumentations::summary_counters(|c| k.get(c))
     );
 }
