@@ -269,7 +269,9 @@ fn resource() -> opentelemetry_sdk::Resource {
 }
 
 fn pipeline() -> Pipeline {
-    Pipeline::from_env(resource()).expect("pipeline settings").expect("exporting is off: set OTEL_TRACES_EXPORTER=otlp")
+    Pipeline::from_env(resource(), &export::BatchSettings::from_env().expect("OTEL_BSP_*"))
+        .expect("pipeline settings")
+        .expect("exporting is off: set OTEL_TRACES_EXPORTER=otlp")
 }
 
 /// Records -> SpanData on this thread only.

@@ -207,8 +207,8 @@ fn otlp_exporter() -> Result<opentelemetry_otlp::SpanExporter, Failure> {
 }
 
 impl Pipeline {
-    /// From the environment. `Ok(None)` when exporting is off (`none`, OTEL_SDK_DISABLED).
-    pub fn from_env(resource: Resource) -> Result<Option<Pipeline>, Failure> {
+    /// The exporter from the environment. `Ok(None)` when exporting is off (`none`, OTEL_SDK_DISABLED).
+    pub fn from_env(resource: Resource, batch: &BatchSettings) -> Result<Option<Pipeline>, Failure> {
         if env("OTEL_SDK_DISABLED").is_some_and(|v| v.eq_ignore_ascii_case("true")) {
             return Ok(None);
         }
@@ -224,7 +224,7 @@ impl Pipeline {
             }
         };
         exporter.set_resource(&resource);
-        Ok(Some(Pipeline::start(exporter, BatchSettings::from_env()?)))
+        Ok(Some(Pipeline::start(exporter, batch.clone())))
     }
 }
 
