@@ -152,10 +152,13 @@ fn scrape(addr: SocketAddr) -> Result<BTreeMap<String, f64>> {
         .collect())
 }
 
+/// One scrape of `/metrics`: when, and each series' value.
+type Sample = (Instant, BTreeMap<String, f64>);
+
 /// Scrapes `/metrics` every 100 ms in the background and keeps every sample.
 struct Scraper {
     stop: Arc<AtomicBool>,
-    samples: Arc<Mutex<Vec<(Instant, BTreeMap<String, f64>)>>>,
+    samples: Arc<Mutex<Vec<Sample>>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
@@ -294,6 +297,7 @@ fn gotel_none(probes: &str) -> Command {
 
 #[test]
 fn bad_target_not_a_go_program() {
+    gotel_e2e::require!(Root, Go);
     require_environment().unwrap();
     let dir = tempdir();
     // Launch mode.
@@ -316,6 +320,7 @@ fn bad_target_not_a_go_program() {
 
 #[test]
 fn bad_target_not_a_program() {
+    gotel_e2e::require!(Root, Go);
     require_environment().unwrap();
     let dir = tempdir();
     let real = std::fs::read(stress_bin()).unwrap();
@@ -343,6 +348,7 @@ fn bad_target_not_a_program() {
 // build info (`go1.X.Y` -> `go1.16.Y`, same length) to drive gotel's version check instead.
 #[test]
 fn bad_target_go_too_old_simulated() {
+    gotel_e2e::require!(Root, Go);
     require_environment().unwrap();
     let dir = tempdir();
     let mut bytes = std::fs::read(stress_bin()).unwrap();
@@ -373,6 +379,7 @@ fn bad_target_go_too_old_simulated() {
 
 #[test]
 fn bad_config_unknown_symbol_lists_closest() {
+    gotel_e2e::require!(Root, Go);
     require_environment().unwrap();
     let dir = tempdir();
     let bin = private_copy(&stress_bin(), dir.path()).unwrap();
@@ -384,6 +391,7 @@ fn bad_config_unknown_symbol_lists_closest() {
 
 #[test]
 fn bad_config_malformed_probes_show_position() {
+    gotel_e2e::require!(Root, Go);
     require_environment().unwrap();
     let dir = tempdir();
     let bin = private_copy(&stress_bin(), dir.path()).unwrap();
@@ -415,6 +423,7 @@ fn bad_config_malformed_probes_show_position() {
 
 #[test]
 fn bad_config_unknown_parameter_and_field() {
+    gotel_e2e::require!(Root, Go);
     require_environment().unwrap();
     let dir = tempdir();
     let bin = private_copy(&stress_bin(), dir.path()).unwrap();
@@ -431,6 +440,7 @@ fn bad_config_unknown_parameter_and_field() {
 
 #[test]
 fn bad_config_settings_and_missing_target() {
+    gotel_e2e::require!(Root, Go);
     require_environment().unwrap();
     let dir = tempdir();
     let bin = private_copy(&stress_bin(), dir.path()).unwrap();
@@ -464,6 +474,7 @@ fn bad_config_settings_and_missing_target() {
 /// (Regression: these were once checked only after the launched program had been released.)
 #[test]
 fn bad_config_exporter_checked_before_target_runs() {
+    gotel_e2e::require!(Root, Go);
     require_environment().unwrap();
     let dir = tempdir();
     let bin = private_copy(&stress_bin(), dir.path()).unwrap();
@@ -501,6 +512,7 @@ fn as_nobody(cmd: Command) -> Command {
 
 #[test]
 fn no_capability_nonroot() {
+    gotel_e2e::require!(Root, Go);
     require_environment().unwrap();
     assert!(Path::new("/usr/bin/setpriv").exists() || which("setpriv"), "setpriv (util-linux) is needed for this test");
     let dir = tempdir();
@@ -539,6 +551,7 @@ fn which(p: &str) -> bool {
 
 #[test]
 fn no_capability_root_without_sys_admin() {
+    gotel_e2e::require!(Root, Go);
     require_environment().unwrap();
     assert!(which("capsh"), "capsh (libcap2-bin) is needed for this test");
     let dir = tempdir();
@@ -579,6 +592,7 @@ fn launch(export: &Export, bin: &Path, args: &[&str], extra_env: &[(&str, &str)]
 /// The collector is down when gotel starts and comes up 2 s later: every span is delivered.
 #[test]
 fn collector_down_at_start_then_up() {
+    gotel_e2e::require!(Root, Go);
     require_environment().unwrap();
     let dir = tempdir();
     let bin = private_copy(&stress_bin(), dir.path()).unwrap();
@@ -617,6 +631,7 @@ fn collector_down_at_start_then_up() {
 /// The collector dies mid-run (SIGKILL) and comes back 2 s later on the same port.
 #[test]
 fn collector_down_mid_run_and_back() {
+    gotel_e2e::require!(Root, Go);
     require_environment().unwrap();
     let dir = tempdir();
     let bin = private_copy(&stress_bin(), dir.path()).unwrap();
@@ -659,6 +674,7 @@ fn collector_down_mid_run_and_back() {
 /// one periodic log line (not one per span) and in the summary.
 #[test]
 fn queue_overflow_is_counted_and_reported() {
+    gotel_e2e::require!(Root, Go);
     require_environment().unwrap();
     let dir = tempdir();
     let bin = private_copy(&stress_bin(), dir.path()).unwrap();
@@ -698,7 +714,7 @@ fn queue_overflow_is_counted_and_reported() {
     // While running, /metrics showed the drops.
     let dropped = scraper.series("gotel_spans_dropped_queue_full_total");
     assert!(dropped.iter().any(|v| *v > 10_000.0), "/metrics never showed the drops: {dropped:?}");
-    assert!(scraper.series("gotel_attached").iter().any(|v| *v == 1.0));
+    assert!(scraper.series("gotel_attached").contains(&1.0));
     // One loss line per 10 s interval, never one per span.
     let loss_lines = stderr.lines().filter(|l| l.contains("data lost so far")).count();
     assert!((1..=3).contains(&loss_lines), "expected 1-3 periodic loss lines, got {loss_lines}:\n{stderr}");
@@ -710,6 +726,7 @@ fn queue_overflow_is_counted_and_reported() {
 /// (Regression: the spans queued at the deadline were once logged as lost but counted nowhere.)
 #[test]
 fn shutdown_deadline_losses_are_counted() {
+    gotel_e2e::require!(Root, Go);
     require_environment().unwrap();
     let dir = tempdir();
     let bin = private_copy(&stress_bin(), dir.path()).unwrap();
@@ -757,6 +774,7 @@ fn follow_exe(dir: &Path, bin: &Path, env: &[(&str, &str)]) -> (Sink, Proc, Path
 /// next attach by 3-6 s.)
 #[test]
 fn exe_follows_restart() {
+    gotel_e2e::require!(Root, Go);
     require_environment().unwrap();
     let dir = tempdir();
     let bin = private_copy(&stress_bin(), dir.path()).unwrap();
@@ -838,6 +856,7 @@ fn exe_follows_restart() {
 /// (Regression: gotel exited 3, "No such process", when the target died during attach.)
 #[test]
 fn exe_survives_processes_that_die_while_attaching() {
+    gotel_e2e::require!(Root, Go);
     require_environment().unwrap();
     let dir = tempdir();
     let bin = private_copy(&stress_bin(), dir.path()).unwrap();
@@ -877,6 +896,7 @@ fn exe_survives_processes_that_die_while_attaching() {
 /// and the export batch (`OTEL_BSP_SCHEDULE_DELAY=5000`): all of them are exported.
 #[test]
 fn target_exits_with_events_in_flight() {
+    gotel_e2e::require!(Root, Go);
     require_environment().unwrap();
     for by_pid in [false, true] {
         let dir = tempdir();
@@ -941,6 +961,7 @@ fn target_exits_with_events_in_flight() {
 /// and over http/protobuf, and loses nothing. The sink here accepts 64 KiB (about 300 spans).
 #[test]
 fn oversized_batches_are_split_for_the_collector() {
+    gotel_e2e::require!(Root, Go);
     require_environment().unwrap();
     for grpc in [true, false] {
         let dir = tempdir();
@@ -1097,6 +1118,7 @@ fn assert_exact(r: &StressRun, label: &str) {
 
 #[test]
 fn stress_10k_goroutines_bounded_map() {
+    gotel_e2e::require!(Root, Go);
     let r = stress_run(&["-mode", "goroutines", "-n", "10000", "-peak-ms", "2500"], &[], 16384);
     assert_exact(&r, "10k goroutines");
     // The map showed the 10k goroutines inside gate() at once, and emptied afterwards.
@@ -1110,6 +1132,7 @@ fn stress_10k_goroutines_bounded_map() {
 /// program is unharmed, and the calls whose state was evicted are counted, not silently lost.
 #[test]
 fn stress_goroutines_over_map_limit() {
+    gotel_e2e::require!(Root, Go);
     let r = stress_run(&["-mode", "goroutines", "-n", "10000", "-peak-ms", "1500"], &[], 1024);
     let s = &r.summary;
     let peak = r.tracked_during.iter().cloned().fold(0.0, f64::max);
@@ -1124,6 +1147,7 @@ fn stress_goroutines_over_map_limit() {
 
 #[test]
 fn stress_deep_stacks_panics_goexit() {
+    gotel_e2e::require!(Root, Go);
     let r = stress_run(&["-mode", "deep,panic,goexit"], &[], 16384);
     assert_exact(&r, "deep/panic/goexit");
     // The workload did unwind calls (panics, Goexit): all of them are spans too (assert_exact).
@@ -1134,6 +1158,7 @@ fn stress_deep_stacks_panics_goexit() {
 
 #[test]
 fn stress_heavy_gc_and_migration() {
+    gotel_e2e::require!(Root, Go);
     let r = stress_run(&["-mode", "gc,migrate"], &[("GOGC", "1"), ("GOMAXPROCS", "4")], 16384);
     assert_exact(&r, "gc/migrate");
     // Goroutines did migrate: hop spans ran on more than one thread.

@@ -202,7 +202,7 @@ async fn session(
                 let export = pipeline.as_ref().map(|p| &*p.stats);
                 metrics.publish(&counters, &factory.stats, export, Some(attached.goroutines_tracked() as u64));
                 ticks += 1;
-                if ticks % 10 == 0 {
+                if ticks.is_multiple_of(10) {
                     last_reported = report_losses(&counters, &factory, pipeline.as_ref(), last_reported);
                 }
             }

@@ -138,7 +138,8 @@ impl SpanExporter for ConsoleExporter {
 }
 
 enum AnyExporter {
-    Otlp(opentelemetry_otlp::SpanExporter),
+    // Boxed: the OTLP exporter is 40 times the size of the console one.
+    Otlp(Box<opentelemetry_otlp::SpanExporter>),
     Console(ConsoleExporter),
 }
 
@@ -214,7 +215,7 @@ impl Pipeline {
         }
         let kind = env("OTEL_TRACES_EXPORTER").unwrap_or_else(|| "otlp".into());
         let mut exporter = match kind.split(',').next().unwrap_or("otlp").trim() {
-            "otlp" => AnyExporter::Otlp(otlp_exporter()?),
+            "otlp" => AnyExporter::Otlp(Box::new(otlp_exporter()?)),
             "console" | "logging" => AnyExporter::Console(ConsoleExporter::default()),
             "none" => return Ok(None),
             other => {
