@@ -14,6 +14,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use serde::Deserialize;
 
 pub mod check;
+pub mod hardening;
 pub mod sink;
 pub mod toolchains;
 
