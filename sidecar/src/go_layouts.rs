@@ -225,7 +225,6 @@ mod tests {
     #[test]
     fn table_matches_dwarf_of_every_installed_go() {
         let table = table();
-        let mut releases = Vec::new();
         for go in go_matrix() {
             let built = build_go(&go, "layouts", &["-ldflags=-compressdwarf=false"]);
             let bin = crate::binary::GoBinary::open(&built.path).unwrap();
@@ -235,9 +234,9 @@ mod tests {
                 panic!("{release} ({}) is not in go_layouts.json: run tools/gen-go-layouts.sh", go.display())
             });
             assert_eq!(listed, &actual, "{release}: go_layouts.json differs from the compiler's DWARF");
-            releases.push(release);
         }
-        assert!(releases.len() >= 2, "only {releases:?} checked");
+        // go_matrix() named the listed toolchains that are missing (a failure under
+        // GOTEL_TEST_REQUIRE_ALL=1, as tools/test.sh runs it).
     }
 
     /// The synthetic DWARF gives the HTTP specs the same fetches as the real DWARF.
