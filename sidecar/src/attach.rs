@@ -51,7 +51,9 @@ impl KernelCounters {
     }
 }
 
-pub struct Settings {
+/// Sizes of the kernel maps, from `config::Settings`.
+#[derive(Clone, Copy, Debug)]
+pub struct MapSizes {
     pub max_goroutines: u32,
     pub ring_buffer_bytes: u32,
 }
@@ -85,7 +87,7 @@ fn chain(e: &dyn std::error::Error) -> String {
     s
 }
 
-pub fn load(plan: &Plan, settings: &Settings) -> Result<Attached, Failure> {
+pub fn load(plan: &Plan, settings: &MapSizes) -> Result<Attached, Failure> {
     raise_limits();
     let ring = settings.ring_buffer_bytes.max(4096).next_power_of_two();
     let mut ebpf = EbpfLoader::new()

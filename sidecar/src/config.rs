@@ -1,12 +1,21 @@
 //! Command line and environment. Every option has a `GOTEL_*` environment fallback so the
 //! sidecar can be configured from a compose file alone; OpenTelemetry's own `OTEL_*` variables
 //! are read by `export` with the defaults of the specification.
+//!
+//! [`Settings::resolve`] reads and checks all of it once, when gotel starts: a bad value fails
+//! before gotel launches or touches the target, and the stages after it get values, not
+//! variables to read again (so a session for a restarted `--exe` target sees the same ones).
 use std::{path::PathBuf, time::Duration};
 
 use clap::Parser;
+use opentelemetry_sdk::trace::Sampler;
 
 use crate::{
+    attach::MapSizes,
+    attributes::Limits,
     exit::Failure,
+    export::{self, BatchSettings},
+    instrumentations::{self, Library},
     spec::{self, ProbeSpec},
 };
 
@@ -134,6 +143,56 @@ impl Cli {
     pub fn drain_interval(&self) -> Duration {
         Duration::from_millis(self.drain_interval_ms.clamp(1, 1000))
     }
+}
+
+/// Everything the command line and the environment asked for, resolved and checked.
+#[derive(Debug)]
+pub struct Settings {
+    pub target: Target,
+    pub specs: Vec<ProbeSpec>,
+    /// `OTEL_SPAN_ATTRIBUTE_*_LIMIT`.
+    pub limits: Limits,
+    /// `GOTEL_LIBRARIES`.
+    pub libraries: Vec<Library>,
+    /// `GOTEL_PROPAGATION=inject`.
+    pub inject: bool,
+    /// `OTEL_TRACES_SAMPLER(_ARG)`.
+    pub sampler: Sampler,
+    /// `OTEL_BSP_*`.
+    pub batch: BatchSettings,
+    /// Sizes of the kernel maps (`GOTEL_MAX_GOROUTINES`, `GOTEL_RING_BUFFER_BYTES`).
+    pub maps: MapSizes,
+    pub drain_interval: Duration,
+    pub ready_file: Option<PathBuf>,
+    pub metrics_addr: Option<String>,
+}
+
+impl Settings {
+    /// The exporter itself (`OTEL_TRACES_EXPORTER`, `OTEL_EXPORTER_OTLP_*`) is still built per
+    /// session by `export::Pipeline`, since its resource names the traced process.
+    pub fn resolve(cli: &Cli) -> Result<Settings, Failure> {
+        Ok(Settings {
+            target: cli.target()?,
+            specs: cli.probe_specs()?,
+            limits: limits()?,
+            libraries: instrumentations::libraries_from_env()?,
+            inject: instrumentations::inject_from_env()?,
+            sampler: export::sampler_from_env()?,
+            batch: BatchSettings::from_env()?,
+            maps: MapSizes { max_goroutines: cli.max_goroutines, ring_buffer_bytes: cli.ring_buffer_bytes },
+            drain_interval: cli.drain_interval(),
+            ready_file: cli.ready_file.clone(),
+            metrics_addr: cli.metrics_addr.clone(),
+        })
+    }
+}
+
+pub fn limits() -> Result<Limits, Failure> {
+    Ok(Limits {
+        max_string: (export::env_u64("OTEL_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT", 128)? as usize)
+            .min(gotel_shared::MAX_STR),
+        max_attributes: export::env_u64("OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT", 128)? as usize,
+    })
 }
 
 #[cfg(test)]

@@ -176,7 +176,7 @@ pub fn list_command(cli: &Cli) -> Result<String, Failure> {
             .ok_or_else(|| Failure::target(format!("cannot find {}: no such file (looked in PATH)", cmd[0])))?,
     };
     let bin = GoBinary::open(&path).map_err(Failure::target)?;
-    Ok(list(&bin, &specs, &crate::session::limits()?))
+    Ok(list(&bin, &specs, &crate::config::limits()?))
 }
 
 /// The text `--list` prints: one line per function (name, entry probe offset, return points,

@@ -1,5 +1,5 @@
 use super::*;
-use crate::dwarf::testutil::{build_go, go_matrix, load_dwarf};
+use crate::dwarf::testutil::{build_go, default_go, go_matrix, load_dwarf};
 
 #[test]
 fn releases_are_cut_from_versions() {
@@ -79,14 +79,16 @@ fn table_matches_dwarf_of_every_installed_go() {
         assert_eq!(listed, &actual, "{release}: go_layouts.json differs from the compiler's DWARF");
         releases.push(release);
     }
-    assert!(releases.len() >= 2, "only {releases:?} checked");
+    // go_matrix() named the listed toolchains that are missing (a failure under
+    // GOTEL_TEST_REQUIRE_ALL=1, as tools/test.sh runs it).
 }
 
 /// The synthetic DWARF gives the instrumentations' specs the same fetches as the real DWARF.
 #[test]
 fn synthetic_dwarf_plans_like_real_dwarf() {
     use crate::attributes::{plan_function, Limits};
-    let built = build_go(&go_matrix()[0], "layouts", &["-ldflags=-compressdwarf=false"]);
+    let Some(go) = default_go() else { return };
+    let built = build_go(&go, "layouts", &["-ldflags=-compressdwarf=false"]);
     let real = load_dwarf(&built.path).expect("DWARF");
     let fake = synthetic_dwarf(&from_dwarf(&real, None).unwrap());
     let limits = Limits::default();
