@@ -25,7 +25,7 @@ fn main() -> ExitCode {
     ExitCode::SUCCESS
 }
 
-fn add(table: &mut go_layouts::Table, path: &PathBuf) -> Result<(), String> {
+fn add(table: &mut go_layouts::Table, path: &std::path::Path) -> Result<(), String> {
     let bin = GoBinary::open(path).map_err(|e| e.to_string())?;
     let version = bin.build.go_version.clone().ok_or("no Go build info")?;
     let release = go_layouts::release_of(&version).ok_or_else(|| format!("unusable Go version {version:?}"))?;
