@@ -24,6 +24,7 @@ use crate::{
     binary::GoBinary,
     exit::Failure,
     plan::{Plan, MAX_PROBES},
+    uprobe_multi,
 };
 
 /// The compiled kernel programs, built by build.rs.
@@ -35,6 +36,10 @@ pub struct Attached {
     pub uprobes: usize,
     /// The header-injection programs loaded (GOTEL_PROPAGATION=inject and the kernel allows it).
     pub injecting: bool,
+    // uprobe_multi (uprobe_multi.rs): copies of the programs for multi links, or why not.
+    multi: Result<uprobe_multi::MultiPrograms, String>,
+    pending: uprobe_multi::Points,
+    links: Option<uprobe_multi::MultiLinks>,
 }
 
 /// Kernel counters, summed over CPUs.
@@ -101,7 +106,7 @@ pub fn load(plan: &Plan, settings: &Settings) -> Result<Attached, Failure> {
                 .map_err(|e| environment_error("INJECT_CONFIG map", chain(&e)))?;
         cfg.set(0, inj.config, 0).map_err(|e| environment_error("filling INJECT_CONFIG", chain(&e)))?;
         injecting = true;
-        for name in ["gotel_request_write", "gotel_header_write_entry", "gotel_header_write_return"] {
+        for &name in INJECTION_PROGRAMS {
             let prog: &mut UProbe = ebpf.program_mut(name).expect("program").try_into().expect("uprobe");
             if let Err(e) = prog.load() {
                 let text = chain(&e);
@@ -137,8 +142,19 @@ pub fn load(plan: &Plan, settings: &Settings) -> Result<Attached, Failure> {
             .map_err(|e: ProgramError| environment_error(name, chain(&e)))?;
         prog.load().map_err(|e| environment_error(&format!("loading {name} (BPF verifier)"), chain(&e)))?;
     }
-    Ok(Attached { ebpf, uprobes: 0, injecting })
+    // uprobe_multi: a second copy of each program, loaded for multi links (uprobe_multi.rs).
+    let mode = uprobe_multi::Mode::from_env().map_err(Failure::config)?;
+    let multi = match uprobe_multi::unavailable_reason(mode, aya::util::KernelVersion::current().ok()) {
+        Some(reason) => Err(reason),
+        None => {
+            let loaded: Vec<&str> = programs.iter().copied().chain(if injecting { INJECTION_PROGRAMS } else { &[] }.iter().copied()).collect();
+            uprobe_multi::MultiPrograms::load(&ebpf, EBPF_OBJECT, &loaded)
+        }
+    };
+    Ok(Attached { ebpf, uprobes: 0, injecting, multi, pending: Default::default(), links: None })
 }
+
+const INJECTION_PROGRAMS: &[&str] = &["gotel_request_write", "gotel_header_write_entry", "gotel_header_write_return"];
 
 impl Attached {
     fn attach_one(
@@ -153,6 +169,47 @@ impl Attached {
         let offset = bin
             .file_offset(vaddr)
             .ok_or_else(|| Failure::target(format!("{:#x} is not in a loadable segment of {}", vaddr, bin.path)))?;
+        // uprobe_multi: collect; `attach_pending` attaches them all.
+        let _ = (target, pid);
+        self.pending.push(program, offset, cookie);
+        Ok(())
+    }
+
+    /// Attaches the collected uprobes: as uprobe_multi links when the kernel allows, else (or
+    /// when a link fails) one perf-event uprobe each, in the order they were collected.
+    fn attach_pending(&mut self, target: &Path, pid: u32) -> Result<(), Failure> {
+        let points = std::mem::take(&mut self.pending);
+        let reason = match &self.multi {
+            Ok(programs) => match programs.attach(target, pid, &points) {
+                Ok(links) => {
+                    self.uprobes += links.uprobes;
+                    self.links = Some(links);
+                    return Ok(());
+                }
+                Err(e) => e,
+            },
+            Err(reason) => reason.clone(),
+        };
+        let warning = uprobe_multi::slow_detach_warning(&reason, points.len());
+        if points.len() as u32 * uprobe_multi::PERF_EVENT_DETACH_PER_UPROBE.as_millis() as u32 > 5000 {
+            tracing::warn!("{warning}");
+        } else {
+            tracing::info!("{warning}");
+        }
+        for (program, offset, cookie) in points.iter() {
+            self.attach_perf_event(program, target, pid, offset, cookie)?;
+        }
+        Ok(())
+    }
+
+    fn attach_perf_event(
+        &mut self,
+        program: &'static str,
+        target: &Path,
+        pid: u32,
+        offset: u64,
+        cookie: u64,
+    ) -> Result<(), Failure> {
         let prog: &mut UProbe = self.ebpf.program_mut(program).expect("program").try_into().expect("uprobe");
         let scope = UProbeScope::OneProcess(NonZeroU32::new(pid).expect("pid > 0"));
         let point = UProbeAttachPoint { location: UProbeAttachLocation::AbsoluteOffset(offset), cookie: Some(cookie) };
@@ -232,14 +289,16 @@ impl Attached {
             }
             self.attach_one("gotel_entry", bin, target, pid, p.function.entry + p.entry_offset, cookie)?;
         }
-        Ok(())
+        self.attach_pending(target, pid) // uprobe_multi
+
     }
 
-    /// Detaches every probe. Each uprobe removal waits for the kernel to quiesce (0.1 to 0.25 s
-    /// on these VMs, serialized by the kernel: closing from several threads was measured to gain
-    /// nothing), so callers flush spans before detaching. uprobe_multi links (kernel 6.6+) would
-    /// remove them in one go but aya 0.14 cannot attach them.
+    /// Detaches every probe: uprobe_multi links in well under a second; perf-event uprobes (the
+    /// fallback) one at a time, each waiting for the kernel to quiesce (0.1 to 0.25 s on these
+    /// VMs, serialized by the kernel: closing from several threads was measured to gain
+    /// nothing), so callers flush spans before detaching.
     pub fn detach(self) {
+        drop(self.links); // uprobe_multi: every multi-linked uprobe at once
         drop(self.ebpf);
     }
 
