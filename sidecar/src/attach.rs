@@ -161,8 +161,8 @@ impl Attached {
         &mut self,
         program: &'static str,
         bin: &GoBinary,
-        target: &Path,
-        pid: u32,
+        _target: &Path, // uprobe_multi: used by attach_pending
+        _pid: u32,
         vaddr: u64,
         cookie: u64,
     ) -> Result<(), Failure> {
@@ -170,7 +170,6 @@ impl Attached {
             .file_offset(vaddr)
             .ok_or_else(|| Failure::target(format!("{:#x} is not in a loadable segment of {}", vaddr, bin.path)))?;
         // uprobe_multi: collect; `attach_pending` attaches them all.
-        let _ = (target, pid);
         self.pending.push(program, offset, cookie);
         Ok(())
     }
@@ -179,11 +178,14 @@ impl Attached {
     /// when a link fails) one perf-event uprobe each, in the order they were collected.
     fn attach_pending(&mut self, target: &Path, pid: u32) -> Result<(), Failure> {
         let points = std::mem::take(&mut self.pending);
+        let started = std::time::Instant::now();
         let reason = match &self.multi {
             Ok(programs) => match programs.attach(target, pid, &points) {
                 Ok(links) => {
                     self.uprobes += links.uprobes;
                     self.links = Some(links);
+                    let ms = started.elapsed().as_secs_f64() * 1e3;
+                    tracing::info!(uprobes = points.len(), ms, "uprobes attached as uprobe_multi links");
                     return Ok(());
                 }
                 Err(e) => e,
@@ -199,6 +201,8 @@ impl Attached {
         for (program, offset, cookie) in points.iter() {
             self.attach_perf_event(program, target, pid, offset, cookie)?;
         }
+        let ms = started.elapsed().as_secs_f64() * 1e3;
+        tracing::info!(uprobes = points.len(), ms, "uprobes attached as perf events");
         Ok(())
     }
 

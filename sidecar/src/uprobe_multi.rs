@@ -163,9 +163,13 @@ pub struct MultiLinks {
     pub uprobes: usize,
 }
 
-impl MultiLinks {
-    pub fn detach(self) {
-        drop(self.links);
+impl Drop for MultiLinks {
+    /// Entry links first (the reverse of attaching), so no call starts being tracked whose
+    /// return would go unseen.
+    fn drop(&mut self) {
+        while let Some(link) = self.links.pop() {
+            drop(link);
+        }
     }
 }
 
@@ -214,7 +218,15 @@ impl MultiPrograms {
         for &name in names {
             let prog = obj.programs.get(name).ok_or_else(|| format!("no program {name} in the eBPF object"))?;
             let function = &obj.functions[&prog.function_key()];
-            let fd = load_program(name, &function.instructions, &prog.license, prog.kernel_version)?;
+            // The kernel wants BTF function info for programs with bpf-to-bpf calls: reuse the
+            // BTF object aya loaded for its copy (same type ids: aya-obj sanitizes in place).
+            let btf_id = ebpf
+                .program(name)
+                .and_then(|p| p.info().ok())
+                .and_then(|info| info.btf_id())
+                .ok_or_else(|| format!("{name}: aya's copy is not loaded or has no BTF"))?;
+            let btf = btf_fd_by_id(btf_id).map_err(|e| format!("BTF of {name}: {e}"))?;
+            let fd = load_program(name, prog, function, btf.as_fd().as_raw_fd())?;
             programs.push((name.to_string(), fd));
         }
         Ok(MultiPrograms { programs })
@@ -258,7 +270,23 @@ impl MultiPrograms {
     }
 }
 
-fn load_program(name: &str, insns: &[aya_obj::generated::bpf_insn], license: &CString, kernel_version: Option<u32>) -> Result<OwnedFd, String> {
+fn btf_fd_by_id(id: u32) -> io::Result<OwnedFd> {
+    // SAFETY: bpf_attr is plain old data; all-zero is its documented initial state.
+    let mut attr: bpf_attr = unsafe { std::mem::zeroed() };
+    attr.__bindgen_anon_6.__bindgen_anon_1.btf_id = id;
+    // SAFETY: the kernel returns a new descriptor on success.
+    sys_bpf(bpf_cmd::BPF_BTF_GET_FD_BY_ID, &mut attr).map(|fd| unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+fn load_program(
+    name: &str,
+    prog: &aya_obj::Program,
+    function: &aya_obj::Function,
+    btf_fd: RawFd,
+) -> Result<OwnedFd, String> {
+    let insns = &function.instructions;
+    let func_info = function.func_info.func_info_bytes();
+    let line_info = function.line_info.line_info_bytes();
     let load = |log: Option<&mut Vec<u8>>| {
         // SAFETY: bpf_attr is plain old data; all-zero is its documented initial state.
         let mut attr: bpf_attr = unsafe { std::mem::zeroed() };
@@ -269,8 +297,19 @@ fn load_program(name: &str, insns: &[aya_obj::generated::bpf_insn], license: &CS
             p.expected_attach_type = bpf_attach_type::BPF_TRACE_UPROBE_MULTI as u32;
             p.insns = insns.as_ptr() as u64;
             p.insn_cnt = insns.len() as u32;
-            p.license = license.as_ptr() as u64;
-            p.kern_version = kernel_version.unwrap_or(0);
+            p.license = prog.license.as_ptr() as u64;
+            p.kern_version = prog.kernel_version.unwrap_or(0);
+            p.prog_btf_fd = btf_fd as u32;
+            if function.func_info_rec_size > 0 {
+                p.func_info = func_info.as_ptr() as u64;
+                p.func_info_cnt = function.func_info.func_info.len() as u32;
+                p.func_info_rec_size = function.func_info_rec_size as u32;
+            }
+            if function.line_info_rec_size > 0 {
+                p.line_info = line_info.as_ptr() as u64;
+                p.line_info_cnt = function.line_info.line_info.len() as u32;
+                p.line_info_rec_size = function.line_info_rec_size as u32;
+            }
             // The kernel keeps 15 bytes of a name (as aya does): gotel_newproc_en...
             for (dst, src) in p.prog_name.iter_mut().zip(name.bytes().take(15)) {
                 *dst = src as _;
