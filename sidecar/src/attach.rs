@@ -147,7 +147,11 @@ pub fn load(plan: &Plan, settings: &Settings) -> Result<Attached, Failure> {
     let multi = match uprobe_multi::unavailable_reason(mode, aya::util::KernelVersion::current().ok()) {
         Some(reason) => Err(reason),
         None => {
-            let loaded: Vec<&str> = programs.iter().copied().chain(if injecting { INJECTION_PROGRAMS } else { &[] }.iter().copied()).collect();
+            let loaded: Vec<&str> = programs
+                .iter()
+                .copied()
+                .chain(if injecting { INJECTION_PROGRAMS } else { &[] }.iter().copied())
+                .collect();
             uprobe_multi::MultiPrograms::load(&ebpf, EBPF_OBJECT, &loaded)
         }
     };
@@ -294,7 +298,6 @@ impl Attached {
             self.attach_one("gotel_entry", bin, target, pid, p.function.entry + p.entry_offset, cookie)?;
         }
         self.attach_pending(target, pid) // uprobe_multi
-
     }
 
     /// Detaches every probe: uprobe_multi links in well under a second; perf-event uprobes (the

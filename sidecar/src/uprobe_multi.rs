@@ -187,11 +187,36 @@ fn sys_bpf(cmd: bpf_cmd, attr: &mut bpf_attr) -> io::Result<RawFd> {
 /// The descriptor of a map aya created (every variant holds its MapData).
 fn map_fd(map: &Map) -> RawFd {
     use Map::*;
-    let (Array(d) | ArrayOfMaps(d) | BloomFilter(d) | CgroupArray(d) | CgroupStorage(d) | CgrpStorage(d)
-    | CpuMap(d) | DevMap(d) | DevMapHash(d) | HashMap(d) | HashOfMaps(d) | InodeStorage(d) | LpmTrie(d)
-    | LruHashMap(d) | PerCpuArray(d) | PerCpuCgroupStorage(d) | PerCpuHashMap(d) | PerCpuLruHashMap(d)
-    | PerfEventArray(d) | ProgramArray(d) | Queue(d) | ReusePortSockArray(d) | RingBuf(d) | SockHash(d)
-    | SockMap(d) | SkStorage(d) | Stack(d) | StackTraceMap(d) | Unsupported(d) | XskMap(d)) = map;
+    let (Array(d)
+    | ArrayOfMaps(d)
+    | BloomFilter(d)
+    | CgroupArray(d)
+    | CgroupStorage(d)
+    | CgrpStorage(d)
+    | CpuMap(d)
+    | DevMap(d)
+    | DevMapHash(d)
+    | HashMap(d)
+    | HashOfMaps(d)
+    | InodeStorage(d)
+    | LpmTrie(d)
+    | LruHashMap(d)
+    | PerCpuArray(d)
+    | PerCpuCgroupStorage(d)
+    | PerCpuHashMap(d)
+    | PerCpuLruHashMap(d)
+    | PerfEventArray(d)
+    | ProgramArray(d)
+    | Queue(d)
+    | ReusePortSockArray(d)
+    | RingBuf(d)
+    | SockHash(d)
+    | SockMap(d)
+    | SkStorage(d)
+    | Stack(d)
+    | StackTraceMap(d)
+    | Unsupported(d)
+    | XskMap(d)) = map;
     d.fd().as_fd().as_raw_fd()
 }
 
@@ -201,8 +226,8 @@ impl MultiPrograms {
     pub fn load(ebpf: &Ebpf, object: &[u8], names: &[&str]) -> Result<MultiPrograms, String> {
         let mut obj = aya_obj::Object::parse(object).map_err(|e| format!("parsing the eBPF object: {e}"))?;
         if obj.has_btf_relocations() {
-            // aya would apply them with the kernel's BTF; gotel's programs have none (a unit test
-            // keeps it so), and a copy without them could read the wrong fields.
+            // aya would apply them with the kernel's BTF; gotel's programs have none today, and a
+            // copy without them could read the wrong fields: fall back to perf events instead.
             return Err("the eBPF object has CO-RE relocations, which this loader does not apply".into());
         }
         let text_sections: HashSet<usize> = obj.functions.keys().map(|(section, _)| *section).collect();
@@ -237,7 +262,8 @@ impl MultiPrograms {
     /// the program and the kernel's reason.
     pub fn attach(&self, target: &Path, pid: u32, points: &Points) -> Result<MultiLinks, String> {
         use std::os::unix::ffi::OsStrExt;
-        let path = CString::new(target.as_os_str().as_bytes()).map_err(|_| format!("{}: NUL in path", target.display()))?;
+        let path =
+            CString::new(target.as_os_str().as_bytes()).map_err(|_| format!("{}: NUL in path", target.display()))?;
         let mut links = Vec::new();
         for Group { program, offsets, cookies, .. } in points.groups() {
             let fd = self
