@@ -24,6 +24,7 @@ use crate::{
     exit::Failure,
     instrumentations::{AttachTarget, Library, Load},
     plan::{Plan, MAX_PROBES},
+    uprobe_multi,
 };
 
 /// The programs of every span probe (user probes and built-in spans).
@@ -39,6 +40,10 @@ pub struct Attached {
     /// Instrumentations whose programs the kernel refused (`Load::MayBeRefused`): their hooks
     /// are not attached.
     pub refused: Vec<Library>,
+    // uprobe_multi (uprobe_multi.rs): copies of the programs for multi links, or why not.
+    multi: Result<uprobe_multi::MultiPrograms, String>,
+    pending: uprobe_multi::Points,
+    links: Option<uprobe_multi::MultiLinks>,
 }
 
 /// Kernel counters, summed over CPUs.
@@ -155,7 +160,22 @@ pub fn load(plan: &Plan, settings: &MapSizes) -> Result<Attached, Failure> {
         }
         prog.load().map_err(|e| environment_error(&format!("loading {name} (BPF verifier)"), chain(&e)))?;
     }
-    Ok(Attached { ebpf, uprobes: 0, refused })
+    // uprobe_multi: a second copy of each uprobe program the plan uses, loaded for multi links
+    // (uprobe_multi.rs).
+    let mode = uprobe_multi::Mode::from_env().map_err(Failure::config)?;
+    let multi = match uprobe_multi::unavailable_reason(mode, aya::util::KernelVersion::current().ok()) {
+        Some(reason) => Err(reason),
+        None => {
+            let mut loaded: Vec<&str> = SPAN_PROGRAMS.to_vec();
+            for h in plan.hooks.iter().filter(|h| !is_refused(h.instrumentation)) {
+                if !loaded.contains(&h.program) {
+                    loaded.push(h.program);
+                }
+            }
+            uprobe_multi::MultiPrograms::load(&ebpf, EBPF_OBJECT, &loaded)
+        }
+    };
+    Ok(Attached { ebpf, uprobes: 0, refused, multi, pending: Default::default(), links: None })
 }
 
 impl Attached {
@@ -163,14 +183,59 @@ impl Attached {
         &mut self,
         program: &'static str,
         bin: &GoBinary,
-        target: &Path,
-        pid: u32,
+        _target: &Path, // uprobe_multi: used by attach_pending
+        _pid: u32,
         vaddr: u64,
         cookie: u64,
     ) -> Result<(), Failure> {
         let offset = bin
             .file_offset(vaddr)
             .ok_or_else(|| Failure::target(format!("{:#x} is not in a loadable segment of {}", vaddr, bin.path)))?;
+        // uprobe_multi: collect; `attach_pending` attaches them all.
+        self.pending.push(program, offset, cookie);
+        Ok(())
+    }
+
+    /// Attaches the collected uprobes: as uprobe_multi links when the kernel allows, else (or
+    /// when a link fails) one perf-event uprobe each, in the order they were collected.
+    fn attach_pending(&mut self, target: &Path, pid: u32) -> Result<(), Failure> {
+        let points = std::mem::take(&mut self.pending);
+        let started = std::time::Instant::now();
+        let reason = match &self.multi {
+            Ok(programs) => match programs.attach(target, pid, &points) {
+                Ok(links) => {
+                    self.uprobes += links.uprobes;
+                    self.links = Some(links);
+                    let ms = started.elapsed().as_secs_f64() * 1e3;
+                    tracing::info!(uprobes = points.len(), ms, "uprobes attached as uprobe_multi links");
+                    return Ok(());
+                }
+                Err(e) => e,
+            },
+            Err(reason) => reason.clone(),
+        };
+        let warning = uprobe_multi::slow_detach_warning(&reason, points.len());
+        if points.len() as u32 * uprobe_multi::PERF_EVENT_DETACH_PER_UPROBE.as_millis() as u32 > 5000 {
+            tracing::warn!("{warning}");
+        } else {
+            tracing::info!("{warning}");
+        }
+        for (program, offset, cookie) in points.iter() {
+            self.attach_perf_event(program, target, pid, offset, cookie)?;
+        }
+        let ms = started.elapsed().as_secs_f64() * 1e3;
+        tracing::info!(uprobes = points.len(), ms, "uprobes attached as perf events");
+        Ok(())
+    }
+
+    fn attach_perf_event(
+        &mut self,
+        program: &'static str,
+        target: &Path,
+        pid: u32,
+        offset: u64,
+        cookie: u64,
+    ) -> Result<(), Failure> {
         let prog: &mut UProbe = self.ebpf.program_mut(program).expect("program").try_into().expect("uprobe");
         let scope = UProbeScope::OneProcess(NonZeroU32::new(pid).expect("pid > 0"));
         let point = UProbeAttachPoint { location: UProbeAttachLocation::AbsoluteOffset(offset), cookie: Some(cookie) };
@@ -204,6 +269,7 @@ impl Attached {
             }
             self.attach_one("gotel_entry", bin, target, pid, p.function.entry + p.entry_offset, cookie)?;
         }
+        self.attach_pending(target, pid)?; // uprobe_multi
         for unit in &plan.instrumentations {
             if let Some(extra) = unit.attach_extra.filter(|_| !self.refused.contains(unit)) {
                 extra(&mut self.ebpf, &AttachTarget { pid, exe: target })?;
@@ -212,11 +278,19 @@ impl Attached {
         Ok(())
     }
 
-    /// Detaches every probe. Each uprobe removal waits for the kernel to quiesce (0.1 to 0.25 s
-    /// on these VMs, serialized by the kernel: closing from several threads was measured to gain
-    /// nothing), so callers flush spans before detaching. uprobe_multi links (kernel 6.6+) would
-    /// remove them in one go but aya 0.14 cannot attach them.
+    /// Closes the uprobe_multi links now (well under a second). Call it from a thread that is
+    /// not exiting: the kernel removes the breakpoints with a killable lock, so a close made
+    /// while the process exits fails ("leaking uprobe" in dmesg) and leaves the target slowed.
+    pub fn detach_links(&mut self) {
+        drop(self.links.take()); // uprobe_multi
+    }
+
+    /// Detaches every probe: uprobe_multi links in well under a second; perf-event uprobes (the
+    /// fallback) one at a time, each waiting for the kernel to quiesce (0.1 to 0.25 s on these
+    /// VMs, serialized by the kernel: closing from several threads was measured to gain
+    /// nothing), so callers flush spans before detaching.
     pub fn detach(self) {
+        drop(self.links); // uprobe_multi: every multi-linked uprobe at once
         drop(self.ebpf);
     }
 
