@@ -1,5 +1,5 @@
 #!/bin/bash
-# Attach and detach times of gotel's uprobes, uprobe_multi links against perf events (issue 16):
+# Attach and detach times of gotel's uprobes, uprobe_multi links against perf events:
 # the table of BENCHMARKS.md "Attaching and detaching". Runs the ignored e2e test
 # `bench_attach_detach` (e2e/tests/detach.rs) against a generated Go program (four uprobes per
 # function). DETACH_BENCH=mode:counts;... chooses the runs (mode on = uprobe_multi, off = perf

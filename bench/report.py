@@ -329,7 +329,7 @@ def main():
 
     # ---- goals
     if goals:
-        g = ["## Goals of issue 5", "", "| goal | measured | met |", "| --- | --- | --- |"]
+        g = ["## Goals", "", "| goal | measured | met |", "| --- | --- | --- |"]
         g += [f"| {a} | {b} | {'yes' if ok else '**no**'} |" for a, b, ok in goals]
         g.append("")
         # After the header block.

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# gotel benchmarks (issue 5): builds everything they need, runs every measurement and rewrites
+# gotel benchmarks: builds everything they need, runs every measurement and rewrites
 # BENCHMARKS.md (plus bench/loss-vs-rate.svg and the raw results in bench/results/).
 #
 #   bench/run.sh            full run, about 8-12 minutes on 2 cores

@@ -1,4 +1,4 @@
-//! Leaving fast whatever was attached (issue 16 item 1), as root against the real kernel.
+//! Leaving fast whatever was attached, as root against the real kernel.
 //!
 //! The target is a Go program generated here (`write_target`): N `//go:noinline` functions with
 //! three RETs each (four uprobes per function), all called in a hot loop that prints its call rate
