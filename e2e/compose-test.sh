@@ -8,7 +8,7 @@
 # Prints "compose: N passed, M failed" last; exits non-zero on any failure.
 #
 # Env: COMPOSE_EXPECT_JOIN=1  also require one trace across frontend and backend (HTTP spans +
-#                             traceparent injection, issue 7)
+#                             traceparent injection, which the kernel may refuse: README)
 #      COMPOSE_WAIT=150       seconds to wait for the first traced span (attach + export)
 #      COMPOSE_KEEP=1         leave the stack running for inspection
 #      COMPOSE_SKIP_BUILD=1   use the images as they are
@@ -214,7 +214,7 @@ else
   say "decoy check skipped: the traced backend made no spans either"
 fi
 
-# ---- one trace across both services (issue 7; opt-in until HTTP spans exist) -------------------
+# ---- one trace across both services (opt-in: injection depends on the kernel) -----------------
 if [[ "${COMPOSE_EXPECT_JOIN:-}" == 1 ]]; then
   # Each fetchPrice span's trace must also hold the backend's quote for that item.
   joined="$(jq -r '[.data[] | select(([.spans[] | select(.operationName == "main.processOrder")] | length) > 0)
@@ -225,7 +225,7 @@ if [[ "${COMPOSE_EXPECT_JOIN:-}" == 1 ]]; then
       | . as $s | [limit(8; recurse(.references[0]?.spanID as $p | if $p then ($tr.spans[] | select(.spanID == $p)) else empty end))]
       | any(.operationName == "main.fetchPrice")] | (length > 0 and all)' "$TMP/front.json")" = true
 else
-  say "cross-service joining not checked (set COMPOSE_EXPECT_JOIN=1 once HTTP spans and injection exist)"
+  say "cross-service joining not checked (set COMPOSE_EXPECT_JOIN=1 where the kernel allows traceparent injection)"
 fi
 
 teardown
