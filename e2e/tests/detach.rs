@@ -140,6 +140,7 @@ fn attach_and_leave(
 
 #[test]
 fn sigterm_with_thousands_of_uprobes_exits_in_seconds() {
+    gotel_e2e::require!(Root, Go);
     require_environment().unwrap();
     let dir = tempfile::tempdir().unwrap();
     let sink = Sink::start(Path::new(SINK), dir.path()).unwrap();
@@ -176,6 +177,7 @@ fn sigterm_with_thousands_of_uprobes_exits_in_seconds() {
 #[test]
 #[ignore = "benchmark: bench/detach.sh"]
 fn bench_attach_detach() {
+    gotel_e2e::require!(Root, Go);
     require_environment().unwrap();
     let plan = std::env::var("DETACH_BENCH").unwrap_or_else(|_| "on:200,2000,10000;off:200,500".into());
     println!("| method | uprobes | attach | per uprobe | exit after SIGTERM | per uprobe |");
