@@ -28,6 +28,10 @@ use aya_ebpf::{
 };
 use gotel_shared::*;
 
+// GOTEL_PROPAGATION=inject through the socket (SOCK_OPS + SK_MSG), for kernels in lockdown.
+#[path = "propagation/inject_socket.rs"]
+mod inject_socket;
+
 /// Completed spans and captured values, submitted without wake-up and drained on a timer
 /// (waking user space per event nearly doubles the cost of a traced call).
 /// Userspace sets the real size (`GOTEL_RING_BUFFER_BYTES`).
@@ -511,6 +515,7 @@ fn on_entry(ctx: &ProbeContext) -> Option<()> {
                 state: 0,
                 writer: 0,
                 n_at_entry: 0,
+                stored_ns: h.now,
             };
             let key = GoroutineKey { tgid: h.key.tgid, _pad: 0, goroutine: saved[0] };
             let _ = INJECT_BY_REQUEST.insert(&key, &ctx, 0);
@@ -702,8 +707,9 @@ pub fn gotel_request_write(ctx: ProbeContext) -> u32 {
         let s = unsafe { &mut *copy_regs(&ctx)? };
         let g = goroutine_key(&s.regs);
         let req = GoroutineKey { tgid: g.tgid, _pad: 0, goroutine: s.regs[REG_RAX as usize] };
-        let ctx = unsafe { *INJECT_BY_REQUEST.get(&req)? };
+        let mut ctx = unsafe { *INJECT_BY_REQUEST.get(&req)? };
         let _ = INJECT_BY_REQUEST.remove(&req);
+        ctx.stored_ns = unsafe { bpf_ktime_get_ns() }; // the socket path's lifetime starts here
         let _ = INJECT_PENDING.insert(&g, &ctx, 0);
         Some(())
     })();

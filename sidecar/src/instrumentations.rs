@@ -21,6 +21,8 @@ use crate::{
 };
 use gotel_shared::{Fetch, Root, ValueKind, REG_RCX, REG_RDI};
 
+pub mod inject_socket;
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Library {
     HttpServer,
