@@ -190,7 +190,8 @@ pub const PLAN_HAS_RETURN_FETCH: u32 = 2;
 /// its context is handed to the goroutine that writes the request.
 pub const PLAN_INJECT_CONTEXT: u32 = 4;
 
-/// Trace context to write into one outgoing request (`INJECT_BY_REQUEST`, `INJECT_PENDING`).
+/// Trace context to write into one outgoing request (`INJECT_BY_REQUEST`, keyed by the request's
+/// URL pointer, see [`InjectConfig::request_url_offset`]; `INJECT_PENDING`).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]
 pub struct InjectContext {
@@ -218,6 +219,12 @@ pub struct InjectConfig {
     pub buf_offset: u32,
     /// Offset of `n int`.
     pub n_offset: u32,
+    /// Offset of `URL *url.URL` in `net/http.Request`: the URL pointer, not the request pointer,
+    /// keys a request's context from `Transport.roundTrip` to `Request.write`, because
+    /// `roundTrip` writes a shallow copy of a request that has a body (`setupRewindBody`); the
+    /// copy shares the URL.
+    pub request_url_offset: u32,
+    pub _pad: u32,
 }
 
 /// `traceparent: 00-<32 hex>-<16 hex>-<2 hex>\r\n`.

@@ -8,7 +8,7 @@
 //!   get no CO-RE relocations. A small reader of its own, because aya 0.14 keeps BTF types and
 //!   members crate-private and the maintained BTF crate (btf-rs) is LGPL;
 //! - finds the target's cgroup v2 directory (`/proc/PID/cgroup` and the cgroup2 mount) and attaches
-//!   SOCK_OPS there with BPF_F_ALLOW_MULTI, so programs already on the cgroup stay and keep
+//!   SOCK_OPS there as a BPF link (multi-attach: the kernel's BPF_F_ALLOW_MULTI), so programs already on the cgroup stay and keep
 //!   running; lists them (BPF_PROG_QUERY, effective) in the log, since another sockmap user
 //!   (Cilium, another tracer) on the same sockets is worth knowing about;
 //! - measures whether this kernel has the sockhash `ioctl(FIONREAD)` regression (929e30f93125: a
@@ -127,8 +127,12 @@ pub fn attach(ebpf: &mut Ebpf, pid: u32) -> Result<Attached, String> {
     let sockets: SockHash<&MapData, u64> = SockHash::try_from(sockets).map_err(|e| chain(&e))?;
     let fd = sockets.fd().try_clone().map_err(|e| format!("INJECT_SOCKETS: {e}"))?;
     prog::<SkMsg>(ebpf, "gotel_sk_msg")?.attach(&fd).map_err(|e| format!("attaching gotel_sk_msg: {}", chain(&e)))?;
+    // From 5.7 aya attaches through a BPF link, which the kernel always adds as
+    // BPF_F_ALLOW_MULTI (and refuses any flag for); before that, ask for it explicitly.
+    let modern = aya::util::KernelVersion::current().is_ok_and(|v| v >= aya::util::KernelVersion::new(5, 7, 0));
+    let mode = if modern { CgroupAttachMode::Single } else { CgroupAttachMode::AllowMultiple };
     prog::<SockOps>(ebpf, "gotel_sock_ops")?
-        .attach(&dir, CgroupAttachMode::AllowMultiple)
+        .attach(&dir, mode)
         .map_err(|e| format!("attaching gotel_sock_ops to cgroup {}: {}", cgroup.display(), chain(&e)))?;
     let preexisting = enrol_open_connections(ebpf, pid).unwrap_or_else(|e| {
         tracing::warn!(pid, "GOTEL_PROPAGATION=inject: connections open before gotel attached are not covered: {e}");

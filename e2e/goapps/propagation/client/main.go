@@ -4,7 +4,8 @@
 // request with what the server received, so a test can compare it with the client spans.
 //
 // It waits for -start-file to exist before the first round (so a tracer can attach first),
-// then runs -rounds rounds (0 = until killed) every -interval.
+// then runs -rounds rounds (0 = until killed) every -interval. With -warm it first runs one round
+// (round 0) before waiting, so the keep-alive connection was opened before the tracer attached.
 package main
 
 import (
@@ -43,19 +44,24 @@ func main() {
 	rounds := flag.Int("rounds", 1, "rounds of requests, 0 = forever")
 	interval := flag.Duration("interval", 200*time.Millisecond, "pause between rounds")
 	startFile := flag.String("start-file", "", "wait until this file exists before the first round")
+	warm := flag.Bool("warm", false, "run round 0 before waiting for -start-file")
 	flag.Parse()
-	for *startFile != "" {
-		if _, err := os.Stat(*startFile); err == nil {
-			break
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
 	client := &http.Client{Timeout: 10 * time.Second}
 	body := bytes.Repeat([]byte("0123456789abcdef"), 20*1024/16)
 	sum := sha256.Sum256(body)
 	want := hex.EncodeToString(sum[:])
 	out := json.NewEncoder(os.Stdout)
-	for round := 1; *rounds == 0 || round <= *rounds; round++ {
+	first := 1
+	if *warm {
+		first = 0
+	}
+	for round := first; *rounds == 0 || round <= *rounds; round++ {
+		for round == 1 && *startFile != "" {
+			if _, err := os.Stat(*startFile); err == nil {
+				break
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
 		type req struct {
 			name   string
 			method string
