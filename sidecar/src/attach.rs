@@ -121,7 +121,12 @@ pub fn load(plan: &Plan, settings: &Settings) -> Result<Attached, Failure> {
             }),
         };
         // Socket path (instrumentations::inject_socket): SOCK_OPS + SK_MSG, no write into the target.
-        let socket = crate::instrumentations::inject_socket::load(&mut ebpf);
+        // Where the memory path runs it writes first and would leave the socket path nothing to
+        // do; until the two are split by TLS, such kernels keep the memory path alone.
+        let socket = match &memory_path {
+            Ok(()) => Err("not used while the memory path runs".to_string()),
+            Err(_) => crate::instrumentations::inject_socket::load(&mut ebpf),
+        };
         injecting = memory_path.is_ok() || socket.is_ok();
         socket_path = Some(socket);
         if injecting {

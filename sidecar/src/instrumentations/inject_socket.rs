@@ -159,7 +159,10 @@ pub fn coverage(socket: Result<&Attached, &str>, memory: &Result<(), String>) ->
         Ok(()) if socket.is_ok() => {
             parts.push("TLS HTTP/1.x: memory path (bpf_probe_write_user, it writes into the target)".into())
         }
-        Ok(()) => parts.push("HTTP/1.x: memory path (bpf_probe_write_user, it writes into the target)".into()),
+        Ok(()) => parts.push(
+            "HTTP/1.x, plaintext and TLS: memory path (bpf_probe_write_user, it writes into the target's buffer)"
+                .into(),
+        ),
         Err(why) if socket.is_ok() => parts.push(format!("TLS and HTTP/2: not propagated, {why}")),
         Err(why) => parts.push(format!("nothing is propagated: memory path off too, {why}")),
     }
