@@ -73,18 +73,12 @@ where
 /// The error and its causes; of a verifier log only the last lines (the verdict), not the
 /// thousands before.
 fn chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
+    let s = crate::attach::chain(e);
     let lines: Vec<&str> = s.lines().collect();
-    if lines.len() > 8 {
-        s = format!("{} [...] {}", lines[0], lines[lines.len() - 5..].join(" | "));
+    if lines.len() <= 8 {
+        return s;
     }
-    s
+    format!("{} [...] {}", lines[0], lines[lines.len() - 5..].join(" | "))
 }
 
 /// Loads SOCK_OPS, SK_MSG and the dial uprobe (the verifier's verdict decides whether the socket
