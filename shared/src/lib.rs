@@ -1,7 +1,15 @@
 //! Records that cross the kernel boundary, shared by `sidecar-ebpf` (writer) and `sidecar`
 //! (reader). Everything is `#[repr(C)]`, naturally aligned and free of implicit padding, so both
 //! sides agree on the layout byte for byte. The `user` feature adds `aya::Pod` for the loader.
+//!
+//! Beside the records: [`rules`] (pairing, parents, span flags, the event header),
+//! [`traceparent`] (parse and format) and [`names`] (program and map names), pure functions
+//! that both sides call and that are tested on the host.
 #![no_std]
+
+pub mod names;
+pub mod rules;
+pub mod traceparent;
 
 /// Traced calls remembered per goroutine. Deeper nesting of traced calls is counted
 /// (`Counter::DepthOverflow`) and not traced; it never mis-pairs (returns are matched by depth).
@@ -191,7 +199,7 @@ pub const PLAN_HAS_RETURN_FETCH: u32 = 2;
 pub const PLAN_INJECT_CONTEXT: u32 = 4;
 
 /// Trace context to write into one outgoing request (`INJECT_BY_REQUEST`, keyed by the request's
-/// URL pointer, see [`InjectConfig::request_url_offset`]; `INJECT_PENDING`).
+/// URL pointer, see [`HandoffConfig::request_url_offset`]; `INJECT_PENDING`).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]
 pub struct InjectContext {
@@ -211,6 +219,18 @@ pub struct InjectContext {
     pub stored_ns: u64,
 }
 
+impl InjectContext {
+    /// The context both injection paths send, as `traceparent::format_traceparent_line` takes it.
+    #[inline(always)]
+    pub fn trace_context(&self) -> traceparent::TraceContext {
+        traceparent::TraceContext {
+            trace_id: self.trace_id,
+            span_id: self.span_id,
+            trace_flags: (self.sampled != 0) as u8,
+        }
+    }
+}
+
 /// Field offsets in `bufio.Writer` (from DWARF), for header injection. Array `INJECT_CONFIG`[0].
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]
@@ -219,41 +239,19 @@ pub struct InjectConfig {
     pub buf_offset: u32,
     /// Offset of `n int`.
     pub n_offset: u32,
+}
+
+/// The client-side hand-off of both injection paths (`propagation::handoff`). Array
+/// `HANDOFF_CONFIG`[0].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct HandoffConfig {
     /// Offset of `URL *url.URL` in `net/http.Request`: the URL pointer, not the request pointer,
     /// keys a request's context from `Transport.roundTrip` to `Request.write`, because
     /// `roundTrip` writes a shallow copy of a request that has a body (`setupRewindBody`); the
     /// copy shares the URL.
     pub request_url_offset: u32,
     pub _pad: u32,
-}
-
-/// `traceparent: 00-<32 hex>-<16 hex>-<2 hex>\r\n`.
-pub const TRACEPARENT_LINE_LEN: usize = 70;
-
-impl InjectContext {
-    /// Writes `traceparent: 00-<trace id>-<span id>-<01|00>\r\n`, the line both injection paths
-    /// send (the memory path into the target's buffer, the socket path into the message).
-    #[inline(always)]
-    pub fn write_traceparent_line(&self, line: &mut [u8; TRACEPARENT_LINE_LEN]) {
-        const HEX: &[u8; 16] = b"0123456789abcdef";
-        line[..16].copy_from_slice(b"traceparent: 00-");
-        for i in 0..16 {
-            let b = self.trace_id[i];
-            line[16 + 2 * i] = HEX[(b >> 4) as usize];
-            line[17 + 2 * i] = HEX[(b & 15) as usize];
-        }
-        line[48] = b'-';
-        let span = self.span_id.to_be_bytes();
-        for i in 0..8 {
-            line[49 + 2 * i] = HEX[(span[i] >> 4) as usize];
-            line[50 + 2 * i] = HEX[(span[i] & 15) as usize];
-        }
-        line[65] = b'-';
-        line[66] = b'0';
-        line[67] = if self.sampled != 0 { b'1' } else { b'0' };
-        line[68] = b'\r';
-        line[69] = b'\n';
-    }
 }
 
 /// Settings of the socket path (`INJECT_SOCKET_CONFIG`[0]), filled by user space.
@@ -300,6 +298,15 @@ pub struct GoroutineKey {
     pub tgid: u32,
     pub _pad: u32,
     pub goroutine: u64,
+}
+
+impl GoroutineKey {
+    /// The key of `goroutine` (a `runtime.g` address, or any per-process address used as a key,
+    /// such as an `*http.Request`) in process `tgid`.
+    #[inline(always)]
+    pub const fn new(tgid: u32, goroutine: u64) -> GoroutineKey {
+        GoroutineKey { tgid, _pad: 0, goroutine }
+    }
 }
 
 /// One live traced call of a goroutine.
@@ -433,6 +440,7 @@ mod pod {
     unsafe impl aya::Pod for GoroutineState {}
     unsafe impl aya::Pod for InjectContext {}
     unsafe impl aya::Pod for InjectConfig {}
+    unsafe impl aya::Pod for HandoffConfig {}
     unsafe impl aya::Pod for SocketInjectConfig {}
 }
 
@@ -440,17 +448,20 @@ mod pod {
 mod tests {
     use super::*;
 
+    /// The line both paths send for a stored context (the socket path's inserted line, the
+    /// memory path's appended one).
     #[test]
     fn traceparent_line_is_w3c() {
+        use traceparent::{format_traceparent_line, TRACEPARENT_LINE_LEN};
         let mut trace_id = [0u8; 16];
         trace_id[0] = 0x0a;
         trace_id[15] = 0xff;
         let ctx = InjectContext { trace_id, span_id: 0x00f0_67aa_0ba9_02b7, sampled: 1, ..Default::default() };
         let mut line = [0u8; TRACEPARENT_LINE_LEN];
-        ctx.write_traceparent_line(&mut line);
+        format_traceparent_line(&mut line, &ctx.trace_context());
         assert_eq!(&line[..], &b"traceparent: 00-0a0000000000000000000000000000ff-00f067aa0ba902b7-01\r\n"[..]);
         let ctx = InjectContext { sampled: 0, ..ctx };
-        ctx.write_traceparent_line(&mut line);
+        format_traceparent_line(&mut line, &ctx.trace_context());
         assert_eq!(&line[65..], b"-00\r\n");
     }
 }

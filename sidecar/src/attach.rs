@@ -15,16 +15,19 @@ use aya::{
     Ebpf, EbpfLoader,
 };
 use gotel_shared::{
-    Counter, COOKIE_AT_FUNC_START, COOKIE_ENTRY, COOKIE_HEADER_LINE, COOKIE_HEADER_WRITE_ENTRY,
-    COOKIE_HEADER_WRITE_RETURN, COOKIE_NEWPROC_ENTRY, COOKIE_NEWPROC_RETURN, COOKIE_REQUEST_WRITE, COOKIE_RETURN,
-    NUM_COUNTERS,
+    names::{MAP_COUNTERS, MAP_EVENTS, MAP_GOROUTINES, MAP_PROBES},
+    Counter, COOKIE_AT_FUNC_START, COOKIE_ENTRY, COOKIE_RETURN, NUM_COUNTERS,
 };
 
 use crate::{
     binary::GoBinary,
     exit::Failure,
+    instrumentations::{AttachTarget, Library, Load},
     plan::{Plan, MAX_PROBES},
 };
+
+/// The programs of every span probe (user probes and built-in spans).
+const SPAN_PROGRAMS: [&str; 2] = ["gotel_entry", "gotel_return"];
 
 /// The compiled kernel programs, built by build.rs.
 static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/gotel-ebpf"));
@@ -33,11 +36,9 @@ pub struct Attached {
     /// Owns programs and links: dropping it detaches every probe.
     ebpf: Ebpf,
     pub uprobes: usize,
-    /// The header-injection programs loaded (GOTEL_PROPAGATION=inject and the kernel allows it).
-    pub injecting: bool,
-    // GOTEL_PROPAGATION=inject paths: memory (bpf_probe_write_user) and socket (inject_socket).
-    memory_path: Result<(), String>,
-    socket_path: Option<Result<crate::instrumentations::inject_socket::Loaded, String>>,
+    /// Instrumentations whose programs the kernel refused (`Load::MayBeRefused`): their hooks
+    /// are not attached.
+    pub refused: Vec<Library>,
 }
 
 /// Kernel counters, summed over CPUs.
@@ -50,7 +51,9 @@ impl KernelCounters {
     }
 }
 
-pub struct Settings {
+/// Sizes of the kernel maps, from `config::Settings`.
+#[derive(Clone, Copy, Debug)]
+pub struct MapSizes {
     pub max_goroutines: u32,
     pub ring_buffer_bytes: u32,
 }
@@ -84,84 +87,75 @@ pub(crate) fn chain(e: &dyn std::error::Error) -> String {
     s
 }
 
-pub fn load(plan: &Plan, settings: &Settings) -> Result<Attached, Failure> {
+pub fn load(plan: &Plan, settings: &MapSizes) -> Result<Attached, Failure> {
     raise_limits();
     let ring = settings.ring_buffer_bytes.max(4096).next_power_of_two();
     let mut ebpf = EbpfLoader::new()
-        .map_max_entries("GOROUTINES", settings.max_goroutines.max(64))
-        .map_max_entries("EVENTS", ring)
-        .map_max_entries("PROBES", MAX_PROBES as u32)
+        .map_max_entries(MAP_GOROUTINES, settings.max_goroutines.max(64))
+        .map_max_entries(MAP_EVENTS, ring)
+        .map_max_entries(MAP_PROBES, MAX_PROBES as u32)
         .load(EBPF_OBJECT)
         .map_err(|e| environment_error("loading the eBPF programs", chain(&e)))?;
 
-    // The injection programs (the only ones that write target memory) are loaded only when
-    // GOTEL_PROPAGATION=inject asked for them.
-    let programs = ["gotel_entry", "gotel_return", "gotel_newproc_entry", "gotel_newproc_return", "gotel_header_line"];
-    let mut injecting = false;
-    let mut memory_path = Err("not asked for".to_string());
-    let mut socket_path = None;
-    if let Some(inj) = &plan.injection {
-        let mut cfg: Array<&mut MapData, gotel_shared::InjectConfig> =
-            Array::try_from(ebpf.map_mut("INJECT_CONFIG").expect("INJECT_CONFIG map"))
-                .map_err(|e| environment_error("INJECT_CONFIG map", chain(&e)))?;
-        cfg.set(0, inj.config, 0).map_err(|e| environment_error("filling INJECT_CONFIG", chain(&e)))?;
-        memory_path = match &inj.memory_refused {
-            Some(why) => Err(why.clone()),
-            None => ["gotel_header_write_entry", "gotel_header_write_return"].into_iter().try_for_each(|name| {
-                let prog: &mut UProbe = ebpf.program_mut(name).expect("program").try_into().expect("uprobe");
-                prog.load().map_err(|e| {
-                    let text = chain(&e);
-                    // Lockdown or a kernel built without the helper: no memory path, keep tracing.
-                    if text.contains("bpf_probe_write_user") {
-                        "kernel in lockdown (the verifier refuses bpf_probe_write_user)".to_string()
-                    } else {
-                        format!("loading {name} failed: {text}")
-                    }
-                })
-            }),
-        };
-        // Socket path (instrumentations::inject_socket): SOCK_OPS + SK_MSG, no write into the target.
-        // Where the memory path runs it writes first and would leave the socket path nothing to
-        // do; until the two are split by TLS, such kernels keep the memory path alone.
-        let socket = match &memory_path {
-            Ok(()) => Err("not used while the memory path runs".to_string()),
-            Err(_) => crate::instrumentations::inject_socket::load(&mut ebpf),
-        };
-        injecting = memory_path.is_ok() || socket.is_ok();
-        socket_path = Some(socket);
-        if injecting {
-            let prog: &mut UProbe =
-                ebpf.program_mut("gotel_request_write").expect("program").try_into().expect("uprobe");
-            prog.load().map_err(|e| environment_error("loading gotel_request_write (BPF verifier)", chain(&e)))?;
-        } else {
-            tracing::warn!(
-                "{}",
-                crate::instrumentations::inject_socket::coverage(
-                    Err(socket_path.as_ref().and_then(|s| s.as_ref().err()).map_or("", |e| e.as_str())),
-                    &memory_path
-                )
-            );
+    // Programs an instrumentation may go without (the injection writer, refused under
+    // lockdown) first: a refusal turns that instrumentation off, with a warning, before anything
+    // depends on it. Only the programs of the plan's hooks are loaded.
+    let mut refused: Vec<Library> = Vec::new();
+    for unit in &plan.instrumentations {
+        let Load::MayBeRefused { message, .. } = unit.load else { continue };
+        for hook in plan.hooks.iter().filter(|h| h.instrumentation == unit.name) {
+            let prog: &mut UProbe = ebpf
+                .program_mut(hook.program)
+                .expect("program in the eBPF object")
+                .try_into()
+                .map_err(|e: ProgramError| environment_error(hook.program, chain(&e)))?;
+            if prog.fd().is_ok() {
+                continue;
+            }
+            if let Err(e) = prog.load() {
+                tracing::warn!("{}", message(hook.program, &chain(&e)));
+                refused.push(unit);
+                break;
+            }
         }
     }
+    let is_refused = |name: &str| refused.iter().any(|u| u.name == name);
+    for fill in plan.map_fills.iter().filter(|f| !is_refused(f.instrumentation)) {
+        let map = ebpf.map_mut(fill.map).unwrap_or_else(|| panic!("{} map in the eBPF object", fill.map));
+        fill.write(map).map_err(|e| environment_error(&format!("filling {}", fill.map), e))?;
+    }
+    // PLAN_* bits a refused instrumentation set on span probes are taken back.
+    let cleared = refused.iter().fold(0, |bits, u| match u.load {
+        Load::MayBeRefused { probe_flags, .. } => bits | probe_flags,
+        Load::Required => bits,
+    });
     let mut probes: Array<&mut MapData, gotel_shared::ProbePlan> =
-        Array::try_from(ebpf.map_mut("PROBES").expect("PROBES map in the eBPF object"))
+        Array::try_from(ebpf.map_mut(MAP_PROBES).expect("PROBES map in the eBPF object"))
             .map_err(|e| environment_error("PROBES map", chain(&e)))?;
     for p in &plan.probes {
         let mut kernel_plan = p.kernel_plan();
-        if !injecting {
-            kernel_plan.flags &= !gotel_shared::PLAN_INJECT_CONTEXT;
-        }
+        kernel_plan.flags &= !cleared;
         probes.set(p.id, kernel_plan, 0).map_err(|e| environment_error("filling PROBES", chain(&e)))?;
     }
-    for name in programs {
+    let required = plan
+        .hooks
+        .iter()
+        .filter(|h| {
+            plan.instrumentations.iter().any(|u| u.name == h.instrumentation && matches!(u.load, Load::Required))
+        })
+        .map(|h| h.program);
+    for name in SPAN_PROGRAMS.into_iter().chain(required) {
         let prog: &mut UProbe = ebpf
             .program_mut(name)
             .expect("program in the eBPF object")
             .try_into()
             .map_err(|e: ProgramError| environment_error(name, chain(&e)))?;
+        if prog.fd().is_ok() {
+            continue; // two hooks on one program
+        }
         prog.load().map_err(|e| environment_error(&format!("loading {name} (BPF verifier)"), chain(&e)))?;
     }
-    Ok(Attached { ebpf, uprobes: 0, injecting, memory_path, socket_path })
+    Ok(Attached { ebpf, uprobes: 0, refused })
 }
 
 impl Attached {
@@ -187,95 +181,16 @@ impl Attached {
         Ok(())
     }
 
-    /// GOTEL_PROPAGATION=inject through the socket (instrumentations::inject_socket): the dial
-    /// uprobe, SOCK_OPS on the target's cgroup, SK_MSG on the sockhash; then the start-up line
-    /// that says which path covers what. A failure turns the socket path off, never tracing.
-    fn attach_socket_path(&mut self, bin: &GoBinary, target: &Path, pid: u32) -> Result<(), Failure> {
-        use crate::instrumentations::inject_socket;
-        let socket = match self.socket_path.take() {
-            Some(Ok(_)) => {
-                if let Some(f) = bin.function(inject_socket::DIAL_SYMBOL) {
-                    self.attach_one("gotel_socket_dial", bin, target, pid, f.entry, 0)?;
-                }
-                inject_socket::attach(&mut self.ebpf, pid)
-            }
-            Some(Err(why)) => Err(why),
-            None => return Ok(()),
-        };
-        tracing::info!("{}", inject_socket::coverage(socket.as_ref().map_err(|e| e.as_str()), &self.memory_path));
-        if let Ok(a) = &socket {
-            tracing::info!("GOTEL_PROPAGATION=inject: {}", inject_socket::fionread_message(a));
-            if !a.others.is_empty() {
-                tracing::warn!(
-                    cgroup = %a.cgroup.display(),
-                    "GOTEL_PROPAGATION=inject: other SOCK_OPS programs run on the target's cgroup, gotel's runs \
-                     beside them (BPF_F_ALLOW_MULTI): {}",
-                    a.others.join(", ")
-                );
-            }
-        }
-        Ok(())
-    }
-
-    /// Attaches every probe of the plan to process `pid`, whose executable is opened as `target`.
+    /// Attaches every probe of the plan to process `pid`, whose executable is opened as `target`:
+    /// the instrumentations' hooks first (goroutine bookkeeping, so goroutines born from now on
+    /// are known), then the span probes, then any extra attach step.
     pub fn attach(&mut self, plan: &Plan, bin: &GoBinary, target: &Path, pid: u32) -> Result<(), Failure> {
-        // Goroutine bookkeeping first, so goroutines born from now on are known.
-        if let Some(h) = &plan.newproc {
-            for &off in &h.ret_offsets {
-                self.attach_one(
-                    "gotel_newproc_return",
-                    bin,
-                    target,
-                    pid,
-                    h.function.entry + off,
-                    COOKIE_NEWPROC_RETURN,
-                )?;
+        for h in &plan.hooks {
+            if self.refused.iter().any(|u| u.name == h.instrumentation) {
+                continue;
             }
-            self.attach_one(
-                "gotel_newproc_entry",
-                bin,
-                target,
-                pid,
-                h.function.entry + h.entry_offset,
-                COOKIE_NEWPROC_ENTRY,
-            )?;
-        }
-        if let Some(inj) = plan.injection.as_ref().filter(|_| self.injecting && self.memory_path.is_ok()) {
-            let w = &inj.header_write;
-            for &off in &w.ret_offsets {
-                self.attach_one(
-                    "gotel_header_write_return",
-                    bin,
-                    target,
-                    pid,
-                    w.function.entry + off,
-                    COOKIE_HEADER_WRITE_RETURN,
-                )?;
-            }
-            self.attach_one(
-                "gotel_header_write_entry",
-                bin,
-                target,
-                pid,
-                w.function.entry + w.entry_offset,
-                COOKIE_HEADER_WRITE_ENTRY,
-            )?;
-        }
-        if let Some(inj) = plan.injection.as_ref().filter(|_| self.injecting) {
-            self.attach_socket_path(bin, target, pid)?;
-            let r = &inj.request_write;
-            self.attach_one(
-                "gotel_request_write",
-                bin,
-                target,
-                pid,
-                r.function.entry + r.entry_offset,
-                COOKIE_REQUEST_WRITE,
-            )?;
-        }
-        if let Some(h) = &plan.header_lines {
-            for &off in &h.ret_offsets {
-                self.attach_one("gotel_header_line", bin, target, pid, h.function.entry + off, COOKIE_HEADER_LINE)?;
+            for &off in &h.offsets {
+                self.attach_one(h.program, bin, target, pid, h.function.entry + off, h.cookie)?;
             }
         }
         for p in &plan.probes {
@@ -288,6 +203,12 @@ impl Attached {
                 cookie |= COOKIE_AT_FUNC_START;
             }
             self.attach_one("gotel_entry", bin, target, pid, p.function.entry + p.entry_offset, cookie)?;
+        }
+        for unit in &plan.instrumentations {
+            if let Some(extra) = unit.attach_extra.filter(|_| !self.refused.contains(unit)) {
+                let t = AttachTarget { pid, exe: target, planned: &plan.instrumentations, refused: &self.refused };
+                extra(&mut self.ebpf, &t)?;
+            }
         }
         Ok(())
     }
@@ -302,13 +223,13 @@ impl Attached {
 
     /// Takes the ring buffer out of the object (once).
     pub fn ring_buffer(&mut self) -> Result<RingBuf<MapData>, Failure> {
-        let map = self.ebpf.take_map("EVENTS").ok_or_else(|| Failure::environment("EVENTS map already taken"))?;
+        let map = self.ebpf.take_map(MAP_EVENTS).ok_or_else(|| Failure::environment("EVENTS map already taken"))?;
         RingBuf::try_from(map).map_err(|e| environment_error("EVENTS ring buffer", chain(&e)))
     }
 
     pub fn counters(&self) -> KernelCounters {
         let mut out = KernelCounters::default();
-        let Some(map) = self.ebpf.map("COUNTERS") else { return out };
+        let Some(map) = self.ebpf.map(MAP_COUNTERS) else { return out };
         let Ok(arr) = PerCpuArray::<_, u64>::try_from(map) else { return out };
         for i in 0..NUM_COUNTERS {
             if let Ok(values) = arr.get(&i, 0) {
@@ -321,9 +242,9 @@ impl Attached {
     /// Calls still in progress in the kernel's goroutine map, as `Abandoned` records ending at
     /// `now_ns`: used when the target exited, so that no call it made goes unreported.
     pub fn calls_in_progress(&self, now_ns: u64) -> Vec<gotel_shared::EventHeader> {
-        use gotel_shared::{EventHeader, EventKind, INHERIT_REMOTE, MAX_FRAMES, SPAN_PARENT_REMOTE};
+        use gotel_shared::{EventHeader, EventKind, MAX_FRAMES};
         let mut out = Vec::new();
-        let Some(map) = self.ebpf.map("GOROUTINES") else { return out };
+        let Some(map) = self.ebpf.map(MAP_GOROUTINES) else { return out };
         let Ok(m) = aya::maps::HashMap::<_, gotel_shared::GoroutineKey, gotel_shared::GoroutineState>::try_from(map)
         else {
             return out;
@@ -331,33 +252,9 @@ impl Attached {
         for (key, st) in m.iter().flatten() {
             let depth = (st.depth as usize).min(MAX_FRAMES);
             for i in 0..depth {
-                let f = st.frames[i];
-                let parent = if i > 0 {
-                    st.frames[i - 1].span_id
-                } else if st.has_inherited != 0 {
-                    st.inherited_span_id
-                } else {
-                    0
-                };
-                let mut flags = st.trace_flags as u16;
-                if i == 0 && st.has_inherited & INHERIT_REMOTE != 0 {
-                    flags |= SPAN_PARENT_REMOTE;
-                }
-                out.push(EventHeader {
-                    kind: EventKind::Abandoned as u32,
-                    probe_id: f.probe_id,
-                    tgid: key.tgid,
-                    tid: 0,
-                    goroutine: key.goroutine,
-                    start_ns: f.start_ns,
-                    end_ns: now_ns.max(f.start_ns),
-                    trace_id: st.trace_id,
-                    span_id: f.span_id,
-                    parent_span_id: parent,
-                    ret_offset: 0,
-                    flags,
-                    data_len: 0,
-                });
+                // The kernel's own rules (gotel_shared::rules), as if the call had been unwound.
+                let end_ns = now_ns.max(st.frames[i].start_ns);
+                out.push(EventHeader::for_frame(EventKind::Abandoned, key, 0, &st, i, end_ns, 0));
             }
         }
         out
@@ -365,7 +262,7 @@ impl Attached {
 
     /// Entries in the goroutine map (to show it stays bounded).
     pub fn goroutines_tracked(&self) -> usize {
-        let Some(map) = self.ebpf.map("GOROUTINES") else { return 0 };
+        let Some(map) = self.ebpf.map(MAP_GOROUTINES) else { return 0 };
         let Ok(m) = aya::maps::HashMap::<_, gotel_shared::GoroutineKey, gotel_shared::GoroutineState>::try_from(map)
         else {
             return 0;
@@ -437,16 +334,21 @@ mod tests {
     fn only_the_injection_program_writes_user_memory() {
         let (calls, writers) = helper_callers(36);
         assert!(calls > 10, "found only {calls} helper calls: is this the right object?");
-        assert_eq!(writers, vec!["gotel_header_write_return".to_string()], "programs calling bpf_probe_write_user");
+        assert_eq!(
+            writers,
+            vec![gotel_shared::names::PROGRAM_HEADER_WRITE_RETURN.to_string()],
+            "programs calling bpf_probe_write_user"
+        );
     }
 
     /// The socket path's SK_MSG program is the only one that changes what a process sends
     /// (`bpf_msg_push_data`, helper 90; `bpf_msg_pop_data`, 91, only takes its own gap out again).
     #[test]
     fn only_the_socket_program_changes_messages() {
+        use gotel_shared::names::PROGRAM_SK_MSG;
         let (calls, pushers) = helper_callers(90);
         assert!(calls > 10, "found only {calls} helper calls: is this the right object?");
-        assert_eq!(pushers, vec!["gotel_sk_msg".to_string()], "programs calling bpf_msg_push_data");
-        assert_eq!(helper_callers(91).1, vec!["gotel_sk_msg".to_string()], "programs calling bpf_msg_pop_data");
+        assert_eq!(pushers, vec![PROGRAM_SK_MSG.to_string()], "programs calling bpf_msg_push_data");
+        assert_eq!(helper_callers(91).1, vec![PROGRAM_SK_MSG.to_string()], "programs calling bpf_msg_pop_data");
     }
 }

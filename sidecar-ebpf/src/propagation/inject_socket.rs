@@ -5,7 +5,10 @@
 //! process hands to the kernel with `write(2)`: `gotel_sk_msg` inserts one header line with
 //! `bpf_msg_push_data` into the socket message before TCP sends it. That makes this file the
 //! second (and last) writer of gotel, next to the memory path's `gotel_header_write_return`
-//! (the only `bpf_probe_write_user` caller); it can be reviewed on its own:
+//! (the only `bpf_probe_write_user` caller; a test on the shipped object,
+//! `only_the_socket_program_changes_messages`, checks no other program pushes or pops message
+//! bytes); it can be reviewed on its own. Its maps are in `maps` (`INJECT_SOCKET*`,
+//! `INJECT_CONNECTING`, `FIONREAD_PROBE`); the context comes from `propagation::handoff`.
 //!
 //! - `gotel_socket_dial` (uprobe at `net/http.(*Transport).dialConn`) tells the kernel's number
 //!   of the traced process (`INJECT_SOCKET_CONFIG.tgid`), whatever pid namespace gotel is in.
@@ -18,8 +21,7 @@
 //!   uprobe at `net/http.(*Request).write` left for this goroutine (`INJECT_PENDING`, keyed by
 //!   `{tgid, g}`: a thread id alone missed about 1 request in 1000, the goroutine had moved to
 //!   another thread between the uprobe and the write). g is read the way Go does, from the
-//!   thread's TLS: `*(fsbase - 8)`, with `task->thread.fsbase` at an offset user space found in
-//!   the kernel's BTF (aya programs get no CO-RE relocations).
+//!   thread's TLS (`context::goroutine_from_tls`).
 //!
 //! Rules, each refusal counted on its own (`Counter::Socket*`): a context is used once and only
 //! within its lifetime; the message must start with `METHOD SP target SP HTTP/1.x CRLF` inside
@@ -32,41 +34,26 @@ use core::ffi::c_void;
 use aya_ebpf::{
     bindings::{sk_action::SK_PASS, BPF_ANY, BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB, BPF_SOCK_OPS_TCP_CONNECT_CB},
     helpers::{
-        bpf_get_current_pid_tgid, bpf_get_current_task, bpf_ktime_get_ns, bpf_probe_read_kernel,
-        bpf_probe_read_kernel_buf, bpf_probe_read_user,
+        bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_kernel_buf,
         generated::{bpf_get_socket_cookie, bpf_loop, bpf_msg_pull_data},
     },
-    macros::{map, sk_msg, sock_ops, uprobe},
-    maps::{Array, LruHashMap, PerCpuArray, SockHash},
+    macros::{sk_msg, sock_ops, uprobe},
     programs::{ProbeContext, SkMsgContext, SockOpsContext},
 };
-use gotel_shared::{Counter, GoroutineKey, InjectContext, SocketInjectConfig, TRACEPARENT_LINE_LEN};
+use gotel_shared::{
+    traceparent::{format_traceparent_line, TRACEPARENT_LINE_LEN, TRACEPARENT_NAME},
+    Counter, InjectContext,
+};
 
-use crate::{count, INJECT_PENDING};
+use crate::{
+    context::goroutine_from_tls,
+    maps::{count, INJECT_CONNECTING, INJECT_PENDING, INJECT_SOCKETS, INJECT_SOCKET_CONFIG, INJECT_SOCKET_SCRATCH},
+};
 
 /// Bytes at the start of a message that are scanned: net/http's `bufio.Writer` is 4 KiB, so the
 /// first write of a request is at most this long unless one header line is longer.
 const WINDOW: usize = 4096;
 const NONE: u64 = u64::MAX;
-
-/// Client sockets of the traced process, by socket cookie. The kernel drops an entry when its
-/// socket closes; the map going away (gotel exits) releases every socket unchanged.
-#[map]
-static INJECT_SOCKETS: SockHash<u64> = SockHash::with_max_entries(65536, 0);
-
-/// Sockets the traced process is connecting (marked in its own context at TCP_CONNECT_CB),
-/// by socket cookie, until they are established. LRU: a failed connect cannot pin memory.
-#[map]
-static INJECT_CONNECTING: LruHashMap<u64, u32> = LruHashMap::with_max_entries(4096, 0);
-
-/// Index 0: which process, the `thread.fsbase` offset, the context lifetime.
-#[map]
-static INJECT_SOCKET_CONFIG: Array<SocketInjectConfig> = Array::with_max_entries(1, 0);
-
-/// Never used by a program: user space enrols one loopback socket here at start-up to measure
-/// whether this kernel reports `ioctl(FIONREAD)` = 0 for sockets in a sockhash (929e30f93125).
-#[map]
-static FIONREAD_PROBE: SockHash<u32> = SockHash::with_max_entries(1, 0);
 
 /// Per-CPU copy of the scanned window, the scan's state and the line being formatted. The scan
 /// state lives in map memory, not on the stack, so the verifier treats its fields as unknown
@@ -78,9 +65,6 @@ pub struct MsgScratch {
     line: [u8; TRACEPARENT_LINE_LEN],
     _pad: [u8; 2],
 }
-
-#[map]
-static INJECT_SOCKET_SCRATCH: PerCpuArray<MsgScratch> = PerCpuArray::with_max_entries(1, 0);
 
 /// Entry of `net/http.(*Transport).dialConn` (attached to the traced process only): runs before
 /// every new client connection, in the process, so it tells the kernel's number of the process
@@ -127,15 +111,6 @@ pub fn gotel_sk_msg(ctx: SkMsgContext) -> u32 {
     SK_PASS
 }
 
-/// The Go goroutine running on this thread: `*(fsbase - 8)` (linux/amd64 TLS slot of g, the
-/// same for static and cgo builds).
-#[inline(always)]
-fn current_goroutine(fsbase_offset: u32) -> Option<u64> {
-    let task = unsafe { bpf_get_current_task() };
-    let fsbase: u64 = unsafe { bpf_probe_read_kernel((task + fsbase_offset as u64) as *const u64) }.ok()?;
-    unsafe { bpf_probe_read_user(fsbase.wrapping_sub(8) as *const u64) }.ok()
-}
-
 #[inline(always)]
 fn on_msg(ctx: &SkMsgContext) -> Option<()> {
     let cfg = INJECT_SOCKET_CONFIG.get(0)?;
@@ -143,7 +118,7 @@ fn on_msg(ctx: &SkMsgContext) -> Option<()> {
     if tgid != cfg.tgid {
         return None;
     }
-    let key = GoroutineKey { tgid, _pad: 0, goroutine: current_goroutine(cfg.fsbase_offset)? };
+    let key = goroutine_from_tls(cfg.fsbase_offset)?;
     let Some(p) = (unsafe { INJECT_PENDING.get(&key) }) else {
         note_no_context(ctx);
         return None;
@@ -197,8 +172,6 @@ pub struct Scan {
     found: u64,
     bad: u64,
 }
-
-const TRACEPARENT_NAME: &[u8; 12] = b"traceparent:";
 
 #[inline(never)]
 extern "C" fn scan_one(i: u64, _ctx: *mut c_void) -> i64 {
@@ -309,7 +282,7 @@ fn inject(ctx: &SkMsgContext, p: &InjectContext) -> Option<()> {
         count(Counter::SocketHeadersPastWindow);
     }
     let off = (scan.nl as u32 + 1) & (WINDOW as u32 - 1);
-    p.write_traceparent_line(&mut s.line);
+    format_traceparent_line(&mut s.line, &p.trace_context());
 
     let n = TRACEPARENT_LINE_LEN as u32;
     if ctx.push_data(off, n, 0).is_err() {

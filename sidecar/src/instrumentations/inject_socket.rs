@@ -1,16 +1,18 @@
 //! GOTEL_PROPAGATION=inject through the socket (user space of `sidecar-ebpf`'s
 //! `propagation/inject_socket.rs`): the path that works on kernels in lockdown, where writing
-//! into the target (`bpf_probe_write_user`, the memory path) is refused.
+//! into the target (`bpf_probe_write_user`, the memory path) is refused. The context comes from
+//! `inject_handoff`, like the memory path's. Where the memory path runs it writes first and
+//! would leave this path nothing to do; until the two are split by TLS, such kernels keep the
+//! memory path alone (`attach_extra` then only says so).
 //!
 //! What this file does, and why:
-//! - finds `task_struct.thread.fsbase` in the kernel's BTF (`/sys/kernel/btf/vmlinux`): the SK_MSG
-//!   program reads the writing thread's TLS base there to find its goroutine, and aya's programs
-//!   get no CO-RE relocations. A small reader of its own, because aya 0.14 keeps BTF types and
-//!   members crate-private and the maintained BTF crate (btf-rs) is LGPL;
-//! - finds the target's cgroup v2 directory (`/proc/PID/cgroup` and the cgroup2 mount) and attaches
-//!   SOCK_OPS there as a BPF link (multi-attach: the kernel's BPF_F_ALLOW_MULTI), so programs already on the cgroup stay and keep
-//!   running; lists them (BPF_PROG_QUERY, effective) in the log, since another sockmap user
-//!   (Cilium, another tracer) on the same sockets is worth knowing about;
+//! - finds `task_struct.thread.fsbase` in the kernel's BTF (`btf`): the SK_MSG program reads the
+//!   writing thread's TLS base there to find its goroutine;
+//! - finds the target's cgroup v2 directory (`/proc/PID/cgroup` and the cgroup2 mount) and
+//!   attaches SOCK_OPS there as a BPF link (multi-attach: the kernel's BPF_F_ALLOW_MULTI), so
+//!   programs already on the cgroup stay and keep running; lists them (BPF_PROG_QUERY,
+//!   effective) in the log, since another sockmap user (Cilium, another tracer) on the same
+//!   sockets is worth knowing about;
 //! - measures whether this kernel has the sockhash `ioctl(FIONREAD)` regression (929e30f93125: a
 //!   socket in a sockhash without a verdict program reports 0 bytes readable) on a throwaway
 //!   loopback pair, and says what follows: Go's net package never asks FIONREAD, and only the
@@ -34,7 +36,22 @@ use aya::{
     programs::{CgroupAttachMode, SkMsg, SockOps},
     Ebpf,
 };
-use gotel_shared::SocketInjectConfig;
+use gotel_shared::{
+    names::{
+        MAP_FIONREAD_PROBE, MAP_INJECT_SOCKETS, MAP_INJECT_SOCKET_CONFIG, PROGRAM_SK_MSG, PROGRAM_SOCKET_DIAL,
+        PROGRAM_SOCK_OPS,
+    },
+    Counter, SocketInjectConfig,
+};
+
+use super::{
+    inject_memory::{self, INJECT_MEMORY},
+    Activation, At, AttachTarget, HookSpec, Instrumentation, MapFill, Session, Wanted,
+};
+use crate::exit::Failure;
+
+mod btf;
+use btf::member_offset;
 
 /// A stored context not used within this time is dropped (`Counter::SocketContextExpired`): the
 /// request write it was meant for failed or never reached the socket.
@@ -43,10 +60,97 @@ pub const CONTEXT_LIFETIME: Duration = Duration::from_secs(5);
 /// The Go function that dials each new HTTP client connection (`gotel_socket_dial`).
 pub const DIAL_SYMBOL: &str = "net/http.(*Transport).dialConn";
 
-/// The programs of the socket path loaded and configured (before any attach).
-pub struct Loaded {
-    /// Offset of `thread.fsbase` in `task_struct`.
-    pub fsbase_offset: u32,
+pub static INJECT_SOCKET: Instrumentation = Instrumentation {
+    name: "inject.socket",
+    doc: "with `GOTEL_PROPAGATION=inject`, where the memory path cannot run (kernel in lockdown): inserts `traceparent` into outgoing plaintext HTTP/1.x requests as they are sent (SOCK_OPS on the target's cgroup, SK_MSG); writes nothing into the target",
+    // The program reads no cookie.
+    hooks: &[HookSpec { program: PROGRAM_SOCKET_DIAL, function: DIAL_SYMBOL, at: At::Entry, cookie: 0 }],
+    wanted,
+    prepare: Some(prepare),
+    attach_extra: Some(attach_extra),
+    counters: &[
+        ("socket_enrolled", Counter::SocketEnrolled),
+        ("socket_enrol_failed", Counter::SocketEnrolFailed),
+        ("socket_injected", Counter::SocketInjected),
+        ("socket_skipped_present", Counter::SocketSkippedPresent),
+        ("socket_skipped_not_http1", Counter::SocketSkippedNotHttp1),
+        ("socket_skipped_line_too_long", Counter::SocketSkippedLineTooLong),
+        ("socket_context_expired", Counter::SocketContextExpired),
+        ("socket_inject_failed", Counter::SocketInjectFailed),
+        ("socket_headers_past_window", Counter::SocketHeadersPastWindow),
+        ("socket_no_context", Counter::SocketNoContext),
+    ],
+    quiet_counters: true,
+    ..Instrumentation::BASE
+};
+
+/// With the hand-off (HTTP client spans).
+fn wanted(s: &Session) -> Wanted {
+    if s.inject && s.has_spans(super::http_client::HTTP_CLIENT.name) {
+        Wanted::Yes
+    } else {
+        Wanted::No
+    }
+}
+
+/// The kernel programs need `task_struct.thread.fsbase`'s offset and the context lifetime.
+fn prepare(a: &mut Activation) -> Result<(), String> {
+    let fsbase_offset = fsbase_offset().map_err(|why| coverage(Err(&why), &memory_status_at_plan()))?;
+    let config = SocketInjectConfig { tgid: 0, fsbase_offset, ttl_ns: CONTEXT_LIFETIME.as_nanos() as u64 };
+    a.map_fills.push(MapFill::array(INJECT_SOCKET.name, MAP_INJECT_SOCKET_CONFIG, 0, config));
+    Ok(())
+}
+
+/// What planning knows of the memory path (the verifier may still refuse it at load time).
+fn memory_status_at_plan() -> Result<(), String> {
+    inject_memory::lockdown_refusal().map_or(Ok(()), |why| Err(why.to_string()))
+}
+
+/// The memory path's state once the kernel loaded (or refused) it.
+fn memory_status(t: &AttachTarget) -> Result<(), String> {
+    if t.running(INJECT_MEMORY.name) {
+        Ok(())
+    } else if t.refused.contains(&&INJECT_MEMORY) {
+        Err(inject_memory::MEMORY_REFUSED.to_string())
+    } else {
+        Err(inject_memory::lockdown_refusal().unwrap_or("not planned").to_string())
+    }
+}
+
+/// `task_struct.thread.fsbase` in the running kernel's BTF.
+fn fsbase_offset() -> Result<u32, String> {
+    let btf = fs::read("/sys/kernel/btf/vmlinux")
+        .map_err(|e| format!("cannot read the kernel's BTF (/sys/kernel/btf/vmlinux, CONFIG_DEBUG_INFO_BTF): {e}"))?;
+    member_offset(&btf, "task_struct", &["thread", "fsbase"])
+        .ok_or_else(|| "the kernel's BTF has no task_struct.thread.fsbase (not x86-64?)".to_string())
+}
+
+/// Loads and attaches SOCK_OPS and SK_MSG (unless the memory path runs), then logs the start-up
+/// line that says which path covers what. A failure turns the socket path off, never tracing.
+fn attach_extra(ebpf: &mut Ebpf, t: &AttachTarget) -> Result<(), Failure> {
+    let memory = memory_status(t);
+    let socket = match &memory {
+        Ok(()) => Err("not used while the memory path runs".to_string()),
+        Err(_) => load(ebpf).and_then(|()| attach(ebpf, t.pid)),
+    };
+    let line = coverage(socket.as_ref().map_err(|e| e.as_str()), &memory);
+    if memory.is_err() && socket.is_err() {
+        tracing::warn!("{line}");
+    } else {
+        tracing::info!("{line}");
+    }
+    if let Ok(a) = &socket {
+        tracing::info!("GOTEL_PROPAGATION=inject: {}", fionread_message(a));
+        if !a.others.is_empty() {
+            tracing::warn!(
+                cgroup = %a.cgroup.display(),
+                "GOTEL_PROPAGATION=inject: other SOCK_OPS programs run on the target's cgroup, gotel's runs \
+                 beside them (BPF_F_ALLOW_MULTI): {}",
+                a.others.join(", ")
+            );
+        }
+    }
+    Ok(())
 }
 
 /// The socket path attached to a process.
@@ -81,36 +185,27 @@ fn chain(e: &dyn std::error::Error) -> String {
     format!("{} [...] {}", lines[0], lines[lines.len() - 5..].join(" | "))
 }
 
-/// Loads SOCK_OPS, SK_MSG and the dial uprobe (the verifier's verdict decides whether the socket
-/// path can run here) and fills the configuration the kernel programs need.
-pub fn load(ebpf: &mut Ebpf) -> Result<Loaded, String> {
-    let btf = fs::read("/sys/kernel/btf/vmlinux")
-        .map_err(|e| format!("cannot read the kernel's BTF (/sys/kernel/btf/vmlinux, CONFIG_DEBUG_INFO_BTF): {e}"))?;
-    let fsbase_offset = member_offset(&btf, "task_struct", &["thread", "fsbase"])
-        .ok_or("the kernel's BTF has no task_struct.thread.fsbase (not x86-64?)")?;
-    set_config(ebpf, |c| {
-        c.fsbase_offset = fsbase_offset;
-        c.ttl_ns = CONTEXT_LIFETIME.as_nanos() as u64;
-    })?;
-    prog::<SockOps>(ebpf, "gotel_sock_ops")?.load().map_err(|e| format!("loading gotel_sock_ops: {}", chain(&e)))?;
-    prog::<SkMsg>(ebpf, "gotel_sk_msg")?.load().map_err(|e| format!("loading gotel_sk_msg: {}", chain(&e)))?;
-    prog::<aya::programs::UProbe>(ebpf, "gotel_socket_dial")?
+/// Loads SOCK_OPS and SK_MSG: the verifier's verdict decides whether the socket path can run
+/// here (the dial uprobe, a hook, is loaded with the others).
+fn load(ebpf: &mut Ebpf) -> Result<(), String> {
+    prog::<SockOps>(ebpf, PROGRAM_SOCK_OPS)?
         .load()
-        .map_err(|e| format!("loading gotel_socket_dial: {}", chain(&e)))?;
-    Ok(Loaded { fsbase_offset })
+        .map_err(|e| format!("loading {PROGRAM_SOCK_OPS}: {}", chain(&e)))?;
+    prog::<SkMsg>(ebpf, PROGRAM_SK_MSG)?.load().map_err(|e| format!("loading {PROGRAM_SK_MSG}: {}", chain(&e)))?;
+    Ok(())
 }
 
 fn set_config(ebpf: &mut Ebpf, f: impl FnOnce(&mut SocketInjectConfig)) -> Result<(), String> {
-    let map = ebpf.map_mut("INJECT_SOCKET_CONFIG").ok_or("INJECT_SOCKET_CONFIG map missing")?;
+    let map = ebpf.map_mut(MAP_INJECT_SOCKET_CONFIG).ok_or("INJECT_SOCKET_CONFIG map missing")?;
     let mut arr: Array<&mut MapData, SocketInjectConfig> = Array::try_from(map).map_err(|e| chain(&e))?;
     let mut c = arr.get(&0, 0).map_err(|e| chain(&e))?;
     f(&mut c);
     arr.set(0, c, 0).map_err(|e| chain(&e))
 }
 
-/// Attaches the socket path to process `pid` (the dial uprobe is attached by the caller, with
-/// the other uprobes).
-pub fn attach(ebpf: &mut Ebpf, pid: u32) -> Result<Attached, String> {
+/// Attaches the socket path to process `pid` (the dial uprobe is a hook, attached with the
+/// other uprobes).
+fn attach(ebpf: &mut Ebpf, pid: u32) -> Result<Attached, String> {
     if let Some(tgid) = kernel_tgid(pid) {
         set_config(ebpf, |c| c.tgid = tgid)?;
     }
@@ -119,17 +214,19 @@ pub fn attach(ebpf: &mut Ebpf, pid: u32) -> Result<Attached, String> {
     let others = sock_ops_programs(dir.as_fd()).unwrap_or_else(|e| vec![format!("(cannot list: {e})")]);
     let fionread_regression = fionread_regression(ebpf);
 
-    let sockets = ebpf.map("INJECT_SOCKETS").ok_or("INJECT_SOCKETS map missing")?;
+    let sockets = ebpf.map(MAP_INJECT_SOCKETS).ok_or("INJECT_SOCKETS map missing")?;
     let sockets: SockHash<&MapData, u64> = SockHash::try_from(sockets).map_err(|e| chain(&e))?;
     let fd = sockets.fd().try_clone().map_err(|e| format!("INJECT_SOCKETS: {e}"))?;
-    prog::<SkMsg>(ebpf, "gotel_sk_msg")?.attach(&fd).map_err(|e| format!("attaching gotel_sk_msg: {}", chain(&e)))?;
+    prog::<SkMsg>(ebpf, PROGRAM_SK_MSG)?
+        .attach(&fd)
+        .map_err(|e| format!("attaching {PROGRAM_SK_MSG}: {}", chain(&e)))?;
     // From 5.7 aya attaches through a BPF link, which the kernel always adds as
     // BPF_F_ALLOW_MULTI (and refuses any flag for); before that, ask for it explicitly.
     let modern = aya::util::KernelVersion::current().is_ok_and(|v| v >= aya::util::KernelVersion::new(5, 7, 0));
     let mode = if modern { CgroupAttachMode::Single } else { CgroupAttachMode::AllowMultiple };
-    prog::<SockOps>(ebpf, "gotel_sock_ops")?
+    prog::<SockOps>(ebpf, PROGRAM_SOCK_OPS)?
         .attach(&dir, mode)
-        .map_err(|e| format!("attaching gotel_sock_ops to cgroup {}: {}", cgroup.display(), chain(&e)))?;
+        .map_err(|e| format!("attaching {PROGRAM_SOCK_OPS} to cgroup {}: {}", cgroup.display(), chain(&e)))?;
     let (preexisting, preexisting_refused) = enrol_open_connections(ebpf, pid).unwrap_or_else(|e| {
         tracing::warn!(pid, "GOTEL_PROPAGATION=inject: connections open before gotel attached are not covered: {e}");
         (0, 0)
@@ -183,39 +280,6 @@ pub fn fionread_message(a: &Attached) -> String {
         Ok(false) => "sockhash FIONREAD check: enrolled sockets report bytes pending correctly on this kernel".into(),
         Err(e) => format!("sockhash FIONREAD check could not run ({e}); Go's net package never asks FIONREAD"),
     }
-}
-
-/// The socket path's counters at the end of a session (one line, only when it did something).
-pub fn log_summary(k: &crate::attach::KernelCounters) {
-    use gotel_shared::Counter::*;
-    let all = [
-        SocketEnrolled,
-        SocketEnrolFailed,
-        SocketInjected,
-        SocketSkippedPresent,
-        SocketSkippedNotHttp1,
-        SocketSkippedLineTooLong,
-        SocketContextExpired,
-        SocketInjectFailed,
-        SocketHeadersPastWindow,
-        SocketNoContext,
-    ];
-    if all.iter().all(|&c| k.get(c) == 0) {
-        return;
-    }
-    tracing::info!(
-        socket_enrolled = k.get(SocketEnrolled),
-        socket_enrol_failed = k.get(SocketEnrolFailed),
-        socket_injected = k.get(SocketInjected),
-        socket_skipped_present = k.get(SocketSkippedPresent),
-        socket_skipped_not_http1 = k.get(SocketSkippedNotHttp1),
-        socket_skipped_line_too_long = k.get(SocketSkippedLineTooLong),
-        socket_context_expired = k.get(SocketContextExpired),
-        socket_inject_failed = k.get(SocketInjectFailed),
-        socket_headers_past_window = k.get(SocketHeadersPastWindow),
-        socket_no_context = k.get(SocketNoContext),
-        "propagation through the socket (totals)"
-    );
 }
 
 /// The process's number in the initial pid namespace, when gotel can tell it (gotel itself in
@@ -306,7 +370,7 @@ fn fionread_regression(ebpf: &mut Ebpf) -> Result<bool, String> {
     let listener = TcpListener::bind("127.0.0.1:0").map_err(io)?;
     let client = TcpStream::connect(listener.local_addr().map_err(io)?).map_err(io)?;
     let (mut server, _) = listener.accept().map_err(io)?;
-    let map = ebpf.map_mut("FIONREAD_PROBE").ok_or("FIONREAD_PROBE map missing")?;
+    let map = ebpf.map_mut(MAP_FIONREAD_PROBE).ok_or("FIONREAD_PROBE map missing")?;
     let mut map: SockHash<&mut MapData, u32> = SockHash::try_from(map).map_err(|e| chain(&e))?;
     map.insert(0u32, client.as_raw_fd(), 0).map_err(|e| chain(&e))?;
     let measured = (|| {
@@ -359,7 +423,7 @@ fn enrol_open_connections(ebpf: &mut Ebpf, pid: u32) -> Result<(usize, usize), S
             connected.push((fd, sock));
         }
     }
-    let map = ebpf.map_mut("INJECT_SOCKETS").ok_or("INJECT_SOCKETS map missing")?;
+    let map = ebpf.map_mut(MAP_INJECT_SOCKETS).ok_or("INJECT_SOCKETS map missing")?;
     let mut map: SockHash<&mut MapData, u64> = SockHash::try_from(map).map_err(|e| chain(&e))?;
     let (mut n, mut refused) = (0, 0);
     for (fd, sock) in connected {
@@ -407,134 +471,9 @@ fn tcp_socket(fd: &OwnedFd) -> Option<TcpSocket> {
     Some(TcpSocket { listening, connected, local_port, cookie })
 }
 
-/// Byte offset of a member path (`thread.fsbase`) inside struct `root`, from raw BTF. Members
-/// of anonymous structs and unions are searched too.
-pub fn member_offset(btf: &[u8], root: &str, path: &[&str]) -> Option<u32> {
-    let types = BtfTypes::parse(btf)?;
-    let mut id = types.struct_named(root)?;
-    let mut offset_bits = 0u32;
-    for name in path {
-        let (ty, bits) = types.member(id, name)?;
-        offset_bits += bits;
-        id = ty;
-    }
-    offset_bits.is_multiple_of(8).then_some(offset_bits / 8)
-}
-
-/// The type table of a BTF blob: for each type id, where its record starts.
-struct BtfTypes<'a> {
-    data: &'a [u8],
-    strings: &'a [u8],
-    starts: Vec<usize>,
-}
-
-const BTF_KIND_STRUCT: u32 = 4;
-const BTF_KIND_UNION: u32 = 5;
-
-impl<'a> BtfTypes<'a> {
-    fn parse(btf: &'a [u8]) -> Option<BtfTypes<'a>> {
-        let u32_at = |o: usize| Some(u32::from_le_bytes(btf.get(o..o + 4)?.try_into().ok()?));
-        if btf.get(0..2)? != [0x9f, 0xeb] {
-            return None;
-        }
-        let hdr_len = u32_at(4)? as usize;
-        let (type_off, type_len) = (u32_at(8)? as usize, u32_at(12)? as usize);
-        let (str_off, str_len) = (u32_at(16)? as usize, u32_at(20)? as usize);
-        let data = btf.get(hdr_len + type_off..hdr_len + type_off + type_len)?;
-        let strings = btf.get(hdr_len + str_off..hdr_len + str_off + str_len)?;
-        let mut starts = vec![0]; // type id 0 is void
-        let mut o = 0;
-        while o + 12 <= data.len() {
-            starts.push(o);
-            let info = u32::from_le_bytes(data[o + 4..o + 8].try_into().ok()?);
-            let (kind, vlen) = ((info >> 24) & 0x1f, (info & 0xffff) as usize);
-            let extra = match kind {
-                1 | 14 | 17 => 4,             // int, var, decl_tag
-                3 => 12,                      // array
-                4 | 5 | 15 | 19 => 12 * vlen, // struct, union, datasec, enum64
-                6 | 13 => 8 * vlen,           // enum, func_proto
-                _ => 0,
-            };
-            o += 12 + extra;
-        }
-        Some(BtfTypes { data, strings, starts })
-    }
-
-    fn word(&self, o: usize) -> u32 {
-        self.data.get(o..o + 4).map(|b| u32::from_le_bytes(b.try_into().unwrap())).unwrap_or(0)
-    }
-
-    fn name(&self, off: u32) -> &[u8] {
-        let s = self.strings.get(off as usize..).unwrap_or(&[]);
-        &s[..s.iter().position(|&b| b == 0).unwrap_or(s.len())]
-    }
-
-    fn kind(&self, id: u32) -> Option<(u32, usize, bool)> {
-        let o = *self.starts.get(id as usize)?;
-        let info = self.word(o + 4);
-        Some(((info >> 24) & 0x1f, (info & 0xffff) as usize, info >> 31 != 0))
-    }
-
-    fn struct_named(&self, name: &str) -> Option<u32> {
-        (1..self.starts.len() as u32).find(|&id| {
-            matches!(self.kind(id), Some((BTF_KIND_STRUCT, vlen, _)) if vlen > 0)
-                && self.name(self.word(self.starts[id as usize])) == name.as_bytes()
-        })
-    }
-
-    /// Follows typedef, volatile, const, restrict and type_tag to the underlying type.
-    fn resolve(&self, mut id: u32) -> u32 {
-        for _ in 0..16 {
-            match self.kind(id) {
-                Some((8..=11 | 18, _, _)) => id = self.word(self.starts[id as usize] + 8),
-                _ => break,
-            }
-        }
-        id
-    }
-
-    /// (type, bit offset) of member `name` of struct or union `id`, looking into anonymous
-    /// members.
-    fn member(&self, id: u32, name: &str) -> Option<(u32, u32)> {
-        let id = self.resolve(id);
-        let (kind, vlen, kflag) = self.kind(id)?;
-        if kind != BTF_KIND_STRUCT && kind != BTF_KIND_UNION {
-            return None;
-        }
-        let base = self.starts[id as usize] + 12;
-        for i in 0..vlen {
-            let m = base + 12 * i;
-            let (name_off, ty, off) = (self.word(m), self.word(m + 4), self.word(m + 8));
-            let bits = if kflag { off & 0xff_ffff } else { off };
-            if name_off == 0 {
-                if let Some((t, b)) = self.member(ty, name) {
-                    return Some((t, bits + b));
-                }
-            } else if self.name(name_off) == name.as_bytes() {
-                return Some((ty, bits));
-            }
-        }
-        None
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// The running kernel's own BTF: `thread.fsbase` is found, inside `task_struct`, 8-aligned.
-    #[test]
-    fn fsbase_offset_from_the_running_kernel() {
-        let Ok(btf) = fs::read("/sys/kernel/btf/vmlinux") else {
-            eprintln!("no /sys/kernel/btf/vmlinux: skipped");
-            return;
-        };
-        let off = member_offset(&btf, "task_struct", &["thread", "fsbase"]).expect("task_struct.thread.fsbase");
-        let thread = member_offset(&btf, "task_struct", &["thread"]).unwrap();
-        assert!(off > thread && off % 8 == 0, "fsbase at {off}, thread at {thread}");
-        assert_eq!(member_offset(&btf, "task_struct", &["no_such_member"]), None);
-        assert_eq!(member_offset(&btf, "no_such_struct", &["thread"]), None);
-    }
 
     #[test]
     fn coverage_says_what_is_not_covered() {
