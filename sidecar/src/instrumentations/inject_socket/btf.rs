@@ -127,7 +127,7 @@ mod tests {
         };
         let off = member_offset(&btf, "task_struct", &["thread", "fsbase"]).expect("task_struct.thread.fsbase");
         let thread = member_offset(&btf, "task_struct", &["thread"]).unwrap();
-        assert!(off > thread && off % 8 == 0, "fsbase at {off}, thread at {thread}");
+        assert!(off > thread && off.is_multiple_of(8), "fsbase at {off}, thread at {thread}");
         assert_eq!(member_offset(&btf, "task_struct", &["no_such_member"]), None);
         assert_eq!(member_offset(&btf, "no_such_struct", &["thread"]), None);
     }
