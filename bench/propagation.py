@@ -71,7 +71,14 @@ def one_run(args, sink, cg, port, mode):
                              env=env, stderr=subprocess.PIPE, text=True)
         reader = threading.Thread(target=lambda: err_lines.extend(g.stderr), daemon=True)
         reader.start()
-        wait_file(ready, g)
+        try:
+            wait_file(ready, g)
+        except RuntimeError:
+            for proc in (g, client):
+                proc.kill()
+                proc.wait()
+            reader.join(timeout=5)
+            raise RuntimeError(f"{mode}: gotel did not attach; its log:\n{''.join(err_lines)[-3000:]}") from None
     out = client.communicate(timeout=300)[0]
     res = json.loads(out)
     if g is not None:

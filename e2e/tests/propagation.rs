@@ -741,3 +741,44 @@ fn ten_thousand_requests_all_parented() {
         spans.len()
     );
 }
+
+/// The byte oracle itself: it accepts exactly one well-formed line after the request line and
+/// refuses every other change (so the tests above cannot pass on a broken insertion).
+#[test]
+fn wire_oracle_refuses_every_other_change() {
+    let req = |path: &str, body: &str| {
+        format!("POST {path} HTTP/1.1\r\nHost: h\r\nContent-Length: {}\r\n\r\n{body}", body.len()).into_bytes()
+    };
+    let tp = "traceparent: 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01\r\n";
+    let insert = |r: &[u8], line: &str| {
+        let at = find(r, b"\r\n", 0).unwrap() + 2;
+        [&r[..at], line.as_bytes(), &r[at..]].concat()
+    };
+    let (a, b) = (req("/echo/a", "hello"), req("/echo/b", "x\r\n\r\nGET / HTTP/1.1\r\n"));
+    let sent = [a.clone(), b.clone()].concat();
+    // Unchanged, and one line on the second request only.
+    let got = wire_requests("c", &sent, &sent).unwrap();
+    assert!(got.iter().all(|w| w.injected.is_none()) && got.len() == 2);
+    let got = wire_requests("c", &sent, &[a.clone(), insert(&b, tp)].concat()).unwrap();
+    assert_eq!(got[1].injected, Some(("4bf92f3577b34da6a3ce929d0e0e4736".into(), "00f067aa0ba902b7".into())));
+    assert_eq!(got[0].injected, None);
+    // Refused: two lines, a malformed line, a line elsewhere, a changed body, extra or missing bytes.
+    for bad in [
+        [insert(&insert(&a, tp), tp), b.clone()].concat(),
+        [insert(&a, &tp.replace("-01\r\n", "-00\r\n")), b.clone()].concat(),
+        [insert(&a, &tp.replace("4bf9", "4BF9")), b.clone()].concat(),
+        [a.clone(), b.clone(), tp.as_bytes().to_vec()].concat(),
+        [a[..a.len() - 1].to_vec(), b"H".to_vec(), b.clone()].concat(),
+        [a.clone(), b[..b.len() - 1].to_vec()].concat(),
+        [a.clone(), b.clone(), b"x".to_vec()].concat(),
+        {
+            let mut x = insert(&a, tp);
+            let n = x.len();
+            x.insert(n - 5, b'Z');
+            x.remove(n - 4);
+            [x, b.clone()].concat()
+        },
+    ] {
+        assert!(wire_requests("c", &sent, &bad).is_err(), "accepted {:?}", String::from_utf8_lossy(&bad));
+    }
+}
