@@ -545,7 +545,7 @@ fn assert_headers(s: &Sent, body: bool, big: usize, tp: Option<&str>) {
 }
 
 fn tp_of(w: &WireRequest) -> String {
-    let (t, s) = w.injected.as_ref().unwrap();
+    let (t, s) = w.injected.as_ref().unwrap_or_else(|| panic!("{}: no traceparent was inserted: {w:?}", w.path));
     format!("00-{t}-{s}-01")
 }
 
