@@ -28,6 +28,10 @@ use aya_ebpf::{
 };
 use gotel_shared::*;
 
+// GOTEL_PROPAGATION=inject through the socket (SOCK_OPS + SK_MSG), for kernels in lockdown.
+#[path = "propagation/inject_socket.rs"]
+mod inject_socket;
+
 /// Completed spans and captured values, submitted without wake-up and drained on a timer
 /// (waking user space per event nearly doubles the cost of a traced call).
 /// Userspace sets the real size (`GOTEL_RING_BUFFER_BYTES`).
@@ -511,9 +515,14 @@ fn on_entry(ctx: &ProbeContext) -> Option<()> {
                 state: 0,
                 writer: 0,
                 n_at_entry: 0,
+                stored_ns: h.now,
             };
-            let key = GoroutineKey { tgid: h.key.tgid, _pad: 0, goroutine: saved[0] };
-            let _ = INJECT_BY_REQUEST.insert(&key, &ctx, 0);
+            // Keyed by the request's URL pointer: a request with a body is written as a copy.
+            let url_offset = INJECT_CONFIG.get(0).map_or(16, |c| c.request_url_offset) as u64;
+            if let Some(url) = read_u64(saved[0].wrapping_add(url_offset)) {
+                let key = GoroutineKey { tgid: h.key.tgid, _pad: 0, goroutine: url };
+                let _ = INJECT_BY_REQUEST.insert(&key, &ctx, 0);
+            }
         }
     }
     if let Some(plan) = plan {
@@ -665,7 +674,7 @@ fn on_newproc_return(ctx: &ProbeContext) -> Option<()> {
     Some(())
 }
 
-/// Outgoing requests whose CLIENT span asked for injection, by (tgid, *http.Request).
+/// Outgoing requests whose CLIENT span asked for injection, by (tgid, request's *url.URL).
 #[map]
 static INJECT_BY_REQUEST: LruHashMap<GoroutineKey, InjectContext> = LruHashMap::with_max_entries(4096, 0);
 
@@ -695,15 +704,19 @@ fn copy_regs(ctx: &ProbeContext) -> Option<*mut Scratch> {
 }
 
 /// Entry of `net/http.(*Request).write(r *Request, w io.Writer, ...)` (RAX = r): if the request
-/// carries a context to inject, the current goroutine is the one writing it.
+/// (found by its URL pointer, shared with the copy roundTrip writes) carries a context to
+/// inject, the current goroutine is the one writing it.
 #[uprobe]
 pub fn gotel_request_write(ctx: ProbeContext) -> u32 {
     let _ = (|| -> Option<()> {
         let s = unsafe { &mut *copy_regs(&ctx)? };
         let g = goroutine_key(&s.regs);
-        let req = GoroutineKey { tgid: g.tgid, _pad: 0, goroutine: s.regs[REG_RAX as usize] };
-        let ctx = unsafe { *INJECT_BY_REQUEST.get(&req)? };
+        let url_offset = INJECT_CONFIG.get(0)?.request_url_offset as u64;
+        let url = read_u64(s.regs[REG_RAX as usize].wrapping_add(url_offset))?;
+        let req = GoroutineKey { tgid: g.tgid, _pad: 0, goroutine: url };
+        let mut ctx = unsafe { *INJECT_BY_REQUEST.get(&req)? };
         let _ = INJECT_BY_REQUEST.remove(&req);
+        ctx.stored_ns = unsafe { bpf_ktime_get_ns() }; // the socket path's lifetime starts here
         let _ = INJECT_PENDING.insert(&g, &ctx, 0);
         Some(())
     })();

@@ -35,6 +35,9 @@ pub struct Attached {
     pub uprobes: usize,
     /// The header-injection programs loaded (GOTEL_PROPAGATION=inject and the kernel allows it).
     pub injecting: bool,
+    // GOTEL_PROPAGATION=inject paths: memory (bpf_probe_write_user) and socket (inject_socket).
+    memory_path: Result<(), String>,
+    socket_path: Option<Result<crate::instrumentations::inject_socket::Loaded, String>>,
 }
 
 /// Kernel counters, summed over CPUs.
@@ -95,28 +98,43 @@ pub fn load(plan: &Plan, settings: &Settings) -> Result<Attached, Failure> {
     // GOTEL_PROPAGATION=inject asked for them.
     let programs = ["gotel_entry", "gotel_return", "gotel_newproc_entry", "gotel_newproc_return", "gotel_header_line"];
     let mut injecting = false;
+    let mut memory_path = Err("not asked for".to_string());
+    let mut socket_path = None;
     if let Some(inj) = &plan.injection {
         let mut cfg: Array<&mut MapData, gotel_shared::InjectConfig> =
             Array::try_from(ebpf.map_mut("INJECT_CONFIG").expect("INJECT_CONFIG map"))
                 .map_err(|e| environment_error("INJECT_CONFIG map", chain(&e)))?;
         cfg.set(0, inj.config, 0).map_err(|e| environment_error("filling INJECT_CONFIG", chain(&e)))?;
-        injecting = true;
-        for name in ["gotel_request_write", "gotel_header_write_entry", "gotel_header_write_return"] {
-            let prog: &mut UProbe = ebpf.program_mut(name).expect("program").try_into().expect("uprobe");
-            if let Err(e) = prog.load() {
-                let text = chain(&e);
-                // Lockdown or a kernel built without the helper: refuse injection, keep tracing.
-                if text.contains("bpf_probe_write_user") {
-                    tracing::warn!(
-                        "{}",
-                        crate::instrumentations::lockdown_message("the verifier refuses bpf_probe_write_user")
-                    );
-                } else {
-                    tracing::warn!("GOTEL_PROPAGATION=inject refused: loading {name} failed: {text}");
-                }
-                injecting = false;
-                break;
-            }
+        memory_path = match &inj.memory_refused {
+            Some(why) => Err(why.clone()),
+            None => ["gotel_header_write_entry", "gotel_header_write_return"].into_iter().try_for_each(|name| {
+                let prog: &mut UProbe = ebpf.program_mut(name).expect("program").try_into().expect("uprobe");
+                prog.load().map_err(|e| {
+                    let text = chain(&e);
+                    // Lockdown or a kernel built without the helper: no memory path, keep tracing.
+                    if text.contains("bpf_probe_write_user") {
+                        "kernel in lockdown (the verifier refuses bpf_probe_write_user)".to_string()
+                    } else {
+                        format!("loading {name} failed: {text}")
+                    }
+                })
+            }),
+        };
+        // Socket path (instrumentations::inject_socket): SOCK_OPS + SK_MSG, no write into the target.
+        let socket = crate::instrumentations::inject_socket::load(&mut ebpf);
+        injecting = memory_path.is_ok() || socket.is_ok();
+        socket_path = Some(socket);
+        if injecting {
+            let prog: &mut UProbe = ebpf.program_mut("gotel_request_write").expect("program").try_into().expect("uprobe");
+            prog.load().map_err(|e| environment_error("loading gotel_request_write (BPF verifier)", chain(&e)))?;
+        } else {
+            tracing::warn!(
+                "{}",
+                crate::instrumentations::inject_socket::coverage(
+                    Err(socket_path.as_ref().and_then(|s| s.as_ref().err()).map_or("", |e| e.as_str())),
+                    &memory_path
+                )
+            );
         }
     }
     let mut probes: Array<&mut MapData, gotel_shared::ProbePlan> =
@@ -137,7 +155,7 @@ pub fn load(plan: &Plan, settings: &Settings) -> Result<Attached, Failure> {
             .map_err(|e: ProgramError| environment_error(name, chain(&e)))?;
         prog.load().map_err(|e| environment_error(&format!("loading {name} (BPF verifier)"), chain(&e)))?;
     }
-    Ok(Attached { ebpf, uprobes: 0, injecting })
+    Ok(Attached { ebpf, uprobes: 0, injecting, memory_path, socket_path })
 }
 
 impl Attached {
@@ -160,6 +178,36 @@ impl Attached {
             environment_error(&format!("attaching a uprobe to {} at {offset:#x}", target.display()), chain(&e))
         })?;
         self.uprobes += 1;
+        Ok(())
+    }
+
+    /// GOTEL_PROPAGATION=inject through the socket (instrumentations::inject_socket): the dial
+    /// uprobe, SOCK_OPS on the target's cgroup, SK_MSG on the sockhash; then the start-up line
+    /// that says which path covers what. A failure turns the socket path off, never tracing.
+    fn attach_socket_path(&mut self, bin: &GoBinary, target: &Path, pid: u32) -> Result<(), Failure> {
+        use crate::instrumentations::inject_socket;
+        let socket = match self.socket_path.take() {
+            Some(Ok(_)) => {
+                if let Some(f) = bin.function(inject_socket::DIAL_SYMBOL) {
+                    self.attach_one("gotel_socket_dial", bin, target, pid, f.entry, 0)?;
+                }
+                inject_socket::attach(&mut self.ebpf, pid)
+            }
+            Some(Err(why)) => Err(why),
+            None => return Ok(()),
+        };
+        tracing::info!("{}", inject_socket::coverage(socket.as_ref().map_err(|e| e.as_str()), &self.memory_path));
+        if let Ok(a) = &socket {
+            tracing::info!("GOTEL_PROPAGATION=inject: {}", inject_socket::fionread_message(a));
+            if !a.others.is_empty() {
+                tracing::warn!(
+                    cgroup = %a.cgroup.display(),
+                    "GOTEL_PROPAGATION=inject: other SOCK_OPS programs run on the target's cgroup, gotel's runs \
+                     beside them (BPF_F_ALLOW_MULTI): {}",
+                    a.others.join(", ")
+                );
+            }
+        }
         Ok(())
     }
 
@@ -186,7 +234,7 @@ impl Attached {
                 COOKIE_NEWPROC_ENTRY,
             )?;
         }
-        if let Some(inj) = plan.injection.as_ref().filter(|_| self.injecting) {
+        if let Some(inj) = plan.injection.as_ref().filter(|_| self.injecting && self.memory_path.is_ok()) {
             let w = &inj.header_write;
             for &off in &w.ret_offsets {
                 self.attach_one(
@@ -206,6 +254,9 @@ impl Attached {
                 w.function.entry + w.entry_offset,
                 COOKIE_HEADER_WRITE_ENTRY,
             )?;
+        }
+        if let Some(inj) = plan.injection.as_ref().filter(|_| self.injecting) {
+            self.attach_socket_path(bin, target, pid)?;
             let r = &inj.request_write;
             self.attach_one(
                 "gotel_request_write",

@@ -21,6 +21,8 @@ use crate::{
 };
 use gotel_shared::{Fetch, Root, ValueKind, REG_RCX, REG_RDI};
 
+pub mod inject_socket;
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Library {
     HttpServer,
@@ -123,6 +125,8 @@ pub fn bufio_writer_offsets(bin: &GoBinary) -> Option<gotel_shared::InjectConfig
     Some(gotel_shared::InjectConfig {
         buf_offset: types.field(w, "buf")?.0 as u32,
         n_offset: types.field(w, "n")?.0 as u32,
+        request_url_offset: types.struct_field("net/http.Request", "URL")?.0 as u32,
+        _pad: 0,
     })
 }
 

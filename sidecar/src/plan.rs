@@ -92,6 +92,9 @@ pub struct Injection {
     /// `net/http.Header.writeSubset`: the request's own header lines.
     pub header_write: RuntimeHook,
     pub config: gotel_shared::InjectConfig,
+    /// Why the memory path (writing into the target's `bufio.Writer`) cannot run here, if the
+    /// kernel says so up front (lockdown).
+    pub memory_refused: Option<String>,
 }
 
 #[derive(Debug)]
@@ -251,14 +254,9 @@ pub fn build(
         );
     }
     let mut injection = None;
-    let inject = inject
-        && match crate::instrumentations::lockdown_refusal() {
-            Some(why) => {
-                warnings.push(why);
-                false
-            }
-            None => true,
-        };
+    // A kernel in lockdown refuses the memory path only; the socket path
+    // (instrumentations::inject_socket) still covers plaintext HTTP/1.
+    let memory_refused = crate::instrumentations::lockdown_refusal().map(|_| "kernel in lockdown".to_string());
     if inject {
         let client = probes.iter_mut().find(|p| p.library == Some(Library::HttpClient));
         let parts = (
@@ -270,7 +268,7 @@ pub fn build(
             (Some(client), (Some(request_write), Some(header_write), Some(config))) => {
                 client.inject = true;
                 client.save_regs[0] = gotel_shared::REG_RBX; // roundTrip(t *Transport, req *Request)
-                injection = Some(Injection { request_write, header_write, config });
+                injection = Some(Injection { request_write, header_write, config, memory_refused });
             }
             _ => warnings.push(
                 "GOTEL_PROPAGATION=inject: this binary has no HTTP client spans (net/http client, bufio.Writer layout); nothing will be injected".into(),

@@ -282,6 +282,7 @@ async fn session(
     metrics.attached.store(0, Relaxed);
     metrics.target_pid.store(0, Relaxed);
     summary(&counters, &factory, stats.as_deref());
+    crate::instrumentations::inject_socket::log_summary(&counters); // GOTEL_PROPAGATION=inject, socket path
     Ok(end)
 }
 
