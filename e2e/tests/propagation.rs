@@ -475,10 +475,11 @@ impl<'a> Index<'a> {
     }
 }
 
-/// `name=N` from gotel's session summary line.
+/// `name=N` from gotel's last log line that has it (the session summary, the socket path's totals).
 fn counter(stderr: &str, name: &str) -> Option<u64> {
-    let line = stderr.lines().rev().find(|l| l.contains("session summary"))?;
-    let at = line.find(&format!(" {name}="))? + name.len() + 2;
+    let key = format!(" {name}=");
+    let line = stderr.lines().rev().find(|l| l.contains(&key))?;
+    let at = line.find(&key)? + key.len();
     line[at..].split(|c: char| !c.is_ascii_digit()).next()?.parse().ok()
 }
 
@@ -620,10 +621,12 @@ fn one_trace_across_two_services(go: &Path, tag: &str) {
 
     // Counters: one insertion per request that should have one, the two present ones skipped.
     let injected = ka.len() + post.len() + big.len() + mix.len() + fresh.len();
-    assert_counter(&front_log, "traceparent_injected", injected as u64);
-    assert_counter(&front_log, "inject_skipped_present", (tpc.len() + tpl.len()) as u64);
-    assert_counter(&echo_log, "traceparent_injected", 0);
+    // Through the socket only: nothing was written into either process's memory.
+    assert_counter(&front_log, "socket_injected", injected as u64);
+    assert_counter(&front_log, "socket_skipped_present", (tpc.len() + tpl.len()) as u64);
+    assert_eq!(counter(&echo_log, "socket_injected").unwrap_or(0), 0, "the echo sent no request: {echo_log}");
     for log in [&front_log, &echo_log] {
+        assert_counter(log, "traceparent_injected", 0);
         for c in ["lost_ring_buffer_full", "lost_queue_full", "lost_export_failed"] {
             assert_counter(log, c, 0);
         }
@@ -700,8 +703,9 @@ fn ten_thousand_requests_all_parented() {
     eprintln!("{N} traced requests in {:.2} s ({:.0}/s)", traced.seconds, N as f64 / traced.seconds);
 
     let (front_log, echo_log) = svc.stop_gotel();
-    assert_counter(&front_log, "traceparent_injected", N);
+    assert_counter(&front_log, "socket_injected", N);
     for log in [&front_log, &echo_log] {
+        assert_counter(log, "traceparent_injected", 0);
         for c in ["lost_ring_buffer_full", "lost_queue_full", "lost_export_failed"] {
             assert_counter(log, c, 0);
         }
