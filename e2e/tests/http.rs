@@ -160,10 +160,13 @@ fn check_go(go: &Path, expect_route: bool, inject: bool, stripped: bool) {
         assert!(client.start_unix_nano >= fetch.start_unix_nano && client.end_unix_nano <= fetch.end_unix_nano);
     }
     // The incoming traceparent is the frontend server span's parent; the invalid one is not.
-    let adopted: Vec<&FlatSpan> = spans.iter().filter(|s| s.trace_id == TRACE_ID).collect();
+    let adopted: Vec<&FlatSpan> = spans.iter().filter(|s| s.trace_id == TRACE_ID && service(s) == "frontend").collect();
     let server = adopted.iter().find(|s| s.kind == 2).expect("a server span in the incoming trace");
     assert_eq!(server.parent_span_id, PARENT_ID);
     assert_eq!(adopted.len(), 5, "server, order, audit, fetchPrice, client join the caller's trace: {adopted:#?}");
+    // With injection the backend's server span and main.price join it too.
+    let backend_joined = spans.iter().filter(|s| s.trace_id == TRACE_ID && service(s) == "backend").count();
+    assert_eq!(backend_joined, if inject { 2 } else { 0 }, "backend spans in the caller's trace");
     assert!(spans.iter().all(|s| !s.trace_id.starts_with("zzf92f")));
     // Backend server spans carry the path and nest main.price.
     for price in spans.iter().filter(|s| s.name == "main.price") {
@@ -186,10 +189,12 @@ fn check_go(go: &Path, expect_route: bool, inject: bool, stripped: bool) {
             assert!(client.is_none() && spans.iter().all(|c| c.kind != 3 || c.trace_id != server.trace_id));
         }
     }
+    // Nothing is written into the process's memory (traceparent_injected counts the memory path).
+    assert!(frontend_summary.contains("traceparent_injected=0"), "gotel summary: {frontend_summary}");
     if inject {
-        assert!(frontend_summary.contains("traceparent_injected=4"), "gotel summary: {frontend_summary}");
+        assert!(frontend_summary.contains("socket_injected=4 "), "gotel summary: {frontend_summary}");
     } else {
-        assert!(frontend_summary.contains("traceparent_injected=0"), "gotel summary: {frontend_summary}");
+        assert!(!frontend_summary.contains("socket_injected="), "gotel summary: {frontend_summary}");
     }
 }
 
