@@ -121,11 +121,17 @@ pub fn load(plan: &Plan, settings: &Settings) -> Result<Attached, Failure> {
             }),
         };
         // Socket path (instrumentations::inject_socket): SOCK_OPS + SK_MSG, no write into the target.
-        let socket = crate::instrumentations::inject_socket::load(&mut ebpf);
+        // Where the memory path runs it writes first and would leave the socket path nothing to
+        // do; until the two are split by TLS, such kernels keep the memory path alone.
+        let socket = match &memory_path {
+            Ok(()) => Err("not used while the memory path runs".to_string()),
+            Err(_) => crate::instrumentations::inject_socket::load(&mut ebpf),
+        };
         injecting = memory_path.is_ok() || socket.is_ok();
         socket_path = Some(socket);
         if injecting {
-            let prog: &mut UProbe = ebpf.program_mut("gotel_request_write").expect("program").try_into().expect("uprobe");
+            let prog: &mut UProbe =
+                ebpf.program_mut("gotel_request_write").expect("program").try_into().expect("uprobe");
             prog.load().map_err(|e| environment_error("loading gotel_request_write (BPF verifier)", chain(&e)))?;
         } else {
             tracing::warn!(
@@ -388,16 +394,13 @@ fn raise_limits() {
 mod tests {
     use super::*;
 
-    /// gotel only reads the target, except the header-injection program that only
-    /// GOTEL_PROPAGATION=inject loads: no other kernel program may call `bpf_probe_write_user`
-    /// (helper 36). Checked on the object that ships inside the binary.
-    #[test]
-    fn only_the_injection_program_writes_user_memory() {
+    /// The functions of the embedded eBPF object that call helper `helper`, and the number of
+    /// helper calls seen in all (to tell a wrong object from a clean one).
+    fn helper_callers(helper: i32) -> (usize, Vec<String>) {
         const BPF_CALL: u8 = 0x85;
-        const PROBE_WRITE_USER: i32 = 36;
         let elf = goblin::elf::Elf::parse(EBPF_OBJECT).expect("the embedded eBPF object is an ELF file");
         let mut calls = 0;
-        let mut writers = Vec::new();
+        let mut callers = Vec::new();
         for (index, sh) in elf.section_headers.iter().enumerate() {
             if sh.sh_flags & goblin::elf::section_header::SHF_EXECINSTR as u64 == 0 {
                 continue;
@@ -414,19 +417,36 @@ mod tests {
             };
             let code = &EBPF_OBJECT[sh.sh_offset as usize..(sh.sh_offset + sh.sh_size) as usize];
             for (i, ins) in code.chunks_exact(8).enumerate() {
-                let name = function_at(i as u64 * 8);
                 // A helper call has src_reg 0 (bpf-to-bpf calls have 1).
                 if ins[0] == BPF_CALL && ins[1] >> 4 == 0 {
                     calls += 1;
-                    let helper = i32::from_le_bytes(ins[4..8].try_into().unwrap());
-                    if helper == PROBE_WRITE_USER {
-                        writers.push(name);
+                    if i32::from_le_bytes(ins[4..8].try_into().unwrap()) == helper {
+                        callers.push(function_at(i as u64 * 8));
                     }
                 }
             }
         }
+        callers.dedup();
+        (calls, callers)
+    }
+
+    /// gotel only reads the target, except the header-injection program that only
+    /// GOTEL_PROPAGATION=inject loads: no other kernel program may call `bpf_probe_write_user`
+    /// (helper 36). Checked on the object that ships inside the binary.
+    #[test]
+    fn only_the_injection_program_writes_user_memory() {
+        let (calls, writers) = helper_callers(36);
         assert!(calls > 10, "found only {calls} helper calls: is this the right object?");
-        writers.dedup();
         assert_eq!(writers, vec!["gotel_header_write_return".to_string()], "programs calling bpf_probe_write_user");
+    }
+
+    /// The socket path's SK_MSG program is the only one that changes what a process sends
+    /// (`bpf_msg_push_data`, helper 90; `bpf_msg_pop_data`, 91, only takes its own gap out again).
+    #[test]
+    fn only_the_socket_program_changes_messages() {
+        let (calls, pushers) = helper_callers(90);
+        assert!(calls > 10, "found only {calls} helper calls: is this the right object?");
+        assert_eq!(pushers, vec!["gotel_sk_msg".to_string()], "programs calling bpf_msg_push_data");
+        assert_eq!(helper_callers(91).1, vec!["gotel_sk_msg".to_string()], "programs calling bpf_msg_pop_data");
     }
 }

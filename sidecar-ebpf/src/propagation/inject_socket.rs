@@ -287,7 +287,8 @@ fn inject(ctx: &SkMsgContext, p: &InjectContext) -> Option<()> {
         return None;
     }
     unsafe { bpf_probe_read_kernel_buf(data as *const u8, &mut s.buf[..want]) }.ok()?;
-    s.scan = Scan { len: want as u64, nl: NONE, spaces: 0, first_space: 0, line_start: 0, header_end: 0, found: 0, bad: 0 };
+    s.scan =
+        Scan { len: want as u64, nl: NONE, spaces: 0, first_space: 0, line_start: 0, header_end: 0, found: 0, bad: 0 };
     unsafe { bpf_loop(want as u32, scan_one as *mut _, core::ptr::null_mut(), 0) };
     let s = unsafe { &mut *INJECT_SOCKET_SCRATCH.get_ptr_mut(0)? };
     let scan = &s.scan;

@@ -159,7 +159,10 @@ pub fn coverage(socket: Result<&Attached, &str>, memory: &Result<(), String>) ->
         Ok(()) if socket.is_ok() => {
             parts.push("TLS HTTP/1.x: memory path (bpf_probe_write_user, it writes into the target)".into())
         }
-        Ok(()) => parts.push("HTTP/1.x: memory path (bpf_probe_write_user, it writes into the target)".into()),
+        Ok(()) => parts.push(
+            "HTTP/1.x, plaintext and TLS: memory path (bpf_probe_write_user, it writes into the target's buffer)"
+                .into(),
+        ),
         Err(why) if socket.is_ok() => parts.push(format!("TLS and HTTP/2: not propagated, {why}")),
         Err(why) => parts.push(format!("nothing is propagated: memory path off too, {why}")),
     }
@@ -414,7 +417,7 @@ pub fn member_offset(btf: &[u8], root: &str, path: &[&str]) -> Option<u32> {
         offset_bits += bits;
         id = ty;
     }
-    (offset_bits % 8 == 0).then_some(offset_bits / 8)
+    offset_bits.is_multiple_of(8).then_some(offset_bits / 8)
 }
 
 /// The type table of a BTF blob: for each type id, where its record starts.
@@ -445,10 +448,10 @@ impl<'a> BtfTypes<'a> {
             let info = u32::from_le_bytes(data[o + 4..o + 8].try_into().ok()?);
             let (kind, vlen) = ((info >> 24) & 0x1f, (info & 0xffff) as usize);
             let extra = match kind {
-                1 | 14 | 17 => 4,         // int, var, decl_tag
-                3 => 12,                  // array
+                1 | 14 | 17 => 4,             // int, var, decl_tag
+                3 => 12,                      // array
                 4 | 5 | 15 | 19 => 12 * vlen, // struct, union, datasec, enum64
-                6 | 13 => 8 * vlen,       // enum, func_proto
+                6 | 13 => 8 * vlen,           // enum, func_proto
                 _ => 0,
             };
             o += 12 + extra;

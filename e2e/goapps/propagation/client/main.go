@@ -20,7 +20,9 @@ import (
 	"net/http"
 	"net/http/httptrace"
 	"os"
+	"strconv"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -28,6 +30,7 @@ import (
 const Preset = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
 
 type result struct {
+	Worker       int      `json:"worker"`
 	Round        int      `json:"round"`
 	Name         string   `json:"name"`
 	Status       int      `json:"status"`
@@ -45,19 +48,38 @@ func main() {
 	interval := flag.Duration("interval", 200*time.Millisecond, "pause between rounds")
 	startFile := flag.String("start-file", "", "wait until this file exists before the first round")
 	warm := flag.Bool("warm", false, "run round 0 before waiting for -start-file")
+	workers := flag.Int("workers", 1, "goroutines running the rounds at once, each with its own connection")
 	flag.Parse()
-	client := &http.Client{Timeout: 10 * time.Second}
 	body := bytes.Repeat([]byte("0123456789abcdef"), 20*1024/16)
 	sum := sha256.Sum256(body)
 	want := hex.EncodeToString(sum[:])
 	out := json.NewEncoder(os.Stdout)
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	for w := 0; w < *workers; w++ {
+		wg.Add(1)
+		go func(worker int) {
+			defer wg.Done()
+			// One Transport per worker: its own keep-alive connection.
+			client := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{}}
+			run(client, worker, *server, *rounds, *warm, *interval, *startFile, body, want, func(r result) {
+				mu.Lock()
+				_ = out.Encode(r)
+				mu.Unlock()
+			})
+		}(w)
+	}
+	wg.Wait()
+}
+
+func run(client *http.Client, worker int, server string, rounds int, warm bool, interval time.Duration, startFile string, body []byte, want string, emit func(result)) {
 	first := 1
-	if *warm {
+	if warm {
 		first = 0
 	}
-	for round := first; *rounds == 0 || round <= *rounds; round++ {
-		for round == 1 && *startFile != "" {
-			if _, err := os.Stat(*startFile); err == nil {
+	for round := first; rounds == 0 || round <= rounds; round++ {
+		for round == 1 && startFile != "" {
+			if _, err := os.Stat(startFile); err == nil {
 				break
 			}
 			time.Sleep(20 * time.Millisecond)
@@ -76,15 +98,16 @@ func main() {
 			{"preset", "GET", "/preset", nil, map[string]string{"Traceparent": Preset}},
 		}
 		for _, rq := range reqs {
-			res := result{Round: round, Name: rq.name}
+			res := result{Worker: worker, Round: round, Name: rq.name}
 			var rd io.Reader
 			if rq.body != nil {
 				rd = bytes.NewReader(rq.body)
 			}
-			r, err := http.NewRequest(rq.method, *server+rq.path, rd)
+			r, err := http.NewRequest(rq.method, server+rq.path, rd)
 			if err != nil {
 				log.Fatal(err)
 			}
+			r.Header.Set("X-Round", strconv.Itoa(round))
 			for k, v := range rq.header {
 				r.Header.Set(k, v)
 			}
@@ -111,8 +134,8 @@ func main() {
 				res.BodyIntact = rq.body == nil && got.BodyLen == 0 || got.BodySHA256 == want
 				res.BigHeaderLen = got.BigHeaderLen
 			}
-			_ = out.Encode(res)
+			emit(res)
 		}
-		time.Sleep(*interval)
+		time.Sleep(interval)
 	}
 }

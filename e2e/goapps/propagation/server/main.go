@@ -27,6 +27,7 @@ type received struct {
 	BigHeaderLen  int      `json:"big_header_len"`
 	Remote        string   `json:"remote"`
 	Proto         string   `json:"proto"`
+	Round         string   `json:"round"`
 }
 
 func main() {
@@ -56,6 +57,7 @@ func main() {
 			BigHeaderLen:  len(r.Header.Get("X-Big")),
 			Remote:        r.RemoteAddr,
 			Proto:         r.Proto,
+			Round:         r.Header.Get("X-Round"),
 		}
 		mu.Lock()
 		_ = enc.Encode(rec)
