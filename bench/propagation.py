@@ -86,6 +86,8 @@ def one_run(args, sink, cg, port, mode):
         reader.join(timeout=5)
         text = "".join(err_lines)
         res["summary"] = summary_fields(text)
+        res["coverage"] = next((line.split("GOTEL_PROPAGATION=inject: ", 1)[1] for line in text.splitlines()
+                                if "GOTEL_PROPAGATION=inject: " in line and "HTTP/1.x" in line), None)
         res["socket"] = next((dict(summary_fields(line.replace("propagation through the socket", "session summary")))
                               for line in text.splitlines() if "propagation through the socket" in line), {})
         if g.returncode != 0:
@@ -103,9 +105,10 @@ def render(r):
     pr = r["per_round_ratio_on_off"]
     out = [BEGIN, "## 6. Trace context through the socket: injection on vs off (issue 11)", "",
            "```sh", m["command"], "```", "",
-           f"* Date: {m['date']}; run took {m['seconds']:.0f} s. Kernel {m['machine']['kernel']} "
-           f"(lockdown `{m['lockdown']}`), {m['machine']['cpus']} CPUs; {m['machine']['go']}; gotel {m['machine']['gotel_commit']}.",
+           f"* Date: {m['date']}; run took {m['seconds']:.0f} s. Kernel {m['machine']['kernel']}, "
+           f"{m['machine']['cpus']} CPUs; {m['machine']['go']}; gotel {m['machine']['gotel_commit']}.",
            f"* Load average when the run started: {m['machine']['loadavg']}.",
+           *([f"* gotel's start-up line (inject on): `{r['coverage']}`."] if r.get("coverage") else []),
            f"* `bench/goapps/propclient`: {r['connections']} goroutines, each sending `GET /item` back to back over its own",
            f"  kept-alive connection to an untraced net/http server on 127.0.0.1, {r['seconds']} s per run after a 1 s",
            "  warm-up; the client alone on CPU 0 in a cgroup of its own, server, gotel and the OTLP receiver on",
@@ -126,6 +129,11 @@ def render(r):
             f"Injection on costs the traced client {100 * (1 - statistics.median(pr)):.1f}% of its requests/s "
             f"(per-round ratios on/off: {', '.join(f'{x:.3f}' for x in pr)}); p50 {on['p50_ms']:.3f} vs "
             f"{off['p50_ms']:.3f} ms, p99 {on['p99_ms']:.3f} vs {off['p99_ms']:.3f} ms (best rounds).",
+            "The client is CPU-bound on CPU 0, so 1 / (requests/s) is its CPU time per request: injection adds "
+            f"{statistics.median(r['per_round_extra_us']):.0f} us per request (per-round median; "
+            f"{1e6 / off['rps']:.0f} us with injection off, {1e6 / best['untraced']['rps']:.0f} us untraced): the uprobe on",
+            "`net/http.(*Request).write` that stores the context, and the SK_MSG program on each write of an enrolled",
+            "socket (the `tcp_bpf` send path, pull and push of 70 bytes).",
             f"gotel's socket counters over the inject-on runs: {json.dumps(r['socket_totals'])}.",
             "The server counts the `traceparent` values of every request it received (warm-up included):",
             "with injection on each request must carry exactly one, with it off none.", "", END]
@@ -163,8 +171,7 @@ def main():
     started = time.time()
     meta = {"date": time.strftime("%Y-%m-%d %H:%M %Z"), "command": "bench/propagation.sh" + (" --quick" if a.quick else ""),
             "machine": machine(),
-            "lockdown": Path("/sys/kernel/security/lockdown").read_text().split("[")[1].split("]")[0]
-            if Path("/sys/kernel/security/lockdown").exists() else "unknown"}
+            }
     sink = Sink()
     cg = cgroup_dir()
     port_file = BUILD / "propserver.port"
@@ -202,7 +209,10 @@ def main():
               "best": {m: max(rs, key=lambda x: x["rps"]) for m, rs in runs.items()},
               "per_round_ratio_on_off": ratio("gotel, inject on", "gotel, inject off"),
               "per_round_ratio_untraced_off": ratio("untraced", "gotel, inject off"),
-              "socket_totals": socket_totals}
+              "socket_totals": socket_totals,
+              "per_round_extra_us": [1e6 / x["rps"] - 1e6 / y["rps"]
+                                     for x, y in zip(runs["gotel, inject on"], runs["gotel, inject off"])],
+              "coverage": next((x["coverage"] for x in runs["gotel, inject on"] if x.get("coverage")), None)}
     (RESULTS / "propagation.json").write_text(json.dumps(result, indent=1))
     # The run is only valid if injection happened exactly when it should.
     bad = [f"{m} round {i + 1}: server saw {x['server']}, errors {x['errors']}"
