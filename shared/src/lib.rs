@@ -230,6 +230,32 @@ pub struct InjectConfig {
 /// `traceparent: 00-<32 hex>-<16 hex>-<2 hex>\r\n`.
 pub const TRACEPARENT_LINE_LEN: usize = 70;
 
+impl InjectContext {
+    /// Writes `traceparent: 00-<trace id>-<span id>-<01|00>\r\n`, the line both injection paths
+    /// send (the memory path into the target's buffer, the socket path into the message).
+    #[inline(always)]
+    pub fn write_traceparent_line(&self, line: &mut [u8; TRACEPARENT_LINE_LEN]) {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        line[..16].copy_from_slice(b"traceparent: 00-");
+        for i in 0..16 {
+            let b = self.trace_id[i];
+            line[16 + 2 * i] = HEX[(b >> 4) as usize];
+            line[17 + 2 * i] = HEX[(b & 15) as usize];
+        }
+        line[48] = b'-';
+        let span = self.span_id.to_be_bytes();
+        for i in 0..8 {
+            line[49 + 2 * i] = HEX[(span[i] >> 4) as usize];
+            line[50 + 2 * i] = HEX[(span[i] & 15) as usize];
+        }
+        line[65] = b'-';
+        line[66] = b'0';
+        line[67] = if self.sampled != 0 { b'1' } else { b'0' };
+        line[68] = b'\r';
+        line[69] = b'\n';
+    }
+}
+
 /// Settings of the socket path (`INJECT_SOCKET_CONFIG`[0]), filled by user space.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]
@@ -408,4 +434,23 @@ mod pod {
     unsafe impl aya::Pod for InjectContext {}
     unsafe impl aya::Pod for InjectConfig {}
     unsafe impl aya::Pod for SocketInjectConfig {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn traceparent_line_is_w3c() {
+        let mut trace_id = [0u8; 16];
+        trace_id[0] = 0x0a;
+        trace_id[15] = 0xff;
+        let ctx = InjectContext { trace_id, span_id: 0x00f0_67aa_0ba9_02b7, sampled: 1, ..Default::default() };
+        let mut line = [0u8; TRACEPARENT_LINE_LEN];
+        ctx.write_traceparent_line(&mut line);
+        assert_eq!(&line[..], &b"traceparent: 00-0a0000000000000000000000000000ff-00f067aa0ba902b7-01\r\n"[..]);
+        let ctx = InjectContext { sampled: 0, ..ctx };
+        ctx.write_traceparent_line(&mut line);
+        assert_eq!(&line[65..], b"-00\r\n");
+    }
 }

@@ -821,25 +821,8 @@ pub fn gotel_header_write_return(ctx: ProbeContext) -> u32 {
             return None;
         }
         let s = unsafe { &mut *scratch };
-        let line = &mut s.buf[..TRACEPARENT_LINE_LEN];
-        line[..16].copy_from_slice(b"traceparent: 00-");
-        const HEX: &[u8; 16] = b"0123456789abcdef";
-        for i in 0..16 {
-            let b = p.trace_id[i];
-            line[16 + 2 * i] = HEX[(b >> 4) as usize];
-            line[17 + 2 * i] = HEX[(b & 15) as usize];
-        }
-        line[48] = b'-';
-        let span = p.span_id.to_be_bytes();
-        for i in 0..8 {
-            line[49 + 2 * i] = HEX[(span[i] >> 4) as usize];
-            line[50 + 2 * i] = HEX[(span[i] & 15) as usize];
-        }
-        line[65] = b'-';
-        line[66] = b'0';
-        line[67] = if p.sampled != 0 { b'1' } else { b'0' };
-        line[68] = b'\r';
-        line[69] = b'\n';
+        let line: &mut [u8; TRACEPARENT_LINE_LEN] = (&mut s.buf[..TRACEPARENT_LINE_LEN]).try_into().ok()?;
+        p.write_traceparent_line(line);
         let rc = unsafe {
             bpf_probe_write_user((buf_ptr + n) as *mut _, line.as_ptr() as *const _, TRACEPARENT_LINE_LEN as u32)
         };

@@ -73,7 +73,7 @@ fn environment_error(what: &str, e: impl std::fmt::Display) -> Failure {
 }
 
 /// aya wraps the syscall error; show the innermost cause.
-fn chain(e: &dyn std::error::Error) -> String {
+pub(crate) fn chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut cur = e.source();
     while let Some(c) = cur {

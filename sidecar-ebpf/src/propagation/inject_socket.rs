@@ -75,7 +75,8 @@ static FIONREAD_PROBE: SockHash<u32> = SockHash::with_max_entries(1, 0);
 pub struct MsgScratch {
     buf: [u8; WINDOW + 64],
     scan: Scan,
-    line: [u8; TRACEPARENT_LINE_LEN + 2],
+    line: [u8; TRACEPARENT_LINE_LEN],
+    _pad: [u8; 2],
 }
 
 #[map]
@@ -308,7 +309,7 @@ fn inject(ctx: &SkMsgContext, p: &InjectContext) -> Option<()> {
         count(Counter::SocketHeadersPastWindow);
     }
     let off = (scan.nl as u32 + 1) & (WINDOW as u32 - 1);
-    format_line(&mut s.line, p);
+    p.write_traceparent_line(&mut s.line);
 
     let n = TRACEPARENT_LINE_LEN as u32;
     if ctx.push_data(off, n, 0).is_err() {
@@ -329,30 +330,7 @@ fn inject(ctx: &SkMsgContext, p: &InjectContext) -> Option<()> {
         return None;
     }
     let out = unsafe { core::slice::from_raw_parts_mut(data as *mut u8, TRACEPARENT_LINE_LEN) };
-    out.copy_from_slice(&s.line[..TRACEPARENT_LINE_LEN]);
+    out.copy_from_slice(&s.line);
     count(Counter::SocketInjected);
     Some(())
-}
-
-/// `traceparent: 00-<trace id>-<span id>-<flags>\r\n`.
-#[inline(always)]
-fn format_line(line: &mut [u8; TRACEPARENT_LINE_LEN + 2], p: &InjectContext) {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    line[..16].copy_from_slice(b"traceparent: 00-");
-    for i in 0..16 {
-        let b = p.trace_id[i];
-        line[16 + 2 * i] = HEX[(b >> 4) as usize];
-        line[17 + 2 * i] = HEX[(b & 15) as usize];
-    }
-    line[48] = b'-';
-    let span = p.span_id.to_be_bytes();
-    for i in 0..8 {
-        line[49 + 2 * i] = HEX[(span[i] >> 4) as usize];
-        line[50 + 2 * i] = HEX[(span[i] & 15) as usize];
-    }
-    line[65] = b'-';
-    line[66] = b'0';
-    line[67] = if p.sampled != 0 { b'1' } else { b'0' };
-    line[68] = b'\r';
-    line[69] = b'\n';
 }

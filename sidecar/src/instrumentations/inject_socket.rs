@@ -56,8 +56,10 @@ pub struct Attached {
     pub others: Vec<String>,
     /// Some(true): this kernel reports FIONREAD = 0 for enrolled sockets; None: not measured.
     pub fionread_regression: Result<bool, String>,
-    /// Client connections that were open before gotel attached and were enrolled.
+    /// Client connections that were open before gotel attached: enrolled, and refused by the
+    /// kernel (e.g. already in another program's sockmap: a socket has one set of programs).
     pub preexisting: usize,
+    pub preexisting_refused: usize,
 }
 
 fn prog<'a, T>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut T, String>
@@ -71,18 +73,12 @@ where
 /// The error and its causes; of a verifier log only the last lines (the verdict), not the
 /// thousands before.
 fn chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
+    let s = crate::attach::chain(e);
     let lines: Vec<&str> = s.lines().collect();
-    if lines.len() > 8 {
-        s = format!("{} [...] {}", lines[0], lines[lines.len() - 5..].join(" | "));
+    if lines.len() <= 8 {
+        return s;
     }
-    s
+    format!("{} [...] {}", lines[0], lines[lines.len() - 5..].join(" | "))
 }
 
 /// Loads SOCK_OPS, SK_MSG and the dial uprobe (the verifier's verdict decides whether the socket
@@ -134,11 +130,11 @@ pub fn attach(ebpf: &mut Ebpf, pid: u32) -> Result<Attached, String> {
     prog::<SockOps>(ebpf, "gotel_sock_ops")?
         .attach(&dir, mode)
         .map_err(|e| format!("attaching gotel_sock_ops to cgroup {}: {}", cgroup.display(), chain(&e)))?;
-    let preexisting = enrol_open_connections(ebpf, pid).unwrap_or_else(|e| {
+    let (preexisting, preexisting_refused) = enrol_open_connections(ebpf, pid).unwrap_or_else(|e| {
         tracing::warn!(pid, "GOTEL_PROPAGATION=inject: connections open before gotel attached are not covered: {e}");
-        0
+        (0, 0)
     });
-    Ok(Attached { cgroup, others, fionread_regression, preexisting })
+    Ok(Attached { cgroup, others, fionread_regression, preexisting, preexisting_refused })
 }
 
 /// The start-up line: which path covers what, and what is not covered.
@@ -148,9 +144,13 @@ pub fn coverage(socket: Result<&Attached, &str>, memory: &Result<(), String>) ->
         Ok(a) => {
             parts.push(format!(
                 "plaintext HTTP/1.x: through the socket (SOCK_OPS on cgroup {}, only this process's client \
-                 connections; {} already open enrolled)",
+                 connections; {} already open enrolled{})",
                 a.cgroup.display(),
-                a.preexisting
+                a.preexisting,
+                match a.preexisting_refused {
+                    0 => String::new(),
+                    n => format!(", {n} refused by the kernel (in another program's sockmap?): not covered"),
+                }
             ));
         }
         Err(why) => parts.push(format!("socket path off ({why})")),
@@ -331,8 +331,8 @@ fn fionread_regression(ebpf: &mut Ebpf) -> Result<bool, String> {
 
 /// Client TCP connections the target had open before gotel attached: duplicated from the target
 /// (`pidfd_getfd`), told apart from accepted ones by their local port (not one the target
-/// listens on), and put into the sockhash under their socket cookie.
-fn enrol_open_connections(ebpf: &mut Ebpf, pid: u32) -> Result<usize, String> {
+/// listens on), and put into the sockhash under their socket cookie. Returns (enrolled, refused).
+fn enrol_open_connections(ebpf: &mut Ebpf, pid: u32) -> Result<(usize, usize), String> {
     let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::c_long, 0 as libc::c_long) };
     if pidfd < 0 {
         return Err(format!("pidfd_open: {}", std::io::Error::last_os_error()));
@@ -361,16 +361,17 @@ fn enrol_open_connections(ebpf: &mut Ebpf, pid: u32) -> Result<usize, String> {
     }
     let map = ebpf.map_mut("INJECT_SOCKETS").ok_or("INJECT_SOCKETS map missing")?;
     let mut map: SockHash<&mut MapData, u64> = SockHash::try_from(map).map_err(|e| chain(&e))?;
-    let mut n = 0;
+    let (mut n, mut refused) = (0, 0);
     for (fd, sock) in connected {
         if listening.contains(&sock.local_port) {
             continue; // accepted: a server connection, never changed
         }
-        if map.insert(sock.cookie, fd.as_raw_fd(), 0).is_ok() {
-            n += 1;
+        match map.insert(sock.cookie, fd.as_raw_fd(), 0) {
+            Ok(()) => n += 1,
+            Err(_) => refused += 1,
         }
     }
-    Ok(n)
+    Ok((n, refused))
 }
 
 struct TcpSocket {
@@ -542,6 +543,7 @@ mod tests {
             others: vec![],
             fionread_regression: Ok(true),
             preexisting: 0,
+            preexisting_refused: 0,
         };
         let text = coverage(Ok(&a), &Err("kernel in lockdown".into()));
         assert!(text.contains("plaintext HTTP/1.x: through the socket"), "{text}");
