@@ -4,7 +4,8 @@
 #   127.0.0.1, drive orders into the frontend, read the traces back through Jaeger's query API and
 #   check spans, attributes, error status and parent links, and that each order is ONE trace across
 #   both services (GOTEL_PROPAGATION=inject through the socket, issue 11: frontend SERVER ->
-#   processOrder -> fetchPrice -> CLIENT -> backend SERVER -> quote -> lookupInventory); check that
+#   processOrder -> fetchPrice -> CLIENT -> backend SERVER -> quote -> lookupInventory), also over
+#   the frontend's connection to the backend opened before its sidecar attached; check that
 #   no container is privileged, that the sidecars run with exactly SYS_ADMIN + SYS_PTRACE and one
 #   read-only mount (the host's cgroup2), and that a second container of the same image is not
 #   traced. Tears everything down.
@@ -88,10 +89,15 @@ fi
 remove_stale
 say "docker-compose up (project $COMPOSE_PROJECT_NAME; frontend $FRONT, jaeger $JAEGER)"
 UP=1
-if ! compose up -d >"$TMP/up.log" 2>&1; then cat "$TMP/up.log"; bad "compose up"; teardown; finish; fi
-ok "compose up"
-
+# The services first, and one order, so that the frontend's kept-alive connection to the backend
+# is open BEFORE its sidecar attaches (as when gotel is added to a running service): the orders
+# below reuse it, and must still be one trace across both services (issue 11, item 3).
+if ! compose up -d frontend backend jaeger >"$TMP/up.log" 2>&1; then cat "$TMP/up.log"; bad "compose up (services)"; teardown; finish; fi
 check "frontend answers" wait_http "$FRONT/healthz" 30
+check "an order before the sidecars start (opens the frontend's connection to the backend)" \
+  curl -m 10 -fsS -o /dev/null "$FRONT/order?customer=early&items=tea&qty=1"
+if ! compose up -d >>"$TMP/up.log" 2>&1; then cat "$TMP/up.log"; bad "compose up"; teardown; finish; fi
+ok "compose up"
 check "jaeger query API answers" wait_http "$JAEGER/api/services" 60
 check "decoy backend answers" wait_http "http://127.0.0.1:$DECOY_PORT/healthz" 30
 
