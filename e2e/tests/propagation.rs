@@ -146,6 +146,9 @@ fn start_services(go: &Path, tag: &str) -> Services {
     );
     let front = wait_file(&dir.path().join("front.addr"));
     let plain = wait_file(&dir.path().join("plain.addr"));
+    // One request before gotel attaches: the frontend's kept-alive connection to the echo is open
+    // before the cgroup programs exist, and the requests after attaching reuse it (issue 11 item 3).
+    call(&front, "id=pre&n=1");
     let gotel_echo = attach(&sink, "backend", echo_p.pid(), "main.record(id=id)", dir.path());
     let gotel_front = attach(&sink, "frontend", front_p.pid(), "main.forward(id=id)", dir.path());
     Services {
@@ -554,7 +557,8 @@ fn tp_of(w: &WireRequest) -> String {
 // The tests
 // ---------------------------------------------------------------------------------------------
 
-/// Keep-alive reuse, a 20 KB POST, a 6 KB header, both together, a request that already has a
+/// A kept-alive connection opened before gotel attached (then reused by every sequential call),
+/// keep-alive reuse, a 20 KB POST, a 6 KB header, both together, a request that already has a
 /// `traceparent` (canonical and lower-case key), a new connection, an untraced process of the same
 /// binary in the same cgroup; then gotel stops and both services keep serving.
 fn one_trace_across_two_services(go: &Path, tag: &str) {
@@ -571,9 +575,10 @@ fn one_trace_across_two_services(go: &Path, tag: &str) {
     let fresh = call(&f, "id=fresh&n=2&fresh=1");
     let plain = call(&svc.plain, "id=plain&n=3&method=POST&body=20480&hdr=6144");
 
-    // Keep-alive: every sequential call of the shared client went over the first connection.
+    // Keep-alive: every sequential call of the shared client went over the connection opened
+    // before gotel attached.
     let conn = ka[0].local.clone();
-    for s in ka[1..].iter().chain(&post).chain(&big).chain(&mix).chain(&tpc).chain(&tpl) {
+    for s in ka.iter().chain(&post).chain(&big).chain(&mix).chain(&tpc).chain(&tpl) {
         assert!(s.reused && s.local == conn, "{}: not sent over the kept-alive connection {conn}: {s:#?}", s.id);
     }
     assert!(!fresh[0].reused && fresh[0].local != conn && fresh[1].reused, "fresh client: new connection, then reused");
@@ -595,6 +600,7 @@ fn one_trace_across_two_services(go: &Path, tag: &str) {
     let plain_wires = wire_by_path(&svc.plain, &svc.echo);
     let w =
         |id: &str| wires.get(&format!("/echo/{id}")).unwrap_or_else(|| panic!("no bytes of request {id} on the wire"));
+    assert!(w("pre-0").injected.is_none() && w("pre-0").conn == conn, "the request before gotel: {:?}", w("pre-0"));
 
     // Exactly one header more where injected; untouched elsewhere.
     for s in ka.iter().chain(&post).chain(&big).chain(&mix).chain(&fresh) {
@@ -719,7 +725,7 @@ fn ten_thousand_requests_all_parented() {
     let plain_wires = wire_by_path(&svc.plain, &svc.echo);
     assert_eq!(plain_wires.len() as u64, PLAIN);
     assert!(plain_wires.values().all(|w| w.injected.is_none()), "the untraced process's requests were changed");
-    assert_eq!(wires.len() as u64, N + 400);
+    assert_eq!(wires.len() as u64, N + 400 + 1, "the load, the requests after gotel, the one before it");
     let conns_before: std::collections::HashSet<&str> =
         wires.values().filter(|w| w.path.starts_with("/echo/L-")).map(|w| w.conn.as_str()).collect();
     let reused_after =
