@@ -7,7 +7,9 @@
 #     sidecar/build.rs, with rust-src and llvm-tools
 #   - tracefs mounted at /sys/kernel/tracing
 #   - dockerd running (log: /var/log/gotel-dockerd.log)
-# Skip parts with GOTEL_SKIP_DOCKER=1, GOTEL_SKIP_GO=1 or GOTEL_SKIP_RUST=1.
+#   - the test VM (e2e/tests/vm.rs): qemu-system-x86, busybox-static, kmod, and Debian 12's
+#     6.1 kernel with its initramfs in /var/cache/gotel/vm (tools/vm/setup.sh)
+# Skip parts with GOTEL_SKIP_DOCKER=1, GOTEL_SKIP_GO=1, GOTEL_SKIP_RUST=1 or GOTEL_SKIP_VM=1.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 say() { echo "install-deps: $*"; }
@@ -19,6 +21,7 @@ export DEBIAN_FRONTEND=noninteractive
 want=(iproute2 curl jq ca-certificates libcap2-bin util-linux)
 [[ "${GOTEL_SKIP_DOCKER:-}" == 1 ]] || want+=(docker.io docker-compose)
 [[ "${GOTEL_SKIP_GO:-}" == 1 ]] || want+=(golang-1.19-go golang-1.21-go golang-1.22-go golang-1.23-go)
+[[ "${GOTEL_SKIP_VM:-}" == 1 ]] || want+=(qemu-system-x86 busybox-static kmod)
 
 if ! grep -rqs 'bookworm-backports' /etc/apt/sources.list /etc/apt/sources.list.d/; then
   say "adding bookworm-backports to /etc/apt/sources.list.d/bookworm-backports.list"
@@ -83,6 +86,11 @@ if [[ ! -e /sys/kernel/tracing/uprobe_events ]]; then
   mount -t tracefs nodev /sys/kernel/tracing 2>/dev/null || say "warning: could not mount tracefs"
 else
   say "ok: tracefs"
+fi
+
+# ---- the test VM: Debian 12's kernel and initramfs (after apt-get update above) --------------
+if [[ "${GOTEL_SKIP_VM:-}" != 1 ]]; then
+  "$ROOT/tools/vm/setup.sh" || die "preparing the test VM failed (tools/vm/setup.sh)"
 fi
 
 # ---- dockerd ---------------------------------------------------------------------------------

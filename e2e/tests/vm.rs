@@ -31,8 +31,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use gotel_e2e::{
-    build_go, go_bin, goapp_dir, gotel_command, require_environment, run, wait_until, workspace_root, Export,
-    FlatSpan, Proc, Sink, Variant,
+    build_go, go_bin, goapp_dir, gotel_command, require_environment, run, wait_until, workspace_root, Export, FlatSpan,
+    Proc, Sink, Variant,
 };
 
 const SINK: &str = env!("CARGO_BIN_EXE_otlp-sink");
@@ -69,12 +69,14 @@ const VM_TIMEOUT: Duration = Duration::from_secs(900);
 // Host side
 // ---------------------------------------------------------------------------------------------
 
-/// `cargo test --no-run` of gotel-e2e in this executable's profile: target name -> executable.
+/// gotel-e2e's test executables (target name -> path) from `cargo test --no-run` in this
+/// executable's profile. Without `-p`, as tools/test.sh runs `cargo test`: features are unified
+/// over the same packages, so these are the executables of that run (no second build).
 fn test_executables() -> BTreeMap<String, PathBuf> {
     let me = std::env::current_exe().unwrap();
     let release = me.components().any(|c| c.as_os_str() == "release");
     let mut cmd = Command::new(env!("CARGO"));
-    cmd.args(["test", "-p", "gotel-e2e", "--no-run", "--message-format=json"]).current_dir(workspace_root());
+    cmd.args(["test", "--no-run", "--message-format=json"]).current_dir(workspace_root());
     if release {
         cmd.arg("--release");
     }
@@ -84,7 +86,8 @@ fn test_executables() -> BTreeMap<String, PathBuf> {
     for line in out.lines() {
         let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else { continue };
         let (Some(name), Some(exe)) = (v["target"]["name"].as_str(), v["executable"].as_str()) else { continue };
-        if v["target"]["kind"].as_array().is_some_and(|k| k.iter().any(|k| k == "test")) {
+        let e2e = v["manifest_path"].as_str().is_some_and(|m| Path::new(m) == workspace_root().join("e2e/Cargo.toml"));
+        if e2e && v["target"]["kind"].as_array().is_some_and(|k| k.iter().any(|k| k == "test")) {
             exes.insert(name.to_string(), PathBuf::from(exe));
         }
     }
@@ -96,7 +99,10 @@ fn vm_kernel() -> String {
     let release = Path::new("/var/cache/gotel/vm/current/release");
     std::fs::read_to_string(release)
         .unwrap_or_else(|_| {
-            panic!("no test VM kernel ({} missing): run tools/vm/setup.sh (tools/install-deps.sh does)", release.display())
+            panic!(
+                "no test VM kernel ({} missing): run tools/vm/setup.sh (tools/install-deps.sh does)",
+                release.display()
+            )
         })
         .trim()
         .to_string()
@@ -153,9 +159,11 @@ fn kernel_6_1_vm() {
     let mut failed = Vec::new();
     for t in &selected {
         let label = format!("{}::{}", t.target, t.test);
-        let line = console
-            .lines()
-            .find(|l| l.strip_prefix("gotel-vm-test: ").and_then(|r| r.split_once(' ')).is_some_and(|(_, r)| r.starts_with(&format!("{label} ("))));
+        let line = console.lines().find(|l| {
+            l.strip_prefix("gotel-vm-test: ")
+                .and_then(|r| r.split_once(' '))
+                .is_some_and(|(_, r)| r.starts_with(&format!("{label} (")))
+        });
         match line {
             Some(l) if l.starts_with("gotel-vm-test: ok ") => report.push(l.to_string()),
             Some(l) => {
@@ -199,13 +207,16 @@ fn require_guest() {
     assert!(lockdown.contains("[none]"), "the VM's kernel is in lockdown ({lockdown:?}): the memory path cannot run");
 }
 
+/// The bytes one client sent through the proxy.
+type Sent = Arc<Mutex<Vec<u8>>>;
+
 /// A TCP proxy to `upstream` that keeps every byte its clients sent, per connection.
 struct Recorder {
     addr: String,
-    sent: Arc<Mutex<Vec<Arc<Mutex<Vec<u8>>>>>>,
+    sent: Arc<Mutex<Vec<Sent>>>,
 }
 
-fn pipe(mut from: TcpStream, mut to: TcpStream, keep: Option<Arc<Mutex<Vec<u8>>>>) {
+fn pipe(mut from: TcpStream, mut to: TcpStream, keep: Option<Sent>) {
     std::thread::spawn(move || {
         let mut buf = [0u8; 8192];
         loop {
@@ -229,7 +240,7 @@ impl Recorder {
     fn start(upstream: &str) -> Recorder {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap().to_string();
-        let sent: Arc<Mutex<Vec<Arc<Mutex<Vec<u8>>>>>> = Default::default();
+        let sent: Arc<Mutex<Vec<Sent>>> = Default::default();
         let (upstream, conns) = (upstream.to_string(), sent.clone());
         std::thread::spawn(move || {
             for client in listener.incoming() {
@@ -308,8 +319,12 @@ fn two_services(inject: bool) -> TwoServices {
     };
     let backend_file = dir.path().join("backend.addr");
     let frontend_file = dir.path().join("frontend.addr");
-    let mut backend =
-        start("backend", "main.price(item=item)", "none", &["-role", "backend", "-portfile", backend_file.to_str().unwrap()]);
+    let mut backend = start(
+        "backend",
+        "main.price(item=item)",
+        "none",
+        &["-role", "backend", "-portfile", backend_file.to_str().unwrap()],
+    );
     let recorder = Recorder::start(&wait_file(&backend_file));
     let backend_url = format!("http://{}", recorder.addr);
     let mut frontend = start(
@@ -378,7 +393,10 @@ fn guest_memory_injection_http1() {
     let front_traces: Vec<&str> =
         off.spans.iter().filter(|s| service(s) == "frontend").map(|s| s.trace_id.as_str()).collect();
     for s in off.spans.iter().filter(|s| service(s) == "backend" && s.kind == 2) {
-        assert!(s.parent_span_id.is_empty() && !front_traces.contains(&s.trace_id.as_str()), "joined without injection: {s:#?}");
+        assert!(
+            s.parent_span_id.is_empty() && !front_traces.contains(&s.trace_id.as_str()),
+            "joined without injection: {s:#?}"
+        );
     }
 
     // With injection: exactly one traceparent per request, the CLIENT span's, the rest intact,
@@ -393,15 +411,23 @@ fn guest_memory_injection_http1() {
             .spans
             .iter()
             .find(|s| {
-                service(s) == "frontend" && s.kind == 3 && s.attr_str("url.full").is_some_and(|u| u.ends_with(&format!("item={item}")))
+                service(s) == "frontend"
+                    && s.kind == 3
+                    && s.attr_str("url.full").is_some_and(|u| u.ends_with(&format!("item={item}")))
             })
             .unwrap_or_else(|| panic!("no CLIENT span for {item}"));
         assert_eq!(tps[0], format!("00-{}-{}-01", client.trace_id, client.span_id), "traceparent for {item}");
-        let servers: Vec<&FlatSpan> =
-            on.spans.iter().filter(|s| service(s) == "backend" && s.kind == 2 && s.parent_span_id == client.span_id).collect();
+        let servers: Vec<&FlatSpan> = on
+            .spans
+            .iter()
+            .filter(|s| service(s) == "backend" && s.kind == 2 && s.parent_span_id == client.span_id)
+            .collect();
         assert_eq!(servers.len(), 1, "backend SERVER spans under the CLIENT span for {item}: {:#?}", on.spans);
         assert_eq!(servers[0].trace_id, client.trace_id);
         let price = on.spans.iter().find(|s| s.name == "main.price" && s.parent_span_id == servers[0].span_id);
-        assert!(price.is_some_and(|p| p.attr_str("item") == Some(item)), "main.price under the backend span for {item}");
+        assert!(
+            price.is_some_and(|p| p.attr_str("item") == Some(item)),
+            "main.price under the backend span for {item}"
+        );
     }
 }

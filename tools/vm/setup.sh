@@ -57,8 +57,15 @@ if [[ ! -f "$dir/vmlinuz" || ! -f "$dir/modules.order" ]]; then
   trap 'rm -rf "$tmp"' EXIT
   say "apt-get download $pkg"
   # _apt cannot write into a root-only directory; the download is then done as root (a warning).
-  (cd "$tmp" && apt-get download "$pkg" 2>&1 | grep -v 'unsandboxed as root' || true)
+  fetch() { (cd "$tmp" && apt-get download "$pkg" 2>&1 | grep -v 'unsandboxed as root' || true); }
+  fetch
   deb="$(ls "$tmp"/"$pkg"_*.deb 2>/dev/null | head -1)"
+  if [[ -z "$deb" ]]; then
+    # Old package lists name a kernel the archive has replaced since.
+    apt-get update -qq || true
+    fetch
+    deb="$(ls "$tmp"/"$pkg"_*.deb 2>/dev/null | head -1)"
+  fi
   [[ -n "$deb" ]] || die "apt-get download $pkg fetched nothing (apt-get update? package name?)"
   dpkg-deb -x "$deb" "$tmp/root"
   mods="$tmp/root/lib/modules/$kver"
