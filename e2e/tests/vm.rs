@@ -221,16 +221,20 @@ fn kernel_6_1_vm() {
 // Guest side (inside the VM)
 // ---------------------------------------------------------------------------------------------
 
-/// Fails unless this runs inside the test VM on a kernel that allows writing user memory.
-fn require_guest() {
+/// Fails unless this runs inside the test VM booted with `lockdown` (`none`: writing user
+/// memory allowed; `integrity`: as the build machines boot).
+fn require_guest(lockdown: &str) {
     assert_eq!(
         std::env::var("GOTEL_VM_GUEST").as_deref(),
         Ok("1"),
         "this test runs inside the test VM only: `cargo test --release -p gotel-e2e --test vm kernel_6_1_vm` boots it"
     );
     require_environment().unwrap();
-    let lockdown = std::fs::read_to_string("/sys/kernel/security/lockdown").unwrap_or_default();
-    assert!(lockdown.contains("[none]"), "the VM's kernel is in lockdown ({lockdown:?}): the memory path cannot run");
+    let mode = std::fs::read_to_string("/sys/kernel/security/lockdown").unwrap_or_default();
+    assert!(
+        mode.contains(&format!("[{lockdown}]")),
+        "the VM's kernel lockdown is {mode:?}, this test needs [{lockdown}]"
+    );
 }
 
 /// The bytes one client sent through the proxy.
@@ -427,12 +431,12 @@ fn check_apart(off: &TwoServices) {
     }
 }
 
-/// With injection: one traceparent per request written and adopted, and each backend SERVER
-/// span (with its main.price) under the frontend's CLIENT span for the same item.
-fn check_joined(on: &TwoServices) {
+/// With injection: one traceparent per request written (gotel's `counter`: the path's) and
+/// adopted, and each backend SERVER span (with its main.price) under the frontend's CLIENT span
+/// for the same item.
+fn check_joined(on: &TwoServices, counter: &str) {
     let n = ORDERS.len();
-    assert!(!on.frontend_log.contains("refused"), "injection refused:\n{}", on.frontend_log);
-    assert!(on.frontend_log.contains(&format!("traceparent_injected={n}")), "gotel summary:\n{}", on.frontend_log);
+    assert!(on.frontend_log.contains(&format!("{counter}={n}")), "gotel summary:\n{}", on.frontend_log);
     assert!(on.backend_log.contains(&format!("traceparent_adopted={n}")), "backend summary:\n{}", on.backend_log);
     for (item, _, _) in ORDERS {
         let client = client_span(&on.spans, item);
@@ -485,17 +489,9 @@ fn split_traceparent(request: &str) -> (String, Vec<String>) {
     (rest, tps)
 }
 
-#[test]
-#[ignore = "runs inside the test VM: kernel_6_1_vm boots it"]
-fn guest_memory_injection_http1() {
-    require_guest();
-    let off = two_services(false, false);
-    check_apart(&off);
-    let on = two_services(true, false);
-    check_joined(&on);
-
-    // What reached the backend: without injection, one request per order; with it, the same
-    // requests byte for byte plus exactly one traceparent line, the CLIENT span's context.
+/// What reached the backend: without injection, one request per order; with it, the same
+/// requests byte for byte plus exactly one traceparent line, the CLIENT span's context.
+fn check_requests(off: &TwoServices, on: &TwoServices) {
     assert_eq!(off.requests.len(), ORDERS.len(), "requests: {:#?}", off.requests);
     let sent: BTreeMap<&str, String> = off.requests.iter().map(|r| (item_of(r), split_traceparent(r).0)).collect();
     assert_eq!(on.requests.len(), ORDERS.len(), "requests: {:#?}", on.requests);
@@ -509,13 +505,41 @@ fn guest_memory_injection_http1() {
     }
 }
 
+#[test]
+#[ignore = "runs inside the test VM: kernel_6_1_vm boots it"]
+fn guest_memory_injection_http1() {
+    require_guest("none");
+    let off = two_services(false, false);
+    check_apart(&off);
+    let on = two_services(true, false);
+    assert!(!on.frontend_log.contains("refused"), "injection refused:\n{}", on.frontend_log);
+    check_joined(&on, "traceparent_injected");
+    check_requests(&off, &on);
+}
+
 /// HTTP/1.1 over TLS: the memory path writes into the request's buffer before encryption.
 /// The bytes on the wire cannot be read here; the backend's gotel reads the header as the
 /// server parses it (adopted once per request) and its spans join the frontend's.
 #[test]
 #[ignore = "runs inside the test VM: kernel_6_1_vm boots it"]
 fn guest_memory_injection_tls() {
-    require_guest();
+    require_guest("none");
     check_apart(&two_services(false, true));
-    check_joined(&two_services(true, true));
+    let on = two_services(true, true);
+    assert!(!on.frontend_log.contains("refused"), "injection refused:\n{}", on.frontend_log);
+    check_joined(&on, "traceparent_injected");
+}
+
+/// The socket path (SOCK_OPS + SK_MSG), which gotel uses where the memory path is refused: in a
+/// lockdown=integrity boot of 6.1, a kernel without the sockhash FIONREAD regression.
+#[test]
+#[ignore = "runs inside the test VM: kernel_6_1_vm boots it"]
+fn guest_socket_injection_http1() {
+    require_guest("integrity");
+    let off = two_services(false, false);
+    check_apart(&off);
+    let on = two_services(true, false);
+    check_joined(&on, "socket_injected");
+    assert!(on.frontend_log.contains("traceparent_injected=0"), "the memory path wrote:\n{}", on.frontend_log);
+    check_requests(&off, &on);
 }
