@@ -25,14 +25,9 @@ build() { # build TAG DOCKERFILE CONTEXT [ARGS...]
   say "built $tag ($("$DOCKER" image inspect -f '{{.Size}}' "$tag" | awk '{printf "%.1f MB", $1/1e6}'))"
 }
 
-find_go() {
-  if [[ -n "${GO:-}" ]]; then echo "$GO"; return; fi
-  if [[ -x /usr/local/go/bin/go ]]; then echo /usr/local/go/bin/go; return; fi
-  local v; for v in 1.23 1.22 1.21 1.19; do
-    [[ -x /usr/lib/go-$v/bin/go ]] && { echo "/usr/lib/go-$v/bin/go"; return; }
-  done
-  command -v go || die "no Go toolchain (run tools/install-deps.sh)"
-}
+# shellcheck source=tools/go-toolchains.sh
+GOTEL_ROOT="$ROOT" . "$ROOT/tools/go-toolchains.sh"
+find_go() { default_go || die "no Go toolchain (run tools/install-deps.sh)"; }
 
 if [[ " $IMAGES " == *" gotel "* ]]; then
   [[ -x "$GOTEL_BIN" ]] || die "$GOTEL_BIN missing: cargo build --release -p gotel"

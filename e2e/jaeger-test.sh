@@ -36,7 +36,8 @@ alive() { [[ -e /proc/$1 ]] && ! grep -q ') Z ' "/proc/$1/stat" 2>/dev/null; }
 [[ -n "${JAEGER_TEST_SKIP_BUILD:-}" ]] || build_gotel GOTEL_SKIP_DOCKER=1
 [[ -x "$GOTEL" ]] || { bad "target/release/gotel exists"; finish; }
 JAEGER_BIN="$("$ROOT/tools/build-jaeger.sh")" || { bad "tools/build-jaeger.sh"; finish; }
-GO=/usr/local/go/bin/go; [[ -x $GO ]] || GO="$(ls -d /usr/lib/go-1.*/bin/go 2>/dev/null | sort -V | tail -1)"
+# shellcheck source=tools/go-toolchains.sh
+GO="$(GO="" GOTEL_ROOT="$ROOT" && . "$ROOT/tools/go-toolchains.sh" && default_go)" || { bad "a Go toolchain (tools/install-deps.sh)"; finish; }
 (cd "$ROOT/docker/demo" && GOCACHE="${GOCACHE:-/var/cache/gotel/gocache}" CGO_ENABLED=0 "$GO" build -o "$TMP/backend" ./backend) \
   || { bad "go build docker/demo/backend"; finish; }
 

@@ -9,7 +9,7 @@ use std::{env, path::PathBuf, process::Command};
 use anyhow::{anyhow, bail, Context as _};
 use aya_build::{Package, Toolchain};
 
-/// Keep in sync with `tools/setup-toolchain`.
+/// `tools/install-deps.sh` reads this line to install it.
 const EBPF_NIGHTLY: &str = "nightly-2026-05-20";
 
 fn on_path(program: &str) -> bool {
@@ -29,8 +29,8 @@ fn main() -> anyhow::Result<()> {
     if !probe.status.success() {
         bail!(
             "the eBPF programs need the Rust toolchain {EBPF_NIGHTLY} with rust-src and llvm-tools; \
-             install it with tools/setup-toolchain (or: rustup toolchain install {EBPF_NIGHTLY} \
-             --profile minimal -c rust-src -c llvm-tools)"
+             install it with: rustup toolchain install {EBPF_NIGHTLY} --profile minimal -c rust-src -c llvm-tools \
+             (tools/install-deps.sh, as root, installs it with everything else)"
         );
     }
     if !on_path("bpf-linker") {

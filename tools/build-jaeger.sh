@@ -15,17 +15,10 @@ if [[ -x "$OUT" ]]; then
   exit 0
 fi
 
-GO="${GO:-}"
-if [[ -z "$GO" ]]; then
-  if [[ -x /usr/local/go/bin/go ]]; then GO=/usr/local/go/bin/go
-  elif command -v go >/dev/null; then GO="$(command -v go)"
-  else
-    # Jaeger 1.76 needs a recent Go; the newest Debian backport is tried last.
-    for v in 1.25 1.24 1.23; do
-      if [[ -x /usr/lib/go-$v/bin/go ]]; then GO=/usr/lib/go-$v/bin/go; break; fi
-    done
-  fi
-fi
+# Jaeger 1.76 needs a recent Go: the default toolchain, else the newest one installed.
+# shellcheck source=tools/go-toolchains.sh
+GOTEL_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)" . "$(dirname "${BASH_SOURCE[0]}")/go-toolchains.sh"
+GO="$(default_go)" || GO=""
 [[ -n "$GO" ]] || { log "no Go toolchain found (set GO=/path/to/go)"; exit 1; }
 
 SRC="$OUT_DIR/src"

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Installs everything gotel's builds and tests need on a fresh Debian 12 (bookworm) machine, as
 # root. Idempotent: a second run only checks and prints "ok" lines.
-#   - apt: docker.io, docker-compose, iproute2, curl, jq, Go 1.19 (bookworm) and
-#     Go 1.21/1.22/1.23 (bookworm-backports, added to the sources if missing)
+#   - apt: docker.io, docker-compose, iproute2, curl, jq, and the Go toolchains of
+#     tools/go-toolchains.txt (golang-1.XX-go; bookworm-backports is added to the sources if missing)
 #   - Rust: the stable toolchain of rust-toolchain.toml and the eBPF nightly pinned in
 #     sidecar/build.rs, with rust-src and llvm-tools
 #   - tracefs mounted at /sys/kernel/tracing
@@ -20,7 +20,9 @@ export DEBIAN_FRONTEND=noninteractive
 # ---- apt packages ----------------------------------------------------------------------------
 want=(iproute2 curl jq ca-certificates libcap2-bin util-linux)
 [[ "${GOTEL_SKIP_DOCKER:-}" == 1 ]] || want+=(docker.io docker-compose)
-[[ "${GOTEL_SKIP_GO:-}" == 1 ]] || want+=(golang-1.19-go golang-1.21-go golang-1.22-go golang-1.23-go)
+# shellcheck source=tools/go-toolchains.sh
+GOTEL_ROOT="$ROOT" . "$ROOT/tools/go-toolchains.sh"
+[[ "${GOTEL_SKIP_GO:-}" == 1 ]] || mapfile -t -O "${#want[@]}" want < <(go_installs apt)
 [[ "${GOTEL_SKIP_VM:-}" == 1 ]] || want+=(qemu-system-x86 busybox-static kmod)
 
 if ! grep -rqs 'bookworm-backports' /etc/apt/sources.list /etc/apt/sources.list.d/; then
@@ -69,15 +71,18 @@ if [[ "${GOTEL_SKIP_RUST:-}" != 1 ]]; then
   say "ok: rust $stable + $nightly (rust-src, llvm-tools)"
 fi
 
-# ---- Go 1.27 (the one approved toolchain download, into the module cache) --------------------
+# ---- toolchain downloads of tools/go-toolchains.txt (into root's module cache) ---------------
 if [[ "${GOTEL_SKIP_GO:-}" != 1 ]]; then
-  go127=/root/go/pkg/mod/golang.org/toolchain@v0.0.1-go1.27.3.linux-amd64/bin/go
-  if [[ ! -x "$go127" ]]; then
-    say "fetching the go1.27.3 toolchain (GOTOOLCHAIN=go1.27.3)"
-    HOME=/root GOMODCACHE=/root/go/pkg/mod GOTOOLCHAIN=go1.27.3 /usr/local/go/bin/go version >/dev/null 2>&1 \
-      || say "warning: go1.27.3 could not be fetched; the Go version matrix stops at $(/usr/local/go/bin/go env GOVERSION)"
-  fi
-  [[ -x "$go127" ]] && say "ok: go1.27.3 toolchain"
+  base_go="$(default_go)"
+  for tc in $(go_installs toolchain); do
+    path="$(go_path_of "toolchain:$tc")"
+    if [[ ! -x "$path" ]]; then
+      say "fetching the $tc toolchain (GOTOOLCHAIN=$tc)"
+      HOME=/root GOMODCACHE=/root/go/pkg/mod GOTOOLCHAIN=$tc "$base_go" version >/dev/null 2>&1 \
+        || say "warning: $tc could not be fetched; the Go version matrix lacks it"
+    fi
+    [[ -x "$path" ]] && say "ok: $tc toolchain"
+  done
 fi
 
 # ---- tracefs ---------------------------------------------------------------------------------

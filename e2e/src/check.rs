@@ -259,6 +259,47 @@ pub fn check_spans(spans: &[FlatSpan], info: &RunInfo) {
     }
 }
 
+/// Checks that hold for any run, whatever was traced: unique ids, positive durations inside the
+/// run, every parent among the spans received, in the same trace, and started before the child.
+/// (A child on another goroutine may end after its parent, so only starts are compared.)
+pub fn structural_problems(spans: &[FlatSpan], t0: SystemTime, t1: SystemTime) -> Vec<String> {
+    let mut problems = Vec::new();
+    let lo = nanos(t0) - 1_000_000_000;
+    let hi = nanos(t1) + 1_000_000_000;
+    let by_id: HashMap<&str, &FlatSpan> = spans.iter().map(|s| (s.span_id.as_str(), s)).collect();
+    if by_id.len() != spans.len() {
+        problems.push(format!("{} duplicate span ids", spans.len() - by_id.len()));
+    }
+    for s in spans {
+        if problems.len() >= 60 {
+            break;
+        }
+        if s.duration_ns() <= 0 || s.start_unix_nano < lo || s.end_unix_nano > hi {
+            problems.push(format!(
+                "{} {}: [{}, {}] (run [{lo}, {hi}])",
+                s.name, s.span_id, s.start_unix_nano, s.end_unix_nano
+            ));
+        }
+        if s.parent_span_id.is_empty() {
+            continue;
+        }
+        match by_id.get(s.parent_span_id.as_str()) {
+            None => problems
+                .push(format!("{} {}: parent {} is not among the spans received", s.name, s.span_id, s.parent_span_id)),
+            Some(p) => {
+                if p.trace_id != s.trace_id {
+                    problems.push(format!("{} {}: trace differs from its parent {}'s", s.name, s.span_id, p.name));
+                }
+                if s.start_unix_nano < p.start_unix_nano {
+                    problems
+                        .push(format!("{} {}: starts before its parent {} {}", s.name, s.span_id, p.name, p.span_id));
+                }
+            }
+        }
+    }
+    problems
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -430,45 +471,4 @@ mod tests {
         s.push(t);
         assert_finds(s, "share trace");
     }
-}
-
-/// Checks that hold for any run, whatever was traced: unique ids, positive durations inside the
-/// run, every parent among the spans received, in the same trace, and started before the child.
-/// (A child on another goroutine may end after its parent, so only starts are compared.)
-pub fn structural_problems(spans: &[FlatSpan], t0: SystemTime, t1: SystemTime) -> Vec<String> {
-    let mut problems = Vec::new();
-    let lo = nanos(t0) - 1_000_000_000;
-    let hi = nanos(t1) + 1_000_000_000;
-    let by_id: HashMap<&str, &FlatSpan> = spans.iter().map(|s| (s.span_id.as_str(), s)).collect();
-    if by_id.len() != spans.len() {
-        problems.push(format!("{} duplicate span ids", spans.len() - by_id.len()));
-    }
-    for s in spans {
-        if problems.len() >= 60 {
-            break;
-        }
-        if s.duration_ns() <= 0 || s.start_unix_nano < lo || s.end_unix_nano > hi {
-            problems.push(format!(
-                "{} {}: [{}, {}] (run [{lo}, {hi}])",
-                s.name, s.span_id, s.start_unix_nano, s.end_unix_nano
-            ));
-        }
-        if s.parent_span_id.is_empty() {
-            continue;
-        }
-        match by_id.get(s.parent_span_id.as_str()) {
-            None => problems
-                .push(format!("{} {}: parent {} is not among the spans received", s.name, s.span_id, s.parent_span_id)),
-            Some(p) => {
-                if p.trace_id != s.trace_id {
-                    problems.push(format!("{} {}: trace differs from its parent {}'s", s.name, s.span_id, p.name));
-                }
-                if s.start_unix_nano < p.start_unix_nano {
-                    problems
-                        .push(format!("{} {}: starts before its parent {} {}", s.name, s.span_id, p.name, p.span_id));
-                }
-            }
-        }
-    }
-    problems
 }

@@ -14,7 +14,9 @@ use anyhow::{anyhow, bail, Context, Result};
 use serde::Deserialize;
 
 pub mod check;
+pub mod hardening;
 pub mod sink;
+pub mod toolchains;
 
 pub use sink::FlatSpan;
 
@@ -46,16 +48,85 @@ pub fn gotel_bin() -> PathBuf {
     }
 }
 
-/// The Go toolchain: `GO`, else `/usr/local/go/bin/go`, else `go` on PATH.
+/// The Go toolchain: `GO`, else the default of `tools/go-toolchains.txt`, else `go` on PATH.
 pub fn go_bin() -> PathBuf {
     if let Some(p) = std::env::var_os("GO") {
         return PathBuf::from(p);
     }
-    let p = PathBuf::from("/usr/local/go/bin/go");
-    if p.exists() {
-        return p;
+    let default = toolchains::default();
+    if default.installed() {
+        return default.path();
     }
     PathBuf::from("go")
+}
+
+// ---------------------------------------------------------------------------------------------
+// Prerequisites: skip (one line) for a newcomer's `cargo test`, fail under tools/test.sh
+// ---------------------------------------------------------------------------------------------
+
+/// What an end-to-end test needs from the machine.
+#[derive(Clone, Copy, Debug)]
+pub enum Need {
+    /// Root (CAP_SYS_ADMIN): gotel attaches eBPF uprobes.
+    Root,
+    /// The default Go toolchain ([`go_bin`]).
+    Go,
+    /// A Go release of `tools/go-toolchains.txt` ([`go_version_bin`]).
+    GoVersion(&'static str),
+}
+
+impl Need {
+    /// Why the test cannot run here, if it cannot.
+    pub fn missing(self) -> Option<String> {
+        match self {
+            Need::Root if unsafe { libc::geteuid() } != 0 => {
+                Some("needs root for eBPF uprobes (run tools/test.sh as root)".into())
+            }
+            Need::Root => None,
+            Need::Go => {
+                let go = go_bin();
+                let runs = Command::new(&go).arg("version").env("GOTOOLCHAIN", "local").output();
+                (!runs.is_ok_and(|o| o.status.success())).then(|| {
+                    format!(
+                        "needs a Go toolchain: {} does not run (set GO=/path/to/go; tools/install-deps.sh installs tools/go-toolchains.txt)",
+                        go.display()
+                    )
+                })
+            }
+            Need::GoVersion(v) => go_version_bin(v).err().map(|e| format!("needs {e}")),
+        }
+    }
+}
+
+/// The first of `needs` the machine lacks, said in one line on stderr (not captured by the test
+/// harness, so `cargo test` shows it); under `GOTEL_TEST_REQUIRE_ALL=1` it panics instead. True when the
+/// test must return. Use through [`require!`].
+pub fn skip_unless(test: &str, needs: &[Need]) -> bool {
+    let Some(why) = needs.iter().find_map(|n| n.missing()) else { return false };
+    toolchains::skip_or_fail(test.rsplit("::").next().unwrap_or(test), &why);
+    true
+}
+
+/// `gotel_e2e::require!(Root, Go, GoVersion("1.19"))` as a test's first line: returns from the test, with one line
+/// saying why, when the machine lacks one of them (fails under `GOTEL_TEST_REQUIRE_ALL=1`).
+#[macro_export]
+macro_rules! require {
+    ($($need:expr),+ $(,)?) => {
+        if $crate::skip_unless(
+            {
+                fn f() {}
+                let name = std::any::type_name_of_val(&f);
+                name.strip_suffix("::f").unwrap_or(name)
+            },
+            &{
+                #[allow(unused_imports)]
+                use $crate::Need::*;
+                [$($need),+]
+            },
+        ) {
+            return;
+        }
+    };
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -298,21 +369,16 @@ impl Variant {
     }
 }
 
-/// The go1.27.3 toolchain, the one approved download (`tools/install-deps.sh` fetches it into
-/// the module cache with `GOTOOLCHAIN=go1.27.3`).
-pub const GO_1_27: &str = "/root/go/pkg/mod/golang.org/toolchain@v0.0.1-go1.27.3.linux-amd64/bin/go";
-
-/// Another Go toolchain (`tools/install-deps.sh` installs them): Debian's
-/// `/usr/lib/go-<version>/bin/go`, or [`GO_1_27`] for `1.27`. Fails when it is not installed.
+/// The toolchain of a Go release listed in `tools/go-toolchains.txt` (`tools/install-deps.sh`
+/// installs them). Fails when it is not listed or not installed.
 pub fn go_version_bin(version: &str) -> Result<PathBuf> {
-    let p = match version {
-        "1.27" => PathBuf::from(GO_1_27),
-        _ => PathBuf::from(format!("/usr/lib/go-{version}/bin/go")),
+    let Some(t) = toolchains::version(version) else {
+        bail!("Go {version} is not listed in tools/go-toolchains.txt");
     };
-    if !p.exists() {
-        bail!("Go {version} not found at {} (tools/install-deps.sh installs it)", p.display());
+    if !t.installed() {
+        bail!("Go {version} at {} (tools/install-deps.sh installs it)", t.path);
     }
-    Ok(p)
+    Ok(t.path())
 }
 
 /// A directory name for builds made with `go`: `go-1.19` for `/usr/lib/go-1.19/bin/go`, else

@@ -154,11 +154,13 @@ fn check_with_dwarf(go: &Path) {
 
 #[test]
 fn attributes_go_1_19() {
+    gotel_e2e::require!(Root, Go, GoVersion("1.19"));
     check_with_dwarf(&gotel_e2e::go_version_bin("1.19").unwrap());
 }
 
 #[test]
 fn attributes_go_1_22() {
+    gotel_e2e::require!(Root, Go, GoVersion("1.22"));
     check_with_dwarf(&gotel_e2e::go_version_bin("1.22").unwrap());
 }
 
@@ -166,16 +168,19 @@ fn attributes_go_1_22() {
 /// (`go:itab.*`), so dynamic types are named through the itab's type descriptor.
 #[test]
 fn attributes_go_1_27() {
+    gotel_e2e::require!(Root, Go, GoVersion("1.27"));
     check_with_dwarf(&gotel_e2e::go_version_bin("1.27").unwrap());
 }
 
 #[test]
 fn attributes_machine_go() {
+    gotel_e2e::require!(Root, Go);
     check_with_dwarf(&gotel_e2e::go_bin());
 }
 
 #[test]
 fn attributes_without_dwarf_need_types() {
+    gotel_e2e::require!(Root, Go);
     let go = gotel_e2e::go_bin();
     let (spans, _) = traced(
         &go,
@@ -195,6 +200,7 @@ fn attributes_without_dwarf_need_types() {
 
 #[test]
 fn unknown_parameter_is_refused_before_attaching() {
+    gotel_e2e::require!(Root, Go);
     require_environment().unwrap();
     let dir = tempfile::tempdir().unwrap();
     let bin = build(&gotel_e2e::go_bin(), dir.path(), None);

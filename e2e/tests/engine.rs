@@ -302,22 +302,26 @@ fn pid_mode(variant: Variant, transport: &'static str) {
 
 #[test]
 fn launch_normal_http_protobuf() {
+    gotel_e2e::require!(Root, Go);
     launch_mode(Variant::Normal, "http");
 }
 
 #[test]
 fn launch_stripped_grpc() {
+    gotel_e2e::require!(Root, Go);
     launch_mode(Variant::Stripped, "grpc");
 }
 
 #[test]
 fn launch_pie_http_protobuf() {
+    gotel_e2e::require!(Root, Go);
     launch_mode(Variant::Pie, "http");
 }
 
 /// The program's exit code comes back from gotel, and `os.Exit` loses no span.
 #[test]
 fn launch_exit_code_passes_through() {
+    gotel_e2e::require!(Root, Go);
     let r = reference(Variant::Normal, &["-exit", "7"]);
     assert_eq!(r.code, Some(7));
     launch_mode_with(Variant::Normal, "grpc", &["-exit", "7"]);
@@ -328,6 +332,7 @@ fn launch_exit_code_passes_through() {
 /// gotel exported unwound calls), never a call that produced no span.
 #[test]
 fn launch_traced_call_in_deferred_recover() {
+    gotel_e2e::require!(Root, Go);
     launch_mode_with(Variant::Normal, "http", &["-unwind-calls"]);
 }
 
@@ -336,6 +341,7 @@ fn launch_traced_call_in_deferred_recover() {
 /// (`main.recurse`). The panic and Goexit paths, covered above, are off here.
 #[test]
 fn launch_glob_every_function_of_main() {
+    gotel_e2e::require!(Root, Go);
     let extra = ["-guards", "0", "-catch", "0", "-quitters", "0"];
     let Launched { expect, t0, t1, sink, _dir } = launch(&go_bin(), Variant::Normal, "http", Some("main.*"), &extra);
     // Functions never nested deeper than the frame limit: exactly one span per return.
@@ -383,41 +389,49 @@ fn launch_glob_every_function_of_main() {
 
 #[test]
 fn launch_go1_19_normal() {
+    gotel_e2e::require!(Root, Go, GoVersion("1.19"));
     launch_mode_go(&gotel_e2e::go_version_bin("1.19").unwrap(), Variant::Normal, "http", &[]);
 }
 
 #[test]
 fn launch_go1_19_stripped() {
+    gotel_e2e::require!(Root, Go, GoVersion("1.19"));
     launch_mode_go(&gotel_e2e::go_version_bin("1.19").unwrap(), Variant::Stripped, "grpc", &[]);
 }
 
 #[test]
 fn launch_go1_21_pie() {
+    gotel_e2e::require!(Root, Go, GoVersion("1.21"));
     launch_mode_go(&gotel_e2e::go_version_bin("1.21").unwrap(), Variant::Pie, "http", &[]);
 }
 
 #[test]
 fn launch_go1_22_stripped() {
+    gotel_e2e::require!(Root, Go, GoVersion("1.22"));
     launch_mode_go(&gotel_e2e::go_version_bin("1.22").unwrap(), Variant::Stripped, "grpc", &[]);
 }
 
 #[test]
 fn launch_go1_23_normal() {
+    gotel_e2e::require!(Root, Go, GoVersion("1.23"));
     launch_mode_go(&gotel_e2e::go_version_bin("1.23").unwrap(), Variant::Normal, "http", &[]);
 }
 
 #[test]
 fn pid_normal_grpc() {
+    gotel_e2e::require!(Root, Go);
     pid_mode(Variant::Normal, "grpc");
 }
 
 #[test]
 fn pid_stripped_http_protobuf() {
+    gotel_e2e::require!(Root, Go);
     pid_mode(Variant::Stripped, "http");
 }
 
 #[test]
 fn pid_pie_grpc() {
+    gotel_e2e::require!(Root, Go);
     pid_mode(Variant::Pie, "grpc");
 }
 
@@ -425,6 +439,7 @@ fn pid_pie_grpc() {
 /// traced by `gotel --pid` on the first one.
 #[test]
 fn pid_other_process_of_same_file_untouched() {
+    gotel_e2e::require!(Root, Go);
     let mut p = pid_run(Variant::Normal, "grpc", false);
     // The same file, started after gotel attached, released together with the traced one.
     let other_dir = p.dir.path().join("other");
@@ -444,6 +459,7 @@ fn pid_other_process_of_same_file_untouched() {
 /// `gotel --exe PATH` started before the program: finds it once it runs.
 #[test]
 fn exe_normal_http_protobuf() {
+    gotel_e2e::require!(Root, Go);
     let mut p = pid_run(Variant::Normal, "http", true);
     let expect = finish(&mut p.a, p.r);
     let t1 = SystemTime::now();
@@ -470,6 +486,7 @@ fn exe_normal_http_protobuf() {
 /// `OTEL_TRACES_EXPORTER=console`: one OTLP/JSON ExportTraceServiceRequest per stdout line.
 #[test]
 fn console_exporter_pid_normal() {
+    gotel_e2e::require!(Root, Go);
     require_environment().unwrap();
     let variant = Variant::Normal;
     let r = reference(variant, &[]);
@@ -519,6 +536,7 @@ fn console_exporter_pid_normal() {
 /// spans of the calls that returned are flushed, gotel ends.
 #[test]
 fn launch_sigterm_is_passed_on_and_spans_flushed() {
+    gotel_e2e::require!(Root, Go);
     require_environment().unwrap();
     let variant = Variant::Normal;
     let r = reference(variant, &[]);
@@ -555,6 +573,7 @@ fn launch_sigterm_is_passed_on_and_spans_flushed() {
 /// SIGTERM detaches: gotel exits 0, and the program then runs untraced with unchanged output.
 #[test]
 fn pid_sigterm_detaches() {
+    gotel_e2e::require!(Root, Go);
     let mut p = pid_run(Variant::Normal, "grpc", false);
     let (a, r) = (&mut p.a, p.r);
     a.gotel.signal(libc::SIGTERM);

@@ -203,28 +203,33 @@ fn names(spans: &[FlatSpan]) -> Vec<String> {
 
 #[test]
 fn http_spans_go_1_22_without_routes() {
+    gotel_e2e::require!(Root, Go, GoVersion("1.22"));
     // ServeMux sets Request.Pattern from Go 1.23 on: before, the span is named by method only.
     check_go(&gotel_e2e::go_version_bin("1.22").unwrap(), false, true, false);
 }
 
 #[test]
 fn http_spans_go_1_23() {
+    gotel_e2e::require!(Root, Go, GoVersion("1.23"));
     check_go(&gotel_e2e::go_version_bin("1.23").unwrap(), true, true, false);
 }
 
 /// Without DWARF (`-ldflags=-s -w`): the same spans, attributes and statuses.
 #[test]
 fn http_spans_stripped_binary() {
+    gotel_e2e::require!(Root, Go);
     check_go(&gotel_e2e::go_bin(), true, false, true);
 }
 
 #[test]
 fn http_spans_machine_go() {
+    gotel_e2e::require!(Root, Go);
     check_go(&gotel_e2e::go_bin(), true, true, false);
 }
 
 #[test]
 fn without_injection_nothing_is_written_and_services_stay_apart() {
+    gotel_e2e::require!(Root, Go);
     check_go(&gotel_e2e::go_bin(), true, false, false);
 }
 
@@ -271,15 +276,18 @@ fn check_http2(go: &Path, stripped: bool) {
 
 #[test]
 fn http2_machine_go() {
+    gotel_e2e::require!(Root, Go);
     check_http2(&gotel_e2e::go_bin(), false);
 }
 
 #[test]
 fn http2_go_1_27() {
+    gotel_e2e::require!(Root, Go, GoVersion("1.27"));
     check_http2(&gotel_e2e::go_version_bin("1.27").unwrap(), false);
 }
 
 #[test]
 fn http2_go_1_27_stripped() {
+    gotel_e2e::require!(Root, Go, GoVersion("1.27"));
     check_http2(&gotel_e2e::go_version_bin("1.27").unwrap(), true);
 }

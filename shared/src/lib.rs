@@ -1,7 +1,15 @@
 //! Records that cross the kernel boundary, shared by `sidecar-ebpf` (writer) and `sidecar`
 //! (reader). Everything is `#[repr(C)]`, naturally aligned and free of implicit padding, so both
 //! sides agree on the layout byte for byte. The `user` feature adds `aya::Pod` for the loader.
+//!
+//! Beside the records: [`rules`] (pairing, parents, span flags, the event header),
+//! [`traceparent`] (parse and format) and [`names`] (program and map names), pure functions
+//! that both sides call and that are tested on the host.
 #![no_std]
+
+pub mod names;
+pub mod rules;
+pub mod traceparent;
 
 /// Traced calls remembered per goroutine. Deeper nesting of traced calls is counted
 /// (`Counter::DepthOverflow`) and not traced; it never mis-pairs (returns are matched by depth).
@@ -217,9 +225,6 @@ pub struct InjectConfig {
     pub n_offset: u32,
 }
 
-/// `traceparent: 00-<32 hex>-<16 hex>-<2 hex>\r\n`.
-pub const TRACEPARENT_LINE_LEN: usize = 70;
-
 /// One captured value inside an event's data, followed by `len` bytes of string payload.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]
@@ -250,6 +255,15 @@ pub struct GoroutineKey {
     pub tgid: u32,
     pub _pad: u32,
     pub goroutine: u64,
+}
+
+impl GoroutineKey {
+    /// The key of `goroutine` (a `runtime.g` address, or any per-process address used as a key,
+    /// such as an `*http.Request`) in process `tgid`.
+    #[inline(always)]
+    pub const fn new(tgid: u32, goroutine: u64) -> GoroutineKey {
+        GoroutineKey { tgid, _pad: 0, goroutine }
+    }
 }
 
 /// One live traced call of a goroutine.

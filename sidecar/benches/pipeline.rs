@@ -139,7 +139,7 @@ fn values(plan: &Plan, at_return: u8) -> Vec<u8> {
             slot: f.slot,
             len: payload.len() as u32,
             word0: w0,
-            word1: 0xc000_0100_00,
+            word1: 0xc0_0001_0000,
             ..Default::default()
         };
         out.extend_from_slice(as_bytes(&h));
@@ -168,7 +168,7 @@ impl CallTemplate {
                 probe_id: 0,
                 tgid: 4242,
                 tid: 4243,
-                goroutine: 0xc000_0060_00,
+                goroutine: 0xc0_0000_6000,
                 start_ns: now,
                 end_ns: if kind == EventKind::SpanEnd { now + 1500 } else { 0 },
                 trace_id: *b"0123456789abcdef",
@@ -192,7 +192,7 @@ impl CallTemplate {
 
     /// Bytes this call takes in the kernel's ring buffer (8-byte record header, 8-byte aligned).
     fn ring_bytes(&self) -> usize {
-        let one = |r: &Vec<u8>| 8 + (r.len() + 7) / 8 * 8;
+        let one = |r: &Vec<u8>| 8 + r.len().div_ceil(8) * 8;
         self.entry.as_ref().map(one).unwrap_or(0) + one(&self.end)
     }
 
@@ -269,7 +269,9 @@ fn resource() -> opentelemetry_sdk::Resource {
 }
 
 fn pipeline() -> Pipeline {
-    Pipeline::from_env(resource()).expect("pipeline settings").expect("exporting is off: set OTEL_TRACES_EXPORTER=otlp")
+    Pipeline::from_env(resource(), &export::BatchSettings::from_env().expect("OTEL_BSP_*"))
+        .expect("pipeline settings")
+        .expect("exporting is off: set OTEL_TRACES_EXPORTER=otlp")
 }
 
 /// Records -> SpanData on this thread only.

@@ -15,16 +15,20 @@ use aya::{
     Ebpf, EbpfLoader,
 };
 use gotel_shared::{
-    Counter, COOKIE_AT_FUNC_START, COOKIE_ENTRY, COOKIE_HEADER_LINE, COOKIE_HEADER_WRITE_ENTRY,
-    COOKIE_HEADER_WRITE_RETURN, COOKIE_NEWPROC_ENTRY, COOKIE_NEWPROC_RETURN, COOKIE_REQUEST_WRITE, COOKIE_RETURN,
-    NUM_COUNTERS,
+    names::{MAP_COUNTERS, MAP_EVENTS, MAP_GOROUTINES, MAP_PROBES},
+    Counter, COOKIE_AT_FUNC_START, COOKIE_ENTRY, COOKIE_RETURN, NUM_COUNTERS,
 };
 
 use crate::{
     binary::GoBinary,
     exit::Failure,
+    instrumentations::{AttachTarget, Library, Load},
     plan::{Plan, MAX_PROBES},
+    uprobe_multi,
 };
+
+/// The programs of every span probe (user probes and built-in spans).
+const SPAN_PROGRAMS: [&str; 2] = ["gotel_entry", "gotel_return"];
 
 /// The compiled kernel programs, built by build.rs.
 static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/gotel-ebpf"));
@@ -33,8 +37,13 @@ pub struct Attached {
     /// Owns programs and links: dropping it detaches every probe.
     ebpf: Ebpf,
     pub uprobes: usize,
-    /// The header-injection programs loaded (GOTEL_PROPAGATION=inject and the kernel allows it).
-    pub injecting: bool,
+    /// Instrumentations whose programs the kernel refused (`Load::MayBeRefused`): their hooks
+    /// are not attached.
+    pub refused: Vec<Library>,
+    // uprobe_multi (uprobe_multi.rs): copies of the programs for multi links, or why not.
+    multi: Result<uprobe_multi::MultiPrograms, String>,
+    pending: uprobe_multi::Points,
+    links: Option<uprobe_multi::MultiLinks>,
 }
 
 /// Kernel counters, summed over CPUs.
@@ -47,7 +56,9 @@ impl KernelCounters {
     }
 }
 
-pub struct Settings {
+/// Sizes of the kernel maps, from `config::Settings`.
+#[derive(Clone, Copy, Debug)]
+pub struct MapSizes {
     pub max_goroutines: u32,
     pub ring_buffer_bytes: u32,
 }
@@ -81,63 +92,90 @@ fn chain(e: &dyn std::error::Error) -> String {
     s
 }
 
-pub fn load(plan: &Plan, settings: &Settings) -> Result<Attached, Failure> {
+pub fn load(plan: &Plan, settings: &MapSizes) -> Result<Attached, Failure> {
     raise_limits();
     let ring = settings.ring_buffer_bytes.max(4096).next_power_of_two();
     let mut ebpf = EbpfLoader::new()
-        .map_max_entries("GOROUTINES", settings.max_goroutines.max(64))
-        .map_max_entries("EVENTS", ring)
-        .map_max_entries("PROBES", MAX_PROBES as u32)
+        .map_max_entries(MAP_GOROUTINES, settings.max_goroutines.max(64))
+        .map_max_entries(MAP_EVENTS, ring)
+        .map_max_entries(MAP_PROBES, MAX_PROBES as u32)
         .load(EBPF_OBJECT)
         .map_err(|e| environment_error("loading the eBPF programs", chain(&e)))?;
 
-    // The injection programs (the only ones that write target memory) are loaded only when
-    // GOTEL_PROPAGATION=inject asked for them.
-    let programs = ["gotel_entry", "gotel_return", "gotel_newproc_entry", "gotel_newproc_return", "gotel_header_line"];
-    let mut injecting = false;
-    if let Some(inj) = &plan.injection {
-        let mut cfg: Array<&mut MapData, gotel_shared::InjectConfig> =
-            Array::try_from(ebpf.map_mut("INJECT_CONFIG").expect("INJECT_CONFIG map"))
-                .map_err(|e| environment_error("INJECT_CONFIG map", chain(&e)))?;
-        cfg.set(0, inj.config, 0).map_err(|e| environment_error("filling INJECT_CONFIG", chain(&e)))?;
-        injecting = true;
-        for name in ["gotel_request_write", "gotel_header_write_entry", "gotel_header_write_return"] {
-            let prog: &mut UProbe = ebpf.program_mut(name).expect("program").try_into().expect("uprobe");
+    // Programs an instrumentation may go without (the injection writer, refused under
+    // lockdown) first: a refusal turns that instrumentation off, with a warning, before anything
+    // depends on it. Only the programs of the plan's hooks are loaded.
+    let mut refused: Vec<Library> = Vec::new();
+    for unit in &plan.instrumentations {
+        let Load::MayBeRefused { message, .. } = unit.load else { continue };
+        for hook in plan.hooks.iter().filter(|h| h.instrumentation == unit.name) {
+            let prog: &mut UProbe = ebpf
+                .program_mut(hook.program)
+                .expect("program in the eBPF object")
+                .try_into()
+                .map_err(|e: ProgramError| environment_error(hook.program, chain(&e)))?;
+            if prog.fd().is_ok() {
+                continue;
+            }
             if let Err(e) = prog.load() {
-                let text = chain(&e);
-                // Lockdown or a kernel built without the helper: refuse injection, keep tracing.
-                if text.contains("bpf_probe_write_user") {
-                    tracing::warn!(
-                        "{}",
-                        crate::instrumentations::lockdown_message("the verifier refuses bpf_probe_write_user")
-                    );
-                } else {
-                    tracing::warn!("GOTEL_PROPAGATION=inject refused: loading {name} failed: {text}");
-                }
-                injecting = false;
+                tracing::warn!("{}", message(hook.program, &chain(&e)));
+                refused.push(unit);
                 break;
             }
         }
     }
+    let is_refused = |name: &str| refused.iter().any(|u| u.name == name);
+    for fill in plan.map_fills.iter().filter(|f| !is_refused(f.instrumentation)) {
+        let map = ebpf.map_mut(fill.map).unwrap_or_else(|| panic!("{} map in the eBPF object", fill.map));
+        fill.write(map).map_err(|e| environment_error(&format!("filling {}", fill.map), e))?;
+    }
+    // PLAN_* bits a refused instrumentation set on span probes are taken back.
+    let cleared = refused.iter().fold(0, |bits, u| match u.load {
+        Load::MayBeRefused { probe_flags, .. } => bits | probe_flags,
+        Load::Required => bits,
+    });
     let mut probes: Array<&mut MapData, gotel_shared::ProbePlan> =
-        Array::try_from(ebpf.map_mut("PROBES").expect("PROBES map in the eBPF object"))
+        Array::try_from(ebpf.map_mut(MAP_PROBES).expect("PROBES map in the eBPF object"))
             .map_err(|e| environment_error("PROBES map", chain(&e)))?;
     for p in &plan.probes {
         let mut kernel_plan = p.kernel_plan();
-        if !injecting {
-            kernel_plan.flags &= !gotel_shared::PLAN_INJECT_CONTEXT;
-        }
+        kernel_plan.flags &= !cleared;
         probes.set(p.id, kernel_plan, 0).map_err(|e| environment_error("filling PROBES", chain(&e)))?;
     }
-    for name in programs {
+    let required = plan
+        .hooks
+        .iter()
+        .filter(|h| {
+            plan.instrumentations.iter().any(|u| u.name == h.instrumentation && matches!(u.load, Load::Required))
+        })
+        .map(|h| h.program);
+    for name in SPAN_PROGRAMS.into_iter().chain(required) {
         let prog: &mut UProbe = ebpf
             .program_mut(name)
             .expect("program in the eBPF object")
             .try_into()
             .map_err(|e: ProgramError| environment_error(name, chain(&e)))?;
+        if prog.fd().is_ok() {
+            continue; // two hooks on one program
+        }
         prog.load().map_err(|e| environment_error(&format!("loading {name} (BPF verifier)"), chain(&e)))?;
     }
-    Ok(Attached { ebpf, uprobes: 0, injecting })
+    // uprobe_multi: a second copy of each uprobe program the plan uses, loaded for multi links
+    // (uprobe_multi.rs).
+    let mode = uprobe_multi::Mode::from_env().map_err(Failure::config)?;
+    let multi = match uprobe_multi::unavailable_reason(mode, aya::util::KernelVersion::current().ok()) {
+        Some(reason) => Err(reason),
+        None => {
+            let mut loaded: Vec<&str> = SPAN_PROGRAMS.to_vec();
+            for h in plan.hooks.iter().filter(|h| !is_refused(h.instrumentation)) {
+                if !loaded.contains(&h.program) {
+                    loaded.push(h.program);
+                }
+            }
+            uprobe_multi::MultiPrograms::load(&ebpf, EBPF_OBJECT, &loaded)
+        }
+    };
+    Ok(Attached { ebpf, uprobes: 0, refused, multi, pending: Default::default(), links: None })
 }
 
 impl Attached {
@@ -145,14 +183,59 @@ impl Attached {
         &mut self,
         program: &'static str,
         bin: &GoBinary,
-        target: &Path,
-        pid: u32,
+        _target: &Path, // uprobe_multi: used by attach_pending
+        _pid: u32,
         vaddr: u64,
         cookie: u64,
     ) -> Result<(), Failure> {
         let offset = bin
             .file_offset(vaddr)
             .ok_or_else(|| Failure::target(format!("{:#x} is not in a loadable segment of {}", vaddr, bin.path)))?;
+        // uprobe_multi: collect; `attach_pending` attaches them all.
+        self.pending.push(program, offset, cookie);
+        Ok(())
+    }
+
+    /// Attaches the collected uprobes: as uprobe_multi links when the kernel allows, else (or
+    /// when a link fails) one perf-event uprobe each, in the order they were collected.
+    fn attach_pending(&mut self, target: &Path, pid: u32) -> Result<(), Failure> {
+        let points = std::mem::take(&mut self.pending);
+        let started = std::time::Instant::now();
+        let reason = match &self.multi {
+            Ok(programs) => match programs.attach(target, pid, &points) {
+                Ok(links) => {
+                    self.uprobes += links.uprobes;
+                    self.links = Some(links);
+                    let ms = started.elapsed().as_secs_f64() * 1e3;
+                    tracing::info!(uprobes = points.len(), ms, "uprobes attached as uprobe_multi links");
+                    return Ok(());
+                }
+                Err(e) => e,
+            },
+            Err(reason) => reason.clone(),
+        };
+        let warning = uprobe_multi::slow_detach_warning(&reason, points.len());
+        if points.len() as u32 * uprobe_multi::PERF_EVENT_DETACH_PER_UPROBE.as_millis() as u32 > 5000 {
+            tracing::warn!("{warning}");
+        } else {
+            tracing::info!("{warning}");
+        }
+        for (program, offset, cookie) in points.iter() {
+            self.attach_perf_event(program, target, pid, offset, cookie)?;
+        }
+        let ms = started.elapsed().as_secs_f64() * 1e3;
+        tracing::info!(uprobes = points.len(), ms, "uprobes attached as perf events");
+        Ok(())
+    }
+
+    fn attach_perf_event(
+        &mut self,
+        program: &'static str,
+        target: &Path,
+        pid: u32,
+        offset: u64,
+        cookie: u64,
+    ) -> Result<(), Failure> {
         let prog: &mut UProbe = self.ebpf.program_mut(program).expect("program").try_into().expect("uprobe");
         let scope = UProbeScope::OneProcess(NonZeroU32::new(pid).expect("pid > 0"));
         let point = UProbeAttachPoint { location: UProbeAttachLocation::AbsoluteOffset(offset), cookie: Some(cookie) };
@@ -163,62 +246,16 @@ impl Attached {
         Ok(())
     }
 
-    /// Attaches every probe of the plan to process `pid`, whose executable is opened as `target`.
+    /// Attaches every probe of the plan to process `pid`, whose executable is opened as `target`:
+    /// the instrumentations' hooks first (goroutine bookkeeping, so goroutines born from now on
+    /// are known), then the span probes, then any extra attach step.
     pub fn attach(&mut self, plan: &Plan, bin: &GoBinary, target: &Path, pid: u32) -> Result<(), Failure> {
-        // Goroutine bookkeeping first, so goroutines born from now on are known.
-        if let Some(h) = &plan.newproc {
-            for &off in &h.ret_offsets {
-                self.attach_one(
-                    "gotel_newproc_return",
-                    bin,
-                    target,
-                    pid,
-                    h.function.entry + off,
-                    COOKIE_NEWPROC_RETURN,
-                )?;
+        for h in &plan.hooks {
+            if self.refused.iter().any(|u| u.name == h.instrumentation) {
+                continue;
             }
-            self.attach_one(
-                "gotel_newproc_entry",
-                bin,
-                target,
-                pid,
-                h.function.entry + h.entry_offset,
-                COOKIE_NEWPROC_ENTRY,
-            )?;
-        }
-        if let Some(inj) = plan.injection.as_ref().filter(|_| self.injecting) {
-            let w = &inj.header_write;
-            for &off in &w.ret_offsets {
-                self.attach_one(
-                    "gotel_header_write_return",
-                    bin,
-                    target,
-                    pid,
-                    w.function.entry + off,
-                    COOKIE_HEADER_WRITE_RETURN,
-                )?;
-            }
-            self.attach_one(
-                "gotel_header_write_entry",
-                bin,
-                target,
-                pid,
-                w.function.entry + w.entry_offset,
-                COOKIE_HEADER_WRITE_ENTRY,
-            )?;
-            let r = &inj.request_write;
-            self.attach_one(
-                "gotel_request_write",
-                bin,
-                target,
-                pid,
-                r.function.entry + r.entry_offset,
-                COOKIE_REQUEST_WRITE,
-            )?;
-        }
-        if let Some(h) = &plan.header_lines {
-            for &off in &h.ret_offsets {
-                self.attach_one("gotel_header_line", bin, target, pid, h.function.entry + off, COOKIE_HEADER_LINE)?;
+            for &off in &h.offsets {
+                self.attach_one(h.program, bin, target, pid, h.function.entry + off, h.cookie)?;
             }
         }
         for p in &plan.probes {
@@ -232,26 +269,40 @@ impl Attached {
             }
             self.attach_one("gotel_entry", bin, target, pid, p.function.entry + p.entry_offset, cookie)?;
         }
+        self.attach_pending(target, pid)?; // uprobe_multi
+        for unit in &plan.instrumentations {
+            if let Some(extra) = unit.attach_extra.filter(|_| !self.refused.contains(unit)) {
+                extra(&mut self.ebpf, &AttachTarget { pid, exe: target })?;
+            }
+        }
         Ok(())
     }
 
-    /// Detaches every probe. Each uprobe removal waits for the kernel to quiesce (0.1 to 0.25 s
-    /// on these VMs, serialized by the kernel: closing from several threads was measured to gain
-    /// nothing), so callers flush spans before detaching. uprobe_multi links (kernel 6.6+) would
-    /// remove them in one go but aya 0.14 cannot attach them.
+    /// Closes the uprobe_multi links now (well under a second). Call it from a thread that is
+    /// not exiting: the kernel removes the breakpoints with a killable lock, so a close made
+    /// while the process exits fails ("leaking uprobe" in dmesg) and leaves the target slowed.
+    pub fn detach_links(&mut self) {
+        drop(self.links.take()); // uprobe_multi
+    }
+
+    /// Detaches every probe: uprobe_multi links in well under a second; perf-event uprobes (the
+    /// fallback) one at a time, each waiting for the kernel to quiesce (0.1 to 0.25 s on these
+    /// VMs, serialized by the kernel: closing from several threads was measured to gain
+    /// nothing), so callers flush spans before detaching.
     pub fn detach(self) {
+        drop(self.links); // uprobe_multi: every multi-linked uprobe at once
         drop(self.ebpf);
     }
 
     /// Takes the ring buffer out of the object (once).
     pub fn ring_buffer(&mut self) -> Result<RingBuf<MapData>, Failure> {
-        let map = self.ebpf.take_map("EVENTS").ok_or_else(|| Failure::environment("EVENTS map already taken"))?;
+        let map = self.ebpf.take_map(MAP_EVENTS).ok_or_else(|| Failure::environment("EVENTS map already taken"))?;
         RingBuf::try_from(map).map_err(|e| environment_error("EVENTS ring buffer", chain(&e)))
     }
 
     pub fn counters(&self) -> KernelCounters {
         let mut out = KernelCounters::default();
-        let Some(map) = self.ebpf.map("COUNTERS") else { return out };
+        let Some(map) = self.ebpf.map(MAP_COUNTERS) else { return out };
         let Ok(arr) = PerCpuArray::<_, u64>::try_from(map) else { return out };
         for i in 0..NUM_COUNTERS {
             if let Ok(values) = arr.get(&i, 0) {
@@ -264,9 +315,9 @@ impl Attached {
     /// Calls still in progress in the kernel's goroutine map, as `Abandoned` records ending at
     /// `now_ns`: used when the target exited, so that no call it made goes unreported.
     pub fn calls_in_progress(&self, now_ns: u64) -> Vec<gotel_shared::EventHeader> {
-        use gotel_shared::{EventHeader, EventKind, INHERIT_REMOTE, MAX_FRAMES, SPAN_PARENT_REMOTE};
+        use gotel_shared::{EventHeader, EventKind, MAX_FRAMES};
         let mut out = Vec::new();
-        let Some(map) = self.ebpf.map("GOROUTINES") else { return out };
+        let Some(map) = self.ebpf.map(MAP_GOROUTINES) else { return out };
         let Ok(m) = aya::maps::HashMap::<_, gotel_shared::GoroutineKey, gotel_shared::GoroutineState>::try_from(map)
         else {
             return out;
@@ -274,33 +325,9 @@ impl Attached {
         for (key, st) in m.iter().flatten() {
             let depth = (st.depth as usize).min(MAX_FRAMES);
             for i in 0..depth {
-                let f = st.frames[i];
-                let parent = if i > 0 {
-                    st.frames[i - 1].span_id
-                } else if st.has_inherited != 0 {
-                    st.inherited_span_id
-                } else {
-                    0
-                };
-                let mut flags = st.trace_flags as u16;
-                if i == 0 && st.has_inherited & INHERIT_REMOTE != 0 {
-                    flags |= SPAN_PARENT_REMOTE;
-                }
-                out.push(EventHeader {
-                    kind: EventKind::Abandoned as u32,
-                    probe_id: f.probe_id,
-                    tgid: key.tgid,
-                    tid: 0,
-                    goroutine: key.goroutine,
-                    start_ns: f.start_ns,
-                    end_ns: now_ns.max(f.start_ns),
-                    trace_id: st.trace_id,
-                    span_id: f.span_id,
-                    parent_span_id: parent,
-                    ret_offset: 0,
-                    flags,
-                    data_len: 0,
-                });
+                // The kernel's own rules (gotel_shared::rules), as if the call had been unwound.
+                let end_ns = now_ns.max(st.frames[i].start_ns);
+                out.push(EventHeader::for_frame(EventKind::Abandoned, key, 0, &st, i, end_ns, 0));
             }
         }
         out
@@ -308,7 +335,7 @@ impl Attached {
 
     /// Entries in the goroutine map (to show it stays bounded).
     pub fn goroutines_tracked(&self) -> usize {
-        let Some(map) = self.ebpf.map("GOROUTINES") else { return 0 };
+        let Some(map) = self.ebpf.map(MAP_GOROUTINES) else { return 0 };
         let Ok(m) = aya::maps::HashMap::<_, gotel_shared::GoroutineKey, gotel_shared::GoroutineState>::try_from(map)
         else {
             return 0;
@@ -376,6 +403,10 @@ mod tests {
         }
         assert!(calls > 10, "found only {calls} helper calls: is this the right object?");
         writers.dedup();
-        assert_eq!(writers, vec!["gotel_header_write_return".to_string()], "programs calling bpf_probe_write_user");
+        assert_eq!(
+            writers,
+            vec![gotel_shared::names::PROGRAM_HEADER_WRITE_RETURN.to_string()],
+            "programs calling bpf_probe_write_user"
+        );
     }
 }

@@ -1,11 +1,23 @@
 //! Command line and environment. Every option has a `GOTEL_*` environment fallback so the
 //! sidecar can be configured from a compose file alone; OpenTelemetry's own `OTEL_*` variables
 //! are read by `export` with the defaults of the specification.
+//!
+//! [`Settings::resolve`] reads and checks all of it once, when gotel starts: a bad value fails
+//! before gotel launches or touches the target, and the stages after it get values, not
+//! variables to read again (so a session for a restarted `--exe` target sees the same ones).
 use std::{path::PathBuf, time::Duration};
 
 use clap::Parser;
+use opentelemetry_sdk::trace::Sampler;
 
-use crate::exit::Failure;
+use crate::{
+    attach::MapSizes,
+    attributes::Limits,
+    exit::Failure,
+    export::{self, BatchSettings},
+    instrumentations::{self, Library},
+    spec::{self, ProbeSpec},
+};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -37,6 +49,13 @@ pub struct Cli {
     /// A file of probe specs (`;` or newlines between entries, `#` comments).
     #[arg(long, env = "GOTEL_PROBES_FILE", value_name = "FILE")]
     pub probes_file: Option<PathBuf>,
+
+    /// Print what probe specs would attach to (each function, its entry offset, return points,
+    /// attributes; refusals with their reasons) and exit 0 without attaching. With SPECS, those
+    /// are listed instead of GOTEL_PROBES/--probe/--probes-file. The binary is read from
+    /// --exe PATH, the command after `--` (not run), or the process of --pid.
+    #[arg(long, value_name = "SPECS", num_args = 0..=1, default_missing_value = "")]
+    pub list: Option<String>,
 
     /// Create this file once every probe is attached (readiness for scripts and orchestrators).
     #[arg(long, env = "GOTEL_READY_FILE", value_name = "FILE")]
@@ -101,26 +120,79 @@ impl Cli {
         }
     }
 
-    /// All probe spec text: GOTEL_PROBES, then GOTEL_PROBES_FILE, then each --probe.
-    pub fn probe_text(&self) -> Result<String, Failure> {
-        let mut parts = Vec::new();
+    /// Every probe spec: GOTEL_PROBES, then GOTEL_PROBES_FILE, then each --probe, each parsed
+    /// on its own so that an error names where the text came from (the file and line).
+    /// May be empty: the built-in HTTP instrumentations need no spec (`plan` complains when
+    /// nothing at all is left to trace).
+    pub fn probe_specs(&self) -> Result<Vec<ProbeSpec>, Failure> {
+        let mut specs = Vec::new();
         if let Some(p) = &self.probes_env {
-            parts.push(p.clone());
+            specs.extend(spec::parse_source("GOTEL_PROBES", p).map_err(Failure::config)?);
         }
         if let Some(path) = &self.probes_file {
             let text = std::fs::read_to_string(path)
                 .map_err(|e| Failure::config(format!("cannot read GOTEL_PROBES_FILE {}: {e}", path.display())))?;
-            parts.push(text);
+            specs.extend(spec::parse_source(&path.display().to_string(), &text).map_err(Failure::config)?);
         }
-        parts.extend(self.probes.iter().cloned());
-        // May be empty: the built-in HTTP instrumentations need no spec (`plan` complains when
-        // nothing at all is left to trace).
-        Ok(parts.join(";\n"))
+        for p in &self.probes {
+            specs.extend(spec::parse_source("--probe", p).map_err(Failure::config)?);
+        }
+        Ok(specs)
     }
 
     pub fn drain_interval(&self) -> Duration {
         Duration::from_millis(self.drain_interval_ms.clamp(1, 1000))
     }
+}
+
+/// Everything the command line and the environment asked for, resolved and checked.
+#[derive(Debug)]
+pub struct Settings {
+    pub target: Target,
+    pub specs: Vec<ProbeSpec>,
+    /// `OTEL_SPAN_ATTRIBUTE_*_LIMIT`.
+    pub limits: Limits,
+    /// `GOTEL_LIBRARIES`.
+    pub libraries: Vec<Library>,
+    /// `GOTEL_PROPAGATION=inject`.
+    pub inject: bool,
+    /// `OTEL_TRACES_SAMPLER(_ARG)`.
+    pub sampler: Sampler,
+    /// `OTEL_BSP_*`.
+    pub batch: BatchSettings,
+    /// Sizes of the kernel maps (`GOTEL_MAX_GOROUTINES`, `GOTEL_RING_BUFFER_BYTES`).
+    pub maps: MapSizes,
+    pub drain_interval: Duration,
+    pub ready_file: Option<PathBuf>,
+    pub metrics_addr: Option<String>,
+}
+
+impl Settings {
+    /// The exporter itself (`OTEL_TRACES_EXPORTER`, `OTEL_EXPORTER_OTLP_*`) is still built per
+    /// session by `export::Pipeline`, since its resource names the traced process.
+    pub fn resolve(cli: &Cli) -> Result<Settings, Failure> {
+        Ok(Settings {
+            target: cli.target()?,
+            specs: cli.probe_specs()?,
+            limits: limits()?,
+            libraries: instrumentations::libraries_from_env()?,
+            inject: instrumentations::inject_from_env()?,
+            sampler: export::sampler_from_env()?,
+            batch: BatchSettings::from_env()?,
+            maps: MapSizes { max_goroutines: cli.max_goroutines, ring_buffer_bytes: cli.ring_buffer_bytes },
+            drain_interval: cli.drain_interval(),
+            ready_file: cli.ready_file.clone(),
+            metrics_addr: cli.metrics_addr.clone(),
+        })
+    }
+}
+
+pub fn limits() -> Result<Limits, Failure> {
+    Ok(Limits {
+        max_string: (export::env_u64("OTEL_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT", 128)? as usize)
+            .min(gotel_shared::MAX_STR),
+        max_attributes: export::env_u64("OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT", 128)? as usize,
+    })
 }
 
 #[cfg(test)]
@@ -143,8 +215,30 @@ mod tests {
     }
 
     #[test]
-    fn probes_are_joined_and_required() {
-        let cli = parse(&["--probe", "main.a", "--probe", "main.b(x=arg0)", "--pid", "1"]);
-        assert_eq!(cli.probe_text().unwrap(), "main.a;\nmain.b(x=arg0)");
+    fn probes_come_from_every_source_and_errors_name_it() {
+        let file = std::env::temp_dir().join(format!("gotel-probes-{}.txt", std::process::id()));
+        std::fs::write(&file, "# two entries, one per line\nmain.a\nmain.b(x=arg0,\n  y=ret0)\nmain.c d\n").unwrap();
+        let mut cli = parse(&["--probe", "main.e", "--pid", "1"]);
+        cli.probes_env = Some("main.f".into());
+        cli.probes_file = Some(file.clone());
+        let err = cli.probe_specs().unwrap_err().to_string();
+        assert!(err.starts_with(&format!("{} line 5, entry 3: expected", file.display())), "{err}");
+        std::fs::write(&file, "main.a\nmain.b(x=arg0,\n  y=ret0)\n").unwrap();
+        let specs = cli.probe_specs().unwrap();
+        let got: Vec<_> = specs.iter().map(|s| (s.symbol.as_str(), s.origin.clone())).collect();
+        let f = file.display();
+        assert_eq!(
+            got,
+            [
+                ("main.f", "GOTEL_PROBES".into()),
+                ("main.a", format!("{f} line 1")),
+                ("main.b", format!("{f} line 2")),
+                ("main.e", "--probe".into())
+            ]
+        );
+        let _ = std::fs::remove_file(file);
+        assert_eq!(parse(&["--list", "--pid", "1"]).list.as_deref(), Some(""));
+        assert_eq!(parse(&["--list", "main.*", "--pid", "1"]).list.as_deref(), Some("main.*"));
+        assert_eq!(parse(&["--pid", "1"]).list, None);
     }
 }

@@ -2,6 +2,9 @@
 //! `/metrics` endpoint with a `/healthz` for orchestrators (`GOTEL_METRICS_ADDR`), and
 //! optional traces of gotel's own start-up (`GOTEL_SELF_TRACES=true`, through
 //! tracing-opentelemetry, service.name `gotel`).
+//!
+//! [`SessionMetrics`] is the one place where the counts of a session (kernel counters, span
+//! factory, export pipeline) become these run-wide totals.
 use std::{
     fmt::Write as _,
     sync::{
@@ -15,7 +18,8 @@ use tokio::{
     net::TcpListener,
 };
 
-use crate::exit::Failure;
+use crate::{attach::KernelCounters, exit::Failure, export::ExportStats, spans::SpanStats};
+use gotel_shared::Counter;
 
 /// Totals over the whole run (all sessions), updated by the session's drain loop.
 #[derive(Debug, Default)]
@@ -87,6 +91,81 @@ impl Metrics {
             &self.goroutines_tracked,
         );
         out
+    }
+}
+
+/// Run-wide totals at the start of a session: a restarted `--exe` target adds to them, so the
+/// counters only grow.
+#[derive(Debug, Default, Clone, Copy)]
+struct Base {
+    calls: u64,
+    spans: u64,
+    ring: u64,
+    abandoned: u64,
+    unmatched: u64,
+    overflow: u64,
+    exported: u64,
+    queue_full: u64,
+    export_failed: u64,
+    export_failures: u64,
+}
+
+/// The metrics as one session updates them.
+pub struct SessionMetrics<'a> {
+    m: &'a Metrics,
+    base: Base,
+}
+
+impl Metrics {
+    /// Starts the bookkeeping of a new session.
+    pub fn session(&self) -> SessionMetrics<'_> {
+        let m = self;
+        let base = Base {
+            calls: m.calls.load(Relaxed),
+            spans: m.spans.load(Relaxed),
+            ring: m.lost_ring_buffer_full.load(Relaxed),
+            abandoned: m.abandoned.load(Relaxed),
+            unmatched: m.unmatched_returns.load(Relaxed),
+            overflow: m.depth_overflow.load(Relaxed),
+            exported: m.spans_exported.load(Relaxed),
+            queue_full: m.lost_queue_full.load(Relaxed),
+            export_failed: m.lost_export_failed.load(Relaxed),
+            export_failures: m.export_failures.load(Relaxed),
+        };
+        SessionMetrics { m, base }
+    }
+}
+
+impl SessionMetrics<'_> {
+    pub fn attached(&self, pid: u32, uprobes: usize) {
+        self.m.attached.store(1, Relaxed);
+        self.m.target_pid.store(pid as u64, Relaxed);
+        self.m.uprobes.store(uprobes as u64, Relaxed);
+    }
+
+    pub fn detached(&self) {
+        self.m.attached.store(0, Relaxed);
+        self.m.target_pid.store(0, Relaxed);
+    }
+
+    /// The session's counts so far (`export` is `None` when exporting is off).
+    pub fn publish(&self, k: &KernelCounters, s: &SpanStats, export: Option<&ExportStats>, goroutines: Option<u64>) {
+        let (m, b) = (self.m, &self.base);
+        m.calls.store(b.calls + k.get(Counter::Entries), Relaxed);
+        m.spans.store(b.spans + s.spans, Relaxed);
+        m.lost_ring_buffer_full.store(b.ring + k.get(Counter::RingBufferFull), Relaxed);
+        m.abandoned.store(b.abandoned + k.get(Counter::Abandoned), Relaxed);
+        m.unmatched_returns.store(b.unmatched + k.get(Counter::UnmatchedReturn), Relaxed);
+        m.depth_overflow.store(b.overflow + k.get(Counter::DepthOverflow), Relaxed);
+        if let Some(e) = export {
+            m.spans_exported.store(b.exported + e.exported.load(Relaxed), Relaxed);
+            m.lost_queue_full.store(b.queue_full + e.dropped_queue_full.load(Relaxed), Relaxed);
+            m.lost_export_failed.store(b.export_failed + e.dropped_export_failed.load(Relaxed), Relaxed);
+            m.export_failures.store(b.export_failures + e.export_failures.load(Relaxed), Relaxed);
+        }
+        if let Some(g) = goroutines {
+            m.goroutines_tracked.store(g, Relaxed);
+        }
     }
 }
 
@@ -173,6 +252,27 @@ mod tests {
         m.spans.store(7, Relaxed);
         let text = m.render();
         assert!(text.contains("# TYPE gotel_spans_total counter\ngotel_spans_total 7\n"), "{text}");
+    }
+
+    #[test]
+    fn a_second_session_adds_to_the_totals() {
+        let m = Metrics::default();
+        let mut k = KernelCounters::default();
+        k.0[Counter::Entries as usize] = 5;
+        let s = SpanStats { spans: 4, ..Default::default() };
+        let e = ExportStats::default();
+        e.exported.store(3, Relaxed);
+        let first = m.session();
+        first.attached(42, 2);
+        first.publish(&k, &s, Some(&e), Some(9));
+        first.publish(&k, &s, Some(&e), None);
+        first.detached();
+        assert_eq!((m.calls.load(Relaxed), m.spans.load(Relaxed), m.spans_exported.load(Relaxed)), (5, 4, 3));
+        assert_eq!((m.attached.load(Relaxed), m.target_pid.load(Relaxed)), (0, 0));
+        assert_eq!(m.goroutines_tracked.load(Relaxed), 9);
+        let second = m.session();
+        second.publish(&k, &s, None, None);
+        assert_eq!((m.calls.load(Relaxed), m.spans.load(Relaxed), m.spans_exported.load(Relaxed)), (10, 8, 3));
     }
 
     #[tokio::test]

@@ -1,67 +1,86 @@
-//! Standard-library struct layouts per Go release, so the built-in HTTP spans work on binaries
-//! built without DWARF (`-ldflags=-w`, or `-s -w`, the usual production build).
+//! Struct layouts for binaries built without DWARF (`-ldflags=-w`, or `-s -w`, the usual
+//! production build), so the built-in instrumentations work there too.
 //!
-//! The HTTP instrumentations read a handful of fields (`http.Request.Method`, `url.URL.Path`,
-//! `http.response.status`, ...). With DWARF their offsets come from the binary itself. Without
-//! it they come from `go_layouts.json`, which `gotel-layouts` writes from the DWARF of real
-//! builds of `e2e/goapps/httpsvc` with every Go release this machine has (`tools/gen-go-layouts.sh`).
-//! A unit test rebuilds with every installed Go and compares the table with the compiler's DWARF.
+//! The instrumentations read a handful of fields (`http.Request.Method`, `url.URL.Path`,
+//! `http.response.status`, ...), each declared by the unit that reads it
+//! ([`crate::instrumentations::FieldNeed`]); [`fields`] is their union. With DWARF their offsets
+//! come from the binary itself. Without it they come from `go_layouts.json`, which
+//! `gotel-layouts` writes from the DWARF of real builds of `e2e/goapps/layouts` with every Go
+//! release this machine has (`tools/gen-go-layouts.sh`). A unit test rebuilds with every
+//! installed Go and compares the table with the compiler's DWARF.
 //!
-//! Decision: only an exact `go1.N` match is used. Field offsets of unexported types
-//! (`http.response`, the bundled HTTP/2 server) change between releases; guessing from the
-//! nearest release could read the wrong field and report a wrong status. A release missing from
-//! the table gets a clear message instead (HTTP spans off, user probes unaffected).
-use std::collections::BTreeMap;
+//! The table has two parts: standard-library layouts keyed by Go release (`go1.26`), and
+//! third-party module layouts (grpc-go, database drivers) keyed by module path and the exact
+//! module version the binary's build info names (`google.golang.org/grpc` / `v1.64.0`). A
+//! binary's layout is its release's standard-library layout plus the layouts of its modules.
+//!
+//! Decision: only exact matches are used (`go1.N`, the module's exact version). Field offsets of
+//! unexported types (`http.response`, the bundled HTTP/2 server) change between releases;
+//! guessing from the nearest release could read the wrong field and report a wrong status. A
+//! release missing from the table gets a clear message instead (HTTP spans off, user probes
+//! unaffected).
+use std::collections::{BTreeMap, HashMap};
 
-use crate::dwarf::{DwarfInfo, Field, FunctionInfo, GoType, Kind, Param, TypeId, TypeTable};
-
-/// Every field the HTTP instrumentations (and header injection) read: (struct, field).
-/// `net/http.Request.Pattern` exists from Go 1.22 on, and the HTTP/2 types moved in Go 1.27
-/// (see [`OPTIONAL`]); the others are in every supported release.
-pub const FIELDS: &[(&str, &str)] = &[
-    ("net/http.Request", "Method"),
-    ("net/http.Request", "URL"),
-    ("net/http.Request", "ProtoMajor"),
-    ("net/http.Request", "ProtoMinor"),
-    ("net/http.Request", "Host"),
-    ("net/http.Request", "RemoteAddr"),
-    ("net/http.Request", "Pattern"),
-    ("net/url.URL", "Scheme"),
-    ("net/url.URL", "Host"),
-    ("net/url.URL", "Path"),
-    ("net/url.URL", "RawQuery"),
-    ("net/http.Response", "StatusCode"),
-    ("net/http.response", "status"),
-    // HTTP/2 server status: bundled in net/http up to Go 1.26 ...
-    ("net/http.http2responseWriter", "rws"),
-    ("net/http.http2responseWriterState", "status"),
-    // ... and from Go 1.27 in net/http/internal/http2 (net/http.http2ResponseWriter is then
-    // `struct{ *http2.responseWriter }`, pointer-shaped, so the interface holds that pointer).
-    ("net/http/internal/http2.responseWriter", "rws"),
-    ("net/http/internal/http2.responseWriterState", "status"),
-    ("bufio.Writer", "buf"),
-    ("bufio.Writer", "n"),
-];
-
-/// Fields a release may lack without making the layout unusable.
-const OPTIONAL: &[&str] = &[
-    "net/http.Request.Pattern",
-    "net/http.http2responseWriter.rws",
-    "net/http.http2responseWriterState.status",
-    "net/http/internal/http2.responseWriter.rws",
-    "net/http/internal/http2.responseWriterState.status",
-];
+use crate::{
+    binary::BuildInfo,
+    dwarf::{DwarfInfo, Field, FunctionInfo, GoType, Kind, Param, TypeId, TypeTable},
+    instrumentations::{self, FieldNeed, GoTy},
+};
 
 /// Offsets by `struct.field` key (`net/http.Request.Method`).
 pub type Layout = BTreeMap<String, u64>;
 
+/// The whole table (`go_layouts.json`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Table {
+    /// Standard library: Go release (`go1.26`) -> layout.
+    pub go: BTreeMap<String, Layout>,
+    /// Third-party modules: module path -> module version (as in build info) -> layout.
+    pub modules: BTreeMap<String, BTreeMap<String, Layout>>,
+}
+
+impl Table {
+    pub fn parse(text: &str) -> Result<Table, String> {
+        let mut v: BTreeMap<String, serde_json::Value> = serde_json::from_str(text).map_err(|e| e.to_string())?;
+        let mut part = |k: &str| v.remove(k).unwrap_or_else(|| serde_json::json!({}));
+        Ok(Table {
+            go: serde_json::from_value(part("go")).map_err(|e| format!("go: {e}"))?,
+            modules: serde_json::from_value(part("modules")).map_err(|e| format!("modules: {e}"))?,
+        })
+    }
+
+    pub fn to_json(&self) -> String {
+        let v = serde_json::json!({ "go": self.go, "modules": self.modules });
+        serde_json::to_string_pretty(&v).unwrap_or_default()
+    }
+}
+
 const TABLE: &str = include_str!("go_layouts.json");
 
-/// The whole table: `go1.N` -> layout.
-pub fn table() -> BTreeMap<String, Layout> {
+/// The whole table.
+pub fn table() -> Table {
     // The file is generated and checked by tests; a broken one is a build defect, so an empty
     // table (HTTP spans off for stripped binaries, with a message) is the safe fallback.
-    serde_json::from_str(TABLE).unwrap_or_default()
+    Table::parse(TABLE).unwrap_or_default()
+}
+
+/// Every field the instrumentations read, once each, in registry order.
+pub fn fields() -> Vec<FieldNeed> {
+    let mut out: Vec<FieldNeed> = Vec::new();
+    for f in instrumentations::ALL.iter().flat_map(|u| u.fields.iter()) {
+        if !out.iter().any(|o| (o.strukt, o.field) == (f.strukt, f.field)) {
+            out.push(*f);
+        }
+    }
+    out
+}
+
+/// Modules whose layouts the instrumentations need.
+pub fn modules() -> Vec<&'static str> {
+    let mut out: Vec<&'static str> = fields().iter().filter_map(|f| f.module).collect();
+    out.sort();
+    out.dedup();
+    out
 }
 
 /// `go1.26.8` -> `go1.26`; `None` for development builds and unparsable versions.
@@ -71,18 +90,29 @@ pub fn release_of(version: &str) -> Option<String> {
     (!minor.is_empty()).then(|| format!("go1.{minor}"))
 }
 
-/// The layout of the binary's Go release, or why there is none.
-pub fn layout_for(go_version: Option<&str>) -> Result<Layout, String> {
-    let version = go_version.ok_or("the binary has neither DWARF nor Go build info")?;
+/// The layout of the binary's Go release and modules, or why there is none.
+pub fn layout_for(build: &BuildInfo) -> Result<Layout, String> {
+    layout_in(&table(), build)
+}
+
+fn layout_in(table: &Table, build: &BuildInfo) -> Result<Layout, String> {
+    let version = build.go_version.as_deref().ok_or("the binary has neither DWARF nor Go build info")?;
     let release = release_of(version).ok_or_else(|| format!("no layout table for Go version {version:?}"))?;
-    let table = table();
-    table.get(&release).cloned().ok_or_else(|| {
-        let known: Vec<&str> = table.keys().map(String::as_str).collect();
+    let mut layout = table.go.get(&release).cloned().ok_or_else(|| {
+        let known: Vec<&str> = table.go.keys().map(String::as_str).collect();
         format!(
             "the binary has no DWARF and {release} is not in gotel's layout table ({}); build without -ldflags=-w or use a gotel that knows {release}",
             known.join(", ")
         )
-    })
+    })?;
+    // A module version missing from the table leaves its fields out: the instrumentation that
+    // needs them then says which field it lacks.
+    for (path, version) in &build.deps {
+        if let Some(module) = table.modules.get(path).and_then(|versions| versions.get(version)) {
+            layout.extend(module.iter().map(|(k, v)| (k.clone(), *v)));
+        }
+    }
+    Ok(layout)
 }
 
 /// Key of one field in a [`Layout`].
@@ -90,171 +120,103 @@ pub fn key(strukt: &str, field: &str) -> String {
     format!("{strukt}.{field}")
 }
 
-/// Reads the offsets of [`FIELDS`] from a binary's DWARF (the generator and the test).
-pub fn from_dwarf(d: &DwarfInfo) -> Result<Layout, String> {
+/// Reads the offsets of the declared fields of `module` (`None`: the standard library) from a
+/// binary's DWARF (the generator and the test).
+pub fn from_dwarf(d: &DwarfInfo, module: Option<&str>) -> Result<Layout, String> {
     let mut out = Layout::new();
-    for (strukt, field) in FIELDS {
-        let k = key(strukt, field);
-        match d.types.struct_field(strukt, field) {
+    for f in fields().iter().filter(|f| f.module == module) {
+        match d.types.struct_field(f.strukt, f.field) {
             Some((off, _)) => {
-                out.insert(k, off);
+                out.insert(key(f.strukt, f.field), off);
             }
-            None if OPTIONAL.contains(&k.as_str()) => {}
-            None => return Err(format!("no {k} in the binary's DWARF")),
+            None if f.optional => {}
+            None => return Err(format!("no {} in the binary's DWARF", key(f.strukt, f.field))),
         }
     }
     Ok(out)
 }
 
-/// Just enough DWARF, made from a layout, for the HTTP instrumentations' probe specs to plan as
-/// they do with real DWARF: the types of the fields they read and the signatures of
-/// `net/http.serverHandler.ServeHTTP` and `net/http.(*Transport).roundTrip`.
+/// Just enough DWARF, made from a layout, for the instrumentations' probe specs to plan as they
+/// do with real DWARF: the declared fields (with their declared types) of every struct the
+/// layout knows, and the declared signatures of the span functions.
 pub fn synthetic_dwarf(layout: &Layout) -> DwarfInfo {
-    let mut t = TypeTable::new();
-    let basic = |t: &mut TypeTable, name: &str, size: u64, kind: Kind| t.add(GoType { name: name.into(), size, kind });
-    let string = basic(&mut t, "string", 16, Kind::String);
-    let int = basic(&mut t, "int", 8, Kind::Int);
-    let byte = basic(&mut t, "uint8", 1, Kind::Uint);
-    let bytes = basic(&mut t, "[]uint8", 24, Kind::Slice(Some(byte)));
-    let opaque = basic(&mut t, "unsafe.Pointer", 8, Kind::Pointer(None));
-    let iface = basic(&mut t, "net/http.ResponseWriter", 16, Kind::Interface { empty: false });
-    let error = basic(&mut t, "error", 16, Kind::Interface { empty: false });
-    // Structs with only the fields the layout knows; sizes are not needed behind pointers.
-    let strukt = |t: &mut TypeTable, name: &str, fields: &[(&str, TypeId)]| {
-        let fields = fields
+    let mut b = Synth { t: TypeTable::new(), layout, fields: fields(), named: HashMap::new() };
+    let mut functions = Vec::new();
+    for span in instrumentations::ALL.iter().filter_map(|u| u.span.as_ref()) {
+        let params = span
+            .signature
             .iter()
-            .filter_map(|(f, ty)| {
-                let offset = *layout.get(&key(name, f))?;
-                Some(Field { name: f.to_string(), offset, ty: Some(*ty), embedded: false })
-            })
+            .map(|a| Param { name: a.name.into(), ty: b.ty(a.ty), is_result: a.result, entry_location: None })
             .collect();
-        t.add(GoType { name: name.into(), size: 0, kind: Kind::Struct(fields) })
-    };
-    let pointer = |t: &mut TypeTable, to: TypeId| {
-        let name = format!("*{}", t.name(Some(to)));
-        t.add(GoType { name, size: 8, kind: Kind::Pointer(Some(to)) })
-    };
-    let url =
-        strukt(&mut t, "net/url.URL", &[("Scheme", string), ("Host", string), ("Path", string), ("RawQuery", string)]);
-    let url_ptr = pointer(&mut t, url);
-    let request = strukt(
-        &mut t,
-        "net/http.Request",
-        &[
-            ("Method", string),
-            ("URL", url_ptr),
-            ("ProtoMajor", int),
-            ("ProtoMinor", int),
-            ("Host", string),
-            ("RemoteAddr", string),
-            ("Pattern", string),
-        ],
-    );
-    let request_ptr = pointer(&mut t, request);
-    let response = strukt(&mut t, "net/http.Response", &[("StatusCode", int)]);
-    let response_ptr = pointer(&mut t, response);
-    strukt(&mut t, "net/http.response", &[("status", int)]);
-    let h2_state = strukt(&mut t, "net/http.http2responseWriterState", &[("status", int)]);
-    let h2_state_ptr = pointer(&mut t, h2_state);
-    strukt(&mut t, "net/http.http2responseWriter", &[("rws", h2_state_ptr)]);
-    let h2_state = strukt(&mut t, "net/http/internal/http2.responseWriterState", &[("status", int)]);
-    let h2_state_ptr = pointer(&mut t, h2_state);
-    strukt(&mut t, "net/http/internal/http2.responseWriter", &[("rws", h2_state_ptr)]);
-    strukt(&mut t, "bufio.Writer", &[("buf", bytes), ("n", int)]);
-    // serverHandler is `struct{ srv *Server }`: one pointer word, passed in a register.
-    let handler = t.add(GoType {
-        name: "net/http.serverHandler".into(),
-        size: 8,
-        kind: Kind::Struct(vec![Field { name: "srv".into(), offset: 0, ty: Some(opaque), embedded: false }]),
-    });
+        functions.push(FunctionInfo { name: span.symbol.into(), low_pc: 0, decl_file: None, decl_line: None, params });
+    }
+    // Structs only reached through a field, never through a signature (bufio.Writer).
+    for f in b.fields.clone() {
+        b.strukt(f.strukt);
+    }
+    DwarfInfo::from_parts(b.t, functions)
+}
 
-    let param =
-        |name: &str, ty: TypeId, is_result: bool| Param { name: name.into(), ty, is_result, entry_location: None };
-    let function = |name: &str, params: Vec<Param>| FunctionInfo {
-        name: name.into(),
-        low_pc: 0,
-        decl_file: None,
-        decl_line: None,
-        params,
-    };
-    let functions = vec![
-        function(
-            "net/http.serverHandler.ServeHTTP",
-            vec![param("sh", handler, false), param("rw", iface, false), param("req", request_ptr, false)],
-        ),
-        function(
-            "net/http.(*Transport).roundTrip",
-            vec![
-                param("t", opaque, false),
-                param("req", request_ptr, false),
-                param("~r0", response_ptr, true),
-                param("~r1", error, true),
-            ],
-        ),
-    ];
-    DwarfInfo::from_parts(t, functions)
+struct Synth<'a> {
+    t: TypeTable,
+    layout: &'a Layout,
+    fields: Vec<FieldNeed>,
+    named: HashMap<String, TypeId>,
+}
+
+impl Synth<'_> {
+    fn named(&mut self, name: &str, make: impl FnOnce(&mut Self) -> GoType) -> TypeId {
+        if let Some(id) = self.named.get(name) {
+            return *id;
+        }
+        let ty = make(self);
+        let id = self.t.add(ty);
+        self.named.insert(name.to_string(), id);
+        id
+    }
+
+    fn ty(&mut self, ty: GoTy) -> TypeId {
+        let basic = |name: &str, size: u64, kind: Kind| GoType { name: name.into(), size, kind };
+        match ty {
+            GoTy::String => self.named("string", |_| basic("string", 16, Kind::String)),
+            GoTy::Int => self.named("int", |_| basic("int", 8, Kind::Int)),
+            GoTy::Bytes => self.named("[]uint8", |s| {
+                let byte = s.named("uint8", |_| basic("uint8", 1, Kind::Uint));
+                basic("[]uint8", 24, Kind::Slice(Some(byte)))
+            }),
+            GoTy::Opaque => self.named("unsafe.Pointer", |_| basic("unsafe.Pointer", 8, Kind::Pointer(None))),
+            GoTy::Iface(name) => self.named(name, |_| basic(name, 16, Kind::Interface { empty: false })),
+            GoTy::Ptr(to) => {
+                let name = format!("*{to}");
+                self.named(&name.clone(), |s| {
+                    let to = s.strukt(to);
+                    basic(&name, 8, Kind::Pointer(Some(to)))
+                })
+            }
+            GoTy::Word(name) => self.named(name, |s| {
+                let word = s.ty(GoTy::Opaque);
+                let field = Field { name: "_".into(), offset: 0, ty: Some(word), embedded: false };
+                basic(name, 8, Kind::Struct(vec![field]))
+            }),
+        }
+    }
+
+    /// A struct with the declared fields the layout knows; sizes are not needed behind pointers.
+    /// (A cycle of declared pointer fields would recurse: no instrumentation declares one.)
+    fn strukt(&mut self, name: &'static str) -> TypeId {
+        self.named(name, |s| {
+            let declared: Vec<FieldNeed> = s.fields.iter().filter(|f| f.strukt == name).copied().collect();
+            let fields = declared
+                .into_iter()
+                .filter_map(|f| {
+                    let offset = *s.layout.get(&key(name, f.field))?;
+                    Some(Field { name: f.field.into(), offset, ty: Some(s.ty(f.ty)), embedded: false })
+                })
+                .collect();
+            GoType { name: name.into(), size: 0, kind: Kind::Struct(fields) }
+        })
+    }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::dwarf::testutil::{build_go, go_matrix, load_dwarf};
-
-    #[test]
-    fn releases_are_cut_from_versions() {
-        assert_eq!(release_of("go1.26.8").as_deref(), Some("go1.26"));
-        assert_eq!(release_of("go1.22rc1").as_deref(), Some("go1.22"));
-        assert_eq!(release_of("go1.19").as_deref(), Some("go1.19"));
-        assert_eq!(release_of("devel go1.27-abc"), None);
-    }
-
-    #[test]
-    fn table_parses_and_covers_every_field() {
-        let table = table();
-        assert!(table.len() >= 5, "layout table has {} releases", table.len());
-        for (release, layout) in &table {
-            for (s, f) in FIELDS {
-                let k = key(s, f);
-                assert!(layout.contains_key(&k) || OPTIONAL.contains(&k.as_str()), "{release}: no {k}");
-            }
-        }
-    }
-
-    /// The table says what the compiler says, for every Go on this machine: build the layouts
-    /// program with each and compare its DWARF field offsets with the table's entry.
-    #[test]
-    fn table_matches_dwarf_of_every_installed_go() {
-        let table = table();
-        let mut releases = Vec::new();
-        for go in go_matrix() {
-            let built = build_go(&go, "layouts", &["-ldflags=-compressdwarf=false"]);
-            let bin = crate::binary::GoBinary::open(&built.path).unwrap();
-            let release = release_of(bin.build.go_version.as_deref().unwrap()).unwrap();
-            let actual = from_dwarf(bin.dwarf.as_ref().expect("DWARF")).unwrap();
-            let listed = table.get(&release).unwrap_or_else(|| {
-                panic!("{release} ({}) is not in go_layouts.json: run tools/gen-go-layouts.sh", go.display())
-            });
-            assert_eq!(listed, &actual, "{release}: go_layouts.json differs from the compiler's DWARF");
-            releases.push(release);
-        }
-        assert!(releases.len() >= 2, "only {releases:?} checked");
-    }
-
-    /// The synthetic DWARF gives the HTTP specs the same fetches as the real DWARF.
-    #[test]
-    fn synthetic_dwarf_plans_like_real_dwarf() {
-        use crate::attributes::{plan_function, Limits};
-        let built = build_go(&go_matrix()[0], "layouts", &["-ldflags=-compressdwarf=false"]);
-        let real = load_dwarf(&built.path).expect("DWARF");
-        let fake = synthetic_dwarf(&from_dwarf(&real).unwrap());
-        let limits = Limits::default();
-        for lib in crate::instrumentations::Library::ALL {
-            let specs = crate::spec::parse_probes(lib.spec()).unwrap();
-            let plan = |d: &DwarfInfo| {
-                plan_function(lib.symbol(), d.function(lib.symbol()), Some(d), &specs[0].attrs, &limits).unwrap()
-            };
-            let (a, b) = (plan(&real), plan(&fake));
-            assert_eq!(format!("{:?}", a.fetches), format!("{:?}", b.fetches), "{}", lib.name());
-        }
-    }
-}
+mod tests;

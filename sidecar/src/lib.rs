@@ -2,7 +2,7 @@
 //! uprobes at each function's entry and at every RET instruction.
 //!
 //! Data flows one way through the modules below (see README "Architecture"):
-//! `config` -> `target` -> `binary` (+ `dwarf`) -> `plan` (+ `spec`, `abi`, `attributes`)
+//! `config` -> `target` -> `binary` (+ `dwarf`) -> `plan` (+ `spec`, `names`, `abi`, `attributes`)
 //! -> `attach` -> `events` -> `spans` (+ `values`) -> `export`.
 pub mod abi;
 pub mod attach;
@@ -16,9 +16,11 @@ pub mod exit;
 pub mod export;
 pub mod go_layouts;
 pub mod instrumentations;
+pub mod names;
 pub mod plan;
 pub mod session;
 pub mod spans;
 pub mod spec;
 pub mod target;
+pub mod uprobe_multi;
 pub mod values;

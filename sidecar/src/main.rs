@@ -3,7 +3,7 @@ use std::process::ExitCode as ProcessExit;
 
 use clap::Parser;
 use gotel::{
-    config::{Cli, Target},
+    config::{Cli, Settings, Target},
     exit::Failure,
     session, target,
 };
@@ -33,9 +33,13 @@ fn main() -> ProcessExit {
     let cli = Cli::parse();
     init_logging(&cli);
     let result = (|| {
-        let target = cli.target()?;
+        if cli.list.is_some() {
+            print!("{}", gotel::names::list_command(&cli)?);
+            return Ok(0);
+        }
+        let settings = Settings::resolve(&cli)?;
         // Fork the launched program now, while gotel has a single thread.
-        let launched = match &target {
+        let launched = match &settings.target {
             Target::Launch(cmd) => Some(target::launch(cmd)?),
             _ => None,
         };
@@ -44,7 +48,7 @@ fn main() -> ProcessExit {
             .enable_all()
             .build()
             .map_err(|e| Failure::environment(format!("starting the async runtime: {e}")))?;
-        runtime.block_on(session::run(&cli, target, launched))
+        runtime.block_on(session::run(&settings, launched))
     })();
     gotel::diagnostics::shutdown_self_tracing();
     match result {

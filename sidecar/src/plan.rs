@@ -2,15 +2,14 @@
 //! entry probe (after the stack-check prologue), every RET, source location, and the kernel
 //! fetch instructions for the attributes. Everything that can be wrong with the configuration
 //! is found here, before anything is attached.
-use std::collections::BTreeMap;
-
 use gotel_shared::{ProbePlan, MAX_FETCHES, PLAN_HAS_ENTRY_FETCH, PLAN_HAS_RETURN_FETCH};
 
 use crate::{
-    attributes::{self, AttributePlan, Limits},
+    attributes::{self, AttributePlan, Decode, Limits},
     binary::{disasm, Function, GoBinary},
     exit::Failure,
-    instrumentations::Library,
+    instrumentations::{self, At, HookSpec, Library, MapFill},
+    names,
     spec::ProbeSpec,
 };
 
@@ -28,35 +27,42 @@ pub struct Probe {
     /// No prologue was found: the entry probe sits at the first instruction and the kernel
     /// ignores a morestack re-entry.
     pub at_function_start: bool,
-    /// Offsets of every RET instruction.
+    /// Offsets of every return point: RETs and tail jumps (see `disasm::exits`).
     pub ret_offsets: Vec<u64>,
+    /// The return points that are tail jumps (no results can be read there).
+    pub tail_jumps: Vec<u64>,
+    /// Jumps out with the frame in place: calls leaving there end as unwound.
+    pub unpaired_jumps: Vec<u64>,
     pub source: Option<(String, u32)>,
     pub attributes: AttributePlan,
     /// Set for built-in instrumentations (HTTP server and client spans).
     pub library: Option<Library>,
     /// Registers the kernel keeps from entry for reads at return (`Root::Saved`).
     pub save_regs: [u8; 2],
-    /// HTTP client span that hands its context to the request writer (GOTEL_PROPAGATION=inject).
-    pub inject: bool,
+    /// `PLAN_*` bits an instrumentation's set-up adds (`PLAN_INJECT_CONTEXT`: the HTTP client
+    /// span hands its context to the request writer).
+    pub plan_flags: u32,
 }
 
 impl Probe {
     /// Probe number `id` on `function` (whose instructions are `code`): entry after the
     /// stack-check prologue, a return probe on every RET; a user probe (no library, no saved
-    /// registers, no injection) until the caller says otherwise.
+    /// registers, no extra flags) until the caller says otherwise.
     fn new(id: usize, bin: &GoBinary, function: &Function, code: &[u8], attributes: AttributePlan) -> Probe {
-        let (prologue, ret_offsets) = probe_points(code, function.entry);
+        let (prologue, exits) = probe_points(code, function.entry);
         Probe {
             id: id as u32,
             source: bin.source_location(function),
             function: function.clone(),
             entry_offset: prologue.unwrap_or(0),
             at_function_start: prologue.is_none(),
-            ret_offsets,
+            ret_offsets: exits.return_points(),
+            tail_jumps: exits.tail_jumps,
+            unpaired_jumps: exits.unpaired_jumps,
             attributes,
             library: None,
             save_regs: [gotel_shared::NO_REG; 2],
-            inject: false,
+            plan_flags: 0,
         }
     }
 
@@ -69,79 +75,109 @@ impl Probe {
         }
         plan.nfetches = self.attributes.fetches.len().min(MAX_FETCHES) as u32;
         plan.save_regs = self.save_regs;
-        if self.inject {
-            plan.flags |= gotel_shared::PLAN_INJECT_CONTEXT;
-        }
+        plan.flags |= self.plan_flags;
         plan
     }
 }
 
-/// `runtime.newproc1`: where goroutines are born (g reuse, parent goroutine context).
+/// A helper uprobe of an instrumentation ([`HookSpec`]), resolved in this binary.
 #[derive(Debug)]
-pub struct RuntimeHook {
+pub struct Hook {
+    /// Name of the instrumentation it belongs to.
+    pub instrumentation: &'static str,
+    /// Kernel program.
+    pub program: &'static str,
     pub function: Function,
-    pub entry_offset: u64,
-    pub ret_offsets: Vec<u64>,
+    /// Offsets from the function start: the entry probe point, or every RET.
+    pub offsets: Vec<u64>,
+    /// Attach cookie (`COOKIE_*` bits).
+    pub cookie: u64,
 }
 
-/// Where and how gotel writes `traceparent` into outgoing HTTP/1 requests.
-#[derive(Debug)]
-pub struct Injection {
-    /// `net/http.(*Request).write`: the goroutine about to write a request.
-    pub request_write: RuntimeHook,
-    /// `net/http.Header.writeSubset`: the request's own header lines.
-    pub header_write: RuntimeHook,
-    pub config: gotel_shared::InjectConfig,
+impl Hook {
+    /// `spec` in `bin`; `None` when its function (or the function's code) is not there.
+    pub(crate) fn resolve(bin: &GoBinary, unit: Library, spec: &HookSpec) -> Option<Hook> {
+        let f = bin.function(spec.function)?;
+        let (prologue, rets) = probe_points(bin.code(f)?, f.entry);
+        let offsets = match spec.at {
+            At::Entry => vec![prologue.unwrap_or(0)],
+            At::Returns => rets.return_points(),
+        };
+        Some(Hook {
+            instrumentation: unit.name,
+            program: spec.program,
+            function: f.clone(),
+            offsets,
+            cookie: spec.cookie,
+        })
+    }
 }
 
 #[derive(Debug)]
 pub struct Plan {
     pub probes: Vec<Probe>,
-    pub newproc: Option<RuntimeHook>,
-    /// `net/textproto.(*Reader).readContinuedLineSlice`: raw header lines, for incoming
-    /// `traceparent` (only with HTTP server spans).
-    pub header_lines: Option<RuntimeHook>,
-    /// Outgoing `traceparent` (GOTEL_PROPAGATION=inject).
-    pub injection: Option<Injection>,
+    /// Helper uprobes of the instrumentations in use, in attach order.
+    pub hooks: Vec<Hook>,
+    /// Kernel map values the instrumentations in use need.
+    pub map_fills: Vec<MapFill>,
+    /// Instrumentations in use beyond plain span probes (those with hooks or extra attach steps).
+    pub instrumentations: Vec<Library>,
     /// Things worth telling the user that do not stop tracing (float parameters skipped...).
     pub warnings: Vec<String>,
 }
 
-/// `*` matches any run of characters (dots and slashes included).
-pub fn glob_match(pattern: &str, text: &str) -> bool {
-    let parts: Vec<&str> = pattern.split('*').collect();
-    if parts.len() == 1 {
-        return pattern == text;
-    }
-    let (first, last) = (parts[0], parts[parts.len() - 1]);
-    if !text.starts_with(first) || text.len() < first.len() + last.len() || !text.ends_with(last) {
-        return false;
-    }
-    let mut rest = &text[first.len()..text.len() - last.len()];
-    for part in &parts[1..parts.len() - 1] {
-        match rest.find(part) {
-            Some(i) => rest = &rest[i + part.len()..],
-            None => return false,
-        }
-    }
-    true
-}
-
-/// Functions a glob should not pick up: package initialisers and compiler-generated helpers,
-/// which users never mean by `main.*`.
-fn generated(name: &str) -> bool {
-    name.ends_with(".init")
-        || name.contains(".init.")
-        || name.ends_with("-fm")
-        || name.contains("..")
-        || name.starts_with("type:")
-        || name.starts_with("go:")
-}
-
 /// Where a function's probes go: the end of its stack-check prologue (if it has one) and every
-/// RET, as offsets from its first instruction.
-fn probe_points(code: &[u8], entry: u64) -> (Option<u64>, Vec<u64>) {
-    (disasm::prologue_end(code, entry), disasm::ret_offsets(code, entry))
+/// way out, as offsets from its first instruction.
+fn probe_points(code: &[u8], entry: u64) -> (Option<u64>, disasm::Exits) {
+    (disasm::prologue_end(code, entry), disasm::exits(code, entry))
+}
+
+/// The probe on one function the user chose, with what to tell them; or why it is refused.
+pub fn user_probe(
+    id: usize,
+    bin: &GoBinary,
+    function: &Function,
+    spec: &ProbeSpec,
+    limits: &Limits,
+) -> Result<(Probe, Vec<String>), Failure> {
+    let name = &function.name;
+    let code = bin.code(function).ok_or_else(|| {
+        Failure::target(format!("{}: the code of {name} is outside the file's loadable segments", bin.path))
+    })?;
+    let info = bin.dwarf.as_ref().and_then(|d| d.function(name));
+    // Also without an attribute list: an `error` last result still sets the span status.
+    let attributes = attributes::plan_function(name, info, bin.dwarf.as_ref(), &spec.attrs, limits)
+        .map_err(|e| Failure::config(format!("probe `{}`: {e}", spec.text)))?;
+    let mut probe = Probe::new(id, bin, function, code, attributes);
+    let mut warnings = Vec::new();
+    if let Some(&at) = probe.tail_jumps.first() {
+        // At a tail jump the results are not computed yet (they are the callee's).
+        let asked = probe.attributes.fetches.iter().filter(|f| f.at_return != 0).map(|f| f.slot as usize);
+        if let Some(slot) = asked.map(|i| &probe.attributes.slots[i]).find(|s| s.decode != Decode::ErrorType) {
+            return Err(Failure::config(format!(
+                "probe `{}`: {name} leaves by a tail jump (at +{at:#x}) into another function, whose results these are: they cannot be read there; drop `{}` or probe the function it jumps to",
+                spec.text,
+                slot.key
+            )));
+        }
+        // The automatic error status (last slot) would read the callee's registers: dropped.
+        probe.attributes.fetches.retain(|f| f.at_return == 0);
+        probe.attributes.slots.retain(|s| s.decode != Decode::ErrorType);
+    }
+    if !probe.unpaired_jumps.is_empty() {
+        warnings.push(format!(
+            "{name} jumps out at {:#x?} with its frame in place: calls leaving there will be reported as unwound",
+            probe.unpaired_jumps
+        ));
+    }
+    if probe.ret_offsets.is_empty() {
+        warnings.push(format!(
+            "{name} has no RET and no tail jump: its calls can only end by a panic, runtime.Goexit or the \
+             process exiting, and are reported as unwound"
+        ));
+    }
+    warnings.extend(probe.attributes.warnings.iter().map(|w| format!("{name}: {w}")));
+    Ok((probe, warnings))
 }
 
 pub fn build(
@@ -151,26 +187,12 @@ pub fn build(
     libraries: &[Library],
     inject: bool,
 ) -> Result<Plan, Failure> {
-    // Resolve each spec to functions; a later spec for the same function wins.
-    let mut chosen: BTreeMap<String, (&Function, &ProbeSpec)> = BTreeMap::new();
-    for spec in specs {
-        if spec.symbol.contains('*') {
-            let matches: Vec<&Function> =
-                bin.functions().iter().filter(|f| !generated(&f.name) && glob_match(&spec.symbol, &f.name)).collect();
-            if matches.is_empty() {
-                return Err(Failure::config(format!(
-                    "probe `{}`: no function of {} matches `{}`",
-                    spec.text, bin.path, spec.symbol
-                )));
-            }
-            for f in matches {
-                chosen.insert(f.name.clone(), (f, spec));
-            }
-        } else {
-            let f = bin.function(&spec.symbol).ok_or_else(|| missing_symbol(bin, spec))?;
-            chosen.insert(f.name.clone(), (f, spec));
-        }
+    // Resolve each spec to functions; entries naming one function are merged (`names`).
+    let chosen = names::choose(bin, specs);
+    if !chosen.refusals.is_empty() {
+        return Err(Failure::config(chosen.refusals.join("\n")));
     }
+    let chosen = chosen.functions;
     if chosen.len() > MAX_PROBES {
         return Err(Failure::config(format!(
             "{} functions match the probe specs; gotel traces at most {MAX_PROBES}: narrow the globs",
@@ -180,25 +202,15 @@ pub fn build(
 
     let mut probes = Vec::new();
     let mut warnings = Vec::new();
-    for (name, (function, spec)) in chosen {
-        let code = bin.code(function).ok_or_else(|| {
-            Failure::target(format!("{}: the code of {name} is outside the file's loadable segments", bin.path))
-        })?;
-        let info = bin.dwarf.as_ref().and_then(|d| d.function(&name));
-        // Also without an attribute list: an `error` last result still sets the span status.
-        let attributes = attributes::plan_function(&name, info, bin.dwarf.as_ref(), &spec.attrs, limits)
-            .map_err(|e| Failure::config(format!("probe `{}`: {e}", spec.text)))?;
-        let probe = Probe::new(probes.len(), bin, function, code, attributes);
-        if probe.ret_offsets.is_empty() {
-            warnings.push(format!("{name} has no RET instruction (it never returns): no span will end"));
-        }
-        warnings.extend(probe.attributes.warnings.iter().map(|w| format!("{name}: {w}")));
+    for (function, spec) in chosen.values() {
+        let (probe, told) = user_probe(probes.len(), bin, function, spec, limits)?;
+        warnings.extend(told);
         probes.push(probe);
     }
 
     // Built-in instrumentations the binary contains, unless the user probes that function.
     for &lib in libraries {
-        let Some(function) = bin.function(lib.symbol()) else { continue };
+        let Some(function) = lib.symbol().and_then(|s| bin.function(s)) else { continue };
         if probes.iter().any(|p| p.function.name == function.name) {
             warnings.push(format!(
                 "{}: your probe on {} replaces the built-in {} spans",
@@ -209,7 +221,7 @@ pub fn build(
             continue;
         }
         let Some(code) = bin.code(function) else { continue };
-        match crate::instrumentations::plan(bin, lib, limits) {
+        match instrumentations::plan(bin, lib, limits) {
             Ok((attributes, save_regs)) => probes.push(Probe {
                 library: Some(lib),
                 save_regs,
@@ -233,94 +245,6 @@ pub fn build(
         return Err(Failure::config(format!("more than {MAX_PROBES} functions to trace: narrow the globs")));
     }
 
-    let hook = |name: &str| {
-        bin.function(name).and_then(|f| {
-            let (prologue, ret_offsets) = probe_points(bin.code(f)?, f.entry);
-            Some(RuntimeHook { function: f.clone(), entry_offset: prologue.unwrap_or(0), ret_offsets })
-        })
-    };
-    let newproc = hook("runtime.newproc1");
-    let header_lines = if probes.iter().any(|p| p.library == Some(Library::HttpServer)) {
-        hook("net/textproto.(*Reader).readContinuedLineSlice")
-    } else {
-        None
-    };
-    if newproc.is_none() {
-        warnings.push(
-            "runtime.newproc1 not found: spans in new goroutines will not get their spawning call as parent".into(),
-        );
-    }
-    let mut injection = None;
-    let inject = inject
-        && match crate::instrumentations::lockdown_refusal() {
-            Some(why) => {
-                warnings.push(why);
-                false
-            }
-            None => true,
-        };
-    if inject {
-        let client = probes.iter_mut().find(|p| p.library == Some(Library::HttpClient));
-        let parts = (
-            hook("net/http.(*Request).write"),
-            hook("net/http.Header.writeSubset"),
-            crate::instrumentations::bufio_writer_offsets(bin),
-        );
-        match (client, parts) {
-            (Some(client), (Some(request_write), Some(header_write), Some(config))) => {
-                client.inject = true;
-                client.save_regs[0] = gotel_shared::REG_RBX; // roundTrip(t *Transport, req *Request)
-                injection = Some(Injection { request_write, header_write, config });
-            }
-            _ => warnings.push(
-                "GOTEL_PROPAGATION=inject: this binary has no HTTP client spans (net/http client, bufio.Writer layout); nothing will be injected".into(),
-            ),
-        }
-    }
-    Ok(Plan { probes, newproc, header_lines, injection, warnings })
-}
-
-fn missing_symbol(bin: &GoBinary, spec: &ProbeSpec) -> Failure {
-    if bin.dwarf.as_ref().is_some_and(|d| d.is_inlined_only(&spec.symbol)) {
-        return Failure::config(format!(
-            "probe `{}`: {} is inlined into its callers and has no code of its own to probe; \
-             mark it //go:noinline or build with -gcflags=all=-l",
-            spec.text, spec.symbol
-        ));
-    }
-    let close = bin.closest_names(&spec.symbol, 5);
-    Failure::config(format!(
-        "probe `{}`: no function {} in {} (symbols from {:?}); closest: {}. \
-         If it exists in the source, it may be inlined everywhere or removed as dead code: \
-         mark it //go:noinline",
-        spec.text,
-        spec.symbol,
-        bin.path,
-        bin.symbol_source,
-        close.join(", ")
-    ))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn globs_match_across_dots_and_slashes() {
-        assert!(glob_match("main.*", "main.(*Store).Get"));
-        assert!(glob_match("github.com/acme/*/cart.*", "github.com/acme/shop/cart.(*Cart).Add"));
-        assert!(glob_match("*.Get", "main.(*Store).Get"));
-        assert!(!glob_match("main.*", "runtime.main"));
-        assert!(glob_match("main.leaf", "main.leaf"));
-        assert!(!glob_match("main.leaf", "main.leaf2"));
-        assert!(!glob_match("a*b*c", "ab"));
-    }
-
-    #[test]
-    fn generated_functions_are_skipped_by_globs() {
-        assert!(generated("main.init"));
-        assert!(generated("main.init.0"));
-        assert!(generated("main.(*T).M-fm"));
-        assert!(!generated("main.(*Store).Get"));
-    }
+    let (hooks, map_fills, instrumentations) = instrumentations::plan_hooks(bin, &mut probes, inject, &mut warnings);
+    Ok(Plan { probes, hooks, map_fills, instrumentations, warnings })
 }

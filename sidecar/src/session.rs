@@ -15,19 +15,17 @@ use tokio::{
 
 use crate::{
     attach::{self, KernelCounters},
-    attributes::Limits,
     binary::{GoBinary, TypeNameTable},
-    config::{Cli, Target},
+    config::{Settings, Target},
     diagnostics::{self, Metrics},
     events,
     exit::Failure,
     export::{self, Pipeline, ResourceFacts},
     plan::{self, Plan},
     spans::{self, SpanFactory},
-    spec::{self, ProbeSpec},
     target::{self, Launched, Process},
 };
-use gotel_shared::{Counter, MAX_STR};
+use gotel_shared::Counter;
 
 /// How a session ended.
 enum End {
@@ -35,49 +33,35 @@ enum End {
     Stopped,
 }
 
-fn limits() -> Result<Limits, Failure> {
-    Ok(Limits {
-        max_string: (export::env_u64("OTEL_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT", 128)? as usize).min(MAX_STR),
-        max_attributes: export::env_u64("OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT", 128)? as usize,
-    })
-}
-
-pub async fn run(cli: &Cli, target: Target, launched: Option<Launched>) -> Result<i32, Failure> {
+pub async fn run(settings: &Settings, launched: Option<Launched>) -> Result<i32, Failure> {
     let mut stop = Stop::register()?;
     let stop = &mut stop;
-    let specs = spec::parse_probes(&cli.probe_text()?).map_err(Failure::config)?;
-    let limits = limits()?;
-    // Validate the exporter settings before touching the target.
-    export::sampler_from_env()?;
-    export::BatchSettings::from_env()?;
-    crate::instrumentations::libraries_from_env()?;
-    crate::instrumentations::inject_from_env()?;
     let metrics = Arc::new(Metrics::default());
-    if let Some(addr) = &cli.metrics_addr {
+    if let Some(addr) = &settings.metrics_addr {
         diagnostics::serve(addr, metrics.clone()).await?;
     }
     let metrics = &metrics;
-    match target {
-        Target::Pid(pid) => {
+    match &settings.target {
+        &Target::Pid(pid) => {
             let process = target::existing(pid)?;
-            session(cli, &specs, &limits, process, None, metrics, stop).await.map(|_| 0)
+            session(settings, process, None, metrics, stop).await.map(|_| 0)
         }
         Target::Launch(_) => {
             let launched = launched.expect("launched before the runtime started");
             let pid = launched.process.pid;
-            session(cli, &specs, &limits, launched.process.clone(), Some(launched), metrics, stop).await?;
+            session(settings, launched.process.clone(), Some(launched), metrics, stop).await?;
             Ok(target::reap(pid).unwrap_or(0))
         }
         Target::Exe(path) => {
             let mut seen = Vec::new();
             loop {
                 let process = tokio::select! {
-                    p = target::wait_for_exe(&path, &seen) => p?,
+                    p = target::wait_for_exe(path, &seen) => p?,
                     _ = stop.wait() => return Ok(0),
                 };
                 seen.push(process.pid);
                 let pid = process.pid;
-                match session(cli, &specs, &limits, process, None, metrics, stop).await {
+                match session(settings, process, None, metrics, stop).await {
                     Ok(End::Stopped) => return Ok(0),
                     Ok(End::TargetExited) => {
                         tracing::info!(exe = %path.display(), "target exited; waiting for the next process")
@@ -125,15 +109,9 @@ impl Stop {
     }
 }
 
-fn prepare(specs: &[ProbeSpec], limits: &Limits, exe: &Path) -> Result<(GoBinary, Plan), Failure> {
+fn prepare(settings: &Settings, exe: &Path) -> Result<(GoBinary, Plan), Failure> {
     let binary = GoBinary::open(exe).map_err(Failure::target)?;
-    let plan = plan::build(
-        &binary,
-        specs,
-        limits,
-        &crate::instrumentations::libraries_from_env()?,
-        crate::instrumentations::inject_from_env()?,
-    )?;
+    let plan = plan::build(&binary, &settings.specs, &settings.limits, &settings.libraries, settings.inject)?;
     for w in &plan.warnings {
         tracing::warn!("{w}");
     }
@@ -141,9 +119,7 @@ fn prepare(specs: &[ProbeSpec], limits: &Limits, exe: &Path) -> Result<(GoBinary
 }
 
 async fn session(
-    cli: &Cli,
-    specs: &[ProbeSpec],
-    limits: &Limits,
+    settings: &Settings,
     process: Process,
     mut launched: Option<Launched>,
     metrics: &Metrics,
@@ -152,7 +128,7 @@ async fn session(
     let started = std::time::Instant::now();
     let (binary, plan) = {
         let _span = tracing::info_span!("prepare", pid = process.pid, exe = %process.exe_name).entered();
-        prepare(specs, limits, &process.exe)?
+        prepare(settings, &process.exe)?
     };
     let _attach_span = tracing::info_span!("attach", pid = process.pid).entered();
     // The exporter is built (and its settings checked) before the target runs a single
@@ -162,11 +138,8 @@ async fn session(
         pid: process.pid,
         go_version: binary.build.go_version.as_deref(),
     });
-    let pipeline = Pipeline::from_env(resource)?;
-    let mut attached = attach::load(
-        &plan,
-        &attach::Settings { max_goroutines: cli.max_goroutines, ring_buffer_bytes: cli.ring_buffer_bytes },
-    )?;
+    let pipeline = Pipeline::from_env(resource, &settings.batch)?;
+    let mut attached = attach::load(&plan, &settings.maps)?;
     let exit_fd = target::pidfd(process.pid)
         .map_err(|e| Failure::target(format!("process {} is gone: {e}", process.pid)))
         .and_then(|fd| unsafe { AsyncFd::register(fd) }.map_err(|e| Failure::environment(format!("pidfd: {e}"))))?;
@@ -183,13 +156,13 @@ async fn session(
         "attached"
     );
     drop(_attach_span);
-    metrics.attached.store(1, Relaxed);
-    metrics.target_pid.store(process.pid as u64, Relaxed);
-    metrics.uprobes.store(attached.uprobes as u64, Relaxed);
+    // Totals of earlier sessions (a restarted --exe target) are kept, so the metrics only grow.
+    let metrics = metrics.session();
+    metrics.attached(process.pid, attached.uprobes);
     if let Some(l) = launched.as_mut() {
         l.release();
     }
-    if let Some(ready) = &cli.ready_file {
+    if let Some(ready) = &settings.ready_file {
         std::fs::write(ready, format!("{}\n", process.pid))
             .map_err(|e| Failure::config(format!("cannot write GOTEL_READY_FILE {}: {e}", ready.display())))?;
     }
@@ -210,27 +183,26 @@ async fn session(
         };
         tracing::debug!(ms = started.elapsed().as_millis() as u64, "parsed binary freed");
     });
-    let mut factory = SpanFactory::new(&plan, export::sampler_from_env()?, Box::new(names), limits.max_attributes);
+    let mut factory =
+        SpanFactory::new(&plan, settings.sampler.clone(), Box::new(names), settings.limits.max_attributes);
     let mut ring = attached.ring_buffer()?;
 
-    let mut tick = tokio::time::interval(cli.drain_interval());
+    let mut tick = tokio::time::interval(settings.drain_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // Metrics refresh every second; a loss line is logged at most every ten seconds.
     let mut report = tokio::time::interval(Duration::from_secs(1));
     report.tick().await;
     let mut ticks = 0u64;
     let mut last_reported = Losses::default();
-    // Totals of earlier sessions (a restarted --exe target), so the metrics only grow.
-    let base = Snapshot::of(metrics);
     let end = loop {
         tokio::select! {
             _ = tick.tick() => { drain(&mut ring, &mut factory, pipeline.as_ref()); }
             _ = report.tick() => {
                 let counters = attached.counters();
-                publish(metrics, &base, &counters, &factory, pipeline.as_ref());
-                metrics.goroutines_tracked.store(attached.goroutines_tracked() as u64, Relaxed);
+                let export = pipeline.as_ref().map(|p| &*p.stats);
+                metrics.publish(&counters, &factory.stats, export, Some(attached.goroutines_tracked() as u64));
                 ticks += 1;
-                if ticks % 10 == 0 {
+                if ticks.is_multiple_of(10) {
                     last_reported = report_losses(&counters, &factory, pipeline.as_ref(), last_reported);
                 }
             }
@@ -260,11 +232,14 @@ async fn session(
     let counters = attached.counters();
     drop(ring);
     // Spans first (the collector should not wait for the kernel), then detach.
-    let timeout = export::BatchSettings::from_env()?.export_timeout.min(Duration::from_secs(30));
+    let timeout = settings.batch.export_timeout.min(Duration::from_secs(30));
     let stats = pipeline.as_ref().map(|p| p.stats.clone());
     if let Some(p) = pipeline {
         p.shutdown(timeout).await;
     }
+    // uprobe_multi links close at once, here: a close made while the process exits would leak
+    // the target's breakpoints (see Attached::detach_links).
+    attached.detach_links();
     // Removing uprobes is slow (see Attached::detach): do it in the background so that a
     // restarted --exe target is picked up at once; process exit finishes it otherwise.
     std::thread::spawn(move || {
@@ -272,15 +247,8 @@ async fn session(
         attached.detach();
         tracing::debug!(ms = started.elapsed().as_millis() as u64, "detached");
     });
-    publish(metrics, &base, &counters, &factory, None);
-    if let Some(e) = &stats {
-        metrics.spans_exported.store(base.exported + e.exported.load(Relaxed), Relaxed);
-        metrics.lost_queue_full.store(base.queue_full + e.dropped_queue_full.load(Relaxed), Relaxed);
-        metrics.lost_export_failed.store(base.export_failed + e.dropped_export_failed.load(Relaxed), Relaxed);
-        metrics.export_failures.store(base.export_failures + e.export_failures.load(Relaxed), Relaxed);
-    }
-    metrics.attached.store(0, Relaxed);
-    metrics.target_pid.store(0, Relaxed);
+    metrics.publish(&counters, &factory.stats, stats.as_deref(), None);
+    metrics.detached();
     summary(&counters, &factory, stats.as_deref());
     Ok(end)
 }
@@ -301,53 +269,6 @@ fn drain(ring: &mut RingBuf<MapData>, factory: &mut SpanFactory, pipeline: Optio
         }
     }
     n
-}
-
-/// Metric totals when a session starts.
-struct Snapshot {
-    calls: u64,
-    spans: u64,
-    ring: u64,
-    abandoned: u64,
-    unmatched: u64,
-    overflow: u64,
-    exported: u64,
-    queue_full: u64,
-    export_failed: u64,
-    export_failures: u64,
-}
-
-impl Snapshot {
-    fn of(m: &Metrics) -> Snapshot {
-        Snapshot {
-            calls: m.calls.load(Relaxed),
-            spans: m.spans.load(Relaxed),
-            ring: m.lost_ring_buffer_full.load(Relaxed),
-            abandoned: m.abandoned.load(Relaxed),
-            unmatched: m.unmatched_returns.load(Relaxed),
-            overflow: m.depth_overflow.load(Relaxed),
-            exported: m.spans_exported.load(Relaxed),
-            queue_full: m.lost_queue_full.load(Relaxed),
-            export_failed: m.lost_export_failed.load(Relaxed),
-            export_failures: m.export_failures.load(Relaxed),
-        }
-    }
-}
-
-fn publish(m: &Metrics, base: &Snapshot, k: &KernelCounters, f: &SpanFactory, p: Option<&Pipeline>) {
-    m.calls.store(base.calls + k.get(Counter::Entries), Relaxed);
-    m.spans.store(base.spans + f.stats.spans, Relaxed);
-    m.lost_ring_buffer_full.store(base.ring + k.get(Counter::RingBufferFull), Relaxed);
-    m.abandoned.store(base.abandoned + k.get(Counter::Abandoned), Relaxed);
-    m.unmatched_returns.store(base.unmatched + k.get(Counter::UnmatchedReturn), Relaxed);
-    m.depth_overflow.store(base.overflow + k.get(Counter::DepthOverflow), Relaxed);
-    if let Some(p) = p {
-        let e = &p.stats;
-        m.spans_exported.store(base.exported + e.exported.load(Relaxed), Relaxed);
-        m.lost_queue_full.store(base.queue_full + e.dropped_queue_full.load(Relaxed), Relaxed);
-        m.lost_export_failed.store(base.export_failed + e.dropped_export_failed.load(Relaxed), Relaxed);
-        m.export_failures.store(base.export_failures + e.export_failures.load(Relaxed), Relaxed);
-    }
 }
 
 #[derive(Default, Clone, Copy, PartialEq, Eq)]
@@ -399,12 +320,9 @@ fn summary(k: &KernelCounters, f: &SpanFactory, e: Option<&export::ExportStats>)
         unwound_calls_exported_as_errors = f.stats.abandoned,
         unmatched_returns = k.get(Counter::UnmatchedReturn),
         morestack_reentries = k.get(Counter::MorestackReentry),
-        traceparent_adopted = k.get(Counter::TraceparentAdopted),
-        traceparent_invalid = k.get(Counter::TraceparentInvalid),
-        traceparent_injected = k.get(Counter::TraceparentInjected),
-        inject_skipped_present = k.get(Counter::InjectSkippedPresent),
-        inject_skipped_no_room = k.get(Counter::InjectSkippedNoRoom),
         malformed_records = f.stats.malformed_records,
-        "session summary"
+        // The instrumentations' own counters (`traceparent_injected=0 ...`), from the registry.
+        "session summary {}",
+        crate::instrumentations::summary_counters(|c| k.get(c))
     );
 }

@@ -2,7 +2,7 @@
 //! struct fields and results become span attributes.
 //!
 //! ```text
-//! probes   = entry { ";" entry }                 empty entries are ignored
+//! probes   = entry { ( ";" | NEWLINE ) entry }   empty entries are ignored
 //! entry    = SYMBOL [ "(" [ attrs ] ")" ]
 //! attrs    = "*" | attr { "," attr } [ "," ]
 //! attr     = KEY "=" expr
@@ -11,13 +11,19 @@
 //! KEY      = [A-Za-z_][A-Za-z0-9_.-]*            "_" may repeat: declares a type only
 //! ```
 //! `argN` / `retN` as the first identifier are positions (0-based, receiver first) and win
-//! over a parameter that happens to have that name. Whitespace and newlines may appear
-//! between any tokens; `#` starts a comment to the end of the line.
+//! over a parameter that happens to have that name. `#` starts a comment to the end of the
+//! line. A newline ends an entry, like `;`, except inside an attribute list `( ... )`, which
+//! may span lines (probe files are written one entry per line); other whitespace may appear
+//! between any tokens.
 //!
-//! A SYMBOL is a Go symbol, possibly with `*` globs: it runs up to the first `(` that does
-//! not open a method receiver `(*T)` (a `(` directly followed by `*` and something other
-//! than `)`), and up to whitespace, `;` or `#`. `(` inside generic brackets `[...]` is part
-//! of the symbol.
+//! A SYMBOL is a Go symbol: it runs up to the first `(` that does not open a method receiver
+//! `(*T)` (a `(` directly followed by `*` and something other than `)`), and up to
+//! whitespace, `;` or `#`. `(` inside generic brackets `[...]` is part of the symbol.
+//!
+//! Names mean what they say (see `names`): the `*` right after `(`, the pointer of a receiver
+//! `(*T)`, is part of the name; every other `*` is a glob for any run of characters, so
+//! `sync.(*Mutex).Lock` is one function (never `(*RWMutex)`), `main.*` and
+//! `main.(*Stack[*]).Push` (a generic method, whatever its shape) are globs.
 
 use std::fmt;
 
@@ -29,6 +35,46 @@ pub struct ProbeSpec {
     pub attrs: AttrSpec,
     /// The entry as written (comments removed, on one line), for messages.
     pub text: String,
+    /// Where the entry was written: `GOTEL_PROBES`, `--probe`, or `FILE line N`.
+    pub origin: String,
+}
+
+impl ProbeSpec {
+    /// One entry for a function that both `self` and `later` name (a glob and an exact name,
+    /// or the same name twice): their attributes together. Refused, with the reason, when they
+    /// clash: one key bound to two different expressions, or `(*)` beside a list (which
+    /// would name the same parameters twice). Never drops one silently.
+    pub fn merge(&self, later: &ProbeSpec) -> Result<ProbeSpec, String> {
+        let attrs = match (&self.attrs, &later.attrs) {
+            (AttrSpec::None, a) | (a, AttrSpec::None) => a.clone(),
+            (AttrSpec::All, AttrSpec::All) => AttrSpec::All,
+            (AttrSpec::All, AttrSpec::List(_)) | (AttrSpec::List(_), AttrSpec::All) => {
+                return Err("one asks for every parameter `(*)`, the other for a list: keep one of the two".into())
+            }
+            (AttrSpec::List(a), AttrSpec::List(b)) => {
+                let mut list = a.clone();
+                for attr in b {
+                    match list.iter().find(|x| x.key == attr.key && attr.key != "_") {
+                        Some(x) if x.expr == attr.expr => {}
+                        Some(x) => {
+                            return Err(format!(
+                                "key `{}` is `{}` in one and `{}` in the other: use one expression, or two keys",
+                                attr.key, x.text, attr.text
+                            ))
+                        }
+                        None => list.push(attr.clone()),
+                    }
+                }
+                AttrSpec::List(list)
+            }
+        };
+        let origin = if self.origin == later.origin {
+            self.origin.clone()
+        } else {
+            format!("{} and {}", self.origin, later.origin)
+        };
+        Ok(ProbeSpec { symbol: self.symbol.clone(), attrs, text: format!("{}; {}", self.text, later.text), origin })
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -80,9 +126,11 @@ impl fmt::Display for Expr {
 
 /// A syntax error: which entry, where, what was expected.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("GOTEL_PROBES entry {number}: expected {expected}, found {found}\n  {entry}\n  {caret}^")]
+#[error("{origin}, entry {number}: expected {expected}, found {found}\n  {entry}\n  {caret}^", caret = " ".repeat(*.column))]
 pub struct SpecError {
-    /// 1-based entry number.
+    /// Where the text came from (`GOTEL_PROBES`, `--probe`, `FILE line N`).
+    pub origin: String,
+    /// 1-based entry number within that text.
     pub number: usize,
     /// The entry on one line.
     pub entry: String,
@@ -90,26 +138,68 @@ pub struct SpecError {
     pub column: usize,
     pub expected: String,
     pub found: String,
-    caret: String,
 }
 
-/// Parses `GOTEL_PROBES` (or the contents of `GOTEL_PROBES_FILE`).
+/// Parses `GOTEL_PROBES` (or any text whose errors should blame `GOTEL_PROBES`).
 pub fn parse_probes(text: &str) -> Result<Vec<ProbeSpec>, SpecError> {
-    let clean = strip_comments(text);
+    parse_source("GOTEL_PROBES", text)
+}
+
+/// Parses probe specs that came from `origin` (`GOTEL_PROBES`, `--probe`, a file's path):
+/// messages name it, and the line of the entry when the text has several lines.
+pub fn parse_source(origin: &str, text: &str) -> Result<Vec<ProbeSpec>, SpecError> {
+    let multiline = text.trim_end().contains('\n');
     let mut out = Vec::new();
-    let mut number = 0;
-    for raw in clean.split(';') {
+    for (number, (line_no, raw)) in split_entries(&strip_comments(text)).into_iter().enumerate() {
         // On one line, same character positions: newlines and tabs become spaces.
         let line: String = raw.chars().map(|c| if c.is_whitespace() { ' ' } else { c }).collect();
         let entry = line.trim();
-        if entry.is_empty() {
-            continue;
-        }
-        number += 1;
-        let mut p = Parser { chars: entry.chars().collect(), pos: 0, number, entry };
+        let origin = if multiline { format!("{origin} line {line_no}") } else { origin.to_string() };
+        let mut p = Parser { chars: entry.chars().collect(), pos: 0, number: number + 1, entry, origin: &origin };
         out.push(p.entry()?);
     }
     Ok(out)
+}
+
+/// Non-empty entries with the 1-based line each starts on: `;` always ends an entry, a newline
+/// only outside parentheses (an attribute list may span lines).
+fn split_entries(text: &str) -> Vec<(usize, &str)> {
+    let mut out = Vec::new();
+    let (mut depth, mut start, mut line, mut start_line) = (0usize, 0, 1, 1);
+    let mut push = |from: usize, to: usize, first_line: usize| {
+        let raw = &text[from..to];
+        if !raw.trim().is_empty() {
+            let lead = &raw[..raw.len() - raw.trim_start().len()];
+            out.push((first_line + lead.matches('\n').count(), raw));
+        }
+    };
+    for (i, c) in text.char_indices() {
+        let ends = match c {
+            '(' => {
+                depth += 1;
+                false
+            }
+            ')' => {
+                depth = depth.saturating_sub(1);
+                false
+            }
+            ';' => true,
+            '\n' => depth == 0,
+            _ => false,
+        };
+        if c == '\n' {
+            line += 1;
+        }
+        if ends {
+            push(start, i, start_line);
+            // An unclosed `(` does not swallow the next entry.
+            depth = 0;
+            start = i + 1;
+            start_line = line;
+        }
+    }
+    push(start, text.len(), start_line);
+    out
 }
 
 /// Replaces `# ...` up to the end of the line with nothing (keeps the newline).
@@ -122,6 +212,7 @@ struct Parser<'a> {
     pos: usize,
     number: usize,
     entry: &'a str,
+    origin: &'a str,
 }
 
 fn is_ident_start(c: char) -> bool {
@@ -157,12 +248,12 @@ impl Parser<'_> {
             Some(c) => format!("`{c}`"),
         };
         SpecError {
+            origin: self.origin.to_string(),
             number: self.number,
             entry: self.entry.to_string(),
             column: at,
             expected: expected.to_string(),
             found,
-            caret: " ".repeat(at),
         }
     }
 
@@ -194,7 +285,7 @@ impl Parser<'_> {
         if self.peek().is_some() {
             return Err(self.error(self.pos, "`;` before the next entry"));
         }
-        Ok(ProbeSpec { symbol, attrs, text: self.entry.to_string() })
+        Ok(ProbeSpec { symbol, attrs, text: self.entry.to_string(), origin: self.origin.to_string() })
     }
 
     fn symbol(&mut self) -> Result<String, SpecError> {
@@ -455,6 +546,48 @@ mod tests {
         assert_eq!(s[1].symbol, "main.b");
         assert!(parse_probes("").unwrap().is_empty());
         assert!(parse_probes(" ; # nothing\n ;").unwrap().is_empty());
+    }
+
+    #[test]
+    fn newlines_end_entries_outside_attribute_lists() {
+        let s =
+            parse_source("probes.txt", "main.a\n  main.b(x=arg0,\n    y=ret0)\n# c\nmain.(*T).M; main.d\n").unwrap();
+        let got: Vec<_> = s.iter().map(|s| (s.symbol.as_str(), s.origin.as_str())).collect();
+        assert_eq!(
+            got,
+            [
+                ("main.a", "probes.txt line 1"),
+                ("main.b", "probes.txt line 2"),
+                ("main.(*T).M", "probes.txt line 5"),
+                ("main.d", "probes.txt line 5")
+            ]
+        );
+        assert_eq!(list(&s[1]), vec![("x".into(), Expr::Arg(0)), ("y".into(), Expr::Ret(0))]);
+        // An unclosed list does not swallow the entries after the next `;`.
+        let e = parse_source("f.txt", "main.a(x=arg0\nmain.b; main.c").unwrap_err();
+        assert_eq!((e.origin.as_str(), e.number), ("f.txt line 1", 1));
+        assert!(e.to_string().starts_with("f.txt line 1, entry 1: expected"), "{e}");
+        // One line of GOTEL_PROBES: no line number.
+        let e = parse_probes("main.a; main.b c").unwrap_err();
+        assert!(e.to_string().starts_with("GOTEL_PROBES, entry 2: expected"), "{e}");
+    }
+
+    #[test]
+    fn entries_for_one_function_merge_or_clash() {
+        let one = |t: &str| parse_source("GOTEL_PROBES", t).unwrap().remove(0);
+        let m = one("main.f(x=a)").merge(&one("main.f(y=b, x=a)")).unwrap();
+        assert_eq!(list(&m), vec![("x".into(), p("a")), ("y".into(), p("b"))]);
+        assert_eq!(m.text, "main.f(x=a); main.f(y=b, x=a)");
+        assert_eq!(one("main.*").merge(&one("main.f(x=a)")).unwrap().attrs, one("main.f(x=a)").attrs);
+        assert_eq!(one("main.f(x=a)").merge(&one("main.*")).unwrap().attrs, one("main.f(x=a)").attrs);
+        assert_eq!(one("main.f(*)").merge(&one("main.f(*)")).unwrap().attrs, AttrSpec::All);
+        let why = one("main.f(x=a)").merge(&one("main.f(x=b)")).unwrap_err();
+        assert!(why.contains("key `x` is `x=a` in one and `x=b` in the other"), "{why}");
+        let why = one("main.f(*)").merge(&one("main.f(x=a)")).unwrap_err();
+        assert!(why.contains("every parameter"), "{why}");
+        // `_` only declares a type: it may repeat.
+        let m = one("main.f(_=arg0:int64)").merge(&one("main.f(_=arg1:string)")).unwrap();
+        assert_eq!(list(&m).len(), 2);
     }
 
     #[test]

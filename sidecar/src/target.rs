@@ -158,7 +158,7 @@ impl Drop for Launched {
 }
 
 /// Resolves `program` like `execvp` would, so probes can be attached to the right file.
-fn resolve_program(program: &str) -> Option<PathBuf> {
+pub fn resolve_program(program: &str) -> Option<PathBuf> {
     if program.contains('/') {
         return Some(PathBuf::from(program));
     }

@@ -1,4 +1,4 @@
-// Command stress is the target program of gotel's hardening tests (e2e/tests/hardening.rs).
+// Command stress is the target program of gotel's hardening tests (e2e/tests/hardening_*.rs).
 //
 // It runs workloads that are hard on a uprobe tracer and checks nothing itself: everything it
 // prints on stdout is computed from the work, so its stdout and exit code must be identical with

@@ -13,7 +13,7 @@ fn dwarf_for(go: &Path) -> (DwarfInfo, String) {
 
 fn default_dwarf() -> &'static DwarfInfo {
     static D: std::sync::OnceLock<DwarfInfo> = std::sync::OnceLock::new();
-    D.get_or_init(|| dwarf_for(Path::new(DEFAULT_GO)).0)
+    D.get_or_init(|| dwarf_for(&default_go().expect("the test starts with require_go!()")).0)
 }
 
 fn plan_with(d: Option<&DwarfInfo>, probe: &str) -> Result<AttributePlan, AttrError> {
@@ -60,6 +60,7 @@ const I: u8 = ValueKind::Int as u8;
 
 #[test]
 fn registers_stack_and_results() {
+    require_go!();
     let p = plan("main.MixedMany(a=a, b=arg1, f=f, g=g, r0=ret0, r1=ret1)");
     assert_eq!(at(slot(&p, "a").1), (At::Regs(vec![REG_RAX, REG_RBX]), vec![], S, 0));
     assert_eq!(at(slot(&p, "b").1), (At::Regs(vec![REG_RCX]), vec![], I, 0));
@@ -82,6 +83,7 @@ fn registers_stack_and_results() {
 
 #[test]
 fn field_paths_through_pointers_and_values() {
+    require_go!();
     let p = plan(
         "main.ProcessOrder(id=o.ID, name=o.Customer.Name, city=o.Customer.Addr.City, zip=o.Customer.Addr.Zip,
             items=len(o.Items), tags=len(o.Tags), note=o.Note, cust=o.Customer, total=ret0, err=ret1)",
@@ -130,6 +132,7 @@ fn field_paths_through_pointers_and_values() {
 
 #[test]
 fn value_kinds() {
+    require_go!();
     let p = plan("main.Uints(a=a, b=b, c=c, d=d, e=e, p=p)");
     assert_eq!(slot(&p, "b").0.decode, Decode::Uint { size: 1 });
     assert_eq!(slot(&p, "e").0.decode, Decode::Uint { size: 8 });
@@ -152,6 +155,7 @@ fn value_kinds() {
 
 #[test]
 fn automatic_error_status() {
+    require_go!();
     let d = default_dwarf();
     let info = d.function("main.Charge").unwrap();
     let p = plan_function("main.Charge", Some(info), Some(d), &AttrSpec::None, &LIMITS).unwrap();
@@ -170,6 +174,7 @@ fn automatic_error_status() {
 
 #[test]
 fn capture_all() {
+    require_go!();
     let p = plan("main.Strings(*)");
     let keys: Vec<_> = p.slots.iter().map(|s| s.key.as_str()).collect();
     assert_eq!(keys, ["s", "b", "ret0", "ret1"]);
@@ -191,6 +196,7 @@ fn capture_all() {
 
 #[test]
 fn helpful_errors() {
+    require_go!();
     let e = err("main.ProcessOrder(x=order)");
     assert!(e.contains("main.ProcessOrder has no parameter or result named `order`"), "{e}");
     assert!(e.contains("parameters (o *main.Order) and results (~r0 int64, ~r1 error)"), "{e}");
@@ -222,6 +228,7 @@ fn helpful_errors() {
 
 #[test]
 fn count_limit_drops_with_a_warning() {
+    require_go!();
     let d = default_dwarf();
     let spec = parse_probes("main.Ints(a=a, b=b, c=c)").unwrap().remove(0);
     let limits = Limits { max_string: 10, max_attributes: 2 };
@@ -233,6 +240,7 @@ fn count_limit_drops_with_a_warning() {
 
 #[test]
 fn without_dwarf_positional_types() {
+    require_go!();
     let e = plan_with(None, "main.MixedMany(n=arg1:int)").unwrap_err().to_string();
     assert!(e.contains("the location of arg1 depends on the types of arg0"), "{e}");
     assert!(e.contains("`_=arg0:TYPE`"), "{e}");
@@ -305,4 +313,30 @@ fn version_matrix() {
             pl(&format!("{name}(*)"));
         }
     }
+}
+
+/// The steps report typed errors; the message adds the attribute's text once, in front
+/// (or, for TooMany, as the first one over). No DWARF needed: these are the annotation paths.
+#[test]
+fn typed_errors() {
+    let kind = |probe: &str| plan_with(None, probe).unwrap_err();
+    let e = kind("main.F(n=arg2:int, _=arg1:string)");
+    assert_eq!(e.attr, "n=arg2:int");
+    assert_eq!(e.kind, AttrErrorKind::NeedsEarlierTypes { pos: "arg2".into(), missing: vec!["arg0".into()] });
+    let e = kind("main.F(n=arg2:int)");
+    assert!(e.to_string().starts_with("`n=arg2:int`: without DWARF the location of arg2"), "{e}");
+    assert!(e.to_string().contains("the types of arg0, arg1; declare them"), "{e}");
+    let rets: Vec<String> = (0..10).map(|i| format!("r{i}=ret{i}:int")).collect();
+    let e = kind(&format!("main.F({})", rets.join(",")));
+    assert_eq!(e.kind, AttrErrorKind::Unreadable { name: "ret9".into(), why: Unlocated::StackResultWithoutDwarf });
+    let e = kind("main.F(x=arg65:int)");
+    assert_eq!(e.kind, AttrErrorKind::PositionTooLarge { position: 65 });
+    assert!(matches!(kind("main.F(x=arg0.f)").kind, AttrErrorKind::NeedsDwarf { why: NoDwarf::Field, .. }));
+    let many: Vec<String> = (0..17).map(|i| format!("k{i}=arg0:int")).collect();
+    let e = kind(&format!("main.F({})", many.join(",")));
+    assert_eq!(e.kind, AttrErrorKind::TooMany { count: 17, max: MAX_FETCHES });
+    assert!(e.to_string().ends_with("remove some attributes (first one over: `k16=arg0:int`)"), "{e}");
+    // Not about one attribute: no empty "``:" in front.
+    let e = AttrError { attr: String::new(), kind: AttrErrorKind::TooDeep };
+    assert_eq!(e.to_string(), "expression nested too deeply");
 }

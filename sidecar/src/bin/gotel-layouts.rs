@@ -1,8 +1,10 @@
-//! `gotel-layouts BINARY...`: reads the standard-library field offsets the HTTP spans need
-//! (`gotel::go_layouts::FIELDS`) from the DWARF of Go binaries and prints the layout table
-//! (`sidecar/src/go_layouts.json`) with their releases added or replaced. Used by
-//! `tools/gen-go-layouts.sh`, which builds `e2e/goapps/httpsvc` with every Go release.
-use std::{collections::BTreeMap, path::PathBuf, process::ExitCode};
+//! `gotel-layouts BINARY...`: reads the field offsets the built-in instrumentations declare
+//! (`gotel::go_layouts::fields`) from the DWARF of Go binaries and prints the layout table
+//! (`sidecar/src/go_layouts.json`) with their entries added or replaced: the standard library's
+//! under the binary's Go release, a module's under its path and the version the binary's build
+//! info names. Used by `tools/gen-go-layouts.sh`, which builds `e2e/goapps/layouts` with every
+//! Go release.
+use std::{path::PathBuf, process::ExitCode};
 
 use gotel::{binary::GoBinary, go_layouts};
 
@@ -12,33 +14,31 @@ fn main() -> ExitCode {
         eprintln!("usage: gotel-layouts GO_BINARY_WITH_DWARF... > sidecar/src/go_layouts.json");
         return ExitCode::from(2);
     }
-    let mut table: BTreeMap<String, go_layouts::Layout> = go_layouts::table();
+    let mut table = go_layouts::table();
     for path in &paths {
-        let layout = GoBinary::open(path).map_err(|e| e.to_string()).and_then(|bin| {
-            let version = bin.build.go_version.clone().ok_or("no Go build info")?;
-            let release = go_layouts::release_of(&version).ok_or_else(|| format!("unusable Go version {version:?}"))?;
-            let dwarf = bin.dwarf.as_ref().ok_or("no DWARF (build without -ldflags=-w)")?;
-            Ok::<_, String>((release, go_layouts::from_dwarf(dwarf)?))
-        });
-        match layout {
-            Ok((release, layout)) => {
-                eprintln!("gotel-layouts: {}: {release}", path.display());
-                table.insert(release, layout);
-            }
-            Err(e) => {
-                eprintln!("gotel-layouts: {}: {e}", path.display());
-                return ExitCode::from(1);
-            }
+        if let Err(e) = add(&mut table, path) {
+            eprintln!("gotel-layouts: {}: {e}", path.display());
+            return ExitCode::from(1);
         }
     }
-    match serde_json::to_string_pretty(&table) {
-        Ok(text) => {
-            println!("{text}");
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("gotel-layouts: {e}");
-            ExitCode::from(1)
+    println!("{}", table.to_json());
+    ExitCode::SUCCESS
+}
+
+fn add(table: &mut go_layouts::Table, path: &std::path::Path) -> Result<(), String> {
+    let bin = GoBinary::open(path).map_err(|e| e.to_string())?;
+    let version = bin.build.go_version.clone().ok_or("no Go build info")?;
+    let release = go_layouts::release_of(&version).ok_or_else(|| format!("unusable Go version {version:?}"))?;
+    let dwarf = bin.dwarf.as_ref().ok_or("no DWARF (build without -ldflags=-w)")?;
+    table.go.insert(release.clone(), go_layouts::from_dwarf(dwarf, None)?);
+    let mut found = vec![release];
+    for module in go_layouts::modules() {
+        if let Some((_, v)) = bin.build.deps.iter().find(|(p, v)| p == module && !v.starts_with("=>")) {
+            let layout = go_layouts::from_dwarf(dwarf, Some(module))?;
+            table.modules.entry(module.to_string()).or_default().insert(v.clone(), layout);
+            found.push(format!("{module}@{v}"));
         }
     }
+    eprintln!("gotel-layouts: {}: {}", path.display(), found.join(", "));
+    Ok(())
 }

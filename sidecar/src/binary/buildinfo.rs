@@ -1,5 +1,6 @@
 //! Go build information from `.go.buildinfo` (what `go version -m` prints): the toolchain
-//! version for `process.runtime.version`, and the main module path.
+//! version for `process.runtime.version`, the main module path, and the module dependencies
+//! with their versions (layouts of third-party structs are keyed by them, see `go_layouts`).
 //! Format (Go 1.18+, "inline strings"): 14-byte magic, pointer size, flags, padding to 32,
 //! then two varint-prefixed strings: the Go version and the module info.
 
@@ -14,6 +15,9 @@ pub struct BuildInfo {
     pub main_path: Option<String>,
     /// The main module path (`mod` line).
     pub main_module: Option<String>,
+    /// Dependencies as (module path, version) (`dep` lines). A replaced module (`=>` line)
+    /// gets the version `=> PATH VERSION` of its replacement, which matches no table entry.
+    pub deps: Vec<(String, String)>,
 }
 
 pub fn parse(section: &[u8]) -> BuildInfo {
@@ -32,6 +36,12 @@ pub fn parse(section: &[u8]) -> BuildInfo {
             match (cols.next(), cols.next()) {
                 (Some("path"), Some(p)) => info.main_path = Some(p.to_string()),
                 (Some("mod"), Some(m)) => info.main_module = Some(m.to_string()),
+                (Some("dep"), Some(m)) => info.deps.push((m.to_string(), cols.next().unwrap_or("").to_string())),
+                (Some("=>"), Some(m)) => {
+                    if let Some(last) = info.deps.last_mut() {
+                        last.1 = format!("=> {m} {}", cols.next().unwrap_or(""));
+                    }
+                }
                 _ => {}
             }
         }
@@ -67,13 +77,28 @@ mod tests {
         s.extend_from_slice(b"go1.22.1");
         let mut m = vec![0u8; 16];
         m.extend_from_slice(b"path\tgotel.test/x\nmod\tgotel.test/x\t(devel)\t\n");
+        m.extend_from_slice(b"dep\tgoogle.golang.org/grpc\tv1.64.0\th1:abc=\n");
+        m.extend_from_slice(b"dep\texample.com/fork\tv1.0.0\n=>\t../fork\t(devel)\t\n");
         m.extend_from_slice(&[0u8; 16]);
-        s.push(m.len() as u8);
+        // Varint length (over 127 bytes: two bytes).
+        let mut n = m.len();
+        while n >= 0x80 {
+            s.push((n as u8 & 0x7f) | 0x80);
+            n >>= 7;
+        }
+        s.push(n as u8);
         s.extend_from_slice(&m);
         let b = parse(&s);
         assert_eq!(b.go_version.as_deref(), Some("go1.22.1"));
         assert_eq!(b.main_path.as_deref(), Some("gotel.test/x"));
         assert_eq!(b.main_module.as_deref(), Some("gotel.test/x"));
+        assert_eq!(
+            b.deps,
+            [
+                ("google.golang.org/grpc".to_string(), "v1.64.0".to_string()),
+                ("example.com/fork".to_string(), "=> ../fork (devel)".to_string())
+            ]
+        );
     }
 
     #[test]

@@ -6,20 +6,96 @@
 //! then re-executes the function from its first instruction, so a probe there would fire twice
 //! for one call. The instruction right after the conditional jump is reached exactly once per
 //! call, with SP and every argument register still untouched, so gotel probes there.
+//!
+//! Why tail jumps matter: a function does not only leave by RET. Compiler wrappers (a method
+//! promoted from an embedded field, `(*Outer).M` -> `(*Inner).M`) and some assembly end with
+//! `JMP other_function` once their own frame is gone; the callee's RET then returns straight
+//! to the wrapper's caller. At that JMP, SP is what it was at entry (the caller's return
+//! address on top), exactly as at a RET, so the kernel's depth rule pairs it like a return.
+//! Without a probe there the call never ends and would be reported as unwound by a panic.
+//! Its results are not computed yet at the JMP (they are the callee's), so none can be read.
 use iced_x86::{Decoder, DecoderOptions, FlowControl, Instruction, Mnemonic, OpKind, Register};
 
-/// Offsets (from the function start) of every RET instruction.
-pub fn ret_offsets(code: &[u8], vaddr: u64) -> Vec<u64> {
-    let mut decoder = Decoder::with_ip(64, code, vaddr, DecoderOptions::NONE);
-    let mut out = Vec::new();
-    let mut ins = Instruction::default();
-    while decoder.can_decode() {
-        decoder.decode_out(&mut ins);
-        if matches!(ins.mnemonic(), Mnemonic::Ret) {
-            out.push(ins.ip() - vaddr);
+/// Where a function leaves, as offsets from its first instruction.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Exits {
+    /// RET instructions.
+    pub rets: Vec<u64>,
+    /// Jumps out of the function with its frame torn down (tail calls): return points whose
+    /// results belong to the callee.
+    pub tail_jumps: Vec<u64>,
+    /// Jumps out of the function that gotel cannot show happen with the frame torn down: no
+    /// probe goes there, and a call leaving that way is reported as unwound.
+    pub unpaired_jumps: Vec<u64>,
+}
+
+impl Exits {
+    /// Every offset where a return probe goes (RETs and tail jumps), sorted.
+    pub fn return_points(&self) -> Vec<u64> {
+        let mut all: Vec<u64> = self.rets.iter().chain(&self.tail_jumps).copied().collect();
+        all.sort_unstable();
+        all
+    }
+}
+
+/// Whether the instruction changes RSP (besides CALL, which gives it back).
+fn writes_sp(ins: &Instruction) -> bool {
+    matches!(ins.mnemonic(), Mnemonic::Push | Mnemonic::Pop | Mnemonic::Enter | Mnemonic::Leave)
+        || ins.op_count() > 0 && ins.op0_kind() == OpKind::Register && ins.op0_register() == Register::RSP
+}
+
+/// Every way out of the function: RETs, and unconditional jumps whose target is outside
+/// `[vaddr, vaddr + code.len())` (direct) or unknown (indirect). A direct one is a tail jump
+/// when the frame is provably gone: the function never touches RSP (a frameless wrapper like
+/// `MOV RAX,[RAX]; JMP target`), or the last RSP change before the jump, with no RET or jump in
+/// between, is Go's epilogue `POP RBP`. An indirect jump is a tail jump only after that
+/// epilogue; otherwise it is taken to be a jump table inside the function (Go's `switch`).
+pub fn exits(code: &[u8], vaddr: u64) -> Exits {
+    let end = vaddr + code.len() as u64;
+    let decode = || {
+        let mut decoder = Decoder::with_ip(64, code, vaddr, DecoderOptions::NONE);
+        std::iter::from_fn(move || decoder.can_decode().then(|| decoder.decode()))
+    };
+    let frameless = !decode().any(|ins| writes_sp(&ins));
+    let mut out = Exits::default();
+    // The last RSP change since the previous RET or jump out: `Some(true)` for `POP RBP`.
+    let mut torn_down: Option<bool> = None;
+    for ins in decode() {
+        let offset = ins.ip() - vaddr;
+        if ins.mnemonic() == Mnemonic::Ret {
+            out.rets.push(offset);
+            torn_down = None;
+            continue;
+        }
+        if writes_sp(&ins) {
+            torn_down = Some(ins.mnemonic() == Mnemonic::Pop && ins.op0_register() == Register::RBP);
+            continue;
+        }
+        if ins.flow_control() == FlowControl::UnconditionalBranch {
+            if ins.op0_kind() == OpKind::NearBranch64 && (vaddr..end).contains(&ins.near_branch64()) {
+                continue;
+            }
+            let tail = frameless || torn_down == Some(true);
+            if tail {
+                out.tail_jumps.push(offset);
+            } else if ins.op0_kind() == OpKind::NearBranch64 {
+                out.unpaired_jumps.push(offset);
+            }
+            torn_down = None;
+        } else if ins.flow_control() == FlowControl::IndirectBranch {
+            // A frameless leaf may dispatch a jump table: only an epilogue proves a tail jump.
+            if torn_down == Some(true) {
+                out.tail_jumps.push(offset);
+            }
+            torn_down = None;
         }
     }
     out
+}
+
+/// Offsets (from the function start) of every RET instruction.
+pub fn ret_offsets(code: &[u8], vaddr: u64) -> Vec<u64> {
+    exits(code, vaddr).rets
 }
 
 /// Offset of the first instruction after the stack-check prologue, if the function has one.
@@ -93,6 +169,42 @@ mod tests {
     #[test]
     fn finds_every_ret() {
         assert_eq!(ret_offsets(SMALL, 0x1000), vec![11, 13]);
+    }
+
+    #[test]
+    fn tail_jumps_are_exits() {
+        // A frameless promoted-method wrapper: mov rax,[rax]; jmp rel32 (to 0x100, outside).
+        let wrapper = [0x48, 0x8b, 0x00, 0xe9, 0xf8, 0x00, 0x00, 0x00];
+        let e = exits(&wrapper, 0);
+        assert_eq!((e.rets.clone(), e.tail_jumps.clone(), e.unpaired_jumps.clone()), (vec![], vec![3], vec![]));
+        assert_eq!(e.return_points(), vec![3]);
+        // With a frame torn down first: push rbp; mov rbp,rsp; sub rsp,16; add rsp,16; pop rbp;
+        // mov rax,rbx; jmp rel32 (outside), then a RET path and a jmp back to the start.
+        let framed = [
+            0x55, // push rbp                 0
+            0x48, 0x89, 0xe5, // mov rbp,rsp  1
+            0x48, 0x83, 0xec, 0x10, // sub rsp,16   4
+            0x48, 0x83, 0xc4, 0x10, // add rsp,16   8
+            0x5d, // pop rbp                  12
+            0x48, 0x89, 0xd8, // mov rax,rbx  13
+            0xe9, 0x00, 0x01, 0x00, 0x00, // jmp +0x100 (outside)   16
+            0x48, 0x83, 0xc4, 0x10, // add rsp,16   21
+            0x5d, // pop rbp                  25
+            0xc3, // ret                      26
+            0xeb, 0xe3, // jmp 0 (inside: the morestack loop)   27
+        ];
+        let e = exits(&framed, 0x1000);
+        assert_eq!(e.rets, vec![26]);
+        assert_eq!(e.tail_jumps, vec![16]);
+        assert!(e.unpaired_jumps.is_empty());
+        assert_eq!(e.return_points(), vec![16, 26]);
+        // A jump out with the frame still in place is not a return point.
+        let live = [0x55, 0x48, 0x89, 0xe5, 0xe9, 0x00, 0x01, 0x00, 0x00, 0x5d, 0xc3];
+        let e = exits(&live, 0);
+        assert_eq!((e.rets, e.tail_jumps, e.unpaired_jumps), (vec![10], vec![], vec![4]));
+        // jmp rax: after an epilogue a tail jump; in a frameless leaf a jump table, not an exit.
+        assert_eq!(exits(&[0x55, 0x5d, 0xff, 0xe0], 0).tail_jumps, vec![2]);
+        assert_eq!(exits(&[0x48, 0x89, 0xd8, 0xff, 0xe0, 0xc3], 0), Exits { rets: vec![5], ..Exits::default() });
     }
 
     #[test]

@@ -226,6 +226,7 @@ mod tests {
 
     /// A file laid out as one segment at `BASE` (file offset 0): a type descriptor at
     /// `BASE + 0x100` whose name (`*main.Order`, flagged TFlagExtraStar) is at `types_base + 0x40`.
+    #[allow(clippy::type_complexity)]
     fn fixture() -> (File, Vec<(u64, u64, u64, u64)>, u64) {
         const BASE: u64 = 0x40_0000;
         let mut bytes = vec![0u8; 0x200];

@@ -1,5 +1,7 @@
 //! Test helper shared by gotel's unit tests: builds the Go programs under `e2e/goapps` with a
-//! chosen Go toolchain and loads their DWARF. A failing build fails the test (never a skip).
+//! chosen Go toolchain and loads their DWARF. A failing build fails the test (never a skip);
+//! a toolchain that is not installed is skipped with one line, or fails under
+//! `GOTEL_TEST_REQUIRE_ALL=1` (`tools/test.sh`).
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -8,28 +10,63 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use super::DwarfInfo;
 
-/// The Go toolchain every test uses.
-pub const DEFAULT_GO: &str = "/usr/local/go/bin/go";
+/// The list of `tools/go-toolchains.txt`, shared with the e2e crate (which gotel cannot depend on).
+#[path = "../../../e2e/src/toolchains.rs"]
+#[allow(dead_code)]
+mod toolchains;
+
+fn test_name() -> String {
+    std::thread::current().name().unwrap_or("test").rsplit("::").next().unwrap_or("test").to_string()
+}
+
+fn explicit() -> Option<Vec<PathBuf>> {
+    let list = std::env::var("GOTEL_TEST_GO").ok()?;
+    Some(list.split(':').filter(|s| !s.is_empty()).map(PathBuf::from).collect())
+}
+
+/// The toolchain a test builds with: the first of `GOTEL_TEST_GO`, else the default one of
+/// `tools/go-toolchains.txt`. `None` (after saying so) when it is not installed: the test returns.
+pub fn default_go() -> Option<PathBuf> {
+    if let Some(first) = explicit().and_then(|l| l.into_iter().next()) {
+        return Some(first);
+    }
+    let t = toolchains::default();
+    if t.installed() {
+        return Some(t.path());
+    }
+    toolchains::skip_or_fail(
+        &test_name(),
+        &format!("needs Go {} at {} (tools/install-deps.sh installs it)", t.version, t.path),
+    );
+    None
+}
+
+/// `require_go!();` as a test's first line: returns from the test when [`default_go`] is missing.
+macro_rules! require_go {
+    () => {
+        if $crate::dwarf::testutil::default_go().is_none() {
+            return;
+        }
+    };
+}
+pub(crate) use require_go;
 
 /// Toolchains for the version matrix: `GOTEL_TEST_GO` (colon-separated go binaries; each
-/// must work) or the default one plus every Debian `golang-1.XX-go` that is installed.
+/// must work) or every toolchain of `tools/go-toolchains.txt`, the default first. One that is
+/// not installed is left out with one line saying so (a failure under `GOTEL_TEST_REQUIRE_ALL=1`).
 pub fn go_matrix() -> Vec<PathBuf> {
-    if let Ok(list) = std::env::var("GOTEL_TEST_GO") {
-        return list.split(':').filter(|s| !s.is_empty()).map(PathBuf::from).collect();
+    if let Some(list) = explicit() {
+        return list;
     }
-    let mut v = vec![PathBuf::from(DEFAULT_GO)];
-    for minor in 17..40 {
-        let p = PathBuf::from(format!("/usr/lib/go-1.{minor}/bin/go"));
-        if p.exists() {
-            v.push(p);
-        }
+    let (installed, missing): (Vec<_>, Vec<_>) = toolchains::all().partition(|t| t.installed());
+    if !missing.is_empty() {
+        let names: Vec<String> = missing.iter().map(|t| format!("Go {} ({})", t.version, t.path)).collect();
+        toolchains::skip_or_fail(
+            &test_name(),
+            &format!("not built with {} (tools/install-deps.sh installs them)", names.join(", ")),
+        );
     }
-    // The go1.27.3 toolchain download (tools/install-deps.sh fetches it into the module cache).
-    let toolchain = PathBuf::from("/root/go/pkg/mod/golang.org/toolchain@v0.0.1-go1.27.3.linux-amd64/bin/go");
-    if toolchain.exists() {
-        v.push(toolchain);
-    }
-    v
+    installed.iter().map(|t| t.path()).collect()
 }
 
 pub struct Built {

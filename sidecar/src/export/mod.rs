@@ -138,7 +138,8 @@ impl SpanExporter for ConsoleExporter {
 }
 
 enum AnyExporter {
-    Otlp(opentelemetry_otlp::SpanExporter),
+    // Boxed: the OTLP exporter is 40 times the size of the console one.
+    Otlp(Box<opentelemetry_otlp::SpanExporter>),
     Console(ConsoleExporter),
 }
 
@@ -207,14 +208,14 @@ fn otlp_exporter() -> Result<opentelemetry_otlp::SpanExporter, Failure> {
 }
 
 impl Pipeline {
-    /// From the environment. `Ok(None)` when exporting is off (`none`, OTEL_SDK_DISABLED).
-    pub fn from_env(resource: Resource) -> Result<Option<Pipeline>, Failure> {
+    /// The exporter from the environment. `Ok(None)` when exporting is off (`none`, OTEL_SDK_DISABLED).
+    pub fn from_env(resource: Resource, batch: &BatchSettings) -> Result<Option<Pipeline>, Failure> {
         if env("OTEL_SDK_DISABLED").is_some_and(|v| v.eq_ignore_ascii_case("true")) {
             return Ok(None);
         }
         let kind = env("OTEL_TRACES_EXPORTER").unwrap_or_else(|| "otlp".into());
         let mut exporter = match kind.split(',').next().unwrap_or("otlp").trim() {
-            "otlp" => AnyExporter::Otlp(otlp_exporter()?),
+            "otlp" => AnyExporter::Otlp(Box::new(otlp_exporter()?)),
             "console" | "logging" => AnyExporter::Console(ConsoleExporter::default()),
             "none" => return Ok(None),
             other => {
@@ -224,7 +225,7 @@ impl Pipeline {
             }
         };
         exporter.set_resource(&resource);
-        Ok(Some(Pipeline::start(exporter, BatchSettings::from_env()?)))
+        Ok(Some(Pipeline::start(exporter, batch.clone())))
     }
 }
 

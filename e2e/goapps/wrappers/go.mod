@@ -1,0 +1,3 @@
+module wrappers
+
+go 1.19

@@ -1,0 +1,216 @@
+//! Records into the ring buffer: the header, then the values the probe's plan captures at this
+//! point (arguments at entry, results at return), built in the per-CPU scratch buffer and copied
+//! out in one `bpf_ringbuf_output`.
+//!
+//! The plan (`PROBES[probe id]`, a list of `Fetch`) is run through `bpf_loop`, so the verifier
+//! checks one fetch instead of every path through sixteen. Each fetch reads registers, a stack
+//! slot or saved entry registers, follows up to `MAX_HOPS` pointers and copies string bytes; a
+//! fault anywhere marks that value unreadable instead of dropping the record.
+use aya_ebpf::{
+    bindings::BPF_RB_NO_WAKEUP,
+    helpers::{bpf_probe_read_user_buf, generated::bpf_loop, generated::bpf_ringbuf_output},
+};
+use gotel_shared::{
+    Counter, EventHeader, Fetch, Root, ValueHeader, ValueKind, MAX_FETCHES, MAX_HOPS, MAX_STR, SCRATCH_SIZE, VALUE_NIL,
+    VALUE_TRUNCATED, VALUE_UNREADABLE,
+};
+
+use crate::{
+    context::{read_u64, Scratch},
+    maps::{count, EVENTS, PROBES, SCRATCH},
+};
+
+const HEADER_SIZE: usize = core::mem::size_of::<EventHeader>();
+const VALUE_HEADER_SIZE: usize = core::mem::size_of::<ValueHeader>();
+
+/// Where a record's values are captured.
+#[derive(Clone, Copy)]
+pub enum At {
+    /// No values (an abandoned call).
+    Nothing,
+    /// The entry fetches, with the stack pointer at the probe.
+    Entry(u64),
+    /// The return fetches, with the stack pointer at the probe.
+    Return(u64),
+}
+
+/// Writes the record header into the scratch buffer, appends the probe's values captured at
+/// `at` and copies the record into the ring buffer (counted when it is full).
+#[inline(always)]
+pub fn emit(header: &EventHeader, at: At) {
+    let Some(scratch) = SCRATCH.get_ptr_mut(0) else { return };
+    let s = unsafe { &mut *scratch };
+    let hdr_bytes = unsafe { core::slice::from_raw_parts(header as *const EventHeader as *const u8, HEADER_SIZE) };
+    s.buf[..HEADER_SIZE].copy_from_slice(hdr_bytes);
+    s.off = HEADER_SIZE as u64;
+    match at {
+        At::Nothing => {}
+        At::Entry(sp) => capture_values(header.probe_id, sp, 0),
+        At::Return(sp) => capture_values(header.probe_id, sp, 1),
+    }
+    let s = unsafe { &mut *scratch };
+    let mut len = s.off as usize;
+    if len > SCRATCH_SIZE || len < HEADER_SIZE {
+        len = HEADER_SIZE;
+    }
+    unsafe {
+        let hp = s.buf.as_mut_ptr() as *mut EventHeader;
+        (*hp).data_len = (len - HEADER_SIZE) as u32;
+    }
+    let rc = unsafe {
+        bpf_ringbuf_output(
+            &EVENTS as *const _ as *mut _,
+            s.buf.as_mut_ptr() as *mut _,
+            len as u64,
+            BPF_RB_NO_WAKEUP as u64,
+        )
+    };
+    if rc < 0 {
+        count(Counter::RingBufferFull);
+    }
+}
+
+/// State of the value-capturing loop, shared with its `bpf_loop` callback. Only scalars: the
+/// callback looks the maps up again itself.
+#[repr(C)]
+struct CaptureLoop {
+    probe_id: u32,
+    at_return: u32,
+    sp: u64,
+}
+
+/// Runs the probe's fetch instructions for this point (0 = entry, 1 = return).
+#[inline(always)]
+fn capture_values(probe_id: u32, sp: u64, at_return: u8) {
+    let Some(plan) = PROBES.get(probe_id) else { return };
+    let n = if (plan.nfetches as usize) < MAX_FETCHES { plan.nfetches } else { MAX_FETCHES as u32 };
+    let mut ctx = CaptureLoop { probe_id, at_return: at_return as u32, sp };
+    unsafe {
+        bpf_loop(n, capture_one as *mut _, &mut ctx as *mut CaptureLoop as *mut _, 0);
+    }
+}
+
+#[inline(never)]
+extern "C" fn capture_one(i: u64, ctx: *mut core::ffi::c_void) -> i64 {
+    let ctx = unsafe { &*(ctx as *const CaptureLoop) };
+    let (probe_id, at_return, sp) = (ctx.probe_id, ctx.at_return, ctx.sp);
+    let Some(plan) = PROBES.get(probe_id) else { return 1 };
+    let Some(scratch) = SCRATCH.get_ptr_mut(0) else { return 1 };
+    let s = unsafe { &mut *scratch };
+    let f = &plan.fetches[(i as usize) & (MAX_FETCHES - 1)];
+    if f.at_return as u32 != at_return {
+        return 0;
+    }
+    let off = s.off as usize;
+    if off > SCRATCH_SIZE - VALUE_HEADER_SIZE - MAX_STR - 8 {
+        return 1;
+    }
+    let written = fetch_one(s, f, sp, off & (SCRATCH_SIZE - 1));
+    s.off = (off + written) as u64;
+    0
+}
+/// Reads one value into `s.buf[off..]`: its header, then string bytes when it has some.
+/// Returns the bytes written (8-byte aligned).
+#[inline(always)]
+fn fetch_one(s: &mut Scratch, f: &Fetch, sp: u64, off: usize) -> usize {
+    let mut vh = ValueHeader { slot: f.slot, flags: 0, len: 0, word0: 0, word1: 0 };
+    let (mut w0, mut w1) = (0u64, 0u64);
+    let mut ok = true;
+    if f.root == Root::Registers as u8 {
+        w0 = s.regs[(f.regs[0] & 31) as usize];
+        if f.nregs > 1 {
+            w1 = s.regs[(f.regs[1] & 31) as usize];
+        }
+    } else if f.root == Root::Saved as u8 {
+        w0 = s.saved[(f.regs[0] & 1) as usize];
+        if f.nregs > 1 {
+            w1 = s.saved[(f.regs[1] & 1) as usize];
+        }
+    } else {
+        let addr = sp.wrapping_add(f.stack_offset as i64 as u64);
+        match read_u64(addr) {
+            Some(v) => w0 = v,
+            None => ok = false,
+        }
+        w1 = read_u64(addr.wrapping_add(8)).unwrap_or(0);
+    }
+    // Field path: each hop offsets the current pointer; all but the last load a pointer.
+    let nhops = f.nhops as usize;
+    let mut ptr = w0;
+    for i in 0..MAX_HOPS {
+        if !ok || i >= nhops {
+            break;
+        }
+        if ptr == 0 {
+            vh.flags |= VALUE_NIL;
+            ok = false;
+            break;
+        }
+        let addr = ptr.wrapping_add(f.hops[i] as i64 as u64);
+        if i + 1 < nhops {
+            match read_u64(addr) {
+                Some(v) => ptr = v,
+                None => ok = false,
+            }
+        } else {
+            match read_u64(addr) {
+                Some(v) => w0 = v,
+                None => ok = false,
+            }
+            w1 = read_u64(addr.wrapping_add(8)).unwrap_or(0);
+        }
+    }
+    let mut payload = 0usize;
+    if ok {
+        let kind = f.kind;
+        if kind == ValueKind::MapLen as u8 {
+            if w0 == 0 {
+                w0 = 0;
+            } else {
+                match read_u64(w0) {
+                    Some(v) => w0 = v,
+                    None => ok = false,
+                }
+            }
+        } else if kind == ValueKind::String as u8 || kind == ValueKind::Interface as u8 {
+            // String: (ptr, len). Interface: the first field of the dynamic value, if it is a
+            // string (errors.errorString.s, fmt.wrapError.msg): userspace decides.
+            let (str_ptr, str_len) = if kind == ValueKind::String as u8 {
+                (w0, w1)
+            } else if w1 != 0 {
+                (read_u64(w1).unwrap_or(0), read_u64(w1.wrapping_add(8)).unwrap_or(0))
+            } else {
+                (0, 0)
+            };
+            let max = if (f.max_len as usize) < MAX_STR { f.max_len as usize } else { MAX_STR };
+            let mut n = str_len as usize;
+            if n > max {
+                n = max;
+                vh.flags |= VALUE_TRUNCATED;
+            }
+            if str_ptr != 0 && n > 0 {
+                // Volatile: LLVM proves n <= max and drops a plain mask, and kernels before 6.8
+                // do not bound a register by its comparison with another (6.1 refused the load).
+                let n = unsafe { core::ptr::read_volatile::<usize>(&n) } & (2 * MAX_STR - 1);
+                let dst_off = (off + VALUE_HEADER_SIZE) & (SCRATCH_SIZE - 1);
+                let dst = unsafe { core::slice::from_raw_parts_mut(s.buf.as_mut_ptr().add(dst_off), n) };
+                if unsafe { bpf_probe_read_user_buf(str_ptr as *const u8, dst) }.is_ok() {
+                    payload = n;
+                } else if kind == ValueKind::String as u8 {
+                    ok = false;
+                }
+            }
+        }
+    }
+    if !ok {
+        vh.flags |= VALUE_UNREADABLE;
+        payload = 0;
+    }
+    vh.len = payload as u32;
+    vh.word0 = w0;
+    vh.word1 = w1;
+    let vh_bytes = unsafe { core::slice::from_raw_parts(&vh as *const ValueHeader as *const u8, VALUE_HEADER_SIZE) };
+    let o = off & (SCRATCH_SIZE - 1);
+    s.buf[o..o + VALUE_HEADER_SIZE].copy_from_slice(vh_bytes);
+    (VALUE_HEADER_SIZE + payload + 7) & !7
+}

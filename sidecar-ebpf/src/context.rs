@@ -1,0 +1,139 @@
+//! What every program needs first: a copy of the probed thread's registers, the goroutine it
+//! runs (g in R14) and that goroutine's stack depth, plus the per-CPU scratch memory the other
+//! modules build records in.
+//!
+//! Registers are copied once into map memory (`Scratch::regs`) so later code can index them by a
+//! masked slot number from a plan; the BPF stack (512 bytes) is too small for that and for a
+//! record.
+use aya_ebpf::{
+    helpers::{
+        bpf_get_attach_cookie, bpf_get_current_pid_tgid, bpf_get_prandom_u32, bpf_ktime_get_ns,
+        bpf_probe_read_kernel_buf, bpf_probe_read_user,
+    },
+    programs::ProbeContext,
+};
+use gotel_shared::{
+    Counter, GoroutineKey, GoroutineState, ValueHeader, MAX_STR, PT_REGS_SLOTS, REG_R14, REG_SP, SCRATCH_SIZE,
+};
+
+use crate::maps::{count, GOROUTINES, SCRATCH};
+
+/// Slack after the record area so masked offsets plus a bounded copy always stay inside.
+const BUF_SLACK: usize = 2 * MAX_STR + 2 * core::mem::size_of::<ValueHeader>() + 64;
+
+/// Per-CPU working memory: too large for the 512-byte BPF stack.
+#[repr(C)]
+pub struct Scratch {
+    /// Copy of the probed thread's pt_regs (indexable by a masked slot number).
+    pub regs: [u64; 32],
+    /// Template for a new goroutine record.
+    pub state: GoroutineState,
+    /// The current frame's saved entry registers, for `Root::Saved` fetches at return.
+    pub saved: [u64; 2],
+    /// Length of the record being built in `buf`. Kept in map memory, not on the stack, so the
+    /// verifier treats it as an unknown bounded value instead of following every length.
+    pub off: u64,
+    /// The ring-buffer record being built (also the header-line buffer of injection).
+    pub buf: [u8; SCRATCH_SIZE + BUF_SLACK],
+}
+
+/// A probe hit on a goroutine: the scratch area with a copy of the registers, the goroutine and
+/// its stack depth (`g.stack.hi - SP`, see `gotel_shared::rules`).
+pub struct Hit {
+    pub scratch: *mut Scratch,
+    pub key: GoroutineKey,
+    pub tid: u32,
+    pub stack_depth: u64,
+    pub sp: u64,
+    pub cookie: u64,
+    pub now: u64,
+}
+
+#[inline(always)]
+pub fn hit(ctx: &ProbeContext) -> Option<Hit> {
+    let scratch = copy_regs(ctx)?;
+    let s = unsafe { &mut *scratch };
+    let g = s.regs[REG_R14 as usize];
+    let sp = s.regs[REG_SP as usize];
+    // runtime.g starts with `stack stack` = {lo, hi uintptr} in every Go version.
+    let hi = read_u64(g.wrapping_add(8))?;
+    let pid_tgid = bpf_get_current_pid_tgid();
+    Some(Hit {
+        scratch,
+        key: GoroutineKey::new((pid_tgid >> 32) as u32, g),
+        tid: pid_tgid as u32,
+        stack_depth: hi.wrapping_sub(sp),
+        sp,
+        cookie: unsafe { bpf_get_attach_cookie(ctx.regs as *mut _) },
+        now: unsafe { bpf_ktime_get_ns() },
+    })
+}
+
+/// Copies the probed thread's registers into the scratch area.
+#[inline(always)]
+pub fn copy_regs(ctx: &ProbeContext) -> Option<*mut Scratch> {
+    let scratch = SCRATCH.get_ptr_mut(0)?;
+    let s = unsafe { &mut *scratch };
+    let regs_bytes = unsafe { core::slice::from_raw_parts_mut(s.regs.as_mut_ptr() as *mut u8, PT_REGS_SLOTS * 8) };
+    unsafe { bpf_probe_read_kernel_buf(ctx.regs as *const u8, regs_bytes) }.ok()?;
+    Some(scratch)
+}
+
+/// The key of an address of the current process: a goroutine (`runtime.g`) or a request.
+#[inline(always)]
+pub fn key_in_this_process(addr: u64) -> GoroutineKey {
+    GoroutineKey::new((bpf_get_current_pid_tgid() >> 32) as u32, addr)
+}
+
+/// The goroutine running on this thread (g in R14, Go's register ABI).
+#[inline(always)]
+pub fn current_goroutine(regs: &[u64; 32]) -> GoroutineKey {
+    key_in_this_process(regs[REG_R14 as usize])
+}
+
+/// The goroutine's record of calls in progress; with `create`, a fresh one when it has none.
+#[inline(always)]
+pub fn state_of(h: &Hit, create: bool) -> Option<*mut GoroutineState> {
+    if let Some(p) = GOROUTINES.get_ptr_mut(&h.key) {
+        return Some(p);
+    }
+    if !create {
+        return None;
+    }
+    let s = unsafe { &mut *h.scratch };
+    s.state.depth = 0;
+    s.state.has_inherited = 0;
+    if GOROUTINES.insert(&h.key, &s.state, 0).is_err() {
+        count(Counter::StateInsertFailed);
+        return None;
+    }
+    GOROUTINES.get_ptr_mut(&h.key)
+}
+
+#[inline(always)]
+pub fn read_u64(addr: u64) -> Option<u64> {
+    unsafe { bpf_probe_read_user(addr as *const u64) }.ok()
+}
+
+/// A random non-zero id (span ids must not be 0).
+#[inline(always)]
+pub fn random_u64() -> u64 {
+    let hi = unsafe { bpf_get_prandom_u32() } as u64;
+    let lo = unsafe { bpf_get_prandom_u32() } as u64;
+    let v = (hi << 32) | lo;
+    if v == 0 {
+        1
+    } else {
+        v
+    }
+}
+
+#[inline(always)]
+pub fn random_trace_id() -> [u8; 16] {
+    let a = random_u64().to_le_bytes();
+    let b = random_u64().to_le_bytes();
+    let mut t = [0u8; 16];
+    t[..8].copy_from_slice(&a);
+    t[8..].copy_from_slice(&b);
+    t
+}

@@ -1,0 +1,167 @@
+//! Pairing calls: `gotel_entry` at the entry of every traced function pushes a frame,
+//! `gotel_return` at each of its RET instructions pops it and emits the span. Never a uretprobe:
+//! Go moves stacks, and a uretprobe's hijacked return address then crashes the program.
+//!
+//! Frames are matched by stack depth (the rules and their tests are in `gotel_shared::rules`):
+//! before pushing or popping, frames the goroutine left without returning (panic then recover,
+//! `runtime.Goexit`) are popped and reported as `Abandoned`, so every call gives exactly one
+//! record. The unwinding runs in `bpf_loop` so the verifier checks one pop, not thirty-two.
+use aya_ebpf::{helpers::generated::bpf_loop, macros::uprobe, programs::ProbeContext};
+use gotel_shared::{
+    rules::{frame_slot, join_inherited, morestack_reentry, same_call, unwound},
+    Counter, EventHeader, EventKind, Frame, GoroutineKey, INHERIT_ONE_SHOT, MAX_FRAMES, NO_REG, PLAN_HAS_ENTRY_FETCH,
+    PLAN_INJECT_CONTEXT,
+};
+
+use crate::{
+    capture::{emit, At},
+    context::{hit, random_trace_id, random_u64, state_of, Hit},
+    maps::{count, GOROUTINES, PROBES},
+    propagation::inject_memory::offer_context,
+};
+
+#[uprobe]
+pub fn gotel_entry(ctx: ProbeContext) -> u32 {
+    let _ = on_entry(&ctx);
+    0
+}
+
+#[inline(always)]
+fn on_entry(ctx: &ProbeContext) -> Option<()> {
+    let h = hit(ctx)?;
+    count(Counter::Entries);
+    let probe_id = h.cookie as u32;
+    let st = unsafe { &mut *state_of(&h, true)? };
+    unwind(&h, true);
+    let n = st.depth as usize;
+    if n > MAX_FRAMES {
+        return None;
+    }
+    if n > 0 && same_call(&st.frames[frame_slot(n.wrapping_sub(1))], h.stack_depth, probe_id) {
+        count(Counter::MorestackReentry);
+        return Some(());
+    }
+    if n >= MAX_FRAMES {
+        count(Counter::DepthOverflow);
+        return Some(());
+    }
+    if n == 0 && !join_inherited(st) {
+        st.trace_id = random_trace_id();
+        st.trace_flags = 0;
+    }
+    let span_id = random_u64();
+    let plan = PROBES.get(probe_id);
+    let mut saved = [0u64; 2];
+    if let Some(plan) = plan {
+        let regs = unsafe { &(*h.scratch).regs };
+        if plan.save_regs[0] != NO_REG {
+            saved[0] = regs[(plan.save_regs[0] & 31) as usize];
+        }
+        if plan.save_regs[1] != NO_REG {
+            saved[1] = regs[(plan.save_regs[1] & 31) as usize];
+        }
+    }
+    st.frames[frame_slot(n)] = Frame { stack_depth: h.stack_depth, start_ns: h.now, span_id, probe_id, _pad: 0, saved };
+    st.depth = (n + 1) as u32;
+    if let Some(plan) = plan {
+        if plan.flags & PLAN_INJECT_CONTEXT != 0 {
+            offer_context(h.key.tgid, st, span_id, saved[0]);
+        }
+        if plan.flags & PLAN_HAS_ENTRY_FETCH != 0 {
+            let hdr = EventHeader::for_frame(EventKind::EntryValues, h.key, h.tid, st, n, 0, 0);
+            emit(&hdr, At::Entry(h.sp));
+        }
+    }
+    Some(())
+}
+
+#[uprobe]
+pub fn gotel_return(ctx: ProbeContext) -> u32 {
+    let _ = on_return(&ctx);
+    0
+}
+
+#[inline(always)]
+fn on_return(ctx: &ProbeContext) -> Option<()> {
+    let h = hit(ctx)?;
+    let probe_id = h.cookie as u32;
+    let Some(st) = state_of(&h, false) else {
+        count(Counter::UnmatchedReturn);
+        return None;
+    };
+    let st = unsafe { &mut *st };
+    unwind(&h, false);
+    let n = st.depth as usize;
+    if n > MAX_FRAMES {
+        return None;
+    }
+    let i = frame_slot(n.wrapping_sub(1));
+    if n == 0 || !same_call(&st.frames[i], h.stack_depth, probe_id) {
+        count(Counter::UnmatchedReturn);
+        return None;
+    }
+    st.depth = i as u32;
+    count(Counter::Returns);
+    unsafe { (*h.scratch).saved = st.frames[i].saved };
+    let hdr = EventHeader::for_frame(EventKind::SpanEnd, h.key, h.tid, st, i, h.now, (h.cookie >> 48) as u16);
+    emit(&hdr, At::Return(h.sp));
+    if i == 0 && st.has_inherited & INHERIT_ONE_SHOT != 0 {
+        // An incoming request's context is used by that request's span only.
+        st.has_inherited = 0;
+    }
+    if i == 0 && st.has_inherited == 0 {
+        // Nothing left to remember for this goroutine: keep the map small.
+        let _ = GOROUTINES.remove(&h.key);
+    }
+    Some(())
+}
+
+/// State of the unwinding loop, shared with its `bpf_loop` callback.
+#[repr(C)]
+struct UnwindLoop {
+    key: GoroutineKey,
+    stack_depth: u64,
+    cookie: u64,
+    now: u64,
+    tid: u32,
+    inclusive: u32,
+}
+
+/// Pops frames deeper than `stack_depth` (or as deep, when `inclusive`): calls that were
+/// unwound without returning (panic then recover, Goexit). Each is reported as abandoned.
+#[inline(always)]
+fn unwind(h: &Hit, inclusive: bool) {
+    unwind_goroutine(h.key, h.stack_depth, h.cookie, h.now, h.tid, inclusive);
+}
+
+/// [`unwind`] for any goroutine: with depth 0 and `inclusive`, every frame it has (a reused g).
+#[inline(always)]
+pub fn unwind_goroutine(key: GoroutineKey, stack_depth: u64, cookie: u64, now: u64, tid: u32, inclusive: bool) {
+    let mut ctx = UnwindLoop { key, stack_depth, cookie, now, tid, inclusive: inclusive as u32 };
+    unsafe {
+        bpf_loop(MAX_FRAMES as u32, unwind_one as *mut _, &mut ctx as *mut UnwindLoop as *mut _, 0);
+    }
+}
+
+#[inline(never)]
+extern "C" fn unwind_one(_i: u64, ctx: *mut core::ffi::c_void) -> i64 {
+    let c = unsafe { &*(ctx as *const UnwindLoop) };
+    let key = c.key;
+    let (depth, cookie, now, tid, inclusive) = (c.stack_depth, c.cookie, c.now, c.tid, c.inclusive != 0);
+    let Some(st) = GOROUTINES.get_ptr_mut(&key) else { return 1 };
+    let st = unsafe { &mut *st };
+    let n = st.depth as usize;
+    if n == 0 || n > MAX_FRAMES {
+        return 1;
+    }
+    let i = frame_slot(n.wrapping_sub(1));
+    let f = &st.frames[i];
+    if !unwound(f, depth, inclusive) || (inclusive && morestack_reentry(f, depth, cookie)) {
+        return 1;
+    }
+    count(Counter::Abandoned);
+    let hdr = EventHeader::for_frame(EventKind::Abandoned, key, tid, st, i, now, 0);
+    st.depth = i as u32;
+    emit(&hdr, At::Nothing);
+    0
+}

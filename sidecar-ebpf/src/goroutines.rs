@@ -1,0 +1,67 @@
+//! Goroutine ancestry at `runtime.newproc1`, which creates every goroutine: the new goroutine
+//! inherits the spawning goroutine's innermost traced call as the parent of its own root calls
+//! (or the context the spawner inherited itself), so work handed to a goroutine stays in its
+//! trace.
+//!
+//! newproc1 runs on the system stack (g0), so the entry remembers the caller's g per M in
+//! `NEWPROC` and the RETs, where RAX holds the new g, pick it up. A g may be a reused one whose
+//! previous goroutine ended inside traced calls (`runtime.Goexit`, a recovered panic above
+//! them): those calls are reported as abandoned and the record is cleared first.
+use aya_ebpf::{
+    helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns},
+    macros::uprobe,
+    programs::ProbeContext,
+};
+use gotel_shared::{rules::inherit_from, Counter, GoroutineKey, REG_R14, REG_RAX, REG_RBX};
+
+use crate::{
+    context::{copy_regs, current_goroutine},
+    frames::unwind_goroutine,
+    maps::{count, GOROUTINES, NEWPROC},
+};
+
+#[uprobe]
+pub fn gotel_newproc_entry(ctx: ProbeContext) -> u32 {
+    let _ = on_newproc_entry(&ctx);
+    0
+}
+
+#[inline(always)]
+fn on_newproc_entry(ctx: &ProbeContext) -> Option<()> {
+    let s = unsafe { &mut *copy_regs(ctx)? };
+    // newproc1(fn *funcval, callergp *g, ...): callergp is the second integer argument (RBX).
+    let _ = NEWPROC.insert(&current_goroutine(&s.regs), &s.regs[REG_RBX as usize], 0);
+    Some(())
+}
+
+#[uprobe]
+pub fn gotel_newproc_return(ctx: ProbeContext) -> u32 {
+    let _ = on_newproc_return(&ctx);
+    0
+}
+
+#[inline(always)]
+fn on_newproc_return(ctx: &ProbeContext) -> Option<()> {
+    let s = unsafe { &mut *copy_regs(ctx)? };
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let tgid = (pid_tgid >> 32) as u32;
+    let m_key = GoroutineKey::new(tgid, s.regs[REG_R14 as usize]);
+    let caller = unsafe { *NEWPROC.get(&m_key)? };
+    let _ = NEWPROC.remove(&m_key);
+    let new_key = GoroutineKey::new(tgid, s.regs[REG_RAX as usize]);
+    if GOROUTINES.get_ptr(&new_key).is_some() {
+        // The g of a goroutine that ended inside traced calls: those calls did not return.
+        // Report them, then forget them.
+        unwind_goroutine(new_key, 0, 0, unsafe { bpf_ktime_get_ns() }, pid_tgid as u32, true);
+        let _ = GOROUTINES.remove(&new_key);
+        count(Counter::GoroutineReused);
+    }
+    let parent = unsafe { GOROUTINES.get(&GoroutineKey::new(tgid, caller))? };
+    if !inherit_from(parent, &mut s.state) {
+        return None;
+    }
+    if GOROUTINES.insert(&new_key, &s.state, 0).is_err() {
+        count(Counter::StateInsertFailed);
+    }
+    Some(())
+}

@@ -1,0 +1,63 @@
+//! Every map of the kernel programs, in one place, with why it exists and who fills it.
+//!
+//! User space finds them by name (`gotel_shared::names::MAP_*`) and sizes some before load
+//! (`GOROUTINES`, `EVENTS`, `PROBES`). Hash maps keyed by something the target owns are LRU, so
+//! a key that is never removed (a killed goroutine, a request that was never written) cannot pin
+//! memory or make inserts fail.
+use aya_ebpf::{
+    macros::map,
+    maps::{Array, LruHashMap, PerCpuArray, RingBuf},
+};
+use gotel_shared::{Counter, GoroutineKey, GoroutineState, InjectConfig, InjectContext, ProbePlan, NUM_COUNTERS};
+
+use crate::context::Scratch;
+
+/// Completed spans and captured values, submitted without wake-up and drained on a timer
+/// (waking user space per event nearly doubles the cost of a traced call).
+/// User space sets the real size (`GOTEL_RING_BUFFER_BYTES`).
+#[map]
+pub static EVENTS: RingBuf = RingBuf::with_byte_size(1 << 22, 0);
+
+/// Traced calls in progress per goroutine. LRU: a goroutine that vanished without returning
+/// (killed program, Goexit) can never pin memory. User space sets the size before load and reads
+/// it at exit (`calls_in_progress`).
+#[map]
+pub static GOROUTINES: LruHashMap<GoroutineKey, GoroutineState> = LruHashMap::with_max_entries(16384, 0);
+
+/// runtime.newproc1 in progress per M (keyed by g0, since newproc1 runs on the system
+/// stack): the g of the goroutine that executes the `go` statement.
+#[map]
+pub static NEWPROC: LruHashMap<GoroutineKey, u64> = LruHashMap::with_max_entries(1024, 0);
+
+/// Per-probe capture instructions, indexed by probe id (the low 32 bits of the attach cookie).
+/// Filled by user space from the plan before any probe is attached.
+#[map]
+pub static PROBES: Array<ProbePlan> = Array::with_max_entries(4096, 0);
+
+/// Per-CPU counters, indexed by `Counter`; user space sums the CPUs.
+#[map]
+pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(NUM_COUNTERS, 0);
+
+/// Per-CPU working memory (registers, record being built): too large for the 512-byte stack.
+#[map]
+pub static SCRATCH: PerCpuArray<Scratch> = PerCpuArray::with_max_entries(1, 0);
+
+/// Outgoing requests whose CLIENT span asked for injection, by (tgid, *http.Request).
+#[map]
+pub static INJECT_BY_REQUEST: LruHashMap<GoroutineKey, InjectContext> = LruHashMap::with_max_entries(4096, 0);
+
+/// The request a goroutine is writing right now, by (tgid, g).
+#[map]
+pub static INJECT_PENDING: LruHashMap<GoroutineKey, InjectContext> = LruHashMap::with_max_entries(4096, 0);
+
+/// bufio.Writer field offsets (user space fills index 0 from DWARF).
+#[map]
+pub static INJECT_CONFIG: Array<InjectConfig> = Array::with_max_entries(1, 0);
+
+/// Adds one to a counter of this CPU.
+#[inline(always)]
+pub fn count(c: Counter) {
+    if let Some(p) = COUNTERS.get_ptr_mut(c as u32) {
+        unsafe { *p += 1 };
+    }
+}

@@ -1,0 +1,239 @@
+//! HTTP server spans (kind SERVER) from `net/http.serverHandler.ServeHTTP`, the call every
+//! net/http server makes per request (HTTP/1 and HTTP/2).
+//!
+//! The entry probe captures the request's fields; the RET probes read the route
+//! (`Request.Pattern`, set by ServeMux during the call) and the status code through the request
+//! and response-writer pointers saved at entry, which the spec language cannot say, hence
+//! [`extend`]. User functions called by a handler run on its goroutine and become children of
+//! the server span.
+use gotel_shared::{Fetch, Root, ValueKind, REG_RCX, REG_RDI};
+use opentelemetry::{
+    trace::{SpanKind, Status},
+    KeyValue,
+};
+
+use super::{host_port, int, take, text, Arg, FieldNeed, Finished, GoTy, Instrumentation, SpanProbe};
+use crate::{
+    attributes::{self, AttrSlot, AttributePlan, Decode, Limits},
+    dwarf::{DwarfInfo, FunctionInfo},
+    spec,
+};
+
+const SYMBOL: &str = "net/http.serverHandler.ServeHTTP";
+
+pub static HTTP_SERVER: Instrumentation = Instrumentation {
+    name: "http.server",
+    selectable: true,
+    doc: "server spans (kind SERVER) named `{method} {route}`; ERROR for 5xx",
+    attributes: &[
+        "http.request.method",
+        "url.path",
+        "http.route",
+        "http.response.status_code",
+        "server.address",
+        "server.port",
+        "client.address",
+        "client.port",
+        "network.protocol.version",
+    ],
+    fields: &[
+        FieldNeed::std("net/http.Request", "Method", GoTy::String),
+        FieldNeed::std("net/http.Request", "URL", GoTy::Ptr("net/url.URL")),
+        FieldNeed::std("net/http.Request", "ProtoMajor", GoTy::Int),
+        FieldNeed::std("net/http.Request", "ProtoMinor", GoTy::Int),
+        FieldNeed::std("net/http.Request", "Host", GoTy::String),
+        FieldNeed::std("net/http.Request", "RemoteAddr", GoTy::String),
+        // Go 1.22+.
+        FieldNeed::std("net/http.Request", "Pattern", GoTy::String).optional(),
+        FieldNeed::std("net/url.URL", "Path", GoTy::String),
+        FieldNeed::std("net/http.response", "status", GoTy::Int),
+        // HTTP/2 server status: bundled in net/http up to Go 1.26 ...
+        FieldNeed::std("net/http.http2responseWriter", "rws", GoTy::Ptr("net/http.http2responseWriterState"))
+            .optional(),
+        FieldNeed::std("net/http.http2responseWriterState", "status", GoTy::Int).optional(),
+        // ... and from Go 1.27 in net/http/internal/http2 (net/http.http2ResponseWriter is then
+        // `struct{ *http2.responseWriter }`, pointer-shaped, so the interface holds that pointer).
+        FieldNeed::std(
+            "net/http/internal/http2.responseWriter",
+            "rws",
+            GoTy::Ptr("net/http/internal/http2.responseWriterState"),
+        )
+        .optional(),
+        FieldNeed::std("net/http/internal/http2.responseWriterState", "status", GoTy::Int).optional(),
+    ],
+    span: Some(SpanProbe {
+        symbol: SYMBOL,
+        kind: SpanKind::Server,
+        spec: "net/http.serverHandler.ServeHTTP(m=req.Method, path=req.URL.Path, host=req.Host, \
+               peer=req.RemoteAddr, major=req.ProtoMajor, minor=req.ProtoMinor)",
+        // serverHandler.ServeHTTP(sh serverHandler, rw ResponseWriter, req *Request):
+        // sh -> RAX, rw -> RBX (itab) + RCX (data), req -> RDI.
+        signature: &[
+            Arg::param("sh", GoTy::Word("net/http.serverHandler")),
+            Arg::param("rw", GoTy::Iface("net/http.ResponseWriter")),
+            Arg::param("req", GoTy::Ptr("net/http.Request")),
+        ],
+        save_regs: [REG_RDI, REG_RCX],
+        extend: Some(extend),
+        finish,
+    }),
+    ..Instrumentation::BASE
+};
+
+/// Reads at return through the saved `req` (slot 0) and `rw` data word (slot 1): the route,
+/// the HTTP/1 and HTTP/2 status; and the writer's dynamic type, which tells them apart.
+fn extend(plan: &mut AttributePlan, dwarf: &DwarfInfo, info: &FunctionInfo, limits: &Limits) -> Result<(), String> {
+    let types = &dwarf.types;
+    let max = limits.max_string.min(gotel_shared::MAX_STR) as u16;
+    let mut add = |key: &str, kind: ValueKind, saved: u8, hops: &[u64], decode: Decode| {
+        let mut f = Fetch {
+            root: Root::Saved as u8,
+            kind: kind as u8,
+            size: 8,
+            nregs: 1,
+            regs: [saved, 0],
+            nhops: hops.len() as u8,
+            at_return: 1,
+            max_len: max,
+            slot: plan.slots.len() as u16,
+            ..Fetch::default()
+        };
+        for (i, h) in hops.iter().enumerate() {
+            f.hops[i] = *h as i32;
+        }
+        plan.fetches.push(f);
+        plan.slots.push(AttrSlot { key: attributes::shared_key(key), decode, sets_error_status: false });
+    };
+    if let Some(off) = types.struct_field("net/http.Request", "Pattern") {
+        add("route", ValueKind::String, 0, &[off.0], Decode::String);
+    }
+    if let Some(off) = types.struct_field("net/http.response", "status") {
+        add("status1", ValueKind::Int, 1, &[off.0], Decode::Int { size: 8 });
+    }
+    let h2 = |pkg: &str| {
+        let rws = types.struct_field(&format!("{pkg}responseWriter"), "rws")?;
+        let status = types.struct_field(&format!("{pkg}responseWriterState"), "status")?;
+        Some((rws.0, status.0))
+    };
+    if let Some((rws, status)) = h2("net/http.http2").or_else(|| h2("net/http/internal/http2.")) {
+        add("status2", ValueKind::Int, 1, &[rws, status], Decode::Int { size: 8 });
+    }
+    let rw = spec::parse_probes(&format!("{SYMBOL}(rw=rw)")).map_err(|e| e.to_string())?;
+    let rw_plan =
+        attributes::plan_function(SYMBOL, Some(info), Some(dwarf), &rw[0].attrs, limits).map_err(|e| e.to_string())?;
+    for mut f in rw_plan.fetches {
+        f.slot += plan.slots.len() as u16;
+        plan.fetches.push(f);
+    }
+    plan.slots.extend(rw_plan.slots);
+    Ok(())
+}
+
+fn finish(mut raw: Vec<KeyValue>, _error: Option<String>) -> Finished {
+    let method = text(take(&mut raw, "m")).unwrap_or_else(|| "_OTHER".into());
+    let mut attributes = vec![KeyValue::new("http.request.method", method.clone())];
+    let mut status = Status::Unset;
+    let route = text(take(&mut raw, "route"));
+    if let Some(path) = text(take(&mut raw, "path")) {
+        attributes.push(KeyValue::new("url.path", path));
+    }
+    // Go's pattern may carry the method and host ("GET example.com/items/{id}").
+    let route = route.map(|r| {
+        let r = r.split_once(' ').map(|(_, rest)| rest.to_string()).unwrap_or(r);
+        match r.find('/') {
+            Some(i) => r[i..].to_string(),
+            None => r,
+        }
+    });
+    if let Some(r) = &route {
+        attributes.push(KeyValue::new("http.route", r.clone()));
+    }
+    let rw_type = text(take(&mut raw, "rw")).unwrap_or_default();
+    let s1 = int(take(&mut raw, "status1"));
+    let s2 = int(take(&mut raw, "status2"));
+    let http2 = rw_type.contains("http2");
+    let plausible = |s: Option<i64>| s.filter(|c| (100..=599).contains(c));
+    let code = if http2 { plausible(s2) } else { plausible(s1).or(plausible(s2)) };
+    // A handler that never wrote anything answered 200.
+    let code = code.or(if s1 == Some(0) && !http2 { Some(200) } else { None });
+    if let Some(c) = code {
+        attributes.push(KeyValue::new("http.response.status_code", c));
+        if c >= 500 {
+            status = Status::error(format!("HTTP {c}"));
+        }
+    }
+    for (capture, prefix) in [("host", "server"), ("peer", "client")] {
+        if let Some(addr) = text(take(&mut raw, capture)) {
+            let (h, p) = host_port(&addr);
+            attributes.push(KeyValue::new(format!("{prefix}.address"), h));
+            if let Some(p) = p {
+                attributes.push(KeyValue::new(format!("{prefix}.port"), p));
+            }
+        }
+    }
+    let version = match (int(take(&mut raw, "major")), int(take(&mut raw, "minor"))) {
+        (Some(2), _) => Some("2".to_string()),
+        (Some(maj), Some(min)) if maj > 0 => Some(format!("{maj}.{min}")),
+        _ => None,
+    };
+    if let Some(v) = version {
+        attributes.push(KeyValue::new("network.protocol.version", v));
+    }
+    let name = match route {
+        Some(r) => format!("{method} {r}"),
+        None => method,
+    };
+    Finished { name, attributes, status }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn server_span_from_captures() {
+        let raw = vec![
+            KeyValue::new("m", "GET"),
+            KeyValue::new("path", "/items/7"),
+            KeyValue::new("route", "GET /items/{id}"),
+            KeyValue::new("status1", 503i64),
+            KeyValue::new("host", "shop:8080"),
+            KeyValue::new("peer", "[::1]:5555"),
+            KeyValue::new("major", 1i64),
+            KeyValue::new("minor", 1i64),
+            KeyValue::new("rw", "*net/http.response"),
+        ];
+        let f = finish(raw, None);
+        assert_eq!(f.name, "GET /items/{id}");
+        let get =
+            |k: &str| f.attributes.iter().find(|kv| kv.key.as_str() == k).map(|kv| kv.value.as_str().into_owned());
+        assert_eq!(get("http.route").as_deref(), Some("/items/{id}"));
+        assert_eq!(get("http.response.status_code").as_deref(), Some("503"));
+        assert_eq!(get("client.address").as_deref(), Some("::1"));
+        assert_eq!(get("client.port").as_deref(), Some("5555"));
+        assert_eq!(get("server.address").as_deref(), Some("shop"));
+        assert_eq!(get("server.port").as_deref(), Some("8080"));
+        assert_eq!(get("network.protocol.version").as_deref(), Some("1.1"));
+        assert!(matches!(f.status, Status::Error { .. }));
+    }
+
+    #[test]
+    fn silent_handler_answered_200_and_http2_reads_its_own_status() {
+        let f = finish(vec![KeyValue::new("m", "GET"), KeyValue::new("status1", 0i64)], None);
+        assert!(f
+            .attributes
+            .iter()
+            .any(|kv| kv.key.as_str() == "http.response.status_code" && kv.value.as_str() == "200"));
+        let raw = vec![
+            KeyValue::new("m", "GET"),
+            KeyValue::new("status1", 0i64),
+            KeyValue::new("status2", 404i64),
+            KeyValue::new("rw", "*net/http.http2responseWriter"),
+        ];
+        let f = finish(raw, None);
+        assert!(f
+            .attributes
+            .iter()
+            .any(|kv| kv.key.as_str() == "http.response.status_code" && kv.value.as_str() == "404"));
+    }
+}
