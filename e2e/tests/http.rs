@@ -160,6 +160,7 @@ fn check_go(go: &Path, expect_route: bool, inject: bool, stripped: bool) {
         assert!(client.start_unix_nano >= fetch.start_unix_nano && client.end_unix_nano <= fetch.end_unix_nano);
     }
     // The incoming traceparent is the frontend server span's parent; the invalid one is not.
+    // (With injection the backend's spans for that request join the same trace.)
     let adopted: Vec<&FlatSpan> = spans.iter().filter(|s| s.trace_id == TRACE_ID && service(s) == "frontend").collect();
     let server = adopted.iter().find(|s| s.kind == 2).expect("a server span in the incoming trace");
     assert_eq!(server.parent_span_id, PARENT_ID);
