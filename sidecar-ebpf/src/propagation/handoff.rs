@@ -9,10 +9,12 @@
 //! 2. `gotel_request_write` (entry of `net/http.(*Request).write`, on the connection's writer
 //!    goroutine) moves it to that goroutine (`INJECT_PENDING`, keyed by `{tgid, g}`) and starts
 //!    its lifetime (`stored_ns`, which the socket path checks). The memory path arms it there;
-//!    the socket path takes it when the goroutine's write reaches the socket.
+//!    the socket path takes it when the goroutine's write reaches the socket. It also records
+//!    the process's kernel tgid for the socket path (`inject_socket::note_target_tgid`).
 use aya_ebpf::{helpers::bpf_ktime_get_ns, macros::uprobe, programs::ProbeContext};
 use gotel_shared::{GoroutineKey, GoroutineState, InjectContext, REG_RAX, SPAN_TRACE_REMOTE_NOT_SAMPLED};
 
+use super::inject_socket::note_target_tgid;
 use crate::{
     context::{copy_regs, current_goroutine, read_u64},
     maps::{HANDOFF_CONFIG, INJECT_BY_REQUEST, INJECT_PENDING},
@@ -52,6 +54,9 @@ pub fn gotel_request_write(ctx: ProbeContext) -> u32 {
     let _ = (|| -> Option<()> {
         let s = unsafe { &mut *copy_regs(&ctx)? };
         let g = current_goroutine(&s.regs);
+        // Before the request is looked up: a write on a connection enrolled from user space
+        // (open before gotel attached) needs the process's number even if it never dials.
+        note_target_tgid(g.tgid);
         let req = request_key(g.tgid, s.regs[REG_RAX as usize])?;
         let mut ctx = unsafe { *INJECT_BY_REQUEST.get(&req)? };
         let _ = INJECT_BY_REQUEST.remove(&req);

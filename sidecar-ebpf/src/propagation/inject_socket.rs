@@ -11,7 +11,9 @@
 //! `INJECT_CONNECTING`, `FIONREAD_PROBE`); the context comes from `propagation::handoff`.
 //!
 //! - `gotel_socket_dial` (uprobe at `net/http.(*Transport).dialConn`) tells the kernel's number
-//!   of the traced process (`INJECT_SOCKET_CONFIG.tgid`), whatever pid namespace gotel is in.
+//!   of the traced process (`INJECT_SOCKET_CONFIG.tgid`), whatever pid namespace gotel is in;
+//!   the hand-off uprobe at `net/http.(*Request).write` tells it too (`note_target_tgid`), so
+//!   connections open before gotel attached are covered before the process dials a new one.
 //! - `gotel_sock_ops` (SOCK_OPS, attached to the target's cgroup v2 directory with
 //!   BPF_F_ALLOW_MULTI) enrols only client sockets of the traced process into `INJECT_SOCKETS`.
 //!   The process is checked at `BPF_SOCK_OPS_TCP_CONNECT_CB`, which runs in the connecting task;
@@ -71,10 +73,25 @@ pub struct MsgScratch {
 /// even when gotel sees it under another pid namespace (a sidecar sharing the service's).
 #[uprobe]
 pub fn gotel_socket_dial(_ctx: ProbeContext) -> u32 {
-    if let Some(cfg) = INJECT_SOCKET_CONFIG.get_ptr_mut(0) {
-        unsafe { (*cfg).tgid = (bpf_get_current_pid_tgid() >> 32) as u32 };
-    }
+    note_target_tgid((bpf_get_current_pid_tgid() >> 32) as u32);
     0
+}
+
+/// Records `tgid` (the kernel's number of the current task's process, read in a uprobe attached
+/// to the traced process only) as the traced process's. Called at each new connection
+/// (`gotel_socket_dial`) and before each request write (`handoff::gotel_request_write`), so a
+/// connection opened before gotel attached and enrolled from user space gets `traceparent` from
+/// the first request written on it, not only after the process dials again. Writes the map
+/// only when the stored number differs (once, in practice).
+#[inline(always)]
+pub fn note_target_tgid(tgid: u32) {
+    if let Some(cfg) = INJECT_SOCKET_CONFIG.get_ptr_mut(0) {
+        unsafe {
+            if (*cfg).tgid != tgid {
+                (*cfg).tgid = tgid;
+            }
+        }
+    }
 }
 
 #[sock_ops]

@@ -20,6 +20,10 @@
 //!   that sizes reads by FIONREAD could stall on those sockets;
 //! - enrols the target's client connections that were open before gotel attached (duplicated
 //!   with `pidfd_getfd`, which CAP_SYS_PTRACE allows; the kernel programs only see new connects).
+//!   The fd numbers come from `/proc/PID/fd` when gotel may list it; a sidecar's root with every
+//!   other capability dropped may not (mode 0500, owned by the service's user; reading it would
+//!   take CAP_DAC_READ_SEARCH), so then every number below `FDSize` of the world-readable
+//!   `/proc/PID/status` is tried, bounded by `MAX_FDS_TRIED`.
 //!
 //! Everything attached here belongs to the `Ebpf` object: when gotel exits, the cgroup link and
 //! the sockhash go, and the kernel takes the sockets out of the map unchanged (they keep working).
@@ -160,10 +164,8 @@ pub struct Attached {
     pub others: Vec<String>,
     /// Some(true): this kernel reports FIONREAD = 0 for enrolled sockets; None: not measured.
     pub fionread_regression: Result<bool, String>,
-    /// Client connections that were open before gotel attached: enrolled, and refused by the
-    /// kernel (e.g. already in another program's sockmap: a socket has one set of programs).
-    pub preexisting: usize,
-    pub preexisting_refused: usize,
+    /// Client connections that were open before gotel attached.
+    pub preexisting: OpenConnections,
 }
 
 fn prog<'a, T>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut T, String>
@@ -227,11 +229,11 @@ fn attach(ebpf: &mut Ebpf, pid: u32) -> Result<Attached, String> {
     prog::<SockOps>(ebpf, PROGRAM_SOCK_OPS)?
         .attach(&dir, mode)
         .map_err(|e| format!("attaching {PROGRAM_SOCK_OPS} to cgroup {}: {}", cgroup.display(), chain(&e)))?;
-    let (preexisting, preexisting_refused) = enrol_open_connections(ebpf, pid).unwrap_or_else(|e| {
+    let preexisting = enrol_open_connections(ebpf, pid).unwrap_or_else(|e| {
         tracing::warn!(pid, "GOTEL_PROPAGATION=inject: connections open before gotel attached are not covered: {e}");
-        (0, 0)
+        OpenConnections { how: format!("not covered: {e}"), ..Default::default() }
     });
-    Ok(Attached { cgroup, others, fionread_regression, preexisting, preexisting_refused })
+    Ok(Attached { cgroup, others, fionread_regression, preexisting })
 }
 
 /// The start-up line: which path covers what, and what is not covered.
@@ -241,13 +243,14 @@ pub fn coverage(socket: Result<&Attached, &str>, memory: &Result<(), String>) ->
         Ok(a) => {
             parts.push(format!(
                 "plaintext HTTP/1.x: through the socket (SOCK_OPS on cgroup {}, only this process's client \
-                 connections; {} already open enrolled{})",
+                 connections; {} already open enrolled{} ({}))",
                 a.cgroup.display(),
-                a.preexisting,
-                match a.preexisting_refused {
+                a.preexisting.enrolled,
+                match a.preexisting.refused {
                     0 => String::new(),
                     n => format!(", {n} refused by the kernel (in another program's sockmap?): not covered"),
-                }
+                },
+                a.preexisting.how,
             ));
         }
         Err(why) => parts.push(format!("socket path off ({why})")),
@@ -393,27 +396,97 @@ fn fionread_regression(ebpf: &mut Ebpf) -> Result<bool, String> {
     measured
 }
 
+/// At most this many fd numbers are tried when the target's fd directory cannot be listed (a
+/// `pidfd_getfd` each, about a microsecond): a process with a larger fd table has the
+/// connections above it not covered, and the log says so.
+const MAX_FDS_TRIED: u32 = 65536;
+
+/// The target's open connections found before gotel attached, for the log.
+#[derive(Debug, Default, PartialEq)]
+pub struct OpenConnections {
+    /// Client connections enrolled, and refused by the kernel (e.g. already in another
+    /// program's sockmap: a socket has one set of programs).
+    pub enrolled: usize,
+    pub refused: usize,
+    /// How they were found: `/proc/PID/fd`, or fd numbers tried below `FDSize`.
+    pub how: String,
+}
+
+/// Which fd numbers of the target to duplicate: the sockets `/proc/PID/fd` lists when gotel may
+/// read it; otherwise (the directory is mode 0500 owned by the target's user, and a sidecar's
+/// root without CAP_DAC_READ_SEARCH may not read it) every number below the fd table's size
+/// (`FDSize:` of the world-readable `/proc/PID/status`), at most `MAX_FDS_TRIED`.
+fn fd_candidates(pid: u32) -> Result<(Vec<i32>, String), String> {
+    let listing = match fs::read_dir(format!("/proc/{pid}/fd")) {
+        Ok(dir) => dir,
+        Err(e) => return fds_below_table_size(pid, &e),
+    };
+    let fds = listing
+        .flatten()
+        .filter(|entry| fs::read_link(entry.path()).is_ok_and(|l| l.to_string_lossy().starts_with("socket:")))
+        .filter_map(|entry| entry.file_name().to_str().and_then(|s| s.parse::<i32>().ok()))
+        .collect();
+    Ok((fds, format!("listed in /proc/{pid}/fd")))
+}
+
+/// Every fd number below the target's fd table size, at most `MAX_FDS_TRIED`; `listing` says why
+/// the fd directory was not used.
+fn fds_below_table_size(pid: u32, listing: &dyn std::fmt::Display) -> Result<(Vec<i32>, String), String> {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).map_err(|e| format!("/proc/{pid}/status: {e}"))?;
+    let size = fd_table_size(&status)
+        .ok_or_else(|| format!("/proc/{pid}/fd: {listing}, and /proc/{pid}/status has no FDSize line"))?;
+    let tried = size.min(MAX_FDS_TRIED);
+    let mut how = format!("fd numbers 0..{tried} tried with pidfd_getfd (/proc/{pid}/fd: {listing})");
+    if tried < size {
+        how += &format!("; fds {tried}..{size} NOT tried (FDSize {size} > {MAX_FDS_TRIED}): not covered");
+    }
+    Ok(((0..tried as i32).collect(), how))
+}
+
+/// `FDSize:` of a `/proc/PID/status` text: the number of fd slots the process's table has.
+fn fd_table_size(status: &str) -> Option<u32> {
+    status.lines().find_map(|l| l.strip_prefix("FDSize:")).and_then(|v| v.trim().parse().ok())
+}
+
 /// Client TCP connections the target had open before gotel attached: duplicated from the target
-/// (`pidfd_getfd`), told apart from accepted ones by their local port (not one the target
-/// listens on), and put into the sockhash under their socket cookie. Returns (enrolled, refused).
-fn enrol_open_connections(ebpf: &mut Ebpf, pid: u32) -> Result<(usize, usize), String> {
+/// (`pidfd_getfd`, which needs only ptrace access: CAP_SYS_PTRACE), told apart from accepted ones
+/// by their local port (not one the target listens on), and put into the sockhash under their
+/// socket cookie.
+fn enrol_open_connections(ebpf: &mut Ebpf, pid: u32) -> Result<OpenConnections, String> {
     let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::c_long, 0 as libc::c_long) };
     if pidfd < 0 {
         return Err(format!("pidfd_open: {}", std::io::Error::last_os_error()));
     }
     let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd as i32) };
-    let dir = fs::read_dir(format!("/proc/{pid}/fd")).map_err(|e| format!("/proc/{pid}/fd: {e}"))?;
+    let (candidates, how) = fd_candidates(pid)?;
+    let map = ebpf.map_mut(MAP_INJECT_SOCKETS).ok_or("INJECT_SOCKETS map missing")?;
+    let mut map: SockHash<&mut MapData, u64> = SockHash::try_from(map).map_err(|e| chain(&e))?;
+    let mut found = OpenConnections { how, ..Default::default() };
+    for (fd, sock) in client_connections(pidfd.as_fd(), candidates)? {
+        match map.insert(sock.cookie, fd.as_raw_fd(), 0) {
+            Ok(()) => found.enrolled += 1,
+            Err(_) => found.refused += 1,
+        }
+    }
+    Ok(found)
+}
+
+/// The connected TCP client sockets among fd numbers `candidates` of the process behind `pidfd`,
+/// duplicated into gotel; numbers with no file are skipped.
+fn client_connections(
+    pidfd: std::os::fd::BorrowedFd<'_>,
+    candidates: Vec<i32>,
+) -> Result<Vec<(OwnedFd, TcpSocket)>, String> {
     let mut listening = Vec::new();
     let mut connected = Vec::new();
-    for entry in dir.flatten() {
-        let is_socket = fs::read_link(entry.path()).is_ok_and(|l| l.to_string_lossy().starts_with("socket:"));
-        let Some(n) = entry.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else { continue };
-        if !is_socket {
-            continue;
-        }
+    for n in candidates {
         let fd = unsafe { libc::syscall(libc::SYS_pidfd_getfd, pidfd.as_raw_fd(), n, 0) };
         if fd < 0 {
-            return Err(format!("pidfd_getfd: {}", std::io::Error::last_os_error()));
+            let e = std::io::Error::last_os_error();
+            if e.raw_os_error() == Some(libc::EBADF) {
+                continue; // no file at that number (or closed since it was listed)
+            }
+            return Err(format!("pidfd_getfd: {e}"));
         }
         let fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
         let Some(sock) = tcp_socket(&fd) else { continue };
@@ -423,19 +496,9 @@ fn enrol_open_connections(ebpf: &mut Ebpf, pid: u32) -> Result<(usize, usize), S
             connected.push((fd, sock));
         }
     }
-    let map = ebpf.map_mut(MAP_INJECT_SOCKETS).ok_or("INJECT_SOCKETS map missing")?;
-    let mut map: SockHash<&mut MapData, u64> = SockHash::try_from(map).map_err(|e| chain(&e))?;
-    let (mut n, mut refused) = (0, 0);
-    for (fd, sock) in connected {
-        if listening.contains(&sock.local_port) {
-            continue; // accepted: a server connection, never changed
-        }
-        match map.insert(sock.cookie, fd.as_raw_fd(), 0) {
-            Ok(()) => n += 1,
-            Err(_) => refused += 1,
-        }
-    }
-    Ok((n, refused))
+    // Accepted ones (local port one the process listens on) are server connections, never changed.
+    connected.retain(|(_, sock)| !listening.contains(&sock.local_port));
+    Ok(connected)
 }
 
 struct TcpSocket {
@@ -481,11 +544,41 @@ mod tests {
             cgroup: "/sys/fs/cgroup/x".into(),
             others: vec![],
             fionread_regression: Ok(true),
-            preexisting: 0,
-            preexisting_refused: 0,
+            preexisting: OpenConnections { enrolled: 2, refused: 0, how: "listed in /proc/7/fd".into() },
         };
         let text = coverage(Ok(&a), &Err("kernel in lockdown".into()));
         assert!(text.contains("plaintext HTTP/1.x: through the socket"), "{text}");
+        assert!(text.contains("2 already open enrolled (listed in /proc/7/fd)"), "{text}");
         assert!(text.contains("TLS and HTTP/2: not propagated, kernel in lockdown"), "{text}");
+    }
+
+    #[test]
+    fn fd_table_size_is_read_from_status() {
+        let status = "Name:\tfrontend\nUmask:\t0022\nState:\tS (sleeping)\nFDSize:\t64\nGroups:\t\n";
+        assert_eq!(fd_table_size(status), Some(64));
+        assert_eq!(fd_table_size("Name:\tx\n"), None);
+    }
+
+    /// The fallback used when the fd directory cannot be listed (a sidecar's root without
+    /// CAP_DAC_READ_SEARCH), run on this process: trying every number below FDSize finds the
+    /// client end of a loopback connection, and not the listener or the accepted end.
+    #[test]
+    fn fds_below_table_size_find_client_connections_only() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (_server, _) = listener.accept().unwrap();
+        let cookie = tcp_socket(&client.as_fd().try_clone_to_owned().unwrap()).unwrap().cookie;
+
+        let pid = std::process::id();
+        let (candidates, how) = fds_below_table_size(pid, &"(test)").unwrap();
+        assert!(how.starts_with("fd numbers 0.."), "{how}");
+        let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::c_long, 0 as libc::c_long) };
+        assert!(pidfd >= 0, "pidfd_open: {}", std::io::Error::last_os_error());
+        let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd as i32) };
+        let found = client_connections(pidfd.as_fd(), candidates).unwrap();
+        let cookies: Vec<u64> = found.iter().map(|(_, s)| s.cookie).collect();
+        assert!(cookies.contains(&cookie), "client {cookie} not among {cookies:?}");
+        let port = listener.local_addr().unwrap().port();
+        assert!(found.iter().all(|(_, s)| s.local_port != port), "an accepted or listening socket was kept");
     }
 }
