@@ -29,18 +29,6 @@ pub const PROGRAM_SOCK_OPS: &str = "gotel_sock_ops";
 /// SK_MSG on the sockhash: inserts `traceparent`, the only program that changes messages.
 pub const PROGRAM_SK_MSG: &str = "gotel_sk_msg";
 
-/// Programs loaded in every session. They only read the target.
-pub const TRACING_PROGRAMS: [&str; 5] =
-    [PROGRAM_ENTRY, PROGRAM_RETURN, PROGRAM_NEWPROC_ENTRY, PROGRAM_NEWPROC_RETURN, PROGRAM_HEADER_LINE];
-/// Programs loaded only with `GOTEL_PROPAGATION=inject`.
-pub const INJECTION_PROGRAMS: [&str; 6] = [
-    PROGRAM_REQUEST_WRITE,
-    PROGRAM_HEADER_WRITE_ENTRY,
-    PROGRAM_HEADER_WRITE_RETURN,
-    PROGRAM_SOCKET_DIAL,
-    PROGRAM_SOCK_OPS,
-    PROGRAM_SK_MSG,
-];
 /// Every program of the object.
 pub const ALL_PROGRAMS: [&str; 11] = [
     PROGRAM_ENTRY,
@@ -113,7 +101,6 @@ mod tests {
     fn the_lists_are_complete_and_distinct() {
         for (i, a) in ALL_PROGRAMS.iter().enumerate() {
             assert!(ALL_PROGRAMS[i + 1..].iter().all(|b| a != b), "{a} twice");
-            assert!(TRACING_PROGRAMS.contains(a) != INJECTION_PROGRAMS.contains(a), "{a} in exactly one set");
         }
         for (i, a) in ALL_MAPS.iter().enumerate() {
             assert!(ALL_MAPS[i + 1..].iter().all(|b| a != b), "{a} twice");
