@@ -28,7 +28,7 @@ use crate::{
 };
 
 /// The programs of every span probe (user probes and built-in spans).
-const SPAN_PROGRAMS: [&str; 2] = ["gotel_entry", "gotel_return"];
+const SPAN_PROGRAMS: [&str; 2] = [gotel_shared::names::PROGRAM_ENTRY, gotel_shared::names::PROGRAM_RETURN];
 
 /// The compiled kernel programs, built by build.rs.
 static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/gotel-ebpf"));
@@ -261,13 +261,20 @@ impl Attached {
         for p in &plan.probes {
             for &off in &p.ret_offsets {
                 let cookie = p.id as u64 | COOKIE_RETURN | (off.min(0xffff) << 48);
-                self.attach_one("gotel_return", bin, target, pid, p.function.entry + off, cookie)?;
+                self.attach_one(gotel_shared::names::PROGRAM_RETURN, bin, target, pid, p.function.entry + off, cookie)?;
             }
             let mut cookie = p.id as u64 | COOKIE_ENTRY;
             if p.at_function_start {
                 cookie |= COOKIE_AT_FUNC_START;
             }
-            self.attach_one("gotel_entry", bin, target, pid, p.function.entry + p.entry_offset, cookie)?;
+            self.attach_one(
+                gotel_shared::names::PROGRAM_ENTRY,
+                bin,
+                target,
+                pid,
+                p.function.entry + p.entry_offset,
+                cookie,
+            )?;
         }
         self.attach_pending(target, pid)?; // uprobe_multi
         for unit in &plan.instrumentations {
