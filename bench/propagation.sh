@@ -9,14 +9,7 @@
 # Needs root (uprobes, cgroup programs), cgroup v2, Go (GO, default /usr/local/go/bin/go), cargo and
 # python3. Env: GOTEL_BIN (default target/release/gotel, built here), BENCH_SKIP_BUILD=1.
 set -euo pipefail
-ROOT="$(cd "$(dirname "$0")/.." && pwd)"
-cd "$ROOT"
-GO="${GO:-/usr/local/go/bin/go}"
-export GO
-BUILD="$ROOT/bench/.build"
-mkdir -p "$BUILD"
-log() { echo "bench: $*" >&2; }
-[[ $EUID -eq 0 ]] || { log "must run as root (uprobes)"; exit 1; }
+source "$(dirname "$0")/lib.sh"
 if [[ "${BENCH_SKIP_BUILD:-0}" != 1 ]]; then
   if [[ -z "${GOTEL_BIN:-}" ]]; then
     log "building gotel (release)"
