@@ -266,6 +266,11 @@ pub struct SocketInjectConfig {
     pub fsbase_offset: u32,
     /// A stored context older than this is not used (consume-once also bounds it).
     pub ttl_ns: u64,
+    /// Offset of `tgid` in `struct task_struct` (from the kernel's BTF): SOCK_OPS reads the
+    /// connecting task's process there, since `bpf_get_current_pid_tgid` is refused to SOCK_OPS
+    /// programs on older kernels (6.1 among them).
+    pub tgid_offset: u32,
+    pub _pad: u32,
 }
 
 /// One captured value inside an event's data, followed by `len` bytes of string payload.
