@@ -5,16 +5,19 @@
 //! `bpf_probe_write_user` and has the sockhash FIONREAD regression (929e30f93125), so the memory
 //! path of `GOTEL_PROPAGATION=inject` could only be tested up to its refusal there, the socket
 //! path only on a kernel with that regression, and every other test ran on one kernel only.
-//! Debian's kernels run without lockdown (no Secure Boot) unless booted with `lockdown=`. 6.1 is
-//! what many servers still run and has a verifier that knows less than 6.18's (bounds from
-//! comparisons of two registers came only in 6.8); 6.12 (Debian 13's kernel) is a newer one
-//! without the FIONREAD regression, for the socket path.
+//! Debian's kernels boot without lockdown (no Secure Boot). 6.1 is what many servers still run,
+//! has a verifier that knows less than 6.18's (bounds from comparisons of two registers came
+//! only in 6.8) and, measured, no FIONREAD regression; 6.12 (Debian 13's kernel, in
+//! bookworm-backports) is the newer one, with the regression (6.12.95: backported). The socket
+//! path's verdict on FIONREAD is printed for each, so a kernel update that changes it shows.
 //!
 //! How: the host test `debian_kernels_vm` builds the e2e test executables (cargo's JSON tells
 //! where they are), builds the Go programs those tests need on the host
 //! (`tools/vm/go-prebuilt.sh`: a `go build` takes 30-60 s under TCG), and boots the VM once per
-//! kernel and command line (`tools/vm/run.sh`), which sees the host's files read-only and runs
-//! the tests of [`IN_VM`] for that boot one at a time (`tools/vm/guest-tests.sh`). It passes when
+//! kernel (`tools/vm/run.sh -k`), which sees the host's files read-only and runs the tests of
+//! [`IN_VM`] for that kernel one at a time (`tools/vm/guest-tests.sh`), raising the kernel's
+//! lockdown to `integrity` before the tests that ask for it (one boot less per kernel than
+//! booting with `lockdown=integrity`, about 13 s each under TCG). It passes when
 //! every listed test passed inside; a test that ran nothing, a VM that gave no result and a
 //! timeout all fail it. Adding a test is one line of [`IN_VM`]. The `guest_*` tests of this file
 //! are `#[ignore]`d: they only run inside the VM (`GOTEL_VM_GUEST=1`) and fail anywhere else.
@@ -31,8 +34,8 @@
 //! TLS (the memory path writes before encryption): one `traceparent` written and adopted per
 //! request, the same parent links, nothing without injection.
 //! `guest_socket_injection_http1`: the plaintext test over the socket path (SOCK_OPS + SK_MSG),
-//! in a boot with `lockdown=integrity` (as the build machines boot: the memory path is refused
-//! and gotel uses the socket path), on 6.12 and on 6.1; the memory path writes nothing there.
+//! in lockdown `integrity` (as the build machines boot: the memory path is refused and gotel
+//! uses the socket path), on 6.1 and on 6.12; the memory path writes nothing there.
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
@@ -53,16 +56,17 @@ const SINK: &str = env!("CARGO_BIN_EXE_otlp-sink");
 /// name, exact test name; `guest_*` tests of this file are ignored outside the VM) and the Go
 /// builds it asks for (toolchain: `""` for the default `go_bin()`, else a version for
 /// `go_version_bin`; app under `goapps/`; build flags), made on the host before booting, and
-/// the kernel and command line it needs.
+/// the kernel and lockdown level it needs.
 struct InVm {
     /// The kernel: a link in /var/cache/gotel/vm made by `tools/vm/setup.sh`.
     kernel: Kernel,
     target: &'static str,
     test: &'static str,
     builds: &'static [(&'static str, &'static str, &'static [&'static str])],
-    /// Added to the kernel's command line: `lockdown=integrity` boots the VM locked down, as
-    /// the build machines are (one boot per distinct value).
-    kernel_args: &'static str,
+    /// `integrity`: the guest raises the kernel's lockdown to that level before the test, as
+    /// the build machines boot (the kernels boot with none; lockdown can be raised at run time,
+    /// never lowered, so these tests run last in their boot); `""`: as booted.
+    lockdown: &'static str,
 }
 
 const STRIPPED: &[&str] = &["-ldflags=-s -w"];
@@ -87,26 +91,29 @@ impl Kernel {
 use Kernel::{Backports, Bookworm};
 const HTTPSVC: &[(&str, &str, &[&str])] = &[("", "httpsvc", &[])];
 
-/// What runs inside the VM, in this order, one line each. Chosen for coverage within a few
-/// minutes of TCG (Go programs run about 10-50x slower there): on 6.1, the memory path end to
-/// end (plaintext and TLS), the engine's checks in launch and pid mode (normal and stripped
-/// builds), attributes from DWARF, the HTTP spans with injection (the memory path again, with
-/// http.rs's checks) and HTTP/2; booted in lockdown, the socket path on 6.12 and on 6.1.
+/// What runs inside the VM, one boot per kernel, in this order (those in lockdown last), one
+/// line each. Chosen for coverage within a few minutes of TCG (Go programs run about 10-50x
+/// slower there): on 6.1, the memory path end to end (plaintext and TLS), the engine's checks in
+/// launch and pid mode (normal and stripped builds), attributes from DWARF, the HTTP spans with
+/// injection (the memory path again, with http.rs's checks), HTTP/2, then in lockdown the
+/// socket path; on 6.12, the memory path (plaintext) and then in lockdown the socket path. So
+/// both paths of `traceparent` run on two kernels here, the socket path on a third (the build
+/// machines' 6.18) in the e2e tests outside the VM.
 #[rustfmt::skip]
 const IN_VM: &[InVm] = &[
-    InVm { kernel: Bookworm, target: "vm", test: "guest_memory_injection_http1", builds: HTTPSVC, kernel_args: "" },
-    InVm { kernel: Bookworm, target: "vm", test: "guest_memory_injection_tls", builds: HTTPSVC, kernel_args: "" },
-    InVm { kernel: Bookworm, target: "engine", test: "launch_normal_http_protobuf", builds: &[("", "engine", &[])], kernel_args: "" },
-    InVm { kernel: Bookworm, target: "engine", test: "pid_stripped_http_protobuf", builds: &[("", "engine", STRIPPED)], kernel_args: "" },
-    InVm { kernel: Bookworm, target: "attributes", test: "attributes_machine_go", builds: &[("", "attrs", &[])], kernel_args: "" },
-    InVm { kernel: Bookworm, target: "http", test: "http_spans_machine_go", builds: HTTPSVC, kernel_args: "" },
-    InVm { kernel: Bookworm, target: "http", test: "http2_machine_go", builds: &[("", "h2svc", &[])], kernel_args: "" },
-    InVm { kernel: Bookworm, target: "vm", test: "guest_socket_injection_http1", builds: HTTPSVC, kernel_args: "lockdown=integrity" },
-    InVm { kernel: Backports, target: "vm", test: "guest_socket_injection_http1", builds: HTTPSVC, kernel_args: "lockdown=integrity" },
+    InVm { kernel: Bookworm, target: "vm", test: "guest_memory_injection_http1", builds: HTTPSVC, lockdown: "" },
+    InVm { kernel: Bookworm, target: "vm", test: "guest_memory_injection_tls", builds: HTTPSVC, lockdown: "" },
+    InVm { kernel: Bookworm, target: "engine", test: "launch_normal_http_protobuf", builds: &[("", "engine", &[])], lockdown: "" },
+    InVm { kernel: Bookworm, target: "engine", test: "pid_stripped_http_protobuf", builds: &[("", "engine", STRIPPED)], lockdown: "" },
+    InVm { kernel: Bookworm, target: "attributes", test: "attributes_machine_go", builds: &[("", "attrs", &[])], lockdown: "" },
+    InVm { kernel: Bookworm, target: "http", test: "http_spans_machine_go", builds: HTTPSVC, lockdown: "" },
+    InVm { kernel: Bookworm, target: "http", test: "http2_machine_go", builds: &[("", "h2svc", &[])], lockdown: "" },
+    InVm { kernel: Bookworm, target: "vm", test: "guest_socket_injection_http1", builds: HTTPSVC, lockdown: "integrity" },
+    InVm { kernel: Backports, target: "vm", test: "guest_memory_injection_http1", builds: HTTPSVC, lockdown: "" },
+    InVm { kernel: Backports, target: "vm", test: "guest_socket_injection_http1", builds: HTTPSVC, lockdown: "integrity" },
 ];
 
-/// Bound on one boot's run (boot excluded): the longest, 6.1 without lockdown, takes about 100 s
-/// here.
+/// Bound on one boot's run (boot excluded): the longest, 6.1's, takes about 150 s here.
 const VM_TIMEOUT: Duration = Duration::from_secs(600);
 
 // ---------------------------------------------------------------------------------------------
@@ -152,7 +159,7 @@ fn vm_kernel(kernel: Kernel) -> String {
         .to_string()
 }
 
-/// Boots the VM once per kernel and command line and runs every test of [`IN_VM`] inside;
+/// Boots the VM once per kernel and runs every test of [`IN_VM`] inside;
 /// fails unless each one passed.
 #[test]
 fn debian_kernels_vm() {
@@ -182,33 +189,31 @@ fn debian_kernels_vm() {
         prebuilt.push(key);
     }
 
-    // One boot per kernel and command line, in the order of the list.
-    let mut boots: Vec<(Kernel, &str)> = Vec::new();
+    // One boot per kernel, in the order of the list.
+    let mut boots: Vec<Kernel> = Vec::new();
     for t in &selected {
-        if !boots.contains(&(t.kernel, t.kernel_args)) {
-            boots.push((t.kernel, t.kernel_args));
+        if !boots.contains(&t.kernel) {
+            boots.push(t.kernel);
         }
     }
     let mut kernels = Vec::new();
     let t0 = Instant::now();
     let mut report = Vec::new();
     let mut failed = Vec::new();
-    for (kernel, kernel_args) in boots {
+    for kernel in boots {
         let release = vm_kernel(kernel);
-        if !kernels.contains(&release) {
-            kernels.push(release.clone());
-        }
-        let boot = format!("{release} {kernel_args}");
-        let boot = boot.trim_end();
-        let tests: Vec<&InVm> =
-            selected.iter().copied().filter(|t| (t.kernel, t.kernel_args) == (kernel, kernel_args)).collect();
+        kernels.push(release.clone());
+        // Those in lockdown last: it cannot be lowered again.
+        let mut tests: Vec<&InVm> = selected.iter().copied().filter(|t| t.kernel == kernel).collect();
+        tests.sort_by_key(|t| !t.lockdown.is_empty());
         let b0 = Instant::now();
         let io = tempfile::tempdir().unwrap();
         let mut list = String::new();
         for t in &tests {
             let exe = exes.get(t.target).unwrap_or_else(|| panic!("cargo built no test executable {:?}", t.target));
             let flags = if t.target == "vm" { "--ignored" } else { "" };
-            list.push_str(&format!("{}\t{}\t{}\t{flags}\n", label(t), exe.display(), t.test));
+            let lockdown = if t.lockdown.is_empty() { "-" } else { t.lockdown };
+            list.push_str(&format!("{}\t{}\t{}\t{lockdown}\t{flags}\n", label(t), exe.display(), t.test));
         }
         std::fs::write(io.path().join("tests"), &list).unwrap();
         // The console on stderr: Proc shows it as it comes, prefixed `[vm] ` (so the totals of
@@ -217,28 +222,29 @@ fn debian_kernels_vm() {
         let mut cmd = Command::new("/bin/sh");
         cmd.args(["-c", "exec \"$0\" \"$@\" >&2"]).arg(tools.join("run.sh"));
         cmd.arg("-k").arg(kernel.name()).arg("-t").arg(VM_TIMEOUT.as_secs().to_string());
-        cmd.arg("-o").arg(io.path()).arg("-a").arg(kernel_args);
+        cmd.arg("-o").arg(io.path());
         cmd.arg("--").arg(tools.join("guest-tests.sh")).arg(io.path().join("tests")).arg(gobuild.path());
         cmd.env("GOTEL_VM_GUEST", "1").env("GOTEL_BIN", gotel_e2e::gotel_bin());
         let mut vm = Proc::spawn("vm", cmd).unwrap();
         let st = vm.wait_timeout(VM_TIMEOUT + Duration::from_secs(120)).unwrap();
         let console = vm.stderr_string();
-        report.push(format!("boot {boot}: {:.0} s", b0.elapsed().as_secs_f64()));
+        report.push(format!("boot of {release}: {:.0} s (boot, tests, power-off)", b0.elapsed().as_secs_f64()));
         for t in &tests {
             let label = label(t);
+            let lockdown = if t.lockdown.is_empty() { String::new() } else { format!(" [lockdown {}]", t.lockdown) };
             let line = console.lines().find(|l| {
                 l.strip_prefix("gotel-vm-test: ")
                     .and_then(|r| r.split_once(' '))
                     .is_some_and(|(_, r)| r.starts_with(&format!("{label} (")))
             });
             match line {
-                Some(l) if l.starts_with("gotel-vm-test: ok ") => report.push(format!("  {l} [{boot}]")),
+                Some(l) if l.starts_with("gotel-vm-test: ok ") => report.push(format!("  {l}{lockdown}")),
                 Some(l) => {
-                    report.push(format!("  {l} [{boot}]"));
+                    report.push(format!("  {l}{lockdown}"));
                     failed.push(label);
                 }
                 None => {
-                    report.push(format!("  gotel-vm-test: NOT RUN {label} [{boot}] (VM: {st})"));
+                    report.push(format!("  gotel-vm-test: NOT RUN {label}{lockdown} (VM: {st})"));
                     failed.push(label);
                 }
             }
@@ -263,7 +269,7 @@ fn debian_kernels_vm() {
 // Guest side (inside the VM)
 // ---------------------------------------------------------------------------------------------
 
-/// Fails unless this runs inside the test VM booted with `lockdown` (`none`: writing user
+/// Fails unless this runs inside the test VM in lockdown `lockdown` (`none`: writing user
 /// memory allowed; `integrity`: as the build machines boot).
 fn require_guest(lockdown: &str) {
     assert_eq!(
@@ -572,10 +578,10 @@ fn guest_memory_injection_tls() {
     check_joined(&on, "traceparent_injected");
 }
 
-/// The socket path (SOCK_OPS + SK_MSG), which gotel uses where the memory path is refused: in a
-/// lockdown=integrity boot (6.12: a kernel without the sockhash FIONREAD regression; 6.1: whose
-/// SOCK_OPS programs may not call `bpf_get_current_pid_tgid`). Prints the FIONREAD probe's
-/// verdict as a `gotel-vm-note`.
+/// The socket path (SOCK_OPS + SK_MSG), which gotel uses where the memory path is refused: in
+/// lockdown `integrity`, on 6.1 (no sockhash FIONREAD regression; its SOCK_OPS programs may not
+/// call `bpf_get_current_pid_tgid`) and 6.12. Prints the FIONREAD probe's verdict as a
+/// `gotel-vm-note`.
 #[test]
 #[ignore = "runs inside the test VM: debian_kernels_vm boots it"]
 fn guest_socket_injection_http1() {
@@ -599,5 +605,7 @@ fn guest_socket_injection_http1() {
     );
     let verdict = if fionread.contains("has the sockhash FIONREAD regression") { "present" } else { "absent" };
     let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
-    println!("gotel-vm-note: kernel {}: sockhash FIONREAD regression {verdict} (gotel: {fionread})", release.trim());
+    let version = std::fs::read_to_string("/proc/sys/kernel/version").unwrap_or_default();
+    let (release, version) = (release.trim(), version.trim());
+    println!("gotel-vm-note: kernel {release} ({version}): sockhash FIONREAD regression {verdict}");
 }
