@@ -8,7 +8,8 @@
 #   - tracefs mounted at /sys/kernel/tracing
 #   - dockerd running (log: /var/log/gotel-dockerd.log)
 #   - the test VM (e2e/tests/vm.rs): qemu-system-x86, busybox-static, kmod, and Debian 12's
-#     6.1 kernel with its initramfs in /var/cache/gotel/vm (tools/vm/setup.sh)
+#     6.1 and bookworm-backports' 6.12 kernels with their initramfs in /var/cache/gotel/vm
+#     (tools/vm/setup.sh)
 # Skip parts with GOTEL_SKIP_DOCKER=1, GOTEL_SKIP_GO=1, GOTEL_SKIP_RUST=1 or GOTEL_SKIP_VM=1.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -93,7 +94,7 @@ else
   say "ok: tracefs"
 fi
 
-# ---- the test VM: Debian 12's kernel and initramfs (after apt-get update above) --------------
+# ---- the test VM: Debian's kernels and initramfs (after apt-get update above) --------------
 if [[ "${GOTEL_SKIP_VM:-}" != 1 ]]; then
   "$ROOT/tools/vm/setup.sh" || die "preparing the test VM failed (tools/vm/setup.sh)"
 fi
