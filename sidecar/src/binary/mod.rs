@@ -6,7 +6,7 @@ pub mod disasm;
 mod pclntab;
 mod type_names;
 
-use std::{borrow::Cow, collections::HashMap, fs::File, io::Read, path::Path};
+use std::{borrow::Cow, fs::File, io::Read, path::Path};
 
 use goblin::elf::{program_header::PT_LOAD, section_header::SHF_COMPRESSED, sym::STT_FUNC, Elf};
 use memmap2::Mmap;
@@ -63,6 +63,14 @@ struct Section {
     nobits: bool,
 }
 
+/// Where the pclntab is: a range of the mapped file, and the `.text` address it counts from
+/// when its header gives none.
+#[derive(Clone, Debug)]
+struct PclnAt {
+    range: std::ops::Range<usize>,
+    text_start: u64,
+}
+
 /// A Go executable, parsed once at startup.
 pub struct GoBinary {
     pub path: String,
@@ -82,12 +90,24 @@ pub struct GoBinary {
     /// Link-time address of `runtime.types` (else `type:*`), the base of the type descriptors'
     /// name offsets.
     types_base: Option<u64>,
-    pclntab: Option<Pclntab>,
+    /// Where `.gopclntab` is in `map` (validated at open; read through [`GoBinary::pclntab`]).
+    pclntab: Option<PclnAt>,
     pub dwarf: Option<DwarfInfo>,
 }
 
 impl GoBinary {
+    /// Opens and parses the executable, with DWARF for every function.
     pub fn open(path: &Path) -> Result<GoBinary, BinaryError> {
+        Self::open_with(path, None)
+    }
+
+    /// Like [`GoBinary::open`], with DWARF only for the functions whose names pass `wanted`
+    /// (those a session probes): a fraction of the memory on a large program (see `dwarf`).
+    pub fn open_for(path: &Path, wanted: &dyn Fn(&str) -> bool) -> Result<GoBinary, BinaryError> {
+        Self::open_with(path, Some(wanted))
+    }
+
+    fn open_with(path: &Path, wanted: Option<&dyn Fn(&str) -> bool>) -> Result<GoBinary, BinaryError> {
         let display = path.display().to_string();
         let io = |source| BinaryError::Io { path: display.clone(), source };
         let mut file = File::open(path).map_err(io)?;
@@ -168,10 +188,16 @@ impl GoBinary {
         };
         bin.build = bin.section_data(".go.buildinfo").map(|d| buildinfo::parse(&d)).unwrap_or_default();
         let text_start = bin.section(".text").map(|s| s.addr).unwrap_or(0);
-        let pcln_data = bin.section_data(".gopclntab").or_else(|| bin.section_data(".data.rel.ro.gopclntab"));
-        if let Some(data) = pcln_data {
-            match Pclntab::parse(data.into_owned(), text_start) {
-                Ok(p) => bin.pclntab = Some(p),
+        // Never compressed: borrowed from the mapping, not copied.
+        let pcln_range = [".gopclntab", ".data.rel.ro.gopclntab"]
+            .iter()
+            .filter_map(|name| bin.section(name))
+            .find(|s| !s.nobits && !s.compressed)
+            .map(|s| s.offset as usize..(s.offset + s.size) as usize)
+            .filter(|r| r.end <= bin.map.len());
+        if let Some(range) = pcln_range {
+            match Pclntab::parse(&bin.map[range.clone()], text_start) {
+                Ok(_) => bin.pclntab = Some(PclnAt { range, text_start }),
                 Err(pclntab::PclntabError::TooOld(v)) => {
                     return Err(BinaryError::GoTooOld { path: display, version: v })
                 }
@@ -188,14 +214,16 @@ impl GoBinary {
         }
         if functions.is_empty() {
             bin.symbol_source = SymbolSource::Pclntab;
-            functions = bin.pclntab.as_ref().map(|p| p.functions()).unwrap_or_default();
+            functions = bin.pclntab().map(|p| p.functions()).unwrap_or_default();
         } else {
             // The linker names ABI0 wrappers `f.abi0` in .symtab: the real function is `f`.
             functions.retain(|f| !f.name.ends_with(".abi0"));
         }
         bin.functions = dedup_abi_wrappers(functions, |f| bin.code(f));
-        bin.functions.sort_by(|a, b| a.name.cmp(&b.name));
-        bin.dwarf = match DwarfInfo::load(&|name| bin.section_data(name)) {
+        let entries: Option<std::collections::HashSet<u64>> =
+            wanted.map(|w| bin.functions.iter().filter(|f| w(&f.name)).map(|f| f.entry).collect());
+        let keep = |pc: u64| entries.as_ref().is_none_or(|e| e.contains(&pc));
+        bin.dwarf = match DwarfInfo::load_functions(&|name| bin.section_data(name), &keep) {
             Ok(d) => d,
             Err(e) => {
                 tracing::warn!(binary = %bin.path, error = %e, "ignoring unreadable DWARF");
@@ -203,6 +231,12 @@ impl GoBinary {
             }
         };
         Ok(bin)
+    }
+
+    /// The pclntab, read in place from the mapping.
+    fn pclntab(&self) -> Option<Pclntab<'_>> {
+        let at = self.pclntab.as_ref()?;
+        Pclntab::parse(self.map.get(at.range.clone())?, at.text_start).ok()
     }
 
     fn section(&self, name: &str) -> Option<&Section> {
@@ -257,7 +291,7 @@ impl GoBinary {
                 return Some((file.clone(), line));
             }
         }
-        self.pclntab.as_ref()?.source_location(f.entry)
+        self.pclntab()?.source_location(f.entry)
     }
 
     /// Link-time address of the first PT_LOAD segment with file offset 0 (the load bias base).
@@ -290,38 +324,42 @@ pub fn go_minor(version: &str) -> Option<u32> {
 }
 
 /// pclntab lists both halves of an ABI0/ABIInternal pair under one name. The wrapper's code
-/// calls or jumps to the real function: keep the one that is the other's target.
+/// calls or jumps to the real function: keep the one that is the other's target. Returns the
+/// functions sorted by name. Works in place (a stable sort groups equal names, first-seen
+/// first): a map of groups would copy every name of a large program.
 fn dedup_abi_wrappers<'a>(mut functions: Vec<Function>, code: impl Fn(&Function) -> Option<&'a [u8]>) -> Vec<Function> {
     // Real binaries have pairs; a hostile file with thousands of same-named symbols must not
     // make this quadratic: larger groups keep their first member, and only the start of a
     // wrapper is searched for its branch.
     const MAX_GROUP: usize = 4;
     const WRAPPER_SCAN: usize = 1024;
-    let mut by_name: HashMap<String, Vec<Function>> = HashMap::new();
-    for f in functions.drain(..) {
-        by_name.entry(f.name.clone()).or_default().push(f);
-    }
-    let mut out = Vec::with_capacity(by_name.len());
-    for (_, mut group) in by_name {
-        if group.len() == 1 || group.len() > MAX_GROUP {
-            group.truncate(1);
-            out.push(group.pop().unwrap());
-            continue;
-        }
-        let real = group
-            .iter()
-            .position(|candidate| {
-                group.iter().any(|other| {
-                    other.entry != candidate.entry
-                        && code(other).is_some_and(|c| {
-                            disasm::branches_to(&c[..c.len().min(WRAPPER_SCAN)], other.entry, candidate.entry)
-                        })
+    functions.sort_by(|a, b| a.name.cmp(&b.name));
+    let mut keep = vec![false; functions.len()];
+    let mut start = 0;
+    while start < functions.len() {
+        let len = functions[start..].iter().take_while(|f| f.name == functions[start].name).count();
+        let group = &functions[start..start + len];
+        let real = if len == 1 || len > MAX_GROUP {
+            0
+        } else {
+            group
+                .iter()
+                .position(|candidate| {
+                    group.iter().any(|other| {
+                        other.entry != candidate.entry
+                            && code(other).is_some_and(|c| {
+                                disasm::branches_to(&c[..c.len().min(WRAPPER_SCAN)], other.entry, candidate.entry)
+                            })
+                    })
                 })
-            })
-            .unwrap_or(0);
-        out.push(group.swap_remove(real));
+                .unwrap_or(0)
+        };
+        keep[start + real] = true;
+        start += len;
     }
-    out
+    let mut kept = keep.into_iter();
+    functions.retain(|_| kept.next().unwrap_or(false));
+    functions
 }
 
 fn edit_distance(a: &str, b: &str) -> usize {
