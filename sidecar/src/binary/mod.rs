@@ -3,6 +3,7 @@
 //! `/proc/PID/exe`, so it works across mount namespaces); nothing here touches the process.
 mod buildinfo;
 pub mod disasm;
+mod moduledata;
 mod pclntab;
 mod type_names;
 
@@ -68,6 +69,8 @@ struct Section {
 #[derive(Clone, Debug)]
 struct PclnAt {
     range: std::ops::Range<usize>,
+    /// Link-time address of the table.
+    addr: u64,
     text_start: u64,
 }
 
@@ -189,20 +192,24 @@ impl GoBinary {
         bin.build = bin.section_data(".go.buildinfo").map(|d| buildinfo::parse(&d)).unwrap_or_default();
         let text_start = bin.section(".text").map(|s| s.addr).unwrap_or(0);
         // Never compressed: borrowed from the mapping, not copied.
-        let pcln_range = [".gopclntab", ".data.rel.ro.gopclntab"]
+        let pcln_at = [".gopclntab", ".data.rel.ro.gopclntab"]
             .iter()
             .filter_map(|name| bin.section(name))
             .find(|s| !s.nobits && !s.compressed)
-            .map(|s| s.offset as usize..(s.offset + s.size) as usize)
-            .filter(|r| r.end <= bin.map.len());
-        if let Some(range) = pcln_range {
+            .map(|s| (s.offset as usize..(s.offset + s.size) as usize, s.addr))
+            .filter(|(r, _)| r.end <= bin.map.len());
+        if let Some((range, addr)) = pcln_at {
             match Pclntab::parse(&bin.map[range.clone()], text_start) {
-                Ok(_) => bin.pclntab = Some(PclnAt { range, text_start }),
+                Ok(_) => bin.pclntab = Some(PclnAt { range, addr, text_start }),
                 Err(pclntab::PclntabError::TooOld(v)) => {
                     return Err(BinaryError::GoTooOld { path: display, version: v })
                 }
                 Err(e) => return Err(BinaryError::Malformed { path: display, what: "pclntab", reason: e.to_string() }),
             }
+        }
+        if bin.types_base.is_none() {
+            // Stripped: no `runtime.types` symbol; the module data has it.
+            bin.types_base = moduledata::types_base(&bin);
         }
         if bin.pclntab.is_none() && bin.build.go_version.is_none() {
             return Err(BinaryError::NotGo { path: display });
@@ -220,6 +227,8 @@ impl GoBinary {
             functions.retain(|f| !f.name.ends_with(".abi0"));
         }
         bin.functions = dedup_abi_wrappers(functions, |f| bin.code(f));
+        // The pclntab and code read so far are not needed while DWARF is read (the peak).
+        bin.release_pages(0, bin.map.len());
         let entries: Option<std::collections::HashSet<u64>> =
             wanted.map(|w| bin.functions.iter().filter(|f| w(&f.name)).map(|f| f.entry).collect());
         let keep = |pc: u64| entries.as_ref().is_none_or(|e| e.contains(&pc));
@@ -260,7 +269,19 @@ impl GoBinary {
         let size = u64::from_le_bytes(raw[8..16].try_into().ok()?) as usize;
         let mut out = Vec::with_capacity(size.min(1 << 30));
         flate2::read::ZlibDecoder::new(&raw[24..]).take(size as u64).read_to_end(&mut out).ok()?;
+        self.release_pages(s.offset as usize, s.size as usize);
         Some(Cow::Owned(out))
+    }
+
+    /// Drops the mapping's pages in `offset..offset + len` from gotel's resident memory once
+    /// read (they stay in the page cache, and a later read faults them in again). Parsing a
+    /// large program touches tens of MB of the file (pclntab, compressed DWARF), all counted
+    /// in gotel's peak RSS until the mapping goes.
+    fn release_pages(&self, offset: usize, len: usize) {
+        // SAFETY: the mapping is private and read-only, so MADV_DONTNEED discards nothing: the
+        // next access reads the same bytes from the file (which a running program's kernel
+        // keeps from being written, see `open`).
+        let _ = unsafe { self.map.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, offset, len) };
     }
 
     /// All functions, sorted by name.

@@ -77,6 +77,12 @@ impl<'a> Pclntab<'a> {
         Ok(p)
     }
 
+    /// Where the function names start, counted from the table's first byte
+    /// (`pcHeader.funcnameOffset`).
+    pub fn funcname_offset(&self) -> u64 {
+        self.funcname as u64
+    }
+
     fn func_record(&self, i: usize) -> Option<(u64, u64, usize)> {
         let e = self.functab + i * 8;
         let entry = u32_at(self.data, e)? as u64;
