@@ -407,6 +407,32 @@ mod tests {
         assert_eq!(go_minor("devel +abc"), None);
     }
 
+    /// `open_for` keeps DWARF for the wanted functions only, identical to a full load, and
+    /// every type (the built-in instrumentations look types up by name).
+    #[test]
+    fn open_for_keeps_dwarf_of_wanted_functions_only() {
+        use crate::dwarf::testutil::{build_go, default_go};
+        let Some(go) = default_go() else { return };
+        let built = build_go(&go, "attrs", &[]);
+        let full = GoBinary::open(&built.path).unwrap();
+        let wanted = ["main.MixedMany", "main.(*Store).Get"];
+        let some = GoBinary::open_for(&built.path, &|name| wanted.contains(&name)).unwrap();
+        let (full_d, some_d) = (full.dwarf.as_ref().unwrap(), some.dwarf.as_ref().unwrap());
+        assert_eq!(some_d.function_names().count(), wanted.len());
+        for name in wanted {
+            let (a, b) = (full_d.function(name).unwrap(), some_d.function(name).unwrap());
+            assert_eq!((a.low_pc, &a.decl_file, a.decl_line), (b.low_pc, &b.decl_file, b.decl_line), "{name}");
+            let params = |d: &crate::dwarf::DwarfInfo, f: &crate::dwarf::FunctionInfo| d.describe_params(f);
+            assert_eq!(params(full_d, a), params(some_d, b), "{name}");
+            let locs =
+                |f: &crate::dwarf::FunctionInfo| f.params.iter().map(|p| p.entry_location.clone()).collect::<Vec<_>>();
+            assert_eq!(locs(a), locs(b), "{name}");
+        }
+        assert!(some_d.function("main.Named").is_none());
+        assert_eq!(full_d.types.len(), some_d.types.len());
+        assert_eq!(full.functions().len(), some.functions().len());
+    }
+
     #[test]
     fn edit_distance_counts_edits() {
         assert_eq!(edit_distance("main.leaf", "main.leaf"), 0);

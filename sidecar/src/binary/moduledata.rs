@@ -62,7 +62,9 @@ mod tests {
 
     /// On every toolchain of the test matrix, executable and PIE, the module data found by
     /// content gives the symbol table's `runtime.types`; a stripped build of the same program
-    /// gets the same address (the linker lays out loaded sections alike).
+    /// gets one close by (its read-only data differs by a few bytes: the build settings
+    /// string). That the stripped one names types is checked by `type_names`' tests (every
+    /// descriptor of `.typelink`) and the stripped end-to-end test.
     #[test]
     fn finds_runtime_types_without_symbols() {
         for go in go_matrix() {
@@ -75,7 +77,8 @@ mod tests {
                 assert_eq!(types_base(&bin), Some(from_symbols), "{what}");
                 let stripped_flags: Vec<&str> = flags.iter().copied().chain(["-ldflags=-s -w"]).collect();
                 let stripped = GoBinary::open(&build_go(&go, "attrs", &stripped_flags).path).unwrap();
-                assert_eq!(stripped.types_base, Some(from_symbols), "{what} stripped");
+                let found = stripped.types_base.unwrap_or_else(|| panic!("{what} stripped: not found"));
+                assert!(found.abs_diff(from_symbols) < 4096, "{what} stripped: {found:#x} vs {from_symbols:#x}");
             }
         }
     }
