@@ -14,8 +14,9 @@
 //! - unsigned integers above `i64::MAX` are decimal strings (OpenTelemetry has no u64);
 //! - a nil interface or error is the string `<nil>` (as `fmt` prints it) when asked for
 //!   explicitly; the automatic error-status slot emits nothing for nil;
-//! - interfaces are their dynamic type name, `0x...` (the itab / type address) when the
-//!   binary has no symbols to name it;
+//! - interfaces are their dynamic type name, `0x...` (the itab / type address) when it
+//!   cannot be named (no type descriptor there; stripped binaries name theirs, see
+//!   `binary::moduledata`);
 //! - errors are their message when the dynamic type is `*errors.errorString`,
 //!   `*fmt.wrapError` or `*fmt.wrapErrors` (whose first field is the message), else the
 //!   dynamic type name; the status of an `error` result gets the same text;
@@ -28,7 +29,7 @@ use opentelemetry::KeyValue;
 use crate::attributes::{AttrSlot, Decode};
 
 /// Names a dynamic type from its runtime address (an itab for non-empty interfaces, a type
-/// descriptor for `any`): `*errors.errorString`. `None` when unknown (stripped binary).
+/// descriptor for `any`): `*errors.errorString`. `None` when unknown.
 pub trait TypeNames {
     fn type_name(&self, runtime_addr: u64) -> Option<String>;
 }
