@@ -37,7 +37,8 @@ impl MemoryCgroup {
     /// A new cgroup named `gotel-e2e-NAME-PID` limited to `limit` bytes (no swap).
     pub fn create(name: &str, limit: u64) -> Result<MemoryCgroup> {
         let leaf = format!("gotel-e2e-{name}-{}", std::process::id());
-        let write = |p: PathBuf, v: &str| std::fs::write(&p, v).with_context(|| format!("write {v:?} to {}", p.display()));
+        let write =
+            |p: PathBuf, v: &str| std::fs::write(&p, v).with_context(|| format!("write {v:?} to {}", p.display()));
         for root in mounts("cgroup2", "") {
             let controllers = std::fs::read_to_string(root.join("cgroup.controllers")).unwrap_or_default();
             if !controllers.split_whitespace().any(|c| c == "memory") {

@@ -15,7 +15,8 @@ use gotel_e2e::{cgroup::MemoryCgroup, gotel_command, require_environment, run, w
 
 const SINK: &str = env!("CARGO_BIN_EXE_otlp-sink");
 const LIMIT: u64 = 128 << 20;
-const PROBE: &str = "github.com/caddyserver/caddy/v2/modules/caddyhttp/fileserver.(*FileServer).ServeHTTP(path=r.URL.Path)";
+const PROBE: &str =
+    "github.com/caddyserver/caddy/v2/modules/caddyhttp/fileserver.(*FileServer).ServeHTTP(path=r.URL.Path)";
 
 /// Caddy from `tools/build-caddy.sh` (cached after the first build, which takes minutes).
 fn caddy() -> std::path::PathBuf {
@@ -41,7 +42,8 @@ fn get(addr: &str, path: &str) -> u16 {
 /// `VmHWM` of a live process, in bytes.
 fn peak_rss(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let kb: u64 = status.lines().find_map(|l| l.strip_prefix("VmHWM:"))?.trim().trim_end_matches(" kB").trim().parse().ok()?;
+    let kb: u64 =
+        status.lines().find_map(|l| l.strip_prefix("VmHWM:"))?.trim().trim_end_matches(" kB").trim().parse().ok()?;
     Some(kb * 1024)
 }
 
