@@ -32,12 +32,37 @@ pub fn existing(pid: u32) -> Result<Process, Failure> {
         Some(libc::ENOENT) | Some(libc::ESRCH) => Failure::target(format!(
             "no process with pid {pid} (GOTEL_TARGET_PID); in a container, share the target's pid namespace (compose: pid: \"service:<app>\")"
         )),
-        Some(libc::EACCES) | Some(libc::EPERM) => Failure::environment(format!(
-            "cannot read /proc/{pid}/exe: permission denied; gotel needs CAP_SYS_PTRACE to inspect another user's process (compose: cap_add: [SYS_PTRACE])"
-        )),
+        Some(libc::EACCES) | Some(libc::EPERM) => {
+            Failure::environment(format!("cannot read /proc/{pid}/exe: permission denied; {}", ptrace_hint()))
+        }
         _ => Failure::target(format!("cannot read /proc/{pid}/exe: {e}")),
     })?;
     Ok(Process { pid, exe, exe_name: file_name(&link) })
+}
+
+/// Capability number of CAP_SYS_PTRACE (linux/capability.h).
+const CAP_SYS_PTRACE: u32 = 19;
+
+/// What to do about a permission denied on another process's `/proc/PID/exe`. Without
+/// CAP_SYS_PTRACE that is the capability; with it (root usually has it), asking for it again
+/// would mislead: a security module (Yama's ptrace_scope, AppArmor, SELinux) or a user
+/// namespace is what refuses.
+fn ptrace_hint() -> String {
+    if has_capability(CAP_SYS_PTRACE) {
+        "gotel has CAP_SYS_PTRACE already, so a security module (Yama ptrace_scope 3, AppArmor, SELinux) or a \
+         user namespace forbids it; run gotel where it may inspect the target (the target's pid namespace, \
+         without such a policy)"
+            .into()
+    } else {
+        "gotel needs CAP_SYS_PTRACE to inspect another user's process (compose: cap_add: [SYS_PTRACE])".into()
+    }
+}
+
+/// Whether capability `cap` is in gotel's effective set (`CapEff` of /proc/self/status).
+fn has_capability(cap: u32) -> bool {
+    let status = fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let eff = status.lines().find_map(|l| l.strip_prefix("CapEff:")).map(str::trim);
+    eff.and_then(|hex| u64::from_str_radix(hex, 16).ok()).is_some_and(|bits| bits & (1u64 << cap) != 0)
 }
 
 fn file_name(p: &Path) -> String {
@@ -108,16 +133,17 @@ pub async fn wait_for_exe(path: &Path, exclude: &[u32]) -> Result<Process, Failu
         }
         if scan.denied > 0 && scan.readable == 0 {
             return Err(Failure::environment(format!(
-                "looking for {}: permission denied reading /proc/PID/exe of {} process(es); gotel needs \
-                 CAP_SYS_PTRACE to inspect another user's process (compose: cap_add: [SYS_PTRACE])",
+                "looking for {}: permission denied reading /proc/PID/exe of {} process(es); {}",
                 path.display(),
-                scan.denied
+                scan.denied,
+                ptrace_hint()
             )));
         }
         if scan.denied > 0 && !warned {
             tracing::warn!(
                 denied = scan.denied,
-                "some processes' executables cannot be read (permission denied); if the target is one of them, gotel needs CAP_SYS_PTRACE"
+                "some processes' executables cannot be read (permission denied); if the target is one of them: {}",
+                ptrace_hint()
             );
             warned = true;
         }
@@ -261,6 +287,17 @@ mod tests {
     fn missing_pid_is_a_target_error() {
         let e = existing(u32::MAX - 1).unwrap_err();
         assert_eq!(e.code, crate::exit::ExitCode::Target);
+    }
+
+    #[test]
+    fn capability_hint_matches_the_effective_set() {
+        // Root (as the kernel tests run) has CAP_SYS_PTRACE: the hint must then not ask for it.
+        let has = has_capability(CAP_SYS_PTRACE);
+        if unsafe { libc::geteuid() } == 0 {
+            assert!(has, "root without CAP_SYS_PTRACE?");
+        }
+        assert_eq!(ptrace_hint().contains("needs CAP_SYS_PTRACE"), !has);
+        assert!(!has_capability(63), "no such capability");
     }
 
     #[test]
