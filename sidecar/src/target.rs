@@ -116,7 +116,12 @@ pub fn find_by_exe(path: &Path, exclude: &[u32]) -> Scan {
     scan
 }
 
-/// Waits (polling /proc every 100 ms) until a process runs `path`; the oldest one wins.
+/// Waits until a process runs `path`; the oldest one wins. /proc is polled every 10 ms for the
+/// first 3 s after a traced process exited (`exclude` is not empty: a restart usually follows
+/// at once, and each poll is the only delay gotel adds before attaching), then every 100 ms
+/// (one scan reads every process's `exe` link: about a millisecond for a few hundred).
+/// A path gotel does not see is said once: it may be right as the target sees it (another
+/// mount namespace), so gotel keeps waiting rather than failing.
 /// When gotel may read no other process's executable at all (a sidecar without
 /// CAP_SYS_PTRACE), waiting could never end: that is an error naming the capability. When only
 /// some are unreadable (root on a host where a few processes are protected), gotel warns once
@@ -124,6 +129,15 @@ pub fn find_by_exe(path: &Path, exclude: &[u32]) -> Scan {
 pub async fn wait_for_exe(path: &Path, exclude: &[u32]) -> Result<Process, Failure> {
     let mut announced = false;
     let mut warned = false;
+    let started = std::time::Instant::now();
+    let fast_until = if exclude.is_empty() { Duration::ZERO } else { Duration::from_secs(3) };
+    if !path.exists() {
+        tracing::warn!(
+            exe = %path.display(),
+            "no such file here; waiting for a process whose executable has this path as it sees it \
+             (in its own mount namespace); check the path if the target runs on this file system"
+        );
+    }
     loop {
         let scan = find_by_exe(path, exclude);
         if let Some(&pid) = scan.matches.first() {
@@ -151,7 +165,8 @@ pub async fn wait_for_exe(path: &Path, exclude: &[u32]) -> Result<Process, Failu
             tracing::info!(exe = %path.display(), "waiting for a process running this executable");
             announced = true;
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        let pause = if started.elapsed() < fast_until { 10 } else { 100 };
+        tokio::time::sleep(Duration::from_millis(pause)).await;
     }
 }
 
