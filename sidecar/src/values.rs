@@ -10,7 +10,8 @@
 //! - a value the kernel could not read (`VALUE_UNREADABLE`, including a nil pointer on a
 //!   field path, `VALUE_NIL`) yields no attribute; it is counted (`unreadable`, `nil_path`)
 //!   so the caller can report it;
-//! - pointers, maps, chans, funcs and uintptrs are hex strings `0xc000012345`;
+//! - pointers, chans, funcs and uintptrs are hex strings `0xc000012345` (maps are refused at
+//!   plan time: `len(m)` is what can be read);
 //! - unsigned integers above `i64::MAX` are decimal strings (OpenTelemetry has no u64);
 //! - a nil interface or error is the string `<nil>` (as `fmt` prints it) when asked for
 //!   explicitly; the automatic error-status slot emits nothing for nil;

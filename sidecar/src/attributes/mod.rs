@@ -29,7 +29,8 @@
 //!
 //! ## What is captured how
 //! ints of every size (signed/unsigned), bool, uintptr (hex), string (bounded), `[]byte`
-//! (text), `len()` of string / slice / map, pointers / maps / chans / funcs (hex address),
+//! (text), `len()` of string / slice / map, pointers / chans / funcs (hex address; a map itself is
+//! refused with `len()` as the remedy, as its address tells nothing),
 //! `error` (message for the standard error types, else the dynamic type name), other
 //! interfaces (dynamic type name). Floats and complex numbers live in XMM registers that
 //! uprobes cannot read: an error names the parameter (stack-passed floats are also refused,
