@@ -21,27 +21,6 @@ use tokio::{
 use crate::{attach::KernelCounters, exit::Failure, export::ExportStats, spans::SpanStats};
 use gotel_shared::{Counter, NUM_COUNTERS};
 
-/// Every kernel counter; its length fails to compile when `gotel_shared` adds one.
-const KERNEL_COUNTERS: [Counter; NUM_COUNTERS as usize] = {
-    use Counter::*;
-    [
-        RingBufferFull,
-        DepthOverflow,
-        UnmatchedReturn,
-        Abandoned,
-        StateInsertFailed,
-        MorestackReentry,
-        Entries,
-        Returns,
-        GoroutineReused,
-        TraceparentAdopted,
-        TraceparentInvalid,
-        TraceparentInjected,
-        InjectSkippedPresent,
-        InjectSkippedNoRoom,
-    ]
-};
-
 /// Totals over the whole run (all sessions), updated by the session's drain loop.
 #[derive(Debug, Default)]
 pub struct Metrics {
@@ -65,7 +44,17 @@ pub struct Metrics {
     pub export_requests_split: AtomicU64,
     /// Every kernel counter (`gotel_shared::Counter` index), run-wide: the ones without a
     /// field above (morestack re-entries, the instrumentations' own) are rendered from here.
-    pub kernel: [AtomicU64; NUM_COUNTERS as usize],
+    pub kernel: KernelTotals,
+}
+
+/// Run-wide kernel counters by `gotel_shared::Counter` index (arrays of 64 have no `Default`).
+#[derive(Debug)]
+pub struct KernelTotals(pub [AtomicU64; NUM_COUNTERS as usize]);
+
+impl Default for KernelTotals {
+    fn default() -> Self {
+        Self(std::array::from_fn(|_| AtomicU64::new(0)))
+    }
 }
 
 impl Metrics {
@@ -132,7 +121,7 @@ impl Metrics {
             "export requests split for the collector's size limit",
             &self.export_requests_split,
         );
-        let kernel = |c: Counter| &self.kernel[c as usize];
+        let kernel = |c: Counter| &self.kernel.0[c as usize];
         put(
             "morestack_reentries_total",
             "counter",
@@ -168,7 +157,7 @@ impl Metrics {
 
 /// Run-wide totals at the start of a session: a restarted `--exe` target adds to them, so the
 /// counters only grow.
-#[derive(Debug, Default, Clone, Copy)]
+#[derive(Debug, Clone, Copy)]
 struct Base {
     calls: u64,
     spans: u64,
@@ -212,7 +201,7 @@ impl Metrics {
             malformed: m.malformed_records.load(Relaxed),
             evicted: m.entry_values_evicted.load(Relaxed),
             split: m.export_requests_split.load(Relaxed),
-            kernel: std::array::from_fn(|i| m.kernel[i].load(Relaxed)),
+            kernel: std::array::from_fn(|i| m.kernel.0[i].load(Relaxed)),
         };
         SessionMetrics { m, base }
     }
@@ -242,8 +231,8 @@ impl SessionMetrics<'_> {
         m.sampled_out.store(b.sampled_out + s.sampled_out, Relaxed);
         m.malformed_records.store(b.malformed + s.malformed_records, Relaxed);
         m.entry_values_evicted.store(b.evicted + s.pending_evicted, Relaxed);
-        for c in KERNEL_COUNTERS {
-            m.kernel[c as usize].store(b.kernel[c as usize] + k.get(c), Relaxed);
+        for (i, total) in m.kernel.0.iter().enumerate() {
+            total.store(b.kernel[i] + k.0[i], Relaxed);
         }
         if let Some(e) = export {
             m.export_requests_split.store(b.split + e.requests_split.load(Relaxed), Relaxed);

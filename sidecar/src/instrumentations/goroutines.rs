@@ -11,13 +11,13 @@ pub static GOROUTINES: Instrumentation = Instrumentation {
     doc: "a goroutine started inside a traced call gets that call as parent; reused `g`s start clean",
     hooks: &[
         HookSpec {
-            program: "gotel_newproc_return",
+            program: gotel_shared::names::PROGRAM_NEWPROC_RETURN,
             function: "runtime.newproc1",
             at: At::Returns,
             cookie: COOKIE_NEWPROC_RETURN,
         },
         HookSpec {
-            program: "gotel_newproc_entry",
+            program: gotel_shared::names::PROGRAM_NEWPROC_ENTRY,
             function: "runtime.newproc1",
             at: At::Entry,
             cookie: COOKIE_NEWPROC_ENTRY,

@@ -11,7 +11,7 @@ pub static TRACE_CONTEXT_IN: Instrumentation = Instrumentation {
     name: "trace_context.in",
     doc: "an incoming `traceparent` header becomes the server span's remote parent (with `http.server`)",
     hooks: &[HookSpec {
-        program: "gotel_header_line",
+        program: gotel_shared::names::PROGRAM_HEADER_LINE,
         function: "net/textproto.(*Reader).readContinuedLineSlice",
         at: At::Returns,
         cookie: COOKIE_HEADER_LINE,
