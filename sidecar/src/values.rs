@@ -51,7 +51,7 @@ pub struct DecodeStats {
 }
 
 /// Error types whose first field is the message string.
-const MESSAGE_ERRORS: [&str; 3] = ["*errors.errorString", "*fmt.wrapError", "*fmt.wrapErrors"];
+pub(crate) const MESSAGE_ERRORS: [&str; 3] = ["*errors.errorString", "*fmt.wrapError", "*fmt.wrapErrors"];
 
 const HEADER: usize = std::mem::size_of::<ValueHeader>();
 
@@ -130,6 +130,11 @@ fn value(
         Decode::Len => KeyValue::new(key, w1 as i64),
         Decode::MapLen => KeyValue::new(key, w0 as i64),
         Decode::Interface => KeyValue::new(key, if w0 == 0 { "<nil>".to_string() } else { type_name(names, w0) }),
+        Decode::Hex => KeyValue::new(key, payload.iter().map(|b| format!("{b:02x}")).collect::<String>()),
+        Decode::TypeAndText => {
+            let ty = if w0 == 0 { "<nil>".to_string() } else { type_name(names, w0) };
+            KeyValue::new(key, format!("{ty}\0{}", text(payload, true)))
+        }
         Decode::Error | Decode::ErrorType => {
             if w0 == 0 {
                 return (s.decode == Decode::Error).then(|| KeyValue::new(key, "<nil>"));

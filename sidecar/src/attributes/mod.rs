@@ -131,6 +131,11 @@ pub enum Decode {
     Error,
     /// The automatic error-status slot: no attribute of its own except `error.type`.
     ErrorType,
+    /// Internal (built-in spans): the payload's bytes as lowercase hex (an IP address).
+    Hex,
+    /// Internal (built-in spans): an interface's dynamic type, a NUL, and its first field read
+    /// as a string (`os.SyscallError.Syscall`, an error's message).
+    TypeAndText,
 }
 
 /// Why an attribute cannot be planned: the attribute's text (`key=expr` as written) and

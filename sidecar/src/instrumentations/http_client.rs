@@ -35,7 +35,7 @@ pub static HTTP_CLIENT: Instrumentation = Instrumentation {
             Arg::result("~r1", GoTy::Iface("error")),
         ],
         save_regs: [gotel_shared::NO_REG; 2],
-        extend: None,
+        extend: Some(super::net_error::extend),
         finish,
     }),
     ..Instrumentation::BASE
@@ -65,7 +65,7 @@ fn finish(mut raw: Vec<KeyValue>, error: Option<String>) -> Finished {
             status = Status::error(format!("HTTP {c}"));
         }
     }
-    if let Some(msg) = error {
+    if let Some(msg) = super::net_error::message(&mut raw, error) {
         status = Status::error(msg);
     }
     Finished { name: method, attributes, status }

@@ -43,6 +43,7 @@ pub mod http_server;
 pub mod inject_handoff;
 pub mod inject_memory;
 pub mod inject_socket;
+pub mod net_error;
 pub mod trace_context_in;
 
 #[cfg(test)]
