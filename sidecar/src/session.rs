@@ -145,7 +145,7 @@ async fn session(
         pid: process.pid,
         go_version: binary.build.go_version.as_deref(),
     });
-    let pipeline = Pipeline::from_env(resource, &settings.batch)?;
+    let pipeline = Pipeline::from_env(resource, &settings.batch, launched.is_some())?;
     let mut attached = attach::load(&plan, &settings.maps)?;
     let exit_fd = target::pidfd(process.pid)
         .map_err(|e| Failure::target(format!("process {} is gone: {e}", process.pid)))
