@@ -1,9 +1,9 @@
 //! Attaching fits a small container. gotel attaches to Caddy, a real program nobody here wrote
-//! (82 MB with DWARF, built from the Go module proxy by `tools/build-caddy.sh`), from inside a
+//! (82 MB with DWARF, built from the Go module proxy by `tools/build-thirdparty.sh caddy`), from inside a
 //! memory cgroup limited to 128 MiB as a sidecar container would be, with a probe whose
 //! attributes need DWARF and the built-in HTTP spans; it must attach, export spans of real
 //! requests and stop cleanly, and its own peak RSS must stay under the limit. Before
-//! issue 16, reading Caddy peaked at 264-271 MiB and the kernel killed gotel at attach.
+//! gotel read only what the specs need, reading Caddy peaked at 264-271 MiB and the kernel killed gotel at attach.
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -18,11 +18,14 @@ const LIMIT: u64 = 128 << 20;
 const PROBE: &str =
     "github.com/caddyserver/caddy/v2/modules/caddyhttp/fileserver.(*FileServer).ServeHTTP(path=r.URL.Path)";
 
-/// Caddy from `tools/build-caddy.sh` (cached after the first build, which takes minutes).
+/// Caddy from `tools/build-thirdparty.sh` (cached outside the clone; `tools/install-deps.sh`
+/// builds it once per machine, about 12 minutes on 2 CPUs).
 fn caddy() -> std::path::PathBuf {
-    let script = gotel_e2e::workspace_root().join("tools/build-caddy.sh");
-    let (st, out, err) = run("tools/build-caddy.sh", Command::new(script), Duration::from_secs(40 * 60)).unwrap();
-    assert!(st.success(), "tools/build-caddy.sh failed: {err}");
+    let script = gotel_e2e::workspace_root().join("tools/build-thirdparty.sh");
+    let mut cmd = Command::new(script);
+    cmd.arg("caddy");
+    let (st, out, err) = run("tools/build-thirdparty.sh caddy", cmd, Duration::from_secs(40 * 60)).unwrap();
+    assert!(st.success(), "tools/build-thirdparty.sh caddy failed: {err}");
     out.trim().into()
 }
 
