@@ -7,7 +7,7 @@
 #
 #   tools/build-thirdparty.sh caddy     Caddy (reverse proxy; 82 MB with DWARF): e2e/tests/memory.rs.
 #                                       About 12 minutes cold on 2 CPUs, most of it compiling.
-#   tools/build-thirdparty.sh httpbin   go-httpbin (HTTP test server, 13 MB; XX cold):
+#   tools/build-thirdparty.sh httpbin   go-httpbin (HTTP test server, 13 MB; 76 s cold):
 #                                       e2e/tests/thirdparty.rs.
 #
 #   CADDY_VERSION    default 2.11.9
