@@ -250,13 +250,12 @@ fn without_injection_nothing_is_written_and_services_stay_apart() {
 }
 
 /// A round trip that fails carries Go's error text on its CLIENT span, not just the error's
-/// type (`*net.OpError`): the frontend's backend is a port nobody listens on.
-#[test]
-fn client_span_error_has_the_message() {
-    gotel_e2e::require!(Root, Go);
+/// type (`*net.OpError`): the frontend's backend is a port nobody listens on. Stripped: the
+/// error's fields come from the layout table.
+fn client_span_error_has_the_message(stripped: bool) {
     require_environment().unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let bin = build(&gotel_e2e::go_bin(), dir.path(), "httpsvc", false);
+    let bin = build(&gotel_e2e::go_bin(), dir.path(), "httpsvc", stripped);
     let sink = Sink::start(Path::new(SINK), dir.path()).unwrap();
     let file = dir.path().join("frontend.addr");
     let mut frontend = start(
@@ -275,6 +274,18 @@ fn client_span_error_has_the_message() {
     let client = spans.iter().find(|s| s.kind == 3).unwrap_or_else(|| panic!("no CLIENT span: {:#?}", names(&spans)));
     assert_eq!(client.status_code, 2, "{client:?}");
     assert_eq!(client.status_message, "dial tcp 127.0.0.1:1: connect: connection refused", "{client:?}");
+}
+
+#[test]
+fn client_span_error_text() {
+    gotel_e2e::require!(Root, Go);
+    client_span_error_has_the_message(false);
+}
+
+#[test]
+fn client_span_error_text_stripped() {
+    gotel_e2e::require!(Root, Go);
+    client_span_error_has_the_message(true);
 }
 
 /// HTTP/2 (h2c, Go 1.24+'s own support): `e2e/goapps/h2svc` serves on 127.0.0.1 and calls

@@ -5,20 +5,20 @@
 //! `Err` is a `*os.SyscallError` (`Syscall`, `Err` = `syscall.Errno`). Its `Error()` method
 //! builds the text from those fields, which the kernel cannot run; so [`extend`] adds fetches
 //! at the RETs of `roundTrip` that follow the returned error's data pointer to each of them
-//! (offsets from the binary's DWARF), and [`message`] puts the text together the way
+//! (offsets from the binary's DWARF, or for stripped binaries from `go_layouts.json`: the
+//! fields are declared by `http.client`), and [`message`] puts the text together the way
 //! `OpError.Error` does. The fetches run whatever the error's dynamic type (the kernel cannot
 //! test it); their values are used only when the type is `*net.OpError`. A nil error stops
-//! them at the first pointer. Binaries without DWARF keep the type name (no layouts of these
-//! types in `go_layouts.json`).
+//! them at the first pointer.
 //!
 //! Errno texts come from the C library's `strerror`, first letter lowercased: Go's own table
 //! (`syscall/zerrors_linux_amd64.go`) was generated that way.
-use gotel_shared::{Fetch, Root, ValueKind, MAX_FETCHES};
+use gotel_shared::{Root, ValueKind, MAX_FETCHES};
 use opentelemetry::KeyValue;
 
-use super::take;
+use super::{take, ReturnRead};
 use crate::{
-    attributes::{self, AttrSlot, AttributePlan, Decode, Limits},
+    attributes::{AttributePlan, Decode, Limits},
     dwarf::{DwarfInfo, FunctionInfo},
 };
 
@@ -26,7 +26,7 @@ use crate::{
 pub const OP_ERROR: &str = "*net.OpError";
 
 /// Adds the fetches of an `*net.OpError`'s fields through the data word of the capture named
-/// `err` (the `error` result). Leaves the plan as it is when the types are not in the DWARF.
+/// `err` (the `error` result). Leaves the plan as it is when the fields are unknown.
 pub fn extend(plan: &mut AttributePlan, dwarf: &DwarfInfo, _: &FunctionInfo, limits: &Limits) -> Result<(), String> {
     let types = &dwarf.types;
     let field = |s: &str, f: &str| types.struct_field(s, f).map(|(off, _)| off);
@@ -66,27 +66,12 @@ pub fn extend(plan: &mut AttributePlan, dwarf: &DwarfInfo, _: &FunctionInfo, lim
         ("e.err", ValueKind::Interface, &[err], Decode::TypeAndText),
         ("e.err.errno", ValueKind::Int, &[err + 8, errno + 8, 0], Decode::Uint { size: 8 }),
     ];
+    let start = ReturnRead { root: Root::Registers, reg: data_reg, max_len: max };
     for (key, kind, hops, decode) in wanted {
         if plan.fetches.len() >= MAX_FETCHES {
             break;
         }
-        let mut f = Fetch {
-            root: Root::Registers as u8,
-            kind: kind as u8,
-            size: 8,
-            nregs: 1,
-            regs: [data_reg, 0],
-            nhops: hops.len() as u8,
-            at_return: 1,
-            max_len: max,
-            slot: plan.slots.len() as u16,
-            ..Fetch::default()
-        };
-        for (i, h) in hops.iter().enumerate() {
-            f.hops[i] = i32::try_from(*h).map_err(|_| format!("{key}: offset {h} too large"))?;
-        }
-        plan.fetches.push(f);
-        plan.slots.push(AttrSlot { key: attributes::shared_key(key), decode, sets_error_status: false });
+        start.push(plan, key, kind, hops, decode);
     }
     Ok(())
 }
