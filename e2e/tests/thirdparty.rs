@@ -9,7 +9,9 @@
 //! * `(*T)` is part of the name: `bufio.(*Writer).Flush` traces that method and not
 //!   `bufio.(*ReadWriter).Flush`, both in `--list` and in the spans;
 //! * SIGTERM: gotel leaves within seconds (uprobe_multi; perf-event uprobes took minutes for as
-//!   many) and the server answers as before.
+//!   many) and the server answers as before;
+//! * a stripped copy names the type of an error gotel was never told about
+//!   (`*strconv.NumError`, was an address).
 //!
 //! Needs root, Go and a built gotel (`GOTEL_BIN`). Run with `--test-threads=1`.
 
@@ -163,4 +165,50 @@ fn broad_glob_on_httpbin_under_load() {
     // Back at full speed once gotel has left (perf-event uprobes kept it slow for minutes).
     assert!(after < untraced * 4 + Duration::from_secs(1), "still slow after leaving: {after:?} vs {untraced:?}");
     server.kill();
+}
+
+/// A stripped copy (`strip`: no symbol table, no DWARF, like `-ldflags=-s -w`) still names the
+/// type of an error the user never declared: `strconv.Atoi` failing on `/bytes/abc` gives
+/// `*strconv.NumError` (the type descriptors are found through Go's module data), not an address.
+#[test]
+fn stripped_httpbin_names_error_types() {
+    gotel_e2e::require!(Root, Go);
+    require_environment().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let bin = dir.path().join("go-httpbin");
+    std::fs::copy(httpbin(), &bin).unwrap();
+    let (st, _, err) = run(
+        "strip",
+        {
+            let mut c = Command::new("strip");
+            c.arg(&bin);
+            c
+        },
+        Duration::from_secs(60),
+    )
+    .unwrap();
+    assert!(st.success(), "strip: {err}");
+    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let addr = format!("127.0.0.1:{port}");
+    let sink = Sink::start(Path::new(SINK), dir.path()).unwrap();
+    let mut cmd =
+        gotel_command(&Export::Grpc(sink.grpc_endpoint()), "strconv.Atoi(s=arg0:string, _=ret0:int, err=ret1:error)");
+    cmd.arg("--").arg(&bin).args(["-host", "127.0.0.1", "-port", &port.to_string(), "-log-level", "OFF"]);
+    let mut gotel = Proc::spawn("gotel go-httpbin", cmd).unwrap();
+    assert!(wait_until(Duration::from_secs(60), || TcpStream::connect(&addr).is_ok()), "go-httpbin did not listen");
+    assert!(fetch(&addr, "/bytes/abc").starts_with("HTTP/1.1 400"));
+    assert!(fetch(&addr, "/bytes/12").starts_with("HTTP/1.1 200"));
+    let spans = sink.wait_spans(2, Duration::from_secs(30)).unwrap();
+    gotel.signal(libc::SIGTERM);
+    gotel.wait_timeout(Duration::from_secs(30)).unwrap();
+    let atoi = |s: &str| {
+        spans
+            .iter()
+            .find(|x| x.name == "strconv.Atoi" && x.attr_str("s") == Some(s))
+            .unwrap_or_else(|| panic!("Atoi({s}): {spans:#?}"))
+    };
+    let bad = atoi("abc");
+    assert_eq!(bad.attr_str("err"), Some("*strconv.NumError"), "{bad:?}");
+    assert_eq!((bad.status_code, bad.status_message.as_str()), (2, "*strconv.NumError"));
+    assert_eq!(atoi("12").attr_str("err"), Some("<nil>"));
 }
