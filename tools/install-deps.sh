@@ -10,7 +10,11 @@
 #   - the test VM (e2e/tests/vm.rs): qemu-system-x86, busybox-static, kmod, and Debian 12's
 #     6.1 and bookworm-backports' 6.12 kernels with their initramfs in /var/cache/gotel/vm
 #     (tools/vm/setup.sh)
-# Skip parts with GOTEL_SKIP_DOCKER=1, GOTEL_SKIP_GO=1, GOTEL_SKIP_RUST=1 or GOTEL_SKIP_VM=1.
+#   - the third-party Go programs of the e2e tests, built once from the module proxy into
+#     /var/cache/gotel (outside the clone; tools/build-thirdparty.sh): go-httpbin (seconds) and
+#     Caddy (about 12 minutes on 2 CPUs the first time, nothing after)
+# Skip parts with GOTEL_SKIP_DOCKER=1, GOTEL_SKIP_GO=1, GOTEL_SKIP_RUST=1, GOTEL_SKIP_VM=1 or
+# GOTEL_SKIP_THIRDPARTY=1.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 say() { echo "install-deps: $*"; }
@@ -83,6 +87,14 @@ if [[ "${GOTEL_SKIP_GO:-}" != 1 ]]; then
         || say "warning: $tc could not be fetched; the Go version matrix lacks it"
     fi
     [[ -x "$path" ]] && say "ok: $tc toolchain"
+  done
+fi
+
+# ---- third-party Go programs for the e2e tests (cached outside the clone) ---------------------
+if [[ "${GOTEL_SKIP_GO:-}" != 1 && "${GOTEL_SKIP_THIRDPARTY:-}" != 1 ]]; then
+  for prog in httpbin caddy; do
+    path="$("$ROOT/tools/build-thirdparty.sh" "$prog")" || die "building $prog failed (tools/build-thirdparty.sh $prog)"
+    say "ok: $prog ($path)"
   done
 fi
 

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context, Result};
 use serde::Deserialize;
 
+pub mod cgroup;
 pub mod check;
 pub mod hardening;
 pub mod sink;

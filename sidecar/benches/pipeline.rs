@@ -269,7 +269,7 @@ fn resource() -> opentelemetry_sdk::Resource {
 }
 
 fn pipeline() -> Pipeline {
-    Pipeline::from_env(resource(), &export::BatchSettings::from_env().expect("OTEL_BSP_*"))
+    Pipeline::from_env(resource(), &export::BatchSettings::from_env().expect("OTEL_BSP_*"), false)
         .expect("pipeline settings")
         .expect("exporting is off: set OTEL_TRACES_EXPORTER=otlp")
 }

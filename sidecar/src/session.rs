@@ -110,7 +110,14 @@ impl Stop {
 }
 
 fn prepare(settings: &Settings, exe: &Path) -> Result<(GoBinary, Plan), Failure> {
-    let binary = GoBinary::open(exe).map_err(Failure::target)?;
+    // DWARF only for the functions the plan can probe: what the specs name (a glob may take
+    // a few more than the plan will, never fewer) and the built-in instrumentations' spans.
+    // That keeps attaching to a large program inside a small container's memory.
+    let wanted = |name: &str| {
+        settings.specs.iter().any(|s| crate::names::glob_match(&s.symbol, name))
+            || settings.libraries.iter().any(|l| l.symbol() == Some(name))
+    };
+    let binary = GoBinary::open_for(exe, &wanted).map_err(Failure::target)?;
     let plan = plan::build(&binary, &settings.specs, &settings.limits, &settings.libraries, settings.inject)?;
     for w in &plan.warnings {
         tracing::warn!("{w}");
@@ -138,7 +145,7 @@ async fn session(
         pid: process.pid,
         go_version: binary.build.go_version.as_deref(),
     });
-    let pipeline = Pipeline::from_env(resource, &settings.batch)?;
+    let pipeline = Pipeline::from_env(resource, &settings.batch, launched.is_some())?;
     let mut attached = attach::load(&plan, &settings.maps)?;
     let exit_fd = target::pidfd(process.pid)
         .map_err(|e| Failure::target(format!("process {} is gone: {e}", process.pid)))

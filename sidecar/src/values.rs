@@ -10,12 +10,14 @@
 //! - a value the kernel could not read (`VALUE_UNREADABLE`, including a nil pointer on a
 //!   field path, `VALUE_NIL`) yields no attribute; it is counted (`unreadable`, `nil_path`)
 //!   so the caller can report it;
-//! - pointers, maps, chans, funcs and uintptrs are hex strings `0xc000012345`;
+//! - pointers, chans, funcs and uintptrs are hex strings `0xc000012345` (maps are refused at
+//!   plan time: `len(m)` is what can be read);
 //! - unsigned integers above `i64::MAX` are decimal strings (OpenTelemetry has no u64);
 //! - a nil interface or error is the string `<nil>` (as `fmt` prints it) when asked for
 //!   explicitly; the automatic error-status slot emits nothing for nil;
-//! - interfaces are their dynamic type name, `0x...` (the itab / type address) when the
-//!   binary has no symbols to name it;
+//! - interfaces are their dynamic type name, `0x...` (the itab / type address) when it
+//!   cannot be named (no type descriptor there; stripped binaries name theirs, see
+//!   `binary::moduledata`);
 //! - errors are their message when the dynamic type is `*errors.errorString`,
 //!   `*fmt.wrapError` or `*fmt.wrapErrors` (whose first field is the message), else the
 //!   dynamic type name; the status of an `error` result gets the same text;
@@ -28,7 +30,7 @@ use opentelemetry::KeyValue;
 use crate::attributes::{AttrSlot, Decode};
 
 /// Names a dynamic type from its runtime address (an itab for non-empty interfaces, a type
-/// descriptor for `any`): `*errors.errorString`. `None` when unknown (stripped binary).
+/// descriptor for `any`): `*errors.errorString`. `None` when unknown.
 pub trait TypeNames {
     fn type_name(&self, runtime_addr: u64) -> Option<String>;
 }
@@ -49,7 +51,7 @@ pub struct DecodeStats {
 }
 
 /// Error types whose first field is the message string.
-const MESSAGE_ERRORS: [&str; 3] = ["*errors.errorString", "*fmt.wrapError", "*fmt.wrapErrors"];
+pub(crate) const MESSAGE_ERRORS: [&str; 3] = ["*errors.errorString", "*fmt.wrapError", "*fmt.wrapErrors"];
 
 const HEADER: usize = std::mem::size_of::<ValueHeader>();
 
@@ -128,6 +130,11 @@ fn value(
         Decode::Len => KeyValue::new(key, w1 as i64),
         Decode::MapLen => KeyValue::new(key, w0 as i64),
         Decode::Interface => KeyValue::new(key, if w0 == 0 { "<nil>".to_string() } else { type_name(names, w0) }),
+        Decode::Hex => KeyValue::new(key, payload.iter().map(|b| format!("{b:02x}")).collect::<String>()),
+        Decode::TypeAndText => {
+            let ty = if w0 == 0 { "<nil>".to_string() } else { type_name(names, w0) };
+            KeyValue::new(key, format!("{ty}\0{}", text(payload, true)))
+        }
         Decode::Error | Decode::ErrorType => {
             if w0 == 0 {
                 return (s.decode == Decode::Error).then(|| KeyValue::new(key, "<nil>"));

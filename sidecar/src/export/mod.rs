@@ -110,11 +110,15 @@ pub fn resource(facts: &ResourceFacts) -> Resource {
     builder.with_attributes(attrs).build()
 }
 
-/// Prints each batch as one OTLP/JSON `ExportTraceServiceRequest` line on stdout (the protobuf
-/// JSON mapping OTLP/HTTP uses: hex ids, camelCase fields).
+/// Prints each batch as one OTLP/JSON `ExportTraceServiceRequest` line (the protobuf JSON
+/// mapping OTLP/HTTP uses: hex ids, camelCase fields) on stdout, or on stderr in launch mode:
+/// there the program inherits gotel's stdout, which must stay the program's own output (a
+/// pipeline reading it would get spans mixed in). Each line is one `write` so the program's
+/// own stderr lines do not cut into it (up to the pipe's atomic size).
 #[derive(Debug, Default)]
 pub struct ConsoleExporter {
     resource: Option<Resource>,
+    to_stderr: bool,
 }
 
 impl SpanExporter for ConsoleExporter {
@@ -126,10 +130,16 @@ impl SpanExporter for ConsoleExporter {
         let resource = self.resource.clone().unwrap_or_else(|| Resource::builder_empty().build());
         let schema = ResourceAttributesWithSchema::from(&resource);
         let request = ExportTraceServiceRequest { resource_spans: group_spans_by_resource_and_scope(batch, &schema) };
-        let line = serde_json::to_string(&request).map_err(|e| OTelSdkError::InternalFailure(e.to_string()))?;
+        let mut line = serde_json::to_vec(&request).map_err(|e| OTelSdkError::InternalFailure(e.to_string()))?;
+        line.push(b'\n');
         use std::io::Write;
-        let mut out = std::io::stdout().lock();
-        writeln!(out, "{line}").and_then(|_| out.flush()).map_err(|e| OTelSdkError::InternalFailure(e.to_string()))
+        let written = if self.to_stderr {
+            std::io::stderr().lock().write_all(&line)
+        } else {
+            let mut out = std::io::stdout().lock();
+            out.write_all(&line).and_then(|_| out.flush())
+        };
+        written.map_err(|e| OTelSdkError::InternalFailure(e.to_string()))
     }
 
     fn set_resource(&mut self, resource: &Resource) {
@@ -209,14 +219,15 @@ fn otlp_exporter() -> Result<opentelemetry_otlp::SpanExporter, Failure> {
 
 impl Pipeline {
     /// The exporter from the environment. `Ok(None)` when exporting is off (`none`, OTEL_SDK_DISABLED).
-    pub fn from_env(resource: Resource, batch: &BatchSettings) -> Result<Option<Pipeline>, Failure> {
+    /// `launch`: the program shares gotel's stdout, so the console exporter writes to stderr.
+    pub fn from_env(resource: Resource, batch: &BatchSettings, launch: bool) -> Result<Option<Pipeline>, Failure> {
         if env("OTEL_SDK_DISABLED").is_some_and(|v| v.eq_ignore_ascii_case("true")) {
             return Ok(None);
         }
         let kind = env("OTEL_TRACES_EXPORTER").unwrap_or_else(|| "otlp".into());
         let mut exporter = match kind.split(',').next().unwrap_or("otlp").trim() {
             "otlp" => AnyExporter::Otlp(Box::new(otlp_exporter()?)),
-            "console" | "logging" => AnyExporter::Console(ConsoleExporter::default()),
+            "console" | "logging" => AnyExporter::Console(ConsoleExporter { resource: None, to_stderr: launch }),
             "none" => return Ok(None),
             other => {
                 return Err(Failure::config(format!(

@@ -43,6 +43,7 @@ pub mod http_server;
 pub mod inject_handoff;
 pub mod inject_memory;
 pub mod inject_socket;
+pub mod net_error;
 pub mod trace_context_in;
 
 #[cfg(test)]
@@ -474,6 +475,48 @@ pub fn finish(lib: Library, raw: Vec<KeyValue>, error: Option<String>) -> Finish
     match &lib.span {
         Some(span) => (span.finish)(raw, error),
         None => Finished { name: lib.name.into(), attributes: raw, status: Status::Unset },
+    }
+}
+
+/// Where a [`SpanProbe::extend`] read at return starts: a register saved at entry
+/// (`Root::Saved`, slot `reg`) or one live at the RET (`Root::Registers`).
+#[derive(Clone, Copy)]
+pub(crate) struct ReturnRead {
+    pub root: gotel_shared::Root,
+    pub reg: u8,
+    /// `OTEL_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT`, capped at the kernel's `MAX_STR`.
+    pub max_len: u16,
+}
+
+impl ReturnRead {
+    /// Adds the capture `key`: from the start pointer through `hops` (each but the last loads a
+    /// pointer), read as `kind`, shown by `decode`.
+    pub(crate) fn push(
+        self,
+        plan: &mut crate::attributes::AttributePlan,
+        key: &str,
+        kind: gotel_shared::ValueKind,
+        hops: &[u64],
+        decode: crate::attributes::Decode,
+    ) {
+        let mut f = gotel_shared::Fetch {
+            root: self.root as u8,
+            kind: kind as u8,
+            size: 8,
+            nregs: 1,
+            regs: [self.reg, 0],
+            nhops: hops.len() as u8,
+            at_return: 1,
+            max_len: self.max_len,
+            slot: plan.slots.len() as u16,
+            ..Default::default()
+        };
+        for (i, h) in hops.iter().take(gotel_shared::MAX_HOPS).enumerate() {
+            f.hops[i] = *h as i32;
+        }
+        plan.fetches.push(f);
+        let key = crate::attributes::shared_key(key);
+        plan.slots.push(crate::attributes::AttrSlot { key, decode, sets_error_status: false });
     }
 }
 
