@@ -148,17 +148,22 @@ check "orders are one trace across both services ($n traces: backend SERVER chil
 check "the backend's functions are traced (probes-file of the selector)" \
   jq -e '[.[] | select(.svc == "backend" and .name == "main.quote")] | length > 0' "$TMP/spans.json"
 
-# Memory of gotel, as the kernel counts it for each container (peak, cgroup v1 or v2).
-mem_of() { # NAMESPACE POD CONTAINER -> peak MiB of the container's processes' RSS (VmHWM)
-  local uid cid p sum=0
-  uid="$(k -n "$1" get pod "$2" -o jsonpath='{.metadata.uid}')"
+# Memory of gotel: the peak of its container's memory cgroup (what a limit applies to: the
+# process and the BPF maps it created), the process's own peak RSS, and CPU time used.
+mem_of() { # NAMESPACE POD CONTAINER -> "cgroup peak X MiB, RSS peak Y MiB"
+  local cid d peak="?" p rss=0 cpu="?"
   cid="$(expected "$1" "$2" "$3" | jq -r '.["container.id"]')"
-  for p in $(grep -ls "$cid" /proc/[0-9]*/cgroup | cut -d/ -f3); do
-    sum=$((sum + $(awk '/VmHWM/ {print $2}' "/proc/$p/status" 2>/dev/null || echo 0)))
+  for d in $(find /sys/fs/cgroup -type d -name "*$cid*" 2>/dev/null); do
+    [[ -f $d/memory.max_usage_in_bytes ]] && peak=$(($(cat "$d/memory.max_usage_in_bytes") >> 20))
+    [[ -f $d/memory.peak ]] && peak=$(($(cat "$d/memory.peak") >> 20))
+    [[ -f $d/cpuacct.usage ]] && cpu=$(($(cat "$d/cpuacct.usage") / 1000000))
   done
-  echo "$((sum / 1024))"
+  for p in $(grep -ls "$cid" /proc/[0-9]*/cgroup | cut -d/ -f3); do
+    rss=$((rss + $(awk '/VmHWM/ {print $2}' "/proc/$p/status" 2>/dev/null || echo 0)))
+  done
+  echo "cgroup peak $peak MiB, RSS peak $((rss >> 10)) MiB, CPU $cpu ms since start"
 }
-say "peak RSS: node agent $(mem_of gotel "$AGENT" gotel) MiB (tracing 1 process), sidecar $(mem_of gotel-demo "$FPOD" gotel) MiB"
+say "memory: node agent (tracing 1 process): $(mem_of gotel "$AGENT" gotel); sidecar: $(mem_of gotel-demo "$FPOD" gotel)"
 
 # ---- a restarted pod -----------------------------------------------------------------------------
 t=$SECONDS
