@@ -24,11 +24,11 @@ if [ ! -x "$C/bin/kubelet" ] || [ ! -x "$C/bin/kube-apiserver" ]; then
 fi
 cd "$C/deb"
 if [ ! -x "$C/etcd/usr/bin/etcd" ]; then
-  apt-get download etcd-server >/dev/null
+  apt-get download etcd-server >/dev/null 2>&1
   dpkg -x etcd-server_*.deb "$C/etcd"
 fi
 if [ ! -x "$C/cni/usr/lib/cni/bridge" ]; then
-  apt-get download containernetworking-plugins >/dev/null
+  apt-get download containernetworking-plugins >/dev/null 2>&1
   dpkg -x containernetworking-plugins_*.deb "$C/cni"
 fi
 echo "k8s binaries in $C/bin, etcd in $C/etcd, CNI in $C/cni"

@@ -134,6 +134,8 @@ stop_pid() { # NAME [SIGNAL]: the process started by `start`, waited for
 
 down() {
   [[ -d $W ]] || { say "down: nothing to undo ($W absent)"; return 0; }
+  # Best effort: every step runs even when an earlier one found nothing to do.
+  set +e +o pipefail
   # Pods first, gracefully, while the kubelet still runs.
   if [[ -f $W/logs/kubelet.pid ]] && kubectl get --raw /readyz >/dev/null 2>&1; then
     kubectl delete namespace gotel gotel-demo --ignore-not-found --wait=false >/dev/null 2>&1 || true

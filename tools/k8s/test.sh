@@ -23,9 +23,19 @@ HERE="$ROOT/tools/k8s"
 export KUBECONFIG=${K8S_CACHE:-/var/cache/gotel/k8s}/run/kubeconfig
 TMP="$(mktemp -d /tmp/gotel-k8s-test.XXXXXX)"
 T0=$SECONDS
+DOWN_DONE=
 cleanup() {
-  if [[ -z "${K8S_KEEP:-}" ]]; then "$HERE/cluster.sh" down 2>&1 | sed 's/^/  /'; fi
+  if [[ -z "${K8S_KEEP:-}" && -z "$DOWN_DONE" ]]; then "$HERE/cluster.sh" down 2>&1 | sed 's/^/  /'; fi
   rm -rf "$TMP"
+}
+host_state() { # what the cluster changes on the host, to compare before and after
+  sysctl -n vm.overcommit_memory kernel.panic kernel.panic_on_oops net.ipv4.ip_forward | tr '\n' ' '
+  ip -4 addr show dev lo | grep -c ' 198.18.0.1/'
+  find /sys/fs/cgroup -maxdepth 3 -type d -name 'kubepods*' 2>/dev/null | wc -l
+  { iptables-save; ip6tables-save; } 2>/dev/null | grep -c 'KUBE-'
+  ip link show gotelk8s0 2>/dev/null | wc -l
+  findmnt -rn -o TARGET | grep -c '/k8s/run/'
+  ls -d /var/lib/kubelet /var/log/containers /var/log/pods 2>/dev/null | wc -l
 }
 trap cleanup EXIT
 trap 'say interrupted; exit 130' INT TERM
@@ -46,11 +56,12 @@ mkdir -p "$TMP/pause" && cp "$HERE/pause.go.txt" "$TMP/pause/pause.go"
 (cd "$TMP/pause" && printf 'module pause\ngo 1.19\n' >go.mod && CGO_ENABLED=0 GOCACHE=/var/cache/gotel/gocache "$GO" build -o pause .) \
   || { bad "go build pause"; finish; }
 printf 'FROM scratch\nCOPY pause /pause\nENTRYPOINT ["/pause"]\n' >"$TMP/pause/Dockerfile"
-DOCKER_BUILDKIT=0 docker build -q -t gotel-k8s-pause:local "$TMP/pause" >/dev/null || { bad "docker build pause"; finish; }
+DOCKER_BUILDKIT=0 docker build -q -t gotel-k8s-pause:local "$TMP/pause" >/dev/null 2>&1 || { bad "docker build pause"; finish; }
 ok "images built ($((SECONDS - T0)) s)"
 
 # ---- cluster -------------------------------------------------------------------------------------
 "$HERE/cluster.sh" down >/dev/null 2>&1   # leftovers of an interrupted run
+host_state >"$TMP/host.before"
 t=$SECONDS
 "$HERE/cluster.sh" up 2>&1 | sed 's/^/  /'
 [[ ${PIPESTATUS[0]} -eq 0 ]] || { bad "cluster up"; finish; }
@@ -184,5 +195,12 @@ check "the restarted pod's spans carry its new identity" \
   backend "$(expected gotel-demo "$NBPOD" backend)"
 check "the node agent reported no failure" bash -c "! kubectl -n gotel logs '$AGENT' | grep -E ' (WARN|ERROR) ' | grep -v 'FIONREAD\|SOCK_OPS programs'"
 k -n gotel logs "$AGENT" >"$TMP/agent.log" 2>&1; grep -E "WARN|ERROR|tracing a new" "$TMP/agent.log" | head -10 | sed 's/^/  agent: /'
+if [[ -z "${K8S_KEEP:-}" ]]; then
+  t=$SECONDS
+  "$HERE/cluster.sh" down 2>&1 | sed 's/^/  /'; DOWN_DONE=1
+  host_state >"$TMP/host.after"
+  check "cluster down, host as before (sysctls, lo address, cgroups, KUBE-* chains, bridge, mounts, dirs) ($((SECONDS - t)) s)" \
+    diff "$TMP/host.before" "$TMP/host.after"
+fi
 say "time: $((SECONDS - T0)) s"
 finish

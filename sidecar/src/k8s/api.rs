@@ -6,7 +6,8 @@
 //! in-cluster paths. That needs only `list` on `pods` (the ClusterRole in
 //! `deploy/kubernetes/`). A full client (kube + k8s-openapi) would have brought hundreds of
 //! generated types and minutes of build on two cores for this one call; reqwest, which gotel
-//! already links for OTLP, with rustls, does it, and the JSON is read with serde_json.
+//! already links for OTLP, does it (TLS through the system's OpenSSL, trusting only the cluster's
+//! CA), and the JSON is read with serde_json.
 //!
 //! The token is read again for every request: projected service-account tokens are rotated by
 //! the kubelet.
@@ -68,9 +69,6 @@ impl Client {
         let ca = reqwest::Certificate::from_pem(&ca).map_err(|e| {
             Failure::environment(format!("node mode: {} is not a PEM certificate: {e}", ca_path.display()))
         })?;
-        // reqwest is built without a default crypto provider (it would be aws-lc, a C build):
-        // ring's, installed once per process (a second install is refused, harmlessly).
-        let _ = rustls::crypto::ring::default_provider().install_default();
         let http = reqwest::Client::builder()
             .tls_certs_only([ca])
             .timeout(Duration::from_secs(10))
