@@ -10,7 +10,7 @@
 # the cluster's state lives in $K8S_CACHE/run and is removed by `down`.
 # What the cluster changes on the host, and `down` undoes: sysctls vm.overcommit_memory,
 # kernel.panic, kernel.panic_on_oops (set by the kubelet) and net.ipv4.ip_forward (the CNI
-# bridge's gateway), iptables chains KUBE-* (kubelet), cgroups kubepods* (kubelet), the bridge
+# bridge's gateway), iptables chains KUBE-* (kubelet) and one FORWARD rule for the bridge, cgroups kubepods* (kubelet), the bridge
 # gotelk8s0 and pod network namespaces (CNI), 198.18.0.1/32 on lo (the node address: the kubelet
 # refuses a loopback one), mounts under the state directory, /var/log/containers and /var/log/pods.
 #
@@ -69,6 +69,9 @@ up() {
   sed -e "s#@WORK@#$W#g" -e "s#@BRIDGE@#$BRIDGE#g" "$HERE/10-gotel.conflist" >"$W/cni/net.d/10-gotel.conflist"
   sed -e "s#@WORK@#$W#g" -e "s#@NODE_IP@#$NODE_IP#g" "$HERE/kubelet-config.yaml" >"$W/kubelet/config.yaml"
 
+  # Docker sets the FORWARD policy to DROP and br_netfilter passes bridged frames through it:
+  # pod-to-pod traffic on the bridge needs this rule (removed by `down`).
+  iptables -I FORWARD -i $BRIDGE -o $BRIDGE -j ACCEPT
   start etcd "$C/etcd/usr/bin/etcd" --data-dir "$W/etcd" --listen-client-urls http://127.0.0.1:23790 \
     --advertise-client-urls http://127.0.0.1:23790 --listen-peer-urls http://127.0.0.1:23800 \
     --initial-advertise-peer-urls http://127.0.0.1:23800 --initial-cluster default=http://127.0.0.1:23800
@@ -164,6 +167,7 @@ down() {
   for p in /var/run/netns/cni-*; do [[ -e $p ]] && { ip netns delete "$(basename "$p")" 2>/dev/null || true; }; done
   ip link del "$BRIDGE" 2>/dev/null || true
   drop_kube_chains iptables; drop_kube_chains ip6tables
+  while iptables -D FORWARD -i $BRIDGE -o $BRIDGE -j ACCEPT 2>/dev/null; do :; done
   # cgroups the kubelet made, deepest first (empty once their processes are gone).
   find /sys/fs/cgroup -depth -type d -name 'kubepods*' 2>/dev/null | while read -r d; do
     find "$d" -depth -type d -exec rmdir {} + 2>/dev/null || true
