@@ -198,7 +198,8 @@ pub async fn run(settings: &Settings, selectors: &[Selector], mut stop: Stop) ->
     let mut pods: HashMap<String, Pod> = HashMap::new();
     let mut refreshed: Option<Instant> = None;
     let mut api_warned: Option<Instant> = None;
-    let mut decided: HashSet<(u32, u64)> = HashSet::new();
+    // Processes decided on, with the executable they ran then.
+    let mut decided: HashMap<(u32, u64), String> = HashMap::new();
     let mut pending: HashMap<(u32, u64), Candidate> = HashMap::new();
     let mut running: Vec<(u32, JoinHandle<()>)> = Vec::new();
     let me = std::process::id();
@@ -209,7 +210,7 @@ pub async fn run(settings: &Settings, selectors: &[Selector], mut stop: Stop) ->
         }
         running.retain(|(_, h)| !h.is_finished());
         let alive = scan(me, &decided, &mut pending);
-        decided.retain(|k| alive.contains(k));
+        decided.retain(|k, _| alive.contains(k));
         pending.retain(|k, _| alive.contains(k));
 
         let unknown = pending.values().any(|c| {
@@ -243,7 +244,7 @@ pub async fn run(settings: &Settings, selectors: &[Selector], mut stop: Stop) ->
                 continue;
             }
             let c = pending.remove(&key).expect("listed above");
-            decided.insert(key);
+            decided.insert(key, c.exe.clone());
             let Some(i) = selectors.iter().position(|s| s.matches(&c.exe, pod, container)) else { continue };
             let identity = identity_of(&c, pod, container, node_name.as_deref(), &selectors[i]);
             tracing::info!(
@@ -268,7 +269,15 @@ pub async fn run(settings: &Settings, selectors: &[Selector], mut stop: Stop) ->
 }
 
 /// Reads /proc: new processes go to `pending`; returns every live (pid, start).
-fn scan(me: u32, decided: &HashSet<(u32, u64)>, pending: &mut HashMap<(u32, u64), Candidate>) -> HashSet<(u32, u64)> {
+///
+/// A process that ran another executable when it was decided on is new again: a container's
+/// first process is `runc init` (or a shell) until it execs the entrypoint, with the same pid
+/// and start time.
+fn scan(
+    me: u32,
+    decided: &HashMap<(u32, u64), String>,
+    pending: &mut HashMap<(u32, u64), Candidate>,
+) -> HashSet<(u32, u64)> {
     let mut alive = HashSet::new();
     let Ok(dir) = std::fs::read_dir("/proc") else { return alive };
     for entry in dir.flatten() {
@@ -280,12 +289,12 @@ fn scan(me: u32, decided: &HashSet<(u32, u64)>, pending: &mut HashMap<(u32, u64)
         let Some(start) = start_time(pid) else { continue };
         let key = (pid, start);
         alive.insert(key);
-        if decided.contains(&key) || pending.contains_key(&key) {
-            continue;
-        }
         // Kernel threads have no executable; another user's needs CAP_SYS_PTRACE.
         let Ok(link) = std::fs::read_link(format!("/proc/{pid}/exe")) else { continue };
         let exe = link.to_string_lossy().trim_end_matches(" (deleted)").to_string();
+        if decided.get(&key) == Some(&exe) || pending.get(&key).is_some_and(|c| c.exe == exe) {
+            continue;
+        }
         let exe_name = exe.rsplit('/').next().unwrap_or_default().to_string();
         let cgroup = cgroup::parse(&std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap_or_default());
         pending.insert(key, Candidate { pid, exe, exe_name, cgroup, first_seen: Instant::now() });
@@ -436,6 +445,29 @@ mod tests {
                 "container.id=c1"
             ]
         );
+    }
+
+    #[test]
+    fn a_process_that_execs_is_new_again() {
+        // Like a container's first process: `runc init` (here a shell) until it execs.
+        let mut child =
+            std::process::Command::new("/bin/sh").args(["-c", "sleep 0.5; exec /bin/sleep 5"]).spawn().unwrap();
+        let pid = child.id();
+        let mut decided = HashMap::new();
+        let mut pending = HashMap::new();
+        scan(std::process::id(), &decided, &mut pending);
+        let (&key, first) = pending.iter().find(|(k, _)| k.0 == pid).expect("the shell is found");
+        let shell = first.exe.clone();
+        decided.insert(key, shell.clone());
+        pending.clear();
+        scan(std::process::id(), &decided, &mut pending);
+        assert!(!pending.contains_key(&key), "an unchanged process is not new");
+        std::thread::sleep(Duration::from_millis(1000));
+        scan(std::process::id(), &decided, &mut pending);
+        let _ = child.kill();
+        let _ = child.wait();
+        let again = pending.get(&key).expect("after exec, the same pid and start time are new again");
+        assert!(again.exe.ends_with("sleep") && again.exe != shell, "{} after {shell}", again.exe);
     }
 
     #[test]
