@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs everything gotel's builds and tests need on a fresh Debian 12 (bookworm) machine, as
 # root. Idempotent: a second run only checks and prints "ok" lines.
-#   - apt: docker.io, docker-compose, iproute2, curl, jq, and the Go toolchains of
+#   - apt: docker.io, docker-compose, iproute2, curl, jq, libssl-dev (reqwest's TLS), and the Go toolchains of
 #     tools/go-toolchains.txt (golang-1.XX-go; bookworm-backports is added to the sources if missing)
 #   - Rust: the stable toolchain of rust-toolchain.toml and the eBPF nightly pinned in
 #     sidecar/build.rs, with rust-src and llvm-tools
@@ -23,12 +23,19 @@ die() { echo "install-deps: error: $*" >&2; exit 1; }
 export DEBIAN_FRONTEND=noninteractive
 
 # ---- apt packages ----------------------------------------------------------------------------
-want=(iproute2 curl jq ca-certificates libcap2-bin util-linux)
+want=(iproute2 curl jq ca-certificates libcap2-bin util-linux libssl-dev pkg-config)
 [[ "${GOTEL_SKIP_DOCKER:-}" == 1 ]] || want+=(docker.io docker-compose)
 # shellcheck source=tools/go-toolchains.sh
 GOTEL_ROOT="$ROOT" . "$ROOT/tools/go-toolchains.sh"
 [[ "${GOTEL_SKIP_GO:-}" == 1 ]] || mapfile -t -O "${#want[@]}" want < <(go_installs apt)
 [[ "${GOTEL_SKIP_VM:-}" == 1 ]] || want+=(qemu-system-x86 busybox-static kmod)
+# deploy/kubernetes/ validated offline (kubernetes-validate in a venv, below) and the one-node
+# cluster of tools/k8s/test.sh (containerd, runc, kubectl, iptables, openssl; Kubernetes itself
+# is built from the Go module proxy by tools/k8s/build.sh).
+if [[ "${GOTEL_SKIP_K8S:-}" != 1 ]]; then
+  want+=(python3-venv containerd runc iptables openssl)
+  command -v kubectl >/dev/null || want+=(kubernetes-client)   # Debian's kubectl
+fi
 
 if ! grep -rqs 'bookworm-backports' /etc/apt/sources.list /etc/apt/sources.list.d/; then
   say "adding bookworm-backports to /etc/apt/sources.list.d/bookworm-backports.list"
@@ -146,5 +153,15 @@ if [[ "${GOTEL_SKIP_DOCKER:-}" != 1 ]]; then
     "$DOCKER" info >/dev/null 2>&1 || { tail -20 /var/log/gotel-dockerd.log >&2; die "dockerd did not come up (log: /var/log/gotel-dockerd.log)"; }
   fi
   say "ok: dockerd $("$DOCKER" version --format '{{.Server.Version}}' 2>/dev/null), $(docker-compose version --short 2>/dev/null || echo 'no docker-compose')"
+fi
+# ---- kubernetes-validate (deploy/kubernetes/ checked offline against the API schemas) --------
+if [[ "${GOTEL_SKIP_K8S:-}" != 1 ]]; then
+  venv="${GOTEL_CACHE:-/var/cache/gotel}/venv-k8s"
+  if ! "$venv/bin/kubernetes-validate" --version >/dev/null 2>&1; then
+    say "kubernetes-validate 1.37.0 into $venv"
+    /usr/bin/python3 -m venv "$venv" && "$venv/bin/pip" install -q 'kubernetes-validate==1.37.0' \
+      || die "pip install kubernetes-validate into $venv failed"
+  fi
+  say "ok: $("$venv/bin/kubernetes-validate" --version 2>&1 | head -1) ($venv)"
 fi
 say "done"

@@ -265,7 +265,13 @@ fn factory_for(plan: &Plan, binary: &Arc<GoBinary>) -> SpanFactory {
 }
 
 fn resource() -> opentelemetry_sdk::Resource {
-    export::resource(&ResourceFacts { exe_name: "loop", pid: 4242, go_version: Some("go1.26") })
+    export::resource(&ResourceFacts {
+        exe_name: "loop",
+        pid: 4242,
+        go_version: Some("go1.26"),
+        service_name: None,
+        extra: &[],
+    })
 }
 
 fn pipeline() -> Pipeline {

@@ -84,6 +84,11 @@ pub struct ResourceFacts<'a> {
     pub exe_name: &'a str,
     pub pid: u32,
     pub go_version: Option<&'a str>,
+    /// Node mode's `service.name` for this target (selector, pod label, container): wins over
+    /// the environment, which is gotel's own, not the target's.
+    pub service_name: Option<&'a str>,
+    /// More attributes (Kubernetes: `k8s.*`, `container.id`).
+    pub extra: &'a [KeyValue],
 }
 
 /// `service.name` from OTEL_SERVICE_NAME (or OTEL_RESOURCE_ATTRIBUTES), else the executable's
@@ -93,7 +98,9 @@ pub fn resource(facts: &ResourceFacts) -> Resource {
         || env("OTEL_RESOURCE_ATTRIBUTES")
             .is_some_and(|a| a.split(',').any(|kv| kv.trim().starts_with("service.name=")));
     let mut builder = Resource::builder();
-    if !named {
+    if let Some(name) = facts.service_name {
+        builder = builder.with_service_name(name.to_string());
+    } else if !named {
         builder = builder.with_service_name(facts.exe_name.to_string());
     }
     let mut attrs = vec![
@@ -107,6 +114,7 @@ pub fn resource(facts: &ResourceFacts) -> Resource {
         // As the runtime reports it (runtime.Version()), like the OpenTelemetry Go SDK.
         attrs.push(KeyValue::new("process.runtime.version", v.to_string()));
     }
+    attrs.extend(facts.extra.iter().cloned());
     builder.with_attributes(attrs).build()
 }
 
