@@ -410,7 +410,7 @@ pub enum Counter {
     /// for its goroutine (request not made through a traced `Transport.roundTrip`).
     SocketNoContext = 23,
 }
-pub const NUM_COUNTERS: u32 = 24;
+pub const NUM_COUNTERS: u32 = 64;
 
 /// pt_regs slot indices (x86-64 `struct pt_regs` / aya's `pt_regs`, 8 bytes each).
 pub const REG_R15: u8 = 0;

@@ -17,7 +17,8 @@
 //! - interfaces are their dynamic type name, `0x...` (the itab / type address) when the
 //!   binary has no symbols to name it;
 //! - errors are their message when the dynamic type is `*errors.errorString`,
-//!   `*fmt.wrapError` or `*fmt.wrapErrors` (whose first field is the message), else the
+//!   `*fmt.wrapError` or `*fmt.wrapErrors` (whose first field is the message) or go-redis's
+//!   `proto.RedisError` (a string), else the
 //!   dynamic type name; the status of an `error` result gets the same text;
 //! - strings cut by the kernel at the length limit are cut back to a UTF-8 boundary; other
 //!   invalid UTF-8 becomes U+FFFD.
@@ -48,8 +49,9 @@ pub struct DecodeStats {
     pub malformed: bool,
 }
 
-/// Error types whose first field is the message string.
-const MESSAGE_ERRORS: [&str; 3] = ["*errors.errorString", "*fmt.wrapError", "*fmt.wrapErrors"];
+/// Error types whose first field is the message string (go-redis's `proto.RedisError` is a
+/// string, boxed: its data is the message, `redis.Nil` included).
+const MESSAGE_ERRORS: [&str; 4] = ["*errors.errorString", "*fmt.wrapError", "*fmt.wrapErrors", "proto.RedisError"];
 
 const HEADER: usize = std::mem::size_of::<ValueHeader>();
 

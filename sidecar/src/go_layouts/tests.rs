@@ -92,8 +92,7 @@ fn synthetic_dwarf_plans_like_real_dwarf() {
     let real = load_dwarf(&built.path).expect("DWARF");
     let fake = synthetic_dwarf(&from_dwarf(&real, None).unwrap());
     let limits = Limits::default();
-    for unit in instrumentations::ALL {
-        let Some(span) = &unit.span else { continue };
+    for (unit, span) in instrumentations::ALL.iter().flat_map(|u| u.spans().map(move |s| (u, s))) {
         let specs = crate::spec::parse_probes(span.spec).unwrap();
         let plan = |d: &DwarfInfo| {
             let info = d.function(span.symbol).unwrap();
