@@ -17,8 +17,8 @@
 //! - interfaces are their dynamic type name, `0x...` (the itab / type address) when the
 //!   binary has no symbols to name it;
 //! - errors are their message when the dynamic type is `*errors.errorString`,
-//!   `*fmt.wrapError` or `*fmt.wrapErrors` (whose first field is the message) or go-redis's
-//!   `proto.RedisError` (a string), else the
+//!   `*fmt.wrapError` or `*fmt.wrapErrors` (whose first field is the message), go-redis's
+//!   `proto.RedisError` (a string) or modernc SQLite's `*sqlite.Error`, else the
 //!   dynamic type name; the status of an `error` result gets the same text;
 //! - strings cut by the kernel at the length limit are cut back to a UTF-8 boundary; other
 //!   invalid UTF-8 becomes U+FFFD.
@@ -50,8 +50,17 @@ pub struct DecodeStats {
 }
 
 /// Error types whose first field is the message string (go-redis's `proto.RedisError` is a
-/// string, boxed: its data is the message, `redis.Nil` included).
-const MESSAGE_ERRORS: [&str; 4] = ["*errors.errorString", "*fmt.wrapError", "*fmt.wrapErrors", "proto.RedisError"];
+/// string, boxed: its data is the message, `redis.Nil` included). Named with their package
+/// path when the binary has DWARF, with its last element when not.
+const MESSAGE_ERRORS: [&str; 7] = [
+    "*errors.errorString",
+    "*fmt.wrapError",
+    "*fmt.wrapErrors",
+    "github.com/redis/go-redis/v9/internal/proto.RedisError",
+    "proto.RedisError",
+    "*modernc.org/sqlite.Error",
+    "*sqlite.Error",
+];
 
 const HEADER: usize = std::mem::size_of::<ValueHeader>();
 

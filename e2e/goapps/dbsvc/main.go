@@ -53,6 +53,8 @@ func fail(err error, what string) {
 //	SELECT name FROM items WHERE id = $1                    (prepared, queried twice)
 //	SELEC 1                                                 (ERROR: syntax)
 //	INSERT INTO items (id, name) VALUES (1, 'dup')          (ERROR: unique violation)
+//
+//go:noinline
 func sqlSequence(ctx context.Context, db *sql.DB, ph func(int) string) {
 	_, err := db.ExecContext(ctx, "DROP TABLE IF EXISTS items")
 	must(err, "drop")
@@ -93,6 +95,8 @@ func sqlSequence(ctx context.Context, db *sql.DB, ph func(int) string) {
 //
 //	SELECT pg_terminate_backend(pg_backend_pid())   (ERROR: the server ends the session)
 //	SELECT 1                                        (ERROR: closed connection)
+//
+//go:noinline
 func pgClosed(ctx context.Context, db *sql.DB) {
 	conn, err := db.Conn(ctx)
 	must(err, "conn")
@@ -102,11 +106,13 @@ func pgClosed(ctx context.Context, db *sql.DB) {
 	fail(err, "closed connection")
 }
 
+//go:noinline
 func pgSequence(ctx context.Context, db *sql.DB) {
 	sqlSequence(ctx, db, func(i int) string { return fmt.Sprintf("$%d", i) })
 	pgClosed(ctx, db)
 }
 
+//go:noinline
 func sqliteSequence(ctx context.Context, db *sql.DB) {
 	sqlSequence(ctx, db, func(i int) string { return fmt.Sprintf("?%d", i) })
 }
@@ -119,6 +125,8 @@ func sqliteSequence(ctx context.Context, db *sql.DB) {
 //	incr  INCR counter
 //	pipeline: set, incr        (one span for the pipeline)
 //	lpush LPUSH k x            (ERROR: WRONGTYPE)
+//
+//go:noinline
 func redisSequence(ctx context.Context, rdb *redis.Client) {
 	must(rdb.Set(ctx, "k", "v", 0).Err(), "set")
 	must(rdb.Get(ctx, "k").Err(), "get")

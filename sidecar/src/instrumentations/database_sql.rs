@@ -18,7 +18,7 @@
 //! `server.address` is not set: it lives in driver-specific connection state.
 use std::sync::OnceLock;
 
-use gotel_shared::{Fetch, Root, ValueKind, REG_RCX, REG_RDI};
+use gotel_shared::{Fetch, Root, ValueKind, REG_RAX, REG_RCX, REG_RDI};
 use opentelemetry::{
     trace::{SpanKind, Status},
     KeyValue,
@@ -55,6 +55,7 @@ pub static DATABASE_SQL: Instrumentation = Instrumentation {
         FieldNeed::std("database/sql.Stmt", "query", GoTy::String),
         FieldNeed::std("database/sql.Stmt", "db", GoTy::Ptr("database/sql.DB")),
         FieldNeed::std("database/sql.DB", "connector", GoTy::Iface("database/sql/driver.Connector")),
+        FieldNeed::std("database/sql.dsnConnector", "driver", GoTy::Iface("database/sql/driver.Driver")),
         FieldNeed::module(PGX, "github.com/jackc/pgx/v5/pgconn.PgError", "Code", GoTy::String).optional(),
         FieldNeed::module(PGX, "github.com/jackc/pgx/v5/pgconn.PgError", "Message", GoTy::String).optional(),
         FieldNeed::module(PQ, "github.com/lib/pq.Error", "Code", GoTy::String).optional(),
@@ -75,7 +76,7 @@ pub static DATABASE_SQL: Instrumentation = Instrumentation {
             Arg::result("err", GoTy::Iface("error")),
         ],
         save_regs: [gotel_shared::NO_REG; 2],
-        extend: Some(|p, d, i, l| extend(p, d, i, l, REG_RDI)),
+        extend: Some(|p, d, i, l| extend(p, d, i, l, REG_RDI, false)),
         finish,
     }),
     more_spans: &[
@@ -95,7 +96,7 @@ pub static DATABASE_SQL: Instrumentation = Instrumentation {
                 Arg::result("~r1", GoTy::Iface("error")),
             ],
             save_regs: [gotel_shared::NO_REG; 2],
-            extend: Some(|p, d, i, l| extend(p, d, i, l, REG_RCX)),
+            extend: Some(|p, d, i, l| extend(p, d, i, l, REG_RCX, false)),
             finish,
         },
         SpanProbe {
@@ -110,7 +111,7 @@ pub static DATABASE_SQL: Instrumentation = Instrumentation {
                 Arg::result("~r1", GoTy::Iface("error")),
             ],
             save_regs: [gotel_shared::NO_REG; 2],
-            extend: Some(|p, d, i, l| extend(p, d, i, l, REG_RDI)),
+            extend: Some(|p, d, i, l| extend(p, d, i, l, REG_RDI, true)),
             finish,
         },
         SpanProbe {
@@ -125,7 +126,7 @@ pub static DATABASE_SQL: Instrumentation = Instrumentation {
                 Arg::result("~r1", GoTy::Iface("error")),
             ],
             save_regs: [gotel_shared::NO_REG; 2],
-            extend: Some(|p, d, i, l| extend(p, d, i, l, REG_RCX)),
+            extend: Some(|p, d, i, l| extend(p, d, i, l, REG_RCX, true)),
             finish,
         },
     ],
@@ -134,15 +135,47 @@ pub static DATABASE_SQL: Instrumentation = Instrumentation {
 
 /// At return, through the error's data word (register `err_data`): `Message` and `Code` of the
 /// PostgreSQL error structs the binary has. Read whatever the error's type; `finish` uses them
-/// only when the type is that struct.
+/// only when the type is that struct. For a statement (`stmt`, `s` in RAX at entry): the
+/// driver's type behind `s.db.connector` when that is `sql.Open`'s `dsnConnector` (drivers
+/// without `OpenConnector`: lib/pq, SQLite), whose own type names no driver.
 fn extend(
     plan: &mut AttributePlan,
     dwarf: &DwarfInfo,
     _info: &FunctionInfo,
     limits: &Limits,
     err_data: u8,
+    stmt: bool,
 ) -> Result<(), String> {
     let max = limits.max_string.min(gotel_shared::MAX_STR) as u16;
+    let types = &dwarf.types;
+    if stmt {
+        let field = |s: &str, f: &str| types.struct_field(s, f).map(|(o, _)| o as i32);
+        if let (Some(db), Some(connector), Some(driver)) = (
+            field("database/sql.Stmt", "db"),
+            field("database/sql.DB", "connector"),
+            field("database/sql.dsnConnector", "driver"),
+        ) {
+            let mut f = Fetch {
+                root: Root::Registers as u8,
+                kind: ValueKind::Interface as u8,
+                size: 2,
+                nregs: 1,
+                regs: [REG_RAX, 0],
+                nhops: 3,
+                max_len: max,
+                slot: plan.slots.len() as u16,
+                ..Fetch::default()
+            };
+            // s -> s.db (load) -> the connector's data word (load) -> its driver field.
+            f.hops[..3].copy_from_slice(&[db, connector + 8, driver]);
+            plan.fetches.push(f);
+            plan.slots.push(AttrSlot {
+                key: attributes::shared_key("dsn_driver"),
+                decode: Decode::Interface,
+                sets_error_status: false,
+            });
+        }
+    }
     for (_, strukt, prefix) in PG_ERRORS {
         for field in ["Message", "Code"] {
             let Some((off, _)) = dwarf.types.struct_field(strukt, field) else { continue };
@@ -200,24 +233,49 @@ fn query_text() -> QueryText {
     QUERY_TEXT.get().copied().unwrap_or(QueryText::Sanitized)
 }
 
-/// `db.system.name` from the dynamic type of the driver's connection or connector.
+/// Driver packages and their `db.system.name`: (package path or its last element, system).
+/// Type names carry the full path with DWARF (`*github.com/jackc/pgx/v5/stdlib.Conn`) and the
+/// last element without (`*stdlib.Conn`).
+const SYSTEMS: &[(&str, &str)] = &[
+    ("github.com/jackc/pgx/v4/stdlib", "postgresql"),
+    ("github.com/jackc/pgx/v5/stdlib", "postgresql"),
+    ("stdlib", "postgresql"),
+    ("github.com/lib/pq", "postgresql"),
+    ("pq", "postgresql"),
+    ("github.com/uptrace/bun/driver/pgdriver", "postgresql"),
+    ("pgdriver", "postgresql"),
+    ("modernc.org/sqlite", "sqlite"),
+    ("github.com/mattn/go-sqlite3", "sqlite"),
+    ("github.com/glebarez/go-sqlite", "sqlite"),
+    ("github.com/ncruces/go-sqlite3/driver", "sqlite"),
+    ("sqlite", "sqlite"),
+    ("sqlite3", "sqlite"),
+    ("github.com/go-sql-driver/mysql", "mysql"),
+    ("mysql", "mysql"),
+    ("github.com/microsoft/go-mssqldb", "microsoft.sql_server"),
+    ("github.com/denisenkom/go-mssqldb", "microsoft.sql_server"),
+    ("mssql", "microsoft.sql_server"),
+    ("github.com/godror/godror", "oracle.db"),
+    ("godror", "oracle.db"),
+    ("github.com/ClickHouse/clickhouse-go/v2", "clickhouse"),
+    ("clickhouse", "clickhouse"),
+];
+
+/// `db.system.name` from the dynamic type of the driver's connection, connector or driver.
 pub fn system_of(driver_type: &str) -> &'static str {
     let t = driver_type.trim_start_matches('*');
-    let pkg = t.split('.').next().unwrap_or("");
-    match pkg {
-        "stdlib" | "pq" | "pgx" | "pgdriver" => "postgresql",
-        "sqlite" | "sqlite3" => "sqlite",
-        "mysql" => "mysql",
-        "mssql" | "sqlserver" => "microsoft.sql_server",
-        "godror" | "ora" => "oracle.db",
-        "clickhouse" => "clickhouse",
-        _ => "other_sql",
-    }
+    // The package path: up to the last '.' after the last '/'.
+    let slash = t.rfind('/').map_or(0, |i| i + 1);
+    let pkg = t[slash..].find('.').map_or(t, |i| &t[..slash + i]);
+    SYSTEMS.iter().find(|(p, _)| *p == pkg).map_or("other_sql", |(_, s)| s)
 }
 
 fn finish(mut raw: Vec<KeyValue>, error: Option<String>) -> Finished {
     let query = text(take(&mut raw, "q")).unwrap_or_default();
-    let driver = text(take(&mut raw, "drv")).unwrap_or_default();
+    let mut driver = text(take(&mut raw, "drv")).unwrap_or_default();
+    if driver.ends_with("sql.dsnConnector") {
+        driver = text(take(&mut raw, "dsn_driver")).unwrap_or(driver);
+    }
     let err_type = text(take(&mut raw, "err"));
     let system = system_of(&driver);
     let (op, table) = sql::operation_and_table(&query);
@@ -236,7 +294,7 @@ fn finish(mut raw: Vec<KeyValue>, error: Option<String>) -> Finished {
     let mut status = Status::Unset;
     if let Some(mut msg) = error {
         let pg = PG_ERRORS.iter().find(|(_, s, _)| {
-            err_type.as_deref().is_some_and(|t| t.trim_start_matches('*') == short_type(s))
+            err_type.as_deref().map(|t| t.trim_start_matches('*')).is_some_and(|t| t == *s || t == short_type(s))
         });
         if let Some((_, _, prefix)) = pg {
             if let Some(m) = text(take(&mut raw, &format!("{prefix}.Message"))) {
@@ -289,7 +347,7 @@ mod tests {
         let raw = vec![
             KeyValue::new("q", "INSERT INTO items (id) VALUES (1)"),
             KeyValue::new("drv", "*stdlib.Conn"),
-            KeyValue::new("err", "*pgconn.PgError"),
+            KeyValue::new("err", "*github.com/jackc/pgx/v5/pgconn.PgError"),
             KeyValue::new("pgx.Message", "duplicate key value violates unique constraint \"items_pkey\""),
             KeyValue::new("pgx.Code", "23505"),
             KeyValue::new("pq.Message", "garbage"),
@@ -315,5 +373,10 @@ mod tests {
         assert_eq!(system_of("*sqlite.conn"), "sqlite");
         assert_eq!(system_of("*mysql.mysqlConn"), "mysql");
         assert_eq!(system_of("0x4a2b00"), "other_sql");
+        assert_eq!(system_of("*github.com/jackc/pgx/v5/stdlib.Conn"), "postgresql");
+        assert_eq!(system_of("github.com/lib/pq.Driver"), "postgresql");
+        assert_eq!(system_of("*modernc.org/sqlite.conn"), "sqlite");
+        assert_eq!(system_of("*example.com/stdlib.Conn"), "other_sql");
+        assert_eq!(system_of("database/sql.dsnConnector"), "other_sql");
     }
 }
