@@ -19,6 +19,7 @@ use gotel_e2e::{
 };
 
 const SINK: &str = env!("CARGO_BIN_EXE_otlp-sink");
+const SERVER: i32 = 2;
 const CLIENT: i32 = 3;
 const ERROR: i32 = 2;
 
@@ -104,8 +105,9 @@ fn children<'a>(spans: &'a [FlatSpan], parent: &FlatSpan) -> Vec<&'a FlatSpan> {
 
 /// The span of user function `function` under the server span of `GET route`.
 fn function_span<'a>(spans: &'a [FlatSpan], route: &str, function: &str) -> &'a FlatSpan {
-    let server = spans.iter().find(|s| s.name == format!("GET {route}")).unwrap_or_else(|| {
-        panic!("no server span GET {route}; spans: {:?}", spans.iter().map(|s| &s.name).collect::<Vec<_>>())
+    // Named `GET /pgx` from Go 1.23 (ServeMux's pattern), `GET` before.
+    let server = spans.iter().find(|s| s.kind == SERVER && s.attr_str("url.path") == Some(route)).unwrap_or_else(|| {
+        panic!("no server span for {route}; spans: {:?}", spans.iter().map(|s| &s.name).collect::<Vec<_>>())
     });
     let f = children(spans, server).into_iter().find(|s| s.name == function);
     let f = f.unwrap_or_else(|| panic!("no {function} under GET {route}"));
@@ -210,6 +212,12 @@ fn db_spans_go_default() {
 fn db_spans_go_default_stripped() {
     gotel_e2e::require!(Root, Go, Databases);
     run(&gotel_e2e::go_bin(), Variant::Stripped);
+}
+
+#[test]
+fn db_spans_go_1_27_stripped() {
+    gotel_e2e::require!(Root, GoVersion("1.27"), Databases);
+    run(&go_version_bin("1.27").unwrap(), Variant::Stripped);
 }
 
 #[test]

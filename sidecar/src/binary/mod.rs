@@ -166,6 +166,9 @@ impl GoBinary {
             pclntab: None,
             dwarf: None,
         };
+        if bin.types_base.is_none() {
+            bin.types_base = bin.types_base_without_symbols();
+        }
         bin.build = bin.section_data(".go.buildinfo").map(|d| buildinfo::parse(&d)).unwrap_or_default();
         let text_start = bin.section(".text").map(|s| s.addr).unwrap_or(0);
         let pcln_data = bin.section_data(".gopclntab").or_else(|| bin.section_data(".data.rel.ro.gopclntab"));
@@ -203,6 +206,32 @@ impl GoBinary {
             }
         };
         Ok(bin)
+    }
+
+    /// `moduledata.types` of a binary without .symtab (`-ldflags=-s`), so interface values can
+    /// still be named: the linker starts the type data at `.go.type` (Go 1.27), else at
+    /// `.rodata` (`.data.rel.ro` in PIE builds). Trusted for executables only when
+    /// `runtime.firstmoduledata` (in `.go.module` from Go 1.26, `.noptrdata` or `.data` before)
+    /// holds it followed within two words by an end inside that section (`types`, `etypes`;
+    /// Go 1.27 puts a word between them); PIE moduledata
+    /// words are relocations, so there the section start is taken as is.
+    fn types_base_without_symbols(&self) -> Option<u64> {
+        if self.is_pie {
+            return self.section(".go.type").or_else(|| self.section(".data.rel.ro")).map(|s| s.addr);
+        }
+        let words = |name: &str| -> Vec<u64> {
+            self.section_data(name)
+                .map(|d| d.chunks_exact(8).map(|w| u64::from_le_bytes(w.try_into().unwrap())).collect())
+                .unwrap_or_default()
+        };
+        let module_words: Vec<Vec<u64>> = [".go.module", ".noptrdata", ".data"].into_iter().map(words).collect();
+        [".go.type", ".rodata"].into_iter().filter_map(|name| self.section(name)).map(|s| (s.addr, s.addr + s.size)).find(
+            |&(base, end)| {
+                let ends = |w: &u64| *w > base && *w <= end;
+                module_words.iter().any(|w| w.windows(3).any(|p| p[0] == base && p[1..].iter().any(ends)))
+            },
+        )
+        .map(|(base, _)| base)
     }
 
     fn section(&self, name: &str) -> Option<&Section> {
