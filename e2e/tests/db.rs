@@ -106,9 +106,10 @@ fn children<'a>(spans: &'a [FlatSpan], parent: &FlatSpan) -> Vec<&'a FlatSpan> {
 /// The span of user function `function` under the server span of `GET route`.
 fn function_span<'a>(spans: &'a [FlatSpan], route: &str, function: &str) -> &'a FlatSpan {
     // Named `GET /pgx` from Go 1.23 (ServeMux's pattern), `GET` before.
-    let server = spans.iter().find(|s| s.kind == SERVER && s.attr_str("url.path") == Some(route)).unwrap_or_else(|| {
-        panic!("no server span for {route}; spans: {:?}", spans.iter().map(|s| &s.name).collect::<Vec<_>>())
-    });
+    let server =
+        spans.iter().find(|s| s.kind == SERVER && s.attr_str("url.path") == Some(route)).unwrap_or_else(|| {
+            panic!("no server span for {route}; spans: {:?}", spans.iter().map(|s| &s.name).collect::<Vec<_>>())
+        });
     let f = children(spans, server).into_iter().find(|s| s.name == function);
     let f = f.unwrap_or_else(|| panic!("no {function} under GET {route}"));
     assert_eq!(f.trace_id, server.trace_id);
@@ -116,7 +117,8 @@ fn function_span<'a>(spans: &'a [FlatSpan], route: &str, function: &str) -> &'a 
 }
 
 fn check(spans: &[&FlatSpan], want: &[Want], system: &str, what: &str) {
-    let got: Vec<String> = spans.iter().map(|s| format!("{} [{}]", s.name, s.attr_str("db.query.text").unwrap_or(""))).collect();
+    let got: Vec<String> =
+        spans.iter().map(|s| format!("{} [{}]", s.name, s.attr_str("db.query.text").unwrap_or(""))).collect();
     assert_eq!(spans.len(), want.len(), "{what}: spans {got:#?}");
     for (s, w) in spans.iter().zip(want) {
         let at = format!("{what}: {} ({:?})", s.name, s.attributes);
@@ -150,14 +152,16 @@ fn run(go: &Path, variant: Variant) {
     let bin = private_copy(&build_go(go, "dbsvc", variant).unwrap(), dir.path()).unwrap();
     let sink = Sink::start(Path::new(SINK), dir.path()).unwrap();
     let portfile = dir.path().join("addr");
-    let mut cmd = gotel_command(
-        &Export::HttpProtobuf(sink.http_endpoint()),
-        "main.sqlSequence;main.pgClosed;main.redisSequence",
-    );
+    let mut cmd =
+        gotel_command(&Export::HttpProtobuf(sink.http_endpoint()), "main.sqlSequence;main.pgClosed;main.redisSequence");
     cmd.arg("--").arg(&bin).args(["-portfile", portfile.to_str().unwrap(), "-pg", &pg.dsn(), "-redis", &redis.addr()]);
     cmd.arg("-sqlite").arg(dir.path().join("lite.db"));
     let mut gotel = Proc::spawn("gotel dbsvc", cmd).unwrap();
-    assert!(wait_until(Duration::from_secs(60), || portfile.exists()), "dbsvc never listened: {}", gotel.stderr_string());
+    assert!(
+        wait_until(Duration::from_secs(60), || portfile.exists()),
+        "dbsvc never listened: {}",
+        gotel.stderr_string()
+    );
     std::thread::sleep(Duration::from_millis(100));
     let addr = std::fs::read_to_string(&portfile).unwrap();
     for route in ["/pgx", "/pq", "/sqlite", "/redis"] {

@@ -225,13 +225,15 @@ impl GoBinary {
                 .unwrap_or_default()
         };
         let module_words: Vec<Vec<u64>> = [".go.module", ".noptrdata", ".data"].into_iter().map(words).collect();
-        [".go.type", ".rodata"].into_iter().filter_map(|name| self.section(name)).map(|s| (s.addr, s.addr + s.size)).find(
-            |&(base, end)| {
+        [".go.type", ".rodata"]
+            .into_iter()
+            .filter_map(|name| self.section(name))
+            .map(|s| (s.addr, s.addr + s.size))
+            .find(|&(base, end)| {
                 let ends = |w: &u64| *w > base && *w <= end;
                 module_words.iter().any(|w| w.windows(3).any(|p| p[0] == base && p[1..].iter().any(ends)))
-            },
-        )
-        .map(|(base, _)| base)
+            })
+            .map(|(base, _)| base)
     }
 
     fn section(&self, name: &str) -> Option<&Section> {

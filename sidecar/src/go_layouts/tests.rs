@@ -119,7 +119,13 @@ fn synthetic_dwarf_plans_like_real_dwarf() {
                 p
             };
             let (a, b) = (plan(&real), plan(&synth));
-            assert_eq!(format!("{:?}", a.fetches), format!("{:?}", b.fetches), "{} ({}, {app})", unit.name, span.symbol);
+            assert_eq!(
+                format!("{:?}", a.fetches),
+                format!("{:?}", b.fetches),
+                "{} ({}, {app})",
+                unit.name,
+                span.symbol
+            );
             checked.insert(span.symbol);
         }
         if app == "layouts" {
@@ -127,7 +133,8 @@ fn synthetic_dwarf_plans_like_real_dwarf() {
             real_layouts = Some(real);
         }
     }
-    let all: std::collections::BTreeSet<&str> = instrumentations::ALL.iter().flat_map(|u| u.spans()).map(|s| s.symbol).collect();
+    let all: std::collections::BTreeSet<&str> =
+        instrumentations::ALL.iter().flat_map(|u| u.spans()).map(|s| s.symbol).collect();
     assert_eq!(checked, all, "span probes no test program links");
     let (fake, real) = (fake.unwrap(), real_layouts.unwrap());
     let w = fake.types.struct_named("bufio.Writer").expect("bufio.Writer, declared by inject.memory");

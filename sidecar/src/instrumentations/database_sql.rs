@@ -194,7 +194,11 @@ fn extend(
             f.hops[0] = off as i32;
             plan.fetches.push(f);
             let key = format!("{prefix}.{field}");
-            plan.slots.push(AttrSlot { key: attributes::shared_key(&key), decode: Decode::String, sets_error_status: false });
+            plan.slots.push(AttrSlot {
+                key: attributes::shared_key(&key),
+                decode: Decode::String,
+                sets_error_status: false,
+            });
         }
     }
     Ok(())
@@ -329,10 +333,8 @@ mod tests {
 
     #[test]
     fn sql_span_from_captures() {
-        let raw = vec![
-            KeyValue::new("q", "SELECT id FROM items WHERE name = 'tea'"),
-            KeyValue::new("drv", "*stdlib.Conn"),
-        ];
+        let raw =
+            vec![KeyValue::new("q", "SELECT id FROM items WHERE name = 'tea'"), KeyValue::new("drv", "*stdlib.Conn")];
         let f = finish(raw, None);
         assert_eq!(f.name, "SELECT items");
         assert_eq!(get(&f, "db.system.name").as_deref(), Some("postgresql"));
@@ -359,7 +361,8 @@ mod tests {
             other => panic!("{other:?}"),
         }
         // Another error type keeps the generic message, and the PostgreSQL reads are ignored.
-        let raw = vec![KeyValue::new("q", "SELECT 1"), KeyValue::new("drv", "*sqlite.conn"), KeyValue::new("pgx.Code", "x")];
+        let raw =
+            vec![KeyValue::new("q", "SELECT 1"), KeyValue::new("drv", "*sqlite.conn"), KeyValue::new("pgx.Code", "x")];
         let f = finish(raw, Some("conn closed".into()));
         assert_eq!(get(&f, "db.system.name").as_deref(), Some("sqlite"));
         assert_eq!(get(&f, "db.response.status_code"), None);

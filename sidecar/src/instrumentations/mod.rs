@@ -403,11 +403,7 @@ pub fn inject_from_env() -> Result<bool, Failure> {
 
 /// What the span probe of `lib` captures, and the registers it keeps from entry, or why it
 /// cannot be used with this binary.
-pub fn plan(
-    bin: &GoBinary,
-    span: &SpanProbe,
-    limits: &Limits,
-) -> Result<(AttributePlan, [u8; 2]), String> {
+pub fn plan(bin: &GoBinary, span: &SpanProbe, limits: &Limits) -> Result<(AttributePlan, [u8; 2]), String> {
     let dwarf = types_of(bin)?;
     let dwarf = &*dwarf;
     let info = dwarf.function(span.symbol).ok_or("no DWARF for the function")?;

@@ -41,7 +41,12 @@ pub static REDIS: Instrumentation = Instrumentation {
         "server.port",
     ],
     fields: &[
-        FieldNeed::module(MODULE, "github.com/redis/go-redis/v9.baseClient", "opt", GoTy::Ptr("github.com/redis/go-redis/v9.Options")),
+        FieldNeed::module(
+            MODULE,
+            "github.com/redis/go-redis/v9.baseClient",
+            "opt",
+            GoTy::Ptr("github.com/redis/go-redis/v9.Options"),
+        ),
         FieldNeed::module(MODULE, "github.com/redis/go-redis/v9.Options", "Addr", GoTy::String),
         FieldNeed::module(MODULE, "github.com/redis/go-redis/v9.baseCmd", "args", GoTy::Bytes),
     ],
@@ -72,7 +77,8 @@ pub static REDIS: Instrumentation = Instrumentation {
         SpanProbe {
             symbol: "github.com/redis/go-redis/v9.(*baseClient).processTxPipeline",
             kind: SpanKind::Client,
-            spec: "github.com/redis/go-redis/v9.(*baseClient).processTxPipeline(addr=c.opt.Addr, n=len(cmds), err=ret0)",
+            spec:
+                "github.com/redis/go-redis/v9.(*baseClient).processTxPipeline(addr=c.opt.Addr, n=len(cmds), err=ret0)",
             signature: PIPELINE_SIG,
             save_regs: [gotel_shared::NO_REG; 2],
             extend: None,
@@ -171,7 +177,8 @@ mod tests {
 
     #[test]
     fn command_spans_omit_values_and_a_miss_is_not_an_error() {
-        let raw = vec![KeyValue::new("cmd", "set"), KeyValue::new("nargs", 3i64), KeyValue::new("addr", "127.0.0.1:6379")];
+        let raw =
+            vec![KeyValue::new("cmd", "set"), KeyValue::new("nargs", 3i64), KeyValue::new("addr", "127.0.0.1:6379")];
         let f = finish_command(raw, None);
         assert_eq!(f.name, "SET");
         assert_eq!(get(&f, "db.query.text").as_deref(), Some("SET ? ?"));

@@ -113,7 +113,9 @@ fn spaced_tokens(sql: &str) -> Vec<(Token<'_>, bool)> {
             let mut j = i + 1;
             while j < b.len() {
                 let d = b[j];
-                if d.is_ascii_alphanumeric() || d == b'.' || (matches!(d, b'+' | b'-') && matches!(b[j - 1], b'e' | b'E'))
+                if d.is_ascii_alphanumeric()
+                    || d == b'.'
+                    || (matches!(d, b'+' | b'-') && matches!(b[j - 1], b'e' | b'E'))
                 {
                     j += 1;
                 } else {
@@ -170,7 +172,9 @@ pub fn operation_and_table(sql: &str) -> (Option<String>, Option<String>) {
     let op = first.to_ascii_uppercase();
     // The index of the table name.
     let at = match op.as_str() {
-        "SELECT" => toks.iter().position(|t| matches!(t, Token::Word(w) if w.eq_ignore_ascii_case("FROM"))).map(|i| i + 1),
+        "SELECT" => {
+            toks.iter().position(|t| matches!(t, Token::Word(w) if w.eq_ignore_ascii_case("FROM"))).map(|i| i + 1)
+        }
         "INSERT" | "REPLACE" if is(1, "INTO") => Some(2),
         "DELETE" if is(1, "FROM") => Some(2),
         "UPDATE" => Some(1),
@@ -191,11 +195,11 @@ pub fn operation_and_table(sql: &str) -> (Option<String>, Option<String>) {
         }
         _ => None,
     };
-    let table = at.and_then(|i| qualified_name(&toks, i)).filter(|(_, after)| {
-        // One table: what follows it is not another table or a join.
-        let next = word(*after).map(|w| w.to_ascii_uppercase());
-        !matches!(toks.get(*after), Some(Token::Punct(","))) && !matches!(next.as_deref(), Some("JOIN" | "INNER" | "LEFT" | "RIGHT" | "FULL" | "CROSS" | "NATURAL"))
-            && !(op == "SELECT" && toks.iter().skip(*after).any(|t| matches!(t, Token::Word(w) if w.eq_ignore_ascii_case("JOIN"))))
+    let table = at.and_then(|i| qualified_name(&toks, i)).filter(|&(_, after)| {
+        // One table: not followed by another one (`a, b`) nor joined to one (any later JOIN).
+        let another = matches!(toks.get(after), Some(Token::Punct(",")));
+        let joined = toks[after..].iter().any(|t| matches!(t, Token::Word(w) if w.eq_ignore_ascii_case("JOIN")));
+        !another && !joined
     });
     (Some(op), table.map(|(name, _)| name))
 }
@@ -242,7 +246,10 @@ mod tests {
             ("SELECT id FROM items WHERE name = 'tea' AND id > 0", "SELECT id FROM items WHERE name = ? AND id > ?"),
             ("INSERT INTO items (id, name) VALUES (1, 'dup')", "INSERT INTO items (id, name) VALUES (?, ?)"),
             ("SELECT name FROM items WHERE id = $1", "SELECT name FROM items WHERE id = $1"),
-            ("select * from t where a=?1 and b = :name and c = @p1", "select * from t where a=?1 and b = :name and c = @p1"),
+            (
+                "select * from t where a=?1 and b = :name and c = @p1",
+                "select * from t where a=?1 and b = :name and c = @p1",
+            ),
             ("SELECT 'it''s', E'a\\'b', x'ff', 1.5e-3, .5 FROM t", "SELECT ?, ?, ?, ?, ? FROM t"),
             ("SELECT $$a 'b' c$$, $tag$x$tag$", "SELECT ?, ?"),
             ("SELECT 1 -- secret 42\nFROM t /* 'x' */ WHERE \"col 1\" = 2", "SELECT ? FROM t WHERE \"col 1\" = ?"),
@@ -271,6 +278,8 @@ mod tests {
         assert_eq!(op("CREATE INDEX i ON items (id)"), (s("CREATE"), None));
         assert_eq!(op("SELECT * FROM a, b"), (s("SELECT"), None));
         assert_eq!(op("SELECT * FROM a JOIN b ON a.x = b.x"), (s("SELECT"), None));
+        assert_eq!(op("SELECT * FROM a LEFT OUTER JOIN b USING (x)"), (s("SELECT"), None));
+        assert_eq!(op("UPDATE a SET x = 1 FROM b JOIN c ON b.y = c.y"), (s("UPDATE"), None));
         assert_eq!(op("SELECT * FROM (SELECT 1) AS s"), (s("SELECT"), None));
         assert_eq!(op("SELECT 1"), (s("SELECT"), None));
         assert_eq!(op("SELEC 1"), (s("SELEC"), None));
