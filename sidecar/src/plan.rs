@@ -222,13 +222,18 @@ pub fn build(
                 continue;
             }
             let Some(code) = bin.code(function) else { continue };
-            match instrumentations::plan(bin, span, limits) {
+            match instrumentations::plan(bin, lib, span, limits) {
                 Ok((attributes, save_regs)) => probes.push(Probe {
                     library: Some(lib),
                     save_regs,
                     ..Probe::new(probes.len(), bin, function, code, attributes)
                 }),
-                Err(why) => warnings.push(format!("{} spans are off for this binary: {why}", lib.name())),
+                Err(why) => {
+                    // One warning per unit: its other functions would fail the same way.
+                    warnings.push(format!("{} spans are off for this binary: {why}", lib.name()));
+                    probes.retain(|p| p.library != Some(lib));
+                    break;
+                }
             }
         }
     }

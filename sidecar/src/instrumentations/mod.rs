@@ -403,9 +403,24 @@ pub fn inject_from_env() -> Result<bool, Failure> {
 
 /// What the span probe of `lib` captures, and the registers it keeps from entry, or why it
 /// cannot be used with this binary.
-pub fn plan(bin: &GoBinary, span: &SpanProbe, limits: &Limits) -> Result<(AttributePlan, [u8; 2]), String> {
+pub fn plan(
+    bin: &GoBinary,
+    lib: Library,
+    span: &SpanProbe,
+    limits: &Limits,
+) -> Result<(AttributePlan, [u8; 2]), String> {
     let dwarf = types_of(bin)?;
     let dwarf = &*dwarf;
+    if bin.dwarf.is_none() {
+        // A module version the layout table lacks: say which, rather than a missing field.
+        let lacking = lib.fields.iter().find(|f| !f.optional && dwarf.types.struct_field(f.strukt, f.field).is_none());
+        if let Some(FieldNeed { module: Some(module), .. }) = lacking {
+            let version = bin.build.deps.iter().find(|(p, _)| p == module).map_or("?", |(_, v)| v.as_str());
+            return Err(format!(
+                "the binary has no DWARF and gotel's layout table lacks {module} {version}; build without -ldflags=-w or use a gotel that knows that version"
+            ));
+        }
+    }
     let info = dwarf.function(span.symbol).ok_or("no DWARF for the function")?;
     let specs = spec::parse_probes(span.spec).map_err(|e| e.to_string())?;
     let mut plan = attributes::plan_function(span.symbol, Some(info), Some(dwarf), &specs[0].attrs, limits)
