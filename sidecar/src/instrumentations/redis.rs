@@ -1,6 +1,7 @@
 //! Redis client spans (kind CLIENT) for go-redis v9: one per command from
 //! `(*baseClient).process` (every command of `Client`, after the user's hooks, retries
-//! included), one per pipeline from `(*baseClient).processPipeline` and per transaction
+//! included; `processStartingAt` from v9.23, where `process` only forwards to it and is
+//! inlined), one per pipeline from `(*baseClient).processPipeline` and per transaction
 //! pipeline from `processTxPipeline`.
 //!
 //! The command is an interface (`Cmder`); every command type embeds `baseCmd` first, whose
@@ -22,6 +23,8 @@ use crate::{
 };
 
 const MODULE: &str = "github.com/redis/go-redis/v9";
+/// Where commands go from v9.23 (`process` is then inlined into its callers).
+pub const PROCESS_STARTING_AT: &str = "github.com/redis/go-redis/v9.(*baseClient).processStartingAt";
 /// The message of `redis.Nil`.
 const NIL: &str = "redis: nil";
 
@@ -65,6 +68,22 @@ pub static REDIS: Instrumentation = Instrumentation {
         finish: finish_command,
     }),
     more_spans: &[
+        // From v9.23 `process` only forwards here and is inlined away: same receiver, context
+        // and command registers, so the same captures.
+        SpanProbe {
+            symbol: PROCESS_STARTING_AT,
+            kind: SpanKind::Client,
+            spec: "github.com/redis/go-redis/v9.(*baseClient).processStartingAt(addr=c.opt.Addr, err=ret0)",
+            signature: &[
+                CLIENT_SIG,
+                Arg::param("ctx", GoTy::Iface("context.Context")),
+                Arg::param("cmd", GoTy::Iface("github.com/redis/go-redis/v9.Cmder")),
+                Arg::result("~r0", GoTy::Iface("error")),
+            ],
+            save_regs: [gotel_shared::NO_REG; 2],
+            extend: Some(extend),
+            finish: finish_command,
+        },
         SpanProbe {
             symbol: "github.com/redis/go-redis/v9.(*baseClient).processPipeline",
             kind: SpanKind::Client,
