@@ -18,15 +18,15 @@
 //! `server.address` is not set: it lives in driver-specific connection state.
 use std::sync::OnceLock;
 
-use gotel_shared::{Fetch, Root, ValueKind, REG_RAX, REG_RCX, REG_RDI};
+use gotel_shared::{Root, ValueKind, REG_RAX, REG_RCX, REG_RDI};
 use opentelemetry::{
     trace::{SpanKind, Status},
     KeyValue,
 };
 
-use super::{sql, take, text, Arg, FieldNeed, Finished, GoTy, Instrumentation, SpanProbe};
+use super::{sql, take, text, Arg, FieldNeed, Finished, GoTy, Instrumentation, Read, SpanProbe};
 use crate::{
-    attributes::{self, AttrSlot, AttributePlan, Decode, Limits},
+    attributes::{AttributePlan, Decode, Limits},
     dwarf::{DwarfInfo, FunctionInfo},
     exit::Failure,
 };
@@ -146,7 +146,6 @@ fn extend(
     err_data: u8,
     stmt: bool,
 ) -> Result<(), String> {
-    let max = limits.max_string.min(gotel_shared::MAX_STR) as u16;
     let types = &dwarf.types;
     if stmt {
         let field = |s: &str, f: &str| types.struct_field(s, f).map(|(o, _)| o as i32);
@@ -155,50 +154,36 @@ fn extend(
             field("database/sql.DB", "connector"),
             field("database/sql.dsnConnector", "driver"),
         ) {
-            let mut f = Fetch {
-                root: Root::Registers as u8,
-                kind: ValueKind::Interface as u8,
-                size: 2,
-                nregs: 1,
-                regs: [REG_RAX, 0],
-                nhops: 3,
-                max_len: max,
-                slot: plan.slots.len() as u16,
-                ..Fetch::default()
-            };
             // s -> s.db (load) -> the connector's data word (load) -> its driver field.
-            f.hops[..3].copy_from_slice(&[db, connector + 8, driver]);
-            plan.fetches.push(f);
-            plan.slots.push(AttrSlot {
-                key: attributes::shared_key("dsn_driver"),
+            let hops = [db, connector + 8, driver];
+            let kind = ValueKind::Interface;
+            Read {
+                key: "dsn_driver",
+                root: Root::Registers,
+                reg: REG_RAX,
+                hops: &hops,
+                kind,
                 decode: Decode::Interface,
-                sets_error_status: false,
-            });
+                at_return: false,
+            }
+            .push(plan, limits);
         }
     }
     for (_, strukt, prefix) in PG_ERRORS {
         for field in ["Message", "Code"] {
             let Some((off, _)) = dwarf.types.struct_field(strukt, field) else { continue };
-            let mut f = Fetch {
-                root: Root::Registers as u8,
-                kind: ValueKind::String as u8,
-                size: 8,
-                nregs: 1,
-                regs: [err_data, 0],
-                nhops: 1,
-                at_return: 1,
-                max_len: max,
-                slot: plan.slots.len() as u16,
-                ..Fetch::default()
-            };
-            f.hops[0] = off as i32;
-            plan.fetches.push(f);
             let key = format!("{prefix}.{field}");
-            plan.slots.push(AttrSlot {
-                key: attributes::shared_key(&key),
+            let hops = [off as i32];
+            Read {
+                key: &key,
+                root: Root::Registers,
+                reg: err_data,
+                hops: &hops,
+                kind: ValueKind::String,
                 decode: Decode::String,
-                sets_error_status: false,
-            });
+                at_return: true,
+            }
+            .push(plan, limits);
         }
     }
     Ok(())

@@ -10,15 +10,15 @@
 //! `baseCmd.args` -> `args[0]`'s data pointer -> the string. `db.query.text` is the command with
 //! every argument replaced by `?` (values are never read). `redis.Nil` (a miss) is not an error;
 //! any other error makes the span ERROR with the server's message.
-use gotel_shared::{Fetch, Root, ValueKind, REG_RSI};
+use gotel_shared::{Root, ValueKind, REG_RSI};
 use opentelemetry::{
     trace::{SpanKind, Status},
     KeyValue,
 };
 
-use super::{host_port, int, take, text, Arg, FieldNeed, Finished, GoTy, Instrumentation, SpanProbe};
+use super::{host_port, int, take, text, Arg, FieldNeed, Finished, GoTy, Instrumentation, Read, SpanProbe};
 use crate::{
-    attributes::{self, AttrSlot, AttributePlan, Decode, Limits},
+    attributes::{AttributePlan, Decode, Limits},
     dwarf::{DwarfInfo, FunctionInfo},
 };
 
@@ -53,37 +53,17 @@ pub static REDIS: Instrumentation = Instrumentation {
         FieldNeed::module(MODULE, "github.com/redis/go-redis/v9.Options", "Addr", GoTy::String),
         FieldNeed::module(MODULE, "github.com/redis/go-redis/v9.baseCmd", "args", GoTy::Bytes),
     ],
-    span: Some(SpanProbe {
-        symbol: "github.com/redis/go-redis/v9.(*baseClient).process",
-        kind: SpanKind::Client,
-        spec: "github.com/redis/go-redis/v9.(*baseClient).process(addr=c.opt.Addr, err=ret0)",
-        signature: &[
-            CLIENT_SIG,
-            Arg::param("ctx", GoTy::Iface("context.Context")),
-            Arg::param("cmd", GoTy::Iface("github.com/redis/go-redis/v9.Cmder")),
-            Arg::result("~r0", GoTy::Iface("error")),
-        ],
-        save_regs: [gotel_shared::NO_REG; 2],
-        extend: Some(extend),
-        finish: finish_command,
-    }),
+    span: Some(command_probe(
+        "github.com/redis/go-redis/v9.(*baseClient).process",
+        "github.com/redis/go-redis/v9.(*baseClient).process(addr=c.opt.Addr, err=ret0)",
+    )),
     more_spans: &[
         // From v9.23 `process` only forwards here and is inlined away: same receiver, context
         // and command registers, so the same captures.
-        SpanProbe {
-            symbol: PROCESS_STARTING_AT,
-            kind: SpanKind::Client,
-            spec: "github.com/redis/go-redis/v9.(*baseClient).processStartingAt(addr=c.opt.Addr, err=ret0)",
-            signature: &[
-                CLIENT_SIG,
-                Arg::param("ctx", GoTy::Iface("context.Context")),
-                Arg::param("cmd", GoTy::Iface("github.com/redis/go-redis/v9.Cmder")),
-                Arg::result("~r0", GoTy::Iface("error")),
-            ],
-            save_regs: [gotel_shared::NO_REG; 2],
-            extend: Some(extend),
-            finish: finish_command,
-        },
+        command_probe(
+            PROCESS_STARTING_AT,
+            "github.com/redis/go-redis/v9.(*baseClient).processStartingAt(addr=c.opt.Addr, err=ret0)",
+        ),
         SpanProbe {
             symbol: "github.com/redis/go-redis/v9.(*baseClient).processPipeline",
             kind: SpanKind::Client,
@@ -107,6 +87,26 @@ pub static REDIS: Instrumentation = Instrumentation {
     ..Instrumentation::BASE
 };
 
+/// A command's span probe on `symbol` (`c`, `ctx`, `cmd` first; an `error` result).
+const fn command_probe(symbol: &'static str, spec: &'static str) -> SpanProbe {
+    SpanProbe {
+        symbol,
+        kind: SpanKind::Client,
+        spec,
+        signature: COMMAND_SIG,
+        save_regs: [gotel_shared::NO_REG; 2],
+        extend: Some(extend),
+        finish: finish_command,
+    }
+}
+
+const COMMAND_SIG: &[Arg] = &[
+    CLIENT_SIG,
+    Arg::param("ctx", GoTy::Iface("context.Context")),
+    Arg::param("cmd", GoTy::Iface("github.com/redis/go-redis/v9.Cmder")),
+    Arg::result("~r0", GoTy::Iface("error")),
+];
+
 const PIPELINE_SIG: &[Arg] = &[
     CLIENT_SIG,
     Arg::param("ctx", GoTy::Iface("context.Context")),
@@ -120,27 +120,20 @@ fn extend(plan: &mut AttributePlan, dwarf: &DwarfInfo, _info: &FunctionInfo, lim
         .types
         .struct_field("github.com/redis/go-redis/v9.baseCmd", "args")
         .ok_or("no layout for go-redis baseCmd.args")?;
-    let max = limits.max_string.min(gotel_shared::MAX_STR) as u16;
-    let mut add = |key: &str, kind: ValueKind, hops: &[i32], decode: Decode| {
-        let mut f = Fetch {
-            root: Root::Registers as u8,
-            kind: kind as u8,
-            size: 8,
-            nregs: 1,
-            regs: [REG_RSI, 0],
-            nhops: hops.len() as u8,
-            max_len: max,
-            slot: plan.slots.len() as u16,
-            ..Fetch::default()
-        };
-        f.hops[..hops.len()].copy_from_slice(hops);
-        plan.fetches.push(f);
-        plan.slots.push(AttrSlot { key: attributes::shared_key(key), decode, sets_error_status: false });
+    let read = |key, kind, hops, decode| Read {
+        key,
+        root: Root::Registers,
+        reg: REG_RSI,
+        hops,
+        kind,
+        decode,
+        at_return: false,
     };
     let args = args as i32;
     // cmd -> &args (load the array pointer) -> &args[0].data (load it) -> the string header.
-    add("cmd", ValueKind::String, &[args, 8, 0], Decode::String);
-    add("nargs", ValueKind::Int, &[args + 8], Decode::Int { size: 8 });
+    let (name, count) = ([args, 8, 0], [args + 8]);
+    read("cmd", ValueKind::String, &name, Decode::String).push(plan, limits);
+    read("nargs", ValueKind::Int, &count, Decode::Int { size: 8 }).push(plan, limits);
     Ok(())
 }
 
