@@ -259,7 +259,11 @@ pub fn system_of(driver_type: &str) -> &'static str {
     SYSTEMS.iter().find(|(p, _)| *p == pkg).map_or("other_sql", |(_, s)| s)
 }
 
-fn finish(mut raw: Vec<KeyValue>, error: Option<String>) -> Finished {
+fn finish(raw: Vec<KeyValue>, error: Option<String>) -> Finished {
+    finish_with(raw, error, query_text())
+}
+
+fn finish_with(mut raw: Vec<KeyValue>, error: Option<String>, mode: QueryText) -> Finished {
     let query = text(take(&mut raw, "q")).unwrap_or_default();
     let mut driver = text(take(&mut raw, "drv")).unwrap_or_default();
     if driver.ends_with("sql.dsnConnector") {
@@ -275,7 +279,7 @@ fn finish(mut raw: Vec<KeyValue>, error: Option<String>) -> Finished {
     if let Some(t) = &table {
         attributes.push(KeyValue::new("db.collection.name", t.clone()));
     }
-    match query_text() {
+    match mode {
         QueryText::Sanitized => attributes.push(KeyValue::new("db.query.text", sql::sanitize(&query))),
         QueryText::Raw => attributes.push(KeyValue::new("db.query.text", query.clone())),
         QueryText::Off => {}
@@ -352,6 +356,18 @@ mod tests {
         assert_eq!(get(&f, "db.system.name").as_deref(), Some("sqlite"));
         assert_eq!(get(&f, "db.response.status_code"), None);
         assert!(matches!(f.status, Status::Error { description } if description == "conn closed"));
+    }
+
+    #[test]
+    fn query_text_setting() {
+        let q = || vec![KeyValue::new("q", "SELECT 1 FROM t WHERE a = 'secret'")];
+        let raw = finish_with(q(), None, QueryText::Raw);
+        assert_eq!(get(&raw, "db.query.text").as_deref(), Some("SELECT 1 FROM t WHERE a = 'secret'"));
+        let off = finish_with(q(), None, QueryText::Off);
+        assert_eq!(get(&off, "db.query.text"), None);
+        assert_eq!(off.name, "SELECT t");
+        let sanitized = finish_with(q(), None, QueryText::Sanitized);
+        assert_eq!(get(&sanitized, "db.query.text").as_deref(), Some("SELECT ? FROM t WHERE a = ?"));
     }
 
     #[test]
