@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs everything gotel's builds and tests need on a fresh Debian 12 (bookworm) machine, as
 # root. Idempotent: a second run only checks and prints "ok" lines.
-#   - apt: docker.io, docker-compose, iproute2, curl, jq, libssl-dev (reqwest's TLS), and the Go toolchains of
+#   - apt: docker.io, docker-compose, iproute2, curl, jq, libssl-dev (reqwest's TLS), postgresql
+#     and redis-server (the database tests start their own servers on loopback), and the Go toolchains of
 #     tools/go-toolchains.txt (golang-1.XX-go; bookworm-backports is added to the sources if missing)
 #   - Rust: the stable toolchain of rust-toolchain.toml and the eBPF nightly pinned in
 #     sidecar/build.rs, with rust-src and llvm-tools
@@ -23,7 +24,7 @@ die() { echo "install-deps: error: $*" >&2; exit 1; }
 export DEBIAN_FRONTEND=noninteractive
 
 # ---- apt packages ----------------------------------------------------------------------------
-want=(iproute2 curl jq ca-certificates libcap2-bin util-linux libssl-dev pkg-config)
+want=(iproute2 curl jq ca-certificates libcap2-bin util-linux libssl-dev pkg-config postgresql redis-server)
 [[ "${GOTEL_SKIP_DOCKER:-}" == 1 ]] || want+=(docker.io docker-compose)
 # shellcheck source=tools/go-toolchains.sh
 GOTEL_ROOT="$ROOT" . "$ROOT/tools/go-toolchains.sh"

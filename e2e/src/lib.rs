@@ -16,6 +16,7 @@ use serde::Deserialize;
 pub mod cgroup;
 pub mod check;
 pub mod hardening;
+pub mod servers;
 pub mod sink;
 pub mod toolchains;
 
@@ -74,6 +75,8 @@ pub enum Need {
     Go,
     /// A Go release of `tools/go-toolchains.txt` ([`go_version_bin`]).
     GoVersion(&'static str),
+    /// PostgreSQL and Redis from Debian's packages ([`servers`]).
+    Databases,
 }
 
 impl Need {
@@ -95,6 +98,7 @@ impl Need {
                 })
             }
             Need::GoVersion(v) => go_version_bin(v).err().map(|e| format!("needs {e}")),
+            Need::Databases => servers::missing_servers(),
         }
     }
 }

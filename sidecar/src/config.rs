@@ -192,6 +192,7 @@ impl Settings {
     /// The exporter itself (`OTEL_TRACES_EXPORTER`, `OTEL_EXPORTER_OTLP_*`) is still built per
     /// session by `export::Pipeline`, since its resource names the traced process.
     pub fn resolve(cli: &Cli) -> Result<Settings, Failure> {
+        instrumentations::database_sql::query_text_from_env()?;
         Ok(Settings {
             target: cli.target()?,
             specs: cli.probe_specs()?,

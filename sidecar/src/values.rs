@@ -19,7 +19,8 @@
 //!   cannot be named (no type descriptor there; stripped binaries name theirs, see
 //!   `binary::moduledata`);
 //! - errors are their message when the dynamic type is `*errors.errorString`,
-//!   `*fmt.wrapError` or `*fmt.wrapErrors` (whose first field is the message), else the
+//!   `*fmt.wrapError` or `*fmt.wrapErrors` (whose first field is the message), go-redis's
+//!   `proto.RedisError` (a string) or modernc SQLite's `*sqlite.Error`, else the
 //!   dynamic type name; the status of an `error` result gets the same text;
 //! - strings cut by the kernel at the length limit are cut back to a UTF-8 boundary; other
 //!   invalid UTF-8 becomes U+FFFD.
@@ -50,8 +51,18 @@ pub struct DecodeStats {
     pub malformed: bool,
 }
 
-/// Error types whose first field is the message string.
-pub(crate) const MESSAGE_ERRORS: [&str; 3] = ["*errors.errorString", "*fmt.wrapError", "*fmt.wrapErrors"];
+/// Error types whose first field is the message string (go-redis's `proto.RedisError` is a
+/// string, boxed: its data is the message, `redis.Nil` included). Named with their package
+/// path when the binary has DWARF, with its last element when not.
+pub(crate) const MESSAGE_ERRORS: [&str; 7] = [
+    "*errors.errorString",
+    "*fmt.wrapError",
+    "*fmt.wrapErrors",
+    "github.com/redis/go-redis/v9/internal/proto.RedisError",
+    "proto.RedisError",
+    "*modernc.org/sqlite.Error",
+    "*sqlite.Error",
+];
 
 const HEADER: usize = std::mem::size_of::<ValueHeader>();
 

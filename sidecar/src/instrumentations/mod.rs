@@ -37,6 +37,7 @@ use crate::{
 };
 use gotel_shared::Counter;
 
+pub mod database_sql;
 pub mod goroutines;
 pub mod http_client;
 pub mod http_server;
@@ -44,7 +45,12 @@ pub mod inject_handoff;
 pub mod inject_memory;
 pub mod inject_socket;
 pub mod net_error;
+mod read;
+pub mod redis;
+mod sql;
 pub mod trace_context_in;
+
+pub(crate) use read::Read;
 
 #[cfg(test)]
 mod tests;
@@ -55,6 +61,8 @@ pub static ALL: &[&Instrumentation] = &[
     &goroutines::GOROUTINES,
     &http_server::HTTP_SERVER,
     &http_client::HTTP_CLIENT,
+    &database_sql::DATABASE_SQL,
+    &redis::REDIS,
     &inject_handoff::INJECT_HANDOFF,
     &inject_memory::INJECT_MEMORY,
     &inject_socket::INJECT_SOCKET,
@@ -78,6 +86,9 @@ pub struct Instrumentation {
     pub fields: &'static [FieldNeed],
     /// The function whose calls become spans, if any.
     pub span: Option<SpanProbe>,
+    /// Further functions whose calls become spans of the same kind (database/sql has four
+    /// entry points, one per query path), each with its own captures and `finish`.
+    pub more_spans: &'static [SpanProbe],
     /// Helper uprobes, attached in this order (RETs before the entry of the same function, so
     /// no call is seen entering whose return goes unseen).
     pub hooks: &'static [HookSpec],
@@ -117,6 +128,7 @@ impl Instrumentation {
         attributes: &[],
         fields: &[],
         span: None,
+        more_spans: &[],
         hooks: &[],
         wanted: |_| Wanted::No,
         missing_hooks: None,
@@ -131,9 +143,19 @@ impl Instrumentation {
         self.name
     }
 
-    /// The Go function its spans come from.
+    /// The Go function its spans come from (the first, for units with several).
     pub fn symbol(&self) -> Option<&'static str> {
         self.span.as_ref().map(|s| s.symbol)
+    }
+
+    /// Every span probe: [`Instrumentation::span`], then [`Instrumentation::more_spans`].
+    pub fn spans(&self) -> impl Iterator<Item = &SpanProbe> {
+        self.span.iter().chain(self.more_spans.iter())
+    }
+
+    /// The span probe of Go function `symbol`.
+    pub fn span_of(&self, symbol: &str) -> Option<&SpanProbe> {
+        self.spans().find(|s| s.symbol == symbol)
     }
 
     pub fn span_kind(&self) -> SpanKind {
@@ -385,10 +407,24 @@ pub fn inject_from_env() -> Result<bool, Failure> {
 
 /// What the span probe of `lib` captures, and the registers it keeps from entry, or why it
 /// cannot be used with this binary.
-pub fn plan(bin: &GoBinary, lib: Library, limits: &Limits) -> Result<(AttributePlan, [u8; 2]), String> {
-    let span = lib.span.as_ref().ok_or("not a span instrumentation")?;
+pub fn plan(
+    bin: &GoBinary,
+    lib: Library,
+    span: &SpanProbe,
+    limits: &Limits,
+) -> Result<(AttributePlan, [u8; 2]), String> {
     let dwarf = types_of(bin)?;
     let dwarf = &*dwarf;
+    if bin.dwarf.is_none() {
+        // A module version the layout table lacks: say which, rather than a missing field.
+        let lacking = lib.fields.iter().find(|f| !f.optional && dwarf.types.struct_field(f.strukt, f.field).is_none());
+        if let Some(FieldNeed { module: Some(module), .. }) = lacking {
+            let version = bin.build.deps.iter().find(|(p, _)| p == module).map_or("?", |(_, v)| v.as_str());
+            return Err(format!(
+                "the binary has no DWARF and gotel's layout table lacks {module} {version}; build without -ldflags=-w or use a gotel that knows that version"
+            ));
+        }
+    }
     let info = dwarf.function(span.symbol).ok_or("no DWARF for the function")?;
     let specs = spec::parse_probes(span.spec).map_err(|e| e.to_string())?;
     let mut plan = attributes::plan_function(span.symbol, Some(info), Some(dwarf), &specs[0].attrs, limits)
@@ -470,9 +506,10 @@ pub struct Finished {
     pub status: Status,
 }
 
-/// Turns the raw captures of a library probe into the span's name, attributes and status.
-pub fn finish(lib: Library, raw: Vec<KeyValue>, error: Option<String>) -> Finished {
-    match &lib.span {
+/// Turns the raw captures of a library probe (on Go function `symbol`) into the span's name,
+/// attributes and status.
+pub fn finish(lib: Library, symbol: &str, raw: Vec<KeyValue>, error: Option<String>) -> Finished {
+    match lib.span_of(symbol) {
         Some(span) => (span.finish)(raw, error),
         None => Finished { name: lib.name.into(), attributes: raw, status: Status::Unset },
     }
@@ -569,7 +606,8 @@ pub fn readme_table() -> String {
         let name = if unit.selectable { format!("`{}`", unit.name) } else { format!("*{}* (automatic)", unit.name) };
         let attrs: Vec<String> = unit.attributes.iter().map(|a| format!("`{a}`")).collect();
         let attrs = if attrs.is_empty() { "—".to_string() } else { attrs.join(", ") };
-        let mut functions: Vec<&str> = unit.symbol().into_iter().chain(unit.hooks.iter().map(|h| h.function)).collect();
+        let mut functions: Vec<&str> =
+            unit.spans().map(|s| s.symbol).chain(unit.hooks.iter().map(|h| h.function)).collect();
         functions.dedup();
         let functions: Vec<String> = functions.iter().map(|f| format!("`{f}`")).collect();
         out.push_str(&format!("| {name} | {} | {attrs} | {} |\n", unit.doc, functions.join(", ")));
