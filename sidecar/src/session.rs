@@ -146,7 +146,7 @@ fn prepare(settings: &Settings, exe: &Path) -> Result<(GoBinary, Plan), Failure>
     // That keeps attaching to a large program inside a small container's memory.
     let wanted = |name: &str| {
         settings.specs.iter().any(|s| crate::names::glob_match(&s.symbol, name))
-            || settings.libraries.iter().any(|l| l.symbol() == Some(name))
+            || settings.libraries.iter().any(|l| l.probes_function(name))
     };
     let binary = GoBinary::open_for(exe, &wanted).map_err(Failure::target)?;
     let plan = plan::build(&binary, &settings.specs, &settings.limits, &settings.libraries, settings.inject)?;

@@ -153,6 +153,12 @@ impl Instrumentation {
         self.span.iter().chain(self.more_spans.iter())
     }
 
+    /// Whether one of its probes is in Go function `name` (its DWARF must be read: see
+    /// `session::prepare`).
+    pub fn probes_function(&self, name: &str) -> bool {
+        self.spans().any(|s| s.symbol == name)
+    }
+
     /// The span probe of Go function `symbol`.
     pub fn span_of(&self, symbol: &str) -> Option<&SpanProbe> {
         self.spans().find(|s| s.symbol == symbol)
