@@ -8,7 +8,7 @@ use crate::{
     attributes::{self, AttributePlan, Decode, Limits},
     binary::{disasm, Function, GoBinary},
     exit::Failure,
-    instrumentations::{self, At, HookSpec, Library, MapFill},
+    instrumentations::{self, At, HookSpec, Library, MapFill, SpanProbe},
     names,
     spec::ProbeSpec,
 };
@@ -37,6 +37,10 @@ pub struct Probe {
     pub attributes: AttributePlan,
     /// Set for built-in instrumentations (HTTP server and client spans).
     pub library: Option<Library>,
+    /// The built-in probe it plans (`library`'s span or one of its helpers).
+    pub span_probe: Option<&'static SpanProbe>,
+    /// A helper of `library`: its captures go to the enclosing call, it is no span.
+    pub helper: bool,
     /// Registers the kernel keeps from entry for reads at return (`Root::Saved`).
     pub save_regs: [u8; 2],
     /// `PLAN_*` bits an instrumentation's set-up adds (`PLAN_INJECT_CONTEXT`: the HTTP client
@@ -61,6 +65,8 @@ impl Probe {
             unpaired_jumps: exits.unpaired_jumps,
             attributes,
             library: None,
+            span_probe: None,
+            helper: false,
             save_regs: [gotel_shared::NO_REG; 2],
             plan_flags: 0,
         }
@@ -210,8 +216,8 @@ pub fn build(
 
     // Built-in instrumentations the binary contains, unless the user probes that function.
     for &lib in libraries {
-        let Some(function) = lib.symbol().and_then(|s| bin.function(s)) else { continue };
-        if probes.iter().any(|p| p.function.name == function.name) {
+        let Some(main) = lib.span.as_ref() else { continue };
+        if let Some(function) = bin.function(main.symbol).filter(|f| probes.iter().any(|p| p.function.name == f.name)) {
             warnings.push(format!(
                 "{}: your probe on {} replaces the built-in {} spans",
                 lib.name(),
@@ -220,14 +226,33 @@ pub fn build(
             ));
             continue;
         }
-        let Some(code) = bin.code(function) else { continue };
-        match instrumentations::plan(bin, lib, limits) {
-            Ok((attributes, save_regs)) => probes.push(Probe {
-                library: Some(lib),
-                save_regs,
-                ..Probe::new(probes.len(), bin, function, code, attributes)
-            }),
-            Err(why) => warnings.push(format!("{} spans are off for this binary: {why}", lib.name())),
+        // The span, more spans and helpers the binary has (a function may be named differently
+        // in another release of the library: each one absent is skipped), all or nothing.
+        let mut planned = Vec::new();
+        let mut off = None;
+        let spans = std::iter::once(main).chain(lib.more_spans).map(|s| (s, false));
+        for (span, helper) in spans.chain(lib.helpers.iter().map(|h| (h, true))) {
+            let Some(function) = bin.function(span.symbol) else { continue };
+            let Some(code) = bin.code(function) else { continue };
+            match instrumentations::plan(bin, span, limits) {
+                Ok((attributes, save_regs)) => planned.push(Probe {
+                    library: Some(lib),
+                    span_probe: Some(span),
+                    helper,
+                    save_regs,
+                    ..Probe::new(probes.len() + planned.len(), bin, function, code, attributes)
+                }),
+                Err(why) => {
+                    off = Some(why);
+                    break;
+                }
+            }
+        }
+        match off {
+            // Helpers alone (the library's span functions are not linked) trace nothing.
+            None if planned.iter().all(|p| p.helper) => {}
+            None => probes.extend(planned),
+            Some(why) => warnings.push(format!("{} spans are off for this binary: {why}", lib.name())),
         }
     }
     if probes.is_empty() {

@@ -16,7 +16,7 @@ use crate::{
     attributes::AttrSlot,
     binary::GoBinary,
     events::{Clock, Record},
-    instrumentations::{self, Library},
+    instrumentations::{self, Library, SpanProbe},
     plan::Plan,
     values::{self, TypeNames},
 };
@@ -49,18 +49,25 @@ struct ProbeSpans {
     name: Cow<'static, str>,
     fixed: Vec<KeyValue>,
     slots: Vec<AttrSlot>,
-    library: Option<Library>,
+    library: Option<(Library, &'static SpanProbe)>,
+    /// A helper probe: its captures go to the parent call's pending entry values.
+    helper: bool,
 }
 
 impl ProbeSpans {
-    fn new(name: &str, source: Option<(&str, u32)>, slots: Vec<AttrSlot>, library: Option<Library>) -> ProbeSpans {
+    fn new(
+        name: &str,
+        source: Option<(&str, u32)>,
+        slots: Vec<AttrSlot>,
+        library: Option<(Library, &'static SpanProbe)>,
+    ) -> ProbeSpans {
         let name = intern(name);
         let mut fixed = vec![KeyValue::new("code.function.name", name)];
         if let Some((file, line)) = source {
             fixed.push(KeyValue::new("code.file.path", intern(file)));
             fixed.push(KeyValue::new("code.line.number", line as i64));
         }
-        ProbeSpans { name: Cow::Borrowed(name), fixed, slots, library }
+        ProbeSpans { name: Cow::Borrowed(name), fixed, slots, library, helper: false }
     }
 }
 
@@ -135,7 +142,11 @@ impl SpanFactory {
             .iter()
             .map(|p| {
                 let source = p.source.as_ref().map(|(file, line)| (file.as_str(), *line));
-                ProbeSpans::new(&p.function.name, source, p.attributes.slots.clone(), p.library)
+                let library = p.library.zip(p.span_probe);
+                ProbeSpans {
+                    helper: p.helper,
+                    ..ProbeSpans::new(&p.function.name, source, p.attributes.slots.clone(), library)
+                }
             })
             .collect();
         Self::with_probes(probes, sampler, names, max_attributes)
@@ -160,6 +171,44 @@ impl SpanFactory {
         }
     }
 
+    /// Keeps `attrs` until the return of call `span_id` (bounded: the oldest are evicted).
+    fn pend(&mut self, span_id: u64, attrs: Vec<KeyValue>) {
+        if let Some(existing) = self.pending.get_mut(&span_id) {
+            existing.extend(attrs);
+            return;
+        }
+        if self.pending.len() >= MAX_PENDING_ENTRIES {
+            while let Some(old) = self.pending_order.pop_front() {
+                if self.pending.remove(&old).is_some() {
+                    self.stats.pending_evicted += 1;
+                    break;
+                }
+            }
+        }
+        self.pending.insert(span_id, attrs);
+        self.pending_order.push_back(span_id);
+        if self.pending_order.len() > 2 * MAX_PENDING_ENTRIES {
+            let pending = &self.pending;
+            self.pending_order.retain(|id| pending.contains_key(id));
+        }
+    }
+
+    /// A helper probe's call returned: what its `finish` makes of the captures joins the
+    /// captures of the enclosing call (the unit's span, which returns later on the same
+    /// goroutine). A helper call that was unwound, or ran outside any traced call, adds nothing.
+    fn helper_done(&mut self, parent: u64, probe_id: u32, entry: Vec<KeyValue>, rec: Record<'_>, unwound: bool) {
+        let probe = &self.probes[probe_id as usize];
+        let Some((_, span)) = probe.library else { return };
+        if unwound || parent == 0 {
+            return;
+        }
+        let mut raw = entry;
+        let mut error = None;
+        values::decode(&probe.slots, rec.data, self.names.as_ref(), &mut raw, &mut error);
+        let done = instrumentations::finish(span, raw, error);
+        self.pend(parent, done.attributes);
+    }
+
     /// Handles one kernel record; returns a finished span when there is one to export.
     pub fn on_record(&mut self, rec: Record<'_>) -> Option<SpanData> {
         let h = rec.header;
@@ -172,20 +221,7 @@ impl SpanFactory {
                 let mut attrs = Vec::new();
                 let mut status = None;
                 values::decode(&probe.slots, rec.data, self.names.as_ref(), &mut attrs, &mut status);
-                if self.pending.len() >= MAX_PENDING_ENTRIES {
-                    while let Some(old) = self.pending_order.pop_front() {
-                        if self.pending.remove(&old).is_some() {
-                            self.stats.pending_evicted += 1;
-                            break;
-                        }
-                    }
-                }
-                self.pending.insert(h.span_id, attrs);
-                self.pending_order.push_back(h.span_id);
-                if self.pending_order.len() > 2 * MAX_PENDING_ENTRIES {
-                    let pending = &self.pending;
-                    self.pending_order.retain(|id| pending.contains_key(id));
-                }
+                self.pend(h.span_id, attrs);
                 None
             }
             EventKind::SpanEnd | EventKind::Abandoned => {
@@ -198,6 +234,10 @@ impl SpanFactory {
                     self.stats.abandoned += 1;
                 }
                 let entry_attrs = self.pending.remove(&h.span_id).unwrap_or_default();
+                if probe.helper {
+                    self.helper_done(h.parent_span_id, h.probe_id, entry_attrs, rec, unwound);
+                    return None;
+                }
                 let trace_id = TraceId::from_bytes(h.trace_id);
                 // A trace that came in with a traceparent keeps the caller's decision (for the
                 // parent-based samplers); otherwise the decision depends on the trace id only,
@@ -232,14 +272,14 @@ impl SpanFactory {
                 let mut name = probe.name.clone();
                 let mut kind = SpanKind::Internal;
                 let mut status = None;
-                if let Some(lib) = probe.library {
+                if let Some((_, span)) = probe.library {
                     let mut raw = entry_attrs;
                     if !unwound {
                         values::decode(&probe.slots, rec.data, self.names.as_ref(), &mut raw, &mut error);
                     }
-                    let done = instrumentations::finish(lib, raw, error.take());
+                    let done = instrumentations::finish(span, raw, error.take());
                     name = Cow::Owned(done.name);
-                    kind = lib.span_kind();
+                    kind = span.kind.clone();
                     status = Some(done.status);
                     attributes.extend(done.attributes);
                     attributes.extend(probe.fixed.iter().cloned());

@@ -38,6 +38,9 @@ use crate::{
 use gotel_shared::Counter;
 
 pub mod goroutines;
+pub mod grpc;
+pub mod grpc_client;
+pub mod grpc_server;
 pub mod http_client;
 pub mod http_server;
 pub mod inject_handoff;
@@ -54,6 +57,8 @@ pub static ALL: &[&Instrumentation] = &[
     &goroutines::GOROUTINES,
     &http_server::HTTP_SERVER,
     &http_client::HTTP_CLIENT,
+    &grpc_server::GRPC_SERVER,
+    &grpc_client::GRPC_CLIENT,
     &inject_handoff::INJECT_HANDOFF,
     &inject_memory::INJECT_MEMORY,
     &inject_socket::INJECT_SOCKET,
@@ -77,6 +82,15 @@ pub struct Instrumentation {
     pub fields: &'static [FieldNeed],
     /// The function whose calls become spans, if any.
     pub span: Option<SpanProbe>,
+    /// Helper probes planned with the span (the ones the binary has): their calls are not
+    /// spans; what their `finish` returns is added to the captures of the enclosing call (the
+    /// span's, when the helper runs inside it on the same goroutine), read by the span's
+    /// `finish`. For a value written by a callee after the span's own reads (the gRPC status,
+    /// written by the transport while the handler's call is in progress).
+    pub helpers: &'static [SpanProbe],
+    /// More functions whose calls become spans of this unit, planned when the binary has them
+    /// (another way into the library: gRPC streams beside unary calls).
+    pub more_spans: &'static [SpanProbe],
     /// Helper uprobes, attached in this order (RETs before the entry of the same function, so
     /// no call is seen entering whose return goes unseen).
     pub hooks: &'static [HookSpec],
@@ -116,6 +130,8 @@ impl Instrumentation {
         attributes: &[],
         fields: &[],
         span: None,
+        helpers: &[],
+        more_spans: &[],
         hooks: &[],
         wanted: |_| Wanted::No,
         missing_hooks: None,
@@ -143,6 +159,12 @@ impl Instrumentation {
 impl PartialEq for Instrumentation {
     fn eq(&self, other: &Self) -> bool {
         self.name == other.name
+    }
+}
+
+impl std::fmt::Debug for SpanProbe {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.symbol)
     }
 }
 
@@ -382,10 +404,9 @@ pub fn inject_from_env() -> Result<bool, Failure> {
     }
 }
 
-/// What the span probe of `lib` captures, and the registers it keeps from entry, or why it
-/// cannot be used with this binary.
-pub fn plan(bin: &GoBinary, lib: Library, limits: &Limits) -> Result<(AttributePlan, [u8; 2]), String> {
-    let span = lib.span.as_ref().ok_or("not a span instrumentation")?;
+/// What span probe `span` (a unit's span or one of its helpers) captures, and the registers it
+/// keeps from entry, or why it cannot be used with this binary.
+pub fn plan(bin: &GoBinary, span: &SpanProbe, limits: &Limits) -> Result<(AttributePlan, [u8; 2]), String> {
     let dwarf = types_of(bin)?;
     let dwarf = &*dwarf;
     let info = dwarf.function(span.symbol).ok_or("no DWARF for the function")?;
@@ -469,12 +490,10 @@ pub struct Finished {
     pub status: Status,
 }
 
-/// Turns the raw captures of a library probe into the span's name, attributes and status.
-pub fn finish(lib: Library, raw: Vec<KeyValue>, error: Option<String>) -> Finished {
-    match &lib.span {
-        Some(span) => (span.finish)(raw, error),
-        None => Finished { name: lib.name.into(), attributes: raw, status: Status::Unset },
-    }
+/// Turns the raw captures of a library probe (`span`: the unit's span or helper probe) into the
+/// span's name, attributes and status.
+pub fn finish(span: &SpanProbe, raw: Vec<KeyValue>, error: Option<String>) -> Finished {
+    (span.finish)(raw, error)
 }
 
 /// Removes capture `key` from `attrs`.
@@ -526,7 +545,12 @@ pub fn readme_table() -> String {
         let name = if unit.selectable { format!("`{}`", unit.name) } else { format!("*{}* (automatic)", unit.name) };
         let attrs: Vec<String> = unit.attributes.iter().map(|a| format!("`{a}`")).collect();
         let attrs = if attrs.is_empty() { "—".to_string() } else { attrs.join(", ") };
-        let mut functions: Vec<&str> = unit.symbol().into_iter().chain(unit.hooks.iter().map(|h| h.function)).collect();
+        let mut functions: Vec<&str> = unit
+            .symbol()
+            .into_iter()
+            .chain(unit.more_spans.iter().chain(unit.helpers).map(|h| h.symbol))
+            .chain(unit.hooks.iter().map(|h| h.function))
+            .collect();
         functions.dedup();
         let functions: Vec<String> = functions.iter().map(|f| format!("`{f}`")).collect();
         out.push_str(&format!("| {name} | {} | {attrs} | {} |\n", unit.doc, functions.join(", ")));
