@@ -234,7 +234,7 @@ pub fn build(
         for (span, helper) in spans.chain(lib.helpers.iter().map(|h| (h, true))) {
             let Some(function) = bin.function(span.symbol) else { continue };
             let Some(code) = bin.code(function) else { continue };
-            match instrumentations::plan(bin, span, limits) {
+            match instrumentations::plan(bin, lib, span, limits) {
                 Ok((attributes, save_regs)) => planned.push(Probe {
                     library: Some(lib),
                     span_probe: Some(span),

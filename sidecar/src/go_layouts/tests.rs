@@ -55,6 +55,10 @@ fn module_layouts_follow_the_binary_s_module_versions() {
     assert_eq!(l.get("net/http.Request.Method"), Some(&0));
     let l = layout_in(&table, &build(&[("google.golang.org/grpc", "v1.66.0")])).unwrap();
     assert_eq!(l.get("google.golang.org/grpc.Server.opts"), None, "no guess from another version");
+    assert!(module_known_in(&table, &build(&[("google.golang.org/grpc", "v1.65.0")]), "google.golang.org/grpc").is_ok());
+    let e = module_known_in(&table, &build(&[("google.golang.org/grpc", "v1.66.0")]), "google.golang.org/grpc")
+        .unwrap_err();
+    assert!(e.contains("google.golang.org/grpc v1.66.0 is not in gotel's layout table (v1.64.0, v1.65.0)"), "{e}");
     let back = Table::parse(&table.to_json()).unwrap();
     assert_eq!(back, table);
     let mut old = build(&[]);
@@ -83,29 +87,69 @@ fn table_matches_dwarf_of_every_installed_go() {
     // GOTEL_TEST_REQUIRE_ALL=1, as tools/test.sh runs it).
 }
 
+/// The fetches of every span and helper probe of `unit` that `real` has, planned with `d`.
+fn unit_fetches(unit: &instrumentations::Instrumentation, d: &DwarfInfo, real: &DwarfInfo) -> Vec<String> {
+    use crate::attributes::{plan_function, Limits};
+    let limits = Limits::default();
+    let mut out = Vec::new();
+    for span in unit.span.iter().chain(unit.more_spans).chain(unit.helpers) {
+        if real.function(span.symbol).is_none() {
+            continue;
+        }
+        let info = d.function(span.symbol).unwrap();
+        let specs = crate::spec::parse_probes(span.spec).unwrap();
+        let mut p = plan_function(span.symbol, Some(info), Some(d), &specs[0].attrs, &limits).unwrap();
+        if let Some(extend) = span.extend {
+            extend(&mut p, d, info, &limits).unwrap();
+        }
+        out.push(format!("{}: {:?}", span.symbol, p.fetches));
+    }
+    out
+}
+
+/// Units reading third-party modules' types (checked by `grpc_layouts_match_dwarf`).
+fn module_unit(unit: &instrumentations::Instrumentation) -> bool {
+    unit.fields.iter().any(|f| f.module.is_some())
+}
+
 /// The synthetic DWARF gives the instrumentations' specs the same fetches as the real DWARF.
 #[test]
 fn synthetic_dwarf_plans_like_real_dwarf() {
-    use crate::attributes::{plan_function, Limits};
     let Some(go) = default_go() else { return };
     let built = build_go(&go, "layouts", &["-ldflags=-compressdwarf=false"]);
     let real = load_dwarf(&built.path).expect("DWARF");
     let fake = synthetic_dwarf(&from_dwarf(&real, None).unwrap());
-    let limits = Limits::default();
-    for unit in instrumentations::ALL {
-        let Some(span) = &unit.span else { continue };
-        let specs = crate::spec::parse_probes(span.spec).unwrap();
-        let plan = |d: &DwarfInfo| {
-            let info = d.function(span.symbol).unwrap();
-            let mut p = plan_function(span.symbol, Some(info), Some(d), &specs[0].attrs, &limits).unwrap();
-            if let Some(extend) = span.extend {
-                extend(&mut p, d, info, &limits).unwrap();
-            }
-            p
-        };
-        let (a, b) = (plan(&real), plan(&fake));
-        assert_eq!(format!("{:?}", a.fetches), format!("{:?}", b.fetches), "{}", unit.name);
+    for unit in instrumentations::ALL.iter().filter(|u| u.span.is_some() && !module_unit(u)) {
+        assert_eq!(unit_fetches(unit, &real, &real), unit_fetches(unit, &fake, &real), "{}", unit.name);
     }
     let w = fake.types.struct_named("bufio.Writer").expect("bufio.Writer, declared by inject.memory");
     assert_eq!(fake.types.field(w, "n").map(|f| f.0), real.types.struct_field("bufio.Writer", "n").map(|f| f.0));
+}
+
+/// The grpc-go and genproto layouts of e2e/goapps/grpcsvc's own grpc-go version (its go.mod) are
+/// in the table as its DWARF has them, and the gRPC units plan from the table as from DWARF.
+#[test]
+fn grpc_layouts_match_dwarf() {
+    let Some(go) = default_go() else { return };
+    let built = build_go(&go, "grpcsvc", &["-ldflags=-compressdwarf=false"]);
+    let bin = crate::binary::GoBinary::open(&built.path).unwrap();
+    let real = bin.dwarf.as_ref().expect("DWARF");
+    let table = table();
+    let mut layout = from_dwarf(real, None).unwrap_or_default();
+    for module in [instrumentations::grpc::GRPC, instrumentations::grpc::GENPROTO] {
+        let version = &bin.build.deps.iter().find(|(p, _)| p == module).expect("grpcsvc links it").1;
+        let actual = from_dwarf(real, Some(module)).unwrap();
+        let listed =
+            table.modules.get(module).and_then(|v| v.get(version)).unwrap_or_else(|| {
+                panic!("{module} {version} is not in go_layouts.json: run tools/gen-grpc-layouts.sh")
+            });
+        assert_eq!(listed, &actual, "{module} {version}: go_layouts.json differs from the compiler's DWARF");
+        layout.extend(actual);
+    }
+    let fake = synthetic_dwarf(&layout);
+    for unit in instrumentations::ALL.iter().filter(|u| module_unit(u)) {
+        let real_fetches = unit_fetches(unit, real, real);
+        assert!(real_fetches.len() >= 2, "{}: {real_fetches:?}", unit.name);
+        assert_eq!(real_fetches, unit_fetches(unit, &fake, real), "{}", unit.name);
+    }
 }

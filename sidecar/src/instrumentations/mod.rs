@@ -406,7 +406,19 @@ pub fn inject_from_env() -> Result<bool, Failure> {
 
 /// What span probe `span` (a unit's span or one of its helpers) captures, and the registers it
 /// keeps from entry, or why it cannot be used with this binary.
-pub fn plan(bin: &GoBinary, span: &SpanProbe, limits: &Limits) -> Result<(AttributePlan, [u8; 2]), String> {
+pub fn plan(
+    bin: &GoBinary,
+    lib: Library,
+    span: &SpanProbe,
+    limits: &Limits,
+) -> Result<(AttributePlan, [u8; 2]), String> {
+    if bin.dwarf.is_none() {
+        // Without DWARF every module the unit reads must be in the layout table at the
+        // binary's exact version: say which one is not, rather than which field is missing.
+        for module in lib.fields.iter().filter_map(|f| f.module) {
+            go_layouts::module_known(&bin.build, module)?;
+        }
+    }
     let dwarf = types_of(bin)?;
     let dwarf = &*dwarf;
     let info = dwarf.function(span.symbol).ok_or("no DWARF for the function")?;
