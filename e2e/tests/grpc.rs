@@ -4,12 +4,13 @@
 //! without DWARF (stripped builds take their field offsets from gotel's layout table). Checks the
 //! SERVER and CLIENT spans of a unary call, a server stream, an error status, a deadline exceeded
 //! and an unimplemented method: names, RPC attributes, the real status codes, ERROR by the
-//! conventions' rules, user functions under the server span and client spans under the traced
+//! conventions' rules, the incoming `traceparent` as the server span's remote parent, user
+//! functions under the server span and client spans under the traced
 //! function that made the call; and that a stripped build of a grpc-go version the table lacks
 //! turns the gRPC spans off with a message naming it.
 //!
-//! Not covered: an incoming `traceparent` in gRPC metadata and outgoing injection (not
-//! implemented for gRPC; see the README).
+//! Every call carries a `traceparent` in its metadata, which must become the server span's
+//! remote parent. Not covered: outgoing injection (not implemented for gRPC; see the README).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -19,6 +20,8 @@ use gotel_e2e::{gotel_command, require_environment, run, Export, FlatSpan, Proc,
 
 const SINK: &str = env!("CARGO_BIN_EXE_otlp-sink");
 const SERVICE: &str = "gotel.test.Greeter";
+const TRACE_ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
+const PARENT_ID: &str = "00f067aa0ba902b7";
 
 /// Builds a copy of `e2e/goapps/grpcsvc` requiring grpc-go `version` with `go` into `dir`.
 fn build(go: &Path, dir: &Path, version: &str, stripped: bool) -> PathBuf {
@@ -29,11 +32,7 @@ fn build(go: &Path, dir: &Path, version: &str, stripped: bool) -> PathBuf {
     }
     let go_cmd = |args: &[&str]| {
         let mut cmd = Command::new(go);
-        cmd.args(args)
-            .current_dir(&src)
-            .env("GOTOOLCHAIN", "local")
-            .env("GOFLAGS", "-mod=mod")
-            .env("CGO_ENABLED", "0");
+        cmd.args(args).current_dir(&src).env("GOTOOLCHAIN", "local").env("GOFLAGS", "-mod=mod").env("CGO_ENABLED", "0");
         let (st, so, se) = run(&format!("go {}", args[0]), cmd, Duration::from_secs(300)).unwrap();
         assert!(st.success(), "go {args:?} (grpc-go {version}, {}) failed: {so}{se}", go.display());
     };
@@ -48,11 +47,11 @@ fn build(go: &Path, dir: &Path, version: &str, stripped: bool) -> PathBuf {
     out
 }
 
-/// Runs gotel on the program until it exits; returns the spans and gotel's stderr.
-fn trace(dir: &Path, bin: &Path) -> (Vec<FlatSpan>, String) {
+/// Runs gotel on the program (with `args`) until it exits; returns the spans and gotel's stderr.
+fn trace(dir: &Path, bin: &Path, args: &[&str]) -> (Vec<FlatSpan>, String) {
     let sink = Sink::start(Path::new(SINK), dir).unwrap();
     let mut cmd = gotel_command(&Export::HttpProtobuf(sink.http_endpoint()), "main.lookup;main.call;main.stream");
-    cmd.env("OTEL_SERVICE_NAME", "grpcsvc").arg("--").arg(bin);
+    cmd.env("OTEL_SERVICE_NAME", "grpcsvc").arg("--").arg(bin).args(args);
     let mut gotel = Proc::spawn("gotel grpcsvc", cmd).unwrap();
     let st = gotel.wait_timeout(Duration::from_secs(120)).unwrap();
     let stderr = gotel.stderr_string();
@@ -78,8 +77,12 @@ fn check(go: &Path, version: &str, stripped: bool) {
     require_environment().unwrap();
     let dir = tempfile::tempdir().unwrap();
     let bin = build(go, dir.path(), version, stripped);
-    let (spans, stderr) = trace(dir.path(), &bin);
+    // Every call carries this traceparent in its metadata.
+    let traceparent = format!("00-{TRACE_ID}-{PARENT_ID}-01");
+    let (spans, stderr) = trace(dir.path(), &bin, &["-traceparent", &traceparent]);
     assert!(!stderr.contains("spans are off"), "gRPC spans turned off (grpc-go {version}):\n{stderr}");
+    assert!(!stderr.contains("trace_context.grpc"), "incoming gRPC context off (grpc-go {version}):\n{stderr}");
+    assert!(stderr.contains("grpc_traceparent_adopted=5 "), "{stderr}");
     let what = format!("grpc-go {version}, {}, stripped={stripped}", go.display());
 
     // method, server code(s) allowed, client code
@@ -103,7 +106,12 @@ fn check(go: &Path, version: &str, stripped: bool) {
         // Server errors per the conventions: DeadlineExceeded and Unimplemented, not NotFound.
         let server_error = matches!(code, 2 | 4 | 12 | 13 | 14 | 15);
         assert_eq!(server.status_code, if server_error { 2 } else { 0 }, "{what}: {method}: {server:#?}");
-        assert_eq!(server.parent_span_id, "", "{what}: a server span without incoming context is a root");
+        // The incoming traceparent is the server span's (remote) parent.
+        assert_eq!(
+            (server.trace_id.as_str(), server.parent_span_id.as_str()),
+            (TRACE_ID, PARENT_ID),
+            "{what}: {method}"
+        );
 
         let client = rpc(&spans, 3, method);
         assert_eq!(client.attr_str("rpc.system"), Some("grpc"), "{what}");
@@ -188,7 +196,7 @@ fn grpc_unknown_version_stripped_is_off_with_a_message() {
     require_environment().unwrap();
     let dir = tempfile::tempdir().unwrap();
     let bin = build(&go("1.26"), dir.path(), "v1.60.1", true);
-    let (spans, stderr) = trace(dir.path(), &bin);
+    let (spans, stderr) = trace(dir.path(), &bin, &[]);
     for unit in ["grpc.server", "grpc.client"] {
         assert!(
             stderr.contains(&format!("{unit} spans are off for this binary"))

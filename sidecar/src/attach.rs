@@ -47,8 +47,15 @@ pub struct Attached {
 }
 
 /// Kernel counters, summed over CPUs.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct KernelCounters(pub [u64; NUM_COUNTERS as usize]);
+
+// Arrays longer than 32 have no derived Default.
+impl Default for KernelCounters {
+    fn default() -> Self {
+        KernelCounters([0; NUM_COUNTERS as usize])
+    }
+}
 
 impl KernelCounters {
     pub fn get(&self, c: Counter) -> u64 {

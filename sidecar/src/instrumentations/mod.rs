@@ -46,6 +46,7 @@ pub mod http_server;
 pub mod inject_handoff;
 pub mod inject_memory;
 pub mod inject_socket;
+pub mod trace_context_grpc;
 pub mod trace_context_in;
 
 #[cfg(test)]
@@ -63,6 +64,7 @@ pub static ALL: &[&Instrumentation] = &[
     &inject_memory::INJECT_MEMORY,
     &inject_socket::INJECT_SOCKET,
     &trace_context_in::TRACE_CONTEXT_IN,
+    &trace_context_grpc::TRACE_CONTEXT_GRPC,
 ];
 
 /// An instrumentation chosen for this run (see [`libraries_from_env`]).
