@@ -3,7 +3,7 @@
 //! releases spanning three years (tools/grpc-versions.txt) with Go 1.22, 1.26 and 1.27, with and
 //! without DWARF (stripped builds take their field offsets from gotel's layout table). Checks the
 //! SERVER and CLIENT spans of a unary call, a server stream, an error status, a deadline exceeded
-//! and an unimplemented method: names, RPC attributes, the real status codes, ERROR by the
+//! and an unimplemented method: names, RPC attributes, both ends' addresses, the real status codes, ERROR by the
 //! conventions' rules, the incoming `traceparent` as the server span's remote parent, user
 //! functions under the server span and client spans under the traced
 //! function that made the call; and that a stripped build of a grpc-go version the table lacks
@@ -121,6 +121,12 @@ fn check(go: &Path, version: &str, stripped: bool) {
         assert_eq!(client.status_code, if client_code != 0 { 2 } else { 0 }, "{what}: {method}");
         assert_eq!(client.attr_str("server.address"), Some("127.0.0.1"), "{what}");
         assert!(client.attr_i64("server.port").is_some_and(|p| p > 0), "{what}: {client:#?}");
+        // Both ends of the connection, on the server span.
+        assert_eq!(server.attr_str("server.address"), Some("127.0.0.1"), "{what}: {server:#?}");
+        assert_eq!(server.attr_i64("server.port"), client.attr_i64("server.port"), "{what}");
+        assert_eq!(server.attr_str("network.peer.address"), Some("127.0.0.1"), "{what}");
+        let peer_port = server.attr_i64("network.peer.port").unwrap_or(0);
+        assert!(peer_port > 0 && Some(peer_port) != server.attr_i64("server.port"), "{what}: {server:#?}");
         // The client span nests under the traced function that made the call.
         let caller = by_id(&spans, &client.parent_span_id).unwrap_or_else(|| panic!("{what}: {client:#?}"));
         let want = if method == "Count" { "main.stream" } else { "main.call" };

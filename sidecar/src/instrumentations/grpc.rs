@@ -49,6 +49,7 @@ pub(crate) struct Read<'a> {
     /// Bytes of an `Int`.
     pub size: u8,
     pub at_return: bool,
+    pub decode: Decode,
 }
 
 /// Adds `r` to `plan`.
@@ -68,12 +69,8 @@ pub(crate) fn push(plan: &mut AttributePlan, limits: &Limits, r: Read<'_>) {
     for (i, h) in r.hops.iter().enumerate() {
         f.hops[i] = *h as i32;
     }
-    let decode = match r.kind {
-        ValueKind::String => Decode::String,
-        _ => Decode::Int { size: r.size },
-    };
     plan.fetches.push(f);
-    plan.slots.push(AttrSlot { key: attributes::shared_key(r.key), decode, sets_error_status: false });
+    plan.slots.push(AttrSlot { key: attributes::shared_key(r.key), decode: r.decode, sets_error_status: false });
 }
 
 /// Offset of a field the unit declared, or the message that turns the unit off.
@@ -94,9 +91,13 @@ pub(crate) fn push_status(
     let s = field(dwarf, STATUS, "s")?;
     let code = field(dwarf, PB_STATUS, "Code")?;
     let message = field(dwarf, PB_STATUS, "Message")?;
-    for (key, last, kind, size) in [(CODE, code, ValueKind::Int, 4), (MESSAGE, message, ValueKind::String, 16)] {
+    let reads = [
+        (CODE, code, ValueKind::Int, 4, Decode::Int { size: 4 }),
+        (MESSAGE, message, ValueKind::String, 16, Decode::String),
+    ];
+    for (key, last, kind, size, decode) in reads {
         let hops: Vec<u64> = prefix.iter().copied().chain([s, last]).collect();
-        push(plan, limits, Read { key, root, reg, hops: &hops, kind, size, at_return });
+        push(plan, limits, Read { key, root, reg, hops: &hops, kind, size, at_return, decode });
     }
     Ok(())
 }
