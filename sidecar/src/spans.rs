@@ -527,4 +527,35 @@ mod tests {
         let newest = feed(&mut f, header(EventKind::SpanEnd, 0, MAX_PENDING_ENTRIES as u64 + 3), &[]).unwrap();
         assert_eq!(attr(&newest, "id"), Some(&Value::I64(MAX_PENDING_ENTRIES as i64 + 2)));
     }
+
+    /// A helper probe's captures join the span of the call it ran in: the gRPC status written
+    /// by the transport during the server span.
+    #[test]
+    fn a_helper_s_captures_go_to_the_enclosing_span() {
+        use crate::instrumentations::grpc_server::GRPC_SERVER;
+        let span_probe = GRPC_SERVER.span.as_ref().unwrap();
+        let server = ProbeSpans::new("handleStream", None, Vec::new(), Some((&GRPC_SERVER, span_probe)));
+        let helper = ProbeSpans {
+            helper: true,
+            ..ProbeSpans::new(
+                "WriteStatus",
+                None,
+                vec![slot("code", Decode::Int { size: 4 }, false)],
+                Some((&GRPC_SERVER, &GRPC_SERVER.helpers[0])),
+            )
+        };
+        let mut f = SpanFactory::with_probes(vec![server, helper], Sampler::AlwaysOn, Box::new(Names), 128);
+        let mut status = header(EventKind::SpanEnd, 1, 8);
+        status.parent_span_id = 7;
+        assert!(feed(&mut f, status, &value(0, 12)).is_none(), "a helper's call is no span");
+        // Outside any traced call: nothing to add to.
+        assert!(feed(&mut f, header(EventKind::SpanEnd, 1, 9), &value(0, 5)).is_none());
+        let span = feed(&mut f, header(EventKind::SpanEnd, 0, 7), &[]).unwrap();
+        assert_eq!(span.span_kind, SpanKind::Server);
+        assert_eq!(attr(&span, "rpc.grpc.status_code"), Some(&Value::I64(12)));
+        assert!(matches!(span.status, Status::Error { .. }), "Unimplemented is a server error");
+        let other = feed(&mut f, header(EventKind::SpanEnd, 0, 10), &[]).unwrap();
+        assert_eq!(attr(&other, "rpc.grpc.status_code"), None);
+        assert_eq!(f.stats.spans, 2);
+    }
 }
