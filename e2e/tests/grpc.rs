@@ -2,7 +2,8 @@
 //! (a grpc-go server and client in one process, over HTTP/2 on 127.0.0.1) built against grpc-go
 //! releases spanning three years (tools/grpc-versions.txt) with Go 1.22, 1.26 and 1.27, with and
 //! without DWARF (stripped builds take their field offsets from gotel's layout table). Checks the
-//! SERVER and CLIENT spans of a unary call, a server stream, an error status, a deadline exceeded
+//! SERVER and CLIENT spans of a unary call, server streams (one ending in an error status; the
+//! client span lasts the stream), an error status, a deadline exceeded
 //! and an unimplemented method: names, RPC attributes, both ends' addresses, the real status codes, ERROR by the
 //! conventions' rules, the incoming `traceparent` as the server span's remote parent, user
 //! functions under the server span and client spans under the traced
@@ -82,13 +83,14 @@ fn check(go: &Path, version: &str, stripped: bool) {
     let (spans, stderr) = trace(dir.path(), &bin, &["-traceparent", &traceparent]);
     assert!(!stderr.contains("spans are off"), "gRPC spans turned off (grpc-go {version}):\n{stderr}");
     assert!(!stderr.contains("trace_context.grpc"), "incoming gRPC context off (grpc-go {version}):\n{stderr}");
-    assert!(stderr.contains("grpc_traceparent_adopted=5 "), "{stderr}");
+    assert!(stderr.contains("grpc_traceparent_adopted=6 "), "{stderr}");
     let what = format!("grpc-go {version}, {}, stripped={stripped}", go.display());
 
     // method, server code(s) allowed, client code
-    let calls: [(&str, &[i64], i64); 5] = [
+    let calls: [(&str, &[i64], i64); 6] = [
         ("SayHello", &[0], 0),
         ("Count", &[0], 0),
+        ("CountBroken", &[15], 15),
         ("Fail", &[5], 5),
         // The server sees the client's cancellation (Canceled) or its own deadline first.
         ("Slow", &[1, 4], 4),
@@ -129,23 +131,33 @@ fn check(go: &Path, version: &str, stripped: bool) {
         assert!(peer_port > 0 && Some(peer_port) != server.attr_i64("server.port"), "{what}: {server:#?}");
         // The client span nests under the traced function that made the call.
         let caller = by_id(&spans, &client.parent_span_id).unwrap_or_else(|| panic!("{what}: {client:#?}"));
-        let want = if method == "Count" { "main.stream" } else { "main.call" };
+        let want = if method.starts_with("Count") { "main.stream" } else { "main.call" };
         assert_eq!(caller.name, want, "{what}: {method}");
         assert!(client.start_unix_nano >= caller.start_unix_nano && client.end_unix_nano <= caller.end_unix_nano);
     }
     // The handler's user function nests under its server span: once for SayHello and Fail,
-    // once per message for the stream (which lasts as long as the stream).
+    // once per message for the streams (which last as long as the stream).
     let lookups: Vec<&FlatSpan> = spans.iter().filter(|s| s.name == "main.lookup").collect();
-    assert_eq!(lookups.len(), 5, "{what}: main.lookup spans");
+    assert_eq!(lookups.len(), 8, "{what}: main.lookup spans");
     for l in lookups {
         let server = by_id(&spans, &l.parent_span_id).unwrap_or_else(|| panic!("{what}: main.lookup {l:#?}"));
         assert_eq!(server.kind, 2, "{what}");
-        assert!(["SayHello", "Count", "Fail"].contains(&server.attr_str("rpc.method").unwrap()), "{what}");
+        assert!(
+            ["SayHello", "Count", "CountBroken", "Fail"].contains(&server.attr_str("rpc.method").unwrap()),
+            "{what}"
+        );
         assert!(l.start_unix_nano >= server.start_unix_nano && l.end_unix_nano <= server.end_unix_nano);
         assert_eq!(l.trace_id, server.trace_id);
     }
     let count = rpc(&spans, 2, "Count");
     assert_eq!(spans.iter().filter(|s| s.parent_span_id == count.span_id).count(), 3, "{what}: the stream's span");
+    // A client stream's span lasts until its end was seen: past the server's last message.
+    for method in ["Count", "CountBroken"] {
+        let (client, server) = (rpc(&spans, 3, method), rpc(&spans, 2, method));
+        let last = spans.iter().filter(|s| s.parent_span_id == server.span_id).map(|s| s.end_unix_nano).max();
+        assert!(last.is_some_and(|l| client.end_unix_nano > l), "{what}: {method} client span ends with the stream");
+    }
+    assert!(stderr.contains("open_spans_exported_unclosed=0"), "{stderr}");
 }
 
 fn go(version: &'static str) -> PathBuf {
@@ -211,5 +223,5 @@ fn grpc_unknown_version_stripped_is_off_with_a_message() {
         );
     }
     assert!(spans.iter().all(|s| s.kind != 2 && s.kind != 3), "no gRPC spans");
-    assert_eq!(spans.iter().filter(|s| s.name == "main.lookup").count(), 5);
+    assert_eq!(spans.iter().filter(|s| s.name == "main.lookup").count(), 8);
 }

@@ -161,7 +161,9 @@ pub fn from_dwarf(d: &DwarfInfo, module: Option<&str>) -> Result<Layout, String>
 pub fn synthetic_dwarf(layout: &Layout) -> DwarfInfo {
     let mut b = Synth { t: TypeTable::new(), layout, fields: fields(), named: HashMap::new() };
     let mut functions = Vec::new();
-    for span in instrumentations::ALL.iter().flat_map(|u| u.span.iter().chain(u.more_spans).chain(u.helpers)) {
+    for span in
+        instrumentations::ALL.iter().flat_map(|u| u.span.iter().chain(u.more_spans).chain(u.helpers).chain(u.closers))
+    {
         let params = span
             .signature
             .iter()

@@ -8,7 +8,7 @@ use crate::{
     attributes::{self, AttributePlan, Decode, Limits},
     binary::{disasm, Function, GoBinary},
     exit::Failure,
-    instrumentations::{self, At, HookSpec, Library, MapFill, SpanProbe},
+    instrumentations::{self, At, HookSpec, Library, MapFill, Role, SpanProbe},
     names,
     spec::ProbeSpec,
 };
@@ -39,8 +39,9 @@ pub struct Probe {
     pub library: Option<Library>,
     /// The built-in probe it plans (`library`'s span or one of its helpers).
     pub span_probe: Option<&'static SpanProbe>,
-    /// A helper of `library`: its captures go to the enclosing call, it is no span.
-    pub helper: bool,
+    /// Spans, a helper (its captures go to the enclosing call) or a closer (it ends a span left
+    /// open).
+    pub role: Role,
     /// Registers the kernel keeps from entry for reads at return (`Root::Saved`).
     pub save_regs: [u8; 2],
     /// `PLAN_*` bits an instrumentation's set-up adds (`PLAN_INJECT_CONTEXT`: the HTTP client
@@ -66,7 +67,7 @@ impl Probe {
             attributes,
             library: None,
             span_probe: None,
-            helper: false,
+            role: Role::Span,
             save_regs: [gotel_shared::NO_REG; 2],
             plan_flags: 0,
         }
@@ -226,19 +227,20 @@ pub fn build(
             ));
             continue;
         }
-        // The span, more spans and helpers the binary has (a function may be named differently
+        // The span, more spans, helpers and closers the binary has (a function may be named differently
         // in another release of the library: each one absent is skipped), all or nothing.
         let mut planned = Vec::new();
         let mut off = None;
-        let spans = std::iter::once(main).chain(lib.more_spans).map(|s| (s, false));
-        for (span, helper) in spans.chain(lib.helpers.iter().map(|h| (h, true))) {
+        let spans = std::iter::once(main).chain(lib.more_spans).map(|s| (s, Role::Span));
+        let others = lib.helpers.iter().map(|h| (h, Role::Helper)).chain(lib.closers.iter().map(|c| (c, Role::Closer)));
+        for (span, role) in spans.chain(others) {
             let Some(function) = bin.function(span.symbol) else { continue };
             let Some(code) = bin.code(function) else { continue };
             match instrumentations::plan(bin, lib, span, limits) {
                 Ok((attributes, save_regs)) => planned.push(Probe {
                     library: Some(lib),
                     span_probe: Some(span),
-                    helper,
+                    role,
                     save_regs,
                     ..Probe::new(probes.len() + planned.len(), bin, function, code, attributes)
                 }),
@@ -250,7 +252,7 @@ pub fn build(
         }
         match off {
             // Helpers alone (the library's span functions are not linked) trace nothing.
-            None if planned.iter().all(|p| p.helper) => {}
+            None if planned.iter().all(|p| p.role != Role::Span) => {}
             None => probes.extend(planned),
             Some(why) => warnings.push(format!("{} spans are off for this binary: {why}", lib.name())),
         }

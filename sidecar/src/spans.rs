@@ -16,7 +16,7 @@ use crate::{
     attributes::AttrSlot,
     binary::GoBinary,
     events::{Clock, Record},
-    instrumentations::{self, Library, SpanProbe},
+    instrumentations::{self, Library, Role, SpanProbe, OPEN},
     plan::Plan,
     values::{self, TypeNames},
 };
@@ -29,6 +29,9 @@ pub const UNWOUND_MESSAGE: &str =
 /// Entry values waiting for their return record; bounded so a target whose traced calls never
 /// return cannot grow gotel's memory.
 const MAX_PENDING_ENTRIES: usize = 65536;
+
+/// Spans left open until a closer ends them (gRPC client streams), likewise bounded.
+const MAX_OPEN: usize = 16384;
 
 /// Names and paths live for the whole run so every span can borrow them: no allocation per span
 /// for the name or the code attributes. Interned, so following a restarting target (`--exe`)
@@ -50,8 +53,8 @@ struct ProbeSpans {
     fixed: Vec<KeyValue>,
     slots: Vec<AttrSlot>,
     library: Option<(Library, &'static SpanProbe)>,
-    /// A helper probe: its captures go to the parent call's pending entry values.
-    helper: bool,
+    /// Spans, a helper (its captures go to the parent call's pending entry values) or a closer.
+    role: Role,
 }
 
 impl ProbeSpans {
@@ -67,7 +70,7 @@ impl ProbeSpans {
             fixed.push(KeyValue::new("code.file.path", intern(file)));
             fixed.push(KeyValue::new("code.line.number", line as i64));
         }
-        ProbeSpans { name: Cow::Borrowed(name), fixed, slots, library, helper: false }
+        ProbeSpans { name: Cow::Borrowed(name), fixed, slots, library, role: Role::Span }
     }
 }
 
@@ -121,12 +124,18 @@ pub struct SpanStats {
     pub abandoned: u64,
     /// Entry values evicted before their return arrived (the span then lacks those attributes).
     pub pending_evicted: u64,
+    /// Open spans exported before a closer ended them (too many open, or gotel stopped): their
+    /// end is when they were opened.
+    pub open_unclosed: u64,
 }
 
 pub struct SpanFactory {
     probes: Vec<ProbeSpans>,
     pending: HashMap<u64, Vec<KeyValue>>,
     pending_order: VecDeque<u64>,
+    /// Spans left open until a closer ends them, by their [`OPEN`] value (oldest first).
+    open: HashMap<i64, SpanData>,
+    open_order: VecDeque<i64>,
     clock: Clock,
     sampler: Sampler,
     scope: InstrumentationScope,
@@ -144,7 +153,7 @@ impl SpanFactory {
                 let source = p.source.as_ref().map(|(file, line)| (file.as_str(), *line));
                 let library = p.library.zip(p.span_probe);
                 ProbeSpans {
-                    helper: p.helper,
+                    role: p.role,
                     ..ProbeSpans::new(&p.function.name, source, p.attributes.slots.clone(), library)
                 }
             })
@@ -162,6 +171,8 @@ impl SpanFactory {
             probes,
             pending: HashMap::new(),
             pending_order: VecDeque::new(),
+            open: HashMap::new(),
+            open_order: VecDeque::new(),
             clock: Clock::calibrate(),
             sampler,
             scope: InstrumentationScope::builder("gotel").with_version(env!("CARGO_PKG_VERSION")).build(),
@@ -209,6 +220,60 @@ impl SpanFactory {
         self.pend(parent, done.attributes);
     }
 
+    /// A closer's call: ends the open span its `finish` names, with this call's end, status and
+    /// attributes.
+    fn closer_done(&mut self, probe_id: u32, entry: Vec<KeyValue>, rec: Record<'_>, unwound: bool) -> Option<SpanData> {
+        let probe = &self.probes[probe_id as usize];
+        let (_, span) = probe.library?;
+        if unwound {
+            return None;
+        }
+        let mut raw = entry;
+        let mut error = None;
+        values::decode(&probe.slots, rec.data, self.names.as_ref(), &mut raw, &mut error);
+        let mut done = instrumentations::finish(span, raw, error);
+        let key = instrumentations::int(instrumentations::take(&mut done.attributes, OPEN))?;
+        let mut open = self.open.remove(&key)?;
+        open.end_time = self.clock.wall(rec.header.end_ns).max(open.start_time);
+        open.status = done.status;
+        for kv in done.attributes {
+            match open.attributes.iter_mut().find(|a| a.key == kv.key) {
+                Some(a) => *a = kv,
+                None => open.attributes.push(kv),
+            }
+        }
+        Some(open)
+    }
+
+    /// Holds `span` open under `key`; returns the oldest open span when too many are.
+    fn hold_open(&mut self, key: i64, span: SpanData) -> Option<SpanData> {
+        let mut evicted = None;
+        if self.open.len() >= MAX_OPEN {
+            while let Some(old) = self.open_order.pop_front() {
+                if let Some(s) = self.open.remove(&old) {
+                    self.stats.open_unclosed += 1;
+                    evicted = Some(s);
+                    break;
+                }
+            }
+        }
+        self.open.insert(key, span);
+        self.open_order.push_back(key);
+        if self.open_order.len() > 2 * MAX_OPEN {
+            let open = &self.open;
+            self.open_order.retain(|k| open.contains_key(k));
+        }
+        evicted
+    }
+
+    /// The spans still open (gotel is stopping): exported as they are, counted.
+    pub fn take_open(&mut self) -> Vec<SpanData> {
+        self.open_order.clear();
+        let spans: Vec<SpanData> = self.open.drain().map(|(_, s)| s).collect();
+        self.stats.open_unclosed += spans.len() as u64;
+        spans
+    }
+
     /// Handles one kernel record; returns a finished span when there is one to export.
     pub fn on_record(&mut self, rec: Record<'_>) -> Option<SpanData> {
         let h = rec.header;
@@ -234,9 +299,13 @@ impl SpanFactory {
                     self.stats.abandoned += 1;
                 }
                 let entry_attrs = self.pending.remove(&h.span_id).unwrap_or_default();
-                if probe.helper {
-                    self.helper_done(h.parent_span_id, h.probe_id, entry_attrs, rec, unwound);
-                    return None;
+                match probe.role {
+                    Role::Span => {}
+                    Role::Helper => {
+                        self.helper_done(h.parent_span_id, h.probe_id, entry_attrs, rec, unwound);
+                        return None;
+                    }
+                    Role::Closer => return self.closer_done(h.probe_id, entry_attrs, rec, unwound),
                 }
                 let trace_id = TraceId::from_bytes(h.trace_id);
                 // A trace that came in with a traceparent keeps the caller's decision (for the
@@ -272,12 +341,14 @@ impl SpanFactory {
                 let mut name = probe.name.clone();
                 let mut kind = SpanKind::Internal;
                 let mut status = None;
+                let mut opened = None;
                 if let Some((_, span)) = probe.library {
                     let mut raw = entry_attrs;
                     if !unwound {
                         values::decode(&probe.slots, rec.data, self.names.as_ref(), &mut raw, &mut error);
                     }
-                    let done = instrumentations::finish(span, raw, error.take());
+                    let mut done = instrumentations::finish(span, raw, error.take());
+                    opened = instrumentations::int(instrumentations::take(&mut done.attributes, OPEN));
                     name = Cow::Owned(done.name);
                     kind = span.kind.clone();
                     status = Some(done.status);
@@ -303,7 +374,7 @@ impl SpanFactory {
                 let dropped = attributes.len().saturating_sub(self.max_attributes);
                 attributes.truncate(self.max_attributes);
                 self.stats.spans += 1;
-                Some(SpanData {
+                let span = SpanData {
                     span_context: SpanContext::new(
                         trace_id,
                         SpanId::from_bytes(h.span_id.to_be_bytes()),
@@ -331,7 +402,11 @@ impl SpanFactory {
                         (None, None) => Status::Unset,
                     },
                     instrumentation_scope: self.scope.clone(),
-                })
+                };
+                match opened {
+                    Some(key) if !unwound => self.hold_open(key, span),
+                    _ => Some(span),
+                }
             }
         }
     }
@@ -536,7 +611,7 @@ mod tests {
         let span_probe = GRPC_SERVER.span.as_ref().unwrap();
         let server = ProbeSpans::new("handleStream", None, Vec::new(), Some((&GRPC_SERVER, span_probe)));
         let helper = ProbeSpans {
-            helper: true,
+            role: Role::Helper,
             ..ProbeSpans::new(
                 "WriteStatus",
                 None,
@@ -557,5 +632,47 @@ mod tests {
         let other = feed(&mut f, header(EventKind::SpanEnd, 0, 10), &[]).unwrap();
         assert_eq!(attr(&other, "rpc.grpc.status_code"), None);
         assert_eq!(f.stats.spans, 2);
+    }
+
+    /// A span left open ends with its closer's call, status and attributes; one never closed is
+    /// exported when gotel stops, counted.
+    #[test]
+    fn an_open_span_ends_with_its_closer() {
+        use crate::instrumentations::grpc_client::GRPC_CLIENT;
+        let stream = ProbeSpans::new(
+            "NewStream",
+            None,
+            vec![slot("stream", Decode::Int { size: 8 }, false)],
+            Some((&GRPC_CLIENT, &GRPC_CLIENT.more_spans[0])),
+        );
+        let closer = ProbeSpans {
+            role: Role::Closer,
+            ..ProbeSpans::new(
+                "finish",
+                None,
+                vec![slot("stream", Decode::Int { size: 8 }, false), slot("err", Decode::Error, false)],
+                Some((&GRPC_CLIENT, &GRPC_CLIENT.closers[0])),
+            )
+        };
+        let mut f = SpanFactory::with_probes(vec![stream, closer], Sampler::AlwaysOn, Box::new(Names), 128);
+        assert!(feed(&mut f, header(EventKind::SpanEnd, 0, 7), &value(0, 0xc000)).is_none(), "held open");
+        assert!(feed(&mut f, header(EventKind::SpanEnd, 0, 8), &value(0, 0xd000)).is_none());
+        // Another stream's end (a unary call's) closes nothing.
+        assert!(feed(&mut f, header(EventKind::SpanEnd, 1, 9), &value(0, 0xe000)).is_none());
+        let mut end = header(EventKind::SpanEnd, 1, 10);
+        end.end_ns = 9_000_000;
+        // Ended by an error that is no gRPC status: Unknown.
+        let data = [value(0, 0xc000), value(1, 0x1000)].concat();
+        let span = feed(&mut f, end, &data).expect("the stream's span");
+        assert_eq!(span.span_context.span_id(), SpanId::from(7u64));
+        assert_eq!(span.span_kind, SpanKind::Client);
+        assert_eq!(span.end_time.duration_since(span.start_time).unwrap(), std::time::Duration::from_millis(8));
+        assert_eq!(attr(&span, OPEN), None);
+        assert!(matches!(span.status, Status::Error { .. }), "{:?}", span.status);
+        assert_eq!(attr(&span, "rpc.grpc.status_code"), Some(&Value::I64(2)));
+        let rest = f.take_open();
+        assert_eq!(rest.len(), 1);
+        assert_eq!(rest[0].span_context.span_id(), SpanId::from(8u64));
+        assert_eq!(f.stats.open_unclosed, 1);
     }
 }

@@ -1,7 +1,8 @@
 // A real grpc-go server and client in one process, over plaintext HTTP/2 on 127.0.0.1: the
 // service gotel.test.Greeter, declared by hand (no protoc; messages are protobuf's
-// wrapperspb.StringValue), with a unary call, a server-streaming call, a call answered with an
-// error status and a call that runs past its deadline. The client calls run inside main.callAll
+// wrapperspb.StringValue), with a unary call, a server-streaming call, one that ends with an
+// error status after its messages, a call answered with an error status, a call that runs past
+// its deadline and one of an unimplemented method. The client calls run inside main.callAll
 // and main.call (traced by the tests); handlers call main.lookup, which must nest under the
 // server span.
 //
@@ -68,6 +69,10 @@ func count(_ any, stream grpc.ServerStream) error {
 			return err
 		}
 	}
+	if in.Value == "broken" {
+		// A stream that ends with an error status after its messages.
+		return status.Error(codes.DataLoss, "stream broke")
+	}
 	return nil
 }
 
@@ -79,7 +84,10 @@ var desc = grpc.ServiceDesc{
 		{MethodName: "Fail", Handler: fail},
 		{MethodName: "Slow", Handler: slow},
 	},
-	Streams: []grpc.StreamDesc{{StreamName: "Count", Handler: count, ServerStreams: true}},
+	Streams: []grpc.StreamDesc{
+		{StreamName: "Count", Handler: count, ServerStreams: true},
+		{StreamName: "CountBroken", Handler: count, ServerStreams: true},
+	},
 }
 
 // call makes one unary call and returns its status code.
@@ -91,11 +99,12 @@ func call(ctx context.Context, cc *grpc.ClientConn, method, name string) codes.C
 	return status.Code(err)
 }
 
-// stream reads the whole server stream and returns its final status code.
+// stream reads the whole server stream (of method Count or CountBroken) and returns its final
+// status code.
 //
 //go:noinline
-func stream(ctx context.Context, cc *grpc.ClientConn, name string) codes.Code {
-	s, err := cc.NewStream(ctx, &desc.Streams[0], "/gotel.test.Greeter/Count")
+func stream(ctx context.Context, cc *grpc.ClientConn, method, name string) codes.Code {
+	s, err := cc.NewStream(ctx, &desc.Streams[0], "/gotel.test.Greeter/"+method)
 	if err != nil {
 		return status.Code(err)
 	}
@@ -122,7 +131,8 @@ func callAll(cc *grpc.ClientConn, traceparent string) {
 		ctx = metadata.AppendToOutgoingContext(ctx, "traceparent", traceparent)
 	}
 	fmt.Println("SayHello", call(ctx, cc, "SayHello", "tea"))
-	fmt.Println("Count", stream(ctx, cc, "coffee"))
+	fmt.Println("Count", stream(ctx, cc, "Count", "coffee"))
+	fmt.Println("CountBroken", stream(ctx, cc, "CountBroken", "broken"))
 	fmt.Println("Fail", call(ctx, cc, "Fail", "gold"))
 	short, cancel := context.WithTimeout(ctx, 200*time.Millisecond)
 	fmt.Println("Slow", call(short, cc, "Slow", "late"))

@@ -92,7 +92,7 @@ fn unit_fetches(unit: &instrumentations::Instrumentation, d: &DwarfInfo, real: &
     use crate::attributes::{plan_function, Limits};
     let limits = Limits::default();
     let mut out = Vec::new();
-    for span in unit.span.iter().chain(unit.more_spans).chain(unit.helpers) {
+    for span in unit.span.iter().chain(unit.more_spans).chain(unit.helpers).chain(unit.closers) {
         if real.function(span.symbol).is_none() {
             continue;
         }

@@ -7,25 +7,30 @@
 //! OK. An error of another dynamic type (never returned by the grpc-go releases in the layout
 //! table, but possible through interceptors) is reported as Unknown.
 //!
-//! A stream's client span covers opening the stream (NewStream), not the messages after it: the
-//! stream's final status reaches the caller in a later RecvMsg, on no call gotel pairs with
-//! NewStream. The server span of the stream lasts the whole stream and has its final status.
-use gotel_shared::{Root, REG_RBX, REG_RDI};
+//! A stream's span lasts the stream: the `*clientStream` that NewStream opened (read by a helper
+//! probe at the return of `newClientStreamWithParams`, under any interceptor's wrapper) is
+//! held open (`Instrumentation::closers`) until `(*clientStream).finish(err)`, which every
+//! stream ends in once, on the goroutine that saw the end (`io.EOF` there is success); the span
+//! then ends there with that status. A stream never finished before gotel stops is exported as
+//! it was opened, counted (`open_spans_exported_unclosed`).
+use gotel_shared::{Root, ValueKind, REG_RAX, REG_RBX, REG_RCX, REG_RDI};
 use opentelemetry::{
     trace::{SpanKind, Status},
     KeyValue,
 };
 
 use super::{
-    grpc::{self, GRPC, STATUS, STATUS_ERROR, STATUS_FIELDS},
-    host_port, int, take, text, Arg, FieldNeed, Finished, GoTy, Instrumentation, SpanProbe,
+    grpc::{self, Read, GRPC, STATUS, STATUS_ERROR, STATUS_FIELDS},
+    host_port, int, take, text, Arg, FieldNeed, Finished, GoTy, Instrumentation, SpanProbe, OPEN,
 };
 use crate::{
-    attributes::{AttributePlan, Limits},
+    attributes::{AttributePlan, Decode, Limits},
     dwarf::{DwarfInfo, FunctionInfo},
 };
 
 const CLIENT_CONN: &str = "google.golang.org/grpc.ClientConn";
+/// Capture key (internal) of the `*clientStream` that pairs a stream's opening and end.
+const STREAM: &str = "stream";
 
 pub static GRPC_CLIENT: Instrumentation = Instrumentation {
     name: "grpc.client",
@@ -84,7 +89,47 @@ pub static GRPC_CLIENT: Instrumentation = Instrumentation {
         ],
         save_regs: [gotel_shared::NO_REG; 2],
         extend: Some(|plan, dwarf, info, limits| status_at_return(plan, dwarf, info, limits, REG_RDI)),
-        finish,
+        finish: finish_stream,
+    }],
+    // The *clientStream under whatever interceptors wrap it: newClientStreamWithParams runs
+    // inside NewStream (and Invoke, whose span ignores it) and returns it (RAX + RBX).
+    helpers: &[SpanProbe {
+        symbol: "google.golang.org/grpc.newClientStreamWithParams",
+        kind: SpanKind::Internal,
+        spec: "google.golang.org/grpc.newClientStreamWithParams",
+        // Only the results matter (they start again at RAX): (_ ClientStream, err error).
+        signature: &[
+            Arg::result("~r0", GoTy::Iface("google.golang.org/grpc.ClientStream")),
+            Arg::result("err", GoTy::Iface("error")),
+        ],
+        save_regs: [gotel_shared::NO_REG; 2],
+        extend: Some(|plan, _, _, limits| {
+            let read = |reg| Read { key: STREAM, root: Root::Registers, reg, hops: &[], kind: ValueKind::Int, size: 8, at_return: true, decode: Decode::Int { size: 8 } };
+            grpc::push(plan, limits, read(REG_RBX));
+            Ok(())
+        }),
+        finish: |attributes, _| Finished { name: String::new(), attributes, status: Status::Unset },
+    }],
+    // Where every client stream ends, once, with its final error (io.EOF: success), on the
+    // goroutine that saw the end: (cs *clientStream) finish(err error): cs -> RAX, err -> RBX +
+    // RCX.
+    closers: &[SpanProbe {
+        symbol: "google.golang.org/grpc.(*clientStream).finish",
+        kind: SpanKind::Internal,
+        spec: "google.golang.org/grpc.(*clientStream).finish(err=err)",
+        signature: &[Arg::param("cs", GoTy::Opaque), Arg::param("err", GoTy::Iface("error"))],
+        save_regs: [gotel_shared::NO_REG; 2],
+        extend: Some(|plan, dwarf, _, limits| {
+            let read = Read { key: STREAM, root: Root::Registers, reg: REG_RAX, hops: &[], kind: ValueKind::Int, size: 8, at_return: false, decode: Decode::Int { size: 8 } };
+            grpc::push(plan, limits, read);
+            // The error's first string (errors.errorString.s): tells io.EOF from a failure in a
+            // binary without symbols, whose error types have no names.
+            let text = Read { key: "err_text", root: Root::Registers, reg: REG_RCX, hops: &[0], kind: ValueKind::String, size: 16, at_return: false, decode: Decode::String };
+            grpc::push(plan, limits, text);
+            let s = grpc::field(dwarf, STATUS_ERROR, "s")?;
+            grpc::push_status(plan, dwarf, limits, (Root::Registers, REG_RCX, &[s], false))
+        }),
+        finish: finish_closed,
     }],
     ..Instrumentation::BASE
 };
@@ -121,9 +166,37 @@ fn finish(mut raw: Vec<KeyValue>, error: Option<String>) -> Finished {
         }
     }
     let _ = take(&mut raw, "err");
-    let captured = int(take(&mut raw, grpc::CODE)).filter(|c| (1..=16).contains(c));
-    let message = text(take(&mut raw, grpc::MESSAGE));
-    let (code, status) = match error {
+    let (code, status) = status_of(&mut raw, error);
+    attributes.push(KeyValue::new("rpc.grpc.status_code", code));
+    Finished { name, attributes, status }
+}
+
+/// A stream that opened is left open (`OPEN` = its `*clientStream`) until `clientStream.finish`.
+fn finish_stream(mut raw: Vec<KeyValue>, error: Option<String>) -> Finished {
+    let stream = int(take(&mut raw, STREAM)).filter(|p| *p != 0);
+    let mut done = finish(raw, error);
+    if let (Some(stream), Status::Unset) = (stream, &done.status) {
+        done.attributes.push(KeyValue::new(OPEN, stream));
+    }
+    done
+}
+
+/// `(*clientStream).finish(err)`: the stream's final status (`io.EOF` is success).
+fn finish_closed(mut raw: Vec<KeyValue>, _error: Option<String>) -> Finished {
+    let eof = text(take(&mut raw, "err_text")).is_some_and(|t| t == "EOF");
+    let err = text(take(&mut raw, "err")).filter(|e| e != "<nil>" && e != "EOF" && !eof);
+    let (code, status) = status_of(&mut raw, err);
+    let mut attributes = vec![KeyValue::new("rpc.grpc.status_code", code)];
+    attributes.extend(int(take(&mut raw, STREAM)).map(|p| KeyValue::new(OPEN, p)));
+    Finished { name: String::new(), attributes, status }
+}
+
+/// The status code of a call that returned `error` (its message or type name), with the
+/// status fields read behind it.
+fn status_of(raw: &mut Vec<KeyValue>, error: Option<String>) -> (i64, Status) {
+    let captured = int(take(raw, grpc::CODE)).filter(|c| (1..=16).contains(c));
+    let message = text(take(raw, grpc::MESSAGE));
+    match error {
         None => (0, Status::Unset),
         Some(err) => {
             // The status fields are only meaningful behind a *status.Error (named, or unnamed
@@ -133,9 +206,7 @@ fn finish(mut raw: Vec<KeyValue>, error: Option<String>) -> Finished {
             let message = if status_error { message } else { Some(err) };
             (code, Status::error(grpc::describe(code, message.as_deref())))
         }
-    };
-    attributes.push(KeyValue::new("rpc.grpc.status_code", code));
-    Finished { name, attributes, status }
+    }
 }
 
 #[cfg(test)]
@@ -170,5 +241,35 @@ mod tests {
         assert!(matches!(&f.status, Status::Error { description } if description == "Unknown: boom"));
         assert_eq!(target_address("unix:///tmp/s"), None);
         assert_eq!(target_address("localhost:1").map(|a| a.0).as_deref(), Some("localhost"));
+    }
+
+    #[test]
+    fn a_stream_is_open_until_its_end_says_how_it_went() {
+        let opened =
+            finish_stream(vec![KeyValue::new("method", "/shop.Cart/Watch"), KeyValue::new("stream", 77i64)], None);
+        assert_eq!(get(&opened, OPEN).as_deref(), Some("77"));
+        // A stream that failed to open is a finished span.
+        let failed = finish_stream(vec![KeyValue::new("stream", 77i64)], Some("0x1234".into()));
+        assert_eq!(get(&failed, OPEN), None);
+        // io.EOF, named or (no symbols) by its text, is success.
+        for raw in [
+            vec![KeyValue::new("stream", 77i64), KeyValue::new("err", "EOF")],
+            vec![KeyValue::new("stream", 77i64), KeyValue::new("err", "0x4321"), KeyValue::new("err_text", "EOF")],
+            vec![KeyValue::new("stream", 77i64), KeyValue::new("err", "<nil>")],
+        ] {
+            let closed = finish_closed(raw, None);
+            assert_eq!(get(&closed, OPEN).as_deref(), Some("77"));
+            assert_eq!(get(&closed, "rpc.grpc.status_code").as_deref(), Some("0"));
+            assert!(matches!(closed.status, Status::Unset));
+        }
+        let raw = vec![
+            KeyValue::new("stream", 77i64),
+            KeyValue::new("err", "0x4321"),
+            KeyValue::new("code", 15i64),
+            KeyValue::new("message", "stream broke"),
+        ];
+        let closed = finish_closed(raw, None);
+        assert_eq!(get(&closed, "rpc.grpc.status_code").as_deref(), Some("15"));
+        assert!(matches!(&closed.status, Status::Error { description } if description == "DataLoss: stream broke"));
     }
 }

@@ -93,6 +93,11 @@ pub struct Instrumentation {
     /// More functions whose calls become spans of this unit, planned when the binary has them
     /// (another way into the library: gRPC streams beside unary calls).
     pub more_spans: &'static [SpanProbe],
+    /// Probes whose call ends a span left open: a span whose `finish` returns an [`OPEN`]
+    /// attribute is held (not exported) until a closer's `finish` returns the same value; it
+    /// then ends when that call does, with the closer's status and attributes (a gRPC client
+    /// stream, opened by `NewStream`, ends in `(*clientStream).finish` on whichever goroutine).
+    pub closers: &'static [SpanProbe],
     /// Helper uprobes, attached in this order (RETs before the entry of the same function, so
     /// no call is seen entering whose return goes unseen).
     pub hooks: &'static [HookSpec],
@@ -134,6 +139,7 @@ impl Instrumentation {
         span: None,
         helpers: &[],
         more_spans: &[],
+        closers: &[],
         hooks: &[],
         wanted: |_| Wanted::No,
         missing_hooks: None,
@@ -497,6 +503,21 @@ impl std::ops::Deref for Types<'_> {
     }
 }
 
+/// The attribute of a span left open until a closer ends it (see [`Instrumentation::closers`]);
+/// never exported.
+pub const OPEN: &str = "gotel.open";
+
+/// What a built-in probe's records are.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// Spans.
+    Span,
+    /// Captures for the enclosing call ([`Instrumentation::helpers`]).
+    Helper,
+    /// The end of a span left open ([`Instrumentation::closers`]).
+    Closer,
+}
+
 /// A finished library span: name, attributes per the semantic conventions, status.
 pub struct Finished {
     pub name: String,
@@ -562,7 +583,7 @@ pub fn readme_table() -> String {
         let mut functions: Vec<&str> = unit
             .symbol()
             .into_iter()
-            .chain(unit.more_spans.iter().chain(unit.helpers).map(|h| h.symbol))
+            .chain(unit.more_spans.iter().chain(unit.helpers).chain(unit.closers).map(|h| h.symbol))
             .chain(unit.hooks.iter().map(|h| h.function))
             .collect();
         functions.dedup();
