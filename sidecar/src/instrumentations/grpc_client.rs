@@ -35,7 +35,7 @@ const STREAM: &str = "stream";
 pub static GRPC_CLIENT: Instrumentation = Instrumentation {
     name: "grpc.client",
     selectable: true,
-    doc: "gRPC client spans (kind CLIENT) named `{package.Service}/{Method}` for unary calls and for opening streams, with the call's real status code; ERROR for any code but OK",
+    doc: "gRPC client spans (kind CLIENT) named `{package.Service}/{Method}` for unary calls and streams (a stream's span lasts until its end is seen), with the real status code; ERROR for any code but OK",
     attributes: &[
         grpc::ATTRIBUTES[0],
         grpc::ATTRIBUTES[1],
