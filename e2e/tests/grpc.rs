@@ -225,3 +225,19 @@ fn grpc_unknown_version_stripped_is_off_with_a_message() {
     assert!(spans.iter().all(|s| s.kind != 2 && s.kind != 3), "no gRPC spans");
     assert_eq!(spans.iter().filter(|s| s.name == "main.lookup").count(), 8);
 }
+
+/// A malformed `traceparent` in the metadata is counted and ignored: the server spans start
+/// their own traces.
+#[test]
+fn grpc_invalid_traceparent_is_ignored() {
+    gotel_e2e::require!(Root, GoVersion("1.26"));
+    require_environment().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let bin = build(&go("1.26"), dir.path(), "v1.64.1", false);
+    let (spans, stderr) =
+        trace(dir.path(), &bin, &["-traceparent", &format!("00-{TRACE_ID}-zz{}-01", &PARENT_ID[2..])]);
+    assert!(stderr.contains("grpc_traceparent_adopted=0 grpc_traceparent_invalid=6 "), "{stderr}");
+    let servers: Vec<&FlatSpan> = spans.iter().filter(|s| s.kind == 2).collect();
+    assert_eq!(servers.len(), 6);
+    assert!(servers.iter().all(|s| s.parent_span_id.is_empty() && s.trace_id != TRACE_ID), "{servers:#?}");
+}
