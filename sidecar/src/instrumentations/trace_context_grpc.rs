@@ -13,7 +13,7 @@ use gotel_shared::{
     Counter, GrpcHeadersConfig, COOKIE_GRPC_HEADERS, REG_RBX, REG_RDI,
 };
 
-use super::{types_of, Activation, At, FieldNeed, GoTy, HookSpec, Instrumentation, MapFill, Wanted};
+use super::{types_of, Activation, At, FieldNeed, GoTy, HookSpec, Instrumentation, Load, MapFill, Wanted};
 
 const X_NET: &str = "golang.org/x/net";
 const FRAME: &str = "golang.org/x/net/http2.MetaHeadersFrame";
@@ -33,6 +33,9 @@ pub static TRACE_CONTEXT_GRPC: Instrumentation = Instrumentation {
     wanted: |s| if s.has_spans(super::grpc_server::GRPC_SERVER.name) { Wanted::Yes } else { Wanted::No },
     missing_hooks: Some("trace_context.grpc: no (*http2Server).operateHeaders in the binary: an incoming gRPC traceparent is not adopted"),
     prepare: Some(prepare),
+    // Its own kernel program (a bpf_loop over the header fields): a kernel whose verifier
+    // refuses it loses the incoming gRPC context, not the spans.
+    load: Load::MayBeRefused { probe_flags: 0, message: refused },
     counters: &[
         ("grpc_traceparent_adopted", Counter::GrpcTraceparentAdopted),
         ("grpc_traceparent_invalid", Counter::GrpcTraceparentInvalid),
@@ -61,6 +64,12 @@ fn prepare(a: &mut Activation) -> Result<(), String> {
     };
     a.map_fills.push(MapFill::array(TRACE_CONTEXT_GRPC.name, MAP_GRPC_HEADERS_CONFIG, 0, config));
     Ok(())
+}
+
+fn refused(program: &str, error: &str) -> String {
+    format!(
+        "trace_context.grpc is off: the kernel refused {program} ({error}); gRPC server spans do not adopt an incoming traceparent"
+    )
 }
 
 /// The register of `frame`: from DWARF (a `ctx` parameter comes first from 1.60), else from
