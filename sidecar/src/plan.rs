@@ -264,7 +264,7 @@ pub fn build(
             if libraries.is_empty() {
                 ""
             } else {
-                " (the built-in HTTP instrumentations found no usable net/http server or client in it)"
+                " (the built-in instrumentations found no usable net/http or grpc-go server or client in it)"
             }
         )));
     }
