@@ -41,6 +41,8 @@ pub const COOKIE_HEADER_LINE: u64 = 1 << 37;
 pub const COOKIE_REQUEST_WRITE: u64 = 1 << 38;
 pub const COOKIE_HEADER_WRITE_ENTRY: u64 = 1 << 39;
 pub const COOKIE_HEADER_WRITE_RETURN: u64 = 1 << 40;
+/// The entry of grpc-go's `(*http2Server).operateHeaders` (`gotel_grpc_headers`).
+pub const COOKIE_GRPC_HEADERS: u64 = 1 << 44;
 
 /// Kinds of ring-buffer records. Every record starts with [`EventHeader`].
 #[repr(u32)]
@@ -254,6 +256,25 @@ pub struct HandoffConfig {
     pub _pad: u32,
 }
 
+/// Where `gotel_grpc_headers` finds the decoded header fields of a gRPC request
+/// (`GRPC_HEADERS_CONFIG`[0]): `operateHeaders`' `frame *http2.MetaHeadersFrame` argument is in
+/// pt_regs slot `frame_reg`; its `Fields []hpack.HeaderField` at `fields_offset`; a
+/// `HeaderField` is `field_size` bytes with `Name` and `Value` strings at these offsets.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct GrpcHeadersConfig {
+    pub frame_reg: u32,
+    pub fields_offset: u32,
+    pub field_size: u32,
+    pub name_offset: u32,
+    pub value_offset: u32,
+    pub _pad: u32,
+}
+
+/// Header fields of one HEADERS frame `gotel_grpc_headers` looks at (gRPC requests carry a
+/// handful of pseudo-headers and fields before the application's metadata).
+pub const MAX_GRPC_HEADER_FIELDS: u32 = 24;
+
 /// Settings of the socket path (`INJECT_SOCKET_CONFIG`[0]), filled by user space.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]
@@ -357,6 +378,10 @@ pub const INHERIT_ONE_SHOT: u32 = 2;
 pub const INHERIT_REMOTE: u32 = 4;
 /// The remote trace is sampled (else not sampled), valid with INHERIT_REMOTE.
 pub const INHERIT_SAMPLED: u32 = 8;
+/// The context goes to the next goroutine this one starts (with INHERIT_ONE_SHOT there), and
+/// is then cleared here: a gRPC request's headers are read on the connection's reader goroutine,
+/// which then starts the goroutine that handles the stream.
+pub const INHERIT_HANDOFF: u32 = 16;
 
 /// Indices of the per-CPU `COUNTERS` array. Userspace sums the CPUs and reports them.
 #[repr(u32)]
@@ -414,6 +439,12 @@ pub enum Counter {
     /// Socket path: a message that starts like a request line was sent with no context waiting
     /// for its goroutine (request not made through a traced `Transport.roundTrip`).
     SocketNoContext = 23,
+    /// gRPC: a valid `traceparent` in a request's HEADERS frame was adopted for its handler.
+    GrpcTraceparentAdopted = 32,
+    /// gRPC: a `traceparent` field with a malformed value was ignored.
+    GrpcTraceparentInvalid = 33,
+    /// gRPC: an adopted context was handed to the goroutine started for the stream's handler.
+    GrpcContextHandedOff = 34,
 }
 pub const NUM_COUNTERS: u32 = 64;
 
@@ -447,6 +478,7 @@ mod pod {
     unsafe impl aya::Pod for InjectConfig {}
     unsafe impl aya::Pod for HandoffConfig {}
     unsafe impl aya::Pod for SocketInjectConfig {}
+    unsafe impl aya::Pod for GrpcHeadersConfig {}
 }
 
 #[cfg(test)]

@@ -30,7 +30,10 @@ pub const PROGRAM_SOCK_OPS: &str = "gotel_sock_ops";
 pub const PROGRAM_SK_MSG: &str = "gotel_sk_msg";
 
 /// Every program of the object.
-pub const ALL_PROGRAMS: [&str; 11] = [
+/// Adopts a `traceparent` from a gRPC request's HEADERS frame (`propagation::grpc_extract`).
+pub const PROGRAM_GRPC_HEADERS: &str = "gotel_grpc_headers";
+
+pub const ALL_PROGRAMS: [&str; 12] = [
     PROGRAM_ENTRY,
     PROGRAM_RETURN,
     PROGRAM_NEWPROC_ENTRY,
@@ -42,6 +45,7 @@ pub const ALL_PROGRAMS: [&str; 11] = [
     PROGRAM_SOCKET_DIAL,
     PROGRAM_SOCK_OPS,
     PROGRAM_SK_MSG,
+    PROGRAM_GRPC_HEADERS,
 ];
 
 /// Ring buffer of records ([`crate::EventHeader`] then values).
@@ -75,7 +79,10 @@ pub const MAP_FIONREAD_PROBE: &str = "FIONREAD_PROBE";
 /// Per-CPU working memory of the SK_MSG program.
 pub const MAP_INJECT_SOCKET_SCRATCH: &str = "INJECT_SOCKET_SCRATCH";
 /// Every map of the object.
-pub const ALL_MAPS: [&str; 15] = [
+/// Where the gRPC header fields are (`GrpcHeadersConfig`).
+pub const MAP_GRPC_HEADERS_CONFIG: &str = "GRPC_HEADERS_CONFIG";
+
+pub const ALL_MAPS: [&str; 16] = [
     MAP_EVENTS,
     MAP_GOROUTINES,
     MAP_NEWPROC,
@@ -91,6 +98,7 @@ pub const ALL_MAPS: [&str; 15] = [
     MAP_INJECT_SOCKET_CONFIG,
     MAP_FIONREAD_PROBE,
     MAP_INJECT_SOCKET_SCRATCH,
+    MAP_GRPC_HEADERS_CONFIG,
 ];
 
 #[cfg(test)]

@@ -11,9 +11,9 @@
 //! masked by [`frame_slot`], no reachable panic.
 use crate::traceparent::TraceContext;
 use crate::{
-    EventHeader, EventKind, Frame, GoroutineKey, GoroutineState, COOKIE_AT_FUNC_START, INHERIT_ONE_SHOT,
-    INHERIT_REMOTE, INHERIT_SAMPLED, INHERIT_SET, MAX_FRAMES, SPAN_PARENT_REMOTE, SPAN_TRACE_REMOTE_NOT_SAMPLED,
-    SPAN_TRACE_REMOTE_SAMPLED,
+    EventHeader, EventKind, Frame, GoroutineKey, GoroutineState, COOKIE_AT_FUNC_START, INHERIT_HANDOFF,
+    INHERIT_ONE_SHOT, INHERIT_REMOTE, INHERIT_SAMPLED, INHERIT_SET, MAX_FRAMES, SPAN_PARENT_REMOTE,
+    SPAN_TRACE_REMOTE_NOT_SAMPLED, SPAN_TRACE_REMOTE_SAMPLED,
 };
 
 /// Frame index `i` masked into `0..MAX_FRAMES`. The volatile read stops LLVM from dropping the
@@ -112,6 +112,23 @@ pub fn inherit_from(parent: &GoroutineState, child: &mut GoroutineState) -> bool
     } else {
         return false;
     }
+    true
+}
+
+/// The goroutine `parent` starts while it holds a context to hand off (`INHERIT_HANDOFF`) gets
+/// it for its next root call, and `parent` no longer has it. Returns false (and changes
+/// nothing) when there is no such context or a call is in progress in `parent`.
+#[inline(always)]
+pub fn hand_off(parent: &mut GoroutineState, child: &mut GoroutineState) -> bool {
+    if parent.depth != 0 || parent.has_inherited & INHERIT_HANDOFF == 0 {
+        return false;
+    }
+    child.depth = 0;
+    child.has_inherited = parent.has_inherited & !INHERIT_HANDOFF;
+    child.trace_flags = parent.trace_flags;
+    child.inherited_trace_id = parent.inherited_trace_id;
+    child.inherited_span_id = parent.inherited_span_id;
+    parent.has_inherited = 0;
     true
 }
 
@@ -304,6 +321,25 @@ mod tests {
         let mut busy = with_calls(&[64]);
         assert!(!adopt_remote(&mut busy, &TraceContext { trace_flags: 0, ..ctx }));
         assert_eq!(busy.has_inherited, 0);
+    }
+
+    #[test]
+    fn a_handed_off_context_goes_to_the_next_goroutine_only() {
+        let mut reader = state();
+        let ctx = TraceContext { trace_id: [3; 16], span_id: 8, trace_flags: 1 };
+        assert!(adopt_remote(&mut reader, &ctx));
+        let mut handler = with_calls(&[10]);
+        assert!(!hand_off(&mut reader, &mut handler), "not marked for hand-off");
+        reader.has_inherited |= INHERIT_HANDOFF;
+        assert!(hand_off(&mut reader, &mut handler));
+        assert_eq!(handler.has_inherited, INHERIT_SET | INHERIT_ONE_SHOT | INHERIT_REMOTE | INHERIT_SAMPLED);
+        assert_eq!((handler.depth, handler.inherited_trace_id, handler.inherited_span_id), (0, [3; 16], 8));
+        assert_eq!(reader.has_inherited, 0, "the reader keeps nothing for its next goroutine");
+        let mut next = state();
+        assert!(!hand_off(&mut reader, &mut next) && !inherit_from(&reader, &mut next));
+        let mut busy = with_calls(&[64]);
+        busy.has_inherited = INHERIT_SET | INHERIT_HANDOFF;
+        assert!(!hand_off(&mut busy, &mut next), "not inside a traced call");
     }
 
     #[test]

@@ -106,20 +106,26 @@ pub fn goroutine_from_tls(fsbase_offset: u32) -> Option<GoroutineKey> {
 /// The goroutine's record of calls in progress; with `create`, a fresh one when it has none.
 #[inline(always)]
 pub fn state_of(h: &Hit, create: bool) -> Option<*mut GoroutineState> {
-    if let Some(p) = GOROUTINES.get_ptr_mut(&h.key) {
+    state_of_key(h.scratch, &h.key, create)
+}
+
+/// [`state_of`] for goroutine `key`, with the scratch area at hand.
+#[inline(always)]
+pub fn state_of_key(scratch: *mut Scratch, key: &GoroutineKey, create: bool) -> Option<*mut GoroutineState> {
+    if let Some(p) = GOROUTINES.get_ptr_mut(key) {
         return Some(p);
     }
     if !create {
         return None;
     }
-    let s = unsafe { &mut *h.scratch };
+    let s = unsafe { &mut *scratch };
     s.state.depth = 0;
     s.state.has_inherited = 0;
-    if GOROUTINES.insert(&h.key, &s.state, 0).is_err() {
+    if GOROUTINES.insert(key, &s.state, 0).is_err() {
         count(Counter::StateInsertFailed);
         return None;
     }
-    GOROUTINES.get_ptr_mut(&h.key)
+    GOROUTINES.get_ptr_mut(key)
 }
 
 #[inline(always)]

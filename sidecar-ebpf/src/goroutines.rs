@@ -12,7 +12,10 @@ use aya_ebpf::{
     macros::uprobe,
     programs::ProbeContext,
 };
-use gotel_shared::{rules::inherit_from, Counter, GoroutineKey, REG_R14, REG_RAX, REG_RBX};
+use gotel_shared::{
+    rules::{hand_off, inherit_from},
+    Counter, GoroutineKey, REG_R14, REG_RAX, REG_RBX,
+};
 
 use crate::{
     context::{copy_regs, current_goroutine},
@@ -56,8 +59,10 @@ fn on_newproc_return(ctx: &ProbeContext) -> Option<()> {
         let _ = GOROUTINES.remove(&new_key);
         count(Counter::GoroutineReused);
     }
-    let parent = unsafe { GOROUTINES.get(&GoroutineKey::new(tgid, caller))? };
-    if !inherit_from(parent, &mut s.state) {
+    let parent = unsafe { &mut *GOROUTINES.get_ptr_mut(&GoroutineKey::new(tgid, caller))? };
+    if hand_off(parent, &mut s.state) {
+        count(Counter::GrpcContextHandedOff);
+    } else if !inherit_from(parent, &mut s.state) {
         return None;
     }
     if GOROUTINES.insert(&new_key, &s.state, 0).is_err() {

@@ -9,8 +9,8 @@ use aya_ebpf::{
     maps::{Array, LruHashMap, PerCpuArray, RingBuf, SockHash},
 };
 use gotel_shared::{
-    Counter, GoroutineKey, GoroutineState, HandoffConfig, InjectConfig, InjectContext, ProbePlan, SocketInjectConfig,
-    NUM_COUNTERS,
+    Counter, GoroutineKey, GoroutineState, GrpcHeadersConfig, HandoffConfig, InjectConfig, InjectContext, ProbePlan,
+    SocketInjectConfig, NUM_COUNTERS,
 };
 
 use crate::{context::Scratch, propagation::inject_socket::MsgScratch};
@@ -74,6 +74,11 @@ pub static INJECT_SOCKETS: SockHash<u64> = SockHash::with_max_entries(65536, 0);
 pub static INJECT_CONNECTING: LruHashMap<u64, u32> = LruHashMap::with_max_entries(4096, 0);
 
 /// Socket path, index 0: which process, the `thread.fsbase` offset, the context lifetime.
+/// Where gRPC request header fields are (`GrpcHeadersConfig`), filled by the `trace_context.grpc`
+/// unit.
+#[map]
+pub static GRPC_HEADERS_CONFIG: Array<GrpcHeadersConfig> = Array::with_max_entries(1, 0);
+
 #[map]
 pub static INJECT_SOCKET_CONFIG: Array<SocketInjectConfig> = Array::with_max_entries(1, 0);
 

@@ -115,6 +115,25 @@ fn layout_in(table: &Table, build: &BuildInfo) -> Result<Layout, String> {
     Ok(layout)
 }
 
+/// Whether the table has `module` at the version the binary links, or the message that turns
+/// the instrumentation reading it off (the binary does not link it: nothing to say either).
+pub fn module_known(build: &BuildInfo, module: &str) -> Result<(), String> {
+    module_known_in(&table(), build, module)
+}
+
+fn module_known_in(table: &Table, build: &BuildInfo, module: &str) -> Result<(), String> {
+    let Some((_, version)) = build.deps.iter().find(|(p, _)| p == module) else { return Ok(()) };
+    let known = table.modules.get(module);
+    if known.is_some_and(|v| v.contains_key(version)) {
+        return Ok(());
+    }
+    let versions: Vec<&str> = known.iter().flat_map(|v| v.keys()).map(String::as_str).collect();
+    Err(format!(
+        "the binary has no DWARF and {module} {version} is not in gotel's layout table ({}); build without -ldflags=-w or use a gotel that knows {version} (tools/gen-grpc-layouts.sh adds versions)",
+        if versions.is_empty() { "none".to_string() } else { versions.join(", ") }
+    ))
+}
+
 /// Key of one field in a [`Layout`].
 pub fn key(strukt: &str, field: &str) -> String {
     format!("{strukt}.{field}")
@@ -142,7 +161,9 @@ pub fn from_dwarf(d: &DwarfInfo, module: Option<&str>) -> Result<Layout, String>
 pub fn synthetic_dwarf(layout: &Layout) -> DwarfInfo {
     let mut b = Synth { t: TypeTable::new(), layout, fields: fields(), named: HashMap::new() };
     let mut functions = Vec::new();
-    for span in instrumentations::ALL.iter().flat_map(|u| u.spans()) {
+    for span in
+        instrumentations::ALL.iter().flat_map(|u| u.span.iter().chain(u.more_spans).chain(u.helpers).chain(u.closers))
+    {
         let params = span
             .signature
             .iter()

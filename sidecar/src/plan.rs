@@ -8,7 +8,7 @@ use crate::{
     attributes::{self, AttributePlan, Decode, Limits},
     binary::{disasm, Function, GoBinary},
     exit::Failure,
-    instrumentations::{self, At, HookSpec, Library, MapFill},
+    instrumentations::{self, At, HookSpec, Library, MapFill, Role, SpanProbe},
     names,
     spec::ProbeSpec,
 };
@@ -37,6 +37,11 @@ pub struct Probe {
     pub attributes: AttributePlan,
     /// Set for built-in instrumentations (HTTP server and client spans).
     pub library: Option<Library>,
+    /// The built-in probe it plans (`library`'s span or one of its helpers).
+    pub span_probe: Option<&'static SpanProbe>,
+    /// Spans, a helper (its captures go to the enclosing call) or a closer (it ends a span left
+    /// open).
+    pub role: Role,
     /// Registers the kernel keeps from entry for reads at return (`Root::Saved`).
     pub save_regs: [u8; 2],
     /// `PLAN_*` bits an instrumentation's set-up adds (`PLAN_INJECT_CONTEXT`: the HTTP client
@@ -61,6 +66,8 @@ impl Probe {
             unpaired_jumps: exits.unpaired_jumps,
             attributes,
             library: None,
+            span_probe: None,
+            role: Role::Span,
             save_regs: [gotel_shared::NO_REG; 2],
             plan_flags: 0,
         }
@@ -210,31 +217,44 @@ pub fn build(
 
     // Built-in instrumentations the binary contains, unless the user probes that function.
     for &lib in libraries {
-        for span in lib.spans() {
+        let Some(main) = lib.span.as_ref() else { continue };
+        if let Some(function) = bin.function(main.symbol).filter(|f| probes.iter().any(|p| p.function.name == f.name)) {
+            warnings.push(format!(
+                "{}: your probe on {} replaces the built-in {} spans",
+                lib.name(),
+                function.name,
+                lib.name()
+            ));
+            continue;
+        }
+        // The span, more spans, helpers and closers the binary has (a function may be named differently
+        // in another release of the library: each one absent is skipped), all or nothing.
+        let mut planned = Vec::new();
+        let mut off = None;
+        let spans = std::iter::once(main).chain(lib.more_spans).map(|s| (s, Role::Span));
+        let others = lib.helpers.iter().map(|h| (h, Role::Helper)).chain(lib.closers.iter().map(|c| (c, Role::Closer)));
+        for (span, role) in spans.chain(others) {
             let Some(function) = bin.function(span.symbol) else { continue };
-            if probes.iter().any(|p| p.function.name == function.name) {
-                warnings.push(format!(
-                    "{}: your probe on {} replaces the built-in {} spans",
-                    lib.name(),
-                    function.name,
-                    lib.name()
-                ));
-                continue;
-            }
             let Some(code) = bin.code(function) else { continue };
             match instrumentations::plan(bin, lib, span, limits) {
-                Ok((attributes, save_regs)) => probes.push(Probe {
+                Ok((attributes, save_regs)) => planned.push(Probe {
                     library: Some(lib),
+                    span_probe: Some(span),
+                    role,
                     save_regs,
-                    ..Probe::new(probes.len(), bin, function, code, attributes)
+                    ..Probe::new(probes.len() + planned.len(), bin, function, code, attributes)
                 }),
                 Err(why) => {
-                    // One warning per unit: its other functions would fail the same way.
-                    warnings.push(format!("{} spans are off for this binary: {why}", lib.name()));
-                    probes.retain(|p| p.library != Some(lib));
+                    off = Some(why);
                     break;
                 }
             }
+        }
+        match off {
+            // Helpers alone (the library's span functions are not linked) trace nothing.
+            None if planned.iter().all(|p| p.role != Role::Span) => {}
+            None => probes.extend(planned),
+            Some(why) => warnings.push(format!("{} spans are off for this binary: {why}", lib.name())),
         }
     }
     if probes.is_empty() {
@@ -244,7 +264,7 @@ pub fn build(
             if libraries.is_empty() {
                 ""
             } else {
-                " (the built-in HTTP instrumentations found no usable net/http server or client in it)"
+                " (the built-in instrumentations found no usable net/http or grpc-go server or client in it)"
             }
         )));
     }

@@ -270,6 +270,13 @@ pub async fn session(
             }
         }
     }
+    // Spans still waiting for their end (gRPC client streams not finished): exported as they
+    // are (their end is when they were opened), counted in the summary.
+    for span in factory.take_open() {
+        if let Some(p) = pipeline.as_ref() {
+            p.submit(span);
+        }
+    }
     let counters = attached.counters();
     drop(ring);
     // Spans first (the collector should not wait for the kernel), then detach.
@@ -359,6 +366,7 @@ fn summary(k: &KernelCounters, f: &SpanFactory, e: Option<&export::ExportStats>)
         export_requests_split = split,
         not_traced_depth_overflow = k.get(Counter::DepthOverflow),
         unwound_calls_exported_as_errors = f.stats.abandoned,
+        open_spans_exported_unclosed = f.stats.open_unclosed,
         unmatched_returns = k.get(Counter::UnmatchedReturn),
         morestack_reentries = k.get(Counter::MorestackReentry),
         malformed_records = f.stats.malformed_records,

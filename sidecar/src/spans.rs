@@ -1,5 +1,9 @@
 //! Turning kernel records into OpenTelemetry spans: names, ids, parents and wall-clock times
 //! come from the kernel; the code location and the probe's attributes from the plan.
+//!
+//! Built-in probes may be helpers (their captures join the enclosing call's, which `finish`
+//! reads: the gRPC status written during the server span) or closers (a span whose `finish`
+//! leaves it open, a gRPC client stream, is held until its closer's record ends it).
 use std::{
     borrow::Cow,
     collections::{HashMap, VecDeque},
@@ -16,7 +20,7 @@ use crate::{
     attributes::AttrSlot,
     binary::GoBinary,
     events::{Clock, Record},
-    instrumentations::{self, Library},
+    instrumentations::{self, Library, Role, SpanProbe, OPEN},
     plan::Plan,
     values::{self, TypeNames},
 };
@@ -29,6 +33,9 @@ pub const UNWOUND_MESSAGE: &str =
 /// Entry values waiting for their return record; bounded so a target whose traced calls never
 /// return cannot grow gotel's memory.
 const MAX_PENDING_ENTRIES: usize = 65536;
+
+/// Spans left open until a closer ends them (gRPC client streams), likewise bounded.
+const MAX_OPEN: usize = 16384;
 
 /// Names and paths live for the whole run so every span can borrow them: no allocation per span
 /// for the name or the code attributes. Interned, so following a restarting target (`--exe`)
@@ -49,18 +56,25 @@ struct ProbeSpans {
     name: Cow<'static, str>,
     fixed: Vec<KeyValue>,
     slots: Vec<AttrSlot>,
-    library: Option<Library>,
+    library: Option<(Library, &'static SpanProbe)>,
+    /// Spans, a helper (its captures go to the parent call's pending entry values) or a closer.
+    role: Role,
 }
 
 impl ProbeSpans {
-    fn new(name: &str, source: Option<(&str, u32)>, slots: Vec<AttrSlot>, library: Option<Library>) -> ProbeSpans {
+    fn new(
+        name: &str,
+        source: Option<(&str, u32)>,
+        slots: Vec<AttrSlot>,
+        library: Option<(Library, &'static SpanProbe)>,
+    ) -> ProbeSpans {
         let name = intern(name);
         let mut fixed = vec![KeyValue::new("code.function.name", name)];
         if let Some((file, line)) = source {
             fixed.push(KeyValue::new("code.file.path", intern(file)));
             fixed.push(KeyValue::new("code.line.number", line as i64));
         }
-        ProbeSpans { name: Cow::Borrowed(name), fixed, slots, library }
+        ProbeSpans { name: Cow::Borrowed(name), fixed, slots, library, role: Role::Span }
     }
 }
 
@@ -114,12 +128,18 @@ pub struct SpanStats {
     pub abandoned: u64,
     /// Entry values evicted before their return arrived (the span then lacks those attributes).
     pub pending_evicted: u64,
+    /// Open spans exported before a closer ended them (too many open, or gotel stopped): their
+    /// end is when they were opened.
+    pub open_unclosed: u64,
 }
 
 pub struct SpanFactory {
     probes: Vec<ProbeSpans>,
     pending: HashMap<u64, Vec<KeyValue>>,
     pending_order: VecDeque<u64>,
+    /// Spans left open until a closer ends them, by their [`OPEN`] value (oldest first).
+    open: HashMap<i64, SpanData>,
+    open_order: VecDeque<i64>,
     clock: Clock,
     sampler: Sampler,
     scope: InstrumentationScope,
@@ -135,7 +155,11 @@ impl SpanFactory {
             .iter()
             .map(|p| {
                 let source = p.source.as_ref().map(|(file, line)| (file.as_str(), *line));
-                ProbeSpans::new(&p.function.name, source, p.attributes.slots.clone(), p.library)
+                let library = p.library.zip(p.span_probe);
+                ProbeSpans {
+                    role: p.role,
+                    ..ProbeSpans::new(&p.function.name, source, p.attributes.slots.clone(), library)
+                }
             })
             .collect();
         Self::with_probes(probes, sampler, names, max_attributes)
@@ -151,6 +175,8 @@ impl SpanFactory {
             probes,
             pending: HashMap::new(),
             pending_order: VecDeque::new(),
+            open: HashMap::new(),
+            open_order: VecDeque::new(),
             clock: Clock::calibrate(),
             sampler,
             scope: InstrumentationScope::builder("gotel").with_version(env!("CARGO_PKG_VERSION")).build(),
@@ -158,6 +184,98 @@ impl SpanFactory {
             max_attributes,
             stats: SpanStats::default(),
         }
+    }
+
+    /// Keeps `attrs` until the return of call `span_id` (bounded: the oldest are evicted).
+    fn pend(&mut self, span_id: u64, attrs: Vec<KeyValue>) {
+        if let Some(existing) = self.pending.get_mut(&span_id) {
+            existing.extend(attrs);
+            return;
+        }
+        if self.pending.len() >= MAX_PENDING_ENTRIES {
+            while let Some(old) = self.pending_order.pop_front() {
+                if self.pending.remove(&old).is_some() {
+                    self.stats.pending_evicted += 1;
+                    break;
+                }
+            }
+        }
+        self.pending.insert(span_id, attrs);
+        self.pending_order.push_back(span_id);
+        if self.pending_order.len() > 2 * MAX_PENDING_ENTRIES {
+            let pending = &self.pending;
+            self.pending_order.retain(|id| pending.contains_key(id));
+        }
+    }
+
+    /// A helper probe's call returned: what its `finish` makes of the captures joins the
+    /// captures of the enclosing call (the unit's span, which returns later on the same
+    /// goroutine). A helper call that was unwound, or ran outside any traced call, adds nothing.
+    fn helper_done(&mut self, parent: u64, probe_id: u32, entry: Vec<KeyValue>, rec: Record<'_>, unwound: bool) {
+        let probe = &self.probes[probe_id as usize];
+        let Some((_, span)) = probe.library else { return };
+        if unwound || parent == 0 {
+            return;
+        }
+        let mut raw = entry;
+        let mut error = None;
+        values::decode(&probe.slots, rec.data, self.names.as_ref(), &mut raw, &mut error);
+        let done = instrumentations::finish(span, raw, error);
+        self.pend(parent, done.attributes);
+    }
+
+    /// A closer's call: ends the open span its `finish` names, with this call's end, status and
+    /// attributes.
+    fn closer_done(&mut self, probe_id: u32, entry: Vec<KeyValue>, rec: Record<'_>, unwound: bool) -> Option<SpanData> {
+        let probe = &self.probes[probe_id as usize];
+        let (_, span) = probe.library?;
+        if unwound {
+            return None;
+        }
+        let mut raw = entry;
+        let mut error = None;
+        values::decode(&probe.slots, rec.data, self.names.as_ref(), &mut raw, &mut error);
+        let mut done = instrumentations::finish(span, raw, error);
+        let key = instrumentations::int(instrumentations::take(&mut done.attributes, OPEN))?;
+        let mut open = self.open.remove(&key)?;
+        open.end_time = self.clock.wall(rec.header.end_ns).max(open.start_time);
+        open.status = done.status;
+        for kv in done.attributes {
+            match open.attributes.iter_mut().find(|a| a.key == kv.key) {
+                Some(a) => *a = kv,
+                None => open.attributes.push(kv),
+            }
+        }
+        Some(open)
+    }
+
+    /// Holds `span` open under `key`; returns the oldest open span when too many are.
+    fn hold_open(&mut self, key: i64, span: SpanData) -> Option<SpanData> {
+        let mut evicted = None;
+        if self.open.len() >= MAX_OPEN {
+            while let Some(old) = self.open_order.pop_front() {
+                if let Some(s) = self.open.remove(&old) {
+                    self.stats.open_unclosed += 1;
+                    evicted = Some(s);
+                    break;
+                }
+            }
+        }
+        self.open.insert(key, span);
+        self.open_order.push_back(key);
+        if self.open_order.len() > 2 * MAX_OPEN {
+            let open = &self.open;
+            self.open_order.retain(|k| open.contains_key(k));
+        }
+        evicted
+    }
+
+    /// The spans still open (gotel is stopping): exported as they are, counted.
+    pub fn take_open(&mut self) -> Vec<SpanData> {
+        self.open_order.clear();
+        let spans: Vec<SpanData> = self.open.drain().map(|(_, s)| s).collect();
+        self.stats.open_unclosed += spans.len() as u64;
+        spans
     }
 
     /// Handles one kernel record; returns a finished span when there is one to export.
@@ -172,20 +290,7 @@ impl SpanFactory {
                 let mut attrs = Vec::new();
                 let mut status = None;
                 values::decode(&probe.slots, rec.data, self.names.as_ref(), &mut attrs, &mut status);
-                if self.pending.len() >= MAX_PENDING_ENTRIES {
-                    while let Some(old) = self.pending_order.pop_front() {
-                        if self.pending.remove(&old).is_some() {
-                            self.stats.pending_evicted += 1;
-                            break;
-                        }
-                    }
-                }
-                self.pending.insert(h.span_id, attrs);
-                self.pending_order.push_back(h.span_id);
-                if self.pending_order.len() > 2 * MAX_PENDING_ENTRIES {
-                    let pending = &self.pending;
-                    self.pending_order.retain(|id| pending.contains_key(id));
-                }
+                self.pend(h.span_id, attrs);
                 None
             }
             EventKind::SpanEnd | EventKind::Abandoned => {
@@ -198,6 +303,14 @@ impl SpanFactory {
                     self.stats.abandoned += 1;
                 }
                 let entry_attrs = self.pending.remove(&h.span_id).unwrap_or_default();
+                match probe.role {
+                    Role::Span => {}
+                    Role::Helper => {
+                        self.helper_done(h.parent_span_id, h.probe_id, entry_attrs, rec, unwound);
+                        return None;
+                    }
+                    Role::Closer => return self.closer_done(h.probe_id, entry_attrs, rec, unwound),
+                }
                 let trace_id = TraceId::from_bytes(h.trace_id);
                 // A trace that came in with a traceparent keeps the caller's decision (for the
                 // parent-based samplers); otherwise the decision depends on the trace id only,
@@ -232,14 +345,16 @@ impl SpanFactory {
                 let mut name = probe.name.clone();
                 let mut kind = SpanKind::Internal;
                 let mut status = None;
-                if let Some(lib) = probe.library {
+                let mut opened = None;
+                if let Some((_, span)) = probe.library {
                     let mut raw = entry_attrs;
                     if !unwound {
                         values::decode(&probe.slots, rec.data, self.names.as_ref(), &mut raw, &mut error);
                     }
-                    let done = instrumentations::finish(lib, &probe.name, raw, error.take());
+                    let mut done = instrumentations::finish(span, raw, error.take());
+                    opened = instrumentations::int(instrumentations::take(&mut done.attributes, OPEN));
                     name = Cow::Owned(done.name);
-                    kind = lib.span_kind();
+                    kind = span.kind.clone();
                     status = Some(done.status);
                     attributes.extend(done.attributes);
                     attributes.extend(probe.fixed.iter().cloned());
@@ -263,7 +378,7 @@ impl SpanFactory {
                 let dropped = attributes.len().saturating_sub(self.max_attributes);
                 attributes.truncate(self.max_attributes);
                 self.stats.spans += 1;
-                Some(SpanData {
+                let span = SpanData {
                     span_context: SpanContext::new(
                         trace_id,
                         SpanId::from_bytes(h.span_id.to_be_bytes()),
@@ -291,200 +406,15 @@ impl SpanFactory {
                         (None, None) => Status::Unset,
                     },
                     instrumentation_scope: self.scope.clone(),
-                })
+                };
+                match opened {
+                    Some(key) if !unwound => self.hold_open(key, span),
+                    _ => Some(span),
+                }
             }
         }
     }
 }
 
-/// Synthetic kernel records through the factory: the pairing of entry values with their return,
-/// unwound calls, remote parents and sampling, limits and what is counted.
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::attributes::{shared_key, Decode};
-    use gotel_shared::{EventHeader, ValueHeader};
-    use opentelemetry::Value;
-
-    struct Names;
-    impl TypeNames for Names {
-        fn type_name(&self, addr: u64) -> Option<String> {
-            (addr == 0x1000).then(|| "*main.CodeError".into())
-        }
-    }
-
-    fn slot(key: &str, decode: Decode, sets_error_status: bool) -> AttrSlot {
-        AttrSlot { key: shared_key(key), decode, sets_error_status }
-    }
-
-    /// Probe 0: `main.work(id=arg, ret=result)`, `id` read at entry and `ret` at return.
-    /// Probe 1: `main.fail(err=ret)`, an error result that sets the status.
-    fn factory(sampler: Sampler, max_attributes: usize) -> SpanFactory {
-        let work = ProbeSpans::new(
-            "main.work",
-            Some(("/src/main.go", 42)),
-            vec![slot("id", Decode::Int { size: 8 }, false), slot("ret", Decode::Int { size: 4 }, false)],
-            None,
-        );
-        let fail = ProbeSpans::new("main.fail", None, vec![slot("err", Decode::Error, true)], None);
-        SpanFactory::with_probes(vec![work, fail], sampler, Box::new(Names), max_attributes)
-    }
-
-    fn always_on() -> SpanFactory {
-        factory(Sampler::ParentBased(Box::new(Sampler::AlwaysOn)), 128)
-    }
-
-    /// One captured value as the kernel appends it (header, payload, padding to 8 bytes).
-    fn value(slot: u16, word0: u64) -> Vec<u8> {
-        let h = ValueHeader { slot, word0, ..Default::default() };
-        let bytes = unsafe {
-            std::slice::from_raw_parts(&h as *const ValueHeader as *const u8, std::mem::size_of::<ValueHeader>())
-        };
-        bytes.to_vec()
-    }
-
-    fn header(kind: EventKind, probe_id: u32, span_id: u64) -> EventHeader {
-        EventHeader {
-            kind: kind as u32,
-            probe_id,
-            tgid: 10,
-            tid: 11,
-            start_ns: 1_000_000,
-            end_ns: if kind == EventKind::EntryValues { 0 } else { 1_500_000 },
-            trace_id: *b"0123456789abcdef",
-            span_id,
-            ..Default::default()
-        }
-    }
-
-    fn feed(f: &mut SpanFactory, h: EventHeader, data: &[u8]) -> Option<SpanData> {
-        let kind = match h.kind {
-            k if k == EventKind::SpanEnd as u32 => EventKind::SpanEnd,
-            k if k == EventKind::EntryValues as u32 => EventKind::EntryValues,
-            _ => EventKind::Abandoned,
-        };
-        f.on_record(Record { kind, header: EventHeader { data_len: data.len() as u32, ..h }, data })
-    }
-
-    fn attr<'a>(span: &'a SpanData, key: &str) -> Option<&'a Value> {
-        span.attributes.iter().find(|kv| kv.key.as_str() == key).map(|kv| &kv.value)
-    }
-
-    #[test]
-    fn a_span_end_alone_makes_a_span() {
-        let mut f = always_on();
-        let span = feed(&mut f, header(EventKind::SpanEnd, 0, 7), &[]).expect("a span");
-        assert_eq!(span.name, "main.work");
-        assert_eq!(span.span_context.trace_id(), TraceId::from_bytes(*b"0123456789abcdef"));
-        assert_eq!(span.span_context.span_id(), SpanId::from(7u64));
-        assert_eq!(span.parent_span_id, SpanId::INVALID);
-        assert!(!span.parent_span_is_remote);
-        assert_eq!(span.span_kind, SpanKind::Internal);
-        assert_eq!(span.status, Status::Unset);
-        assert_eq!(span.end_time.duration_since(span.start_time).unwrap(), std::time::Duration::from_micros(500));
-        assert_eq!(attr(&span, "code.function.name"), Some(&Value::from("main.work")));
-        assert_eq!(attr(&span, "code.file.path"), Some(&Value::from("/src/main.go")));
-        assert_eq!(attr(&span, "code.line.number"), Some(&Value::I64(42)));
-        assert_eq!(attr(&span, "thread.id"), Some(&Value::I64(11)));
-        assert_eq!(attr(&span, "id"), None);
-        assert_eq!((f.stats.spans, f.stats.malformed_records), (1, 0));
-    }
-
-    #[test]
-    fn entry_values_wait_for_their_return() {
-        let mut f = always_on();
-        assert!(feed(&mut f, header(EventKind::EntryValues, 0, 7), &value(0, 99)).is_none());
-        // Another call's entry, still in progress, does not mix in.
-        assert!(feed(&mut f, header(EventKind::EntryValues, 0, 8), &value(0, 100)).is_none());
-        let span = feed(&mut f, header(EventKind::SpanEnd, 0, 7), &value(1, 5)).unwrap();
-        assert_eq!(attr(&span, "id"), Some(&Value::I64(99)));
-        assert_eq!(attr(&span, "ret"), Some(&Value::I64(5)));
-        // Taken once: a second end with the same id has no entry values left.
-        let again = feed(&mut f, header(EventKind::SpanEnd, 0, 7), &[]).unwrap();
-        assert_eq!(attr(&again, "id"), None);
-        let other = feed(&mut f, header(EventKind::SpanEnd, 0, 8), &[]).unwrap();
-        assert_eq!(attr(&other, "id"), Some(&Value::I64(100)));
-    }
-
-    #[test]
-    fn an_abandoned_call_is_an_error_span_without_return_values() {
-        let mut f = always_on();
-        feed(&mut f, header(EventKind::EntryValues, 0, 7), &value(0, 99));
-        let mut h = header(EventKind::Abandoned, 0, 7);
-        h.parent_span_id = 3;
-        // Whatever data an abandoned record carries, no return value is read from it.
-        let span = feed(&mut f, h, &value(1, 5)).unwrap();
-        assert_eq!(span.status, Status::error(UNWOUND_MESSAGE));
-        assert_eq!(attr(&span, UNWOUND_ATTRIBUTE), Some(&Value::Bool(true)));
-        assert_eq!(attr(&span, "id"), Some(&Value::I64(99)));
-        assert_eq!(attr(&span, "ret"), None);
-        assert_eq!(span.parent_span_id, SpanId::from(3u64));
-        assert_eq!((f.stats.abandoned, f.stats.spans), (1, 1));
-    }
-
-    #[test]
-    fn an_error_result_sets_the_status() {
-        let mut f = always_on();
-        let span = feed(&mut f, header(EventKind::SpanEnd, 1, 7), &value(0, 0x1000)).unwrap();
-        assert_eq!(span.status, Status::error("*main.CodeError"));
-        let ok = feed(&mut f, header(EventKind::SpanEnd, 1, 8), &value(0, 0)).unwrap();
-        assert_eq!(ok.status, Status::Unset);
-    }
-
-    #[test]
-    fn remote_parents_and_their_sampling_decision() {
-        let remote = |flags: u16| {
-            let mut h = header(EventKind::SpanEnd, 0, 7);
-            h.parent_span_id = 0x55;
-            h.flags = flags;
-            h
-        };
-        let mut f = always_on();
-        let span = feed(&mut f, remote(SPAN_PARENT_REMOTE | SPAN_TRACE_REMOTE_SAMPLED), &[]).unwrap();
-        assert!(span.parent_span_is_remote);
-        assert_eq!(span.parent_span_id, SpanId::from(0x55u64));
-        // A local child in a trace that came in sampled: parent not remote, still kept.
-        let child = feed(&mut f, remote(SPAN_TRACE_REMOTE_SAMPLED), &[]).unwrap();
-        assert!(!child.parent_span_is_remote);
-        // The caller said "not sampled": parent-based samplers drop the whole trace.
-        assert!(feed(&mut f, remote(SPAN_PARENT_REMOTE | SPAN_TRACE_REMOTE_NOT_SAMPLED), &[]).is_none());
-        assert_eq!((f.stats.spans, f.stats.sampled_out), (2, 1));
-
-        // parentbased_always_off keeps a trace only when the caller sampled it.
-        let mut off = factory(Sampler::ParentBased(Box::new(Sampler::AlwaysOff)), 128);
-        assert!(feed(&mut off, header(EventKind::SpanEnd, 0, 7), &[]).is_none());
-        assert!(feed(&mut off, remote(SPAN_PARENT_REMOTE | SPAN_TRACE_REMOTE_SAMPLED), &[]).is_some());
-    }
-
-    #[test]
-    fn unknown_probe_ids_are_counted_not_exported() {
-        let mut f = always_on();
-        assert!(feed(&mut f, header(EventKind::SpanEnd, 9, 7), &[]).is_none());
-        assert!(feed(&mut f, header(EventKind::EntryValues, 2, 7), &value(0, 1)).is_none());
-        assert_eq!((f.stats.malformed_records, f.stats.spans), (2, 0));
-    }
-
-    #[test]
-    fn the_attribute_limit_counts_what_it_drops() {
-        let mut f = factory(Sampler::AlwaysOn, 2);
-        feed(&mut f, header(EventKind::EntryValues, 0, 7), &value(0, 99));
-        let span = feed(&mut f, header(EventKind::SpanEnd, 0, 7), &value(1, 5)).unwrap();
-        // code.function.name, code.file.path, code.line.number, thread.id, id, ret.
-        assert_eq!((span.attributes.len(), span.dropped_attributes_count), (2, 4));
-    }
-
-    #[test]
-    fn entry_values_that_never_end_are_bounded_and_counted() {
-        let mut f = always_on();
-        for id in 0..MAX_PENDING_ENTRIES as u64 + 3 {
-            feed(&mut f, header(EventKind::EntryValues, 0, id + 1), &value(0, id));
-        }
-        assert_eq!(f.stats.pending_evicted, 3);
-        assert!(f.pending.len() <= MAX_PENDING_ENTRIES);
-        // The oldest went first; the newest still pairs.
-        let oldest = feed(&mut f, header(EventKind::SpanEnd, 0, 1), &[]).unwrap();
-        assert_eq!(attr(&oldest, "id"), None);
-        let newest = feed(&mut f, header(EventKind::SpanEnd, 0, MAX_PENDING_ENTRIES as u64 + 3), &[]).unwrap();
-        assert_eq!(attr(&newest, "id"), Some(&Value::I64(MAX_PENDING_ENTRIES as i64 + 2)));
-    }
-}
+mod tests;

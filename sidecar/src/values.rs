@@ -138,6 +138,7 @@ fn value(
         Decode::Bool => KeyValue::new(key, w0 & 0xff != 0),
         Decode::Uintptr | Decode::Pointer => KeyValue::new(key, format!("{w0:#x}")),
         Decode::String | Decode::Bytes => KeyValue::new(key, text(payload, payload.len() as u64 != w1)),
+        Decode::IpAddr => KeyValue::new(key, ip_text(payload)?),
         Decode::Len => KeyValue::new(key, w1 as i64),
         Decode::MapLen => KeyValue::new(key, w0 as i64),
         Decode::Interface => KeyValue::new(key, if w0 == 0 { "<nil>".to_string() } else { type_name(names, w0) }),
@@ -166,6 +167,16 @@ fn value(
             }
         }
     })
+}
+
+/// A `net.IP`'s bytes as text; `None` unless 4 or 16 bytes.
+fn ip_text(b: &[u8]) -> Option<String> {
+    let ip = match b.len() {
+        4 => std::net::IpAddr::from(<[u8; 4]>::try_from(b).ok()?),
+        16 => std::net::Ipv6Addr::from(<[u8; 16]>::try_from(b).ok()?).to_canonical(),
+        _ => return None,
+    };
+    Some(ip.to_string())
 }
 
 fn type_name(names: &dyn TypeNames, addr: u64) -> String {
@@ -205,6 +216,18 @@ fn text(payload: &[u8], maybe_cut: bool) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ip_addresses_from_their_bytes() {
+        assert_eq!(ip_text(&[127, 0, 0, 1]).as_deref(), Some("127.0.0.1"));
+        let mut mapped = [0u8; 16];
+        mapped[10..].copy_from_slice(&[0xff, 0xff, 10, 1, 2, 3]);
+        assert_eq!(ip_text(&mapped).as_deref(), Some("10.1.2.3"));
+        let mut v6 = [0u8; 16];
+        v6[15] = 1;
+        assert_eq!(ip_text(&v6).as_deref(), Some("::1"));
+        assert_eq!(ip_text(b"/tmp/s"), None);
+    }
     use gotel_shared::VALUE_TRUNCATED;
     use opentelemetry::Value;
 

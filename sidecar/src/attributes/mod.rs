@@ -121,6 +121,9 @@ pub enum Decode {
     String,
     /// `[]byte` payload as text.
     Bytes,
+    /// A `net.IP` payload (4 or 16 bytes) as an address (`127.0.0.1`, `::1`; IPv4 in IPv6 form
+    /// as IPv4); any other length gives no attribute. Built-in instrumentations only.
+    IpAddr,
     /// `len()` of a string or slice: word 1.
     Len,
     /// `len()` of a map: word 0 (the kernel read the count).

@@ -1,4 +1,5 @@
 use super::*;
+use crate::attributes::{plan_function, Limits};
 use crate::dwarf::testutil::{build_go, default_go, go_matrix, load_dwarf};
 
 #[test]
@@ -55,6 +56,10 @@ fn module_layouts_follow_the_binary_s_module_versions() {
     assert_eq!(l.get("net/http.Request.Method"), Some(&0));
     let l = layout_in(&table, &build(&[("google.golang.org/grpc", "v1.66.0")])).unwrap();
     assert_eq!(l.get("google.golang.org/grpc.Server.opts"), None, "no guess from another version");
+    assert!(module_known_in(&table, &build(&[("google.golang.org/grpc", "v1.65.0")]), "google.golang.org/grpc").is_ok());
+    let e = module_known_in(&table, &build(&[("google.golang.org/grpc", "v1.66.0")]), "google.golang.org/grpc")
+        .unwrap_err();
+    assert!(e.contains("google.golang.org/grpc v1.66.0 is not in gotel's layout table (v1.64.0, v1.65.0)"), "{e}");
     let back = Table::parse(&table.to_json()).unwrap();
     assert_eq!(back, table);
     let mut old = build(&[]);
@@ -83,14 +88,31 @@ fn table_matches_dwarf_of_every_installed_go() {
     // GOTEL_TEST_REQUIRE_ALL=1, as tools/test.sh runs it).
 }
 
+/// The fetches of every span, helper and closer probe of `unit` that `real` has and can plan
+/// (a program may link a function but not the types its unit reads: then the unit is off there),
+/// planned with `d`.
+fn unit_fetches(unit: &instrumentations::Instrumentation, d: &DwarfInfo, real: &DwarfInfo) -> Vec<String> {
+    let limits = Limits::default();
+    let plan = |span: &instrumentations::SpanProbe, d: &DwarfInfo| {
+        let info = d.function(span.symbol)?;
+        let specs = crate::spec::parse_probes(span.spec).unwrap();
+        let mut p = plan_function(span.symbol, Some(info), Some(d), &specs[0].attrs, &limits).ok()?;
+        if let Some(extend) = span.extend {
+            extend(&mut p, d, info, &limits).ok()?;
+        }
+        Some(format!("{}: {:?}", span.symbol, p.fetches))
+    };
+    let probes = unit.spans().chain(unit.helpers).chain(unit.closers);
+    probes.filter(|span| plan(span, real).is_some()).map(|span| plan(span, d).unwrap_or_default()).collect()
+}
+
 /// The synthetic DWARF gives the instrumentations' specs the same fetches as the real DWARF:
 /// the standard library's spans on `layouts`, the database modules' on `dbsvc` (which links
-/// them); every span probe is checked on one of them.
+/// them); every span, helper and closer probe is checked on one of them, gRPC's on `grpcsvc` by
+/// `grpc_layouts_match_dwarf` (that program lacks standard-library types the others read).
 #[test]
 fn synthetic_dwarf_plans_like_real_dwarf() {
-    use crate::attributes::{plan_function, Limits};
     let Some(go) = default_go() else { return };
-    let limits = Limits::default();
     let mut checked = std::collections::BTreeSet::new();
     let mut fake = None;
     let mut real_layouts = None;
@@ -105,41 +127,56 @@ fn synthetic_dwarf_plans_like_real_dwarf() {
             }
         }
         let synth = synthetic_dwarf(&layout);
-        for (unit, span) in instrumentations::ALL.iter().flat_map(|u| u.spans().map(move |s| (u, s))) {
-            if real.function(span.symbol).is_none() {
-                continue;
+        for unit in instrumentations::ALL {
+            let real_fetches = unit_fetches(unit, &real, &real);
+            assert_eq!(real_fetches, unit_fetches(unit, &synth, &real), "{} ({app})", unit.name);
+            for line in real_fetches {
+                checked.insert(line.split(':').next().unwrap().to_string());
             }
-            let specs = crate::spec::parse_probes(span.spec).unwrap();
-            let plan = |d: &DwarfInfo| {
-                let info = d.function(span.symbol).unwrap();
-                let mut p = plan_function(span.symbol, Some(info), Some(d), &specs[0].attrs, &limits).unwrap();
-                if let Some(extend) = span.extend {
-                    extend(&mut p, d, info, &limits).unwrap();
-                }
-                p
-            };
-            let (a, b) = (plan(&real), plan(&synth));
-            assert_eq!(
-                format!("{:?}", a.fetches),
-                format!("{:?}", b.fetches),
-                "{} ({}, {app})",
-                unit.name,
-                span.symbol
-            );
-            checked.insert(span.symbol);
         }
         if app == "layouts" {
             fake = Some(synth);
             real_layouts = Some(real);
         }
     }
-    let all: std::collections::BTreeSet<&str> =
-        instrumentations::ALL.iter().flat_map(|u| u.spans()).map(|s| s.symbol).collect();
+    let all: std::collections::BTreeSet<String> = instrumentations::ALL
+        .iter()
+        .filter(|u| !u.name.starts_with("grpc."))
+        .flat_map(|u| u.spans().chain(u.helpers).chain(u.closers))
+        .map(|s| s.symbol.to_string())
+        .collect();
     // go-redis v9.23's command path: dbsvc pins v9.7.0 (e2e-tested); checked by hand on v9.23.0.
     let newer_only = [instrumentations::redis::PROCESS_STARTING_AT];
-    let all = all.into_iter().filter(|s| !newer_only.contains(s)).collect();
+    let all = all.into_iter().filter(|s| !newer_only.contains(&s.as_str())).collect();
     assert_eq!(checked, all, "span probes no test program links");
     let (fake, real) = (fake.unwrap(), real_layouts.unwrap());
     let w = fake.types.struct_named("bufio.Writer").expect("bufio.Writer, declared by inject.memory");
     assert_eq!(fake.types.field(w, "n").map(|f| f.0), real.types.struct_field("bufio.Writer", "n").map(|f| f.0));
+}
+
+/// The grpc-go, genproto and golang.org/x/net layouts of e2e/goapps/grpcsvc's own grpc-go version (its go.mod) are
+/// in the table as its DWARF has them, and the gRPC units plan from the table as from DWARF.
+#[test]
+fn grpc_layouts_match_dwarf() {
+    let Some(go) = default_go() else { return };
+    let built = build_go(&go, "grpcsvc", &["-ldflags=-compressdwarf=false"]);
+    let bin = crate::binary::GoBinary::open(&built.path).unwrap();
+    let real = bin.dwarf.as_ref().expect("DWARF");
+    let table = table();
+    for module in [instrumentations::grpc::GRPC, instrumentations::grpc::GENPROTO, "golang.org/x/net"] {
+        let version = &bin.build.deps.iter().find(|(p, _)| p == module).expect("grpcsvc links it").1;
+        let actual = from_dwarf(real, Some(module)).unwrap();
+        let listed =
+            table.modules.get(module).and_then(|v| v.get(version)).unwrap_or_else(|| {
+                panic!("{module} {version} is not in go_layouts.json: run tools/gen-grpc-layouts.sh")
+            });
+        assert_eq!(listed, &actual, "{module} {version}: go_layouts.json differs from the compiler's DWARF");
+    }
+    // What a build of the same program without DWARF plans with.
+    let fake = synthetic_dwarf(&layout_for(&bin.build).unwrap());
+    for unit in instrumentations::ALL.iter().filter(|u| u.name.starts_with("grpc.")) {
+        let real_fetches = unit_fetches(unit, real, real);
+        assert!(real_fetches.len() >= 2, "{}: {real_fetches:?}", unit.name);
+        assert_eq!(real_fetches, unit_fetches(unit, &fake, real), "{}", unit.name);
+    }
 }

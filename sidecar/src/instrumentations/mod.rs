@@ -39,6 +39,9 @@ use gotel_shared::Counter;
 
 pub mod database_sql;
 pub mod goroutines;
+pub mod grpc;
+pub mod grpc_client;
+pub mod grpc_server;
 pub mod http_client;
 pub mod http_server;
 pub mod inject_handoff;
@@ -48,6 +51,7 @@ pub mod net_error;
 mod read;
 pub mod redis;
 mod sql;
+pub mod trace_context_grpc;
 pub mod trace_context_in;
 
 pub(crate) use read::Read;
@@ -63,10 +67,13 @@ pub static ALL: &[&Instrumentation] = &[
     &http_client::HTTP_CLIENT,
     &database_sql::DATABASE_SQL,
     &redis::REDIS,
+    &grpc_server::GRPC_SERVER,
+    &grpc_client::GRPC_CLIENT,
     &inject_handoff::INJECT_HANDOFF,
     &inject_memory::INJECT_MEMORY,
     &inject_socket::INJECT_SOCKET,
     &trace_context_in::TRACE_CONTEXT_IN,
+    &trace_context_grpc::TRACE_CONTEXT_GRPC,
 ];
 
 /// An instrumentation chosen for this run (see [`libraries_from_env`]).
@@ -86,9 +93,20 @@ pub struct Instrumentation {
     pub fields: &'static [FieldNeed],
     /// The function whose calls become spans, if any.
     pub span: Option<SpanProbe>,
-    /// Further functions whose calls become spans of the same kind (database/sql has four
-    /// entry points, one per query path), each with its own captures and `finish`.
+    /// Helper probes planned with the span (the ones the binary has): their calls are not
+    /// spans; what their `finish` returns is added to the captures of the enclosing call (the
+    /// span's, when the helper runs inside it on the same goroutine), read by the span's
+    /// `finish`. For a value written by a callee after the span's own reads (the gRPC status,
+    /// written by the transport while the handler's call is in progress).
+    pub helpers: &'static [SpanProbe],
+    /// More functions whose calls become spans of this unit, planned when the binary has them
+    /// (another way into the library: gRPC streams beside unary calls).
     pub more_spans: &'static [SpanProbe],
+    /// Probes whose call ends a span left open: a span whose `finish` returns an [`OPEN`]
+    /// attribute is held (not exported) until a closer's `finish` returns the same value; it
+    /// then ends when that call does, with the closer's status and attributes (a gRPC client
+    /// stream, opened by `NewStream`, ends in `(*clientStream).finish` on whichever goroutine).
+    pub closers: &'static [SpanProbe],
     /// Helper uprobes, attached in this order (RETs before the entry of the same function, so
     /// no call is seen entering whose return goes unseen).
     pub hooks: &'static [HookSpec],
@@ -128,7 +146,9 @@ impl Instrumentation {
         attributes: &[],
         fields: &[],
         span: None,
+        helpers: &[],
         more_spans: &[],
+        closers: &[],
         hooks: &[],
         wanted: |_| Wanted::No,
         missing_hooks: None,
@@ -156,7 +176,7 @@ impl Instrumentation {
     /// Whether one of its probes is in Go function `name` (its DWARF must be read: see
     /// `session::prepare`).
     pub fn probes_function(&self, name: &str) -> bool {
-        self.spans().any(|s| s.symbol == name)
+        self.spans().chain(self.helpers).chain(self.closers).any(|s| s.symbol == name)
     }
 
     /// The span probe of Go function `symbol`.
@@ -172,6 +192,12 @@ impl Instrumentation {
 impl PartialEq for Instrumentation {
     fn eq(&self, other: &Self) -> bool {
         self.name == other.name
+    }
+}
+
+impl std::fmt::Debug for SpanProbe {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.symbol)
     }
 }
 
@@ -411,14 +437,21 @@ pub fn inject_from_env() -> Result<bool, Failure> {
     }
 }
 
-/// What the span probe of `lib` captures, and the registers it keeps from entry, or why it
-/// cannot be used with this binary.
+/// What span probe `span` (a unit's span or one of its helpers) captures, and the registers it
+/// keeps from entry, or why it cannot be used with this binary.
 pub fn plan(
     bin: &GoBinary,
     lib: Library,
     span: &SpanProbe,
     limits: &Limits,
 ) -> Result<(AttributePlan, [u8; 2]), String> {
+    if bin.dwarf.is_none() {
+        // Without DWARF every module the unit reads must be in the layout table at the
+        // binary's exact version: say which one is not, rather than which field is missing.
+        for module in lib.fields.iter().filter_map(|f| f.module) {
+            go_layouts::module_known(&bin.build, module)?;
+        }
+    }
     let dwarf = types_of(bin)?;
     let dwarf = &*dwarf;
     if bin.dwarf.is_none() {
@@ -505,6 +538,21 @@ impl std::ops::Deref for Types<'_> {
     }
 }
 
+/// The attribute of a span left open until a closer ends it (see [`Instrumentation::closers`]);
+/// never exported.
+pub const OPEN: &str = "gotel.open";
+
+/// What a built-in probe's records are.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// Spans.
+    Span,
+    /// Captures for the enclosing call ([`Instrumentation::helpers`]).
+    Helper,
+    /// The end of a span left open ([`Instrumentation::closers`]).
+    Closer,
+}
+
 /// A finished library span: name, attributes per the semantic conventions, status.
 pub struct Finished {
     pub name: String,
@@ -512,13 +560,10 @@ pub struct Finished {
     pub status: Status,
 }
 
-/// Turns the raw captures of a library probe (on Go function `symbol`) into the span's name,
-/// attributes and status.
-pub fn finish(lib: Library, symbol: &str, raw: Vec<KeyValue>, error: Option<String>) -> Finished {
-    match lib.span_of(symbol) {
-        Some(span) => (span.finish)(raw, error),
-        None => Finished { name: lib.name.into(), attributes: raw, status: Status::Unset },
-    }
+/// Turns the raw captures of a library probe (`span`: the unit's span or helper probe) into the
+/// span's name, attributes and status.
+pub fn finish(span: &SpanProbe, raw: Vec<KeyValue>, error: Option<String>) -> Finished {
+    (span.finish)(raw, error)
 }
 
 /// Where a [`SpanProbe::extend`] read at return starts: a register saved at entry
@@ -612,8 +657,12 @@ pub fn readme_table() -> String {
         let name = if unit.selectable { format!("`{}`", unit.name) } else { format!("*{}* (automatic)", unit.name) };
         let attrs: Vec<String> = unit.attributes.iter().map(|a| format!("`{a}`")).collect();
         let attrs = if attrs.is_empty() { "—".to_string() } else { attrs.join(", ") };
-        let mut functions: Vec<&str> =
-            unit.spans().map(|s| s.symbol).chain(unit.hooks.iter().map(|h| h.function)).collect();
+        let mut functions: Vec<&str> = unit
+            .symbol()
+            .into_iter()
+            .chain(unit.more_spans.iter().chain(unit.helpers).chain(unit.closers).map(|h| h.symbol))
+            .chain(unit.hooks.iter().map(|h| h.function))
+            .collect();
         functions.dedup();
         let functions: Vec<String> = functions.iter().map(|f| format!("`{f}`")).collect();
         out.push_str(&format!("| {name} | {} | {attrs} | {} |\n", unit.doc, functions.join(", ")));

@@ -3,12 +3,18 @@ use super::*;
 #[test]
 fn libraries_parse() {
     let names = |v: &str| parse_libraries(v).unwrap().iter().map(|l| l.name).collect::<Vec<_>>();
-    assert_eq!(names(""), ["http.server", "http.client", "database.sql", "redis"]);
-    assert_eq!(names("all"), ["http.server", "http.client", "database.sql", "redis"]);
+    let all = ["http.server", "http.client", "database.sql", "redis", "grpc.server", "grpc.client"];
+    assert_eq!(names(""), all);
+    assert_eq!(names("all"), all);
+    assert_eq!(names("grpc.server,grpc.client"), ["grpc.server", "grpc.client"]);
     assert_eq!(names(" http.client "), ["http.client"]);
     assert!(names("none").is_empty());
     let e = parse_libraries("http.server,grpc").unwrap_err().to_string();
-    assert!(e.contains("unknown instrumentation `grpc`") && e.contains("http.server, http.client"), "{e}");
+    assert!(
+        e.contains("unknown instrumentation `grpc`")
+            && e.contains("http.server, http.client, database.sql, redis, grpc.server"),
+        "{e}"
+    );
     // Only selectable units are names the user can give.
     assert!(parse_libraries("goroutines").is_err());
 }

@@ -1,0 +1,175 @@
+// A real grpc-go server and client in one process, over plaintext HTTP/2 on 127.0.0.1: the
+// service gotel.test.Greeter, declared by hand (no protoc; messages are protobuf's
+// wrapperspb.StringValue), with a unary call, a server-streaming call, one that ends with an
+// error status after its messages, a call answered with an error status, a call that runs past
+// its deadline and one of an unimplemented method. The client calls run inside main.callAll
+// and main.call (traced by the tests); handlers call main.lookup, which must nest under the
+// server span.
+//
+// Prints one line per call: "method code", then "done".
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/wrapperspb"
+)
+
+type greeter interface{}
+
+type server struct{}
+
+//go:noinline
+func lookup(name string) string { return "hello " + name }
+
+func sayHello(_ any, ctx context.Context, dec func(any) error, _ grpc.UnaryServerInterceptor) (any, error) {
+	in := new(wrapperspb.StringValue)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	return wrapperspb.String(lookup(in.Value)), nil
+}
+
+func fail(_ any, ctx context.Context, dec func(any) error, _ grpc.UnaryServerInterceptor) (any, error) {
+	in := new(wrapperspb.StringValue)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	lookup(in.Value)
+	return nil, status.Error(codes.NotFound, "no such greeting: "+in.Value)
+}
+
+func slow(_ any, ctx context.Context, dec func(any) error, _ grpc.UnaryServerInterceptor) (any, error) {
+	in := new(wrapperspb.StringValue)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	<-ctx.Done()
+	return nil, status.FromContextError(ctx.Err()).Err()
+}
+
+func count(_ any, stream grpc.ServerStream) error {
+	in := new(wrapperspb.StringValue)
+	if err := stream.RecvMsg(in); err != nil {
+		return err
+	}
+	for i := 0; i < 3; i++ {
+		if err := stream.SendMsg(wrapperspb.String(fmt.Sprintf("%s %d", lookup(in.Value), i))); err != nil {
+			return err
+		}
+	}
+	if in.Value == "broken" {
+		// A stream that ends with an error status after its messages.
+		return status.Error(codes.DataLoss, "stream broke")
+	}
+	return nil
+}
+
+var desc = grpc.ServiceDesc{
+	ServiceName: "gotel.test.Greeter",
+	HandlerType: (*greeter)(nil),
+	Methods: []grpc.MethodDesc{
+		{MethodName: "SayHello", Handler: sayHello},
+		{MethodName: "Fail", Handler: fail},
+		{MethodName: "Slow", Handler: slow},
+	},
+	Streams: []grpc.StreamDesc{
+		{StreamName: "Count", Handler: count, ServerStreams: true},
+		{StreamName: "CountBroken", Handler: count, ServerStreams: true},
+	},
+}
+
+// call makes one unary call and returns its status code.
+//
+//go:noinline
+func call(ctx context.Context, cc *grpc.ClientConn, method, name string) codes.Code {
+	out := new(wrapperspb.StringValue)
+	err := cc.Invoke(ctx, "/gotel.test.Greeter/"+method, wrapperspb.String(name), out)
+	return status.Code(err)
+}
+
+// stream reads the whole server stream (of method Count or CountBroken) and returns its final
+// status code.
+//
+//go:noinline
+func stream(ctx context.Context, cc *grpc.ClientConn, method, name string) codes.Code {
+	s, err := cc.NewStream(ctx, &desc.Streams[0], "/gotel.test.Greeter/"+method)
+	if err != nil {
+		return status.Code(err)
+	}
+	if err := s.SendMsg(wrapperspb.String(name)); err != nil {
+		return status.Code(err)
+	}
+	if err := s.CloseSend(); err != nil {
+		return status.Code(err)
+	}
+	for {
+		out := new(wrapperspb.StringValue)
+		if err := s.RecvMsg(out); err == io.EOF {
+			return codes.OK
+		} else if err != nil {
+			return status.Code(err)
+		}
+	}
+}
+
+//go:noinline
+func callAll(cc *grpc.ClientConn, traceparent string) {
+	ctx := context.Background()
+	if traceparent != "" {
+		ctx = metadata.AppendToOutgoingContext(ctx, "traceparent", traceparent)
+	}
+	fmt.Println("SayHello", call(ctx, cc, "SayHello", "tea"))
+	fmt.Println("Count", stream(ctx, cc, "Count", "coffee"))
+	fmt.Println("CountBroken", stream(ctx, cc, "CountBroken", "broken"))
+	fmt.Println("Fail", call(ctx, cc, "Fail", "gold"))
+	short, cancel := context.WithTimeout(ctx, 200*time.Millisecond)
+	fmt.Println("Slow", call(short, cc, "Slow", "late"))
+	cancel()
+	fmt.Println("Missing", call(ctx, cc, "Missing", "x"))
+}
+
+func main() {
+	traceparent := flag.String("traceparent", "", "metadata sent with every call")
+	rounds := flag.Int("rounds", 1, "how many times to make the calls")
+	wait := flag.String("wait", "", "wait until this file exists before calling (gotel attached)")
+	flag.Parse()
+	if *wait != "" {
+		for {
+			if _, err := os.Stat(*wait); err == nil {
+				break
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	srv := grpc.NewServer()
+	srv.RegisterService(&desc, server{})
+	go srv.Serve(ln)
+	cc, err := grpc.Dial(ln.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	for i := 0; i < *rounds; i++ {
+		callAll(cc, *traceparent)
+	}
+	cc.Close()
+	srv.Stop()
+	fmt.Println("done")
+}

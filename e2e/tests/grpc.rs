@@ -1,0 +1,243 @@
+//! Built-in gRPC instrumentation, end to end, as root against the real kernel: `e2e/goapps/grpcsvc`
+//! (a grpc-go server and client in one process, over HTTP/2 on 127.0.0.1) built against grpc-go
+//! releases spanning three years (tools/grpc-versions.txt) with Go 1.22, 1.26 and 1.27, with and
+//! without DWARF (stripped builds take their field offsets from gotel's layout table). Checks the
+//! SERVER and CLIENT spans of a unary call, server streams (one ending in an error status; the
+//! client span lasts the stream), an error status, a deadline exceeded
+//! and an unimplemented method: names, RPC attributes, both ends' addresses, the real status codes, ERROR by the
+//! conventions' rules, the incoming `traceparent` as the server span's remote parent, user
+//! functions under the server span and client spans under the traced
+//! function that made the call; and that a stripped build of a grpc-go version the table lacks
+//! turns the gRPC spans off with a message naming it.
+//!
+//! Every call carries a `traceparent` in its metadata, which must become the server span's
+//! remote parent. Not covered: outgoing injection (not implemented for gRPC; see the README).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use gotel_e2e::{gotel_command, require_environment, run, Export, FlatSpan, Proc, Sink};
+
+const SINK: &str = env!("CARGO_BIN_EXE_otlp-sink");
+const SERVICE: &str = "gotel.test.Greeter";
+const TRACE_ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
+const PARENT_ID: &str = "00f067aa0ba902b7";
+
+/// Builds a copy of `e2e/goapps/grpcsvc` requiring grpc-go `version` with `go` into `dir`.
+fn build(go: &Path, dir: &Path, version: &str, stripped: bool) -> PathBuf {
+    let src = dir.join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    for f in ["go.mod", "go.sum", "main.go"] {
+        std::fs::copy(gotel_e2e::goapp_dir("grpcsvc").join(f), src.join(f)).unwrap();
+    }
+    let go_cmd = |args: &[&str]| {
+        let mut cmd = Command::new(go);
+        cmd.args(args).current_dir(&src).env("GOTOOLCHAIN", "local").env("GOFLAGS", "-mod=mod").env("CGO_ENABLED", "0");
+        let (st, so, se) = run(&format!("go {}", args[0]), cmd, Duration::from_secs(300)).unwrap();
+        assert!(st.success(), "go {args:?} (grpc-go {version}, {}) failed: {so}{se}", go.display());
+    };
+    go_cmd(&["mod", "edit", &format!("-require=google.golang.org/grpc@{version}")]);
+    let out = dir.join("grpcsvc");
+    let out_arg = out.to_str().unwrap();
+    if stripped {
+        go_cmd(&["build", "-ldflags=-s -w", "-o", out_arg, "."]);
+    } else {
+        go_cmd(&["build", "-o", out_arg, "."]);
+    }
+    out
+}
+
+/// Runs gotel on the program (with `args`) until it exits; returns the spans and gotel's stderr.
+fn trace(dir: &Path, bin: &Path, args: &[&str]) -> (Vec<FlatSpan>, String) {
+    let sink = Sink::start(Path::new(SINK), dir).unwrap();
+    let mut cmd = gotel_command(&Export::HttpProtobuf(sink.http_endpoint()), "main.lookup;main.call;main.stream");
+    cmd.env("OTEL_SERVICE_NAME", "grpcsvc").arg("--").arg(bin).args(args);
+    let mut gotel = Proc::spawn("gotel grpcsvc", cmd).unwrap();
+    let st = gotel.wait_timeout(Duration::from_secs(120)).unwrap();
+    let stderr = gotel.stderr_string();
+    assert!(st.success(), "gotel exited {st}\n{stderr}");
+    let spans = sink.wait_quiet(Duration::from_millis(300), Duration::from_secs(20)).unwrap();
+    (spans, stderr)
+}
+
+fn by_id<'a>(spans: &'a [FlatSpan], id: &str) -> Option<&'a FlatSpan> {
+    spans.iter().find(|s| s.span_id == id)
+}
+
+/// The one span of `kind` named `{SERVICE}/{method}`.
+fn rpc<'a>(spans: &'a [FlatSpan], kind: i32, method: &str) -> &'a FlatSpan {
+    let name = format!("{SERVICE}/{method}");
+    let found: Vec<&FlatSpan> = spans.iter().filter(|s| s.kind == kind && s.name == name).collect();
+    let all: Vec<(i32, &str)> = spans.iter().map(|s| (s.kind, s.name.as_str())).collect();
+    assert_eq!(found.len(), 1, "spans of kind {kind} named {name}; all: {all:?}");
+    found[0]
+}
+
+fn check(go: &Path, version: &str, stripped: bool) {
+    require_environment().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let bin = build(go, dir.path(), version, stripped);
+    // Every call carries this traceparent in its metadata.
+    let traceparent = format!("00-{TRACE_ID}-{PARENT_ID}-01");
+    let (spans, stderr) = trace(dir.path(), &bin, &["-traceparent", &traceparent]);
+    assert!(!stderr.contains("spans are off"), "gRPC spans turned off (grpc-go {version}):\n{stderr}");
+    assert!(!stderr.contains("trace_context.grpc"), "incoming gRPC context off (grpc-go {version}):\n{stderr}");
+    assert!(stderr.contains("grpc_traceparent_adopted=6 "), "{stderr}");
+    let what = format!("grpc-go {version}, {}, stripped={stripped}", go.display());
+
+    // method, server code(s) allowed, client code
+    let calls: [(&str, &[i64], i64); 6] = [
+        ("SayHello", &[0], 0),
+        ("Count", &[0], 0),
+        ("CountBroken", &[15], 15),
+        ("Fail", &[5], 5),
+        // The server sees the client's cancellation (Canceled) or its own deadline first.
+        ("Slow", &[1, 4], 4),
+        ("Missing", &[12], 12),
+    ];
+    assert_eq!(spans.iter().filter(|s| s.kind == 2).count(), calls.len(), "{what}: server spans");
+    assert_eq!(spans.iter().filter(|s| s.kind == 3).count(), calls.len(), "{what}: client spans");
+    for (method, server_codes, client_code) in calls {
+        let server = rpc(&spans, 2, method);
+        assert_eq!(server.attr_str("rpc.system"), Some("grpc"), "{what}");
+        assert_eq!(server.attr_str("rpc.service"), Some(SERVICE), "{what}");
+        assert_eq!(server.attr_str("rpc.method"), Some(method), "{what}");
+        let code = server.attr_i64("rpc.grpc.status_code").unwrap_or_else(|| panic!("{what}: {server:#?}"));
+        assert!(server_codes.contains(&code), "{what}: {method} server code {code}");
+        // Server errors per the conventions: DeadlineExceeded and Unimplemented, not NotFound.
+        let server_error = matches!(code, 2 | 4 | 12 | 13 | 14 | 15);
+        assert_eq!(server.status_code, if server_error { 2 } else { 0 }, "{what}: {method}: {server:#?}");
+        // The incoming traceparent is the server span's (remote) parent.
+        assert_eq!(
+            (server.trace_id.as_str(), server.parent_span_id.as_str()),
+            (TRACE_ID, PARENT_ID),
+            "{what}: {method}"
+        );
+
+        let client = rpc(&spans, 3, method);
+        assert_eq!(client.attr_str("rpc.system"), Some("grpc"), "{what}");
+        assert_eq!(client.attr_str("rpc.service"), Some(SERVICE), "{what}");
+        assert_eq!(client.attr_str("rpc.method"), Some(method), "{what}");
+        assert_eq!(client.attr_i64("rpc.grpc.status_code"), Some(client_code), "{what}: {client:#?}");
+        assert_eq!(client.status_code, if client_code != 0 { 2 } else { 0 }, "{what}: {method}");
+        assert_eq!(client.attr_str("server.address"), Some("127.0.0.1"), "{what}");
+        assert!(client.attr_i64("server.port").is_some_and(|p| p > 0), "{what}: {client:#?}");
+        // Both ends of the connection, on the server span.
+        assert_eq!(server.attr_str("server.address"), Some("127.0.0.1"), "{what}: {server:#?}");
+        assert_eq!(server.attr_i64("server.port"), client.attr_i64("server.port"), "{what}");
+        assert_eq!(server.attr_str("network.peer.address"), Some("127.0.0.1"), "{what}");
+        let peer_port = server.attr_i64("network.peer.port").unwrap_or(0);
+        assert!(peer_port > 0 && Some(peer_port) != server.attr_i64("server.port"), "{what}: {server:#?}");
+        // The client span nests under the traced function that made the call.
+        let caller = by_id(&spans, &client.parent_span_id).unwrap_or_else(|| panic!("{what}: {client:#?}"));
+        let want = if method.starts_with("Count") { "main.stream" } else { "main.call" };
+        assert_eq!(caller.name, want, "{what}: {method}");
+        assert!(client.start_unix_nano >= caller.start_unix_nano && client.end_unix_nano <= caller.end_unix_nano);
+    }
+    // The handler's user function nests under its server span: once for SayHello and Fail,
+    // once per message for the streams (which last as long as the stream).
+    let lookups: Vec<&FlatSpan> = spans.iter().filter(|s| s.name == "main.lookup").collect();
+    assert_eq!(lookups.len(), 8, "{what}: main.lookup spans");
+    for l in lookups {
+        let server = by_id(&spans, &l.parent_span_id).unwrap_or_else(|| panic!("{what}: main.lookup {l:#?}"));
+        assert_eq!(server.kind, 2, "{what}");
+        assert!(
+            ["SayHello", "Count", "CountBroken", "Fail"].contains(&server.attr_str("rpc.method").unwrap()),
+            "{what}"
+        );
+        assert!(l.start_unix_nano >= server.start_unix_nano && l.end_unix_nano <= server.end_unix_nano);
+        assert_eq!(l.trace_id, server.trace_id);
+    }
+    let count = rpc(&spans, 2, "Count");
+    assert_eq!(spans.iter().filter(|s| s.parent_span_id == count.span_id).count(), 3, "{what}: the stream's span");
+    // A client stream's span lasts until its end was seen: past the server's last message.
+    for method in ["Count", "CountBroken"] {
+        let (client, server) = (rpc(&spans, 3, method), rpc(&spans, 2, method));
+        let last = spans.iter().filter(|s| s.parent_span_id == server.span_id).map(|s| s.end_unix_nano).max();
+        assert!(last.is_some_and(|l| client.end_unix_nano > l), "{what}: {method} client span ends with the stream");
+    }
+    assert!(stderr.contains("open_spans_exported_unclosed=0"), "{stderr}");
+}
+
+fn go(version: &'static str) -> PathBuf {
+    gotel_e2e::go_version_bin(version).unwrap()
+}
+
+#[test]
+fn grpc_go_1_22_grpc_1_56() {
+    gotel_e2e::require!(Root, GoVersion("1.22"));
+    check(&go("1.22"), "v1.56.3", false);
+}
+
+#[test]
+fn grpc_go_1_22_grpc_1_64_stripped() {
+    gotel_e2e::require!(Root, GoVersion("1.22"));
+    check(&go("1.22"), "v1.64.1", true);
+}
+
+#[test]
+fn grpc_go_1_26_grpc_1_64() {
+    gotel_e2e::require!(Root, GoVersion("1.26"));
+    check(&go("1.26"), "v1.64.1", false);
+}
+
+#[test]
+fn grpc_go_1_26_grpc_1_72_stripped() {
+    gotel_e2e::require!(Root, GoVersion("1.26"));
+    check(&go("1.26"), "v1.72.2", true);
+}
+
+#[test]
+fn grpc_go_1_26_grpc_1_85() {
+    gotel_e2e::require!(Root, GoVersion("1.26"));
+    check(&go("1.26"), "v1.85.0", false);
+}
+
+#[test]
+fn grpc_go_1_27_grpc_1_85_stripped() {
+    gotel_e2e::require!(Root, GoVersion("1.27"));
+    check(&go("1.27"), "v1.85.0", true);
+}
+
+#[test]
+fn grpc_go_1_27_grpc_1_56_stripped() {
+    gotel_e2e::require!(Root, GoVersion("1.27"));
+    check(&go("1.27"), "v1.56.3", true);
+}
+
+/// A stripped build of a grpc-go release the layout table lacks: no guess, the gRPC spans are
+/// off with a message naming the version, and the user's probes still trace.
+#[test]
+fn grpc_unknown_version_stripped_is_off_with_a_message() {
+    gotel_e2e::require!(Root, GoVersion("1.26"));
+    require_environment().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let bin = build(&go("1.26"), dir.path(), "v1.60.1", true);
+    let (spans, stderr) = trace(dir.path(), &bin, &[]);
+    for unit in ["grpc.server", "grpc.client"] {
+        assert!(
+            stderr.contains(&format!("{unit} spans are off for this binary"))
+                && stderr.contains("google.golang.org/grpc v1.60.1 is not in gotel's layout table"),
+            "{unit}: {stderr}"
+        );
+    }
+    assert!(spans.iter().all(|s| s.kind != 2 && s.kind != 3), "no gRPC spans");
+    assert_eq!(spans.iter().filter(|s| s.name == "main.lookup").count(), 8);
+}
+
+/// A malformed `traceparent` in the metadata is counted and ignored: the server spans start
+/// their own traces.
+#[test]
+fn grpc_invalid_traceparent_is_ignored() {
+    gotel_e2e::require!(Root, GoVersion("1.26"));
+    require_environment().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let bin = build(&go("1.26"), dir.path(), "v1.64.1", false);
+    let (spans, stderr) =
+        trace(dir.path(), &bin, &["-traceparent", &format!("00-{TRACE_ID}-zz{}-01", &PARENT_ID[2..])]);
+    assert!(stderr.contains("grpc_traceparent_adopted=0 grpc_traceparent_invalid=6 "), "{stderr}");
+    let servers: Vec<&FlatSpan> = spans.iter().filter(|s| s.kind == 2).collect();
+    assert_eq!(servers.len(), 6);
+    assert!(servers.iter().all(|s| s.parent_span_id.is_empty() && s.trace_id != TRACE_ID), "{servers:#?}");
+}
