@@ -290,3 +290,175 @@ fn http2_go_1_27_stripped() {
     gotel_e2e::require!(Root, Go, GoVersion("1.27"));
     check_http2(&gotel_e2e::go_version_bin("1.27").unwrap(), true);
 }
+
+/// Sends `parts` on one connection, pausing between them (so the server reads each on its own),
+/// then reads until the server closes (the last request says `Connection: close`).
+fn send_raw(addr: &str, parts: &[&[u8]]) -> String {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    for (i, p) in parts.iter().enumerate() {
+        if i > 0 {
+            std::thread::sleep(Duration::from_millis(300));
+        }
+        s.write_all(p).unwrap();
+    }
+    let mut reply = String::new();
+    let _ = s.read_to_string(&mut reply);
+    reply
+}
+
+fn tp(trace: u8) -> String {
+    format!("00-{}-{PARENT_ID}-01", format!("{trace:02x}").repeat(16))
+}
+
+/// The incoming `traceparent` is read at the server span's entry from the request bytes still in
+/// the connection's read buffer: many and long headers, a header line larger than the buffer,
+/// pipelined keep-alive requests (each gets its own, never its neighbour's, also after a body
+/// the handler left unread), and headers split across reads. When the lines parsed before the
+/// last read are gone (the `traceparent` came before the split), the request is counted as
+/// unreadable and starts its own trace. Also the span's size rules: `url.scheme`,
+/// `user_agent.original`, no `code.*` naming net/http internals, no `thread.id` by default.
+#[test]
+fn incoming_traceparent_from_the_read_buffer() {
+    gotel_e2e::require!(Root, Go);
+    require_environment().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let bin = build(&gotel_e2e::go_bin(), dir.path(), "httpsvc", false);
+    let sink = Sink::start(Path::new(SINK), dir.path()).unwrap();
+    let file = dir.path().join("backend.addr");
+    let mut cmd = gotel_command(&Export::HttpProtobuf(sink.http_endpoint()), "main.price(item=item)");
+    cmd.env_remove("GOTEL_THREAD_ID").env("OTEL_SERVICE_NAME", "backend");
+    cmd.arg("--").arg(&bin).args(["-role", "backend", "-portfile", file.to_str().unwrap()]);
+    let mut gotel = Proc::spawn("gotel backend", cmd).unwrap();
+    let addr = wait_file(&file);
+    let req = |item: &str, headers: &[String], last: bool| {
+        let mut r = format!("GET /price?item={item} HTTP/1.1\r\nHost: {addr}\r\nUser-Agent: e2e/{item}\r\n");
+        for h in headers {
+            r.push_str(h);
+            r.push_str("\r\n");
+        }
+        if last {
+            r.push_str("Connection: close\r\n");
+        }
+        r.push_str("\r\n");
+        r
+    };
+    // 1: 30 extra headers, a 1500-byte cookie, the traceparent among them.
+    let mut many: Vec<String> = (0..30).map(|i| format!("X-Extra-{i}: {}", "v".repeat(i * 3))).collect();
+    many.insert(17, format!("traceparent: {}", tp(1)));
+    many.push(format!("Cookie: {}", "c".repeat(1500)));
+    send_raw(&addr, &[req("many", &many, true).as_bytes()]);
+    // 2: a header line larger than the 4 KiB buffer before the traceparent.
+    let huge = [format!("Cookie: {}", "h".repeat(6000)), format!("traceparent: {}", tp(2))];
+    send_raw(&addr, &[req("huge", &huge, true).as_bytes()]);
+    // 3: pipelined, in one write: with, without, with; then a POST whose body the handler never
+    // reads, followed by a request without traceparent.
+    let mut pipelined = req("pipe1", &[format!("traceparent: {}", tp(3))], false);
+    pipelined.push_str(&req("pipe2", &[], false));
+    pipelined.push_str(&req("pipe3", &[format!("TraceParent: {}", tp(4))], false));
+    pipelined.push_str(&format!(
+        "POST /price?item=post HTTP/1.1\r\nHost: {addr}\r\ntraceparent: {}\r\nContent-Length: 3\r\n\r\nabc",
+        tp(5)
+    ));
+    pipelined.push_str(&req("afterpost", &[], true));
+    send_raw(&addr, &[pipelined.as_bytes()]);
+    // 4: split after the request line: the traceparent arrives with the last read.
+    let split = req("splitlate", &[format!("traceparent: {}", tp(6))], true);
+    let at = split.find("traceparent").unwrap();
+    send_raw(&addr, &[split[..at].as_bytes(), split[at..].as_bytes()]);
+    // 5: split after the traceparent: the line was parsed before the last read and is gone.
+    let split = req("splitearly", &[format!("traceparent: {}", tp(7)), "X-After: 1".into()], true);
+    let at = split.find("X-After").unwrap();
+    send_raw(&addr, &[split[..at].as_bytes(), split[at..].as_bytes()]);
+
+    let spans = sink.wait_spans(16, Duration::from_secs(30)).unwrap();
+    gotel.signal(libc::SIGTERM);
+    let st = gotel.wait_timeout(Duration::from_secs(30)).unwrap();
+    let stderr = gotel.stderr_string();
+    // Launch mode: gotel exits with the child's status (SIGTERM passed on).
+    assert!(st.code().is_some(), "gotel did not exit cleanly: {st}:\n{stderr}");
+    let spans = sink.wait_quiet(Duration::from_millis(500), Duration::from_secs(10)).unwrap_or(spans);
+    let server_of = |item: &str| {
+        let price = spans
+            .iter()
+            .find(|s| s.name == "main.price" && s.attr_str("item") == Some(item))
+            .unwrap_or_else(|| panic!("no main.price for {item}: {:#?}", names(&spans)));
+        by_id(&spans, &price.parent_span_id).unwrap_or_else(|| panic!("main.price({item}) has no server parent"))
+    };
+    for (item, trace) in [("many", Some(1)), ("huge", Some(2)), ("pipe1", Some(3)), ("pipe2", None)]
+        .into_iter()
+        .chain([("pipe3", Some(4)), ("post", Some(5)), ("afterpost", None), ("splitlate", Some(6))])
+        .chain([("splitearly", None)])
+    {
+        let server = server_of(item);
+        assert_eq!(server.kind, 2, "{item}: {server:?}");
+        match trace {
+            Some(t) => {
+                assert_eq!(server.trace_id, format!("{t:02x}").repeat(16), "{item}: {server:?}");
+                assert_eq!(server.parent_span_id, PARENT_ID, "{item}");
+            }
+            None => {
+                assert!(server.parent_span_id.is_empty(), "{item} must start its own trace: {server:?}");
+                assert!((1..=7u8).all(|t| server.trace_id != format!("{t:02x}").repeat(16)), "{item}: {server:?}");
+            }
+        }
+        assert_eq!(server.attr_str("url.scheme"), Some("http"), "{item}");
+        // The POST sent none; before a huge line or a split, the User-Agent line is gone too.
+        let ua = format!("e2e/{item}");
+        let ua = (!["post", "huge", "splitlate", "splitearly"].contains(&item)).then_some(ua.as_str());
+        assert_eq!(server.attr_str("user_agent.original"), ua, "{item}");
+        let internal: Vec<&String> =
+            server.attributes.keys().filter(|k| k.starts_with("code.") || *k == "thread.id").collect();
+        assert!(internal.is_empty(), "{item}: built-in spans carry no code.* and no thread.id: {internal:?}");
+    }
+    let price = spans.iter().find(|s| s.name == "main.price").unwrap();
+    assert!(price.attr_str("code.function.name").is_some() && price.attr_i64("thread.id").is_none());
+    assert!(stderr.contains("traceparent_adopted=6"), "gotel summary:\n{stderr}");
+    assert!(stderr.contains("traceparent_unreadable=1"), "gotel summary:\n{stderr}");
+}
+
+/// `GOTEL_GOROUTINE_PARENTS=off`: no probe on `runtime.newproc1` (fewer uprobes than with the
+/// default), and a goroutine started inside a traced call starts its own trace.
+#[test]
+fn goroutine_parents_off() {
+    gotel_e2e::require!(Root, Go);
+    require_environment().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let bin = build(&gotel_e2e::go_bin(), dir.path(), "httpsvc", false);
+    let sink = Sink::start(Path::new(SINK), dir.path()).unwrap();
+    let mut uprobes = Vec::new();
+    for parents in ["on", "off"] {
+        let file = dir.path().join(format!("frontend-{parents}.addr"));
+        let mut cmd = gotel_command(&Export::HttpProtobuf(sink.http_endpoint()), "main.order;main.audit");
+        cmd.env("GOTEL_GOROUTINE_PARENTS", parents).env("OTEL_SERVICE_NAME", format!("parents-{parents}"));
+        cmd.arg("--").arg(&bin).args(["-role", "frontend", "-backend", "http://127.0.0.1:1"]);
+        cmd.args(["-portfile", file.to_str().unwrap()]);
+        let mut gotel = Proc::spawn("gotel frontend", cmd).unwrap();
+        let addr = wait_file(&file);
+        get(&addr, "/order?item=tea", None);
+        sink.wait_spans(if parents == "on" { 3 } else { 6 }, Duration::from_secs(30)).unwrap();
+        gotel.signal(libc::SIGTERM);
+        assert!(gotel.wait_timeout(Duration::from_secs(30)).unwrap().code().is_some());
+        let stderr = gotel.stderr_string();
+        let n: usize = stderr
+            .split("uprobes=")
+            .nth(1)
+            .and_then(|s| s.split_whitespace().next())
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| panic!("no uprobes= in:\n{stderr}"));
+        uprobes.push(n);
+    }
+    assert!(uprobes[1] < uprobes[0], "off attaches fewer uprobes: {uprobes:?}");
+    let spans = sink.wait_quiet(Duration::from_millis(300), Duration::from_secs(10)).unwrap();
+    for (service, nested) in [("parents-on", true), ("parents-off", false)] {
+        let of = |name: &str| {
+            spans
+                .iter()
+                .find(|s| s.name == name && s.res_str("service.name") == Some(service))
+                .unwrap_or_else(|| panic!("{service}: no {name}: {:#?}", names(&spans)))
+        };
+        let (order, audit) = (of("main.order"), of("main.audit"));
+        assert_eq!(audit.parent_span_id == order.span_id, nested, "{service}: {audit:?}");
+        assert_eq!(audit.trace_id == order.trace_id, nested, "{service}");
+    }
+}

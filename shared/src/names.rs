@@ -14,8 +14,6 @@ pub const PROGRAM_RETURN: &str = "gotel_return";
 pub const PROGRAM_NEWPROC_ENTRY: &str = "gotel_newproc_entry";
 /// RETs of `runtime.newproc1`: the new goroutine inherits the spawning call as parent.
 pub const PROGRAM_NEWPROC_RETURN: &str = "gotel_newproc_return";
-/// RETs of `net/textproto.(*Reader).readContinuedLineSlice`: incoming `traceparent`.
-pub const PROGRAM_HEADER_LINE: &str = "gotel_header_line";
 /// Entry of `net/http.(*Request).write` (injection only).
 pub const PROGRAM_REQUEST_WRITE: &str = "gotel_request_write";
 /// Entry of `net/http.Header.writeSubset` (injection only).
@@ -24,18 +22,16 @@ pub const PROGRAM_HEADER_WRITE_ENTRY: &str = "gotel_header_write_entry";
 pub const PROGRAM_HEADER_WRITE_RETURN: &str = "gotel_header_write_return";
 
 /// Programs loaded in every session. They only read the target.
-pub const TRACING_PROGRAMS: [&str; 5] =
-    [PROGRAM_ENTRY, PROGRAM_RETURN, PROGRAM_NEWPROC_ENTRY, PROGRAM_NEWPROC_RETURN, PROGRAM_HEADER_LINE];
+pub const TRACING_PROGRAMS: [&str; 4] = [PROGRAM_ENTRY, PROGRAM_RETURN, PROGRAM_NEWPROC_ENTRY, PROGRAM_NEWPROC_RETURN];
 /// Programs loaded only with `GOTEL_PROPAGATION=inject`.
 pub const INJECTION_PROGRAMS: [&str; 3] =
     [PROGRAM_REQUEST_WRITE, PROGRAM_HEADER_WRITE_ENTRY, PROGRAM_HEADER_WRITE_RETURN];
 /// Every program of the object.
-pub const ALL_PROGRAMS: [&str; 8] = [
+pub const ALL_PROGRAMS: [&str; 7] = [
     PROGRAM_ENTRY,
     PROGRAM_RETURN,
     PROGRAM_NEWPROC_ENTRY,
     PROGRAM_NEWPROC_RETURN,
-    PROGRAM_HEADER_LINE,
     PROGRAM_REQUEST_WRITE,
     PROGRAM_HEADER_WRITE_ENTRY,
     PROGRAM_HEADER_WRITE_RETURN,
@@ -59,8 +55,13 @@ pub const MAP_INJECT_BY_REQUEST: &str = "INJECT_BY_REQUEST";
 pub const MAP_INJECT_PENDING: &str = "INJECT_PENDING";
 /// `bufio.Writer` offsets ([`crate::InjectConfig`]).
 pub const MAP_INJECT_CONFIG: &str = "INJECT_CONFIG";
+/// Field offsets of the HTTP/1 header scan ([`crate::ExtractConfig`]).
+pub const MAP_EXTRACT_CONFIG: &str = "EXTRACT_CONFIG";
+/// Field offsets that find the spawning goroutine at `runtime.newproc1`'s RETs
+/// ([`crate::NewprocConfig`]).
+pub const MAP_NEWPROC_CONFIG: &str = "NEWPROC_CONFIG";
 /// Every map of the object.
-pub const ALL_MAPS: [&str; 9] = [
+pub const ALL_MAPS: [&str; 11] = [
     MAP_EVENTS,
     MAP_GOROUTINES,
     MAP_NEWPROC,
@@ -70,6 +71,8 @@ pub const ALL_MAPS: [&str; 9] = [
     MAP_INJECT_BY_REQUEST,
     MAP_INJECT_PENDING,
     MAP_INJECT_CONFIG,
+    MAP_EXTRACT_CONFIG,
+    MAP_NEWPROC_CONFIG,
 ];
 
 #[cfg(test)]

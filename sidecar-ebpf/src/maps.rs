@@ -8,7 +8,10 @@ use aya_ebpf::{
     macros::map,
     maps::{Array, LruHashMap, PerCpuArray, RingBuf},
 };
-use gotel_shared::{Counter, GoroutineKey, GoroutineState, InjectConfig, InjectContext, ProbePlan, NUM_COUNTERS};
+use gotel_shared::{
+    Counter, ExtractConfig, GoroutineKey, GoroutineState, InjectConfig, InjectContext, NewprocConfig, ProbePlan,
+    NUM_COUNTERS,
+};
 
 use crate::context::Scratch;
 
@@ -53,6 +56,15 @@ pub static INJECT_PENDING: LruHashMap<GoroutineKey, InjectContext> = LruHashMap:
 /// bufio.Writer field offsets (user space fills index 0 from DWARF).
 #[map]
 pub static INJECT_CONFIG: Array<InjectConfig> = Array::with_max_entries(1, 0);
+
+/// Field offsets of the HTTP/1 header scan (user space fills index 0; `enabled` 0 = off).
+#[map]
+pub static EXTRACT_CONFIG: Array<ExtractConfig> = Array::with_max_entries(1, 0);
+
+/// `runtime.g.m` and `runtime.m.curg` offsets for `gotel_newproc_return` (user space fills
+/// index 0 when it knows them; else the entry hook fills `NEWPROC`).
+#[map]
+pub static NEWPROC_CONFIG: Array<NewprocConfig> = Array::with_max_entries(1, 0);
 
 /// Adds one to a counter of this CPU.
 #[inline(always)]

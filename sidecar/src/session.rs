@@ -111,7 +111,14 @@ impl Stop {
 
 fn prepare(settings: &Settings, exe: &Path) -> Result<(GoBinary, Plan), Failure> {
     let binary = GoBinary::open(exe).map_err(Failure::target)?;
-    let plan = plan::build(&binary, &settings.specs, &settings.limits, &settings.libraries, settings.inject)?;
+    let plan = plan::build(
+        &binary,
+        &settings.specs,
+        &settings.limits,
+        &settings.libraries,
+        settings.inject,
+        settings.goroutine_parents,
+    )?;
     for w in &plan.warnings {
         tracing::warn!("{w}");
     }
@@ -184,7 +191,8 @@ async fn session(
         tracing::debug!(ms = started.elapsed().as_millis() as u64, "parsed binary freed");
     });
     let mut factory =
-        SpanFactory::new(&plan, settings.sampler.clone(), Box::new(names), settings.limits.max_attributes);
+        SpanFactory::new(&plan, settings.sampler.clone(), Box::new(names), settings.limits.max_attributes)
+            .with_thread_ids(settings.thread_id);
     let mut ring = attached.ring_buffer()?;
 
     let mut tick = tokio::time::interval(settings.drain_interval);

@@ -125,6 +125,8 @@ pub struct SpanFactory {
     scope: InstrumentationScope,
     names: Box<dyn TypeNames + Send>,
     max_attributes: usize,
+    /// `GOTEL_THREAD_ID=on`: a `thread.id` attribute on every span.
+    thread_ids: bool,
     pub stats: SpanStats,
 }
 
@@ -156,8 +158,16 @@ impl SpanFactory {
             scope: InstrumentationScope::builder("gotel").with_version(env!("CARGO_PKG_VERSION")).build(),
             names,
             max_attributes,
+            thread_ids: false,
             stats: SpanStats::default(),
         }
+    }
+
+    /// Adds `thread.id` (the OS thread that ran the call) to every span: opt-in, since Go moves
+    /// goroutines between threads and the number rarely means anything to the reader.
+    pub fn with_thread_ids(mut self, on: bool) -> Self {
+        self.thread_ids = on;
+        self
     }
 
     /// Handles one kernel record; returns a finished span when there is one to export.
@@ -241,14 +251,14 @@ impl SpanFactory {
                     name = Cow::Owned(done.name);
                     kind = lib.span_kind();
                     status = Some(done.status);
+                    // No code.* here: they would name net/http's internals, not the user's code.
                     attributes.extend(done.attributes);
-                    attributes.extend(probe.fixed.iter().cloned());
-                    if h.tid != 0 {
+                    if self.thread_ids && h.tid != 0 {
                         attributes.push(KeyValue::new("thread.id", h.tid as i64));
                     }
                 } else {
                     attributes.extend(probe.fixed.iter().cloned());
-                    if h.tid != 0 {
+                    if self.thread_ids && h.tid != 0 {
                         attributes.push(KeyValue::new("thread.id", h.tid as i64));
                     }
                     attributes.extend(entry_attrs);
@@ -327,7 +337,7 @@ mod tests {
             None,
         );
         let fail = ProbeSpans::new("main.fail", None, vec![slot("err", Decode::Error, true)], None);
-        SpanFactory::with_probes(vec![work, fail], sampler, Box::new(Names), max_attributes)
+        SpanFactory::with_probes(vec![work, fail], sampler, Box::new(Names), max_attributes).with_thread_ids(true)
     }
 
     fn always_on() -> SpanFactory {

@@ -1,49 +1,114 @@
-//! Incoming trace context: `gotel_header_line` at the RETs of
-//! `net/textproto.(*Reader).readContinuedLineSlice`, which returns one raw request header line
-//! (RAX = data, RBX = len). A valid `traceparent` becomes the parent of the next root call on
-//! this goroutine, which is the request's server span. Read-only: nothing in the target is
-//! written. Invalid values (bad length, non-hex, version ff, all-zero ids: the rules of
-//! `gotel_shared::traceparent::parse_header_line`) are counted and ignored.
-use aya_ebpf::{helpers::bpf_probe_read_user_buf, macros::uprobe, programs::ProbeContext};
+//! Incoming trace context, read-only and without a trap of its own: `gotel_entry`, at the
+//! entry of the HTTP server span (`net/http.serverHandler.ServeHTTP`, plan flag
+//! `PLAN_SCAN_HEADERS`), copies the bytes that precede the read index of the connection's
+//! `bufio.Reader` (`rw.(*http.response).conn.bufr`) and scans them backward for this request's
+//! header lines (`gotel_shared::header_block`, where the rules and their tests are).
+//!
+//! A valid `traceparent` becomes the parent of this root call, the server span; invalid ones are
+//! counted and ignored, and so are requests whose header block is no longer whole in the buffer
+//! without a `traceparent` among the lines left (`TraceparentUnreadable`). The `User-Agent`
+//! value's address and length go into the register copy for the span's fetches. HTTP/2
+//! requests (`ProtoMajor` 2) are skipped: their headers are HPACK-encoded frames, never text
+//! lines (the per-line hook this replaces never saw them either).
+use aya_ebpf::helpers::{bpf_probe_read_user_buf, generated::bpf_loop};
 use gotel_shared::{
+    header_block::{BlockScan, Outcome, BLOCK_BUF, MAX_SCAN_STEPS},
     rules::adopt_remote,
-    traceparent::{may_be_traceparent, parse_header_line, HeaderLine, HEADER_LINE_BUF},
-    Counter, REG_RAX, REG_RBX,
+    traceparent::HeaderLine,
+    Counter, GoroutineState, REG_RCX, REG_RDI, REG_USER_AGENT_LEN, REG_USER_AGENT_PTR,
 };
 
 use crate::{
-    context::{hit, state_of},
-    maps::count,
+    context::{read_u64, Hit, Scratch},
+    maps::{count, EXTRACT_CONFIG, SCRATCH},
 };
 
-#[uprobe]
-pub fn gotel_header_line(ctx: ProbeContext) -> u32 {
-    let _ = on_header_line(&ctx);
-    0
+/// Scans the request's header block; adopts its `traceparent` when no traced call is in
+/// progress on the goroutine (`depth` 0), like the per-line hook did.
+#[inline(always)]
+pub fn scan_request_headers(h: &Hit, st: &mut GoroutineState, depth: usize) {
+    let s = unsafe { &mut *h.scratch };
+    s.regs[REG_USER_AGENT_PTR as usize] = 0;
+    s.regs[REG_USER_AGENT_LEN as usize] = 0;
+    scan(h.scratch, st, depth as u64);
+}
+
+/// A BPF function of its own: its stack (the traceparent parse) is not added to the frame of
+/// `gotel_entry`, which has little left.
+#[inline(never)]
+fn scan(scratch: *mut Scratch, st: *mut GoroutineState, depth: u64) -> u64 {
+    match scan_inner(scratch, st, depth) {
+        Some(()) => 1,
+        None => 0,
+    }
 }
 
 #[inline(always)]
-fn on_header_line(ctx: &ProbeContext) -> Option<()> {
-    let h = hit(ctx)?;
-    let s = unsafe { &mut *h.scratch };
-    let (ptr, len) = (s.regs[REG_RAX as usize], s.regs[REG_RBX as usize] as usize);
-    if !may_be_traceparent(len) {
-        // Every other header line ends here, before any copy.
+fn scan_inner(scratch: *mut Scratch, st: *mut GoroutineState, depth: u64) -> Option<()> {
+    let cfg = EXTRACT_CONFIG.get(0)?;
+    if cfg.enabled == 0 {
         return None;
     }
-    let mut line = [0u8; HEADER_LINE_BUF];
-    unsafe { bpf_probe_read_user_buf(ptr as *const u8, &mut line[..]) }.ok()?;
-    let remote = match parse_header_line(&line, len) {
-        HeaderLine::Other => return None,
-        HeaderLine::Invalid => {
-            count(Counter::TraceparentInvalid);
-            return None;
+    let s = unsafe { &mut *scratch };
+    let (req, rw) = (s.regs[REG_RDI as usize], s.regs[REG_RCX as usize]);
+    if read_u64(req.wrapping_add(cfg.request_proto_major as u64))? != 1 {
+        return None;
+    }
+    let conn = read_u64(rw.wrapping_add(cfg.response_conn as u64))?;
+    let reader = read_u64(conn.wrapping_add(cfg.conn_bufr as u64))?;
+    let data = read_u64(reader.wrapping_add(cfg.reader_buf as u64))?;
+    let len = read_u64(reader.wrapping_add(cfg.reader_buf as u64 + 8))?;
+    let r = read_u64(reader.wrapping_add(cfg.reader_r as u64))?;
+    if r == 0 || r > len {
+        return None;
+    }
+    let n = if r > BLOCK_BUF as u64 { BLOCK_BUF } else { r as usize };
+    let n = n & (2 * BLOCK_BUF - 1);
+    if n == 0 || n > BLOCK_BUF {
+        return None;
+    }
+    // The bytes [r - n, r) of the buffer, copied to end at BLOCK_BUF.
+    let from = data.wrapping_add(r).wrapping_sub(n as u64);
+    let dst = unsafe { core::slice::from_raw_parts_mut(s.buf.as_mut_ptr().add(BLOCK_BUF - n), n) };
+    unsafe { bpf_probe_read_user_buf(from as *const u8, dst) }.ok()?;
+    s.scan = BlockScan::new(n);
+    unsafe {
+        bpf_loop(MAX_SCAN_STEPS, scan_step as *mut _, core::ptr::null_mut(), 0);
+    }
+    let s = unsafe { &mut *scratch };
+    let scan = &s.scan;
+    // Position x of the copy is at data + r - BLOCK_BUF + x in the target.
+    let origin = data.wrapping_add(r).wrapping_sub(BLOCK_BUF as u64);
+    let (ua_start, ua_len, outcome) = (scan.ua_start, scan.ua_len, scan.outcome);
+    let found = scan.traceparent(&s.buf);
+    if ua_start != 0 {
+        s.regs[REG_USER_AGENT_PTR as usize] = origin.wrapping_add(ua_start);
+        s.regs[REG_USER_AGENT_LEN as usize] = ua_len;
+    }
+    match found {
+        None => {
+            if outcome != Outcome::RequestLine as u64 {
+                count(Counter::TraceparentUnreadable);
+            }
         }
-        HeaderLine::Valid(remote) => remote,
-    };
-    let st = unsafe { &mut *state_of(&h, true)? };
-    if adopt_remote(st, &remote) {
-        count(Counter::TraceparentAdopted);
+        Some(HeaderLine::Other) => {}
+        Some(HeaderLine::Invalid) => count(Counter::TraceparentInvalid),
+        Some(HeaderLine::Valid(remote)) => {
+            if depth == 0 && adopt_remote(unsafe { &mut *st }, &remote) {
+                count(Counter::TraceparentAdopted);
+            }
+        }
     }
     Some(())
+}
+
+#[inline(never)]
+extern "C" fn scan_step(_i: u64, _ctx: *mut core::ffi::c_void) -> i64 {
+    let Some(s) = SCRATCH.get_ptr_mut(0) else { return 1 };
+    let s = unsafe { &mut *s };
+    if s.scan.step(&s.buf) {
+        0
+    } else {
+        1
+    }
 }
