@@ -55,7 +55,11 @@ fn get(addr: &str, path: &str, traceparent: Option<&str>) -> u16 {
     let mut s = TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     let tp = traceparent.map(|t| format!("traceparent: {t}\r\n")).unwrap_or_default();
-    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUser-Agent: gotel-e2e\r\n{tp}Connection: close\r\n\r\n").unwrap();
+    // One write, as HTTP clients send a header block (`write!` on the socket would send each
+    // piece on its own: headers split across reads, see `incoming_traceparent_from_the_read_buffer`).
+    let request =
+        format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nUser-Agent: gotel-e2e\r\n{tp}Connection: close\r\n\r\n");
+    s.write_all(request.as_bytes()).unwrap();
     let mut reply = String::new();
     s.read_to_string(&mut reply).unwrap();
     reply.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0)
