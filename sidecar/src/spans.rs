@@ -401,6 +401,28 @@ mod tests {
     }
 
     #[test]
+    fn built_in_spans_carry_no_code_attributes_and_thread_ids_are_opt_in() {
+        let client = ProbeSpans::new(
+            "net/http.(*Transport).roundTrip",
+            Some(("/usr/local/go/src/net/http/transport.go", 555)),
+            Vec::new(),
+            Some(&instrumentations::http_client::HTTP_CLIENT),
+        );
+        let work = ProbeSpans::new("main.work", Some(("/src/main.go", 42)), Vec::new(), None);
+        let mut f = SpanFactory::with_probes(vec![client, work], Sampler::AlwaysOn, Box::new(Names), 128);
+        let span = feed(&mut f, header(EventKind::SpanEnd, 0, 7), &[]).unwrap();
+        assert_eq!(span.span_kind, SpanKind::Client);
+        let keys: Vec<&str> = span.attributes.iter().map(|kv| kv.key.as_str()).collect();
+        assert!(keys.iter().all(|k| !k.starts_with("code.") && *k != "thread.id"), "{keys:?}");
+        let user = feed(&mut f, header(EventKind::SpanEnd, 1, 8), &[]).unwrap();
+        assert_eq!(attr(&user, "code.function.name"), Some(&Value::from("main.work")));
+        assert_eq!(attr(&user, "thread.id"), None, "thread.id is opt-in");
+        let mut f = f.with_thread_ids(true);
+        let user = feed(&mut f, header(EventKind::SpanEnd, 1, 9), &[]).unwrap();
+        assert_eq!(attr(&user, "thread.id"), Some(&Value::I64(11)));
+    }
+
+    #[test]
     fn entry_values_wait_for_their_return() {
         let mut f = always_on();
         assert!(feed(&mut f, header(EventKind::EntryValues, 0, 7), &value(0, 99)).is_none());
