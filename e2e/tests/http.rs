@@ -369,11 +369,11 @@ fn incoming_traceparent_from_the_read_buffer() {
     // 4: split after the request line: the traceparent arrives with the last read.
     let split = req("splitlate", &[format!("traceparent: {}", tp(6))], true);
     let at = split.find("traceparent").unwrap();
-    send_raw(&addr, &[split[..at].as_bytes(), split[at..].as_bytes()]);
+    send_raw(&addr, &[&split.as_bytes()[..at], &split.as_bytes()[at..]]);
     // 5: split after the traceparent: the line was parsed before the last read and is gone.
     let split = req("splitearly", &[format!("traceparent: {}", tp(7)), "X-After: 1".into()], true);
     let at = split.find("X-After").unwrap();
-    send_raw(&addr, &[split[..at].as_bytes(), split[at..].as_bytes()]);
+    send_raw(&addr, &[&split.as_bytes()[..at], &split.as_bytes()[at..]]);
 
     let spans = sink.wait_spans(16, Duration::from_secs(30)).unwrap();
     gotel.signal(libc::SIGTERM);
