@@ -338,12 +338,19 @@ def main():
 
     # ---- goals
     if goals:
-        g = ["## Goals of issue 5", "", "| goal | measured | met |", "| --- | --- | --- |"]
+        g = ["## Goals", "", "| goal | measured | met |", "| --- | --- | --- |"]
         g += [f"| {a} | {b} | {'yes' if ok else '**no**'} |" for a, b, ok in goals]
         g.append("")
         # After the header block.
         cut = out.index("* Layout: the measured Go program runs alone on CPU 0 (`taskset`); gotel, the OTLP receiver") + 5
         out[cut:cut] = g
+
+    # Section 6 comes from its own run (bench/propagation.sh) and keeps its own date.
+    if load("propagation"):
+        import sys
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        from propagation import render
+        out += render(load("propagation")) + [""]
 
     notes = ROOT / "bench" / "NOTES.md"
     if notes.exists():

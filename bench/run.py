@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Runs every measurement of issue 5 and writes bench/results/*.json; bench/report.py turns
+"""Runs every benchmark measurement and writes bench/results/*.json; bench/report.py turns
 them into BENCHMARKS.md. Started by bench/run.sh, which builds the programs first.
 
 Layout on the 2-CPU machine: the measured Go program runs on CPU 0 (taskset); gotel, the OTLP

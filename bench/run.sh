@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# gotel benchmarks (issue 5): builds everything they need, runs every measurement and rewrites
+# gotel benchmarks: builds everything they need, runs every measurement and rewrites
 # BENCHMARKS.md (plus bench/loss-vs-rate.svg and the raw results in bench/results/).
 #
 #   bench/run.sh            full run, about 8-12 minutes on 2 cores
@@ -11,15 +11,7 @@
 # Go binary with DWARF for the startup figure; default: Jaeger rebuilt with DWARF when
 # tools/build-jaeger.sh's cache is present, else a generated program), BENCH_SKIP_BUILD=1.
 set -euo pipefail
-ROOT="$(cd "$(dirname "$0")/.." && pwd)"
-cd "$ROOT"
-GO="${GO:-/usr/local/go/bin/go}"
-export GO
-BUILD="$ROOT/bench/.build"
-mkdir -p "$BUILD"
-log() { echo "bench: $*" >&2; }
-
-[[ $EUID -eq 0 ]] || { log "must run as root (uprobes)"; exit 1; }
+source "$(dirname "$0")/lib.sh"
 if ! command -v wrk >/dev/null; then
   log "installing wrk"
   (apt-get install -y -qq wrk >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq wrk >/dev/null; })

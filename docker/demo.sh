@@ -11,6 +11,9 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 COMPOSE_FILE="$ROOT/docker/compose.yaml"
 export COMPOSE_PROJECT_NAME="${COMPOSE_PROJECT_NAME:-gotel-demo}"
+# Where this host mounts cgroup2: the sidecars get it read-only for GOTEL_PROPAGATION=inject.
+HOST_CGROUP2="${HOST_CGROUP2:-$(findmnt -n -t cgroup2 -o TARGET 2>/dev/null | head -1)}"
+export HOST_CGROUP2="${HOST_CGROUP2:-/sys/fs/cgroup}"
 say() { echo "demo: $*"; }
 
 compose() {

@@ -2,14 +2,16 @@
 # End-to-end test of the compose demo (docker/compose.yaml) against a real Jaeger:
 #   build gotel and the images, bring the stack up under a unique project name with ports on
 #   127.0.0.1, drive orders into the frontend, read the traces back through Jaeger's query API and
-#   check spans, attributes, error status and parent links; check that no container is privileged,
-#   that the sidecars run with exactly SYS_ADMIN + SYS_PTRACE and no mounts, and that a second
-#   container of the same image is not traced. Tears everything down.
+#   check spans, attributes, error status and parent links, and that each order is ONE trace across
+#   both services (GOTEL_PROPAGATION=inject through the socket: frontend SERVER ->
+#   processOrder -> fetchPrice -> CLIENT -> backend SERVER -> quote -> lookupInventory), also over
+#   the frontend's connection to the backend opened before its sidecar attached; check that
+#   no container is privileged, that the sidecars run with exactly SYS_ADMIN + SYS_PTRACE and one
+#   read-only mount (the host's cgroup2), and that a second container of the same image is not
+#   traced. Tears everything down.
 # Prints "compose: N passed, M failed" last; exits non-zero on any failure.
 #
-# Env: COMPOSE_EXPECT_JOIN=1  also require one trace across frontend and backend (HTTP spans +
-#                             traceparent injection, issue 7)
-#      COMPOSE_WAIT=150       seconds to wait for the first traced span (attach + export)
+# Env: COMPOSE_WAIT=150       seconds to wait for the first traced span (attach + export)
 #      COMPOSE_KEEP=1         leave the stack running for inspection
 #      COMPOSE_SKIP_BUILD=1   use the images as they are
 set -uo pipefail
@@ -24,6 +26,9 @@ export JAEGER_OTLP_GRPC_PORT="${COMPOSE_TEST_OTLP_GRPC_PORT:-34317}"
 export JAEGER_OTLP_HTTP_PORT="${COMPOSE_TEST_OTLP_HTTP_PORT:-34318}"
 DECOY_PORT="${COMPOSE_TEST_DECOY_PORT:-38081}"
 export LOAD_INTERVAL=0       # the test sends its own requests
+# Where this host mounts cgroup2 (the sidecars get it read-only; docker/compose.yaml).
+HOST_CGROUP2="$(findmnt -n -t cgroup2 -o TARGET 2>/dev/null | head -1)"
+export HOST_CGROUP2="${HOST_CGROUP2:-/sys/fs/cgroup}"
 export GOTEL_LOG="${GOTEL_LOG:-debug}"
 WAIT="${COMPOSE_WAIT:-150}"
 FRONT="http://127.0.0.1:$FRONTEND_PORT"
@@ -84,10 +89,15 @@ fi
 remove_stale
 say "docker-compose up (project $COMPOSE_PROJECT_NAME; frontend $FRONT, jaeger $JAEGER)"
 UP=1
-if ! compose up -d >"$TMP/up.log" 2>&1; then cat "$TMP/up.log"; bad "compose up"; teardown; finish; fi
-ok "compose up"
-
+# The services first, and one order, so that the frontend's kept-alive connection to the backend
+# is open BEFORE its sidecar attaches (as when gotel is added to a running service): the orders
+# below reuse it, and must still be one trace across both services.
+if ! compose up -d frontend backend jaeger >"$TMP/up.log" 2>&1; then cat "$TMP/up.log"; bad "compose up (services)"; teardown; finish; fi
 check "frontend answers" wait_http "$FRONT/healthz" 30
+check "an order before the sidecars start (opens the frontend's connection to the backend)" \
+  curl -m 10 -fsS -o /dev/null "$FRONT/order?customer=early&items=tea&qty=1"
+if ! compose up -d >>"$TMP/up.log" 2>&1; then cat "$TMP/up.log"; bad "compose up"; teardown; finish; fi
+ok "compose up"
 check "jaeger query API answers" wait_http "$JAEGER/api/services" 60
 check "decoy backend answers" wait_http "http://127.0.0.1:$DECOY_PORT/healthz" 30
 
@@ -97,12 +107,13 @@ priv="$("$DOCKER" inspect -f '{{.Name}} {{.HostConfig.Privileged}}' $ids | awk '
 check "no container is privileged" test -z "$priv"
 for svc in gotel-frontend gotel-backend; do
   id="$(compose ps -q "$svc")"
-  caps="$("$DOCKER" inspect -f '{{join .HostConfig.CapDrop ","}}|{{join .HostConfig.CapAdd ","}}|{{len .Mounts}}|{{.HostConfig.PidMode}}' "$id")"
-  IFS='|' read -r drop add mounts pidmode <<<"$caps"
+  caps="$("$DOCKER" inspect -f '{{join .HostConfig.CapDrop ","}}|{{join .HostConfig.CapAdd ","}}|{{.HostConfig.PidMode}}' "$id")"
+  IFS='|' read -r drop add pidmode <<<"$caps"
+  mounts="$("$DOCKER" inspect -f '{{range .Mounts}}{{.Source}}:{{.Destination}}:{{.RW}} {{end}}' "$id" | xargs)"
   check "$svc: cap_drop ALL" test "$drop" = "ALL"
   check "$svc: cap_add exactly SYS_ADMIN,SYS_PTRACE (got $add)" \
     test "$(tr ',' '\n' <<<"$add" | sed 's/^CAP_//' | sort | paste -sd,)" = "SYS_ADMIN,SYS_PTRACE"
-  check "$svc: no mounts (got $mounts)" test "$mounts" = 0
+  check "$svc: one mount, the host's cgroup2 read-only (got '$mounts')" test "$mounts" = "$HOST_CGROUP2:/host/cgroup2:false"
   check "$svc: shares its app's pid namespace ($pidmode)" grep -q '^container:' <<<"$pidmode"
 done
 
@@ -214,19 +225,58 @@ else
   say "decoy check skipped: the traced backend made no spans either"
 fi
 
-# ---- one trace across both services (issue 7; opt-in until HTTP spans exist) -------------------
-if [[ "${COMPOSE_EXPECT_JOIN:-}" == 1 ]]; then
-  # Each fetchPrice span's trace must also hold the backend's quote for that item.
-  joined="$(jq -r '[.data[] | select(([.spans[] | select(.operationName == "main.processOrder")] | length) > 0)
-      | ([.processes[] | .serviceName] | unique | join(","))] | unique | join(";")' "$TMP/front.json")"
-  check "each order is one trace across frontend and backend (services per trace: $joined)" test "$joined" = "backend,frontend"
-  check "backend quote spans sit under the frontend's fetchPrice (via HTTP spans)" \
-    test "$(jq '[.data[] | . as $tr | .spans[] | select(.operationName == "main.quote")
-      | . as $s | [limit(8; recurse(.references[0]?.spanID as $p | if $p then ($tr.spans[] | select(.spanID == $p)) else empty end))]
-      | any(.operationName == "main.fetchPrice")] | (length > 0 and all)' "$TMP/front.json")" = true
-else
-  say "cross-service joining not checked (set COMPOSE_EXPECT_JOIN=1 once HTTP spans and injection exist)"
-fi
+# ---- one trace across both services ------------------------------------------------------
+# Every order of customer $CUST, through Jaeger's query API: the trace holds both services, and the
+# links are frontend SERVER (root, GET /order) -> main.processOrder -> 2 x main.fetchPrice, each ->
+# its CLIENT span -> one backend SERVER span (GET /price) -> main.quote -> main.lookupInventory.
+# One line per trace: "ok" or what is wrong.
+cat > "$TMP/join.jq" <<'JQ'
+def tag($s; $k): [$s.tags[]? | select(.key == $k) | .value][0];
+def kind($s): tag($s; "span.kind") // "internal";
+.data[] | . as $tr
+  | select(any(.spans[]; .operationName == "main.processOrder"))
+  | def svc($s): $tr.processes[$s.processID].serviceName;
+    def parent_id($s): [$s.references[]? | select(.refType == "CHILD_OF") | .spanID][0];
+    def kids($p): [$tr.spans[] | select(parent_id(.) == $p.spanID)];
+    ([$tr.spans[] | select(.operationName == "main.processOrder")]) as $po
+  | if ($po | length) != 1 then "trace \($tr.traceID): \($po | length) processOrder spans"
+    else $po[0] as $p
+    | ([$tr.spans[] | select(.spanID == parent_id($p))][0]) as $root
+    | if $root == null or kind($root) != "server" or svc($root) != "frontend" or parent_id($root) != null
+      then "trace \($tr.traceID): processOrder's parent is not the frontend's root SERVER span: \($root | tostring | .[0:300])"
+      else
+        ([kids($p)[] | select(.operationName == "main.fetchPrice")]) as $fetch
+        | [ $fetch[] | . as $f
+            | ([kids($f)[] | select(kind(.) == "client" and svc(.) == "frontend")]) as $cl
+            | if ($cl | length) != 1 then "fetchPrice(\(tag($f; "item"))): \($cl | length) CLIENT spans under it"
+              else ([kids($cl[0])[] | select(kind(.) == "server" and svc(.) == "backend")]) as $bs
+              | if ($bs | length) != 1 then "fetchPrice(\(tag($f; "item"))): \($bs | length) backend SERVER spans under its CLIENT span"
+                else ([kids($bs[0])[] | select(.operationName == "main.quote" and svc(.) == "backend")]) as $q
+                | if ($q | length) != 1 then "fetchPrice(\(tag($f; "item"))): \($q | length) main.quote under the backend SERVER span"
+                  elif ([kids($q[0])[] | select(.operationName == "main.lookupInventory")] | length) != 1
+                  then "fetchPrice(\(tag($f; "item"))): no main.lookupInventory under main.quote"
+                  elif $bs[0].operationName != "GET /price" then "backend SERVER span named \($bs[0].operationName)"
+                  else "ok" end end end ] as $r
+        | if ($fetch | length) != 2 then "trace \($tr.traceID): \($fetch | length) fetchPrice spans under processOrder (want 2)"
+          elif ($r | all(. == "ok")) then "ok"
+          else "trace \($tr.traceID): " + ($r | map(select(. != "ok")) | join("; ")) end
+      end
+    end
+JQ
+joined=""
+for ((i = 0; i < SPAN_WAIT; i += 2)); do
+  jq_traces frontend main.processOrder "{\"customer\":\"$CUST\"}" > "$TMP/front.json"
+  joined="$(jq -r -f "$TMP/join.jq" "$TMP/front.json" 2>&1)"
+  [[ "$(grep -c '^ok$' <<<"$joined")" -ge $N && "$(grep -vc '^ok$' <<<"$joined")" -eq 0 ]] && break
+  sleep 2
+done
+services="$(jq -r '[.data[] | select(any(.spans[]; .operationName == "main.processOrder"))
+    | ([.processes[] | .serviceName] | unique | join(","))] | unique | join(";")' "$TMP/front.json" 2>/dev/null)"
+check "each order is one trace across frontend and backend (services per trace: $services)" test "$services" = "backend,frontend"
+check "$N orders, each one trace with SERVER -> processOrder -> fetchPrice -> CLIENT -> backend SERVER -> quote -> lookupInventory:
+$(sed 's/^/      /' <<<"$joined")" test "$(grep -c '^ok$' <<<"$joined")" -eq $N -a "$(grep -vc '^ok$' <<<"$joined")" -eq 0
+check "the frontend sidecar says the socket path covers plaintext HTTP/1.x" \
+  grep -q 'plaintext HTTP/1.x: through the socket' <(compose logs --no-color gotel-frontend 2>&1)
 
 teardown
 finish

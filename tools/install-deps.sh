@@ -7,7 +7,9 @@
 #     sidecar/build.rs, with rust-src and llvm-tools
 #   - tracefs mounted at /sys/kernel/tracing
 #   - dockerd running (log: /var/log/gotel-dockerd.log)
-# Skip parts with GOTEL_SKIP_DOCKER=1, GOTEL_SKIP_GO=1 or GOTEL_SKIP_RUST=1.
+#   - the test VM (e2e/tests/vm.rs): qemu-system-x86, busybox-static, kmod, and Debian 12's
+#     6.1 kernel with its initramfs in /var/cache/gotel/vm (tools/vm/setup.sh)
+# Skip parts with GOTEL_SKIP_DOCKER=1, GOTEL_SKIP_GO=1, GOTEL_SKIP_RUST=1 or GOTEL_SKIP_VM=1.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 say() { echo "install-deps: $*"; }
@@ -21,6 +23,7 @@ want=(iproute2 curl jq ca-certificates libcap2-bin util-linux)
 # shellcheck source=tools/go-toolchains.sh
 GOTEL_ROOT="$ROOT" . "$ROOT/tools/go-toolchains.sh"
 [[ "${GOTEL_SKIP_GO:-}" == 1 ]] || mapfile -t -O "${#want[@]}" want < <(go_installs apt)
+[[ "${GOTEL_SKIP_VM:-}" == 1 ]] || want+=(qemu-system-x86 busybox-static kmod)
 
 if ! grep -rqs 'bookworm-backports' /etc/apt/sources.list /etc/apt/sources.list.d/; then
   say "adding bookworm-backports to /etc/apt/sources.list.d/bookworm-backports.list"
@@ -88,6 +91,11 @@ if [[ ! -e /sys/kernel/tracing/uprobe_events ]]; then
   mount -t tracefs nodev /sys/kernel/tracing 2>/dev/null || say "warning: could not mount tracefs"
 else
   say "ok: tracefs"
+fi
+
+# ---- the test VM: Debian 12's kernel and initramfs (after apt-get update above) --------------
+if [[ "${GOTEL_SKIP_VM:-}" != 1 ]]; then
+  "$ROOT/tools/vm/setup.sh" || die "preparing the test VM failed (tools/vm/setup.sh)"
 fi
 
 # ---- dockerd ---------------------------------------------------------------------------------

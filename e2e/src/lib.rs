@@ -20,7 +20,7 @@ pub mod toolchains;
 
 pub use sink::FlatSpan;
 
-/// The workspace root (`/work/main`).
+/// The workspace root (the repository's top folder).
 pub fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
 }

@@ -5,8 +5,8 @@
 //! that leaves by a tail jump (`main.(*Ptr).Work`, a promoted-method wrapper ending in
 //! `JMP main.(*Inner).Work`) gives OK spans, not ERROR spans "unwound by a panic".
 //!
-//! Needs root and a built gotel (`GOTEL_BIN`, else `target/release/gotel`); without either every
-//! test fails (never skips).
+//! Needs root, Go and a built gotel (`GOTEL_BIN`, else `target/release/gotel`); without root or Go
+//! each test skips with one line (fails under `GOTEL_TEST_REQUIRE_ALL=1`, as `tools/test.sh` runs).
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -42,6 +42,7 @@ fn count(spans: &[gotel_e2e::FlatSpan], name: &str) -> usize {
 
 #[test]
 fn tail_jump_wrapper_spans_are_ok() {
+    gotel_e2e::require!(Root, Go);
     for variant in [Variant::Normal, Variant::Stripped] {
         let (spans, stderr) = traced(variant, "main.(*Ptr).Work; main.(*Inner).Work");
         assert_eq!(count(&spans, "main.(*Ptr).Work"), CALLS, "{variant:?}: {stderr}");
@@ -57,6 +58,7 @@ fn tail_jump_wrapper_spans_are_ok() {
 
 #[test]
 fn results_of_a_tail_jump_are_refused() {
+    gotel_e2e::require!(Root, Go);
     require_environment().unwrap();
     let mut cmd = gotel_command(&Export::Console, "main.(*Ptr).Work(r=ret0)");
     cmd.arg("--").arg(binary(Variant::Normal));
@@ -67,6 +69,7 @@ fn results_of_a_tail_jump_are_refused() {
 
 #[test]
 fn receiver_names_are_exact() {
+    gotel_e2e::require!(Root, Go);
     let (spans, stderr) = traced(Variant::Normal, "main.(*Mutex).Lock");
     assert_eq!(count(&spans, "main.(*Mutex).Lock"), CALLS, "{stderr}");
     assert_eq!(count(&spans, "main.(*RWMutex).Lock"), 0, "(*Mutex) globbed (*RWMutex)");
@@ -78,6 +81,7 @@ fn receiver_names_are_exact() {
 
 #[test]
 fn list_shows_matches_and_refusals_without_attaching() {
+    gotel_e2e::require!(Root, Go);
     require_environment().unwrap();
     let bin = binary(Variant::Normal);
     let mut cmd = Command::new(gotel_bin());
@@ -110,6 +114,7 @@ fn list_shows_matches_and_refusals_without_attaching() {
 
 #[test]
 fn probe_files_take_lines_and_errors_name_them() {
+    gotel_e2e::require!(Root, Go);
     require_environment().unwrap();
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("probes.txt");

@@ -232,7 +232,8 @@ pub struct NewprocConfig {
     pub _pad: u32,
 }
 
-/// Trace context to write into one outgoing request (`INJECT_BY_REQUEST`, `INJECT_PENDING`).
+/// Trace context to write into one outgoing request (`INJECT_BY_REQUEST`, keyed by the request's
+/// URL pointer, see [`HandoffConfig::request_url_offset`]; `INJECT_PENDING`).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]
 pub struct InjectContext {
@@ -247,6 +248,21 @@ pub struct InjectContext {
     pub writer: u64,
     /// `bufio.Writer.n` when the request's own headers started to be written.
     pub n_at_entry: u64,
+    /// `bpf_ktime_get_ns` when the request's writer took the context: the socket path refuses
+    /// contexts older than [`SocketInjectConfig::ttl_ns`].
+    pub stored_ns: u64,
+}
+
+impl InjectContext {
+    /// The context both injection paths send, as `traceparent::format_traceparent_line` takes it.
+    #[inline(always)]
+    pub fn trace_context(&self) -> traceparent::TraceContext {
+        traceparent::TraceContext {
+            trace_id: self.trace_id,
+            span_id: self.span_id,
+            trace_flags: (self.sampled != 0) as u8,
+        }
+    }
 }
 
 /// Field offsets in `bufio.Writer` (from DWARF), for header injection. Array `INJECT_CONFIG`[0].
@@ -257,6 +273,33 @@ pub struct InjectConfig {
     pub buf_offset: u32,
     /// Offset of `n int`.
     pub n_offset: u32,
+}
+
+/// The client-side hand-off of both injection paths (`propagation::handoff`). Array
+/// `HANDOFF_CONFIG`[0].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct HandoffConfig {
+    /// Offset of `URL *url.URL` in `net/http.Request`: the URL pointer, not the request pointer,
+    /// keys a request's context from `Transport.roundTrip` to `Request.write`, because
+    /// `roundTrip` writes a shallow copy of a request that has a body (`setupRewindBody`); the
+    /// copy shares the URL.
+    pub request_url_offset: u32,
+    pub _pad: u32,
+}
+
+/// Settings of the socket path (`INJECT_SOCKET_CONFIG`[0]), filled by user space.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SocketInjectConfig {
+    /// The traced process as the kernel numbers it (initial pid namespace): only its sockets are
+    /// enrolled and only its writes are changed. 0 = none yet.
+    pub tgid: u32,
+    /// Offset of `thread.fsbase` in `struct task_struct` (from the kernel's BTF): the Go thread's
+    /// TLS base, where `g` lives at -8.
+    pub fsbase_offset: u32,
+    /// A stored context older than this is not used (consume-once also bounds it).
+    pub ttl_ns: u64,
 }
 
 /// One captured value inside an event's data, followed by `len` bytes of string payload.
@@ -376,11 +419,36 @@ pub enum Counter {
     InjectSkippedPresent = 12,
     /// Injection skipped: no room in the write buffer, or the buffer was flushed meanwhile.
     InjectSkippedNoRoom = 13,
+    /// Socket path: client sockets of the traced process put into the `INJECT_SOCKETS` sockhash.
+    SocketEnrolled = 14,
+    /// Socket path: a client socket of the traced process could not be enrolled (sockhash full).
+    SocketEnrolFailed = 15,
+    /// Socket path: `traceparent` lines inserted into outgoing requests (`bpf_msg_push_data`).
+    SocketInjected = 16,
+    /// Socket path skipped a request that already carries `traceparent`.
+    SocketSkippedPresent = 17,
+    /// Socket path: a context was waiting but the message does not start with an HTTP/1 request
+    /// line (TLS ciphertext, HTTP/2, a request line split across writes).
+    SocketSkippedNotHttp1 = 18,
+    /// Socket path: the request line does not end inside the scanned window.
+    SocketSkippedLineTooLong = 19,
+    /// Socket path: the waiting context was older than its lifetime and was dropped.
+    SocketContextExpired = 20,
+    /// Socket path: the kernel refused to make room for the line (`bpf_msg_push_data` or a pull
+    /// failed); the message was sent unchanged.
+    SocketInjectFailed = 21,
+    /// Socket path: injected although the end of the header block was past the scanned window
+    /// (a `traceparent` after it would not have been seen).
+    SocketHeadersPastWindow = 22,
+    /// Socket path: a message that starts like a request line was sent with no context waiting
+    /// for its goroutine (request not made through a traced `Transport.roundTrip`).
+    SocketNoContext = 23,
     /// An HTTP/1 request's header block was no longer whole in the connection's read buffer
     /// (it came in several reads, or did not fit) and no `traceparent` was among the lines left.
-    TraceparentUnreadable = 14,
+    TraceparentUnreadable = 24,
 }
-pub const NUM_COUNTERS: u32 = 15;
+/// Room for every branch's counters (p15 24..31, grpc 32..47, db 48..59, k8s 60..63).
+pub const NUM_COUNTERS: u32 = 64;
 
 /// pt_regs slot indices (x86-64 `struct pt_regs` / aya's `pt_regs`, 8 bytes each).
 pub const REG_R15: u8 = 0;
@@ -416,4 +484,28 @@ mod pod {
     unsafe impl aya::Pod for InjectConfig {}
     unsafe impl aya::Pod for ExtractConfig {}
     unsafe impl aya::Pod for NewprocConfig {}
+    unsafe impl aya::Pod for HandoffConfig {}
+    unsafe impl aya::Pod for SocketInjectConfig {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The line both paths send for a stored context (the socket path's inserted line, the
+    /// memory path's appended one).
+    #[test]
+    fn traceparent_line_is_w3c() {
+        use traceparent::{format_traceparent_line, TRACEPARENT_LINE_LEN};
+        let mut trace_id = [0u8; 16];
+        trace_id[0] = 0x0a;
+        trace_id[15] = 0xff;
+        let ctx = InjectContext { trace_id, span_id: 0x00f0_67aa_0ba9_02b7, sampled: 1, ..Default::default() };
+        let mut line = [0u8; TRACEPARENT_LINE_LEN];
+        format_traceparent_line(&mut line, &ctx.trace_context());
+        assert_eq!(&line[..], &b"traceparent: 00-0a0000000000000000000000000000ff-00f067aa0ba902b7-01\r\n"[..]);
+        let ctx = InjectContext { sampled: 0, ..ctx };
+        format_traceparent_line(&mut line, &ctx.trace_context());
+        assert_eq!(&line[65..], b"-00\r\n");
+    }
 }

@@ -14,20 +14,21 @@ pub const PROGRAM_RETURN: &str = "gotel_return";
 pub const PROGRAM_NEWPROC_ENTRY: &str = "gotel_newproc_entry";
 /// RETs of `runtime.newproc1`: the new goroutine inherits the spawning call as parent.
 pub const PROGRAM_NEWPROC_RETURN: &str = "gotel_newproc_return";
-/// Entry of `net/http.(*Request).write` (injection only).
+/// Entry of `net/http.(*Request).write`: the hand-off of both injection paths.
 pub const PROGRAM_REQUEST_WRITE: &str = "gotel_request_write";
 /// Entry of `net/http.Header.writeSubset` (injection only).
 pub const PROGRAM_HEADER_WRITE_ENTRY: &str = "gotel_header_write_entry";
 /// RETs of `net/http.Header.writeSubset`: the only program that writes target memory.
 pub const PROGRAM_HEADER_WRITE_RETURN: &str = "gotel_header_write_return";
+/// Entry of `net/http.(*Transport).dialConn`: tells the socket path the traced process's pid.
+pub const PROGRAM_SOCKET_DIAL: &str = "gotel_socket_dial";
+/// SOCK_OPS on the target's cgroup: enrols the traced process's client sockets.
+pub const PROGRAM_SOCK_OPS: &str = "gotel_sock_ops";
+/// SK_MSG on the sockhash: inserts `traceparent`, the only program that changes messages.
+pub const PROGRAM_SK_MSG: &str = "gotel_sk_msg";
 
-/// Programs loaded in every session. They only read the target.
-pub const TRACING_PROGRAMS: [&str; 4] = [PROGRAM_ENTRY, PROGRAM_RETURN, PROGRAM_NEWPROC_ENTRY, PROGRAM_NEWPROC_RETURN];
-/// Programs loaded only with `GOTEL_PROPAGATION=inject`.
-pub const INJECTION_PROGRAMS: [&str; 3] =
-    [PROGRAM_REQUEST_WRITE, PROGRAM_HEADER_WRITE_ENTRY, PROGRAM_HEADER_WRITE_RETURN];
 /// Every program of the object.
-pub const ALL_PROGRAMS: [&str; 7] = [
+pub const ALL_PROGRAMS: [&str; 10] = [
     PROGRAM_ENTRY,
     PROGRAM_RETURN,
     PROGRAM_NEWPROC_ENTRY,
@@ -35,6 +36,9 @@ pub const ALL_PROGRAMS: [&str; 7] = [
     PROGRAM_REQUEST_WRITE,
     PROGRAM_HEADER_WRITE_ENTRY,
     PROGRAM_HEADER_WRITE_RETURN,
+    PROGRAM_SOCKET_DIAL,
+    PROGRAM_SOCK_OPS,
+    PROGRAM_SK_MSG,
 ];
 
 /// Ring buffer of records ([`crate::EventHeader`] then values).
@@ -60,8 +64,20 @@ pub const MAP_EXTRACT_CONFIG: &str = "EXTRACT_CONFIG";
 /// Field offsets that find the spawning goroutine at `runtime.newproc1`'s RETs
 /// ([`crate::NewprocConfig`]).
 pub const MAP_NEWPROC_CONFIG: &str = "NEWPROC_CONFIG";
+/// `net/http.Request.URL` offset for the hand-off ([`crate::HandoffConfig`]).
+pub const MAP_HANDOFF_CONFIG: &str = "HANDOFF_CONFIG";
+/// Client sockets of the traced process (sockhash the SK_MSG program runs on).
+pub const MAP_INJECT_SOCKETS: &str = "INJECT_SOCKETS";
+/// Sockets the traced process is connecting, until established.
+pub const MAP_INJECT_CONNECTING: &str = "INJECT_CONNECTING";
+/// The socket path's settings ([`crate::SocketInjectConfig`]).
+pub const MAP_INJECT_SOCKET_CONFIG: &str = "INJECT_SOCKET_CONFIG";
+/// Scratch sockhash for the start-up FIONREAD measurement (no program on it).
+pub const MAP_FIONREAD_PROBE: &str = "FIONREAD_PROBE";
+/// Per-CPU working memory of the SK_MSG program.
+pub const MAP_INJECT_SOCKET_SCRATCH: &str = "INJECT_SOCKET_SCRATCH";
 /// Every map of the object.
-pub const ALL_MAPS: [&str; 11] = [
+pub const ALL_MAPS: [&str; 17] = [
     MAP_EVENTS,
     MAP_GOROUTINES,
     MAP_NEWPROC,
@@ -73,6 +89,12 @@ pub const ALL_MAPS: [&str; 11] = [
     MAP_INJECT_CONFIG,
     MAP_EXTRACT_CONFIG,
     MAP_NEWPROC_CONFIG,
+    MAP_HANDOFF_CONFIG,
+    MAP_INJECT_SOCKETS,
+    MAP_INJECT_CONNECTING,
+    MAP_INJECT_SOCKET_CONFIG,
+    MAP_FIONREAD_PROBE,
+    MAP_INJECT_SOCKET_SCRATCH,
 ];
 
 #[cfg(test)]
@@ -83,7 +105,6 @@ mod tests {
     fn the_lists_are_complete_and_distinct() {
         for (i, a) in ALL_PROGRAMS.iter().enumerate() {
             assert!(ALL_PROGRAMS[i + 1..].iter().all(|b| a != b), "{a} twice");
-            assert!(TRACING_PROGRAMS.contains(a) != INJECTION_PROGRAMS.contains(a), "{a} in exactly one set");
         }
         for (i, a) in ALL_MAPS.iter().enumerate() {
             assert!(ALL_MAPS[i + 1..].iter().all(|b| a != b), "{a} twice");

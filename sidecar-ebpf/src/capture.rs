@@ -189,7 +189,9 @@ fn fetch_one(s: &mut Scratch, f: &Fetch, sp: u64, off: usize) -> usize {
                 vh.flags |= VALUE_TRUNCATED;
             }
             if str_ptr != 0 && n > 0 {
-                let n = n & (2 * MAX_STR - 1);
+                // Volatile: LLVM proves n <= max and drops a plain mask, and kernels before 6.8
+                // do not bound a register by its comparison with another (6.1 refused the load).
+                let n = unsafe { core::ptr::read_volatile::<usize>(&n) } & (2 * MAX_STR - 1);
                 let dst_off = (off + VALUE_HEADER_SIZE) & (SCRATCH_SIZE - 1);
                 let dst = unsafe { core::slice::from_raw_parts_mut(s.buf.as_mut_ptr().add(dst_off), n) };
                 if unsafe { bpf_probe_read_user_buf(str_ptr as *const u8, dst) }.is_ok() {

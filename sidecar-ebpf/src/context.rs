@@ -7,8 +7,8 @@
 //! record.
 use aya_ebpf::{
     helpers::{
-        bpf_get_attach_cookie, bpf_get_current_pid_tgid, bpf_get_prandom_u32, bpf_ktime_get_ns,
-        bpf_probe_read_kernel_buf, bpf_probe_read_user,
+        bpf_get_attach_cookie, bpf_get_current_pid_tgid, bpf_get_current_task, bpf_get_prandom_u32, bpf_ktime_get_ns,
+        bpf_probe_read_kernel, bpf_probe_read_kernel_buf, bpf_probe_read_user,
     },
     programs::ProbeContext,
 };
@@ -94,6 +94,18 @@ pub fn key_in_this_process(addr: u64) -> GoroutineKey {
 #[inline(always)]
 pub fn current_goroutine(regs: &[u64; 32]) -> GoroutineKey {
     key_in_this_process(regs[REG_R14 as usize])
+}
+
+/// The goroutine running on this thread where no Go registers are at hand (the socket path's
+/// SK_MSG program): `*(fsbase - 8)`, the linux/amd64 TLS slot of g (the same for static and cgo
+/// builds), with `task->thread.fsbase` at `fsbase_offset` (user space finds it in the kernel's
+/// BTF: aya programs get no CO-RE relocations).
+#[inline(always)]
+pub fn goroutine_from_tls(fsbase_offset: u32) -> Option<GoroutineKey> {
+    let task = unsafe { bpf_get_current_task() };
+    let fsbase: u64 = unsafe { bpf_probe_read_kernel((task + fsbase_offset as u64) as *const u64) }.ok()?;
+    let g = unsafe { bpf_probe_read_user(fsbase.wrapping_sub(8) as *const u64) }.ok()?;
+    Some(key_in_this_process(g))
 }
 
 /// The goroutine's record of calls in progress; with `create`, a fresh one when it has none.

@@ -17,7 +17,7 @@ use crate::{
     capture::{emit, At},
     context::{hit, random_trace_id, random_u64, state_of, Hit},
     maps::{count, GOROUTINES, PROBES},
-    propagation::{extract::scan_request_headers, inject_memory::offer_context},
+    propagation::{extract::scan_request_headers, handoff::offer_context},
 };
 
 #[uprobe]
@@ -69,7 +69,7 @@ fn on_entry(ctx: &ProbeContext) -> Option<()> {
     st.depth = (n + 1) as u32;
     if let Some(plan) = plan {
         if plan.flags & PLAN_INJECT_CONTEXT != 0 {
-            offer_context(h.key.tgid, st, span_id, saved[0]);
+            offer_context(h.key.tgid, st, span_id, saved[0], h.now);
         }
         if plan.flags & PLAN_HAS_ENTRY_FETCH != 0 {
             let hdr = EventHeader::for_frame(EventKind::EntryValues, h.key, h.tid, st, n, 0, 0);

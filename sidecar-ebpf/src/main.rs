@@ -1,4 +1,5 @@
-//! gotel's kernel side: seven small uprobe programs, generic and driven by maps that user space
+//! gotel's kernel side: small uprobe programs (and, for injection through the socket, a SOCK_OPS
+//! and an SK_MSG program), generic and driven by maps that user space
 //! fills from its plan. None is a uretprobe (Go moves stacks, and a uretprobe's hijacked return
 //! address then crashes the program): returns are probed at every RET instruction.
 //!
@@ -8,11 +9,14 @@
 //! | `gotel_return` | every RET of a traced function | pops the frame, emits the span with its results | `frames` |
 //! | `gotel_newproc_return` | RETs of `runtime.newproc1` | the new goroutine inherits the spawning call (found through `g0.m.curg`); clears a reused g | `goroutines` |
 //! | `gotel_newproc_entry` | entry of `runtime.newproc1`, only when the `g`/`m` offsets are unknown | remembers the spawning goroutine | `goroutines` |
-//! | `gotel_request_write` | entry of `net/http.(*Request).write` | hands a client span's context to the writing goroutine | `propagation::inject_memory` |
+//! | `gotel_request_write` | entry of `net/http.(*Request).write` | hands a client span's context to the writing goroutine | `propagation::handoff` |
 //! | `gotel_header_write_entry` | entry of `net/http.Header.writeSubset` | notes where the request's headers start | `propagation::inject_memory` |
-//! | `gotel_header_write_return` | RETs of `net/http.Header.writeSubset` | writes `traceparent` into the request (the only writer) | `propagation::inject_memory` |
+//! | `gotel_header_write_return` | RETs of `net/http.Header.writeSubset` | writes `traceparent` into the request (the only writer of target memory) | `propagation::inject_memory` |
+//! | `gotel_socket_dial` | entry of `net/http.(*Transport).dialConn` | tells the socket path the traced process's pid | `propagation::inject_socket` |
+//! | `gotel_sock_ops` | SOCK_OPS on the target's cgroup v2 | enrols the traced process's client sockets in a sockhash | `propagation::inject_socket` |
+//! | `gotel_sk_msg` | SK_MSG on that sockhash | inserts `traceparent` after the request line (the only program that changes messages) | `propagation::inject_socket` |
 //!
-//! The last three are loaded only with `GOTEL_PROPAGATION=inject`. Program and map names are
+//! The last six are loaded only with `GOTEL_PROPAGATION=inject`. Program and map names are
 //! listed in `gotel_shared::names`; the pure rules (frame matching, parents, span flags, the
 //! record header, traceparent parse and format) are in `gotel_shared::rules` and
 //! `gotel_shared::traceparent`, where they are tested on the host.

@@ -6,14 +6,15 @@
 //! memory or make inserts fail.
 use aya_ebpf::{
     macros::map,
-    maps::{Array, LruHashMap, PerCpuArray, RingBuf},
+    maps::{Array, LruHashMap, PerCpuArray, RingBuf, SockHash},
 };
 use gotel_shared::{
-    Counter, ExtractConfig, GoroutineKey, GoroutineState, InjectConfig, InjectContext, NewprocConfig, ProbePlan,
+    Counter, ExtractConfig, GoroutineKey, GoroutineState, HandoffConfig, InjectConfig, InjectContext, NewprocConfig,
+    ProbePlan, SocketInjectConfig,
     NUM_COUNTERS,
 };
 
-use crate::context::Scratch;
+use crate::{context::Scratch, propagation::inject_socket::MsgScratch};
 
 /// Completed spans and captured values, submitted without wake-up and drained on a timer
 /// (waking user space per event nearly doubles the cost of a traced call).
@@ -45,7 +46,7 @@ pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(NUM_COUNTE
 #[map]
 pub static SCRATCH: PerCpuArray<Scratch> = PerCpuArray::with_max_entries(1, 0);
 
-/// Outgoing requests whose CLIENT span asked for injection, by (tgid, *http.Request).
+/// Outgoing requests whose CLIENT span asked for injection, by (tgid, the request's *url.URL).
 #[map]
 pub static INJECT_BY_REQUEST: LruHashMap<GoroutineKey, InjectContext> = LruHashMap::with_max_entries(4096, 0);
 
@@ -65,6 +66,35 @@ pub static EXTRACT_CONFIG: Array<ExtractConfig> = Array::with_max_entries(1, 0);
 /// index 0 when it knows them; else the entry hook fills `NEWPROC`).
 #[map]
 pub static NEWPROC_CONFIG: Array<NewprocConfig> = Array::with_max_entries(1, 0);
+
+/// `net/http.Request.URL` offset for the hand-off (user space fills index 0 from DWARF).
+#[map]
+pub static HANDOFF_CONFIG: Array<HandoffConfig> = Array::with_max_entries(1, 0);
+
+/// Socket path: client sockets of the traced process, by socket cookie. The kernel drops an
+/// entry when its socket closes; the map going away (gotel exits) releases every socket
+/// unchanged.
+#[map]
+pub static INJECT_SOCKETS: SockHash<u64> = SockHash::with_max_entries(65536, 0);
+
+/// Socket path: sockets the traced process is connecting (marked in its own context at
+/// TCP_CONNECT_CB), by socket cookie, until they are established. LRU: a failed connect cannot
+/// pin memory.
+#[map]
+pub static INJECT_CONNECTING: LruHashMap<u64, u32> = LruHashMap::with_max_entries(4096, 0);
+
+/// Socket path, index 0: which process, the `thread.fsbase` offset, the context lifetime.
+#[map]
+pub static INJECT_SOCKET_CONFIG: Array<SocketInjectConfig> = Array::with_max_entries(1, 0);
+
+/// Never used by a program: user space enrols one loopback socket here at start-up to measure
+/// whether this kernel reports `ioctl(FIONREAD)` = 0 for sockets in a sockhash (929e30f93125).
+#[map]
+pub static FIONREAD_PROBE: SockHash<u32> = SockHash::with_max_entries(1, 0);
+
+/// Socket path: per-CPU copy of the scanned window, the scan's state and the line.
+#[map]
+pub static INJECT_SOCKET_SCRATCH: PerCpuArray<MsgScratch> = PerCpuArray::with_max_entries(1, 0);
 
 /// Adds one to a counter of this CPU.
 #[inline(always)]

@@ -24,10 +24,11 @@ use crate::{
     exit::Failure,
     instrumentations::{AttachTarget, Library, Load},
     plan::{Plan, MAX_PROBES},
+    uprobe_multi,
 };
 
 /// The programs of every span probe (user probes and built-in spans).
-const SPAN_PROGRAMS: [&str; 2] = ["gotel_entry", "gotel_return"];
+const SPAN_PROGRAMS: [&str; 2] = [gotel_shared::names::PROGRAM_ENTRY, gotel_shared::names::PROGRAM_RETURN];
 
 /// The compiled kernel programs, built by build.rs.
 static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/gotel-ebpf"));
@@ -39,11 +40,22 @@ pub struct Attached {
     /// Instrumentations whose programs the kernel refused (`Load::MayBeRefused`): their hooks
     /// are not attached.
     pub refused: Vec<Library>,
+    // uprobe_multi (uprobe_multi.rs): copies of the programs for multi links, or why not.
+    multi: Result<uprobe_multi::MultiPrograms, String>,
+    pending: uprobe_multi::Points,
+    links: Option<uprobe_multi::MultiLinks>,
 }
 
 /// Kernel counters, summed over CPUs.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct KernelCounters(pub [u64; NUM_COUNTERS as usize]);
+
+// By hand: `Default` is derived for arrays of at most 32 elements.
+impl Default for KernelCounters {
+    fn default() -> Self {
+        Self([0; NUM_COUNTERS as usize])
+    }
+}
 
 impl KernelCounters {
     pub fn get(&self, c: Counter) -> u64 {
@@ -76,7 +88,7 @@ fn environment_error(what: &str, e: impl std::fmt::Display) -> Failure {
 }
 
 /// aya wraps the syscall error; show the innermost cause.
-fn chain(e: &dyn std::error::Error) -> String {
+pub(crate) fn chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut cur = e.source();
     while let Some(c) = cur {
@@ -155,7 +167,22 @@ pub fn load(plan: &Plan, settings: &MapSizes) -> Result<Attached, Failure> {
         }
         prog.load().map_err(|e| environment_error(&format!("loading {name} (BPF verifier)"), chain(&e)))?;
     }
-    Ok(Attached { ebpf, uprobes: 0, refused })
+    // uprobe_multi: a second copy of each uprobe program the plan uses, loaded for multi links
+    // (uprobe_multi.rs).
+    let mode = uprobe_multi::Mode::from_env().map_err(Failure::config)?;
+    let multi = match uprobe_multi::unavailable_reason(mode, aya::util::KernelVersion::current().ok()) {
+        Some(reason) => Err(reason),
+        None => {
+            let mut loaded: Vec<&str> = SPAN_PROGRAMS.to_vec();
+            for h in plan.hooks.iter().filter(|h| !is_refused(h.instrumentation)) {
+                if !loaded.contains(&h.program) {
+                    loaded.push(h.program);
+                }
+            }
+            uprobe_multi::MultiPrograms::load(&ebpf, EBPF_OBJECT, &loaded)
+        }
+    };
+    Ok(Attached { ebpf, uprobes: 0, refused, multi, pending: Default::default(), links: None })
 }
 
 impl Attached {
@@ -163,14 +190,59 @@ impl Attached {
         &mut self,
         program: &'static str,
         bin: &GoBinary,
-        target: &Path,
-        pid: u32,
+        _target: &Path, // uprobe_multi: used by attach_pending
+        _pid: u32,
         vaddr: u64,
         cookie: u64,
     ) -> Result<(), Failure> {
         let offset = bin
             .file_offset(vaddr)
             .ok_or_else(|| Failure::target(format!("{:#x} is not in a loadable segment of {}", vaddr, bin.path)))?;
+        // uprobe_multi: collect; `attach_pending` attaches them all.
+        self.pending.push(program, offset, cookie);
+        Ok(())
+    }
+
+    /// Attaches the collected uprobes: as uprobe_multi links when the kernel allows, else (or
+    /// when a link fails) one perf-event uprobe each, in the order they were collected.
+    fn attach_pending(&mut self, target: &Path, pid: u32) -> Result<(), Failure> {
+        let points = std::mem::take(&mut self.pending);
+        let started = std::time::Instant::now();
+        let reason = match &self.multi {
+            Ok(programs) => match programs.attach(target, pid, &points) {
+                Ok(links) => {
+                    self.uprobes += links.uprobes;
+                    self.links = Some(links);
+                    let ms = started.elapsed().as_secs_f64() * 1e3;
+                    tracing::info!(uprobes = points.len(), ms, "uprobes attached as uprobe_multi links");
+                    return Ok(());
+                }
+                Err(e) => e,
+            },
+            Err(reason) => reason.clone(),
+        };
+        let warning = uprobe_multi::slow_detach_warning(&reason, points.len());
+        if points.len() as u32 * uprobe_multi::PERF_EVENT_DETACH_PER_UPROBE.as_millis() as u32 > 5000 {
+            tracing::warn!("{warning}");
+        } else {
+            tracing::info!("{warning}");
+        }
+        for (program, offset, cookie) in points.iter() {
+            self.attach_perf_event(program, target, pid, offset, cookie)?;
+        }
+        let ms = started.elapsed().as_secs_f64() * 1e3;
+        tracing::info!(uprobes = points.len(), ms, "uprobes attached as perf events");
+        Ok(())
+    }
+
+    fn attach_perf_event(
+        &mut self,
+        program: &'static str,
+        target: &Path,
+        pid: u32,
+        offset: u64,
+        cookie: u64,
+    ) -> Result<(), Failure> {
         let prog: &mut UProbe = self.ebpf.program_mut(program).expect("program").try_into().expect("uprobe");
         let scope = UProbeScope::OneProcess(NonZeroU32::new(pid).expect("pid > 0"));
         let point = UProbeAttachPoint { location: UProbeAttachLocation::AbsoluteOffset(offset), cookie: Some(cookie) };
@@ -196,27 +268,44 @@ impl Attached {
         for p in &plan.probes {
             for &off in &p.ret_offsets {
                 let cookie = p.id as u64 | COOKIE_RETURN | (off.min(0xffff) << 48);
-                self.attach_one("gotel_return", bin, target, pid, p.function.entry + off, cookie)?;
+                self.attach_one(gotel_shared::names::PROGRAM_RETURN, bin, target, pid, p.function.entry + off, cookie)?;
             }
             let mut cookie = p.id as u64 | COOKIE_ENTRY;
             if p.at_function_start {
                 cookie |= COOKIE_AT_FUNC_START;
             }
-            self.attach_one("gotel_entry", bin, target, pid, p.function.entry + p.entry_offset, cookie)?;
+            self.attach_one(
+                gotel_shared::names::PROGRAM_ENTRY,
+                bin,
+                target,
+                pid,
+                p.function.entry + p.entry_offset,
+                cookie,
+            )?;
         }
+        self.attach_pending(target, pid)?; // uprobe_multi
         for unit in &plan.instrumentations {
             if let Some(extra) = unit.attach_extra.filter(|_| !self.refused.contains(unit)) {
-                extra(&mut self.ebpf, &AttachTarget { pid, exe: target })?;
+                let t = AttachTarget { pid, exe: target, planned: &plan.instrumentations, refused: &self.refused };
+                extra(&mut self.ebpf, &t)?;
             }
         }
         Ok(())
     }
 
-    /// Detaches every probe. Each uprobe removal waits for the kernel to quiesce (0.1 to 0.25 s
-    /// on these VMs, serialized by the kernel: closing from several threads was measured to gain
-    /// nothing), so callers flush spans before detaching. uprobe_multi links (kernel 6.6+) would
-    /// remove them in one go but aya 0.14 cannot attach them.
+    /// Closes the uprobe_multi links now (well under a second). Call it from a thread that is
+    /// not exiting: the kernel removes the breakpoints with a killable lock, so a close made
+    /// while the process exits fails ("leaking uprobe" in dmesg) and leaves the target slowed.
+    pub fn detach_links(&mut self) {
+        drop(self.links.take()); // uprobe_multi
+    }
+
+    /// Detaches every probe: uprobe_multi links in well under a second; perf-event uprobes (the
+    /// fallback) one at a time, each waiting for the kernel to quiesce (0.1 to 0.25 s on these
+    /// VMs, serialized by the kernel: closing from several threads was measured to gain
+    /// nothing), so callers flush spans before detaching.
     pub fn detach(self) {
+        drop(self.links); // uprobe_multi: every multi-linked uprobe at once
         drop(self.ebpf);
     }
 
@@ -290,16 +379,13 @@ fn raise_limits() {
 mod tests {
     use super::*;
 
-    /// gotel only reads the target, except the header-injection program that only
-    /// GOTEL_PROPAGATION=inject loads: no other kernel program may call `bpf_probe_write_user`
-    /// (helper 36). Checked on the object that ships inside the binary.
-    #[test]
-    fn only_the_injection_program_writes_user_memory() {
+    /// The functions of the embedded eBPF object that call helper `helper`, and the number of
+    /// helper calls seen in all (to tell a wrong object from a clean one).
+    fn helper_callers(helper: i32) -> (usize, Vec<String>) {
         const BPF_CALL: u8 = 0x85;
-        const PROBE_WRITE_USER: i32 = 36;
         let elf = goblin::elf::Elf::parse(EBPF_OBJECT).expect("the embedded eBPF object is an ELF file");
         let mut calls = 0;
-        let mut writers = Vec::new();
+        let mut callers = Vec::new();
         for (index, sh) in elf.section_headers.iter().enumerate() {
             if sh.sh_flags & goblin::elf::section_header::SHF_EXECINSTR as u64 == 0 {
                 continue;
@@ -316,23 +402,41 @@ mod tests {
             };
             let code = &EBPF_OBJECT[sh.sh_offset as usize..(sh.sh_offset + sh.sh_size) as usize];
             for (i, ins) in code.chunks_exact(8).enumerate() {
-                let name = function_at(i as u64 * 8);
                 // A helper call has src_reg 0 (bpf-to-bpf calls have 1).
                 if ins[0] == BPF_CALL && ins[1] >> 4 == 0 {
                     calls += 1;
-                    let helper = i32::from_le_bytes(ins[4..8].try_into().unwrap());
-                    if helper == PROBE_WRITE_USER {
-                        writers.push(name);
+                    if i32::from_le_bytes(ins[4..8].try_into().unwrap()) == helper {
+                        callers.push(function_at(i as u64 * 8));
                     }
                 }
             }
         }
+        callers.dedup();
+        (calls, callers)
+    }
+
+    /// gotel only reads the target, except the header-injection program that only
+    /// GOTEL_PROPAGATION=inject loads: no other kernel program may call `bpf_probe_write_user`
+    /// (helper 36). Checked on the object that ships inside the binary.
+    #[test]
+    fn only_the_injection_program_writes_user_memory() {
+        let (calls, writers) = helper_callers(36);
         assert!(calls > 10, "found only {calls} helper calls: is this the right object?");
-        writers.dedup();
         assert_eq!(
             writers,
             vec![gotel_shared::names::PROGRAM_HEADER_WRITE_RETURN.to_string()],
             "programs calling bpf_probe_write_user"
         );
+    }
+
+    /// The socket path's SK_MSG program is the only one that changes what a process sends
+    /// (`bpf_msg_push_data`, helper 90; `bpf_msg_pop_data`, 91, only takes its own gap out again).
+    #[test]
+    fn only_the_socket_program_changes_messages() {
+        use gotel_shared::names::PROGRAM_SK_MSG;
+        let (calls, pushers) = helper_callers(90);
+        assert!(calls > 10, "found only {calls} helper calls: is this the right object?");
+        assert_eq!(pushers, vec![PROGRAM_SK_MSG.to_string()], "programs calling bpf_msg_push_data");
+        assert_eq!(helper_callers(91).1, vec![PROGRAM_SK_MSG.to_string()], "programs calling bpf_msg_pop_data");
     }
 }

@@ -22,4 +22,5 @@ pub mod session;
 pub mod spans;
 pub mod spec;
 pub mod target;
+pub mod uprobe_multi;
 pub mod values;

@@ -245,6 +245,9 @@ async fn session(
     if let Some(p) = pipeline {
         p.shutdown(timeout).await;
     }
+    // uprobe_multi links close at once, here: a close made while the process exits would leak
+    // the target's breakpoints (see Attached::detach_links).
+    attached.detach_links();
     // Removing uprobes is slow (see Attached::detach): do it in the background so that a
     // restarted --exe target is picked up at once; process exit finishes it otherwise.
     std::thread::spawn(move || {

@@ -26,7 +26,8 @@ fn symbols_in(elf: &goblin::elf::Elf, section: &str) -> BTreeSet<String> {
 #[test]
 fn the_object_has_exactly_the_named_programs_and_maps() {
     let elf = goblin::elf::Elf::parse(EBPF_OBJECT).expect("the embedded eBPF object is an ELF file");
-    let programs = symbols_in(&elf, "uprobe");
+    // Uprobes, and the socket path's SOCK_OPS and SK_MSG programs.
+    let programs: BTreeSet<String> = ["uprobe", "sockops", "sk_msg"].iter().flat_map(|s| symbols_in(&elf, s)).collect();
     let maps = symbols_in(&elf, "maps");
     assert_eq!(programs, ALL_PROGRAMS.iter().map(|n| n.to_string()).collect(), "programs");
     assert_eq!(maps, ALL_MAPS.iter().map(|n| n.to_string()).collect(), "maps");

@@ -1,9 +1,11 @@
 // httpsvc is one of two small HTTP services for gotel's HTTP tests: a frontend that serves
 // /order and calls the backend's /price, with traced functions in between and a goroutine
-// spawned from a traced call.
+// spawned from a traced call. With -tls-cert/-tls-key it serves HTTP/1.1 over TLS (a client
+// trusts the certificate through SSL_CERT_FILE).
 package main
 
 import (
+	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
@@ -59,6 +61,8 @@ func main() {
 	listen := flag.String("listen", "127.0.0.1:0", "address")
 	flag.StringVar(&backend, "backend", "", "backend base URL")
 	portfile := flag.String("portfile", "", "write the listening address here")
+	tlsCert := flag.String("tls-cert", "", "serve HTTP/1.1 over TLS with this certificate (PEM) and -tls-key")
+	tlsKey := flag.String("tls-key", "", "the certificate's key (PEM)")
 	flag.Parse()
 	mux := http.NewServeMux()
 	if *role == "backend" {
@@ -87,6 +91,11 @@ func main() {
 	if *portfile != "" {
 		os.WriteFile(*portfile+".tmp", []byte(ln.Addr().String()), 0o644)
 		os.Rename(*portfile+".tmp", *portfile)
+	}
+	if *tlsCert != "" {
+		// HTTP/1.1 only: a non-nil empty TLSNextProto turns off HTTP/2 (ALPN h2).
+		srv := &http.Server{Handler: mux, TLSNextProto: map[string]func(*http.Server, *tls.Conn, http.Handler){}}
+		log.Fatal(srv.ServeTLS(ln, *tlsCert, *tlsKey))
 	}
 	log.Fatal(http.Serve(ln, mux))
 }

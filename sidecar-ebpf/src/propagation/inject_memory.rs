@@ -4,14 +4,10 @@
 //! (`only_the_injection_program_writes_user_memory` in `sidecar/src/attach.rs`) checks that no
 //! other program calls the helper.
 //!
-//! The hand-over, per outgoing request:
-//! 1. `gotel_entry` of an HTTP client span whose plan has `PLAN_INJECT_CONTEXT` calls
-//!    [`offer_context`]: the span's context is stored under the `*http.Request`.
-//! 2. `gotel_request_write` (entry of `net/http.(*Request).write`, on the connection's writer
-//!    goroutine) moves it to that goroutine.
-//! 3. `gotel_header_write_entry` (entry of `net/http.Header.writeSubset`) notes where the
+//! Per outgoing request, once `propagation::handoff` gave the writing goroutine its context:
+//! 1. `gotel_header_write_entry` (entry of `net/http.Header.writeSubset`) notes where the
 //!    request's own header lines start in the connection's `bufio.Writer`.
-//! 4. `gotel_header_write_return` (its RETs): unless the request already has a `traceparent`,
+//! 2. `gotel_header_write_return` (its RETs): unless the request already has a `traceparent`,
 //!    appends ours after its headers, inside the buffer's length only, and advances `n`.
 use aya_ebpf::{
     helpers::{bpf_probe_read_user_buf, generated::bpf_loop, generated::bpf_probe_write_user},
@@ -19,51 +15,19 @@ use aya_ebpf::{
     programs::ProbeContext,
 };
 use gotel_shared::{
-    traceparent::{format_traceparent_line, TraceContext, TRACEPARENT_LINE_LEN, TRACEPARENT_NAME},
-    Counter, GoroutineKey, GoroutineState, InjectContext, REG_RAX, REG_RCX, SCRATCH_SIZE,
-    SPAN_TRACE_REMOTE_NOT_SAMPLED,
+    traceparent::{format_traceparent_line, TRACEPARENT_LINE_LEN, TRACEPARENT_NAME},
+    Counter, REG_RCX, SCRATCH_SIZE,
 };
 
 use crate::{
     context::{copy_regs, current_goroutine, read_u64},
-    maps::{count, INJECT_BY_REQUEST, INJECT_CONFIG, INJECT_PENDING, SCRATCH},
+    maps::{count, INJECT_CONFIG, INJECT_PENDING, SCRATCH},
 };
 
 /// Bytes of a request's own header block that are searched for an existing `traceparent`.
 const MAX_SCANNED_HEADERS: usize = 2048;
 
-/// Step 1: the CLIENT span `span_id` just started for the `*http.Request` at `request`; the
-/// goroutine that writes the request (http.persistConn.writeLoop) picks its context up there.
-#[inline(always)]
-pub fn offer_context(tgid: u32, st: &GoroutineState, span_id: u64, request: u64) {
-    let ctx = InjectContext {
-        trace_id: st.trace_id,
-        span_id,
-        sampled: (st.trace_flags & SPAN_TRACE_REMOTE_NOT_SAMPLED as u32 == 0) as u32,
-        state: 0,
-        writer: 0,
-        n_at_entry: 0,
-    };
-    let _ = INJECT_BY_REQUEST.insert(&GoroutineKey::new(tgid, request), &ctx, 0);
-}
-
-/// Step 2, entry of `net/http.(*Request).write(r *Request, w io.Writer, ...)` (RAX = r): if the
-/// request carries a context to inject, the current goroutine is the one writing it.
-#[uprobe]
-pub fn gotel_request_write(ctx: ProbeContext) -> u32 {
-    let _ = (|| -> Option<()> {
-        let s = unsafe { &mut *copy_regs(&ctx)? };
-        let g = current_goroutine(&s.regs);
-        let req = GoroutineKey::new(g.tgid, s.regs[REG_RAX as usize]);
-        let ctx = unsafe { *INJECT_BY_REQUEST.get(&req)? };
-        let _ = INJECT_BY_REQUEST.remove(&req);
-        let _ = INJECT_PENDING.insert(&g, &ctx, 0);
-        Some(())
-    })();
-    0
-}
-
-/// Step 3, entry of `net/http.Header.writeSubset(h Header, w io.Writer, ...)` (RBX, RCX = w):
+/// Step 1, entry of `net/http.Header.writeSubset(h Header, w io.Writer, ...)` (RBX, RCX = w):
 /// remember where the request's own header lines start in the connection's buffer.
 #[uprobe]
 pub fn gotel_header_write_entry(ctx: ProbeContext) -> u32 {
@@ -114,7 +78,7 @@ extern "C" fn scan_one(i: u64, ctx: *mut core::ffi::c_void) -> i64 {
     1
 }
 
-/// Step 4, RET of `net/http.Header.writeSubset`: the request's own headers are in the buffer.
+/// Step 2, RET of `net/http.Header.writeSubset`: the request's own headers are in the buffer.
 /// Unless one of them is a `traceparent`, append ours after them, inside the buffer's length
 /// only, and advance `n`. The only write gotel ever makes into a target.
 #[uprobe]
@@ -162,8 +126,7 @@ pub fn gotel_header_write_return(ctx: ProbeContext) -> u32 {
         }
         let s = unsafe { &mut *scratch };
         let line = s.buf.first_chunk_mut::<TRACEPARENT_LINE_LEN>()?;
-        let ours = TraceContext { trace_id: p.trace_id, span_id: p.span_id, trace_flags: (p.sampled != 0) as u8 };
-        format_traceparent_line(line, &ours);
+        format_traceparent_line(line, &p.trace_context());
         let rc = unsafe {
             bpf_probe_write_user((buf_ptr + n) as *mut _, line.as_ptr() as *const _, TRACEPARENT_LINE_LEN as u32)
         };

@@ -26,7 +26,7 @@ pub static GOROUTINES: Instrumentation = Instrumentation {
     // Opaque: only the offsets are used (`*m` and `*g` point at each other, a type cycle).
     fields: &[FieldNeed::std("runtime.g", "m", GoTy::Opaque), FieldNeed::std("runtime.m", "curg", GoTy::Opaque)],
     hooks: &[HookSpec {
-        program: "gotel_newproc_return",
+        program: gotel_shared::names::PROGRAM_NEWPROC_RETURN,
         function: "runtime.newproc1",
         at: At::Returns,
         cookie: COOKIE_NEWPROC_RETURN,
@@ -43,7 +43,7 @@ pub static GOROUTINES_ENTRY: Instrumentation = Instrumentation {
     doc: "with *goroutines*, when the offsets of `runtime.g.m` and `runtime.m.curg` are unknown: remembers the \
           spawning goroutine at newproc1's entry (a second probe per goroutine start)",
     hooks: &[HookSpec {
-        program: "gotel_newproc_entry",
+        program: gotel_shared::names::PROGRAM_NEWPROC_ENTRY,
         function: "runtime.newproc1",
         at: At::Entry,
         cookie: COOKIE_NEWPROC_ENTRY,

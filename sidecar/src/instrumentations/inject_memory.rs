@@ -1,53 +1,46 @@
 //! Outgoing `traceparent` written into the request's memory (`GOTEL_PROPAGATION=inject`), the
-//! only place gotel writes into the target. The HTTP client span's entry hands its context
-//! (keyed by the `*http.Request`, saved from RBX) to the goroutine that writes the request:
-//! `net/http.(*Request).write`'s entry arms it, `net/http.Header.writeSubset`'s entry notes the
+//! only place gotel writes into the target. Once `inject_handoff` gave the goroutine writing a
+//! request its CLIENT span's context, `net/http.Header.writeSubset`'s entry notes the
 //! connection's `bufio.Writer` fill index, and its RETs append one `traceparent` line to the
-//! buffer when the request's own headers lack one and it fits (else counted).
+//! buffer when the request's own headers lack one and it fits (else counted). It covers HTTP/1
+//! over TLS as well as plaintext; where it runs, the socket path (`inject_socket`) stands aside.
 //!
-//! A kernel in lockdown forbids `bpf_probe_write_user`: planning says so up front when securityfs
-//! shows it, and the verifier's refusal at load time turns injection off the same way; tracing
-//! goes on read-only.
+//! A kernel in lockdown forbids `bpf_probe_write_user`: planning leaves this unit out when
+//! securityfs shows it, and the verifier's refusal at load time turns it off the same way; the
+//! hand-off stays for the socket path, and tracing goes on read-only.
 use gotel_shared::{
-    Counter, InjectConfig, COOKIE_HEADER_WRITE_ENTRY, COOKIE_HEADER_WRITE_RETURN, COOKIE_REQUEST_WRITE,
-    PLAN_INJECT_CONTEXT, REG_RBX,
+    names::{MAP_INJECT_CONFIG, PROGRAM_HEADER_WRITE_ENTRY, PROGRAM_HEADER_WRITE_RETURN},
+    Counter, InjectConfig, COOKIE_HEADER_WRITE_ENTRY, COOKIE_HEADER_WRITE_RETURN,
 };
 
 use super::{types_of, Activation, At, FieldNeed, GoTy, HookSpec, Instrumentation, Load, MapFill, Session, Wanted};
 
-const NOTHING_TO_INJECT: &str = "GOTEL_PROPAGATION=inject: this binary has no HTTP client spans (net/http client, bufio.Writer layout); nothing will be injected";
-
 pub static INJECT_MEMORY: Instrumentation = Instrumentation {
     name: "inject.memory",
-    doc: "with `GOTEL_PROPAGATION=inject`: appends `traceparent` to outgoing HTTP/1 requests that lack one (with `http.client`)",
+    doc: "with `GOTEL_PROPAGATION=inject`, on kernels not in lockdown: appends `traceparent` to outgoing HTTP/1 requests that lack one, in the request's buffer (plaintext and TLS)",
     fields: &[
         FieldNeed::std("bufio.Writer", "buf", GoTy::Bytes),
         FieldNeed::std("bufio.Writer", "n", GoTy::Int),
     ],
     hooks: &[
         HookSpec {
-            program: "gotel_header_write_return",
+            program: PROGRAM_HEADER_WRITE_RETURN,
             function: "net/http.Header.writeSubset",
             at: At::Returns,
             cookie: COOKIE_HEADER_WRITE_RETURN,
         },
         HookSpec {
-            program: "gotel_header_write_entry",
+            program: PROGRAM_HEADER_WRITE_ENTRY,
             function: "net/http.Header.writeSubset",
             at: At::Entry,
             cookie: COOKIE_HEADER_WRITE_ENTRY,
         },
-        HookSpec {
-            program: "gotel_request_write",
-            function: "net/http.(*Request).write",
-            at: At::Entry,
-            cookie: COOKIE_REQUEST_WRITE,
-        },
     ],
     wanted,
-    missing_hooks: Some(NOTHING_TO_INJECT),
+    missing_hooks: Some("GOTEL_PROPAGATION=inject: memory path off: net/http.Header.writeSubset not found"),
     prepare: Some(prepare),
-    load: Load::MayBeRefused { probe_flags: PLAN_INJECT_CONTEXT, message: refused },
+    // The hand-off's PLAN_INJECT_CONTEXT stays: the socket path still needs it.
+    load: Load::MayBeRefused { probe_flags: 0, message: refused },
     counters: &[
         ("traceparent_injected", Counter::TraceparentInjected),
         ("inject_skipped_present", Counter::InjectSkippedPresent),
@@ -56,24 +49,20 @@ pub static INJECT_MEMORY: Instrumentation = Instrumentation {
     ..Instrumentation::BASE
 };
 
+/// Only with the hand-off (HTTP client spans), and quietly not on a kernel in lockdown: the
+/// socket path's start-up line says what that leaves uncovered.
 fn wanted(s: &Session) -> Wanted {
-    if !s.inject {
-        return Wanted::No;
-    }
-    match lockdown_refusal() {
-        Some(why) => Wanted::Refused(why),
-        None => Wanted::Yes,
+    if s.inject && s.has_spans(super::http_client::HTTP_CLIENT.name) && lockdown_refusal().is_none() {
+        Wanted::Yes
+    } else {
+        Wanted::No
     }
 }
 
-/// The client span hands its request to the writer; the kernel gets `bufio.Writer`'s layout.
+/// The kernel gets `bufio.Writer`'s layout.
 fn prepare(a: &mut Activation) -> Result<(), String> {
-    let client = super::http_client::HTTP_CLIENT.name;
-    let config = bufio_writer_offsets(a).ok_or(NOTHING_TO_INJECT)?;
-    let probe = a.probes.iter_mut().find(|p| p.library.is_some_and(|l| l.name == client)).ok_or(NOTHING_TO_INJECT)?;
-    probe.plan_flags |= PLAN_INJECT_CONTEXT;
-    probe.save_regs[0] = REG_RBX; // roundTrip(t *Transport, req *Request)
-    a.map_fills.push(MapFill::array(INJECT_MEMORY.name, "INJECT_CONFIG", 0, config));
+    let config = bufio_writer_offsets(a).ok_or("GOTEL_PROPAGATION=inject: memory path off: no bufio.Writer layout")?;
+    a.map_fills.push(MapFill::array(INJECT_MEMORY.name, MAP_INJECT_CONFIG, 0, config));
     Ok(())
 }
 
@@ -86,26 +75,22 @@ fn bufio_writer_offsets(a: &Activation) -> Option<InjectConfig> {
 }
 
 fn refused(program: &str, error: &str) -> String {
-    // Lockdown or a kernel built without the helper: refuse injection, keep tracing.
+    // Lockdown or a kernel built without the helper: no memory path, keep tracing; the socket
+    // path's start-up line says what is covered.
     if error.contains("bpf_probe_write_user") {
-        lockdown_message("the verifier refuses bpf_probe_write_user")
+        format!("GOTEL_PROPAGATION=inject: memory path off, {MEMORY_REFUSED}")
     } else {
-        format!("GOTEL_PROPAGATION=inject refused: loading {program} failed: {error}")
+        format!("GOTEL_PROPAGATION=inject: memory path off: loading {program} failed: {error}")
     }
 }
 
-/// Why injection cannot work here, if the kernel says so up front: lockdown (integrity or
-/// confidentiality) forbids `bpf_probe_write_user`. The file is absent when securityfs is not
-/// mounted (containers); the verifier then gives the same answer at load time.
-pub fn lockdown_refusal() -> Option<String> {
-    let mode = std::fs::read_to_string("/sys/kernel/security/lockdown").ok()?;
-    ["[integrity]", "[confidentiality]"].into_iter().find(|m| mode.contains(m)).map(lockdown_message)
-}
+/// Why the memory path is off when the verifier refused it.
+pub const MEMORY_REFUSED: &str = "kernel in lockdown (the verifier refuses bpf_probe_write_user)";
 
-pub fn lockdown_message(mode: &str) -> String {
-    format!(
-        "GOTEL_PROPAGATION=inject refused: the kernel is locked down ({mode}), which forbids writing into another \
-         process (bpf_probe_write_user); outgoing requests are not modified and traces are not joined across \
-         services. Incoming traceparent is still honoured. Boot without lockdown (lockdown=none) to inject."
-    )
+/// Whether the kernel says up front that the memory path cannot work here: lockdown
+/// (integrity or confidentiality) forbids `bpf_probe_write_user`. The file is absent when
+/// securityfs is not mounted (containers); the verifier then gives the same answer at load time.
+pub fn lockdown_refusal() -> Option<&'static str> {
+    let mode = std::fs::read_to_string("/sys/kernel/security/lockdown").ok()?;
+    ["[integrity]", "[confidentiality]"].into_iter().find(|m| mode.contains(m)).map(|_| "kernel in lockdown")
 }

@@ -22,8 +22,8 @@
 //! layout table against DWARF, the README against the registry) — the code a unit does need
 //! (`finish`, `prepare`, extra captures) is a function pointer beside the data.
 //!
-//! A unit that is not a uprobe at all (socket programs on a cgroup) sets no span and no hooks,
-//! decides with `wanted`, and attaches its programs in `attach_extra`.
+//! A unit whose programs are not all uprobes (`inject_socket`: SOCK_OPS on a cgroup, SK_MSG on a
+//! sockhash) declares its uprobes as hooks and loads and attaches the rest in `attach_extra`.
 use opentelemetry::{trace::SpanKind, trace::Status, KeyValue, Value};
 
 use crate::{
@@ -40,7 +40,9 @@ use gotel_shared::Counter;
 pub mod goroutines;
 pub mod http_client;
 pub mod http_server;
+pub mod inject_handoff;
 pub mod inject_memory;
+pub mod inject_socket;
 pub mod trace_context_in;
 
 #[cfg(test)]
@@ -53,7 +55,9 @@ pub static ALL: &[&Instrumentation] = &[
     &goroutines::GOROUTINES_ENTRY,
     &http_server::HTTP_SERVER,
     &http_client::HTTP_CLIENT,
+    &inject_handoff::INJECT_HANDOFF,
     &inject_memory::INJECT_MEMORY,
+    &inject_socket::INJECT_SOCKET,
     &trace_context_in::TRACE_CONTEXT_IN,
 ];
 
@@ -86,11 +90,14 @@ pub struct Instrumentation {
     pub prepare: Option<Prepare>,
     /// Whether the kernel may refuse its programs without gotel failing.
     pub load: Load,
-    /// Programs attached by other means than uprobes (cgroup, socket): called once the hooks
-    /// and span probes are attached. No unit needs it yet.
+    /// Programs loaded and attached by other means than uprobes (cgroup, socket): called once
+    /// the hooks and span probes are attached, unless the kernel refused the unit's hooks.
     pub attach_extra: Option<AttachExtra>,
     /// Kernel counters it reports in the session summary, under these names.
     pub counters: &'static [(&'static str, Counter)],
+    /// Its counters appear in the summary only when one of them is not zero (a unit most
+    /// sessions never use).
+    pub quiet_counters: bool,
 }
 
 /// [`Instrumentation::prepare`].
@@ -117,6 +124,7 @@ impl Instrumentation {
         load: Load::Required,
         attach_extra: None,
         counters: &[],
+        quiet_counters: false,
     };
 
     pub fn name(&self) -> &'static str {
@@ -285,10 +293,21 @@ pub enum Load {
     MayBeRefused { probe_flags: u32, message: fn(&str, &str) -> String },
 }
 
-/// Where `attach_extra` attaches.
+/// Where `attach_extra` attaches, and which other units run.
 pub struct AttachTarget<'a> {
     pub pid: u32,
     pub exe: &'a std::path::Path,
+    /// The instrumentations of the plan (hooks or extra attach steps).
+    pub planned: &'a [Library],
+    /// Those of them the kernel refused (`Load::MayBeRefused`).
+    pub refused: &'a [Library],
+}
+
+impl AttachTarget<'_> {
+    /// Whether instrumentation `name` is planned and its programs were loaded.
+    pub fn running(&self, name: &str) -> bool {
+        self.planned.iter().any(|u| u.name == name) && !self.refused.iter().any(|u| u.name == name)
+    }
 }
 
 /// A value an instrumentation writes into a kernel map before its programs run.
@@ -491,10 +510,15 @@ pub(crate) fn host_port(s: &str) -> (String, Option<i64>) {
     (s.to_string(), None)
 }
 
-/// `key=value` of every registered instrumentation's counters, for the session summary.
+/// `key=value` of every registered instrumentation's counters, for the session summary (a
+/// unit with `quiet_counters` only when one of them is not zero).
 pub fn summary_counters(get: impl Fn(Counter) -> u64) -> String {
-    let fields: Vec<String> =
-        ALL.iter().flat_map(|u| u.counters.iter()).map(|(name, c)| format!("{name}={}", get(*c))).collect();
+    let fields: Vec<String> = ALL
+        .iter()
+        .filter(|u| !u.quiet_counters || u.counters.iter().any(|(_, c)| get(*c) != 0))
+        .flat_map(|u| u.counters.iter())
+        .map(|(name, c)| format!("{name}={}", get(*c)))
+        .collect();
     fields.join(" ")
 }
 

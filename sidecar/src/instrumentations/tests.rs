@@ -58,4 +58,9 @@ fn readme_table_matches_registry() {
 fn summary_names_every_unit_counter() {
     let s = summary_counters(|c| c as u64);
     assert!(s.contains("traceparent_adopted=9") && s.contains("traceparent_injected=11"), "{s}");
+    assert!(s.contains("socket_injected=16 "), "{s}");
+    // The socket path's counters only when it did something; the memory path's always (their
+    // zero says nothing was written into the target).
+    let s = summary_counters(|c| if c == Counter::TraceparentAdopted { 1 } else { 0 });
+    assert!(s.contains("traceparent_injected=0") && !s.contains("socket_"), "{s}");
 }

@@ -1,0 +1,3 @@
+module gotel.bench/propclient
+
+go 1.22

@@ -1,0 +1,3 @@
+module gotel.test/propagation
+
+go 1.22

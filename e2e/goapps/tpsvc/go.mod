@@ -1,0 +1,3 @@
+module gotel.test/tpsvc
+
+go 1.22

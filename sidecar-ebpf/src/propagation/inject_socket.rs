@@ -1,0 +1,326 @@
+//! GOTEL_PROPAGATION=inject through the socket: `traceparent` for outgoing plaintext HTTP/1.x
+//! requests on kernels in lockdown, where `bpf_probe_write_user` is refused.
+//!
+//! Nothing here writes into the traced process's memory. The one write is into the bytes the
+//! process hands to the kernel with `write(2)`: `gotel_sk_msg` inserts one header line with
+//! `bpf_msg_push_data` into the socket message before TCP sends it. That makes this file the
+//! second (and last) writer of gotel, next to the memory path's `gotel_header_write_return`
+//! (the only `bpf_probe_write_user` caller; a test on the shipped object,
+//! `only_the_socket_program_changes_messages`, checks no other program pushes or pops message
+//! bytes); it can be reviewed on its own. Its maps are in `maps` (`INJECT_SOCKET*`,
+//! `INJECT_CONNECTING`, `FIONREAD_PROBE`); the context comes from `propagation::handoff`.
+//!
+//! - `gotel_socket_dial` (uprobe at `net/http.(*Transport).dialConn`) tells the kernel's number
+//!   of the traced process (`INJECT_SOCKET_CONFIG.tgid`), whatever pid namespace gotel is in;
+//!   the hand-off uprobe at `net/http.(*Request).write` tells it too (`note_target_tgid`), so
+//!   connections open before gotel attached are covered before the process dials a new one.
+//! - `gotel_sock_ops` (SOCK_OPS, attached to the target's cgroup v2 directory with
+//!   BPF_F_ALLOW_MULTI) enrols only client sockets of the traced process into `INJECT_SOCKETS`.
+//!   The process is checked at `BPF_SOCK_OPS_TCP_CONNECT_CB`, which runs in the connecting task;
+//!   `ACTIVE_ESTABLISHED_CB` (where a sockhash insert is allowed) runs in softirq, so it only
+//!   enrols what the connect callback marked. Accepted (server) sockets are never enrolled.
+//! - `gotel_sk_msg` (SK_MSG on that sockhash) runs in the writing task. It takes the context the
+//!   uprobe at `net/http.(*Request).write` left for this goroutine (`INJECT_PENDING`, keyed by
+//!   `{tgid, g}`: a thread id alone missed about 1 request in 1000, the goroutine had moved to
+//!   another thread between the uprobe and the write). g is read the way Go does, from the
+//!   thread's TLS (`context::goroutine_from_tls`).
+//!
+//! Rules, each refusal counted on its own (`Counter::Socket*`): a context is used once and only
+//! within its lifetime; the message must start with `METHOD SP target SP HTTP/1.x CRLF` inside
+//! the scanned window; a request that already has a `traceparent` line (case-insensitive, in
+//! the header block inside the window) is left alone; the new line goes right after the request
+//! line, so bodies, `Content-Length`, keep-alive and later chunks (no request line, no context)
+//! are untouched.
+use core::ffi::c_void;
+
+use aya_ebpf::{
+    bindings::{sk_action::SK_PASS, BPF_ANY, BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB, BPF_SOCK_OPS_TCP_CONNECT_CB},
+    helpers::{
+        bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_kernel_buf,
+        generated::{bpf_get_socket_cookie, bpf_loop, bpf_msg_pull_data},
+    },
+    macros::{sk_msg, sock_ops, uprobe},
+    programs::{ProbeContext, SkMsgContext, SockOpsContext},
+};
+use gotel_shared::{
+    traceparent::{format_traceparent_line, TRACEPARENT_LINE_LEN, TRACEPARENT_NAME},
+    Counter, InjectContext,
+};
+
+use crate::{
+    context::goroutine_from_tls,
+    maps::{count, INJECT_CONNECTING, INJECT_PENDING, INJECT_SOCKETS, INJECT_SOCKET_CONFIG, INJECT_SOCKET_SCRATCH},
+};
+
+/// Bytes at the start of a message that are scanned: net/http's `bufio.Writer` is 4 KiB, so the
+/// first write of a request is at most this long unless one header line is longer.
+const WINDOW: usize = 4096;
+const NONE: u64 = u64::MAX;
+
+/// Per-CPU copy of the scanned window, the scan's state and the line being formatted. The scan
+/// state lives in map memory, not on the stack, so the verifier treats its fields as unknown
+/// values and checks the `bpf_loop` callback once instead of following every count.
+#[repr(C)]
+pub struct MsgScratch {
+    buf: [u8; WINDOW + 64],
+    scan: Scan,
+    line: [u8; TRACEPARENT_LINE_LEN],
+    _pad: [u8; 2],
+}
+
+/// Entry of `net/http.(*Transport).dialConn` (attached to the traced process only): runs before
+/// every new client connection, in the process, so it tells the kernel's number of the process
+/// even when gotel sees it under another pid namespace (a sidecar sharing the service's).
+#[uprobe]
+pub fn gotel_socket_dial(_ctx: ProbeContext) -> u32 {
+    note_target_tgid((bpf_get_current_pid_tgid() >> 32) as u32);
+    0
+}
+
+/// Records `tgid` (the kernel's number of the current task's process, read in a uprobe attached
+/// to the traced process only) as the traced process's. Called at each new connection
+/// (`gotel_socket_dial`) and before each request write (`handoff::gotel_request_write`), so a
+/// connection opened before gotel attached and enrolled from user space gets `traceparent` from
+/// the first request written on it, not only after the process dials again. Writes the map
+/// only when the stored number differs (once, in practice).
+#[inline(always)]
+pub fn note_target_tgid(tgid: u32) {
+    if let Some(cfg) = INJECT_SOCKET_CONFIG.get_ptr_mut(0) {
+        unsafe {
+            if (*cfg).tgid != tgid {
+                (*cfg).tgid = tgid;
+            }
+        }
+    }
+}
+
+#[sock_ops]
+pub fn gotel_sock_ops(ctx: SockOpsContext) -> u32 {
+    let _ = on_sock_ops(&ctx);
+    1
+}
+
+#[inline(always)]
+fn on_sock_ops(ctx: &SockOpsContext) -> Option<()> {
+    let op = ctx.op();
+    if op == BPF_SOCK_OPS_TCP_CONNECT_CB {
+        let cfg = INJECT_SOCKET_CONFIG.get(0)?;
+        if cfg.tgid == 0 || (bpf_get_current_pid_tgid() >> 32) as u32 != cfg.tgid {
+            return None;
+        }
+        let cookie = unsafe { bpf_get_socket_cookie(ctx.ops as *mut c_void) };
+        let _ = INJECT_CONNECTING.insert(&cookie, &1, 0);
+    } else if op == BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB {
+        let cookie = unsafe { bpf_get_socket_cookie(ctx.ops as *mut c_void) };
+        INJECT_CONNECTING.get_ptr(&cookie)?;
+        let _ = INJECT_CONNECTING.remove(&cookie);
+        match INJECT_SOCKETS.update(cookie, unsafe { &mut *ctx.ops }, BPF_ANY as u64) {
+            Ok(()) => count(Counter::SocketEnrolled),
+            Err(_) => count(Counter::SocketEnrolFailed),
+        }
+    }
+    Some(())
+}
+
+#[sk_msg]
+pub fn gotel_sk_msg(ctx: SkMsgContext) -> u32 {
+    let _ = on_msg(&ctx);
+    SK_PASS
+}
+
+#[inline(always)]
+fn on_msg(ctx: &SkMsgContext) -> Option<()> {
+    let cfg = INJECT_SOCKET_CONFIG.get(0)?;
+    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    if tgid != cfg.tgid {
+        return None;
+    }
+    let key = goroutine_from_tls(cfg.fsbase_offset)?;
+    let Some(p) = (unsafe { INJECT_PENDING.get(&key) }) else {
+        note_no_context(ctx);
+        return None;
+    };
+    let p = *p;
+    if p.state != 0 {
+        // The memory path armed it (kernels that allow it) and finishes it itself.
+        return None;
+    }
+    let _ = INJECT_PENDING.remove(&key);
+    let now = unsafe { bpf_ktime_get_ns() };
+    if now.wrapping_sub(p.stored_ns) > cfg.ttl_ns {
+        count(Counter::SocketContextExpired);
+        return None;
+    }
+    inject(ctx, &p)
+}
+
+/// Counts a request-like message (`UPPERCASE SP` at the start) sent without a waiting context.
+#[inline(always)]
+fn note_no_context(ctx: &SkMsgContext) {
+    if ctx.size() < 16 || unsafe { bpf_msg_pull_data(ctx.msg, 0, 16, 0) } != 0 {
+        return;
+    }
+    let (data, end) = (ctx.data(), ctx.data_end());
+    if data + 16 > end {
+        return;
+    }
+    let b = unsafe { core::slice::from_raw_parts(data as *const u8, 16) };
+    let mut i = 0;
+    while i < 8 && b[i].is_ascii_uppercase() {
+        i += 1;
+    }
+    if i > 0 && i < 8 && b[i] == b' ' {
+        count(Counter::SocketNoContext);
+    }
+}
+
+/// State of the window scan, shared with its `bpf_loop` callback.
+#[repr(C)]
+pub struct Scan {
+    len: u64,
+    /// Index of the request line's `\n`.
+    nl: u64,
+    spaces: u64,
+    first_space: u64,
+    /// Where the current header line starts.
+    line_start: u64,
+    /// Index just past the blank line that ends the header block, 0 = not in the window.
+    header_end: u64,
+    found: u64,
+    bad: u64,
+}
+
+#[inline(never)]
+extern "C" fn scan_one(i: u64, _ctx: *mut c_void) -> i64 {
+    let Some(s) = INJECT_SOCKET_SCRATCH.get_ptr_mut(0) else { return 1 };
+    let s = unsafe { &mut *s };
+    let c = &mut s.scan;
+    if i >= c.len {
+        return 1;
+    }
+    let i = (i as usize) & (WINDOW - 1);
+    let b = s.buf[i];
+    if c.nl == NONE {
+        // The request line: METHOD (token) SP target SP HTTP/1.x CR LF.
+        if b == b'\n' {
+            c.nl = i as u64;
+            c.line_start = i as u64 + 1;
+        } else if b == b' ' {
+            if c.spaces == 0 {
+                c.first_space = i as u64;
+            }
+            c.spaces += 1;
+        } else if (c.spaces == 0 && !(b.is_ascii_uppercase() || b == b'-' || b == b'_'))
+            || (b < 0x20 && b != b'\r')
+            || b >= 0x7f
+        {
+            c.bad = 1;
+            return 1;
+        }
+        return 0;
+    }
+    if i as u64 == c.line_start {
+        if b == b'\n' || (b == b'\r' && (i as u64) + 1 < c.len && s.buf[i + 1] == b'\n') {
+            c.header_end = i as u64 + if b == b'\n' { 1 } else { 2 };
+            return 1;
+        }
+        if (i + TRACEPARENT_NAME.len()) as u64 <= c.len {
+            let mut same = true;
+            for k in 0..TRACEPARENT_NAME.len() {
+                if s.buf[i + k] | 0x20 != TRACEPARENT_NAME[k] {
+                    same = false;
+                }
+            }
+            if same {
+                c.found = 1;
+                return 1;
+            }
+        }
+    }
+    if b == b'\n' {
+        c.line_start = i as u64 + 1;
+    }
+    0
+}
+
+/// Does `buf[..=nl]` end with ` HTTP/1.x\r\n` after a non-empty target?
+#[inline(always)]
+fn is_request_line(buf: &[u8; WINDOW + 64], scan: &Scan) -> bool {
+    let nl = scan.nl as usize;
+    if scan.spaces != 2 || scan.first_space == 0 || nl < 14 || nl >= WINDOW {
+        return false;
+    }
+    let h = (nl - 10) & (WINDOW - 1);
+    let tail = &buf[h..h + 11];
+    tail[0] == b' '
+        && &tail[1..8] == b"HTTP/1."
+        && tail[8].is_ascii_digit()
+        && tail[9] == b'\r'
+        && (scan.first_space as usize) + 1 < nl - 10
+}
+
+#[inline(always)]
+fn inject(ctx: &SkMsgContext, p: &InjectContext) -> Option<()> {
+    let size = ctx.size() as usize;
+    if size < 16 {
+        count(Counter::SocketSkippedNotHttp1);
+        return None;
+    }
+    let want = if size < WINDOW { size } else { WINDOW };
+    if unsafe { bpf_msg_pull_data(ctx.msg, 0, want as u32, 0) } != 0 {
+        count(Counter::SocketInjectFailed);
+        return None;
+    }
+    let s = unsafe { &mut *INJECT_SOCKET_SCRATCH.get_ptr_mut(0)? };
+    let (data, end) = (ctx.data(), ctx.data_end());
+    if data + want > end {
+        count(Counter::SocketInjectFailed);
+        return None;
+    }
+    unsafe { bpf_probe_read_kernel_buf(data as *const u8, &mut s.buf[..want]) }.ok()?;
+    s.scan =
+        Scan { len: want as u64, nl: NONE, spaces: 0, first_space: 0, line_start: 0, header_end: 0, found: 0, bad: 0 };
+    unsafe { bpf_loop(want as u32, scan_one as *mut _, core::ptr::null_mut(), 0) };
+    let s = unsafe { &mut *INJECT_SOCKET_SCRATCH.get_ptr_mut(0)? };
+    let scan = &s.scan;
+    if scan.bad == 0 && scan.nl == NONE && size > WINDOW {
+        count(Counter::SocketSkippedLineTooLong);
+        return None;
+    }
+    if scan.bad != 0 || scan.nl == NONE || !is_request_line(&s.buf, &scan) {
+        count(Counter::SocketSkippedNotHttp1);
+        return None;
+    }
+    if scan.found != 0 {
+        count(Counter::SocketSkippedPresent);
+        return None;
+    }
+    if scan.header_end == 0 {
+        count(Counter::SocketHeadersPastWindow);
+    }
+    let off = (scan.nl as u32 + 1) & (WINDOW as u32 - 1);
+    format_traceparent_line(&mut s.line, &p.trace_context());
+
+    let n = TRACEPARENT_LINE_LEN as u32;
+    if ctx.push_data(off, n, 0).is_err() {
+        count(Counter::SocketInjectFailed);
+        return None;
+    }
+    // push_data invalidates the data pointers; pull the new gap so it is writable at constant
+    // offsets. On any failure the gap is taken out again: never send unwritten bytes.
+    if unsafe { bpf_msg_pull_data(ctx.msg, off, off + n, 0) } != 0 {
+        let _ = ctx.pop_data(off, n, 0);
+        count(Counter::SocketInjectFailed);
+        return None;
+    }
+    let (data, end) = (ctx.data(), ctx.data_end());
+    if data + TRACEPARENT_LINE_LEN > end {
+        let _ = ctx.pop_data(off, n, 0);
+        count(Counter::SocketInjectFailed);
+        return None;
+    }
+    let out = unsafe { core::slice::from_raw_parts_mut(data as *mut u8, TRACEPARENT_LINE_LEN) };
+    out.copy_from_slice(&s.line);
+    count(Counter::SocketInjected);
+    Some(())
+}
