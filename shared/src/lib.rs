@@ -8,6 +8,7 @@
 #![no_std]
 
 pub mod header_block;
+pub mod header_map;
 pub mod names;
 pub mod rules;
 pub mod traceparent;
@@ -215,6 +216,9 @@ pub struct ExtractConfig {
     /// `bufio.Reader.buf` (pointer, then len).
     pub reader_buf: u32,
     pub reader_r: u32,
+    /// The fallback when the header block is no longer whole in the buffer: `r.Header`'s map
+    /// (`header_map`); `kind` 0 = no fallback for this binary.
+    pub header_map: header_map::MapLayout,
 }
 
 /// Field offsets that let the RETs of `runtime.newproc1` find the spawning goroutine on their
@@ -444,8 +448,12 @@ pub enum Counter {
     /// for its goroutine (request not made through a traced `Transport.roundTrip`).
     SocketNoContext = 23,
     /// An HTTP/1 request's header block was no longer whole in the connection's read buffer
-    /// (it came in several reads, or did not fit) and no `traceparent` was among the lines left.
+    /// (it came in several reads, or did not fit), no `traceparent` was among the lines left,
+    /// and its `http.Header` map could not be walked to the end (too large, layout unknown).
     TraceparentUnreadable = 24,
+    /// The header block was not whole in the read buffer, so the request's `http.Header` map was
+    /// walked instead (completely: what it holds, the request had).
+    HeaderMapWalked = 25,
 }
 /// Room for every branch's counters (p15 24..31, grpc 32..47, db 48..59, k8s 60..63).
 pub const NUM_COUNTERS: u32 = 64;

@@ -10,8 +10,7 @@ use aya_ebpf::{
 };
 use gotel_shared::{
     Counter, ExtractConfig, GoroutineKey, GoroutineState, HandoffConfig, InjectConfig, InjectContext, NewprocConfig,
-    ProbePlan, SocketInjectConfig,
-    NUM_COUNTERS,
+    ProbePlan, SocketInjectConfig, NUM_COUNTERS,
 };
 
 use crate::{context::Scratch, propagation::inject_socket::MsgScratch};

@@ -10,11 +10,16 @@
 //! value's address and length go into the register copy for the span's fetches. HTTP/2
 //! requests (`ProtoMajor` 2) are skipped: their headers are HPACK-encoded frames, never text
 //! lines (the per-line hook this replaces never saw them either).
+//!
+//! When the block is not whole and no `traceparent` is among the lines left, the request's
+//! parsed `http.Header` map is walked instead (`from_header_map`, rules in
+//! `gotel_shared::header_map`): no trap of its own either, a few user-memory reads per header.
 use aya_ebpf::helpers::{bpf_probe_read_user_buf, generated::bpf_loop};
 use gotel_shared::{
     header_block::{BlockScan, Outcome, BLOCK_BUF, MAX_SCAN_STEPS},
+    header_map::{MapWalk, Memory, WalkEnd, MAP_NONE, MAX_WALK_STEPS},
     rules::adopt_remote,
-    traceparent::HeaderLine,
+    traceparent::{parse_header_line, HeaderLine, HEADER_LINE_BUF, TRACEPARENT_NAME, TRACEPARENT_VALUE_LEN},
     Counter, GoroutineState, REG_RCX, REG_RDI, REG_USER_AGENT_LEN, REG_USER_AGENT_PTR,
 };
 
@@ -54,12 +59,12 @@ fn scan_inner(scratch: *mut Scratch, st: *mut GoroutineState, depth: u64) -> Opt
     if read_u64(req.wrapping_add(cfg.request_proto_major as u64))? != 1 {
         return None;
     }
-    let conn = read_u64(rw.wrapping_add(cfg.response_conn as u64))?;
-    let reader = read_u64(conn.wrapping_add(cfg.conn_bufr as u64))?;
-    let data = read_u64(reader.wrapping_add(cfg.reader_buf as u64))?;
-    let len = read_u64(reader.wrapping_add(cfg.reader_buf as u64 + 8))?;
-    let r = read_u64(reader.wrapping_add(cfg.reader_r as u64))?;
+    let (Some(data), Some(len), Some(r)) = read_reader(cfg, rw) else {
+        from_header_map(scratch, st, req, depth, 1);
+        return None;
+    };
     if r == 0 || r > len {
+        from_header_map(scratch, st, req, depth, 1);
         return None;
     }
     let n = if r > BLOCK_BUF as u64 { BLOCK_BUF } else { r as usize };
@@ -70,7 +75,10 @@ fn scan_inner(scratch: *mut Scratch, st: *mut GoroutineState, depth: u64) -> Opt
     // The bytes [r - n, r) of the buffer, copied to end at BLOCK_BUF.
     let from = data.wrapping_add(r).wrapping_sub(n as u64);
     let dst = unsafe { core::slice::from_raw_parts_mut(s.buf.as_mut_ptr().add(BLOCK_BUF - n), n) };
-    unsafe { bpf_probe_read_user_buf(from as *const u8, dst) }.ok()?;
+    if unsafe { bpf_probe_read_user_buf(from as *const u8, dst) }.is_err() {
+        from_header_map(scratch, st, req, depth, 1);
+        return None;
+    }
     s.scan = BlockScan::new(n);
     unsafe {
         bpf_loop(MAX_SCAN_STEPS, scan_step as *mut _, core::ptr::null_mut(), 0);
@@ -85,12 +93,9 @@ fn scan_inner(scratch: *mut Scratch, st: *mut GoroutineState, depth: u64) -> Opt
         s.regs[REG_USER_AGENT_PTR as usize] = origin.wrapping_add(ua_start);
         s.regs[REG_USER_AGENT_LEN as usize] = ua_len;
     }
+    let whole = outcome == Outcome::RequestLine as u64;
     match found {
-        None => {
-            if outcome != Outcome::RequestLine as u64 {
-                count(Counter::TraceparentUnreadable);
-            }
-        }
+        None => {}
         Some(HeaderLine::Other) => {}
         Some(HeaderLine::Invalid) => count(Counter::TraceparentInvalid),
         Some(HeaderLine::Valid(remote)) => {
@@ -99,7 +104,116 @@ fn scan_inner(scratch: *mut Scratch, st: *mut GoroutineState, depth: u64) -> Opt
             }
         }
     }
+    // Lines are gone: the map has what the buffer lost (the traceparent, or the User-Agent).
+    if !whole && (found.is_none() || ua_start == 0) {
+        from_header_map(scratch, st, req, depth, found.is_none() as u64);
+    }
     Some(())
+}
+
+/// The connection reader's buffer address and length and its read index.
+#[inline(always)]
+fn read_reader(cfg: &gotel_shared::ExtractConfig, rw: u64) -> (Option<u64>, Option<u64>, Option<u64>) {
+    let Some(reader) = read_u64(rw.wrapping_add(cfg.response_conn as u64))
+        .and_then(|conn| read_u64(conn.wrapping_add(cfg.conn_bufr as u64)))
+    else {
+        return (None, None, None);
+    };
+    (
+        read_u64(reader.wrapping_add(cfg.reader_buf as u64)),
+        read_u64(reader.wrapping_add(cfg.reader_buf as u64 + 8)),
+        read_u64(reader.wrapping_add(cfg.reader_r as u64)),
+    )
+}
+
+/// The target's memory for the map walk.
+struct User;
+
+impl Memory for User {
+    #[inline(always)]
+    fn read(&mut self, addr: u64, out: &mut [u8]) -> bool {
+        unsafe { bpf_probe_read_user_buf(addr as *const u8, out) }.is_ok()
+    }
+}
+
+/// The fallback: walks `r.Header` for `Traceparent` (unless `want_tp` is 0: the buffer had it)
+/// and `User-Agent` (when the buffer gave none). A BPF function of its own, like `scan`.
+#[inline(never)]
+fn from_header_map(scratch: *mut Scratch, st: *mut GoroutineState, req: u64, depth: u64, want_tp: u64) -> u64 {
+    match walk_header_map(scratch, st, req, depth, want_tp) {
+        Some(()) => 1,
+        None => 0,
+    }
+}
+
+#[inline(always)]
+fn walk_header_map(scratch: *mut Scratch, st: *mut GoroutineState, req: u64, depth: u64, want_tp: u64) -> Option<()> {
+    let cfg = EXTRACT_CONFIG.get(0)?;
+    let l = &cfg.header_map;
+    if l.kind == MAP_NONE {
+        if want_tp != 0 {
+            count(Counter::TraceparentUnreadable);
+        }
+        return None;
+    }
+    let s = unsafe { &mut *scratch };
+    let map = read_u64(req.wrapping_add(l.request_header as u64)).unwrap_or(0);
+    s.walk = MapWalk::start(l, map, &mut User);
+    unsafe {
+        bpf_loop(MAX_WALK_STEPS, walk_step as *mut _, core::ptr::null_mut(), 0);
+    }
+    let s = unsafe { &mut *scratch };
+    let (end, tp, ua) = (s.walk.end, s.walk.traceparent_elem, s.walk.user_agent_elem);
+    if end == WalkEnd::Complete as u64 {
+        count(Counter::HeaderMapWalked);
+    }
+    if ua != 0 && s.regs[REG_USER_AGENT_PTR as usize] == 0 {
+        if let Some((ptr, len)) = MapWalk::last_value(ua, &mut User) {
+            s.regs[REG_USER_AGENT_PTR as usize] = ptr;
+            s.regs[REG_USER_AGENT_LEN as usize] = len;
+        }
+    }
+    if want_tp == 0 {
+        return Some(());
+    }
+    if tp == 0 {
+        if end != WalkEnd::Complete as u64 {
+            count(Counter::TraceparentUnreadable);
+        }
+        return None;
+    }
+    // The value, as the line `traceparent: <value>` the buffer scan would have seen.
+    let (ptr, len) = MapWalk::last_value(tp, &mut User)?;
+    if len != TRACEPARENT_VALUE_LEN as u64 {
+        count(Counter::TraceparentInvalid);
+        return None;
+    }
+    const AT: usize = TRACEPARENT_NAME.len() + 1;
+    s.buf[..TRACEPARENT_NAME.len()].copy_from_slice(TRACEPARENT_NAME);
+    s.buf[TRACEPARENT_NAME.len()] = b' ';
+    unsafe { bpf_probe_read_user_buf(ptr as *const u8, &mut s.buf[AT..AT + TRACEPARENT_VALUE_LEN]) }.ok()?;
+    let line: &[u8; HEADER_LINE_BUF] = s.buf[..HEADER_LINE_BUF].try_into().ok()?;
+    match parse_header_line(line, AT + TRACEPARENT_VALUE_LEN) {
+        HeaderLine::Other => {}
+        HeaderLine::Invalid => count(Counter::TraceparentInvalid),
+        HeaderLine::Valid(remote) => {
+            if depth == 0 && adopt_remote(unsafe { &mut *st }, &remote) {
+                count(Counter::TraceparentAdopted);
+            }
+        }
+    }
+    Some(())
+}
+
+#[inline(never)]
+extern "C" fn walk_step(_i: u64, _ctx: *mut core::ffi::c_void) -> i64 {
+    let (Some(s), Some(cfg)) = (SCRATCH.get_ptr_mut(0), EXTRACT_CONFIG.get(0)) else { return 1 };
+    let s = unsafe { &mut *s };
+    if s.walk.step(&cfg.header_map, &mut User) {
+        0
+    } else {
+        1
+    }
 }
 
 #[inline(never)]

@@ -2,19 +2,28 @@
 //! entry probe (`net/http.serverHandler.ServeHTTP`) scans the request's raw header block, which
 //! is still in the connection's `bufio.Reader` (`rw.(*http.response).conn.bufr`) when the
 //! handler is entered (kernel: `propagation::extract`; rules: `gotel_shared::header_block`).
-//! A valid one becomes the server span's remote parent; invalid ones are counted and ignored,
-//! and so are requests whose header block was no longer whole in the buffer (it arrived in
-//! several reads and the lines parsed before the last one were overwritten, or it was larger
-//! than the 4 KiB buffer) with no `traceparent` among the lines left (`traceparent_unreadable`).
+//! A valid one becomes the server span's remote parent; invalid ones are counted and ignored.
 //! The same scan gives the server span's `user_agent.original`.
+//!
+//! When the header block is no longer whole in the buffer (it arrived in several reads and
+//! `bufio` slid the lines parsed before the last read away, or it was larger than the 4 KiB
+//! buffer) and no `traceparent` is among the lines left, the same probe walks the request's
+//! parsed `http.Header` map instead (`gotel_shared::header_map`, counted as
+//! `header_map_walked`): Go ≤1.23 `hmap` buckets or 1.24+ Swiss-table groups, bounded, keys
+//! compared with `Traceparent` / `User-Agent`. Only a map that cannot be walked to its end (over
+//! 64 buckets or groups, a release whose map layout is unknown) leaves the request counted as
+//! `traceparent_unreadable`.
 //!
 //! Why not a hook per header line (`net/textproto.(*Reader).readContinuedLineSlice`, the
 //! previous design): one trap per line read by the process, requests and client responses
 //! alike, 20 traps for a browser's request; this costs none beyond the span's own two.
-//! Why not `http.Header`: its map layout changed in Go 1.24 and its hash is seeded per process.
+//! Why the buffer first and the map only as the fallback: Go seeds each map's hash per process,
+//! so the kernel cannot look a key up and walks every slot (several user-memory reads per
+//! header), where the buffer is one copy; and most requests arrive in one read.
 //! HTTP/2 requests are skipped (HPACK-encoded frames, never text lines): the per-line hook never
 //! saw them either.
 use gotel_shared::{
+    header_map::{MapLayout, MAP_HMAP, MAP_SWISS},
     Counter, ExtractConfig, Fetch, Root, ValueKind, PLAN_SCAN_HEADERS, REG_USER_AGENT_LEN, REG_USER_AGENT_PTR,
 };
 
@@ -33,6 +42,18 @@ pub static TRACE_CONTEXT_IN: Instrumentation = Instrumentation {
         FieldNeed::std("net/http.conn", "bufr", GoTy::Ptr("bufio.Reader")),
         FieldNeed::std("bufio.Reader", "buf", GoTy::Bytes),
         FieldNeed::std("bufio.Reader", "r", GoTy::Int),
+        // The fallback: `r.Header`, walked when the header block is gone from the buffer. Go up
+        // to 1.23 has `runtime.hmap`, 1.24+ Swiss tables; each release has one of the two.
+        FieldNeed::std("net/http.Request", "Header", GoTy::Opaque),
+        FieldNeed::std("runtime.hmap", "flags", GoTy::Opaque).optional(),
+        FieldNeed::std("runtime.hmap", "B", GoTy::Opaque).optional(),
+        FieldNeed::std("runtime.hmap", "buckets", GoTy::Opaque).optional(),
+        FieldNeed::std("runtime.hmap", "oldbuckets", GoTy::Opaque).optional(),
+        FieldNeed::std("internal/runtime/maps.Map", "dirPtr", GoTy::Opaque).optional(),
+        FieldNeed::std("internal/runtime/maps.Map", "dirLen", GoTy::Opaque).optional(),
+        FieldNeed::std("internal/runtime/maps.table", "groups", GoTy::Opaque).optional(),
+        FieldNeed::std("internal/runtime/maps.groupsReference", "data", GoTy::Opaque).optional(),
+        FieldNeed::std("internal/runtime/maps.groupsReference", "lengthMask", GoTy::Opaque).optional(),
     ],
     wanted: |s| if s.has_spans(super::http_server::HTTP_SERVER.name) { Wanted::Yes } else { Wanted::No },
     prepare: Some(prepare),
@@ -40,6 +61,7 @@ pub static TRACE_CONTEXT_IN: Instrumentation = Instrumentation {
         ("traceparent_adopted", Counter::TraceparentAdopted),
         ("traceparent_invalid", Counter::TraceparentInvalid),
         ("traceparent_unreadable", Counter::TraceparentUnreadable),
+        ("header_map_walked", Counter::HeaderMapWalked),
     ],
     ..Instrumentation::BASE
 };
@@ -90,5 +112,35 @@ fn offsets(a: &Activation) -> Option<ExtractConfig> {
         conn_bufr: off("net/http.conn", "bufr")?,
         reader_buf: off("bufio.Reader", "buf")?,
         reader_r: off("bufio.Reader", "r")?,
+        header_map: map_layout(&off),
     })
+}
+
+/// The `http.Header` walk's offsets: Swiss tables when the binary has them, else `hmap`, else
+/// none (`kind` 0: requests whose header block is gone are counted as unreadable).
+fn map_layout(off: &dyn Fn(&str, &str) -> Option<u32>) -> MapLayout {
+    let swiss = || {
+        let groups = off("internal/runtime/maps.table", "groups")?;
+        Some(MapLayout {
+            kind: MAP_SWISS,
+            request_header: off("net/http.Request", "Header")?,
+            map_dir_ptr: off("internal/runtime/maps.Map", "dirPtr")?,
+            map_dir_len: off("internal/runtime/maps.Map", "dirLen")?,
+            table_groups_data: groups + off("internal/runtime/maps.groupsReference", "data")?,
+            table_groups_mask: groups + off("internal/runtime/maps.groupsReference", "lengthMask")?,
+            ..MapLayout::default()
+        })
+    };
+    let hmap = || {
+        Some(MapLayout {
+            kind: MAP_HMAP,
+            request_header: off("net/http.Request", "Header")?,
+            hmap_flags: off("runtime.hmap", "flags")?,
+            hmap_b: off("runtime.hmap", "B")?,
+            hmap_buckets: off("runtime.hmap", "buckets")?,
+            hmap_oldbuckets: off("runtime.hmap", "oldbuckets")?,
+            ..MapLayout::default()
+        })
+    };
+    swiss().or_else(hmap).unwrap_or_default()
 }
