@@ -328,7 +328,7 @@ def main():
             out.append(f"| {i + 1} | {fmt(x['seconds_to_attached'], 3)} | {fmt(x['gotel_logged_ms'])} | {mib(x['peak_rss_kib'])} | {mib(x.get('rss_1s_after_attach_kib'))} |")
         out.append("")
 
-    # ---- built-in hooks (bench/hooks.py, issue 15)
+    # ---- built-in hooks (bench/hooks.py)
     hooks = load("hooks")
     if hooks:
         sys.path.insert(0, str(ROOT / "bench"))

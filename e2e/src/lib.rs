@@ -628,7 +628,7 @@ pub fn gotel_command(export: &Export, probes: &str) -> Command {
         .env("OTEL_SERVICE_NAME", "gotel-e2e")
         .env("OTEL_BSP_SCHEDULE_DELAY", "100")
         .env("OTEL_BSP_MAX_QUEUE_SIZE", "65536")
-        // The checks of `check.rs` verify each span's thread (opt-in since issue 15).
+        // The checks of `check.rs` verify each span's thread (opt-in: `GOTEL_THREAD_ID`).
         .env("GOTEL_THREAD_ID", "on")
         .env("GOTEL_LOG", std::env::var("E2E_GOTEL_LOG").unwrap_or_else(|_| "info".into()));
     match export {

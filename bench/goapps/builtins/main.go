@@ -1,14 +1,17 @@
-// builtins measures what gotel's built-in hooks cost the program (issue 15): an HTTP request to
+// builtins measures what gotel's built-in hooks cost the program: an HTTP request to
 // a net/http server, and starting a goroutine. Client and server run in this one process, on one
 // CPU (bench/builtins.py pins it), so every trap a request causes is in the time measured.
 //
-//	builtins -mode http -headers 1|20 [-spawn] -n N -wait-file F   # ns per request
+//	builtins -mode http -headers 1|20 [-spawn] [-cookie BYTES] -n N -wait-file F   # ns per request
 //	builtins -mode go -n N -wait-file F                             # ns per goroutine start
 //
 // The timed part starts once -wait-file exists (a probe attached from outside) and prints one
 // JSON line. The client is a raw keep-alive connection (no net/http client, so no client span
 // and no goroutine of its own per request). With -spawn the handler answers from a goroutine it
-// starts, as gRPC runs each stream in its own goroutine.
+// starts, as gRPC runs each stream in its own goroutine. With -cookie the request ends with a
+// Cookie header of that many bytes: a header block larger than the server's 4 KiB read buffer,
+// so its first lines (traceparent among them) are gone from the buffer when the handler runs
+// and gotel reads them from the request's http.Header map.
 package main
 
 import (
@@ -55,7 +58,7 @@ func serve(spawn bool) string {
 	return ln.Addr().String()
 }
 
-func request(addr string, headers int) []byte {
+func request(addr string, headers, cookie int) []byte {
 	var b strings.Builder
 	fmt.Fprintf(&b, "GET /item HTTP/1.1\r\nHost: %s\r\n", addr)
 	// Go's client sends User-Agent and Accept-Encoding: with them, "1 header" is the client's
@@ -65,18 +68,21 @@ func request(addr string, headers int) []byte {
 	for i := 1; i < headers; i++ {
 		fmt.Fprintf(&b, "X-Extra-%02d: value-%d-%s\r\n", i, i, strings.Repeat("v", 20))
 	}
+	if cookie > 0 {
+		fmt.Fprintf(&b, "Cookie: %s\r\n", strings.Repeat("c", cookie))
+	}
 	b.WriteString("\r\n")
 	return []byte(b.String())
 }
 
-func httpBench(n, headers int, spawn bool, wait string) float64 {
+func httpBench(n, headers, cookie int, spawn bool, wait string) float64 {
 	addr := serve(spawn)
 	c, err := net.Dial("tcp", addr)
 	if err != nil {
 		panic(err)
 	}
 	r := bufio.NewReader(c)
-	req := request(addr, headers)
+	req := request(addr, headers, cookie)
 	one := func() {
 		if _, err := c.Write(req); err != nil {
 			panic(err)
@@ -120,13 +126,14 @@ func main() {
 	n := flag.Int("n", 2000, "requests or goroutines")
 	headers := flag.Int("headers", 1, "request headers beyond the client's defaults")
 	spawn := flag.Bool("spawn", false, "answer from a goroutine started per request")
+	cookie := flag.Int("cookie", 0, "bytes of a Cookie header at the end of each request (0: none)")
 	wait := flag.String("wait-file", "", "start timing once this file exists")
 	flag.Parse()
 	var ns float64
 	if *mode == "go" {
 		ns = goBench(*n, *wait)
 	} else {
-		ns = httpBench(*n, *headers, *spawn, *wait)
+		ns = httpBench(*n, *headers, *cookie, *spawn, *wait)
 	}
 	json.NewEncoder(os.Stdout).Encode(map[string]any{"mode": *mode, "n": *n, "ns": ns})
 }

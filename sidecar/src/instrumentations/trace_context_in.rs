@@ -36,7 +36,8 @@ pub const USER_AGENT_CAPTURE: &str = "ua";
 pub static TRACE_CONTEXT_IN: Instrumentation = Instrumentation {
     name: "trace_context.in",
     doc: "an incoming `traceparent` header becomes the server span's remote parent (with `http.server`): read at \
-          the span's entry from the request bytes still in the connection's read buffer, no probe of its own",
+          the span's entry from the request bytes still in the connection's read buffer, or from the request's \
+          `http.Header` when they are gone; no probe of its own",
     fields: &[
         FieldNeed::std("net/http.response", "conn", GoTy::Ptr("net/http.conn")),
         FieldNeed::std("net/http.conn", "bufr", GoTy::Ptr("bufio.Reader")),
