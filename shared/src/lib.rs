@@ -35,6 +35,7 @@ pub const COOKIE_RETURN: u64 = 1 << 34;
 /// `runtime.newproc1` entry / return: goroutine creation (ancestry and g reuse).
 pub const COOKIE_NEWPROC_ENTRY: u64 = 1 << 35;
 pub const COOKIE_NEWPROC_RETURN: u64 = 1 << 36;
+// 1 << 37 is free: it marked the per-header-line hook the server span's own read replaced.
 /// Injection hooks: entry of `net/http.(*Request).write`, entry and RETs of
 /// `net/http.Header.writeSubset`.
 pub const COOKIE_REQUEST_WRITE: u64 = 1 << 38;
