@@ -117,8 +117,10 @@ fn offsets(a: &Activation) -> Option<ExtractConfig> {
     })
 }
 
-/// The `http.Header` walk's offsets: Swiss tables when the binary has them, else `hmap`, else
-/// none (`kind` 0: requests whose header block is gone are counted as unreadable).
+/// The `http.Header` walk's offsets: `hmap` when the binary has it (up to Go 1.23, and 1.24/1.25
+/// built with `GOEXPERIMENT=noswissmap`, whose runtime may still link the Swiss package), else
+/// Swiss tables, else none (`kind` 0: requests whose header block is gone are counted as
+/// unreadable).
 fn map_layout(off: &dyn Fn(&str, &str) -> Option<u32>) -> MapLayout {
     let swiss = || {
         let groups = off("internal/runtime/maps.table", "groups")?;
@@ -143,5 +145,44 @@ fn map_layout(off: &dyn Fn(&str, &str) -> Option<u32>) -> MapLayout {
             ..MapLayout::default()
         })
     };
-    swiss().or_else(hmap).unwrap_or_default()
+    hmap().or_else(swiss).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn layout(fields: &[(&str, &str, u32)]) -> MapLayout {
+        map_layout(&|s: &str, f: &str| fields.iter().find(|(a, b, _)| (*a, *b) == (s, f)).map(|x| x.2))
+    }
+
+    const SWISS_FIELDS: [(&str, &str, u32); 6] = [
+        ("net/http.Request", "Header", 56),
+        ("internal/runtime/maps.Map", "dirPtr", 16),
+        ("internal/runtime/maps.Map", "dirLen", 24),
+        ("internal/runtime/maps.table", "groups", 16),
+        ("internal/runtime/maps.groupsReference", "data", 0),
+        ("internal/runtime/maps.groupsReference", "lengthMask", 8),
+    ];
+    const HMAP_FIELDS: [(&str, &str, u32); 4] = [
+        ("runtime.hmap", "flags", 8),
+        ("runtime.hmap", "B", 9),
+        ("runtime.hmap", "buckets", 16),
+        ("runtime.hmap", "oldbuckets", 24),
+    ];
+
+    #[test]
+    fn the_map_layout_follows_the_binary() {
+        let swiss = layout(&SWISS_FIELDS);
+        assert_eq!((swiss.kind, swiss.request_header), (MAP_SWISS, 56));
+        assert_eq!((swiss.map_dir_ptr, swiss.map_dir_len), (16, 24));
+        assert_eq!((swiss.table_groups_data, swiss.table_groups_mask), (16, 24), "table.groups + its field");
+        // hmap wins when both are there (a noswissmap build may link the Swiss package too).
+        let both: Vec<_> = SWISS_FIELDS.iter().chain(HMAP_FIELDS.iter()).copied().collect();
+        let hmap = layout(&both);
+        assert_eq!((hmap.kind, hmap.hmap_b, hmap.hmap_oldbuckets, hmap.request_header), (MAP_HMAP, 9, 24, 56));
+        // No Header offset, or half a layout: no walk (counted as unreadable in the kernel).
+        assert_eq!(layout(&HMAP_FIELDS).kind, 0);
+        assert_eq!(layout(&SWISS_FIELDS[..4]).kind, 0);
+    }
 }
