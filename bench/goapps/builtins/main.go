@@ -1,6 +1,6 @@
 // builtins measures what gotel's built-in hooks cost the program: an HTTP request to
 // a net/http server, and starting a goroutine. Client and server run in this one process, on one
-// CPU (bench/builtins.py pins it), so every trap a request causes is in the time measured.
+// CPU (bench/hooks.py pins it), so every trap a request causes is in the time measured.
 //
 //	builtins -mode http -headers 1|20 [-spawn] [-cookie BYTES] -n N -wait-file F   # ns per request
 //	builtins -mode go -n N -wait-file F                             # ns per goroutine start
