@@ -46,11 +46,11 @@ const SAME_SIZE_GROW: u8 = 8;
 
 /// Buckets or groups a walk may visit; a map that needs more is reported as too large.
 pub const MAX_CONTAINERS: u64 = 64;
-/// Steps of `bpf_loop` the kernel gives a walk: one per container, plus one per directory entry
-/// and one per array switch.
-pub const MAX_WALK_STEPS: u32 = (2 * MAX_CONTAINERS + 4) as u32;
 /// Directory entries a Swiss map may have for the walk.
 const MAX_DIR: u64 = 16;
+/// Steps of `bpf_loop` the kernel gives a walk: one per slot and one to take each container,
+/// plus one per directory entry and one per array switch.
+pub const MAX_WALK_STEPS: u32 = (9 * MAX_CONTAINERS + MAX_DIR + 4) as u32;
 
 const TRACEPARENT_KEY: &[u8; 11] = b"Traceparent";
 const USER_AGENT_KEY: &[u8; 10] = b"User-Agent";
@@ -118,6 +118,9 @@ pub struct MapWalk {
     pub dir_index: u64,
     pub prev_table: u64,
     pub visited: u64,
+    /// The slot to look at next in `cur`, and `cur`'s control (Swiss) or tophash (hmap) bytes.
+    pub slot: u64,
+    pub ctrl: u64,
     /// Address of the `[]string` element of the last `Traceparent` / `User-Agent` key seen (0: none).
     pub traceparent_elem: u64,
     pub user_agent_elem: u64,
@@ -197,39 +200,43 @@ impl MapWalk {
         self.end != WalkEnd::Walking as u64
     }
 
-    /// Visits one bucket or group, or moves to the next array; false when the walk is over.
+    /// Looks at one slot of the current bucket or group, or takes the next bucket or group, or
+    /// moves to the next array; false when the walk is over. One slot per step, no loop inside:
+    /// Linux 6.1's verifier refuses a loop whose head follows a helper call (back-edge).
     #[inline(always)]
     pub fn step<M: Memory>(&mut self, l: &MapLayout, mem: &mut M) -> bool {
         if self.done() {
             return false;
         }
+        let hmap = self.kind == MAP_HMAP as u64;
         if self.cur == 0 {
             if self.index < self.count {
-                let size = if self.kind == MAP_HMAP as u64 { HMAP_BUCKET } else { SWISS_GROUP };
+                let size = if hmap { HMAP_BUCKET } else { SWISS_GROUP };
                 self.cur = self.array.wrapping_add(self.index.wrapping_mul(size));
                 self.index += 1;
+                self.slot = 0;
             } else {
                 self.next_source(l, mem);
-                return !self.done();
             }
+            return !self.done();
         }
-        if self.visited >= MAX_CONTAINERS {
-            self.end = WalkEnd::TooLarge as u64;
-            return false;
-        }
-        self.visited += 1;
         let group = self.cur;
-        let Some(ctrl) = mem.word(group) else {
-            self.end = WalkEnd::Unreadable as u64;
-            return false;
-        };
-        let hmap = self.kind == MAP_HMAP as u64;
-        for i in 0..8u64 {
-            let c = (ctrl >> (8 * i)) as u8;
-            let full = if hmap { c >= MIN_TOP_HASH } else { c & 0x80 == 0 };
-            if !full {
-                continue;
+        let i = self.slot & 7;
+        if i == 0 {
+            if self.visited >= MAX_CONTAINERS {
+                self.end = WalkEnd::TooLarge as u64;
+                return false;
             }
+            self.visited += 1;
+            let Some(ctrl) = mem.word(group) else {
+                self.end = WalkEnd::Unreadable as u64;
+                return false;
+            };
+            self.ctrl = ctrl;
+        }
+        let c = (self.ctrl >> (8 * i)) as u8;
+        let full = if hmap { c >= MIN_TOP_HASH } else { c & 0x80 == 0 };
+        if full {
             let (key, elem) = if hmap {
                 (group + HMAP_KEYS + 16 * i, group + HMAP_ELEMS + 24 * i)
             } else {
@@ -252,6 +259,11 @@ impl MapWalk {
                 }
             }
         }
+        self.slot = i + 1;
+        if self.slot < 8 {
+            return true;
+        }
+        self.slot = 0;
         self.cur = if hmap {
             match mem.word(group + HMAP_OVERFLOW) {
                 Some(next) => next,
