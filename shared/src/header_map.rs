@@ -130,70 +130,83 @@ pub struct MapWalk {
 
 impl MapWalk {
     /// A walk over the map whose header (`*hmap` / `*maps.Map`) is at `map`.
-    #[inline(always)]
     pub fn start<M: Memory>(l: &MapLayout, map: u64, mem: &mut M) -> MapWalk {
-        let mut w = MapWalk { kind: l.kind as u64, ..MapWalk::default() };
+        let mut w = MapWalk::default();
+        w.begin(l, map, mem);
+        w
+    }
+
+    /// [`MapWalk::start`] in place: the kernel's walk lives in map memory, and a copy of it on
+    /// the BPF stack would not fit beside `gotel_entry`'s frame.
+    #[inline(always)]
+    pub fn begin<M: Memory>(&mut self, l: &MapLayout, map: u64, mem: &mut M) {
+        self.kind = l.kind as u64;
+        self.cur = 0;
+        self.array = 0;
+        self.index = 0;
+        self.count = 0;
+        self.next_array = 0;
+        self.next_count = 0;
+        self.dir_index = 0;
+        self.prev_table = 0;
+        self.visited = 0;
+        self.slot = 0;
+        self.ctrl = 0;
+        self.traceparent_elem = 0;
+        self.user_agent_elem = 0;
+        self.end = WalkEnd::Walking as u64;
         if map == 0 {
-            w.end = WalkEnd::Complete as u64;
-            return w;
+            self.end = WalkEnd::Complete as u64;
+            return;
         }
-        let mut fields = [0u8; 2];
-        let ok = match l.kind {
+        match l.kind {
             MAP_HMAP => {
+                let mut fields = [0u8; 2];
                 let (Some(buckets), Some(old), true) = (
                     mem.word(map + l.hmap_buckets as u64),
                     mem.word(map + l.hmap_oldbuckets as u64),
                     mem.read(map + l.hmap_flags as u64, &mut fields[..1])
                         && mem.read(map + l.hmap_b as u64, &mut fields[1..]),
                 ) else {
-                    return w.ended(WalkEnd::Unreadable);
+                    self.end = WalkEnd::Unreadable as u64;
+                    return;
                 };
                 let b = fields[1] as u64 & 63;
                 if b > 6 {
-                    return w.ended(WalkEnd::TooLarge);
+                    self.end = WalkEnd::TooLarge as u64;
+                    return;
                 }
-                w.array = buckets;
-                w.count = if buckets == 0 { 0 } else { 1 << b };
-                w.next_array = old;
-                w.next_count = if old == 0 {
+                self.array = buckets;
+                self.count = if buckets == 0 { 0 } else { 1 << b };
+                self.next_array = old;
+                self.next_count = if old == 0 {
                     0
                 } else if fields[0] & SAME_SIZE_GROW != 0 || b == 0 {
                     1 << b
                 } else {
                     1 << (b - 1)
                 };
-                true
             }
             MAP_SWISS => {
                 let (Some(dir), Some(len)) =
                     (mem.word(map + l.map_dir_ptr as u64), mem.word(map + l.map_dir_len as u64))
                 else {
-                    return w.ended(WalkEnd::Unreadable);
+                    self.end = WalkEnd::Unreadable as u64;
+                    return;
                 };
                 if len == 0 {
                     // A small map: one group, or none yet.
-                    w.array = dir;
-                    w.count = if dir == 0 { 0 } else { 1 };
+                    self.array = dir;
+                    self.count = if dir == 0 { 0 } else { 1 };
                 } else if len > MAX_DIR {
-                    return w.ended(WalkEnd::TooLarge);
+                    self.end = WalkEnd::TooLarge as u64;
                 } else {
-                    w.next_array = dir;
-                    w.next_count = len;
+                    self.next_array = dir;
+                    self.next_count = len;
                 }
-                true
             }
-            _ => false,
-        };
-        if !ok {
-            return w.ended(WalkEnd::Unreadable);
+            _ => self.end = WalkEnd::Unreadable as u64,
         }
-        w
-    }
-
-    #[inline(always)]
-    fn ended(mut self, e: WalkEnd) -> MapWalk {
-        self.end = e as u64;
-        self
     }
 
     pub fn done(&self) -> bool {

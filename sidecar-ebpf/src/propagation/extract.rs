@@ -14,12 +14,17 @@
 //! When the block is not whole and no `traceparent` is among the lines left, the request's
 //! parsed `http.Header` map is walked instead (`from_header_map`, rules in
 //! `gotel_shared::header_map`): no trap of its own either, a few user-memory reads per header.
+//!
+//! Stack: `gotel_entry` leaves little of the 512 bytes the verifier allows a call chain (Linux
+//! 6.1 counts `gotel_entry` plus its deepest callee), so the steps are BPF functions of their
+//! own called one after the other from the entry, never from each other: [`scan`] (the buffer),
+//! [`walk`] (the map), [`adopt`] (parse and adopt the line either one left in scratch memory).
 use aya_ebpf::helpers::{bpf_probe_read_user_buf, generated::bpf_loop};
 use gotel_shared::{
     header_block::{BlockScan, Outcome, BLOCK_BUF, MAX_SCAN_STEPS},
     header_map::{MapWalk, Memory, WalkEnd, MAP_NONE, MAX_WALK_STEPS},
     rules::adopt_remote,
-    traceparent::{parse_header_line, HeaderLine, HEADER_LINE_BUF, TRACEPARENT_NAME, TRACEPARENT_VALUE_LEN},
+    traceparent::{HeaderLine, TRACEPARENT_NAME, TRACEPARENT_VALUE_LEN},
     Counter, GoroutineState, REG_RCX, REG_RDI, REG_USER_AGENT_LEN, REG_USER_AGENT_PTR,
 };
 
@@ -28,28 +33,48 @@ use crate::{
     maps::{count, EXTRACT_CONFIG, SCRATCH},
 };
 
-/// Scans the request's header block; adopts its `traceparent` when no traced call is in
+/// [`scan`]'s answer, bits: the request is HTTP/1 (else nothing to do).
+const HTTP1: u64 = 1;
+/// The block was whole in the buffer (the request line was seen).
+const WHOLE: u64 = 2;
+/// A `traceparent` line is in `s.scan` (`tp_start`, `tp_len`) for [`adopt`].
+const TP_LINE: u64 = 4;
+/// The `User-Agent` was found (its address is in the register copy).
+const UA: u64 = 8;
+
+/// Reads the request's header lines; adopts its `traceparent` when no traced call is in
 /// progress on the goroutine (`depth` 0), like the per-line hook did.
 #[inline(always)]
 pub fn scan_request_headers(h: &Hit, st: &mut GoroutineState, depth: usize) {
     let s = unsafe { &mut *h.scratch };
     s.regs[REG_USER_AGENT_PTR as usize] = 0;
     s.regs[REG_USER_AGENT_LEN as usize] = 0;
-    scan(h.scratch, st, depth as u64);
-}
-
-/// A BPF function of its own: its stack (the traceparent parse) is not added to the frame of
-/// `gotel_entry`, which has little left.
-#[inline(never)]
-fn scan(scratch: *mut Scratch, st: *mut GoroutineState, depth: u64) -> u64 {
-    match scan_inner(scratch, st, depth) {
-        Some(()) => 1,
-        None => 0,
+    let found = scan(h.scratch);
+    if found & HTTP1 == 0 {
+        return;
+    }
+    let st: *mut GoroutineState = st;
+    if found & TP_LINE != 0 {
+        adopt(h.scratch, st, depth as u64);
+    }
+    // Lines are gone: the map has what the buffer lost (the traceparent, or the User-Agent).
+    if found & WHOLE == 0 && found & (TP_LINE | UA) != (TP_LINE | UA) {
+        let want_tp = (found & TP_LINE == 0) as u64;
+        if walk(h.scratch, want_tp) != 0 {
+            adopt(h.scratch, st, depth as u64);
+        }
     }
 }
 
+/// The buffer: copies the bytes before the reader's index and scans them backward. Returns
+/// [`HTTP1`] | [`WHOLE`] | [`TP_LINE`] | [`UA`] bits.
+#[inline(never)]
+fn scan(scratch: *mut Scratch) -> u64 {
+    scan_inner(scratch).unwrap_or(0)
+}
+
 #[inline(always)]
-fn scan_inner(scratch: *mut Scratch, st: *mut GoroutineState, depth: u64) -> Option<()> {
+fn scan_inner(scratch: *mut Scratch) -> Option<u64> {
     let cfg = EXTRACT_CONFIG.get(0)?;
     if cfg.enabled == 0 {
         return None;
@@ -60,55 +85,61 @@ fn scan_inner(scratch: *mut Scratch, st: *mut GoroutineState, depth: u64) -> Opt
         return None;
     }
     let (Some(data), Some(len), Some(r)) = read_reader(cfg, rw) else {
-        from_header_map(scratch, st, req, depth, 1);
-        return None;
+        return Some(HTTP1);
     };
     if r == 0 || r > len {
-        from_header_map(scratch, st, req, depth, 1);
-        return None;
+        return Some(HTTP1);
     }
     let n = if r > BLOCK_BUF as u64 { BLOCK_BUF } else { r as usize };
     let n = n & (2 * BLOCK_BUF - 1);
     if n == 0 || n > BLOCK_BUF {
-        return None;
+        return Some(HTTP1);
     }
     // The bytes [r - n, r) of the buffer, copied to end at BLOCK_BUF.
     let from = data.wrapping_add(r).wrapping_sub(n as u64);
     let dst = unsafe { core::slice::from_raw_parts_mut(s.buf.as_mut_ptr().add(BLOCK_BUF - n), n) };
     if unsafe { bpf_probe_read_user_buf(from as *const u8, dst) }.is_err() {
-        from_header_map(scratch, st, req, depth, 1);
-        return None;
+        return Some(HTTP1);
     }
     s.scan = BlockScan::new(n);
     unsafe {
         bpf_loop(MAX_SCAN_STEPS, scan_step as *mut _, core::ptr::null_mut(), 0);
     }
     let s = unsafe { &mut *scratch };
-    let scan = &s.scan;
-    // Position x of the copy is at data + r - BLOCK_BUF + x in the target.
-    let origin = data.wrapping_add(r).wrapping_sub(BLOCK_BUF as u64);
-    let (ua_start, ua_len, outcome) = (scan.ua_start, scan.ua_len, scan.outcome);
-    let found = scan.traceparent(&s.buf);
-    if ua_start != 0 {
-        s.regs[REG_USER_AGENT_PTR as usize] = origin.wrapping_add(ua_start);
-        s.regs[REG_USER_AGENT_LEN as usize] = ua_len;
+    let mut found = HTTP1;
+    if s.scan.outcome == Outcome::RequestLine as u64 {
+        found |= WHOLE;
     }
-    let whole = outcome == Outcome::RequestLine as u64;
-    match found {
-        None => {}
-        Some(HeaderLine::Other) => {}
-        Some(HeaderLine::Invalid) => count(Counter::TraceparentInvalid),
+    if s.scan.tp_len != 0 {
+        found |= TP_LINE;
+    }
+    if s.scan.ua_start != 0 {
+        // Position x of the copy is at data + r - BLOCK_BUF + x in the target.
+        let origin = data.wrapping_add(r).wrapping_sub(BLOCK_BUF as u64);
+        s.regs[REG_USER_AGENT_PTR as usize] = origin.wrapping_add(s.scan.ua_start);
+        s.regs[REG_USER_AGENT_LEN as usize] = s.scan.ua_len;
+        found |= UA;
+    }
+    Some(found)
+}
+
+/// Parses the `traceparent` line `s.scan` points at (in `s.buf`) and adopts it.
+#[inline(never)]
+fn adopt(scratch: *mut Scratch, st: *mut GoroutineState, depth: u64) -> u64 {
+    let s = unsafe { &mut *scratch };
+    match s.scan.traceparent(&s.buf) {
+        None | Some(HeaderLine::Other) => 0,
+        Some(HeaderLine::Invalid) => {
+            count(Counter::TraceparentInvalid);
+            0
+        }
         Some(HeaderLine::Valid(remote)) => {
             if depth == 0 && adopt_remote(unsafe { &mut *st }, &remote) {
                 count(Counter::TraceparentAdopted);
             }
+            1
         }
     }
-    // Lines are gone: the map has what the buffer lost (the traceparent, or the User-Agent).
-    if !whole && (found.is_none() || ua_start == 0) {
-        from_header_map(scratch, st, req, depth, found.is_none() as u64);
-    }
-    Some(())
 }
 
 /// The connection reader's buffer address and length and its read index.
@@ -137,17 +168,15 @@ impl Memory for User {
 }
 
 /// The fallback: walks `r.Header` for `Traceparent` (unless `want_tp` is 0: the buffer had it)
-/// and `User-Agent` (when the buffer gave none). A BPF function of its own, like `scan`.
+/// and `User-Agent` (when the buffer gave none). Returns 1 when it left a `traceparent: <value>`
+/// line at the start of `s.buf`, with `s.scan` pointing at it, for [`adopt`].
 #[inline(never)]
-fn from_header_map(scratch: *mut Scratch, st: *mut GoroutineState, req: u64, depth: u64, want_tp: u64) -> u64 {
-    match walk_header_map(scratch, st, req, depth, want_tp) {
-        Some(()) => 1,
-        None => 0,
-    }
+fn walk(scratch: *mut Scratch, want_tp: u64) -> u64 {
+    walk_inner(scratch, want_tp).unwrap_or(0)
 }
 
 #[inline(always)]
-fn walk_header_map(scratch: *mut Scratch, st: *mut GoroutineState, req: u64, depth: u64, want_tp: u64) -> Option<()> {
+fn walk_inner(scratch: *mut Scratch, want_tp: u64) -> Option<u64> {
     let cfg = EXTRACT_CONFIG.get(0)?;
     let l = &cfg.header_map;
     if l.kind == MAP_NONE {
@@ -157,8 +186,9 @@ fn walk_header_map(scratch: *mut Scratch, st: *mut GoroutineState, req: u64, dep
         return None;
     }
     let s = unsafe { &mut *scratch };
+    let req = s.regs[REG_RDI as usize];
     let map = read_u64(req.wrapping_add(l.request_header as u64)).unwrap_or(0);
-    s.walk = MapWalk::start(l, map, &mut User);
+    s.walk.begin(l, map, &mut User);
     unsafe {
         bpf_loop(MAX_WALK_STEPS, walk_step as *mut _, core::ptr::null_mut(), 0);
     }
@@ -174,7 +204,7 @@ fn walk_header_map(scratch: *mut Scratch, st: *mut GoroutineState, req: u64, dep
         }
     }
     if want_tp == 0 {
-        return Some(());
+        return None;
     }
     if tp == 0 {
         if end != WalkEnd::Complete as u64 {
@@ -192,17 +222,9 @@ fn walk_header_map(scratch: *mut Scratch, st: *mut GoroutineState, req: u64, dep
     s.buf[..TRACEPARENT_NAME.len()].copy_from_slice(TRACEPARENT_NAME);
     s.buf[TRACEPARENT_NAME.len()] = b' ';
     unsafe { bpf_probe_read_user_buf(ptr as *const u8, &mut s.buf[AT..AT + TRACEPARENT_VALUE_LEN]) }.ok()?;
-    let line: &[u8; HEADER_LINE_BUF] = s.buf[..HEADER_LINE_BUF].try_into().ok()?;
-    match parse_header_line(line, AT + TRACEPARENT_VALUE_LEN) {
-        HeaderLine::Other => {}
-        HeaderLine::Invalid => count(Counter::TraceparentInvalid),
-        HeaderLine::Valid(remote) => {
-            if depth == 0 && adopt_remote(unsafe { &mut *st }, &remote) {
-                count(Counter::TraceparentAdopted);
-            }
-        }
-    }
-    Some(())
+    s.scan.tp_start = 0;
+    s.scan.tp_len = (AT + TRACEPARENT_VALUE_LEN) as u64;
+    Some(1)
 }
 
 #[inline(never)]
