@@ -1,15 +1,21 @@
 #!/usr/bin/env bash
 # Installs everything gotel's builds and tests need on a fresh Debian 12 (bookworm) machine, as
 # root. Idempotent: a second run only checks and prints "ok" lines.
-#   - apt: docker.io, docker-compose, iproute2, curl, jq, and the Go toolchains of
+#   - apt: docker.io, docker-compose, iproute2, curl, jq, libssl-dev (reqwest's TLS), postgresql
+#     and redis-server (the database tests start their own servers on loopback), and the Go toolchains of
 #     tools/go-toolchains.txt (golang-1.XX-go; bookworm-backports is added to the sources if missing)
 #   - Rust: the stable toolchain of rust-toolchain.toml and the eBPF nightly pinned in
 #     sidecar/build.rs, with rust-src and llvm-tools
 #   - tracefs mounted at /sys/kernel/tracing
 #   - dockerd running (log: /var/log/gotel-dockerd.log)
 #   - the test VM (e2e/tests/vm.rs): qemu-system-x86, busybox-static, kmod, and Debian 12's
-#     6.1 kernel with its initramfs in /var/cache/gotel/vm (tools/vm/setup.sh)
-# Skip parts with GOTEL_SKIP_DOCKER=1, GOTEL_SKIP_GO=1, GOTEL_SKIP_RUST=1 or GOTEL_SKIP_VM=1.
+#     6.1 and bookworm-backports' 6.12 kernels with their initramfs in /var/cache/gotel/vm
+#     (tools/vm/setup.sh)
+#   - the third-party Go programs of the e2e tests, built once from the module proxy into
+#     /var/cache/gotel (outside the clone; tools/build-thirdparty.sh): go-httpbin (seconds) and
+#     Caddy (about 12 minutes on 2 CPUs the first time, nothing after)
+# Skip parts with GOTEL_SKIP_DOCKER=1, GOTEL_SKIP_GO=1, GOTEL_SKIP_RUST=1, GOTEL_SKIP_VM=1 or
+# GOTEL_SKIP_THIRDPARTY=1.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 say() { echo "install-deps: $*"; }
@@ -18,12 +24,19 @@ die() { echo "install-deps: error: $*" >&2; exit 1; }
 export DEBIAN_FRONTEND=noninteractive
 
 # ---- apt packages ----------------------------------------------------------------------------
-want=(iproute2 curl jq ca-certificates libcap2-bin util-linux)
+want=(iproute2 curl jq ca-certificates libcap2-bin util-linux libssl-dev pkg-config postgresql redis-server)
 [[ "${GOTEL_SKIP_DOCKER:-}" == 1 ]] || want+=(docker.io docker-compose)
 # shellcheck source=tools/go-toolchains.sh
 GOTEL_ROOT="$ROOT" . "$ROOT/tools/go-toolchains.sh"
 [[ "${GOTEL_SKIP_GO:-}" == 1 ]] || mapfile -t -O "${#want[@]}" want < <(go_installs apt)
 [[ "${GOTEL_SKIP_VM:-}" == 1 ]] || want+=(qemu-system-x86 busybox-static kmod)
+# deploy/kubernetes/ validated offline (kubernetes-validate in a venv, below) and the one-node
+# cluster of tools/k8s/test.sh (containerd, runc, kubectl, iptables, openssl; Kubernetes itself
+# is built from the Go module proxy by tools/k8s/build.sh).
+if [[ "${GOTEL_SKIP_K8S:-}" != 1 ]]; then
+  want+=(python3-venv containerd runc iptables openssl)
+  command -v kubectl >/dev/null || want+=(kubernetes-client)   # Debian's kubectl
+fi
 
 if ! grep -rqs 'bookworm-backports' /etc/apt/sources.list /etc/apt/sources.list.d/; then
   say "adding bookworm-backports to /etc/apt/sources.list.d/bookworm-backports.list"
@@ -85,6 +98,14 @@ if [[ "${GOTEL_SKIP_GO:-}" != 1 ]]; then
   done
 fi
 
+# ---- third-party Go programs for the e2e tests (cached outside the clone) ---------------------
+if [[ "${GOTEL_SKIP_GO:-}" != 1 && "${GOTEL_SKIP_THIRDPARTY:-}" != 1 ]]; then
+  for prog in httpbin caddy; do
+    path="$("$ROOT/tools/build-thirdparty.sh" "$prog")" || die "building $prog failed (tools/build-thirdparty.sh $prog)"
+    say "ok: $prog ($path)"
+  done
+fi
+
 # ---- tracefs ---------------------------------------------------------------------------------
 if [[ ! -e /sys/kernel/tracing/uprobe_events ]]; then
   say "mounting tracefs at /sys/kernel/tracing"
@@ -93,7 +114,7 @@ else
   say "ok: tracefs"
 fi
 
-# ---- the test VM: Debian 12's kernel and initramfs (after apt-get update above) --------------
+# ---- the test VM: Debian's kernels and initramfs (after apt-get update above) --------------
 if [[ "${GOTEL_SKIP_VM:-}" != 1 ]]; then
   "$ROOT/tools/vm/setup.sh" || die "preparing the test VM failed (tools/vm/setup.sh)"
 fi
@@ -133,5 +154,15 @@ if [[ "${GOTEL_SKIP_DOCKER:-}" != 1 ]]; then
     "$DOCKER" info >/dev/null 2>&1 || { tail -20 /var/log/gotel-dockerd.log >&2; die "dockerd did not come up (log: /var/log/gotel-dockerd.log)"; }
   fi
   say "ok: dockerd $("$DOCKER" version --format '{{.Server.Version}}' 2>/dev/null), $(docker-compose version --short 2>/dev/null || echo 'no docker-compose')"
+fi
+# ---- kubernetes-validate (deploy/kubernetes/ checked offline against the API schemas) --------
+if [[ "${GOTEL_SKIP_K8S:-}" != 1 ]]; then
+  venv="${GOTEL_CACHE:-/var/cache/gotel}/venv-k8s"
+  if ! "$venv/bin/kubernetes-validate" --version >/dev/null 2>&1; then
+    say "kubernetes-validate 1.37.0 into $venv"
+    /usr/bin/python3 -m venv "$venv" && "$venv/bin/pip" install -q 'kubernetes-validate==1.37.0' \
+      || die "pip install kubernetes-validate into $venv failed"
+  fi
+  say "ok: $("$venv/bin/kubernetes-validate" --version 2>&1 | head -1) ($venv)"
 fi
 say "done"

@@ -2,7 +2,8 @@
 # Runs every test of gotel, as root, on a fresh machine: installs what is missing (Docker engine,
 # Go toolchains, the pinned Rust nightly, Jaeger), checks formatting and lints (rustfmt, clippy),
 # builds, then runs the unit tests, the end-to-end tests against real Go programs on the real
-# kernel, the Jaeger test and the docker compose test. Ends with one line: "tests: N passed,
+# kernel, the Jaeger test, the docker compose test and the Kubernetes tests (manifests offline, a
+# real one-node cluster: tools/k8s/). Ends with one line: "tests: N passed,
 # M failed" (all suites added up; rustfmt and clippy count as one test each).
 #
 # GOTEL_TEST_REQUIRE_ALL=1: a test whose prerequisite is missing (root, a Go toolchain of
@@ -37,6 +38,9 @@ suite "lints (clippy)" lint clippy cargo clippy --all-targets -- -D warnings
 suite "unit and end-to-end tests (cargo)" cargo test --release --no-fail-fast -- --test-threads=1
 [ -x e2e/jaeger-test.sh ] && suite "jaeger (grpc and http/protobuf)" e2e/jaeger-test.sh
 [ -x e2e/compose-test.sh ] && suite "docker compose demo" e2e/compose-test.sh
+suite "kubernetes manifests (offline)" tools/k8s/validate.sh
+# A one-node Kubernetes cluster built and started here, then removed (10-15 min; GOTEL_SKIP_K8S=1 skips).
+[ "${GOTEL_SKIP_K8S:-}" = 1 ] || suite "kubernetes (one-node cluster)" env GOTEL_BIN="$PWD/target/release/gotel" tools/k8s/test.sh
 
 # Totals: cargo's "test result: ok. N passed; M failed" and the scripts' "name: N passed, M failed".
 read -r passed failed < <(awk '

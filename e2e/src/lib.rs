@@ -13,8 +13,10 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context, Result};
 use serde::Deserialize;
 
+pub mod cgroup;
 pub mod check;
 pub mod hardening;
+pub mod servers;
 pub mod sink;
 pub mod toolchains;
 
@@ -73,6 +75,8 @@ pub enum Need {
     Go,
     /// A Go release of `tools/go-toolchains.txt` ([`go_version_bin`]).
     GoVersion(&'static str),
+    /// PostgreSQL and Redis from Debian's packages ([`servers`]).
+    Databases,
 }
 
 impl Need {
@@ -94,6 +98,7 @@ impl Need {
                 })
             }
             Need::GoVersion(v) => go_version_bin(v).err().map(|e| format!("needs {e}")),
+            Need::Databases => servers::missing_servers(),
         }
     }
 }

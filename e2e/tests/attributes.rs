@@ -198,6 +198,23 @@ fn attributes_without_dwarf_need_types() {
         .any(|s| s.name == "main.Charge" && attr(s, "currency") == "USD" && attr(s, "cents") == "200000"));
 }
 
+/// A stripped build (`-ldflags=-s -w`: no symbol table, no DWARF) still names the dynamic
+/// type of an error, so its message is read: gotel finds the type descriptors through Go's
+/// module data instead of the `runtime.types` symbol. Before, the error showed as an address.
+#[test]
+fn stripped_build_names_error_types() {
+    gotel_e2e::require!(Root, Go);
+    let go = gotel_e2e::go_bin();
+    let (spans, _) = traced(&go, Some("-s -w"), "main.Fail(code=arg0:int, r=ret0:string, err=ret1:error)");
+    let fails: Vec<&FlatSpan> = spans.iter().filter(|s| s.name == "main.Fail").collect();
+    let by_code = |c: &str| *fails.iter().find(|s| attr(s, "code") == c).unwrap_or_else(|| panic!("Fail({c})"));
+    assert_eq!(attr(by_code("0"), "err"), "<nil>");
+    assert_eq!(attr(by_code("1"), "err"), "plain failure", "*errors.errorString: its message");
+    assert_eq!(attr(by_code("2"), "err"), "wrapped: over the limit", "*fmt.wrapError: its message");
+    let other = attr(by_code("3"), "err");
+    assert_eq!(other, "*main.CodeError", "other error types by name");
+}
+
 #[test]
 fn unknown_parameter_is_refused_before_attaching() {
     gotel_e2e::require!(Root, Go);

@@ -532,6 +532,28 @@ fn console_exporter_pid_normal() {
     check_spans(&spans, &info(variant, &expect, counts, Some(pid), "console", t0, t1));
 }
 
+/// Launch mode with the console exporter: the program's stdout stays its own, byte for byte its
+/// untraced output; the spans go to gotel's stderr, one OTLP/JSON line per batch.
+#[test]
+fn launch_console_leaves_stdout_to_the_program() {
+    gotel_e2e::require!(Root, Go);
+    require_environment().unwrap();
+    let variant = Variant::Normal;
+    let r = reference(variant, &[]);
+    let dir = tempfile::tempdir().unwrap();
+    let bin = private_copy(&binary(variant), dir.path()).unwrap();
+    let mut cmd = gotel_command(&Export::Console, &r.expect.probes_env());
+    cmd.arg("--").arg(&bin).args(ARGS);
+    let mut gotel = Proc::spawn("gotel", cmd).unwrap();
+    let st = gotel.wait_timeout(RUN_TIMEOUT).unwrap();
+    let stderr = gotel.stderr_string();
+    assert!(st.success(), "gotel exited with {st}\nstderr:\n{stderr}");
+    assert_eq!(gotel.stdout_string(), r.stdout, "stdout is the program's output alone");
+    let spans: usize =
+        stderr.lines().filter_map(|l| parse_console_line(l).ok()).map(|q| flatten_request(&q, "console").len()).sum();
+    assert!(spans > 0, "no span lines on stderr:\n{stderr:.2000}");
+}
+
 /// Launch mode, SIGTERM to gotel: passed on to the program (which dies of it, as Go programs do),
 /// spans of the calls that returned are flushed, gotel ends.
 #[test]

@@ -203,6 +203,29 @@ fn follow_exe(dir: &Path, bin: &Path, env: &[(&str, &str)]) -> (Sink, Proc, Path
     (sink, gotel, ready)
 }
 
+/// `--exe` with a path that does not exist here: said once, clearly, then gotel keeps waiting
+/// (the path may be right in the target's mount namespace) and SIGTERM ends it with 0.
+#[test]
+fn exe_missing_path_is_said_once() {
+    gotel_e2e::require!(Root, Go);
+    require_environment().unwrap();
+    let dir = tempdir();
+    let missing = dir.path().join("no-such-program");
+    let mut cmd = gotel_command(&Export::Console, PROBES);
+    cmd.env("OTEL_TRACES_EXPORTER", "none").arg("--exe").arg(&missing);
+    let mut gotel = Proc::spawn("gotel", cmd).unwrap();
+    gotel.wait_stderr_line("waiting for a process", Duration::from_secs(20)).unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(gotel.try_wait().unwrap().is_none(), "gotel stopped waiting:\n{}", gotel.stderr_string());
+    gotel.signal(libc::SIGTERM);
+    let st = gotel.wait_timeout(Duration::from_secs(10)).unwrap();
+    let stderr = gotel.stderr_string();
+    assert_eq!(st.code(), Some(0), "{stderr}");
+    let said: Vec<&str> = stderr.lines().filter(|l| l.contains("no such file here")).collect();
+    assert_eq!(said.len(), 1, "said once, naming the path: {stderr}");
+    assert!(said[0].contains(&missing.display().to_string()), "{stderr}");
+}
+
 /// `--exe`: the target exits and a new process of the same file starts; gotel follows it within
 /// a second and keeps tracing (spans from both pids).
 /// (Regressions: `--exe` once refused to wait when any /proc/PID/exe was unreadable, such as a

@@ -100,7 +100,8 @@ fn check_go(go: &Path, expect_route: bool, inject: bool, stripped: bool) {
     assert_eq!(get(&addr, "/order?item=tea", None), 200);
     assert_eq!(get(&addr, "/order?item=gold", Some(&format!("00-{TRACE_ID}-{PARENT_ID}-01"))), 200);
     assert_eq!(get(&addr, "/order?item=tea", Some("00-zzf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")), 200);
-    assert_eq!(get(&addr, "/order?item=nope", None), 502);
+    // A short malformed traceparent is counted as invalid too (it used to be skipped unseen).
+    assert_eq!(get(&addr, "/order?item=nope", Some("00-abc")), 502);
 
     // Per request: frontend server, order, audit, fetchPrice, client; backend server, price.
     let spans = sink.wait_spans(28, Duration::from_secs(30)).unwrap();
@@ -181,6 +182,10 @@ fn check_go(go: &Path, expect_route: bool, inject: bool, stripped: bool) {
     // without writing into the process.
     let frontend_summary = frontend.stderr_string();
     assert!(!frontend_summary.contains("GOTEL_PROPAGATION=inject refused"), "injection refused: {frontend_summary}");
+    assert!(
+        frontend_summary.contains("traceparent_invalid=2 "),
+        "both malformed traceparents counted: {frontend_summary}"
+    );
     for server in spans.iter().filter(|s| s.kind == 2 && service(s) == "backend") {
         let client = spans.iter().find(|c| c.kind == 3 && c.span_id == server.parent_span_id);
         if inject {
@@ -242,6 +247,45 @@ fn http_spans_machine_go() {
 fn without_injection_nothing_is_written_and_services_stay_apart() {
     gotel_e2e::require!(Root, Go);
     check_go(&gotel_e2e::go_bin(), true, false, false);
+}
+
+/// A round trip that fails carries Go's error text on its CLIENT span, not just the error's
+/// type (`*net.OpError`): the frontend's backend is a port nobody listens on. Stripped: the
+/// error's fields come from the layout table.
+fn client_span_error_has_the_message(stripped: bool) {
+    require_environment().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let bin = build(&gotel_e2e::go_bin(), dir.path(), "httpsvc", stripped);
+    let sink = Sink::start(Path::new(SINK), dir.path()).unwrap();
+    let file = dir.path().join("frontend.addr");
+    let mut frontend = start(
+        &sink,
+        "frontend",
+        "main.fetchPrice",
+        false,
+        &bin,
+        &["-role", "frontend", "-backend", "http://127.0.0.1:1", "-portfile", file.to_str().unwrap()],
+    );
+    let addr = wait_file(&file);
+    assert_eq!(get(&addr, "/order?item=tea", None), 502);
+    let spans = sink.wait_spans(3, Duration::from_secs(30)).unwrap();
+    frontend.signal(libc::SIGTERM);
+    assert!(frontend.wait_timeout(Duration::from_secs(30)).unwrap().code().is_some());
+    let client = spans.iter().find(|s| s.kind == 3).unwrap_or_else(|| panic!("no CLIENT span: {:#?}", names(&spans)));
+    assert_eq!(client.status_code, 2, "{client:?}");
+    assert_eq!(client.status_message, "dial tcp 127.0.0.1:1: connect: connection refused", "{client:?}");
+}
+
+#[test]
+fn client_span_error_text() {
+    gotel_e2e::require!(Root, Go);
+    client_span_error_has_the_message(false);
+}
+
+#[test]
+fn client_span_error_text_stripped() {
+    gotel_e2e::require!(Root, Go);
+    client_span_error_has_the_message(true);
 }
 
 /// HTTP/2 (h2c, Go 1.24+'s own support): `e2e/goapps/h2svc` serves on 127.0.0.1 and calls

@@ -1,19 +1,28 @@
-//! Tests on a second kernel: Debian 12's own 6.1, booted under qemu (TCG) by `tools/vm/`.
+//! Tests on two more kernels: Debian 12's own 6.1 and bookworm-backports' 6.12, booted under
+//! qemu (TCG) by `tools/vm/`.
 //!
 //! Why: the machines gotel is built on run kernel 6.18 in lockdown=integrity, which refuses
-//! `bpf_probe_write_user`, so the memory path of `GOTEL_PROPAGATION=inject` could only be tested
-//! up to its refusal there, and every other test ran on one kernel only. Debian's 6.1 kernel runs
-//! without lockdown (no Secure Boot), is what many servers still run, and has a verifier that
-//! knows less than 6.18's (bounds from comparisons of two registers came only in 6.8).
+//! `bpf_probe_write_user` and has the sockhash FIONREAD regression (929e30f93125), so the memory
+//! path of `GOTEL_PROPAGATION=inject` could only be tested up to its refusal there, the socket
+//! path only on a kernel with that regression, and every other test ran on one kernel only.
+//! Debian's kernels boot without lockdown (no Secure Boot). 6.1 is what many servers still run,
+//! has a verifier that knows less than 6.18's (bounds from comparisons of two registers came
+//! only in 6.8) and, measured, no FIONREAD regression; 6.12 (Debian 13's kernel, in
+//! bookworm-backports) is the newer one, with the regression (6.12.95: backported). The socket
+//! path's verdict on FIONREAD is printed for each, so a kernel update that changes it shows.
 //!
-//! How: the host test `kernel_6_1_vm` builds the e2e test executables (cargo's JSON tells where
-//! they are), builds the Go programs those tests need on the host (`tools/vm/go-prebuilt.sh`:
-//! a `go build` takes 30-60 s under TCG), and boots the VM once (`tools/vm/run.sh`), which sees
-//! the host's files read-only and runs [`IN_VM`] one test at a time
-//! (`tools/vm/guest-tests.sh`). It passes when every listed test passed inside; a test that ran
-//! nothing, a VM that gave no result and a timeout all fail it. Adding a test is one line of
-//! [`IN_VM`]. The `guest_*` tests of this file are `#[ignore]`d: they only run inside the VM
-//! (`GOTEL_VM_GUEST=1`) and fail anywhere else.
+//! How: the host test `debian_kernels_vm` builds the e2e test executables (cargo's JSON tells
+//! where they are), builds the Go programs those tests need on the host
+//! (`tools/vm/go-prebuilt.sh`: a `go build` takes 30-60 s under TCG), and boots the VM once per
+//! kernel (`tools/vm/run.sh -k`), which sees the host's files read-only and runs the tests of
+//! [`IN_VM`] for that kernel one at a time (`tools/vm/guest-tests.sh`), raising the kernel's
+//! lockdown to `integrity` before the tests that ask for it (one boot less per kernel than
+//! booting with `lockdown=integrity`, about 13 s each under TCG). It passes when
+//! every listed test passed inside; a test that ran nothing, a VM that gave no result and a
+//! timeout all fail it. Adding a test is one line of [`IN_VM`]. The `guest_*` tests of this file
+//! are `#[ignore]`d: they only run inside the VM (`GOTEL_VM_GUEST=1`) and fail anywhere else.
+//! Lines a guest test prints as `gotel-vm-note: ...` (the FIONREAD probe's result) are repeated
+//! in the host test's report.
 //!
 //! `guest_memory_injection_http1`: two Go services (`goapps/httpsvc`), one gotel each, the
 //! frontend's calls to the backend going through a recording TCP proxy in the test; with
@@ -24,9 +33,9 @@
 //! `guest_memory_injection_tls`: the same two services with the backend serving HTTP/1.1 over
 //! TLS (the memory path writes before encryption): one `traceparent` written and adopted per
 //! request, the same parent links, nothing without injection.
-//!
-//! The socket path (SOCK_OPS/SK_MSG) gets its line in [`IN_VM`] once gotel can be told to use
-//! it on a kernel where the memory path is allowed (it only runs where that one cannot).
+//! `guest_socket_injection_http1`: the plaintext test over the socket path (SOCK_OPS + SK_MSG),
+//! in lockdown `integrity` (as the build machines boot: the memory path is refused and gotel
+//! uses the socket path), on 6.1 and on 6.12; the memory path writes nothing there.
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
@@ -47,37 +56,64 @@ const SINK: &str = env!("CARGO_BIN_EXE_otlp-sink");
 /// name, exact test name; `guest_*` tests of this file are ignored outside the VM) and the Go
 /// builds it asks for (toolchain: `""` for the default `go_bin()`, else a version for
 /// `go_version_bin`; app under `goapps/`; build flags), made on the host before booting, and
-/// the kernel command line it needs.
+/// the kernel and lockdown level it needs.
 struct InVm {
+    /// The kernel: a link in /var/cache/gotel/vm made by `tools/vm/setup.sh`.
+    kernel: Kernel,
     target: &'static str,
     test: &'static str,
     builds: &'static [(&'static str, &'static str, &'static [&'static str])],
-    /// Added to the kernel's command line: `lockdown=integrity` boots the VM locked down, as
-    /// the build machines are (one boot per distinct value).
-    kernel_args: &'static str,
+    /// `integrity`: the guest raises the kernel's lockdown to that level before the test, as
+    /// the build machines boot (the kernels boot with none; lockdown can be raised at run time,
+    /// never lowered, so these tests run last in their boot); `""`: as booted.
+    lockdown: &'static str,
 }
 
 const STRIPPED: &[&str] = &["-ldflags=-s -w"];
 
-/// What runs inside the VM, in this order, one line each. Chosen for coverage within a few
-/// minutes of TCG (Go programs run about 10-50x slower there): the memory path end to end
-/// (plaintext and TLS), the
-/// engine's checks in launch and pid mode (normal and stripped builds), attributes from DWARF,
-/// the HTTP spans with injection (the memory path again, with http.rs's checks) and HTTP/2.
+#[derive(Clone, Copy, PartialEq, Debug)]
+enum Kernel {
+    /// Debian 12's own kernel, 6.1.
+    Bookworm,
+    /// bookworm-backports' kernel, 6.12 (Debian 13's).
+    Backports,
+}
+
+impl Kernel {
+    fn name(self) -> &'static str {
+        match self {
+            Kernel::Bookworm => "bookworm",
+            Kernel::Backports => "bookworm-backports",
+        }
+    }
+}
+
+use Kernel::{Backports, Bookworm};
+const HTTPSVC: &[(&str, &str, &[&str])] = &[("", "httpsvc", &[])];
+
+/// What runs inside the VM, one boot per kernel, in this order (those in lockdown last), one
+/// line each. Chosen for coverage within a few minutes of TCG (Go programs run about 10-50x
+/// slower there): on 6.1, the memory path end to end (plaintext and TLS), the engine's checks in
+/// launch and pid mode (normal and stripped builds), attributes from DWARF, the HTTP spans with
+/// injection (the memory path again, with http.rs's checks), HTTP/2, then in lockdown the
+/// socket path; on 6.12, the memory path (plaintext) and then in lockdown the socket path. So
+/// both paths of `traceparent` run on two kernels here, the socket path on a third (the build
+/// machines' 6.18) in the e2e tests outside the VM.
+#[rustfmt::skip]
 const IN_VM: &[InVm] = &[
-    InVm { target: "vm", test: "guest_memory_injection_http1", builds: &[("", "httpsvc", &[])], kernel_args: "" },
-    InVm { target: "vm", test: "guest_memory_injection_tls", builds: &[("", "httpsvc", &[])], kernel_args: "" },
-    InVm { target: "engine", test: "launch_normal_http_protobuf", builds: &[("", "engine", &[])], kernel_args: "" },
-    InVm { target: "engine", test: "pid_stripped_http_protobuf", builds: &[("", "engine", STRIPPED)], kernel_args: "" },
-    InVm { target: "attributes", test: "attributes_machine_go", builds: &[("", "attrs", &[])], kernel_args: "" },
-    InVm { target: "http", test: "http_spans_machine_go", builds: &[("", "httpsvc", &[])], kernel_args: "" },
-    InVm { target: "http", test: "http2_machine_go", builds: &[("", "h2svc", &[])], kernel_args: "" },
-    // The socket path (SOCK_OPS/SK_MSG, branch `socket`) runs only where the memory path cannot:
-    // a boot in lockdown, on a kernel without the FIONREAD regression. Ready once it is merged:
-    // InVm { target: "vm", test: "guest_socket_injection_http1", builds: &[("", "httpsvc", &[])], kernel_args: "lockdown=integrity" },
+    InVm { kernel: Bookworm, target: "vm", test: "guest_memory_injection_http1", builds: HTTPSVC, lockdown: "" },
+    InVm { kernel: Bookworm, target: "vm", test: "guest_memory_injection_tls", builds: HTTPSVC, lockdown: "" },
+    InVm { kernel: Bookworm, target: "engine", test: "launch_normal_http_protobuf", builds: &[("", "engine", &[])], lockdown: "" },
+    InVm { kernel: Bookworm, target: "engine", test: "pid_stripped_http_protobuf", builds: &[("", "engine", STRIPPED)], lockdown: "" },
+    InVm { kernel: Bookworm, target: "attributes", test: "attributes_machine_go", builds: &[("", "attrs", &[])], lockdown: "" },
+    InVm { kernel: Bookworm, target: "http", test: "http_spans_machine_go", builds: HTTPSVC, lockdown: "" },
+    InVm { kernel: Bookworm, target: "http", test: "http2_machine_go", builds: &[("", "h2svc", &[])], lockdown: "" },
+    InVm { kernel: Bookworm, target: "vm", test: "guest_socket_injection_http1", builds: HTTPSVC, lockdown: "integrity" },
+    InVm { kernel: Backports, target: "vm", test: "guest_memory_injection_http1", builds: HTTPSVC, lockdown: "" },
+    InVm { kernel: Backports, target: "vm", test: "guest_socket_injection_http1", builds: HTTPSVC, lockdown: "integrity" },
 ];
 
-/// Bound on the VM's run (boot excluded): the list above takes about 100 s here.
+/// Bound on one boot's run (boot excluded): the longest, 6.1's, takes about 150 s here.
 const VM_TIMEOUT: Duration = Duration::from_secs(600);
 
 // ---------------------------------------------------------------------------------------------
@@ -109,10 +145,10 @@ fn test_executables() -> BTreeMap<String, PathBuf> {
     exes
 }
 
-/// The VM's kernel, prepared by `tools/vm/setup.sh`.
-fn vm_kernel() -> String {
-    let release = Path::new("/var/cache/gotel/vm/current/release");
-    std::fs::read_to_string(release)
+/// The release of a VM kernel, prepared by `tools/vm/setup.sh`.
+fn vm_kernel(kernel: Kernel) -> String {
+    let release = PathBuf::from(format!("/var/cache/gotel/vm/{}/release", kernel.name()));
+    std::fs::read_to_string(&release)
         .unwrap_or_else(|_| {
             panic!(
                 "no test VM kernel ({} missing): run tools/vm/setup.sh (tools/install-deps.sh does)",
@@ -123,17 +159,17 @@ fn vm_kernel() -> String {
         .to_string()
 }
 
-/// Boots the VM once and runs every test of [`IN_VM`] inside; fails unless each one passed.
+/// Boots the VM once per kernel and runs every test of [`IN_VM`] inside;
+/// fails unless each one passed.
 #[test]
-fn kernel_6_1_vm() {
+fn debian_kernels_vm() {
     require_environment().unwrap();
-    let kernel = vm_kernel();
     let exes = test_executables();
     let tools = workspace_root().join("tools/vm");
 
     // GOTEL_VM_ONLY=a,b: only the tests whose label contains a or b (while working on them).
     let only = std::env::var("GOTEL_VM_ONLY").unwrap_or_default();
-    let label = |t: &InVm| format!("{}::{}", t.target, t.test);
+    let label = |t: &InVm| format!("{}::{}@{}", t.target, t.test, t.kernel.name());
     let selected: Vec<&InVm> =
         IN_VM.iter().filter(|t| only.is_empty() || only.split(',').any(|o| label(t).contains(o))).collect();
     assert!(!selected.is_empty(), "GOTEL_VM_ONLY={only} selects no test");
@@ -153,24 +189,31 @@ fn kernel_6_1_vm() {
         prebuilt.push(key);
     }
 
-    // One boot per kernel command line, in the order of the list.
-    let mut boots: Vec<&str> = Vec::new();
+    // One boot per kernel, in the order of the list.
+    let mut boots: Vec<Kernel> = Vec::new();
     for t in &selected {
-        if !boots.contains(&t.kernel_args) {
-            boots.push(t.kernel_args);
+        if !boots.contains(&t.kernel) {
+            boots.push(t.kernel);
         }
     }
+    let mut kernels = Vec::new();
     let t0 = Instant::now();
     let mut report = Vec::new();
     let mut failed = Vec::new();
-    for kernel_args in boots {
-        let tests: Vec<&InVm> = selected.iter().copied().filter(|t| t.kernel_args == kernel_args).collect();
+    for kernel in boots {
+        let release = vm_kernel(kernel);
+        kernels.push(release.clone());
+        // Those in lockdown last: it cannot be lowered again.
+        let mut tests: Vec<&InVm> = selected.iter().copied().filter(|t| t.kernel == kernel).collect();
+        tests.sort_by_key(|t| !t.lockdown.is_empty());
+        let b0 = Instant::now();
         let io = tempfile::tempdir().unwrap();
         let mut list = String::new();
         for t in &tests {
             let exe = exes.get(t.target).unwrap_or_else(|| panic!("cargo built no test executable {:?}", t.target));
             let flags = if t.target == "vm" { "--ignored" } else { "" };
-            list.push_str(&format!("{}\t{}\t{}\t{flags}\n", label(t), exe.display(), t.test));
+            let lockdown = if t.lockdown.is_empty() { "-" } else { t.lockdown };
+            list.push_str(&format!("{}\t{}\t{}\t{lockdown}\t{flags}\n", label(t), exe.display(), t.test));
         }
         std::fs::write(io.path().join("tests"), &list).unwrap();
         // The console on stderr: Proc shows it as it comes, prefixed `[vm] ` (so the totals of
@@ -178,40 +221,45 @@ fn kernel_6_1_vm() {
         // with --nocapture.
         let mut cmd = Command::new("/bin/sh");
         cmd.args(["-c", "exec \"$0\" \"$@\" >&2"]).arg(tools.join("run.sh"));
-        cmd.arg("-t").arg(VM_TIMEOUT.as_secs().to_string()).arg("-o").arg(io.path()).arg("-a").arg(kernel_args);
+        cmd.arg("-k").arg(kernel.name()).arg("-t").arg(VM_TIMEOUT.as_secs().to_string());
+        cmd.arg("-o").arg(io.path());
         cmd.arg("--").arg(tools.join("guest-tests.sh")).arg(io.path().join("tests")).arg(gobuild.path());
         cmd.env("GOTEL_VM_GUEST", "1").env("GOTEL_BIN", gotel_e2e::gotel_bin());
         let mut vm = Proc::spawn("vm", cmd).unwrap();
         let st = vm.wait_timeout(VM_TIMEOUT + Duration::from_secs(120)).unwrap();
         let console = vm.stderr_string();
+        report.push(format!("boot of {release}: {:.0} s (boot, tests, power-off)", b0.elapsed().as_secs_f64()));
         for t in &tests {
             let label = label(t);
+            let lockdown = if t.lockdown.is_empty() { String::new() } else { format!(" [lockdown {}]", t.lockdown) };
             let line = console.lines().find(|l| {
                 l.strip_prefix("gotel-vm-test: ")
                     .and_then(|r| r.split_once(' '))
                     .is_some_and(|(_, r)| r.starts_with(&format!("{label} (")))
             });
             match line {
-                Some(l) if l.starts_with("gotel-vm-test: ok ") => report.push(format!("{l} [{kernel_args}]")),
+                Some(l) if l.starts_with("gotel-vm-test: ok ") => report.push(format!("  {l}{lockdown}")),
                 Some(l) => {
-                    report.push(format!("{l} [{kernel_args}]"));
+                    report.push(format!("  {l}{lockdown}"));
                     failed.push(label);
                 }
                 None => {
-                    report.push(format!("gotel-vm-test: NOT RUN {label} [{kernel_args}] (VM: {st})"));
+                    report.push(format!("  gotel-vm-test: NOT RUN {label}{lockdown} (VM: {st})"));
                     failed.push(label);
                 }
             }
         }
+        let notes = console.lines().filter_map(|l| l.find("gotel-vm-note: ").map(|i| format!("  {}", &l[i..])));
+        report.extend(notes);
     }
     let wall = t0.elapsed();
     let report = report.join("\n");
     assert!(
         failed.is_empty(),
-        "in the VM (kernel {kernel}), {:.0} s; failed: {failed:?}\n{report}",
+        "in the VM (kernels {kernels:?}), {:.0} s; failed: {failed:?}\n{report}",
         wall.as_secs_f64()
     );
-    println!("kernel {kernel}, VM wall time {:.0} s (boots, tests, power-offs)\n{report}", wall.as_secs_f64());
+    println!("kernels {kernels:?}, VM wall time {:.0} s (boots, tests, power-offs)\n{report}", wall.as_secs_f64());
     if selected.len() < IN_VM.len() {
         println!("GOTEL_VM_ONLY={only}: {} of {} tests run", selected.len(), IN_VM.len());
     }
@@ -221,13 +269,13 @@ fn kernel_6_1_vm() {
 // Guest side (inside the VM)
 // ---------------------------------------------------------------------------------------------
 
-/// Fails unless this runs inside the test VM booted with `lockdown` (`none`: writing user
+/// Fails unless this runs inside the test VM in lockdown `lockdown` (`none`: writing user
 /// memory allowed; `integrity`: as the build machines boot).
 fn require_guest(lockdown: &str) {
     assert_eq!(
         std::env::var("GOTEL_VM_GUEST").as_deref(),
         Ok("1"),
-        "this test runs inside the test VM only: `cargo test --release -p gotel-e2e --test vm kernel_6_1_vm` boots it"
+        "this test runs inside the test VM only: `cargo test --release -p gotel-e2e --test vm debian_kernels_vm` boots it"
     );
     require_environment().unwrap();
     let mode = std::fs::read_to_string("/sys/kernel/security/lockdown").unwrap_or_default();
@@ -506,7 +554,7 @@ fn check_requests(off: &TwoServices, on: &TwoServices) {
 }
 
 #[test]
-#[ignore = "runs inside the test VM: kernel_6_1_vm boots it"]
+#[ignore = "runs inside the test VM: debian_kernels_vm boots it"]
 fn guest_memory_injection_http1() {
     require_guest("none");
     let off = two_services(false, false);
@@ -521,7 +569,7 @@ fn guest_memory_injection_http1() {
 /// The bytes on the wire cannot be read here; the backend's gotel reads the header as the
 /// server parses it (adopted once per request) and its spans join the frontend's.
 #[test]
-#[ignore = "runs inside the test VM: kernel_6_1_vm boots it"]
+#[ignore = "runs inside the test VM: debian_kernels_vm boots it"]
 fn guest_memory_injection_tls() {
     require_guest("none");
     check_apart(&two_services(false, true));
@@ -530,16 +578,34 @@ fn guest_memory_injection_tls() {
     check_joined(&on, "traceparent_injected");
 }
 
-/// The socket path (SOCK_OPS + SK_MSG), which gotel uses where the memory path is refused: in a
-/// lockdown=integrity boot of 6.1, a kernel without the sockhash FIONREAD regression.
+/// The socket path (SOCK_OPS + SK_MSG), which gotel uses where the memory path is refused: in
+/// lockdown `integrity`, on 6.1 (no sockhash FIONREAD regression; its SOCK_OPS programs may not
+/// call `bpf_get_current_pid_tgid`) and 6.12. Prints the FIONREAD probe's verdict as a
+/// `gotel-vm-note`.
 #[test]
-#[ignore = "runs inside the test VM: kernel_6_1_vm boots it"]
+#[ignore = "runs inside the test VM: debian_kernels_vm boots it"]
 fn guest_socket_injection_http1() {
     require_guest("integrity");
     let off = two_services(false, false);
     check_apart(&off);
     let on = two_services(true, false);
+    assert!(
+        on.frontend_log.contains("plaintext HTTP/1.x: through the socket"),
+        "the socket path is not in use:\n{}",
+        on.frontend_log
+    );
     check_joined(&on, "socket_injected");
     assert!(on.frontend_log.contains("traceparent_injected=0"), "the memory path wrote:\n{}", on.frontend_log);
     check_requests(&off, &on);
+    let fionread = on.frontend_log.lines().find(|l| l.contains("FIONREAD")).unwrap_or_default();
+    assert!(
+        fionread.contains("FIONREAD regression") || fionread.contains("FIONREAD check: enrolled sockets report"),
+        "the FIONREAD probe gave no verdict:\n{}",
+        on.frontend_log
+    );
+    let verdict = if fionread.contains("has the sockhash FIONREAD regression") { "present" } else { "absent" };
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let version = std::fs::read_to_string("/proc/sys/kernel/version").unwrap_or_default();
+    let (release, version) = (release.trim(), version.trim());
+    println!("gotel-vm-note: kernel {release} ({version}): sockhash FIONREAD regression {verdict}");
 }

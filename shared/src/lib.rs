@@ -305,6 +305,11 @@ pub struct SocketInjectConfig {
     pub fsbase_offset: u32,
     /// A stored context older than this is not used (consume-once also bounds it).
     pub ttl_ns: u64,
+    /// Offset of `tgid` in `struct task_struct` (from the kernel's BTF): SOCK_OPS reads the
+    /// connecting task's process there, since `bpf_get_current_pid_tgid` is refused to SOCK_OPS
+    /// programs on older kernels (6.1 among them).
+    pub tgid_offset: u32,
+    pub _pad: u32,
 }
 
 /// One captured value inside an event's data, followed by `len` bytes of string payload.
@@ -456,7 +461,6 @@ pub enum Counter {
     /// walked instead (completely: what it holds, the request had).
     HeaderMapWalked = 25,
 }
-/// Room for every branch's counters (p15 24..31, grpc 32..47, db 48..59, k8s 60..63).
 pub const NUM_COUNTERS: u32 = 64;
 
 /// pt_regs slot indices (x86-64 `struct pt_regs` / aya's `pt_regs`, 8 bytes each).

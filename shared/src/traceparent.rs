@@ -45,11 +45,12 @@ pub enum HeaderLine {
 }
 
 /// Whether a header line of `len` bytes can be a `traceparent` at all: lets the kernel skip
-/// copying every other header line.
+/// copying the lines shorter than the name. Any longer line may be one, and a `traceparent` of
+/// any length other than the one valid length is counted as invalid (a short or cut value is a
+/// broken client the user wants to hear about).
 #[inline(always)]
 pub fn may_be_traceparent(len: usize) -> bool {
-    let min = TRACEPARENT_NAME.len() + TRACEPARENT_VALUE_LEN;
-    len >= min && len <= min + MAX_VALUE_INDENT
+    len >= TRACEPARENT_NAME.len()
 }
 
 #[inline(always)]
@@ -83,7 +84,7 @@ pub fn parse_header_line(line: &[u8; HEADER_LINE_BUF], len: usize) -> HeaderLine
             v += 1;
         }
     }
-    if len - v != TRACEPARENT_VALUE_LEN || v > HEADER_LINE_BUF - TRACEPARENT_VALUE_LEN {
+    if len < v || len - v != TRACEPARENT_VALUE_LEN || v > HEADER_LINE_BUF - TRACEPARENT_VALUE_LEN {
         return HeaderLine::Invalid;
     }
     match parse_value(&line[v..v + TRACEPARENT_VALUE_LEN]) {
@@ -210,12 +211,29 @@ mod tests {
     }
 
     #[test]
-    fn other_headers_and_impossible_lengths_are_not_counted() {
+    fn other_headers_are_not_counted() {
         assert_eq!(parse(&format!("tracestate: {VALUE}xx")), HeaderLine::Other);
         assert_eq!(parse(&format!("traceparenx: {VALUE}")), HeaderLine::Other);
-        assert_eq!(parse("traceparent: 00-short"), HeaderLine::Other);
-        assert_eq!(parse(&format!("traceparent:         {VALUE}")), HeaderLine::Other, "9 spaces: too long");
+        assert_eq!(parse("tracepar"), HeaderLine::Other);
+        assert_eq!(parse("Accept: */*"), HeaderLine::Other);
         assert_eq!(parse(""), HeaderLine::Other);
+    }
+
+    /// A `traceparent` of any wrong length is malformed, short ones included (they used to be
+    /// skipped as "not of a length one can have", so a client sending `00-abc` went unseen).
+    #[test]
+    fn a_traceparent_of_any_other_length_is_invalid() {
+        for line in [
+            String::from("traceparent:"),
+            "traceparent: ".into(),
+            "traceparent: 00-short".into(),
+            "TraceParent: 00-abc".into(),
+            format!("traceparent: {}", &VALUE[..30]),
+            format!("traceparent:         {VALUE}"),
+            format!("traceparent: {VALUE}-{VALUE}"),
+        ] {
+            assert_eq!(parse(&line), HeaderLine::Invalid, "{line:?}");
+        }
     }
 
     #[test]

@@ -265,11 +265,17 @@ fn factory_for(plan: &Plan, binary: &Arc<GoBinary>) -> SpanFactory {
 }
 
 fn resource() -> opentelemetry_sdk::Resource {
-    export::resource(&ResourceFacts { exe_name: "loop", pid: 4242, go_version: Some("go1.26") })
+    export::resource(&ResourceFacts {
+        exe_name: "loop",
+        pid: 4242,
+        go_version: Some("go1.26"),
+        service_name: None,
+        extra: &[],
+    })
 }
 
 fn pipeline() -> Pipeline {
-    Pipeline::from_env(resource(), &export::BatchSettings::from_env().expect("OTEL_BSP_*"))
+    Pipeline::from_env(resource(), &export::BatchSettings::from_env().expect("OTEL_BSP_*"), false)
         .expect("pipeline settings")
         .expect("exporting is off: set OTEL_TRACES_EXPORTER=otlp")
 }

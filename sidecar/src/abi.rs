@@ -284,12 +284,19 @@ pub fn from_dwarf(pieces: &[crate::dwarf::LocPiece]) -> Option<Location> {
     }
 }
 
-/// True when `ours` says nothing that contradicts the compiler's `dwarf` location.
+/// True when `ours` says nothing that contradicts the compiler's `dwarf` location: the same
+/// stack slot, or DWARF's registers among ours in the same order. Offsets are not compared:
+/// Go's DWARF pieces leave out padding (a `uint8` field followed by an `int64` is a 1-byte
+/// piece then an 8-byte one, at 1 instead of 8), so they drift from the value's layout while
+/// naming the same registers (zap.Field's 8 registers were reported as disagreeing, printed
+/// identically). A real disagreement (a parameter DWARF leaves out shifts every later one)
+/// changes the registers.
 pub fn agrees(ours: &Location, dwarf: &Location) -> bool {
     match (ours, dwarf) {
         (Location::Stack { sp_offset: a }, Location::Stack { sp_offset: b }) => a == b,
         (Location::Registers(a), Location::Registers(b)) => {
-            b.iter().all(|d| a.iter().any(|o| o.offset == d.offset && o.reg == d.reg))
+            let mut rest = a.iter();
+            b.iter().all(|d| rest.any(|o| o.reg == d.reg))
         }
         _ => false,
     }

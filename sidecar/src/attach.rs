@@ -50,7 +50,6 @@ pub struct Attached {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct KernelCounters(pub [u64; NUM_COUNTERS as usize]);
 
-// By hand: `Default` is derived for arrays of at most 32 elements.
 impl Default for KernelCounters {
     fn default() -> Self {
         Self([0; NUM_COUNTERS as usize])

@@ -24,7 +24,7 @@ use crate::{
     name = "gotel",
     version,
     about = "Trace chosen functions of a running Go program as OpenTelemetry spans (eBPF uprobes)",
-    after_help = "Exactly one target: --pid, --exe, or a command after `--`.\n\
+    after_help = "Exactly one target: --pid, --exe, --node, or a command after `--`.\n\
                   Example: gotel --probe 'main.handle(user=u.Name)' -- ./server --port 8080"
 )]
 pub struct Cli {
@@ -36,6 +36,20 @@ pub struct Cli {
     /// restarts (a new process of the same file is traced again).
     #[arg(long, env = "GOTEL_TARGET_EXE", value_name = "PATH")]
     pub exe: Option<PathBuf>,
+
+    /// Node mode: trace every Go process on this host that a selector picks (--select), new and
+    /// restarted ones too, each as its own service (see README "Kubernetes").
+    #[arg(long, env = "GOTEL_NODE", value_parser = clap::builder::BoolishValueParser::new(), default_value_t = false)]
+    pub node: bool,
+
+    /// Node mode: which processes, `KEY=VALUE,...` (exe, namespace, pod, container,
+    /// label:NAME, service, probes-file). Repeatable; added to GOTEL_SELECT.
+    #[arg(long = "select", value_name = "SELECTOR")]
+    pub select: Vec<String>,
+
+    /// `;`-separated selectors (same grammar as --select).
+    #[arg(long = "selectors", env = "GOTEL_SELECT", value_name = "SELECTORS", hide = true)]
+    pub select_env: Option<String>,
 
     /// Functions to trace: `SYMBOL` or `SYMBOL(KEY=EXPR, ...)`, `*` globs allowed. Repeatable;
     /// added to GOTEL_PROBES.
@@ -95,6 +109,8 @@ pub enum Target {
     Pid(u32),
     Exe(PathBuf),
     Launch(Vec<String>),
+    /// Node mode: every process a selector picks.
+    Node(Vec<crate::node::Selector>),
 }
 
 impl Cli {
@@ -109,13 +125,18 @@ impl Cli {
         if !self.command.is_empty() {
             chosen.push(Target::Launch(self.command.clone()));
         }
+        if self.node {
+            chosen.push(Target::Node(crate::node::selectors(self.select_env.as_deref(), &self.select)?));
+        } else if self.select_env.is_some() || !self.select.is_empty() {
+            return Err(Failure::config("--select (GOTEL_SELECT) is for node mode: add --node (GOTEL_NODE=true)"));
+        }
         match chosen.len() {
             1 => Ok(chosen.pop().unwrap()),
             0 => Err(Failure::config(
-                "no target: give --pid PID (GOTEL_TARGET_PID), --exe PATH (GOTEL_TARGET_EXE), or a command after `--`",
+                "no target: give --pid PID (GOTEL_TARGET_PID), --exe PATH (GOTEL_TARGET_EXE), --node with --select (GOTEL_NODE, GOTEL_SELECT), or a command after `--`",
             )),
             _ => Err(Failure::config(
-                "more than one target: choose one of --pid (GOTEL_TARGET_PID), --exe (GOTEL_TARGET_EXE) and a command after `--`",
+                "more than one target: choose one of --pid (GOTEL_TARGET_PID), --exe (GOTEL_TARGET_EXE), --node (GOTEL_NODE) and a command after `--`",
             )),
         }
     }
@@ -146,7 +167,7 @@ impl Cli {
 }
 
 /// Everything the command line and the environment asked for, resolved and checked.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct Settings {
     pub target: Target,
     pub specs: Vec<ProbeSpec>,
@@ -175,6 +196,7 @@ impl Settings {
     /// The exporter itself (`OTEL_TRACES_EXPORTER`, `OTEL_EXPORTER_OTLP_*`) is still built per
     /// session by `export::Pipeline`, since its resource names the traced process.
     pub fn resolve(cli: &Cli) -> Result<Settings, Failure> {
+        instrumentations::database_sql::query_text_from_env()?;
         Ok(Settings {
             target: cli.target()?,
             specs: cli.probe_specs()?,

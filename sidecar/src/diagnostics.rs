@@ -19,7 +19,7 @@ use tokio::{
 };
 
 use crate::{attach::KernelCounters, exit::Failure, export::ExportStats, spans::SpanStats};
-use gotel_shared::Counter;
+use gotel_shared::{Counter, NUM_COUNTERS};
 
 /// Totals over the whole run (all sessions), updated by the session's drain loop.
 #[derive(Debug, Default)]
@@ -38,6 +38,23 @@ pub struct Metrics {
     pub unmatched_returns: AtomicU64,
     pub depth_overflow: AtomicU64,
     pub goroutines_tracked: AtomicU64,
+    pub sampled_out: AtomicU64,
+    pub malformed_records: AtomicU64,
+    pub entry_values_evicted: AtomicU64,
+    pub export_requests_split: AtomicU64,
+    /// Every kernel counter (`gotel_shared::Counter` index), run-wide: the ones without a
+    /// field above (morestack re-entries, the instrumentations' own) are rendered from here.
+    pub kernel: KernelTotals,
+}
+
+/// Run-wide kernel counters by `gotel_shared::Counter` index (arrays of 64 have no `Default`).
+#[derive(Debug)]
+pub struct KernelTotals(pub [AtomicU64; NUM_COUNTERS as usize]);
+
+impl Default for KernelTotals {
+    fn default() -> Self {
+        Self(std::array::from_fn(|_| AtomicU64::new(0)))
+    }
 }
 
 impl Metrics {
@@ -90,13 +107,57 @@ impl Metrics {
             "goroutines with traced calls in progress (kernel LRU map)",
             &self.goroutines_tracked,
         );
+        put("spans_sampled_out_total", "counter", "spans the sampler dropped", &self.sampled_out);
+        put("records_malformed_total", "counter", "kernel records that could not be decoded", &self.malformed_records);
+        put(
+            "entry_values_evicted_total",
+            "counter",
+            "values captured at entry dropped before their call returned (bounded table)",
+            &self.entry_values_evicted,
+        );
+        put(
+            "export_requests_split_total",
+            "counter",
+            "export requests split for the collector's size limit",
+            &self.export_requests_split,
+        );
+        let kernel = |c: Counter| &self.kernel.0[c as usize];
+        put(
+            "morestack_reentries_total",
+            "counter",
+            "entry probes re-run by runtime.morestack, ignored",
+            kernel(Counter::MorestackReentry),
+        );
+        put(
+            "goroutine_state_insert_failed_total",
+            "counter",
+            "calls not tracked because the goroutine map was full",
+            kernel(Counter::StateInsertFailed),
+        );
+        put(
+            "goroutines_reused_total",
+            "counter",
+            "goroutine records cleared for a reused g",
+            kernel(Counter::GoroutineReused),
+        );
+        // The instrumentations' own counters (`traceparent_adopted`...), from the registry.
+        for unit in crate::instrumentations::ALL {
+            for (name, c) in unit.counters {
+                put(
+                    &format!("{name}_total"),
+                    "counter",
+                    &format!("counted by the {} instrumentation", unit.name),
+                    kernel(*c),
+                );
+            }
+        }
         out
     }
 }
 
 /// Run-wide totals at the start of a session: a restarted `--exe` target adds to them, so the
 /// counters only grow.
-#[derive(Debug, Default, Clone, Copy)]
+#[derive(Debug, Clone, Copy)]
 struct Base {
     calls: u64,
     spans: u64,
@@ -108,6 +169,11 @@ struct Base {
     queue_full: u64,
     export_failed: u64,
     export_failures: u64,
+    sampled_out: u64,
+    malformed: u64,
+    evicted: u64,
+    split: u64,
+    kernel: [u64; NUM_COUNTERS as usize],
 }
 
 /// The metrics as one session updates them.
@@ -131,6 +197,11 @@ impl Metrics {
             queue_full: m.lost_queue_full.load(Relaxed),
             export_failed: m.lost_export_failed.load(Relaxed),
             export_failures: m.export_failures.load(Relaxed),
+            sampled_out: m.sampled_out.load(Relaxed),
+            malformed: m.malformed_records.load(Relaxed),
+            evicted: m.entry_values_evicted.load(Relaxed),
+            split: m.export_requests_split.load(Relaxed),
+            kernel: std::array::from_fn(|i| m.kernel.0[i].load(Relaxed)),
         };
         SessionMetrics { m, base }
     }
@@ -157,7 +228,14 @@ impl SessionMetrics<'_> {
         m.abandoned.store(b.abandoned + k.get(Counter::Abandoned), Relaxed);
         m.unmatched_returns.store(b.unmatched + k.get(Counter::UnmatchedReturn), Relaxed);
         m.depth_overflow.store(b.overflow + k.get(Counter::DepthOverflow), Relaxed);
+        m.sampled_out.store(b.sampled_out + s.sampled_out, Relaxed);
+        m.malformed_records.store(b.malformed + s.malformed_records, Relaxed);
+        m.entry_values_evicted.store(b.evicted + s.pending_evicted, Relaxed);
+        for (i, total) in m.kernel.0.iter().enumerate() {
+            total.store(b.kernel[i] + k.0[i], Relaxed);
+        }
         if let Some(e) = export {
+            m.export_requests_split.store(b.split + e.requests_split.load(Relaxed), Relaxed);
             m.spans_exported.store(b.exported + e.exported.load(Relaxed), Relaxed);
             m.lost_queue_full.store(b.queue_full + e.dropped_queue_full.load(Relaxed), Relaxed);
             m.lost_export_failed.store(b.export_failed + e.dropped_export_failed.load(Relaxed), Relaxed);
@@ -273,6 +351,34 @@ mod tests {
         let second = m.session();
         second.publish(&k, &s, None, None);
         assert_eq!((m.calls.load(Relaxed), m.spans.load(Relaxed), m.spans_exported.load(Relaxed)), (10, 8, 3));
+    }
+
+    /// Every count the session summary logs is on /metrics too, run-wide (issue 16).
+    #[test]
+    fn every_counter_is_served() {
+        let m = Metrics::default();
+        let mut k = KernelCounters::default();
+        k.0[Counter::TraceparentInvalid as usize] = 3;
+        k.0[Counter::MorestackReentry as usize] = 2;
+        let s = SpanStats { sampled_out: 6, malformed_records: 1, pending_evicted: 4, ..Default::default() };
+        let e = ExportStats::default();
+        e.requests_split.store(5, Relaxed);
+        for _ in 0..2 {
+            m.session().publish(&k, &s, Some(&e), None);
+        }
+        let text = m.render();
+        for line in [
+            "gotel_traceparent_invalid_total 6",
+            "gotel_traceparent_adopted_total 0",
+            "gotel_traceparent_injected_total 0",
+            "gotel_morestack_reentries_total 4",
+            "gotel_spans_sampled_out_total 12",
+            "gotel_records_malformed_total 2",
+            "gotel_entry_values_evicted_total 8",
+            "gotel_export_requests_split_total 10",
+        ] {
+            assert!(text.lines().any(|l| l == line), "no {line:?} in\n{text}");
+        }
     }
 
     #[tokio::test]

@@ -142,7 +142,7 @@ pub fn from_dwarf(d: &DwarfInfo, module: Option<&str>) -> Result<Layout, String>
 pub fn synthetic_dwarf(layout: &Layout) -> DwarfInfo {
     let mut b = Synth { t: TypeTable::new(), layout, fields: fields(), named: HashMap::new() };
     let mut functions = Vec::new();
-    for span in instrumentations::ALL.iter().filter_map(|u| u.span.as_ref()) {
+    for span in instrumentations::ALL.iter().flat_map(|u| u.spans()) {
         let params = span
             .signature
             .iter()

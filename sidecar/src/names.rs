@@ -174,6 +174,9 @@ pub fn list_command(cli: &Cli) -> Result<String, Failure> {
         Target::Exe(path) => path,
         Target::Launch(cmd) => target::resolve_program(&cmd[0])
             .ok_or_else(|| Failure::target(format!("cannot find {}: no such file (looked in PATH)", cmd[0])))?,
+        Target::Node(_) => {
+            return Err(Failure::config("--list: name one binary with --exe PATH or --pid PID, not --node"))
+        }
     };
     let bin = GoBinary::open(&path).map_err(Failure::target)?;
     Ok(list(&bin, &specs, &crate::config::limits()?))

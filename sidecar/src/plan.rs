@@ -211,24 +211,31 @@ pub fn build(
 
     // Built-in instrumentations the binary contains, unless the user probes that function.
     for &lib in libraries {
-        let Some(function) = lib.symbol().and_then(|s| bin.function(s)) else { continue };
-        if probes.iter().any(|p| p.function.name == function.name) {
-            warnings.push(format!(
-                "{}: your probe on {} replaces the built-in {} spans",
-                lib.name(),
-                function.name,
-                lib.name()
-            ));
-            continue;
-        }
-        let Some(code) = bin.code(function) else { continue };
-        match instrumentations::plan(bin, lib, limits) {
-            Ok((attributes, save_regs)) => probes.push(Probe {
-                library: Some(lib),
-                save_regs,
-                ..Probe::new(probes.len(), bin, function, code, attributes)
-            }),
-            Err(why) => warnings.push(format!("{} spans are off for this binary: {why}", lib.name())),
+        for span in lib.spans() {
+            let Some(function) = bin.function(span.symbol) else { continue };
+            if probes.iter().any(|p| p.function.name == function.name) {
+                warnings.push(format!(
+                    "{}: your probe on {} replaces the built-in {} spans",
+                    lib.name(),
+                    function.name,
+                    lib.name()
+                ));
+                continue;
+            }
+            let Some(code) = bin.code(function) else { continue };
+            match instrumentations::plan(bin, lib, span, limits) {
+                Ok((attributes, save_regs)) => probes.push(Probe {
+                    library: Some(lib),
+                    save_regs,
+                    ..Probe::new(probes.len(), bin, function, code, attributes)
+                }),
+                Err(why) => {
+                    // One warning per unit: its other functions would fail the same way.
+                    warnings.push(format!("{} spans are off for this binary: {why}", lib.name()));
+                    probes.retain(|p| p.library != Some(lib));
+                    break;
+                }
+            }
         }
     }
     if probes.is_empty() {

@@ -1,6 +1,7 @@
 //! One tracing session: resolve the plan, attach to the process, turn kernel records into spans
 //! until the target exits (or gotel is told to stop), then flush and report what was counted.
-//! With `--exe`, a new session starts for each new process of that executable.
+//! With `--exe`, a new session starts for each new process of that executable; in node mode
+//! (`node.rs`) one session runs per selected process, each on its own thread.
 use std::{
     path::Path,
     sync::{atomic::Ordering::Relaxed, Arc},
@@ -21,6 +22,7 @@ use crate::{
     events,
     exit::Failure,
     export::{self, Pipeline, ResourceFacts},
+    k8s::K8sAttributes,
     plan::{self, Plan},
     spans::{self, SpanFactory},
     target::{self, Launched, Process},
@@ -28,7 +30,7 @@ use crate::{
 use gotel_shared::Counter;
 
 /// How a session ended.
-enum End {
+pub enum End {
     TargetExited,
     Stopped,
 }
@@ -44,12 +46,14 @@ pub async fn run(settings: &Settings, launched: Option<Launched>) -> Result<i32,
     match &settings.target {
         &Target::Pid(pid) => {
             let process = target::existing(pid)?;
-            session(settings, process, None, metrics, stop).await.map(|_| 0)
+            let identity = Identity::of(pid);
+            session(settings, process, None, &identity, metrics, stop).await.map(|_| 0)
         }
         Target::Launch(_) => {
             let launched = launched.expect("launched before the runtime started");
             let pid = launched.process.pid;
-            session(settings, launched.process.clone(), Some(launched), metrics, stop).await?;
+            let identity = Identity::of(pid);
+            session(settings, launched.process.clone(), Some(launched), &identity, metrics, stop).await?;
             Ok(target::reap(pid).unwrap_or(0))
         }
         Target::Exe(path) => {
@@ -61,7 +65,8 @@ pub async fn run(settings: &Settings, launched: Option<Launched>) -> Result<i32,
                 };
                 seen.push(process.pid);
                 let pid = process.pid;
-                match session(settings, process, None, metrics, stop).await {
+                let identity = Identity::of(pid);
+                match session(settings, process, None, &identity, metrics, stop).await {
                     Ok(End::Stopped) => return Ok(0),
                     Ok(End::TargetExited) => {
                         tracing::info!(exe = %path.display(), "target exited; waiting for the next process")
@@ -76,31 +81,57 @@ pub async fn run(settings: &Settings, launched: Option<Launched>) -> Result<i32,
                 }
             }
         }
+        Target::Node(selectors) => crate::node::run(settings, selectors, stop.clone()).await,
+    }
+}
+
+/// Who the target is, beyond its process: its `service.name` when gotel chose it (node mode),
+/// and its Kubernetes attributes.
+#[derive(Clone, Debug, Default)]
+pub struct Identity {
+    pub service_name: Option<String>,
+    pub attributes: Vec<opentelemetry::KeyValue>,
+}
+
+impl Identity {
+    /// One-target modes: the service name from the environment, the Kubernetes attributes from
+    /// the downward API variables and the target's cgroup (see `k8s`).
+    pub fn of(pid: u32) -> Identity {
+        Identity { service_name: None, attributes: K8sAttributes::for_process(pid).key_values() }
     }
 }
 
 /// SIGINT/SIGTERM, registered once when gotel starts (so none is lost between loops, nor kills
 /// gotel before it can flush) and latched: once received, every later wait returns at once.
+/// Clones share it (node mode hands one to each target's session, on its own runtime).
+#[derive(Clone)]
 pub struct Stop {
-    int: tokio::signal::unix::Signal,
-    term: tokio::signal::unix::Signal,
+    rx: tokio::sync::watch::Receiver<bool>,
     received: bool,
 }
 
 impl Stop {
     pub fn register() -> Result<Stop, Failure> {
         let sig = |k| signal(k).map_err(|e| Failure::environment(format!("cannot handle signals: {e}")));
-        Ok(Stop { int: sig(SignalKind::interrupt())?, term: sig(SignalKind::terminate())?, received: false })
+        let (mut int, mut term) = (sig(SignalKind::interrupt())?, sig(SignalKind::terminate())?);
+        let (tx, rx) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = int.recv() => {}
+                _ = term.recv() => {}
+            }
+            let _ = tx.send(true);
+            // Kept alive: a dropped sender would read as a stop.
+            std::future::pending::<()>().await;
+        });
+        Ok(Stop { rx, received: false })
     }
 
     pub async fn wait(&mut self) {
         if self.received {
             return;
         }
-        tokio::select! {
-            _ = self.int.recv() => {}
-            _ = self.term.recv() => {}
-        }
+        let _ = self.rx.wait_for(|stopped| *stopped).await;
         self.received = true;
     }
 
@@ -110,7 +141,14 @@ impl Stop {
 }
 
 fn prepare(settings: &Settings, exe: &Path) -> Result<(GoBinary, Plan), Failure> {
-    let binary = GoBinary::open(exe).map_err(Failure::target)?;
+    // DWARF only for the functions the plan can probe: what the specs name (a glob may take
+    // a few more than the plan will, never fewer) and the built-in instrumentations' spans.
+    // That keeps attaching to a large program inside a small container's memory.
+    let wanted = |name: &str| {
+        settings.specs.iter().any(|s| crate::names::glob_match(&s.symbol, name))
+            || settings.libraries.iter().any(|l| l.probes_function(name))
+    };
+    let binary = GoBinary::open_for(exe, &wanted).map_err(Failure::target)?;
     let plan = plan::build(
         &binary,
         &settings.specs,
@@ -125,10 +163,11 @@ fn prepare(settings: &Settings, exe: &Path) -> Result<(GoBinary, Plan), Failure>
     Ok((binary, plan))
 }
 
-async fn session(
+pub async fn session(
     settings: &Settings,
     process: Process,
     mut launched: Option<Launched>,
+    identity: &Identity,
     metrics: &Metrics,
     stop: &mut Stop,
 ) -> Result<End, Failure> {
@@ -144,8 +183,10 @@ async fn session(
         exe_name: &process.exe_name,
         pid: process.pid,
         go_version: binary.build.go_version.as_deref(),
+        service_name: identity.service_name.as_deref(),
+        extra: &identity.attributes,
     });
-    let pipeline = Pipeline::from_env(resource, &settings.batch)?;
+    let pipeline = Pipeline::from_env(resource, &settings.batch, launched.is_some())?;
     let mut attached = attach::load(&plan, &settings.maps)?;
     let exit_fd = target::pidfd(process.pid)
         .map_err(|e| Failure::target(format!("process {} is gone: {e}", process.pid)))

@@ -247,7 +247,7 @@ impl SpanFactory {
                     if !unwound {
                         values::decode(&probe.slots, rec.data, self.names.as_ref(), &mut raw, &mut error);
                     }
-                    let done = instrumentations::finish(lib, raw, error.take());
+                    let done = instrumentations::finish(lib, &probe.name, raw, error.take());
                     name = Cow::Owned(done.name);
                     kind = lib.span_kind();
                     status = Some(done.status);

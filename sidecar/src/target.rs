@@ -32,12 +32,37 @@ pub fn existing(pid: u32) -> Result<Process, Failure> {
         Some(libc::ENOENT) | Some(libc::ESRCH) => Failure::target(format!(
             "no process with pid {pid} (GOTEL_TARGET_PID); in a container, share the target's pid namespace (compose: pid: \"service:<app>\")"
         )),
-        Some(libc::EACCES) | Some(libc::EPERM) => Failure::environment(format!(
-            "cannot read /proc/{pid}/exe: permission denied; gotel needs CAP_SYS_PTRACE to inspect another user's process (compose: cap_add: [SYS_PTRACE])"
-        )),
+        Some(libc::EACCES) | Some(libc::EPERM) => {
+            Failure::environment(format!("cannot read /proc/{pid}/exe: permission denied; {}", ptrace_hint()))
+        }
         _ => Failure::target(format!("cannot read /proc/{pid}/exe: {e}")),
     })?;
     Ok(Process { pid, exe, exe_name: file_name(&link) })
+}
+
+/// Capability number of CAP_SYS_PTRACE (linux/capability.h).
+const CAP_SYS_PTRACE: u32 = 19;
+
+/// What to do about a permission denied on another process's `/proc/PID/exe`. Without
+/// CAP_SYS_PTRACE that is the capability; with it (root usually has it), asking for it again
+/// would mislead: a security module (Yama's ptrace_scope, AppArmor, SELinux) or a user
+/// namespace is what refuses.
+fn ptrace_hint() -> String {
+    if has_capability(CAP_SYS_PTRACE) {
+        "gotel has CAP_SYS_PTRACE already, so a security module (Yama ptrace_scope 3, AppArmor, SELinux) or a \
+         user namespace forbids it; run gotel where it may inspect the target (the target's pid namespace, \
+         without such a policy)"
+            .into()
+    } else {
+        "gotel needs CAP_SYS_PTRACE to inspect another user's process (compose: cap_add: [SYS_PTRACE])".into()
+    }
+}
+
+/// Whether capability `cap` is in gotel's effective set (`CapEff` of /proc/self/status).
+fn has_capability(cap: u32) -> bool {
+    let status = fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let eff = status.lines().find_map(|l| l.strip_prefix("CapEff:")).map(str::trim);
+    eff.and_then(|hex| u64::from_str_radix(hex, 16).ok()).is_some_and(|bits| bits & (1u64 << cap) != 0)
 }
 
 fn file_name(p: &Path) -> String {
@@ -91,7 +116,12 @@ pub fn find_by_exe(path: &Path, exclude: &[u32]) -> Scan {
     scan
 }
 
-/// Waits (polling /proc every 100 ms) until a process runs `path`; the oldest one wins.
+/// Waits until a process runs `path`; the oldest one wins. /proc is polled every 10 ms for the
+/// first 3 s after a traced process exited (`exclude` is not empty: a restart usually follows
+/// at once, and each poll is the only delay gotel adds before attaching), then every 100 ms
+/// (one scan reads every process's `exe` link: about a millisecond for a few hundred).
+/// A path gotel does not see is said once: it may be right as the target sees it (another
+/// mount namespace), so gotel keeps waiting rather than failing.
 /// When gotel may read no other process's executable at all (a sidecar without
 /// CAP_SYS_PTRACE), waiting could never end: that is an error naming the capability. When only
 /// some are unreadable (root on a host where a few processes are protected), gotel warns once
@@ -99,6 +129,15 @@ pub fn find_by_exe(path: &Path, exclude: &[u32]) -> Scan {
 pub async fn wait_for_exe(path: &Path, exclude: &[u32]) -> Result<Process, Failure> {
     let mut announced = false;
     let mut warned = false;
+    let started = std::time::Instant::now();
+    let fast_until = if exclude.is_empty() { Duration::ZERO } else { Duration::from_secs(3) };
+    if !path.exists() {
+        tracing::warn!(
+            exe = %path.display(),
+            "no such file here; waiting for a process whose executable has this path as it sees it \
+             (in its own mount namespace); check the path if the target runs on this file system"
+        );
+    }
     loop {
         let scan = find_by_exe(path, exclude);
         if let Some(&pid) = scan.matches.first() {
@@ -108,16 +147,17 @@ pub async fn wait_for_exe(path: &Path, exclude: &[u32]) -> Result<Process, Failu
         }
         if scan.denied > 0 && scan.readable == 0 {
             return Err(Failure::environment(format!(
-                "looking for {}: permission denied reading /proc/PID/exe of {} process(es); gotel needs \
-                 CAP_SYS_PTRACE to inspect another user's process (compose: cap_add: [SYS_PTRACE])",
+                "looking for {}: permission denied reading /proc/PID/exe of {} process(es); {}",
                 path.display(),
-                scan.denied
+                scan.denied,
+                ptrace_hint()
             )));
         }
         if scan.denied > 0 && !warned {
             tracing::warn!(
                 denied = scan.denied,
-                "some processes' executables cannot be read (permission denied); if the target is one of them, gotel needs CAP_SYS_PTRACE"
+                "some processes' executables cannot be read (permission denied); if the target is one of them: {}",
+                ptrace_hint()
             );
             warned = true;
         }
@@ -125,7 +165,8 @@ pub async fn wait_for_exe(path: &Path, exclude: &[u32]) -> Result<Process, Failu
             tracing::info!(exe = %path.display(), "waiting for a process running this executable");
             announced = true;
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        let pause = if started.elapsed() < fast_until { 10 } else { 100 };
+        tokio::time::sleep(Duration::from_millis(pause)).await;
     }
 }
 
@@ -261,6 +302,17 @@ mod tests {
     fn missing_pid_is_a_target_error() {
         let e = existing(u32::MAX - 1).unwrap_err();
         assert_eq!(e.code, crate::exit::ExitCode::Target);
+    }
+
+    #[test]
+    fn capability_hint_matches_the_effective_set() {
+        // Root (as the kernel tests run) has CAP_SYS_PTRACE: the hint must then not ask for it.
+        let has = has_capability(CAP_SYS_PTRACE);
+        if unsafe { libc::geteuid() } == 0 {
+            assert!(has, "root without CAP_SYS_PTRACE?");
+        }
+        assert_eq!(ptrace_hint().contains("needs CAP_SYS_PTRACE"), !has);
+        assert!(!has_capability(63), "no such capability");
     }
 
     #[test]

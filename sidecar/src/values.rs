@@ -10,14 +10,17 @@
 //! - a value the kernel could not read (`VALUE_UNREADABLE`, including a nil pointer on a
 //!   field path, `VALUE_NIL`) yields no attribute; it is counted (`unreadable`, `nil_path`)
 //!   so the caller can report it;
-//! - pointers, maps, chans, funcs and uintptrs are hex strings `0xc000012345`;
+//! - pointers, chans, funcs and uintptrs are hex strings `0xc000012345` (maps are refused at
+//!   plan time: `len(m)` is what can be read);
 //! - unsigned integers above `i64::MAX` are decimal strings (OpenTelemetry has no u64);
 //! - a nil interface or error is the string `<nil>` (as `fmt` prints it) when asked for
 //!   explicitly; the automatic error-status slot emits nothing for nil;
-//! - interfaces are their dynamic type name, `0x...` (the itab / type address) when the
-//!   binary has no symbols to name it;
+//! - interfaces are their dynamic type name, `0x...` (the itab / type address) when it
+//!   cannot be named (no type descriptor there; stripped binaries name theirs, see
+//!   `binary::moduledata`);
 //! - errors are their message when the dynamic type is `*errors.errorString`,
-//!   `*fmt.wrapError` or `*fmt.wrapErrors` (whose first field is the message), else the
+//!   `*fmt.wrapError` or `*fmt.wrapErrors` (whose first field is the message), go-redis's
+//!   `proto.RedisError` (a string) or modernc SQLite's `*sqlite.Error`, else the
 //!   dynamic type name; the status of an `error` result gets the same text;
 //! - strings cut by the kernel at the length limit are cut back to a UTF-8 boundary; other
 //!   invalid UTF-8 becomes U+FFFD.
@@ -28,7 +31,7 @@ use opentelemetry::KeyValue;
 use crate::attributes::{AttrSlot, Decode};
 
 /// Names a dynamic type from its runtime address (an itab for non-empty interfaces, a type
-/// descriptor for `any`): `*errors.errorString`. `None` when unknown (stripped binary).
+/// descriptor for `any`): `*errors.errorString`. `None` when unknown.
 pub trait TypeNames {
     fn type_name(&self, runtime_addr: u64) -> Option<String>;
 }
@@ -48,8 +51,18 @@ pub struct DecodeStats {
     pub malformed: bool,
 }
 
-/// Error types whose first field is the message string.
-const MESSAGE_ERRORS: [&str; 3] = ["*errors.errorString", "*fmt.wrapError", "*fmt.wrapErrors"];
+/// Error types whose first field is the message string (go-redis's `proto.RedisError` is a
+/// string, boxed: its data is the message, `redis.Nil` included). Named with their package
+/// path when the binary has DWARF, with its last element when not.
+pub(crate) const MESSAGE_ERRORS: [&str; 7] = [
+    "*errors.errorString",
+    "*fmt.wrapError",
+    "*fmt.wrapErrors",
+    "github.com/redis/go-redis/v9/internal/proto.RedisError",
+    "proto.RedisError",
+    "*modernc.org/sqlite.Error",
+    "*sqlite.Error",
+];
 
 const HEADER: usize = std::mem::size_of::<ValueHeader>();
 
@@ -128,6 +141,11 @@ fn value(
         Decode::Len => KeyValue::new(key, w1 as i64),
         Decode::MapLen => KeyValue::new(key, w0 as i64),
         Decode::Interface => KeyValue::new(key, if w0 == 0 { "<nil>".to_string() } else { type_name(names, w0) }),
+        Decode::Hex => KeyValue::new(key, payload.iter().map(|b| format!("{b:02x}")).collect::<String>()),
+        Decode::TypeAndText => {
+            let ty = if w0 == 0 { "<nil>".to_string() } else { type_name(names, w0) };
+            KeyValue::new(key, format!("{ty}\0{}", text(payload, true)))
+        }
         Decode::Error | Decode::ErrorType => {
             if w0 == 0 {
                 return (s.decode == Decode::Error).then(|| KeyValue::new(key, "<nil>"));

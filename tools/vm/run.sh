@@ -2,11 +2,13 @@
 # Runs one command inside the test VM (Debian's kernel under qemu TCG; see tools/vm/setup.sh) and
 # exits with the command's exit status.
 #
-#   tools/vm/run.sh [-t SECONDS] [-m MiB] [-c CPUS] [-a KERNEL_ARGS] [-o DIR] -- COMMAND [ARG...]
+#   tools/vm/run.sh [-k KERNEL] [-t SECONDS] [-m MiB] [-c CPUS] [-a KERNEL_ARGS] [-o DIR] -- COMMAND [ARG...]
 #
 # The guest sees the host's whole filesystem read-only over 9p, under a tmpfs overlay (writes
 # stay in the guest), so COMMAND runs unchanged: same path, same working directory, same
 # environment (exported variables). Its output and the guest's console are copied to stdout.
+# -k names the kernel, a link in /var/cache/gotel/vm made by setup.sh: `bookworm` (Debian 12's
+# 6.1, the default) or `bookworm-backports` (6.12).
 # -t bounds the command (default 600 s; the VM itself gets 60 s more for boot and power-off);
 # -a adds to the kernel's command line (e.g. `lockdown=integrity`, as the build machines boot);
 # -o keeps the exchange directory (cmd, rc, console.log) in DIR instead of a temporary one.
@@ -16,22 +18,23 @@ set -uo pipefail
 CACHE=/var/cache/gotel/vm
 die() { echo "vm-run: error: $*" >&2; exit 125; }
 
-timeout=600 mem=2048 cpus=2 io="" kargs=""
-while getopts "t:m:c:a:o:" opt; do
+timeout=600 mem=2048 cpus=2 io="" kargs="" kernel=bookworm
+while getopts "k:t:m:c:a:o:" opt; do
   case $opt in
+    k) kernel=$OPTARG ;;
     t) timeout=$OPTARG ;;
     m) mem=$OPTARG ;;
     c) cpus=$OPTARG ;;
     a) kargs=$OPTARG ;;
     o) io=$OPTARG ;;
-    *) die "usage: tools/vm/run.sh [-t SECONDS] [-m MiB] [-c CPUS] [-a KERNEL_ARGS] [-o DIR] -- COMMAND [ARG...]" ;;
+    *) die "usage: tools/vm/run.sh [-k KERNEL] [-t SECONDS] [-m MiB] [-c CPUS] [-a KERNEL_ARGS] [-o DIR] -- COMMAND [ARG...]" ;;
   esac
 done
 shift $((OPTIND - 1))
 [[ $# -gt 0 ]] || die "no command (usage: tools/vm/run.sh [options] -- COMMAND [ARG...])"
 [[ $(id -u) -eq 0 ]] || die "run as root (the guest shares the host's root filesystem)"
-kdir="$CACHE/current"
-[[ -f $kdir/vmlinuz && -f $kdir/initramfs.img ]] || die "no VM kernel in $CACHE: run tools/vm/setup.sh (tools/install-deps.sh does)"
+kdir="$CACHE/$kernel"
+[[ -f $kdir/vmlinuz && -f $kdir/initramfs.img ]] || die "no VM kernel $kernel in $CACHE: run tools/vm/setup.sh (tools/install-deps.sh does)"
 command -v qemu-system-x86_64 >/dev/null || die "qemu-system-x86_64 not found: run tools/vm/setup.sh"
 
 if [[ -n $io ]]; then

@@ -16,7 +16,10 @@
 //!   connections open before gotel attached are covered before the process dials a new one.
 //! - `gotel_sock_ops` (SOCK_OPS, attached to the target's cgroup v2 directory with
 //!   BPF_F_ALLOW_MULTI) enrols only client sockets of the traced process into `INJECT_SOCKETS`.
-//!   The process is checked at `BPF_SOCK_OPS_TCP_CONNECT_CB`, which runs in the connecting task;
+//!   The process is checked at `BPF_SOCK_OPS_TCP_CONNECT_CB`, which runs in the connecting task,
+//!   as `current->tgid` read at its BTF offset (`bpf_get_current_pid_tgid` is refused to SOCK_OPS
+//!   programs on older kernels, 6.1 among them; `bpf_get_current_task` and `bpf_probe_read_kernel` are
+//!   allowed there, so the socket path also runs on 6.1);
 //!   `ACTIVE_ESTABLISHED_CB` (where a sockhash insert is allowed) runs in softirq, so it only
 //!   enrols what the connect callback marked. Accepted (server) sockets are never enrolled.
 //! - `gotel_sk_msg` (SK_MSG on that sockhash) runs in the writing task. It takes the context the
@@ -36,7 +39,8 @@ use core::ffi::c_void;
 use aya_ebpf::{
     bindings::{sk_action::SK_PASS, BPF_ANY, BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB, BPF_SOCK_OPS_TCP_CONNECT_CB},
     helpers::{
-        bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_kernel_buf,
+        bpf_get_current_pid_tgid, bpf_get_current_task, bpf_ktime_get_ns, bpf_probe_read_kernel,
+        bpf_probe_read_kernel_buf,
         generated::{bpf_get_socket_cookie, bpf_loop, bpf_msg_pull_data},
     },
     macros::{sk_msg, sock_ops, uprobe},
@@ -105,7 +109,7 @@ fn on_sock_ops(ctx: &SockOpsContext) -> Option<()> {
     let op = ctx.op();
     if op == BPF_SOCK_OPS_TCP_CONNECT_CB {
         let cfg = INJECT_SOCKET_CONFIG.get(0)?;
-        if cfg.tgid == 0 || (bpf_get_current_pid_tgid() >> 32) as u32 != cfg.tgid {
+        if cfg.tgid == 0 || current_tgid(cfg.tgid_offset)? != cfg.tgid {
             return None;
         }
         let cookie = unsafe { bpf_get_socket_cookie(ctx.ops as *mut c_void) };
@@ -120,6 +124,14 @@ fn on_sock_ops(ctx: &SockOpsContext) -> Option<()> {
         }
     }
     Some(())
+}
+
+/// The current task's process (`task_struct.tgid`, the kernel's number: what
+/// `bpf_get_current_pid_tgid() >> 32` returns where that helper is allowed).
+#[inline(always)]
+fn current_tgid(tgid_offset: u32) -> Option<u32> {
+    let task = unsafe { bpf_get_current_task() };
+    unsafe { bpf_probe_read_kernel((task + tgid_offset as u64) as *const u32) }.ok()
 }
 
 #[sk_msg]
@@ -250,7 +262,12 @@ fn is_request_line(buf: &[u8; WINDOW + 64], scan: &Scan) -> bool {
     if scan.spaces != 2 || scan.first_space == 0 || nl < 14 || nl >= WINDOW {
         return false;
     }
-    let h = (nl - 10) & (WINDOW - 1);
+    // `nl` read again, volatile: LLVM cannot carry the checks above to this copy and drop the
+    // mask as redundant. The verifiers of 6.1 and 6.12 (not 6.18's) do not learn `nl`'s range from those
+    // checks the way LLVM compiles them (a range check on a shifted copy), so without the mask
+    // they see an unbounded index and refuse the program.
+    let nl_again = unsafe { core::ptr::read_volatile(&scan.nl) } as usize;
+    let h = nl_again.wrapping_sub(10) & (WINDOW - 1);
     let tail = &buf[h..h + 11];
     tail[0] == b' '
         && &tail[1..8] == b"HTTP/1."

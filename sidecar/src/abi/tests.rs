@@ -231,4 +231,10 @@ fn dwarf_location_conversion() {
     let partial = from_dwarf(&[p(Loc::Reg(0), Some(8)), p(Loc::Empty, Some(8))]).unwrap();
     assert!(agrees(&regs(&[(REG_RAX, 0, 8), (REG_RBX, 8, 8)]), &partial));
     assert!(!agrees(&regs(&[(REG_RBX, 0, 8), (REG_RCX, 8, 8)]), &partial));
+    // Go's pieces leave out padding: `struct { t uint8; n int64 }` is pieces of 1 and 8 bytes
+    // (the second at 1, not 8). Same registers in the same order agree; others do not.
+    let padded = from_dwarf(&[p(Loc::Reg(0), Some(1)), p(Loc::Reg(3), Some(8))]).unwrap();
+    assert!(agrees(&regs(&[(REG_RAX, 0, 1), (REG_RBX, 8, 8)]), &padded));
+    assert!(!agrees(&regs(&[(REG_RBX, 0, 1), (REG_RAX, 8, 8)]), &padded), "order");
+    assert!(!agrees(&regs(&[(REG_RBX, 0, 1), (REG_RCX, 8, 8)]), &padded), "shifted by a missing parameter");
 }

@@ -30,9 +30,9 @@ pub(super) fn encode(types: &TypeTable, limits: &Limits, acc: &Access) -> Result
             Kind::Int if t.size <= 8 => (ValueKind::Int, Decode::Int { size }, 1),
             Kind::Uint if t.size <= 8 => (ValueKind::Int, Decode::Uint { size }, 1),
             Kind::Uintptr => (ValueKind::Int, Decode::Uintptr, 1),
-            Kind::Pointer(_) | Kind::UnsafePointer | Kind::Map | Kind::Chan | Kind::Func => {
-                (ValueKind::Int, Decode::Pointer, 1)
-            }
+            Kind::Pointer(_) | Kind::UnsafePointer | Kind::Chan | Kind::Func => (ValueKind::Int, Decode::Pointer, 1),
+            // Its address would tell the user nothing: say what can be captured instead.
+            Kind::Map => return Err(acc.unsupported(types, Remedy::SliceLength { path: acc.path.clone() })),
             Kind::String => (ValueKind::String, Decode::String, 2),
             Kind::Slice(Some(e))
                 if types

@@ -29,7 +29,8 @@
 //!
 //! ## What is captured how
 //! ints of every size (signed/unsigned), bool, uintptr (hex), string (bounded), `[]byte`
-//! (text), `len()` of string / slice / map, pointers / maps / chans / funcs (hex address),
+//! (text), `len()` of string / slice / map, pointers / chans / funcs (hex address; a map itself is
+//! refused with `len()` as the remedy, as its address tells nothing),
 //! `error` (message for the standard error types, else the dynamic type name), other
 //! interfaces (dynamic type name). Floats and complex numbers live in XMM registers that
 //! uprobes cannot read: an error names the parameter (stack-passed floats are also refused,
@@ -130,6 +131,11 @@ pub enum Decode {
     Error,
     /// The automatic error-status slot: no attribute of its own except `error.type`.
     ErrorType,
+    /// Internal (built-in spans): the payload's bytes as lowercase hex (an IP address).
+    Hex,
+    /// Internal (built-in spans): an interface's dynamic type, a NUL, and its first field read
+    /// as a string (`os.SyscallError.Syscall`, an error's message).
+    TypeAndText,
 }
 
 /// Why an attribute cannot be planned: the attribute's text (`key=expr` as written) and

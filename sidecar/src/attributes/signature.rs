@@ -98,17 +98,18 @@ impl Signature {
             // keeps it (Go 1.27 puts a named `err` result in a stack slot), not the registers
             // it is returned in at RET. Compiler-internal parameters (`.dict` of generic
             // functions) are never captured, and Go 1.27's DWARF gives `.dict` its spill slot.
+            // Unnamed parameters (`~p0`, never used by the body) get their stack spill slot as
+            // their only location, though they arrive in registers like the others.
             let from_compiler = p
                 .entry_location
                 .as_deref()
                 .and_then(abi::from_dwarf)
-                .filter(|_| !p.is_result && !p.name.starts_with('.'));
+                .filter(|_| !p.is_result && !p.name.starts_with('.') && !p.name.starts_with("~p"));
             let location = match (computed, from_compiler) {
                 (Ok(ours), Some(theirs)) if !abi::agrees(&ours, &theirs) => {
                     disagreement = true;
                     warnings.push(format!(
-                        "the register ABI places `{}` in {ours} but the compiler's DWARF says {theirs}; using DWARF's \
-                         (Go before 1.22 leaves blank `_` parameters out of DWARF)",
+                        "the register ABI places `{}` in {ours} but the compiler's DWARF says {theirs}; using DWARF's",
                         p.name
                     ));
                     Ok(theirs)

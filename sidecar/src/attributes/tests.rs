@@ -270,7 +270,10 @@ fn without_dwarf_positional_types() {
     assert!(e.contains("passed on the stack"), "{e}");
     let p = plan_with(None, "main.F(*)").unwrap();
     assert!(p.fetches.is_empty() && !p.warnings.is_empty());
-    assert!(plan_with(None, "main.F(x=arg0:*main.T, y=arg1:map[string]int, z=len(arg2:[]int))").is_ok());
+    assert!(plan_with(None, "main.F(x=arg0:*main.T, y=len(arg1:map[string]int), z=len(arg2:[]int))").is_ok());
+    // A map itself is refused with what to write instead (its address told nothing).
+    let e = plan_with(None, "main.F(y=arg0:map[string]int)").unwrap_err().to_string();
+    assert!(e.contains("len(arg0)"), "{e}");
 }
 
 /// Go up to 1.21 omits blank parameters from DWARF: the compiler's location wins.

@@ -3,10 +3,11 @@
 //! `/proc/PID/exe`, so it works across mount namespaces); nothing here touches the process.
 mod buildinfo;
 pub mod disasm;
+mod moduledata;
 mod pclntab;
 mod type_names;
 
-use std::{borrow::Cow, collections::HashMap, fs::File, io::Read, path::Path};
+use std::{borrow::Cow, fs::File, io::Read, path::Path};
 
 use goblin::elf::{program_header::PT_LOAD, section_header::SHF_COMPRESSED, sym::STT_FUNC, Elf};
 use memmap2::Mmap;
@@ -63,6 +64,16 @@ struct Section {
     nobits: bool,
 }
 
+/// Where the pclntab is: a range of the mapped file, and the `.text` address it counts from
+/// when its header gives none.
+#[derive(Clone, Debug)]
+struct PclnAt {
+    range: std::ops::Range<usize>,
+    /// Link-time address of the table.
+    addr: u64,
+    text_start: u64,
+}
+
 /// A Go executable, parsed once at startup.
 pub struct GoBinary {
     pub path: String,
@@ -82,12 +93,24 @@ pub struct GoBinary {
     /// Link-time address of `runtime.types` (else `type:*`), the base of the type descriptors'
     /// name offsets.
     types_base: Option<u64>,
-    pclntab: Option<Pclntab>,
+    /// Where `.gopclntab` is in `map` (validated at open; read through [`GoBinary::pclntab`]).
+    pclntab: Option<PclnAt>,
     pub dwarf: Option<DwarfInfo>,
 }
 
 impl GoBinary {
+    /// Opens and parses the executable, with DWARF for every function.
     pub fn open(path: &Path) -> Result<GoBinary, BinaryError> {
+        Self::open_with(path, None)
+    }
+
+    /// Like [`GoBinary::open`], with DWARF only for the functions whose names pass `wanted`
+    /// (those a session probes): a fraction of the memory on a large program (see `dwarf`).
+    pub fn open_for(path: &Path, wanted: &dyn Fn(&str) -> bool) -> Result<GoBinary, BinaryError> {
+        Self::open_with(path, Some(wanted))
+    }
+
+    fn open_with(path: &Path, wanted: Option<&dyn Fn(&str) -> bool>) -> Result<GoBinary, BinaryError> {
         let display = path.display().to_string();
         let io = |source| BinaryError::Io { path: display.clone(), source };
         let mut file = File::open(path).map_err(io)?;
@@ -168,15 +191,25 @@ impl GoBinary {
         };
         bin.build = bin.section_data(".go.buildinfo").map(|d| buildinfo::parse(&d)).unwrap_or_default();
         let text_start = bin.section(".text").map(|s| s.addr).unwrap_or(0);
-        let pcln_data = bin.section_data(".gopclntab").or_else(|| bin.section_data(".data.rel.ro.gopclntab"));
-        if let Some(data) = pcln_data {
-            match Pclntab::parse(data.into_owned(), text_start) {
-                Ok(p) => bin.pclntab = Some(p),
+        // Never compressed: borrowed from the mapping, not copied.
+        let pcln_at = [".gopclntab", ".data.rel.ro.gopclntab"]
+            .iter()
+            .filter_map(|name| bin.section(name))
+            .find(|s| !s.nobits && !s.compressed)
+            .map(|s| (s.offset as usize..(s.offset + s.size) as usize, s.addr))
+            .filter(|(r, _)| r.end <= bin.map.len());
+        if let Some((range, addr)) = pcln_at {
+            match Pclntab::parse(&bin.map[range.clone()], text_start) {
+                Ok(_) => bin.pclntab = Some(PclnAt { range, addr, text_start }),
                 Err(pclntab::PclntabError::TooOld(v)) => {
                     return Err(BinaryError::GoTooOld { path: display, version: v })
                 }
                 Err(e) => return Err(BinaryError::Malformed { path: display, what: "pclntab", reason: e.to_string() }),
             }
+        }
+        if bin.types_base.is_none() {
+            // Stripped: no `runtime.types` symbol; the module data has it.
+            bin.types_base = moduledata::types_base(&bin);
         }
         if bin.pclntab.is_none() && bin.build.go_version.is_none() {
             return Err(BinaryError::NotGo { path: display });
@@ -188,14 +221,18 @@ impl GoBinary {
         }
         if functions.is_empty() {
             bin.symbol_source = SymbolSource::Pclntab;
-            functions = bin.pclntab.as_ref().map(|p| p.functions()).unwrap_or_default();
+            functions = bin.pclntab().map(|p| p.functions()).unwrap_or_default();
         } else {
             // The linker names ABI0 wrappers `f.abi0` in .symtab: the real function is `f`.
             functions.retain(|f| !f.name.ends_with(".abi0"));
         }
         bin.functions = dedup_abi_wrappers(functions, |f| bin.code(f));
-        bin.functions.sort_by(|a, b| a.name.cmp(&b.name));
-        bin.dwarf = match DwarfInfo::load(&|name| bin.section_data(name)) {
+        // The pclntab and code read so far are not needed while DWARF is read (the peak).
+        bin.release_pages(0, bin.map.len());
+        let entries: Option<std::collections::HashSet<u64>> =
+            wanted.map(|w| bin.functions.iter().filter(|f| w(&f.name)).map(|f| f.entry).collect());
+        let keep = |pc: u64| entries.as_ref().is_none_or(|e| e.contains(&pc));
+        bin.dwarf = match DwarfInfo::load_functions(&|name| bin.section_data(name), &keep) {
             Ok(d) => d,
             Err(e) => {
                 tracing::warn!(binary = %bin.path, error = %e, "ignoring unreadable DWARF");
@@ -203,6 +240,12 @@ impl GoBinary {
             }
         };
         Ok(bin)
+    }
+
+    /// The pclntab, read in place from the mapping.
+    fn pclntab(&self) -> Option<Pclntab<'_>> {
+        let at = self.pclntab.as_ref()?;
+        Pclntab::parse(self.map.get(at.range.clone())?, at.text_start).ok()
     }
 
     fn section(&self, name: &str) -> Option<&Section> {
@@ -226,7 +269,19 @@ impl GoBinary {
         let size = u64::from_le_bytes(raw[8..16].try_into().ok()?) as usize;
         let mut out = Vec::with_capacity(size.min(1 << 30));
         flate2::read::ZlibDecoder::new(&raw[24..]).take(size as u64).read_to_end(&mut out).ok()?;
+        self.release_pages(s.offset as usize, s.size as usize);
         Some(Cow::Owned(out))
+    }
+
+    /// Drops the mapping's pages in `offset..offset + len` from gotel's resident memory once
+    /// read (they stay in the page cache, and a later read faults them in again). Parsing a
+    /// large program touches tens of MB of the file (pclntab, compressed DWARF), all counted
+    /// in gotel's peak RSS until the mapping goes.
+    fn release_pages(&self, offset: usize, len: usize) {
+        // SAFETY: the mapping is private and read-only, so MADV_DONTNEED discards nothing: the
+        // next access reads the same bytes from the file (which a running program's kernel
+        // keeps from being written, see `open`).
+        let _ = unsafe { self.map.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, offset, len) };
     }
 
     /// All functions, sorted by name.
@@ -257,7 +312,7 @@ impl GoBinary {
                 return Some((file.clone(), line));
             }
         }
-        self.pclntab.as_ref()?.source_location(f.entry)
+        self.pclntab()?.source_location(f.entry)
     }
 
     /// Link-time address of the first PT_LOAD segment with file offset 0 (the load bias base).
@@ -290,38 +345,42 @@ pub fn go_minor(version: &str) -> Option<u32> {
 }
 
 /// pclntab lists both halves of an ABI0/ABIInternal pair under one name. The wrapper's code
-/// calls or jumps to the real function: keep the one that is the other's target.
+/// calls or jumps to the real function: keep the one that is the other's target. Returns the
+/// functions sorted by name. Works in place (a stable sort groups equal names, first-seen
+/// first): a map of groups would copy every name of a large program.
 fn dedup_abi_wrappers<'a>(mut functions: Vec<Function>, code: impl Fn(&Function) -> Option<&'a [u8]>) -> Vec<Function> {
     // Real binaries have pairs; a hostile file with thousands of same-named symbols must not
     // make this quadratic: larger groups keep their first member, and only the start of a
     // wrapper is searched for its branch.
     const MAX_GROUP: usize = 4;
     const WRAPPER_SCAN: usize = 1024;
-    let mut by_name: HashMap<String, Vec<Function>> = HashMap::new();
-    for f in functions.drain(..) {
-        by_name.entry(f.name.clone()).or_default().push(f);
-    }
-    let mut out = Vec::with_capacity(by_name.len());
-    for (_, mut group) in by_name {
-        if group.len() == 1 || group.len() > MAX_GROUP {
-            group.truncate(1);
-            out.push(group.pop().unwrap());
-            continue;
-        }
-        let real = group
-            .iter()
-            .position(|candidate| {
-                group.iter().any(|other| {
-                    other.entry != candidate.entry
-                        && code(other).is_some_and(|c| {
-                            disasm::branches_to(&c[..c.len().min(WRAPPER_SCAN)], other.entry, candidate.entry)
-                        })
+    functions.sort_by(|a, b| a.name.cmp(&b.name));
+    let mut keep = vec![false; functions.len()];
+    let mut start = 0;
+    while start < functions.len() {
+        let len = functions[start..].iter().take_while(|f| f.name == functions[start].name).count();
+        let group = &functions[start..start + len];
+        let real = if len == 1 || len > MAX_GROUP {
+            0
+        } else {
+            group
+                .iter()
+                .position(|candidate| {
+                    group.iter().any(|other| {
+                        other.entry != candidate.entry
+                            && code(other).is_some_and(|c| {
+                                disasm::branches_to(&c[..c.len().min(WRAPPER_SCAN)], other.entry, candidate.entry)
+                            })
+                    })
                 })
-            })
-            .unwrap_or(0);
-        out.push(group.swap_remove(real));
+                .unwrap_or(0)
+        };
+        keep[start + real] = true;
+        start += len;
     }
-    out
+    let mut kept = keep.into_iter();
+    functions.retain(|_| kept.next().unwrap_or(false));
+    functions
 }
 
 fn edit_distance(a: &str, b: &str) -> usize {
@@ -346,6 +405,32 @@ mod tests {
         assert_eq!(go_minor("go1.21.5"), Some(21));
         assert_eq!(go_minor("go1.26rc1"), Some(26));
         assert_eq!(go_minor("devel +abc"), None);
+    }
+
+    /// `open_for` keeps DWARF for the wanted functions only, identical to a full load, and
+    /// every type (the built-in instrumentations look types up by name).
+    #[test]
+    fn open_for_keeps_dwarf_of_wanted_functions_only() {
+        use crate::dwarf::testutil::{build_go, default_go};
+        let Some(go) = default_go() else { return };
+        let built = build_go(&go, "attrs", &[]);
+        let full = GoBinary::open(&built.path).unwrap();
+        let wanted = ["main.MixedMany", "main.(*Store).Get"];
+        let some = GoBinary::open_for(&built.path, &|name| wanted.contains(&name)).unwrap();
+        let (full_d, some_d) = (full.dwarf.as_ref().unwrap(), some.dwarf.as_ref().unwrap());
+        assert_eq!(some_d.function_names().count(), wanted.len());
+        for name in wanted {
+            let (a, b) = (full_d.function(name).unwrap(), some_d.function(name).unwrap());
+            assert_eq!((a.low_pc, &a.decl_file, a.decl_line), (b.low_pc, &b.decl_file, b.decl_line), "{name}");
+            let params = |d: &crate::dwarf::DwarfInfo, f: &crate::dwarf::FunctionInfo| d.describe_params(f);
+            assert_eq!(params(full_d, a), params(some_d, b), "{name}");
+            let locs =
+                |f: &crate::dwarf::FunctionInfo| f.params.iter().map(|p| p.entry_location.clone()).collect::<Vec<_>>();
+            assert_eq!(locs(a), locs(b), "{name}");
+        }
+        assert!(some_d.function("main.Named").is_none());
+        assert_eq!(full_d.types.len(), some_d.types.len());
+        assert_eq!(full.functions().len(), some.functions().len());
     }
 
     #[test]

@@ -20,6 +20,12 @@
 //! stack): pass 1 records every type, function and parameter DIE with its raw references,
 //! pass 2 links the references by section offset.
 //!
+//! Functions are most of the memory: every parameter of 100,000 functions with its name,
+//! type, entry location and the function's file name took over 100 MiB on Caddy (an 82 MB
+//! program), against about 10 for all types. [`DwarfInfo::load_functions`] keeps only the
+//! out-of-line functions a session will probe (chosen by entry address) and every type; the
+//! abstract (inlined) functions are kept too, as the others refer to them.
+//!
 //! Why about 700 lines: the loader that walks the compile units for functions, parameters,
 //! locations and source lines is one piece; types are already in `types.rs`, tests in `tests.rs`.
 
@@ -135,6 +141,17 @@ pub struct DwarfInfo {
 impl DwarfInfo {
     /// Reads the DWARF sections through `section(name)`. `Ok(None)` without `.debug_info`.
     pub fn load<'a>(section: &dyn Fn(&str) -> Option<Cow<'a, [u8]>>) -> Result<Option<DwarfInfo>, DwarfError> {
+        Self::load_functions(section, &|_| true)
+    }
+
+    /// Like [`DwarfInfo::load`], keeping only the out-of-line functions whose first
+    /// instruction's address passes `keep` (every type is kept). [`DwarfInfo::is_inlined_only`]
+    /// then also says yes for functions that have code but were not kept: ask it only about
+    /// names the binary has no code for.
+    pub fn load_functions<'a>(
+        section: &dyn Fn(&str) -> Option<Cow<'a, [u8]>>,
+        keep: &dyn Fn(u64) -> bool,
+    ) -> Result<Option<DwarfInfo>, DwarfError> {
         let info = match section(".debug_info") {
             Some(d) if !d.is_empty() => d,
             _ => return Ok(None),
@@ -147,8 +164,7 @@ impl DwarfInfo {
             gimli::SectionId::DebugLineStr,
             gimli::SectionId::DebugStrOffsets,
             gimli::SectionId::DebugAddr,
-            gimli::SectionId::DebugRanges,
-            gimli::SectionId::DebugRngLists,
+            // Not the range lists: nothing here reads address ranges (2.3 MB on Caddy).
             gimli::SectionId::DebugLocLists,
             gimli::SectionId::DebugLoc,
         ];
@@ -163,7 +179,7 @@ impl DwarfInfo {
         let dwarf = gimli::Dwarf::load(|id| -> Result<R<'_>, gimli::Error> {
             Ok(EndianSlice::new(store.get(&id).map(|c| c.as_ref()).unwrap_or(&[]), endian))
         })?;
-        Loader::default().run(&dwarf).map(Some)
+        Loader { keep: Some(keep), ..Loader::default() }.run(&dwarf).map(Some)
     }
 
     /// Builds an info by hand (tests, synthetic plans).
@@ -263,7 +279,9 @@ enum Parent {
 }
 
 #[derive(Default)]
-struct Loader {
+struct Loader<'k> {
+    /// Which out-of-line functions (by first address) to keep; `None`: all.
+    keep: Option<&'k dyn Fn(u64) -> bool>,
     types: TypeTable,
     raw_types: Vec<RawType>,
     type_at: HashMap<DebugInfoOffset, TypeId>,
@@ -279,7 +297,7 @@ fn die_ref(unit: &gimli::Unit<R<'_>>, v: AttributeValue<R<'_>>) -> Option<DebugI
     }
 }
 
-impl Loader {
+impl Loader<'_> {
     fn run(mut self, dwarf: &gimli::Dwarf<R<'_>>) -> Result<DwarfInfo, DwarfError> {
         // Type 0: the unknown type, for parameters whose type DWARF does not give.
         self.types.add(GoType { name: "?".into(), size: 0, kind: Kind::Unknown });
@@ -385,6 +403,13 @@ impl Loader {
                         Some(AttributeValue::DebugAddrIndex(i)) => Some(dwarf.address(unit, i)?),
                         _ => None,
                     };
+                    if let (Some(pc), Some(keep)) = (low_pc, self.keep) {
+                        if !keep(pc) {
+                            // Not wanted: neither it nor its parameters are recorded.
+                            parents.push(Parent::Other);
+                            continue;
+                        }
+                    }
                     let decl_file = match udata(gimli::DW_AT_decl_file)? {
                         Some(index) => file_name(dwarf, unit, index),
                         None => None,

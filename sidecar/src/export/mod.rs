@@ -84,6 +84,11 @@ pub struct ResourceFacts<'a> {
     pub exe_name: &'a str,
     pub pid: u32,
     pub go_version: Option<&'a str>,
+    /// Node mode's `service.name` for this target (selector, pod label, container): wins over
+    /// the environment, which is gotel's own, not the target's.
+    pub service_name: Option<&'a str>,
+    /// More attributes (Kubernetes: `k8s.*`, `container.id`).
+    pub extra: &'a [KeyValue],
 }
 
 /// `service.name` from OTEL_SERVICE_NAME (or OTEL_RESOURCE_ATTRIBUTES), else the executable's
@@ -93,7 +98,9 @@ pub fn resource(facts: &ResourceFacts) -> Resource {
         || env("OTEL_RESOURCE_ATTRIBUTES")
             .is_some_and(|a| a.split(',').any(|kv| kv.trim().starts_with("service.name=")));
     let mut builder = Resource::builder();
-    if !named {
+    if let Some(name) = facts.service_name {
+        builder = builder.with_service_name(name.to_string());
+    } else if !named {
         builder = builder.with_service_name(facts.exe_name.to_string());
     }
     let mut attrs = vec![
@@ -107,14 +114,19 @@ pub fn resource(facts: &ResourceFacts) -> Resource {
         // As the runtime reports it (runtime.Version()), like the OpenTelemetry Go SDK.
         attrs.push(KeyValue::new("process.runtime.version", v.to_string()));
     }
+    attrs.extend(facts.extra.iter().cloned());
     builder.with_attributes(attrs).build()
 }
 
-/// Prints each batch as one OTLP/JSON `ExportTraceServiceRequest` line on stdout (the protobuf
-/// JSON mapping OTLP/HTTP uses: hex ids, camelCase fields).
+/// Prints each batch as one OTLP/JSON `ExportTraceServiceRequest` line (the protobuf JSON
+/// mapping OTLP/HTTP uses: hex ids, camelCase fields) on stdout, or on stderr in launch mode:
+/// there the program inherits gotel's stdout, which must stay the program's own output (a
+/// pipeline reading it would get spans mixed in). Each line is one `write` so the program's
+/// own stderr lines do not cut into it (up to the pipe's atomic size).
 #[derive(Debug, Default)]
 pub struct ConsoleExporter {
     resource: Option<Resource>,
+    to_stderr: bool,
 }
 
 impl SpanExporter for ConsoleExporter {
@@ -126,10 +138,16 @@ impl SpanExporter for ConsoleExporter {
         let resource = self.resource.clone().unwrap_or_else(|| Resource::builder_empty().build());
         let schema = ResourceAttributesWithSchema::from(&resource);
         let request = ExportTraceServiceRequest { resource_spans: group_spans_by_resource_and_scope(batch, &schema) };
-        let line = serde_json::to_string(&request).map_err(|e| OTelSdkError::InternalFailure(e.to_string()))?;
+        let mut line = serde_json::to_vec(&request).map_err(|e| OTelSdkError::InternalFailure(e.to_string()))?;
+        line.push(b'\n');
         use std::io::Write;
-        let mut out = std::io::stdout().lock();
-        writeln!(out, "{line}").and_then(|_| out.flush()).map_err(|e| OTelSdkError::InternalFailure(e.to_string()))
+        let written = if self.to_stderr {
+            std::io::stderr().lock().write_all(&line)
+        } else {
+            let mut out = std::io::stdout().lock();
+            out.write_all(&line).and_then(|_| out.flush())
+        };
+        written.map_err(|e| OTelSdkError::InternalFailure(e.to_string()))
     }
 
     fn set_resource(&mut self, resource: &Resource) {
@@ -209,14 +227,15 @@ fn otlp_exporter() -> Result<opentelemetry_otlp::SpanExporter, Failure> {
 
 impl Pipeline {
     /// The exporter from the environment. `Ok(None)` when exporting is off (`none`, OTEL_SDK_DISABLED).
-    pub fn from_env(resource: Resource, batch: &BatchSettings) -> Result<Option<Pipeline>, Failure> {
+    /// `launch`: the program shares gotel's stdout, so the console exporter writes to stderr.
+    pub fn from_env(resource: Resource, batch: &BatchSettings, launch: bool) -> Result<Option<Pipeline>, Failure> {
         if env("OTEL_SDK_DISABLED").is_some_and(|v| v.eq_ignore_ascii_case("true")) {
             return Ok(None);
         }
         let kind = env("OTEL_TRACES_EXPORTER").unwrap_or_else(|| "otlp".into());
         let mut exporter = match kind.split(',').next().unwrap_or("otlp").trim() {
             "otlp" => AnyExporter::Otlp(Box::new(otlp_exporter()?)),
-            "console" | "logging" => AnyExporter::Console(ConsoleExporter::default()),
+            "console" | "logging" => AnyExporter::Console(ConsoleExporter { resource: None, to_stderr: launch }),
             "none" => return Ok(None),
             other => {
                 return Err(Failure::config(format!(

@@ -83,29 +83,63 @@ fn table_matches_dwarf_of_every_installed_go() {
     // GOTEL_TEST_REQUIRE_ALL=1, as tools/test.sh runs it).
 }
 
-/// The synthetic DWARF gives the instrumentations' specs the same fetches as the real DWARF.
+/// The synthetic DWARF gives the instrumentations' specs the same fetches as the real DWARF:
+/// the standard library's spans on `layouts`, the database modules' on `dbsvc` (which links
+/// them); every span probe is checked on one of them.
 #[test]
 fn synthetic_dwarf_plans_like_real_dwarf() {
     use crate::attributes::{plan_function, Limits};
     let Some(go) = default_go() else { return };
-    let built = build_go(&go, "layouts", &["-ldflags=-compressdwarf=false"]);
-    let real = load_dwarf(&built.path).expect("DWARF");
-    let fake = synthetic_dwarf(&from_dwarf(&real, None).unwrap());
     let limits = Limits::default();
-    for unit in instrumentations::ALL {
-        let Some(span) = &unit.span else { continue };
-        let specs = crate::spec::parse_probes(span.spec).unwrap();
-        let plan = |d: &DwarfInfo| {
-            let info = d.function(span.symbol).unwrap();
-            let mut p = plan_function(span.symbol, Some(info), Some(d), &specs[0].attrs, &limits).unwrap();
-            if let Some(extend) = span.extend {
-                extend(&mut p, d, info, &limits).unwrap();
+    let mut checked = std::collections::BTreeSet::new();
+    let mut fake = None;
+    let mut real_layouts = None;
+    for app in ["layouts", "dbsvc"] {
+        let built = build_go(&go, app, &["-ldflags=-compressdwarf=false"]);
+        let real = load_dwarf(&built.path).expect("DWARF");
+        let mut layout = from_dwarf(&real, None).unwrap();
+        for module in modules() {
+            // A module the program does not link has no (required) fields in its DWARF.
+            if let Ok(l) = from_dwarf(&real, Some(module)) {
+                layout.extend(l);
             }
-            p
-        };
-        let (a, b) = (plan(&real), plan(&fake));
-        assert_eq!(format!("{:?}", a.fetches), format!("{:?}", b.fetches), "{}", unit.name);
+        }
+        let synth = synthetic_dwarf(&layout);
+        for (unit, span) in instrumentations::ALL.iter().flat_map(|u| u.spans().map(move |s| (u, s))) {
+            if real.function(span.symbol).is_none() {
+                continue;
+            }
+            let specs = crate::spec::parse_probes(span.spec).unwrap();
+            let plan = |d: &DwarfInfo| {
+                let info = d.function(span.symbol).unwrap();
+                let mut p = plan_function(span.symbol, Some(info), Some(d), &specs[0].attrs, &limits).unwrap();
+                if let Some(extend) = span.extend {
+                    extend(&mut p, d, info, &limits).unwrap();
+                }
+                p
+            };
+            let (a, b) = (plan(&real), plan(&synth));
+            assert_eq!(
+                format!("{:?}", a.fetches),
+                format!("{:?}", b.fetches),
+                "{} ({}, {app})",
+                unit.name,
+                span.symbol
+            );
+            checked.insert(span.symbol);
+        }
+        if app == "layouts" {
+            fake = Some(synth);
+            real_layouts = Some(real);
+        }
     }
+    let all: std::collections::BTreeSet<&str> =
+        instrumentations::ALL.iter().flat_map(|u| u.spans()).map(|s| s.symbol).collect();
+    // go-redis v9.23's command path: dbsvc pins v9.7.0 (e2e-tested); checked by hand on v9.23.0.
+    let newer_only = [instrumentations::redis::PROCESS_STARTING_AT];
+    let all = all.into_iter().filter(|s| !newer_only.contains(s)).collect();
+    assert_eq!(checked, all, "span probes no test program links");
+    let (fake, real) = (fake.unwrap(), real_layouts.unwrap());
     let w = fake.types.struct_named("bufio.Writer").expect("bufio.Writer, declared by inject.memory");
     assert_eq!(fake.types.field(w, "n").map(|f| f.0), real.types.struct_field("bufio.Writer", "n").map(|f| f.0));
 }

@@ -22,6 +22,16 @@ pub static HTTP_CLIENT: Instrumentation = Instrumentation {
         FieldNeed::std("net/url.URL", "Path", GoTy::String),
         FieldNeed::std("net/url.URL", "RawQuery", GoTy::String),
         FieldNeed::std("net/http.Response", "StatusCode", GoTy::Int),
+        // A failed round trip's text (`net_error`).
+        FieldNeed::std("net.OpError", "Op", GoTy::String),
+        FieldNeed::std("net.OpError", "Net", GoTy::String),
+        FieldNeed::std("net.OpError", "Source", GoTy::Iface("net.Addr")),
+        FieldNeed::std("net.OpError", "Addr", GoTy::Iface("net.Addr")),
+        FieldNeed::std("net.OpError", "Err", GoTy::Iface("error")),
+        FieldNeed::std("net.TCPAddr", "IP", GoTy::Bytes),
+        FieldNeed::std("net.TCPAddr", "Port", GoTy::Int),
+        FieldNeed::std("os.SyscallError", "Syscall", GoTy::String),
+        FieldNeed::std("os.SyscallError", "Err", GoTy::Iface("error")),
     ],
     span: Some(SpanProbe {
         symbol: "net/http.(*Transport).roundTrip",
@@ -35,7 +45,7 @@ pub static HTTP_CLIENT: Instrumentation = Instrumentation {
             Arg::result("~r1", GoTy::Iface("error")),
         ],
         save_regs: [gotel_shared::NO_REG; 2],
-        extend: None,
+        extend: Some(super::net_error::extend),
         finish,
     }),
     ..Instrumentation::BASE
@@ -65,7 +75,7 @@ fn finish(mut raw: Vec<KeyValue>, error: Option<String>) -> Finished {
             status = Status::error(format!("HTTP {c}"));
         }
     }
-    if let Some(msg) = error {
+    if let Some(msg) = super::net_error::message(&mut raw, error) {
         status = Status::error(msg);
     }
     Finished { name: method, attributes, status }

@@ -6,7 +6,7 @@
 //! and response-writer pointers saved at entry, which the spec language cannot say, hence
 //! [`extend`]. User functions called by a handler run on its goroutine and become children of
 //! the server span.
-use gotel_shared::{Fetch, Root, ValueKind, REG_RCX, REG_RDI};
+use gotel_shared::{Root, ValueKind, REG_RCX, REG_RDI};
 use opentelemetry::{
     trace::{SpanKind, Status},
     KeyValue,
@@ -14,10 +14,10 @@ use opentelemetry::{
 
 use super::{
     host_port, int, take, text, trace_context_in::USER_AGENT_CAPTURE, Arg, FieldNeed, Finished, GoTy, Instrumentation,
-    SpanProbe,
+    ReturnRead, SpanProbe,
 };
 use crate::{
-    attributes::{self, AttrSlot, AttributePlan, Decode, Limits},
+    attributes::{self, AttributePlan, Decode, Limits},
     dwarf::{DwarfInfo, FunctionInfo},
     spec,
 };
@@ -93,23 +93,7 @@ fn extend(plan: &mut AttributePlan, dwarf: &DwarfInfo, info: &FunctionInfo, limi
     let types = &dwarf.types;
     let max = limits.max_string.min(gotel_shared::MAX_STR) as u16;
     let mut add = |key: &str, kind: ValueKind, saved: u8, hops: &[u64], decode: Decode| {
-        let mut f = Fetch {
-            root: Root::Saved as u8,
-            kind: kind as u8,
-            size: 8,
-            nregs: 1,
-            regs: [saved, 0],
-            nhops: hops.len() as u8,
-            at_return: 1,
-            max_len: max,
-            slot: plan.slots.len() as u16,
-            ..Fetch::default()
-        };
-        for (i, h) in hops.iter().enumerate() {
-            f.hops[i] = *h as i32;
-        }
-        plan.fetches.push(f);
-        plan.slots.push(AttrSlot { key: attributes::shared_key(key), decode, sets_error_status: false });
+        ReturnRead { root: Root::Saved, reg: saved, max_len: max }.push(plan, key, kind, hops, decode)
     };
     if let Some(off) = types.struct_field("net/http.Request", "Pattern") {
         add("route", ValueKind::String, 0, &[off.0], Decode::String);

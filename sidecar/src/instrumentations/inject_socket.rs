@@ -6,8 +6,10 @@
 //! memory path alone (`attach_extra` then only says so).
 //!
 //! What this file does, and why:
-//! - finds `task_struct.thread.fsbase` in the kernel's BTF (`btf`): the SK_MSG program reads the
-//!   writing thread's TLS base there to find its goroutine;
+//! - finds `task_struct.thread.fsbase` and `task_struct.tgid` in the kernel's BTF (`btf`): the
+//!   SK_MSG program reads the writing thread's TLS base there to find its goroutine, SOCK_OPS the
+//!   connecting task's process (`bpf_get_current_pid_tgid` is refused to SOCK_OPS on older kernels, 6.1 among them;
+//!   `bpf_get_current_task` and `bpf_probe_read_kernel` are not, so the socket path runs on 6.1);
 //! - finds the target's cgroup v2 directory (`/proc/PID/cgroup` and the cgroup2 mount) and
 //!   attaches SOCK_OPS there as a BPF link (multi-attach: the kernel's BPF_F_ALLOW_MULTI), so
 //!   programs already on the cgroup stay and keep running; lists them (BPF_PROG_QUERY,
@@ -97,10 +99,12 @@ fn wanted(s: &Session) -> Wanted {
     }
 }
 
-/// The kernel programs need `task_struct.thread.fsbase`'s offset and the context lifetime.
+/// The kernel programs need `task_struct.thread.fsbase`'s and `task_struct.tgid`'s offsets and
+/// the context lifetime.
 fn prepare(a: &mut Activation) -> Result<(), String> {
-    let fsbase_offset = fsbase_offset().map_err(|why| coverage(Err(&why), &memory_status_at_plan()))?;
-    let config = SocketInjectConfig { tgid: 0, fsbase_offset, ttl_ns: CONTEXT_LIFETIME.as_nanos() as u64 };
+    let (fsbase_offset, tgid_offset) = task_offsets().map_err(|why| coverage(Err(&why), &memory_status_at_plan()))?;
+    let config =
+        SocketInjectConfig { tgid: 0, fsbase_offset, ttl_ns: CONTEXT_LIFETIME.as_nanos() as u64, tgid_offset, _pad: 0 };
     a.map_fills.push(MapFill::array(INJECT_SOCKET.name, MAP_INJECT_SOCKET_CONFIG, 0, config));
     Ok(())
 }
@@ -121,12 +125,15 @@ fn memory_status(t: &AttachTarget) -> Result<(), String> {
     }
 }
 
-/// `task_struct.thread.fsbase` in the running kernel's BTF.
-fn fsbase_offset() -> Result<u32, String> {
+/// `task_struct.thread.fsbase` and `task_struct.tgid` in the running kernel's BTF.
+fn task_offsets() -> Result<(u32, u32), String> {
     let btf = fs::read("/sys/kernel/btf/vmlinux")
         .map_err(|e| format!("cannot read the kernel's BTF (/sys/kernel/btf/vmlinux, CONFIG_DEBUG_INFO_BTF): {e}"))?;
-    member_offset(&btf, "task_struct", &["thread", "fsbase"])
-        .ok_or_else(|| "the kernel's BTF has no task_struct.thread.fsbase (not x86-64?)".to_string())
+    let fsbase = member_offset(&btf, "task_struct", &["thread", "fsbase"])
+        .ok_or_else(|| "the kernel's BTF has no task_struct.thread.fsbase (not x86-64?)".to_string())?;
+    let tgid = member_offset(&btf, "task_struct", &["tgid"])
+        .ok_or_else(|| "the kernel's BTF has no task_struct.tgid".to_string())?;
+    Ok((fsbase, tgid))
 }
 
 /// Loads and attaches SOCK_OPS and SK_MSG (unless the memory path runs), then logs the start-up
@@ -177,13 +184,14 @@ where
 }
 
 /// The error and its causes; of a verifier log only the last lines (the verdict), not the
-/// thousands before.
+/// thousands before (the whole log at debug level: `GOTEL_LOG=gotel::instrumentations=debug`).
 fn chain(e: &dyn std::error::Error) -> String {
     let s = crate::attach::chain(e);
     let lines: Vec<&str> = s.lines().collect();
     if lines.len() <= 8 {
         return s;
     }
+    tracing::debug!("GOTEL_PROPAGATION=inject: the whole error:\n{s}");
     format!("{} [...] {}", lines[0], lines[lines.len() - 5..].join(" | "))
 }
 

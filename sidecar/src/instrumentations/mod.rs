@@ -37,13 +37,20 @@ use crate::{
 };
 use gotel_shared::Counter;
 
+pub mod database_sql;
 pub mod goroutines;
 pub mod http_client;
 pub mod http_server;
 pub mod inject_handoff;
 pub mod inject_memory;
 pub mod inject_socket;
+pub mod net_error;
+mod read;
+pub mod redis;
+mod sql;
 pub mod trace_context_in;
+
+pub(crate) use read::Read;
 
 #[cfg(test)]
 mod tests;
@@ -55,6 +62,8 @@ pub static ALL: &[&Instrumentation] = &[
     &goroutines::GOROUTINES_ENTRY,
     &http_server::HTTP_SERVER,
     &http_client::HTTP_CLIENT,
+    &database_sql::DATABASE_SQL,
+    &redis::REDIS,
     &inject_handoff::INJECT_HANDOFF,
     &inject_memory::INJECT_MEMORY,
     &inject_socket::INJECT_SOCKET,
@@ -78,6 +87,9 @@ pub struct Instrumentation {
     pub fields: &'static [FieldNeed],
     /// The function whose calls become spans, if any.
     pub span: Option<SpanProbe>,
+    /// Further functions whose calls become spans of the same kind (database/sql has four
+    /// entry points, one per query path), each with its own captures and `finish`.
+    pub more_spans: &'static [SpanProbe],
     /// Helper uprobes, attached in this order (RETs before the entry of the same function, so
     /// no call is seen entering whose return goes unseen).
     pub hooks: &'static [HookSpec],
@@ -117,6 +129,7 @@ impl Instrumentation {
         attributes: &[],
         fields: &[],
         span: None,
+        more_spans: &[],
         hooks: &[],
         wanted: |_| Wanted::No,
         missing_hooks: None,
@@ -131,9 +144,25 @@ impl Instrumentation {
         self.name
     }
 
-    /// The Go function its spans come from.
+    /// The Go function its spans come from (the first, for units with several).
     pub fn symbol(&self) -> Option<&'static str> {
         self.span.as_ref().map(|s| s.symbol)
+    }
+
+    /// Every span probe: [`Instrumentation::span`], then [`Instrumentation::more_spans`].
+    pub fn spans(&self) -> impl Iterator<Item = &SpanProbe> {
+        self.span.iter().chain(self.more_spans.iter())
+    }
+
+    /// Whether one of its probes is in Go function `name` (its DWARF must be read: see
+    /// `session::prepare`).
+    pub fn probes_function(&self, name: &str) -> bool {
+        self.spans().any(|s| s.symbol == name)
+    }
+
+    /// The span probe of Go function `symbol`.
+    pub fn span_of(&self, symbol: &str) -> Option<&SpanProbe> {
+        self.spans().find(|s| s.symbol == symbol)
     }
 
     pub fn span_kind(&self) -> SpanKind {
@@ -388,10 +417,24 @@ pub fn inject_from_env() -> Result<bool, Failure> {
 
 /// What the span probe of `lib` captures, and the registers it keeps from entry, or why it
 /// cannot be used with this binary.
-pub fn plan(bin: &GoBinary, lib: Library, limits: &Limits) -> Result<(AttributePlan, [u8; 2]), String> {
-    let span = lib.span.as_ref().ok_or("not a span instrumentation")?;
+pub fn plan(
+    bin: &GoBinary,
+    lib: Library,
+    span: &SpanProbe,
+    limits: &Limits,
+) -> Result<(AttributePlan, [u8; 2]), String> {
     let dwarf = types_of(bin)?;
     let dwarf = &*dwarf;
+    if bin.dwarf.is_none() {
+        // A module version the layout table lacks: say which, rather than a missing field.
+        let lacking = lib.fields.iter().find(|f| !f.optional && dwarf.types.struct_field(f.strukt, f.field).is_none());
+        if let Some(FieldNeed { module: Some(module), .. }) = lacking {
+            let version = bin.build.deps.iter().find(|(p, _)| p == module).map_or("?", |(_, v)| v.as_str());
+            return Err(format!(
+                "the binary has no DWARF and gotel's layout table lacks {module} {version}; build without -ldflags=-w or use a gotel that knows that version"
+            ));
+        }
+    }
     let info = dwarf.function(span.symbol).ok_or("no DWARF for the function")?;
     let specs = spec::parse_probes(span.spec).map_err(|e| e.to_string())?;
     let mut plan = attributes::plan_function(span.symbol, Some(info), Some(dwarf), &specs[0].attrs, limits)
@@ -474,11 +517,54 @@ pub struct Finished {
     pub status: Status,
 }
 
-/// Turns the raw captures of a library probe into the span's name, attributes and status.
-pub fn finish(lib: Library, raw: Vec<KeyValue>, error: Option<String>) -> Finished {
-    match &lib.span {
+/// Turns the raw captures of a library probe (on Go function `symbol`) into the span's name,
+/// attributes and status.
+pub fn finish(lib: Library, symbol: &str, raw: Vec<KeyValue>, error: Option<String>) -> Finished {
+    match lib.span_of(symbol) {
         Some(span) => (span.finish)(raw, error),
         None => Finished { name: lib.name.into(), attributes: raw, status: Status::Unset },
+    }
+}
+
+/// Where a [`SpanProbe::extend`] read at return starts: a register saved at entry
+/// (`Root::Saved`, slot `reg`) or one live at the RET (`Root::Registers`).
+#[derive(Clone, Copy)]
+pub(crate) struct ReturnRead {
+    pub root: gotel_shared::Root,
+    pub reg: u8,
+    /// `OTEL_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT`, capped at the kernel's `MAX_STR`.
+    pub max_len: u16,
+}
+
+impl ReturnRead {
+    /// Adds the capture `key`: from the start pointer through `hops` (each but the last loads a
+    /// pointer), read as `kind`, shown by `decode`.
+    pub(crate) fn push(
+        self,
+        plan: &mut crate::attributes::AttributePlan,
+        key: &str,
+        kind: gotel_shared::ValueKind,
+        hops: &[u64],
+        decode: crate::attributes::Decode,
+    ) {
+        let mut f = gotel_shared::Fetch {
+            root: self.root as u8,
+            kind: kind as u8,
+            size: 8,
+            nregs: 1,
+            regs: [self.reg, 0],
+            nhops: hops.len() as u8,
+            at_return: 1,
+            max_len: self.max_len,
+            slot: plan.slots.len() as u16,
+            ..Default::default()
+        };
+        for (i, h) in hops.iter().take(gotel_shared::MAX_HOPS).enumerate() {
+            f.hops[i] = *h as i32;
+        }
+        plan.fetches.push(f);
+        let key = crate::attributes::shared_key(key);
+        plan.slots.push(crate::attributes::AttrSlot { key, decode, sets_error_status: false });
     }
 }
 
@@ -531,7 +617,8 @@ pub fn readme_table() -> String {
         let name = if unit.selectable { format!("`{}`", unit.name) } else { format!("*{}* (automatic)", unit.name) };
         let attrs: Vec<String> = unit.attributes.iter().map(|a| format!("`{a}`")).collect();
         let attrs = if attrs.is_empty() { "—".to_string() } else { attrs.join(", ") };
-        let mut functions: Vec<&str> = unit.symbol().into_iter().chain(unit.hooks.iter().map(|h| h.function)).collect();
+        let mut functions: Vec<&str> =
+            unit.spans().map(|s| s.symbol).chain(unit.hooks.iter().map(|h| h.function)).collect();
         functions.dedup();
         let functions: Vec<String> = functions.iter().map(|f| format!("`{f}`")).collect();
         let functions =

@@ -3,8 +3,8 @@ use super::*;
 #[test]
 fn libraries_parse() {
     let names = |v: &str| parse_libraries(v).unwrap().iter().map(|l| l.name).collect::<Vec<_>>();
-    assert_eq!(names(""), ["http.server", "http.client"]);
-    assert_eq!(names("all"), ["http.server", "http.client"]);
+    assert_eq!(names(""), ["http.server", "http.client", "database.sql", "redis"]);
+    assert_eq!(names("all"), ["http.server", "http.client", "database.sql", "redis"]);
     assert_eq!(names(" http.client "), ["http.client"]);
     assert!(names("none").is_empty());
     let e = parse_libraries("http.server,grpc").unwrap_err().to_string();
@@ -19,7 +19,8 @@ fn registry_is_consistent() {
         assert!(!u.name.is_empty() && !u.doc.is_empty(), "unit {i} lacks a name or doc");
         assert!(ALL[..i].iter().all(|o| o.name != u.name), "{} registered twice", u.name);
         assert_eq!(u.selectable, u.span.is_some(), "{}: span units are the selectable ones", u.name);
-        if let Some(span) = &u.span {
+        assert!(u.span.is_some() || u.more_spans.is_empty(), "{}: more_spans without span", u.name);
+        for span in u.spans() {
             assert!(spec::parse_probes(span.spec).is_ok_and(|s| s.len() == 1 && s[0].symbol == span.symbol));
         }
         for h in u.hooks {

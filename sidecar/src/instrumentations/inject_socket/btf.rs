@@ -131,4 +131,17 @@ mod tests {
         assert_eq!(member_offset(&btf, "task_struct", &["no_such_member"]), None);
         assert_eq!(member_offset(&btf, "no_such_struct", &["thread"]), None);
     }
+
+    /// `task_struct.tgid`, which SOCK_OPS reads: found, right after `pid` (both `pid_t`, declared
+    /// together in include/linux/sched.h).
+    #[test]
+    fn tgid_offset_from_the_running_kernel() {
+        let Ok(btf) = std::fs::read("/sys/kernel/btf/vmlinux") else {
+            eprintln!("no /sys/kernel/btf/vmlinux: skipped");
+            return;
+        };
+        let tgid = member_offset(&btf, "task_struct", &["tgid"]).expect("task_struct.tgid");
+        let pid = member_offset(&btf, "task_struct", &["pid"]).expect("task_struct.pid");
+        assert_eq!(tgid, pid + 4, "tgid at {tgid}, pid at {pid}");
+    }
 }

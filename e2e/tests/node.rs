@@ -1,0 +1,81 @@
+//! Node mode on the host, without Kubernetes (`tools/k8s/test.sh` runs it in a real cluster):
+//! one gotel, started before its targets, traces every process its `exe` selectors pick, each
+//! as its own service, and reports a selected process it cannot trace (not Go) without
+//! stopping.
+//!
+//! Needs root and a built gotel (`GOTEL_BIN`, else `target/release/gotel`); skipped with one line
+//! otherwise (a failure under `GOTEL_TEST_REQUIRE_ALL=1`). Run with `--test-threads=1`.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use gotel_e2e::hardening::*;
+use gotel_e2e::{gotel_command, private_copy, require_environment, wait_until, Export, FlatSpan, Proc, Sink};
+
+const SINK: &str = env!("CARGO_BIN_EXE_otlp-sink");
+
+#[test]
+fn node_mode_traces_each_selected_process_as_its_own_service() {
+    gotel_e2e::require!(Root, Go);
+    require_environment().unwrap();
+    let dir = tempdir();
+    let alpha = private_copy(&stress_bin(), dir.path()).unwrap();
+    let beta = dir.path().join("beta");
+    std::fs::copy(&alpha, &beta).unwrap();
+    let not_go = dir.path().join("not-go");
+    std::fs::copy("/bin/sleep", &not_go).unwrap();
+
+    let sink = Sink::start(Path::new(SINK), dir.path()).unwrap();
+    let mut g = gotel_command(&Export::Grpc(sink.grpc_endpoint()), "main.tick");
+    // The first selector names its service; the second picks the rest of the folder, each
+    // process named after its executable.
+    g.arg("--node")
+        .arg("--select")
+        .arg(format!("exe={},service=alpha-svc", alpha.display()))
+        .arg("--select")
+        .arg(format!("exe={}/*", dir.path().display()));
+    let mut gotel = Proc::spawn("gotel", g).unwrap();
+    gotel.wait_stderr_line("watching for processes", Duration::from_secs(20)).unwrap();
+
+    let steady = |bin: &Path| {
+        let mut c = Command::new(bin);
+        c.args(["-mode", "steady", "-n", "1500", "-interval-ms", "5"]);
+        c
+    };
+    let a = Proc::spawn("alpha", steady(&alpha)).unwrap();
+    let b = Proc::spawn("beta", steady(&beta)).unwrap();
+    let mut c = Command::new(&not_go);
+    c.arg("20");
+    let c = Proc::spawn("not-go", c).unwrap();
+
+    let of = |spans: &[FlatSpan], pid: u32| -> Vec<String> {
+        spans
+            .iter()
+            .filter(|s| s.res_i64("process.pid") == Some(pid as i64))
+            .map(|s| s.res_str("service.name").unwrap_or("").to_string())
+            .collect()
+    };
+    let both = wait_until(Duration::from_secs(30), || {
+        let sp = sink.spans().unwrap_or_default();
+        !of(&sp, a.pid()).is_empty() && !of(&sp, b.pid()).is_empty()
+    });
+    let refused = format!("process {} is not traced", c.pid());
+    let reported = wait_until(Duration::from_secs(20), || gotel.stderr_string().contains(&refused));
+    let spans = sink.spans().unwrap();
+    let stderr = gotel.stderr_string();
+    assert!(both, "spans from both selected Go processes\n{stderr}");
+    assert!(reported, "the non-Go process is reported: {refused}\n{stderr}");
+    let (sa, sb) = (of(&spans, a.pid()), of(&spans, b.pid()));
+    assert!(sa.iter().all(|s| s == "alpha-svc"), "alpha's service names: {sa:?}");
+    assert!(sb.iter().all(|s| s == "beta"), "beta's service names: {sb:?}");
+    assert!(gotel.try_wait().unwrap().is_none(), "gotel stopped\n{stderr}");
+
+    gotel.signal(libc::SIGTERM);
+    let st = gotel.wait_timeout(Duration::from_secs(30)).unwrap();
+    let stderr = gotel.stderr_string();
+    assert!(st.success(), "gotel exited {st} on SIGTERM\n{stderr}");
+    assert_no_panic("gotel", &stderr);
+    assert_eq!(summaries(&stderr).len(), 2, "one summary per traced process:\n{stderr}");
+    drop((a, b, c));
+}

@@ -1,0 +1,213 @@
+#!/usr/bin/env bash
+# gotel on a real one-node Kubernetes cluster (tools/k8s/cluster.sh), both ways, checked through
+# Jaeger's query API:
+#   - Jaeger in the cluster (deploy/kubernetes/jaeger.yaml); the node agent (node-daemonset.yaml,
+#     with rbac.yaml: RBAC is on, so its ClusterRole is all it may do) selecting the demo backend
+#     by namespace and pod label; the demo frontend with a gotel sidecar (demo.yaml) injecting
+#     `traceparent` (GOTEL_PROPAGATION=inject, the socket path on this locked-down kernel);
+#   - spans of both services carry k8s.namespace.name, k8s.pod.name, k8s.pod.uid,
+#     k8s.container.name, k8s.node.name and container.id equal to what the API server says;
+#   - each order is one trace across both services (the backend's SERVER span is the child of
+#     the frontend's CLIENT span);
+#   - the backend pod deleted: its replacement (new pid, new pod) is traced by the node agent
+#     again, with the new pod's identity;
+#   - a second selector picks Jaeger with probe specs its binary lacks: reported, not fatal (and
+#     its 85 MB binary, parsed, is the memory peak the DaemonSet's limit must allow).
+# Everything is undone at the end (tools/k8s/cluster.sh down), also on failure or interrupt.
+# Takes about 10-15 minutes with Kubernetes already built (5 more the first time, see build.sh).
+# Env: GOTEL_BIN (default target/release/gotel, built if missing), K8S_KEEP=1 keeps the cluster.
+# Last line: "k8s: N passed, M failed".
+set -uo pipefail
+SUITE=k8s
+# shellcheck source=e2e/test-lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/../../e2e/test-lib.sh"
+HERE="$ROOT/tools/k8s"
+export KUBECONFIG=${K8S_CACHE:-/var/cache/gotel/k8s}/run/kubeconfig
+TMP="$(mktemp -d /tmp/gotel-k8s-test.XXXXXX)"
+T0=$SECONDS
+DOWN_DONE=
+cleanup() {
+  if [[ -z "${K8S_KEEP:-}" && -z "$DOWN_DONE" ]]; then "$HERE/cluster.sh" down 2>&1 | sed 's/^/  /'; fi
+  rm -rf "$TMP"
+}
+host_state() { # what the cluster changes on the host, to compare before and after
+  sysctl -n vm.overcommit_memory kernel.panic kernel.panic_on_oops net.ipv4.ip_forward | tr '\n' ' '
+  ip -4 addr show dev lo | grep -c ' 198.18.0.1/'
+  find /sys/fs/cgroup -maxdepth 3 -type d -name 'kubepods*' 2>/dev/null | wc -l
+  { iptables-save; ip6tables-save; } 2>/dev/null | grep -c 'KUBE-\|gotelk8s0'
+  ip link show gotelk8s0 2>/dev/null | wc -l
+  findmnt -rn -o TARGET | grep -c '/k8s/run/'
+  ls -d /var/lib/kubelet /var/log/containers /var/log/pods 2>/dev/null | wc -l
+}
+trap cleanup EXIT
+trap 'say interrupted; exit 130' INT TERM
+[[ $(id -u) -eq 0 ]] || { bad "runs as root"; finish; }
+k() { kubectl "$@"; }
+
+# ---- images --------------------------------------------------------------------------------------
+GOTEL_BIN="${GOTEL_BIN:-$ROOT/target/release/gotel}"
+if [[ ! -x "$GOTEL_BIN" ]]; then
+  build_gotel GOTEL_SKIP_VM=1
+elif ! docker info >/dev/null 2>&1; then
+  GOTEL_SKIP_VM=1 "$ROOT/tools/install-deps.sh" | sed 's/^/  /' || { bad "tools/install-deps.sh"; finish; }
+fi
+GOTEL_BIN="$GOTEL_BIN" "$ROOT/docker/build-images.sh" | sed 's/^/  /' || { bad "docker/build-images.sh"; finish; }
+# The pod sandbox ("pause") image: the recipe's program, static, FROM scratch.
+GO="$(GO="" GOTEL_ROOT="$ROOT" && . "$ROOT/tools/go-toolchains.sh" && default_go)" || { bad "a Go toolchain"; finish; }
+mkdir -p "$TMP/pause" && cp "$HERE/pause.go.txt" "$TMP/pause/pause.go"
+(cd "$TMP/pause" && printf 'module pause\ngo 1.19\n' >go.mod && CGO_ENABLED=0 GOCACHE=/var/cache/gotel/gocache "$GO" build -o pause .) \
+  || { bad "go build pause"; finish; }
+printf 'FROM scratch\nCOPY pause /pause\nENTRYPOINT ["/pause"]\n' >"$TMP/pause/Dockerfile"
+DOCKER_BUILDKIT=0 docker build -q -t gotel-k8s-pause:local "$TMP/pause" >/dev/null 2>&1 || { bad "docker build pause"; finish; }
+ok "images built ($((SECONDS - T0)) s)"
+
+# ---- cluster -------------------------------------------------------------------------------------
+"$HERE/cluster.sh" down >/dev/null 2>&1   # leftovers of an interrupted run
+host_state >"$TMP/host.before"
+t=$SECONDS
+"$HERE/cluster.sh" up 2>&1 | sed 's/^/  /'
+[[ ${PIPESTATUS[0]} -eq 0 ]] || { bad "cluster up"; finish; }
+ok "cluster up ($((SECONDS - t)) s)"
+"$HERE/cluster.sh" import gotel:dev gotel-demo-frontend:dev gotel-demo-backend:dev gotel-jaeger:1.76.0 gotel-k8s-pause:local \
+  || { bad "images imported into containerd"; finish; }
+
+wait_ready() { # NAMESPACE SELECTOR SECONDS: every pod of the selector Ready
+  k -n "$1" wait --for=condition=Ready pod -l "$2" --timeout="${3}s" >/dev/null 2>&1
+}
+pod_of() { k -n "$1" get pod -l "$2" --field-selector=status.phase=Running -o jsonpath='{.items[0].metadata.name}' 2>/dev/null; }
+ip_of() { k -n "$1" get pod "$2" -o jsonpath='{.status.podIP}'; }
+
+# Manifests as a user applies them, with three local differences: no cluster DNS and no
+# kube-proxy here, so Services are replaced by pod addresses; the API server is reached at the
+# node address; this host mounts cgroup2 at $HOST_CGROUP2.
+HOST_CGROUP2="$(findmnt -n -t cgroup2 -o TARGET | head -1)"
+D="$ROOT/deploy/kubernetes"
+t=$SECONDS
+k apply -f "$D/namespace.yaml" -f "$D/rbac.yaml" -f "$D/jaeger.yaml" >/dev/null || { bad "apply jaeger"; finish; }
+wait_ready gotel app.kubernetes.io/name=jaeger 300 || { k -n gotel describe pods | tail -20; bad "jaeger Ready"; finish; }
+JIP="$(ip_of gotel "$(pod_of gotel app.kubernetes.io/name=jaeger)")"
+JAEGER="http://$JIP:16686"
+wait_http "$JAEGER/api/services" 60 && ok "jaeger Ready in the cluster at $JIP ($((SECONDS - t)) s)" || { bad "jaeger query API"; finish; }
+local_edit() {
+  sed -e "s#http://jaeger.gotel:4318#http://$JIP:4318#" -e "s#path: /sys/fs/cgroup,#path: $HOST_CGROUP2,#" "$@"
+}
+
+t=$SECONDS
+local_edit "$D/node-daemonset.yaml" \
+  | sed 's#- {name: GOTEL_NODE, value: "true"}#&\n            - {name: GOTEL_K8S_API, value: "https://198.18.0.1:6443"}#' \
+  | sed 's#^    namespace=gotel-demo,.*#&\n    namespace=gotel,container=jaeger,probes-file=/etc/gotel/backend.probes#' \
+  | k apply -f - >/dev/null || { bad "apply node-daemonset"; finish; }
+wait_ready gotel app.kubernetes.io/name=gotel-node 300 || { k -n gotel describe pods -l app.kubernetes.io/name=gotel-node | tail -20; bad "node agent Ready"; finish; }
+AGENT="$(pod_of gotel app.kubernetes.io/name=gotel-node)"
+ok "node agent Ready ($((SECONDS - t)) s)"
+
+t=$SECONDS
+k create namespace gotel-demo >/dev/null 2>&1
+demo() { # the demo's objects of one app, with the frontend's backend address
+  local_edit "$D/demo.yaml" | sed "s#http://backend:8081#http://$1:8081#" \
+    | k apply -l "app.kubernetes.io/name=$2" -f - >/dev/null
+}
+demo none backend || { bad "apply demo backend"; finish; }
+wait_ready gotel-demo app.kubernetes.io/name=backend 300 || { bad "backend Ready"; finish; }
+BPOD="$(pod_of gotel-demo app.kubernetes.io/name=backend)"; BIP="$(ip_of gotel-demo "$BPOD")"
+demo "$BIP" frontend || { bad "apply demo frontend"; finish; }
+wait_ready gotel-demo app.kubernetes.io/name=frontend 300 || { k -n gotel-demo describe pods | tail -30; bad "frontend Ready"; finish; }
+FPOD="$(pod_of gotel-demo app.kubernetes.io/name=frontend)"
+ok "demo Running: backend $BPOD ($BIP), frontend $FPOD with its gotel sidecar ($((SECONDS - t)) s)"
+
+# ---- checks --------------------------------------------------------------------------------------
+spans() { # SERVICE -> the service's spans of the last 10 minutes, flattened
+  curl -m 10 -fsS -G "$JAEGER/api/traces" --data-urlencode "service=$1" --data-urlencode "limit=200" \
+    --data-urlencode "lookback=10m" 2>/dev/null \
+  | jq '[.data[]? | . as $tr | .spans[] | {trace: $tr.traceID, id: .spanID, name: .operationName,
+        kind: ([.tags[]? | select(.key == "span.kind") | .value][0]),
+        parent: ([.references[]? | select(.refType == "CHILD_OF") | .spanID][0]),
+        svc: $tr.processes[.processID].serviceName,
+        res: ($tr.processes[.processID].tags | map({(.key): (.value | tostring)}) | add)}]' 2>/dev/null || echo '[]'
+}
+# The identity the API server gives a pod's container, as the resource attributes should say it.
+expected() { # NAMESPACE POD CONTAINER
+  k -n "$1" get pod "$2" -o json | jq -c --arg c "$3" '{
+    "k8s.namespace.name": .metadata.namespace, "k8s.pod.name": .metadata.name, "k8s.pod.uid": .metadata.uid,
+    "k8s.container.name": $c, "k8s.node.name": .spec.nodeName,
+    "container.id": (.status.containerStatuses[] | select(.name == $c) | .containerID | sub("^[a-z-]+://"; ""))}'
+}
+has_identity() { # SPANS_JSON SERVICE EXPECTED: every span of the service carries the identity
+  jq -e --arg s "$2" --argjson want "$3" \
+    '[.[] | select(.svc == $s)] | length > 0 and all(.res as $r | $want | to_entries | all($r[.key] == .value))' "$1" >/dev/null
+}
+joined() { # SPANS_JSON BACKEND_POD: traces where the backend's SERVER span (of that pod) is the child of a frontend CLIENT span
+  jq --arg p "$2" '. as $all | [.[] | select(.svc == "backend" and .kind == "server" and .res["k8s.pod.name"] == $p)
+     | .parent as $q | .trace as $t | select(any($all[]; .id == $q and .trace == $t and .svc == "frontend" and .kind == "client"))
+     | .trace] | unique | length' "$1"
+}
+wait_joined() { # BACKEND_POD SECONDS -> spans in $TMP/spans.json once a joined trace is there
+  local i
+  for ((i = 0; i < $2; i += 3)); do
+    jq -s 'add' <(spans frontend) <(spans backend) >"$TMP/spans.json"
+    [[ "$(joined "$TMP/spans.json" "$1")" -ge 2 ]] && return 0
+    sleep 3
+  done
+  return 1
+}
+
+t=$SECONDS
+wait_joined "$BPOD" 120; ok "spans in Jaeger ($((SECONDS - t)) s after the demo was Running)"
+check "frontend spans (sidecar) carry the pod identity: $(expected gotel-demo "$FPOD" frontend)" \
+  has_identity "$TMP/spans.json" frontend "$(expected gotel-demo "$FPOD" frontend)"
+check "backend spans (node agent, service.name from the pod label) carry the pod identity: $(expected gotel-demo "$BPOD" backend)" \
+  has_identity "$TMP/spans.json" backend "$(expected gotel-demo "$BPOD" backend)"
+n="$(joined "$TMP/spans.json" "$BPOD")"
+check "orders are one trace across both services ($n traces: backend SERVER child of frontend CLIENT)" test "$n" -ge 2
+check "the backend's functions are traced (probes-file of the selector)" \
+  test "$(jq '[.[] | select(.svc == "backend" and .name == "main.quote")] | length' "$TMP/spans.json")" -gt 0
+
+# Memory of gotel: the peak of its container's memory cgroup (what a limit applies to: the
+# process and the BPF maps it created), the process's own peak RSS, and CPU time used.
+mem_of() { # NAMESPACE POD CONTAINER -> "cgroup peak X MiB, RSS peak Y MiB"
+  local cid d peak="?" p rss=0 cpu="?"
+  cid="$(expected "$1" "$2" "$3" | jq -r '.["container.id"]')"
+  for d in $(find /sys/fs/cgroup -type d -name "*$cid*" 2>/dev/null); do
+    [[ -f $d/memory.max_usage_in_bytes ]] && peak=$(($(cat "$d/memory.max_usage_in_bytes") >> 20))
+    [[ -f $d/memory.peak ]] && peak=$(($(cat "$d/memory.peak") >> 20))
+    [[ -f $d/cpuacct.usage ]] && cpu=$(($(cat "$d/cpuacct.usage") / 1000000))
+  done
+  for p in $(grep -ls "$cid" /proc/[0-9]*/cgroup | cut -d/ -f3); do
+    rss=$((rss + $(awk '/VmHWM/ {print $2}' "/proc/$p/status" 2>/dev/null || echo 0)))
+  done
+  echo "cgroup peak $peak MiB, RSS peak $((rss >> 10)) MiB, CPU $cpu ms since start"
+}
+say "memory: node agent (tracing 1 process): $(mem_of gotel "$AGENT" gotel); sidecar: $(mem_of gotel-demo "$FPOD" gotel)"
+
+# ---- a restarted pod -----------------------------------------------------------------------------
+t=$SECONDS
+k -n gotel-demo delete pod "$BPOD" --wait=false >/dev/null
+for ((i = 0; i < 120; i++)); do
+  NBPOD="$(pod_of gotel-demo app.kubernetes.io/name=backend)"
+  [[ -n "$NBPOD" && "$NBPOD" != "$BPOD" ]] && wait_ready gotel-demo app.kubernetes.io/name=backend 5 && break
+  sleep 1
+done
+NBIP="$(ip_of gotel-demo "$NBPOD")"
+# The frontend follows the backend's new address (a Service would do it in a cluster with kube-proxy).
+demo "$NBIP" frontend && k -n gotel-demo rollout status deploy/frontend --timeout=300s >/dev/null \
+  || { bad "frontend rolled to the new backend"; finish; }
+FPOD="$(k -n gotel-demo get pod -l app.kubernetes.io/name=frontend -o json | jq -r '[.items[] | select(.metadata.deletionTimestamp == null)][0].metadata.name')"
+if wait_joined "$NBPOD" 180; then ok "restarted backend pod $NBPOD traced again ($((SECONDS - t)) s)"; else bad "restarted backend pod $NBPOD traced again"; fi
+check "the restarted pod's spans carry its new identity" \
+  has_identity <(jq --arg p "$NBPOD" '[.[] | select(.svc != "backend" or .res["k8s.pod.name"] == $p)]' "$TMP/spans.json") \
+  backend "$(expected gotel-demo "$NBPOD" backend)"
+k -n gotel logs "$AGENT" >"$TMP/agent.log" 2>&1
+check "a selected process the node agent cannot trace (Jaeger, with the backend's probe specs) is reported, not fatal" \
+  grep -q 'process [0-9]* is not traced: .*main.quote' "$TMP/agent.log"
+check "the node agent reported no other failure" \
+  bash -c "! grep -E ' (WARN|ERROR) ' '$TMP/agent.log' | grep -v 'FIONREAD\|SOCK_OPS programs\|nothing will be injected\|is not traced'"
+grep -E "WARN|ERROR|tracing a new" "$TMP/agent.log" | head -10 | cut -c1-300 | sed 's/^/  agent: /'
+if [[ -z "${K8S_KEEP:-}" ]]; then
+  t=$SECONDS
+  "$HERE/cluster.sh" down 2>&1 | sed 's/^/  /'; DOWN_DONE=1
+  host_state >"$TMP/host.after"
+  check "cluster down, host as before (sysctls, lo address, cgroups, KUBE-* chains, bridge, mounts, dirs) ($((SECONDS - t)) s)" \
+    diff "$TMP/host.before" "$TMP/host.after"
+fi
+say "time: $((SECONDS - T0)) s"
+finish
