@@ -2,6 +2,7 @@
 """Writes BENCHMARKS.md and bench/loss-vs-rate.svg from bench/results/*.json (bench/run.py).
 No dependencies beyond the Python standard library; the SVG is written by hand."""
 import json
+import sys
 import math
 import statistics
 from pathlib import Path
@@ -326,6 +327,14 @@ def main():
         for i, x in enumerate(r["runs"]):
             out.append(f"| {i + 1} | {fmt(x['seconds_to_attached'], 3)} | {fmt(x['gotel_logged_ms'])} | {mib(x['peak_rss_kib'])} | {mib(x.get('rss_1s_after_attach_kib'))} |")
         out.append("")
+
+    # ---- built-in hooks (bench/hooks.py)
+    hooks = load("hooks")
+    if hooks:
+        sys.path.insert(0, str(ROOT / "bench"))
+        import hooks as hooks_bench
+
+        out += ["<!-- hooks:begin -->", *hooks_bench.section(hooks), "<!-- hooks:end -->", ""]
 
     # ---- goals
     if goals:

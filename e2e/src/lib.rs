@@ -620,7 +620,7 @@ pub enum Export {
 }
 
 /// A `Command` for gotel with a clean OTel environment and the test defaults
-/// (`OTEL_BSP_SCHEDULE_DELAY=100`, large queue).
+/// (`OTEL_BSP_SCHEDULE_DELAY=100`, large queue, `GOTEL_THREAD_ID=on`).
 pub fn gotel_command(export: &Export, probes: &str) -> Command {
     let mut cmd = Command::new(gotel_bin());
     for (k, _) in std::env::vars_os() {
@@ -633,6 +633,8 @@ pub fn gotel_command(export: &Export, probes: &str) -> Command {
         .env("OTEL_SERVICE_NAME", "gotel-e2e")
         .env("OTEL_BSP_SCHEDULE_DELAY", "100")
         .env("OTEL_BSP_MAX_QUEUE_SIZE", "65536")
+        // The checks of `check.rs` verify each span's thread (opt-in: `GOTEL_THREAD_ID`).
+        .env("GOTEL_THREAD_ID", "on")
         .env("GOTEL_LOG", std::env::var("E2E_GOTEL_LOG").unwrap_or_else(|_| "info".into()));
     match export {
         Export::Grpc(ep) => {

@@ -346,3 +346,227 @@ fn http2_go_1_27_stripped() {
     gotel_e2e::require!(Root, Go, GoVersion("1.27"));
     check_http2(&gotel_e2e::go_version_bin("1.27").unwrap(), true);
 }
+
+/// Sends `parts` on one connection, pausing between them (so the server reads each on its own),
+/// then reads until the server closes (the last request says `Connection: close`).
+fn send_raw(addr: &str, parts: &[&[u8]]) -> String {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    for (i, p) in parts.iter().enumerate() {
+        if i > 0 {
+            std::thread::sleep(Duration::from_millis(300));
+        }
+        s.write_all(p).unwrap();
+    }
+    let mut reply = String::new();
+    let _ = s.read_to_string(&mut reply);
+    reply
+}
+
+fn tp(trace: u8) -> String {
+    format!("00-{}-{PARENT_ID}-01", format!("{trace:02x}").repeat(16))
+}
+
+/// The incoming `traceparent` is read at the server span's entry from the request bytes still in
+/// the connection's read buffer, or, when the header block is no longer whole there (it came in
+/// several reads, or did not fit the buffer), from the request's `http.Header` map: many and long
+/// headers, a header line larger than the buffer, pipelined keep-alive requests (each gets its
+/// own, never its neighbour's, also after a body the handler left unread, and across split
+/// writes), and headers split across reads before and after the `traceparent`. Also the span's
+/// size rules: `url.scheme`, `user_agent.original`, no `code.*` naming net/http internals, no
+/// `thread.id` by default.
+fn check_incoming(go: &Path, stripped: bool) {
+    let dir = tempfile::tempdir().unwrap();
+    let bin = build(go, dir.path(), "httpsvc", stripped);
+    let sink = Sink::start(Path::new(SINK), dir.path()).unwrap();
+    let file = dir.path().join("backend.addr");
+    let probe = if stripped { "main.price(item=arg0:string)" } else { "main.price(item=item)" };
+    let mut cmd = gotel_command(&Export::HttpProtobuf(sink.http_endpoint()), probe);
+    cmd.env_remove("GOTEL_THREAD_ID").env("OTEL_SERVICE_NAME", "backend");
+    cmd.arg("--").arg(&bin).args(["-role", "backend", "-portfile", file.to_str().unwrap()]);
+    let mut gotel = Proc::spawn("gotel backend", cmd).unwrap();
+    let addr = wait_file(&file);
+    let req = |item: &str, headers: &[String], last: bool| {
+        let mut r = format!("GET /price?item={item} HTTP/1.1\r\nHost: {addr}\r\nUser-Agent: e2e/{item}\r\n");
+        for h in headers {
+            r.push_str(h);
+            r.push_str("\r\n");
+        }
+        if last {
+            r.push_str("Connection: close\r\n");
+        }
+        r.push_str("\r\n");
+        r
+    };
+    let split_at = |r: &str, marks: &[&str]| -> Vec<Vec<u8>> {
+        let mut cuts: Vec<usize> = marks.iter().map(|m| r.find(m).unwrap()).collect();
+        cuts.insert(0, 0);
+        cuts.push(r.len());
+        cuts.windows(2).map(|w| r.as_bytes()[w[0]..w[1]].to_vec()).collect()
+    };
+    let send = |parts: Vec<Vec<u8>>| {
+        let parts: Vec<&[u8]> = parts.iter().map(Vec::as_slice).collect();
+        send_raw(&addr, &parts);
+    };
+    // 1: 30 extra headers, a 1500-byte cookie, the traceparent among them, in one write.
+    let mut many: Vec<String> = (0..30).map(|i| format!("X-Extra-{i}: {}", "v".repeat(i * 3))).collect();
+    many.insert(17, format!("traceparent: {}", tp(1)));
+    many.push(format!("Cookie: {}", "c".repeat(1500)));
+    send(vec![req("many", &many, true).into_bytes()]);
+    // 2: a header line larger than the 4 KiB buffer before the traceparent.
+    let huge = [format!("Cookie: {}", "h".repeat(6000)), format!("traceparent: {}", tp(2))];
+    send(vec![req("huge", &huge, true).into_bytes()]);
+    // 3: pipelined, in one write: with, without, with; then a POST whose body the handler never
+    // reads, followed by a request without traceparent.
+    let mut pipelined = req("pipe1", &[format!("traceparent: {}", tp(3))], false);
+    pipelined.push_str(&req("pipe2", &[], false));
+    pipelined.push_str(&req("pipe3", &[format!("TraceParent: {}", tp(4))], false));
+    pipelined.push_str(&format!(
+        "POST /price?item=post HTTP/1.1\r\nHost: {addr}\r\ntraceparent: {}\r\nContent-Length: 3\r\n\r\nabc",
+        tp(5)
+    ));
+    pipelined.push_str(&req("afterpost", &[], true));
+    send(vec![pipelined.into_bytes()]);
+    // 4: split after the request line: the traceparent arrives with the last read.
+    send(split_at(&req("splitlate", &[format!("traceparent: {}", tp(6))], true), &["traceparent"]));
+    // 5: split after the traceparent: its line was parsed before the last read and is gone from
+    // the buffer (read from `http.Header`).
+    send(split_at(&req("splitearly", &[format!("traceparent: {}", tp(7)), "X-After: 1".into()], true), &["X-After"]));
+    // 6: 40 long headers in three reads, the traceparent in the first: a map of several groups
+    // (buckets), grown while it was filled (net/http sized it for the headers of the first read).
+    let mut long: Vec<String> = (0..40).map(|i| format!("X-Long-{i}: {}", "l".repeat(40 + i))).collect();
+    long.insert(2, format!("traceparent: {}", tp(8)));
+    send(split_at(&req("manysplit", &long, true), &["X-Long-10:", "X-Long-30:"]));
+    // 7: keep-alive, pipelined across split writes: the second request's traceparent comes in
+    // the first write, its end in the second with a third request that has none.
+    let first = req("ka1", &[format!("traceparent: {}", tp(9))], false);
+    let second = req("ka2", &[format!("traceparent: {}", tp(10)), "X-After: 2".into()], false);
+    let third = req("ka3", &[], true);
+    let all = format!("{first}{second}{third}");
+    send(split_at(&all, &["X-After: 2"]));
+
+    let expect: &[(&str, Option<u8>)] = &[
+        ("many", Some(1)),
+        ("huge", Some(2)),
+        ("pipe1", Some(3)),
+        ("pipe2", None),
+        ("pipe3", Some(4)),
+        ("post", Some(5)),
+        ("afterpost", None),
+        ("splitlate", Some(6)),
+        ("splitearly", Some(7)),
+        ("manysplit", Some(8)),
+        ("ka1", Some(9)),
+        ("ka2", Some(10)),
+        ("ka3", None),
+    ];
+    let spans = sink.wait_spans(2 * expect.len(), Duration::from_secs(30)).unwrap();
+    gotel.signal(libc::SIGTERM);
+    let st = gotel.wait_timeout(Duration::from_secs(30)).unwrap();
+    let stderr = gotel.stderr_string();
+    // Launch mode: gotel exits with the child's status (SIGTERM passed on).
+    assert!(st.code().is_some(), "gotel did not exit cleanly: {st}:\n{stderr}");
+    let spans = sink.wait_quiet(Duration::from_millis(500), Duration::from_secs(10)).unwrap_or(spans);
+    let server_of = |item: &str| {
+        let price = spans
+            .iter()
+            .find(|s| s.name == "main.price" && s.attr_str("item") == Some(item))
+            .unwrap_or_else(|| panic!("no main.price for {item}: {:#?}", names(&spans)));
+        by_id(&spans, &price.parent_span_id).unwrap_or_else(|| panic!("main.price({item}) has no server parent"))
+    };
+    for &(item, trace) in expect {
+        let server = server_of(item);
+        assert_eq!(server.kind, 2, "{item}: {server:?}");
+        match trace {
+            Some(t) => {
+                assert_eq!(server.trace_id, format!("{t:02x}").repeat(16), "{item}: {server:?}\n{stderr}");
+                assert_eq!(server.parent_span_id, PARENT_ID, "{item}");
+            }
+            None => {
+                assert!(server.parent_span_id.is_empty(), "{item} must start its own trace: {server:?}");
+                assert!((1..=10u8).all(|t| server.trace_id != format!("{t:02x}").repeat(16)), "{item}: {server:?}");
+            }
+        }
+        assert_eq!(server.attr_str("url.scheme"), Some("http"), "{item}");
+        // The POST sent none; split or huge blocks give it from `http.Header`.
+        let ua = format!("e2e/{item}");
+        let ua = (item != "post").then_some(ua.as_str());
+        assert_eq!(server.attr_str("user_agent.original"), ua, "{item}");
+        let internal: Vec<&String> =
+            server.attributes.keys().filter(|k| k.starts_with("code.") || *k == "thread.id").collect();
+        assert!(internal.is_empty(), "{item}: built-in spans carry no code.* and no thread.id: {internal:?}");
+    }
+    let price = spans.iter().find(|s| s.name == "main.price").unwrap();
+    assert!(price.attr_str("code.function.name").is_some() && price.attr_i64("thread.id").is_none());
+    let counter = |name: &str| -> u64 {
+        let at = stderr.find(&format!("{name}=")).unwrap_or_else(|| panic!("no {name} in:\n{stderr}"));
+        let digits: String = stderr[at + name.len() + 1..].chars().take_while(char::is_ascii_digit).collect();
+        digits.parse().unwrap()
+    };
+    assert_eq!(counter("traceparent_adopted"), 10, "gotel summary:\n{stderr}");
+    assert_eq!(counter("traceparent_unreadable"), 0, "gotel summary:\n{stderr}");
+    // huge, splitlate, splitearly, manysplit at least (the kernel may split a write too).
+    assert!(counter("header_map_walked") >= 4, "gotel summary:\n{stderr}");
+}
+
+/// Go 1.24+ maps (Swiss tables), offsets from DWARF.
+#[test]
+fn incoming_traceparent_from_the_read_buffer() {
+    gotel_e2e::require!(Root, Go);
+    require_environment().unwrap();
+    check_incoming(&gotel_e2e::go_bin(), false);
+}
+
+/// Go 1.22 maps (`hmap` buckets), stripped: offsets from the layout table.
+#[test]
+fn incoming_traceparent_go_1_22_stripped() {
+    gotel_e2e::require!(Root, Go, GoVersion("1.22"));
+    require_environment().unwrap();
+    check_incoming(&gotel_e2e::go_version_bin("1.22").unwrap(), true);
+}
+
+/// `GOTEL_GOROUTINE_PARENTS=off`: no probe on `runtime.newproc1` (fewer uprobes than with the
+/// default), and a goroutine started inside a traced call starts its own trace.
+#[test]
+fn goroutine_parents_off() {
+    gotel_e2e::require!(Root, Go);
+    require_environment().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let bin = build(&gotel_e2e::go_bin(), dir.path(), "httpsvc", false);
+    let sink = Sink::start(Path::new(SINK), dir.path()).unwrap();
+    let mut uprobes = Vec::new();
+    for parents in ["on", "off"] {
+        let file = dir.path().join(format!("frontend-{parents}.addr"));
+        let mut cmd = gotel_command(&Export::HttpProtobuf(sink.http_endpoint()), "main.order;main.audit");
+        cmd.env("GOTEL_GOROUTINE_PARENTS", parents).env("OTEL_SERVICE_NAME", format!("parents-{parents}"));
+        cmd.arg("--").arg(&bin).args(["-role", "frontend", "-backend", "http://127.0.0.1:1"]);
+        cmd.args(["-portfile", file.to_str().unwrap()]);
+        let mut gotel = Proc::spawn("gotel frontend", cmd).unwrap();
+        let addr = wait_file(&file);
+        get(&addr, "/order?item=tea", None);
+        sink.wait_spans(if parents == "on" { 3 } else { 6 }, Duration::from_secs(30)).unwrap();
+        gotel.signal(libc::SIGTERM);
+        assert!(gotel.wait_timeout(Duration::from_secs(30)).unwrap().code().is_some());
+        let stderr = gotel.stderr_string();
+        let n: usize = stderr
+            .split("uprobes=")
+            .nth(1)
+            .and_then(|s| s.split_whitespace().next())
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| panic!("no uprobes= in:\n{stderr}"));
+        uprobes.push(n);
+    }
+    assert!(uprobes[1] < uprobes[0], "off attaches fewer uprobes: {uprobes:?}");
+    let spans = sink.wait_quiet(Duration::from_millis(300), Duration::from_secs(10)).unwrap();
+    for (service, nested) in [("parents-on", true), ("parents-off", false)] {
+        let of = |name: &str| {
+            spans
+                .iter()
+                .find(|s| s.name == name && s.res_str("service.name") == Some(service))
+                .unwrap_or_else(|| panic!("{service}: no {name}: {:#?}", names(&spans)))
+        };
+        let (order, audit) = (of("main.order"), of("main.audit"));
+        assert_eq!(audit.parent_span_id == order.span_id, nested, "{service}: {audit:?}");
+        assert_eq!(audit.trace_id == order.trace_id, nested, "{service}");
+    }
+}

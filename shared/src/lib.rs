@@ -7,6 +7,8 @@
 //! that both sides call and that are tested on the host.
 #![no_std]
 
+pub mod header_block;
+pub mod header_map;
 pub mod names;
 pub mod rules;
 pub mod traceparent;
@@ -33,9 +35,7 @@ pub const COOKIE_RETURN: u64 = 1 << 34;
 /// `runtime.newproc1` entry / return: goroutine creation (ancestry and g reuse).
 pub const COOKIE_NEWPROC_ENTRY: u64 = 1 << 35;
 pub const COOKIE_NEWPROC_RETURN: u64 = 1 << 36;
-/// RET of `net/textproto.(*Reader).readContinuedLineSlice`: one raw header line, checked for an
-/// incoming `traceparent`.
-pub const COOKIE_HEADER_LINE: u64 = 1 << 37;
+// 1 << 37 is free: it marked the per-header-line hook the server span's own read replaced.
 /// Injection hooks: entry of `net/http.(*Request).write`, entry and RETs of
 /// `net/http.Header.writeSubset`.
 pub const COOKIE_REQUEST_WRITE: u64 = 1 << 38;
@@ -199,6 +199,45 @@ pub const PLAN_HAS_RETURN_FETCH: u32 = 2;
 /// HTTP client span with `GOTEL_PROPAGATION=inject`: `save_regs[0]` holds the `*http.Request`;
 /// its context is handed to the goroutine that writes the request.
 pub const PLAN_INJECT_CONTEXT: u32 = 4;
+/// HTTP server span: at entry, read the request's header block from the connection's read
+/// buffer (`ExtractConfig`) for an incoming `traceparent` and the `User-Agent`, whose address and
+/// length go into the register copy at [`REG_USER_AGENT_PTR`] / [`REG_USER_AGENT_LEN`] for the
+/// plan's fetches.
+pub const PLAN_SCAN_HEADERS: u32 = 8;
+
+/// Field offsets for [`PLAN_SCAN_HEADERS`] (from DWARF or the layout table), `EXTRACT_CONFIG`[0].
+/// The entry registers are those of `net/http.serverHandler.ServeHTTP`: RDI = `*http.Request`,
+/// RCX = the `ResponseWriter`'s data word (`*http.response` for HTTP/1).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ExtractConfig {
+    /// 1 once filled.
+    pub enabled: u32,
+    pub request_proto_major: u32,
+    pub response_conn: u32,
+    pub conn_bufr: u32,
+    /// `bufio.Reader.buf` (pointer, then len).
+    pub reader_buf: u32,
+    pub reader_r: u32,
+    /// The fallback when the header block is no longer whole in the buffer: `r.Header`'s map
+    /// (`header_map`); `kind` 0 = no fallback for this binary.
+    pub header_map: header_map::MapLayout,
+}
+
+/// Field offsets that let the RETs of `runtime.newproc1` find the spawning goroutine on their
+/// own (`NEWPROC_CONFIG`[0]): newproc1 runs on the system stack, where R14 is the M's g0, and
+/// `g0.m.curg` is the goroutine that executed the `go` statement.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct NewprocConfig {
+    /// 1 once filled; 0: the entry hook saves the caller in `NEWPROC` instead.
+    pub enabled: u32,
+    /// `runtime.g.m`.
+    pub g_m: u32,
+    /// `runtime.m.curg`.
+    pub m_curg: u32,
+    pub _pad: u32,
+}
 
 /// Trace context to write into one outgoing request (`INJECT_BY_REQUEST`, keyed by the request's
 /// URL pointer, see [`HandoffConfig::request_url_offset`]; `INJECT_PENDING`).
@@ -445,6 +484,13 @@ pub enum Counter {
     GrpcTraceparentInvalid = 33,
     /// gRPC: an adopted context was handed to the goroutine started for the stream's handler.
     GrpcContextHandedOff = 34,
+    /// An HTTP/1 request's header block was no longer whole in the connection's read buffer
+    /// (it came in several reads, or did not fit), no `traceparent` was among the lines left,
+    /// and its `http.Header` map could not be walked to the end (too large, layout unknown).
+    TraceparentUnreadable = 24,
+    /// The header block was not whole in the read buffer, so the request's `http.Header` map was
+    /// walked instead (completely: what it holds, the request had).
+    HeaderMapWalked = 25,
 }
 pub const NUM_COUNTERS: u32 = 64;
 
@@ -465,6 +511,10 @@ pub const REG_RDX: u8 = 12;
 pub const REG_RSI: u8 = 13;
 pub const REG_RDI: u8 = 14;
 pub const REG_SP: u8 = 19;
+/// Slots past pt_regs in the kernel's register copy, written by the header scan
+/// ([`PLAN_SCAN_HEADERS`]): the `User-Agent` value's address and length in the target.
+pub const REG_USER_AGENT_PTR: u8 = 21;
+pub const REG_USER_AGENT_LEN: u8 = 22;
 /// Number of 8-byte slots in pt_regs.
 pub const PT_REGS_SLOTS: usize = 21;
 
@@ -476,6 +526,8 @@ mod pod {
     unsafe impl aya::Pod for GoroutineState {}
     unsafe impl aya::Pod for InjectContext {}
     unsafe impl aya::Pod for InjectConfig {}
+    unsafe impl aya::Pod for ExtractConfig {}
+    unsafe impl aya::Pod for NewprocConfig {}
     unsafe impl aya::Pod for HandoffConfig {}
     unsafe impl aya::Pod for SocketInjectConfig {}
     unsafe impl aya::Pod for GrpcHeadersConfig {}

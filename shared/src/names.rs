@@ -14,8 +14,6 @@ pub const PROGRAM_RETURN: &str = "gotel_return";
 pub const PROGRAM_NEWPROC_ENTRY: &str = "gotel_newproc_entry";
 /// RETs of `runtime.newproc1`: the new goroutine inherits the spawning call as parent.
 pub const PROGRAM_NEWPROC_RETURN: &str = "gotel_newproc_return";
-/// RETs of `net/textproto.(*Reader).readContinuedLineSlice`: incoming `traceparent`.
-pub const PROGRAM_HEADER_LINE: &str = "gotel_header_line";
 /// Entry of `net/http.(*Request).write`: the hand-off of both injection paths.
 pub const PROGRAM_REQUEST_WRITE: &str = "gotel_request_write";
 /// Entry of `net/http.Header.writeSubset` (injection only).
@@ -29,16 +27,15 @@ pub const PROGRAM_SOCK_OPS: &str = "gotel_sock_ops";
 /// SK_MSG on the sockhash: inserts `traceparent`, the only program that changes messages.
 pub const PROGRAM_SK_MSG: &str = "gotel_sk_msg";
 
-/// Every program of the object.
 /// Adopts a `traceparent` from a gRPC request's HEADERS frame (`propagation::grpc_extract`).
 pub const PROGRAM_GRPC_HEADERS: &str = "gotel_grpc_headers";
 
-pub const ALL_PROGRAMS: [&str; 12] = [
+/// Every program of the object.
+pub const ALL_PROGRAMS: [&str; 11] = [
     PROGRAM_ENTRY,
     PROGRAM_RETURN,
     PROGRAM_NEWPROC_ENTRY,
     PROGRAM_NEWPROC_RETURN,
-    PROGRAM_HEADER_LINE,
     PROGRAM_REQUEST_WRITE,
     PROGRAM_HEADER_WRITE_ENTRY,
     PROGRAM_HEADER_WRITE_RETURN,
@@ -66,6 +63,11 @@ pub const MAP_INJECT_BY_REQUEST: &str = "INJECT_BY_REQUEST";
 pub const MAP_INJECT_PENDING: &str = "INJECT_PENDING";
 /// `bufio.Writer` offsets ([`crate::InjectConfig`]).
 pub const MAP_INJECT_CONFIG: &str = "INJECT_CONFIG";
+/// Field offsets of the HTTP/1 header scan ([`crate::ExtractConfig`]).
+pub const MAP_EXTRACT_CONFIG: &str = "EXTRACT_CONFIG";
+/// Field offsets that find the spawning goroutine at `runtime.newproc1`'s RETs
+/// ([`crate::NewprocConfig`]).
+pub const MAP_NEWPROC_CONFIG: &str = "NEWPROC_CONFIG";
 /// `net/http.Request.URL` offset for the hand-off ([`crate::HandoffConfig`]).
 pub const MAP_HANDOFF_CONFIG: &str = "HANDOFF_CONFIG";
 /// Client sockets of the traced process (sockhash the SK_MSG program runs on).
@@ -78,11 +80,11 @@ pub const MAP_INJECT_SOCKET_CONFIG: &str = "INJECT_SOCKET_CONFIG";
 pub const MAP_FIONREAD_PROBE: &str = "FIONREAD_PROBE";
 /// Per-CPU working memory of the SK_MSG program.
 pub const MAP_INJECT_SOCKET_SCRATCH: &str = "INJECT_SOCKET_SCRATCH";
-/// Every map of the object.
 /// Where the gRPC header fields are (`GrpcHeadersConfig`).
 pub const MAP_GRPC_HEADERS_CONFIG: &str = "GRPC_HEADERS_CONFIG";
 
-pub const ALL_MAPS: [&str; 16] = [
+/// Every map of the object.
+pub const ALL_MAPS: [&str; 18] = [
     MAP_EVENTS,
     MAP_GOROUTINES,
     MAP_NEWPROC,
@@ -92,6 +94,8 @@ pub const ALL_MAPS: [&str; 16] = [
     MAP_INJECT_BY_REQUEST,
     MAP_INJECT_PENDING,
     MAP_INJECT_CONFIG,
+    MAP_EXTRACT_CONFIG,
+    MAP_NEWPROC_CONFIG,
     MAP_HANDOFF_CONFIG,
     MAP_INJECT_SOCKETS,
     MAP_INJECT_CONNECTING,

@@ -1,7 +1,7 @@
 //! W3C `traceparent` (trace context level 1): the header line check that adopts an incoming
 //! context and the line that injection writes into an outgoing request.
 //!
-//! Both run in the kernel (`gotel_header_line`, `gotel_header_write_return`) on fixed-size
+//! Both run in the kernel (the header scan of `gotel_entry`, `gotel_header_write_return`) on fixed-size
 //! buffers, so they are written for the BPF verifier: fixed-size arrays, loops with constant
 //! bounds, no reachable panic, `#[inline(always)]`. They are pure, so their edge cases (length,
 //! hex, version `ff`, all-zero ids, spaces after the colon) are unit-tested here on the host.
@@ -87,40 +87,41 @@ pub fn parse_header_line(line: &[u8; HEADER_LINE_BUF], len: usize) -> HeaderLine
     if len < v || len - v != TRACEPARENT_VALUE_LEN || v > HEADER_LINE_BUF - TRACEPARENT_VALUE_LEN {
         return HeaderLine::Invalid;
     }
-    let val = &line[v..v + TRACEPARENT_VALUE_LEN];
+    match parse_value(&line[v..v + TRACEPARENT_VALUE_LEN]) {
+        Some(ctx) => HeaderLine::Valid(ctx),
+        None => HeaderLine::Invalid,
+    }
+}
+
+/// The value `<version>-<trace id>-<span id>-<flags>`. Returns at the first fault rather than
+/// accumulating an "ok" flag: the BPF verifier then follows one path per byte instead of
+/// every combination of good and bad ones.
+#[allow(clippy::needless_range_loop)]
+#[inline(always)]
+fn parse_value(val: &[u8]) -> Option<TraceContext> {
+    if val.len() < TRACEPARENT_VALUE_LEN || val[2] != b'-' || val[35] != b'-' || val[52] != b'-' {
+        return None;
+    }
     let byte_at = |i: usize| -> Option<u8> { Some(hex_digit(val[i])? << 4 | hex_digit(val[i + 1])?) };
-    let mut ctx = TraceContext::default();
-    let mut span = [0u8; 8];
-    let mut ok = val[2] == b'-' && val[35] == b'-' && val[52] == b'-';
-    let version = byte_at(0);
-    let trace_flags = byte_at(53);
-    ok &= version.is_some_and(|v| v != 0xff) && trace_flags.is_some();
+    if byte_at(0)? == 0xff {
+        return None;
+    }
+    let mut ctx = TraceContext { trace_flags: byte_at(53)?, ..TraceContext::default() };
     let mut nonzero_trace = 0u8;
     for i in 0..16 {
-        match byte_at(3 + 2 * i) {
-            Some(b) => {
-                ctx.trace_id[i] = b;
-                nonzero_trace |= b;
-            }
-            None => ok = false,
-        }
+        let b = byte_at(3 + 2 * i)?;
+        ctx.trace_id[i] = b;
+        nonzero_trace |= b;
     }
-    let mut nonzero_span = 0u8;
+    let mut span = 0u64;
     for i in 0..8 {
-        match byte_at(36 + 2 * i) {
-            Some(b) => {
-                span[i] = b;
-                nonzero_span |= b;
-            }
-            None => ok = false,
-        }
+        span = span << 8 | byte_at(36 + 2 * i)? as u64;
     }
-    if !ok || nonzero_trace == 0 || nonzero_span == 0 {
-        return HeaderLine::Invalid;
+    if nonzero_trace == 0 || span == 0 {
+        return None;
     }
-    ctx.span_id = u64::from_be_bytes(span);
-    ctx.trace_flags = trace_flags.unwrap_or(0);
-    HeaderLine::Valid(ctx)
+    ctx.span_id = span;
+    Some(ctx)
 }
 
 const HEX: &[u8; 16] = b"0123456789abcdef";

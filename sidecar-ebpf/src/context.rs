@@ -13,7 +13,8 @@ use aya_ebpf::{
     programs::ProbeContext,
 };
 use gotel_shared::{
-    Counter, GoroutineKey, GoroutineState, ValueHeader, MAX_STR, PT_REGS_SLOTS, REG_R14, REG_SP, SCRATCH_SIZE,
+    header_block::BlockScan, header_map::MapWalk, Counter, GoroutineKey, GoroutineState, ValueHeader, MAX_STR,
+    PT_REGS_SLOTS, REG_R14, REG_SP, SCRATCH_SIZE,
 };
 
 use crate::maps::{count, GOROUTINES, SCRATCH};
@@ -33,7 +34,13 @@ pub struct Scratch {
     /// Length of the record being built in `buf`. Kept in map memory, not on the stack, so the
     /// verifier treats it as an unknown bounded value instead of following every length.
     pub off: u64,
-    /// The ring-buffer record being built (also the header-line buffer of injection).
+    /// The HTTP/1 header scan over `buf` (`propagation::extract`): its state lives here, not on
+    /// the stack, which `gotel_entry` has little of left.
+    pub scan: BlockScan,
+    /// The fallback walk of the request's `http.Header` map (`propagation::extract`).
+    pub walk: MapWalk,
+    /// The ring-buffer record being built (also the header-line buffer of injection, and the
+    /// copy of a request's header block).
     pub buf: [u8; SCRATCH_SIZE + BUF_SLACK],
 }
 

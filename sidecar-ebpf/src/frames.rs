@@ -10,14 +10,14 @@ use aya_ebpf::{helpers::generated::bpf_loop, macros::uprobe, programs::ProbeCont
 use gotel_shared::{
     rules::{frame_slot, join_inherited, morestack_reentry, same_call, unwound},
     Counter, EventHeader, EventKind, Frame, GoroutineKey, INHERIT_ONE_SHOT, MAX_FRAMES, NO_REG, PLAN_HAS_ENTRY_FETCH,
-    PLAN_INJECT_CONTEXT,
+    PLAN_INJECT_CONTEXT, PLAN_SCAN_HEADERS,
 };
 
 use crate::{
     capture::{emit, At},
     context::{hit, random_trace_id, random_u64, state_of, Hit},
     maps::{count, GOROUTINES, PROBES},
-    propagation::handoff::offer_context,
+    propagation::{extract::scan_request_headers, handoff::offer_context},
 };
 
 #[uprobe]
@@ -45,12 +45,16 @@ fn on_entry(ctx: &ProbeContext) -> Option<()> {
         count(Counter::DepthOverflow);
         return Some(());
     }
+    let plan = PROBES.get(probe_id);
+    if plan.is_some_and(|p| p.flags & PLAN_SCAN_HEADERS != 0) {
+        // The HTTP server span: its request's traceparent, before the root joins a context.
+        scan_request_headers(&h, st, n);
+    }
     if n == 0 && !join_inherited(st) {
         st.trace_id = random_trace_id();
         st.trace_flags = 0;
     }
     let span_id = random_u64();
-    let plan = PROBES.get(probe_id);
     let mut saved = [0u64; 2];
     if let Some(plan) = plan {
         let regs = unsafe { &(*h.scratch).regs };

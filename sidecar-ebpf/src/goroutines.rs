@@ -3,8 +3,13 @@
 //! (or the context the spawner inherited itself), so work handed to a goroutine stays in its
 //! trace.
 //!
-//! newproc1 runs on the system stack (g0), so the entry remembers the caller's g per M in
-//! `NEWPROC` and the RETs, where RAX holds the new g, pick it up. A g may be a reused one whose
+//! One trap per goroutine start: only the RETs of newproc1, where RAX holds the new g. newproc1
+//! runs on the system stack, so R14 is the M's g0 there, and `g0.m.curg` is still the goroutine
+//! that executed the `go` statement (`NEWPROC_CONFIG` has the two field offsets; a coroutine
+//! started by `iter.Pull` calls newproc1 on its own stack, where `g.m.curg` is that g itself).
+//! When user space does not know the offsets (a binary without DWARF of a Go release missing
+//! from the layout table), the entry hook is attached too and remembers the caller's g per M in
+//! `NEWPROC` (two traps, as before). A g may be a reused one whose
 //! previous goroutine ended inside traced calls (`runtime.Goexit`, a recovered panic above
 //! them): those calls are reported as abandoned and the record is cleared first.
 use aya_ebpf::{
@@ -18,9 +23,9 @@ use gotel_shared::{
 };
 
 use crate::{
-    context::{copy_regs, current_goroutine},
+    context::{copy_regs, current_goroutine, read_u64},
     frames::unwind_goroutine,
-    maps::{count, GOROUTINES, NEWPROC},
+    maps::{count, GOROUTINES, NEWPROC, NEWPROC_CONFIG},
 };
 
 #[uprobe]
@@ -48,9 +53,17 @@ fn on_newproc_return(ctx: &ProbeContext) -> Option<()> {
     let s = unsafe { &mut *copy_regs(ctx)? };
     let pid_tgid = bpf_get_current_pid_tgid();
     let tgid = (pid_tgid >> 32) as u32;
-    let m_key = GoroutineKey::new(tgid, s.regs[REG_R14 as usize]);
-    let caller = unsafe { *NEWPROC.get(&m_key)? };
-    let _ = NEWPROC.remove(&m_key);
+    let g = s.regs[REG_R14 as usize];
+    let cfg = NEWPROC_CONFIG.get(0)?;
+    let caller = if cfg.enabled != 0 {
+        let m = read_u64(g.wrapping_add(cfg.g_m as u64))?;
+        read_u64(m.wrapping_add(cfg.m_curg as u64))?
+    } else {
+        let m_key = GoroutineKey::new(tgid, g);
+        let caller = unsafe { *NEWPROC.get(&m_key)? };
+        let _ = NEWPROC.remove(&m_key);
+        caller
+    };
     let new_key = GoroutineKey::new(tgid, s.regs[REG_RAX as usize]);
     if GOROUTINES.get_ptr(&new_key).is_some() {
         // The g of a goroutine that ended inside traced calls: those calls did not return.

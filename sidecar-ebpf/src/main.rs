@@ -5,11 +5,10 @@
 //!
 //! | program | attached at | does | module |
 //! |---|---|---|---|
-//! | `gotel_entry` | entry of every traced function (after its stack-check prologue) | pushes a frame, captures arguments | `frames` |
+//! | `gotel_entry` | entry of every traced function (after its stack-check prologue) | pushes a frame, captures arguments; for the HTTP server span, reads the request's `traceparent` from the connection's read buffer | `frames`, `propagation::extract` |
 //! | `gotel_return` | every RET of a traced function | pops the frame, emits the span with its results | `frames` |
-//! | `gotel_newproc_entry` | entry of `runtime.newproc1` | remembers the spawning goroutine | `goroutines` |
-//! | `gotel_newproc_return` | RETs of `runtime.newproc1` | the new goroutine inherits the spawning call; clears a reused g | `goroutines` |
-//! | `gotel_header_line` | RETs of `net/textproto.(*Reader).readContinuedLineSlice` | adopts an incoming `traceparent` (read-only) | `propagation::extract` |
+//! | `gotel_newproc_return` | RETs of `runtime.newproc1` | the new goroutine inherits the spawning call (found through `g0.m.curg`); clears a reused g | `goroutines` |
+//! | `gotel_newproc_entry` | entry of `runtime.newproc1`, only when the `g`/`m` offsets are unknown | remembers the spawning goroutine | `goroutines` |
 //! | `gotel_grpc_headers` | entry of grpc-go's `(*http2Server).operateHeaders` | adopts a `traceparent` from a gRPC request's header fields for its handler goroutine (read-only) | `propagation::grpc_extract` |
 //! | `gotel_request_write` | entry of `net/http.(*Request).write` | hands a client span's context to the writing goroutine | `propagation::handoff` |
 //! | `gotel_header_write_entry` | entry of `net/http.Header.writeSubset` | notes where the request's headers start | `propagation::inject_memory` |

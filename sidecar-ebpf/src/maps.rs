@@ -9,8 +9,8 @@ use aya_ebpf::{
     maps::{Array, LruHashMap, PerCpuArray, RingBuf, SockHash},
 };
 use gotel_shared::{
-    Counter, GoroutineKey, GoroutineState, GrpcHeadersConfig, HandoffConfig, InjectConfig, InjectContext, ProbePlan,
-    SocketInjectConfig, NUM_COUNTERS,
+    Counter, ExtractConfig, GoroutineKey, GoroutineState, GrpcHeadersConfig, HandoffConfig, InjectConfig, InjectContext, NewprocConfig,
+    ProbePlan, SocketInjectConfig, NUM_COUNTERS,
 };
 
 use crate::{context::Scratch, propagation::inject_socket::MsgScratch};
@@ -56,6 +56,15 @@ pub static INJECT_PENDING: LruHashMap<GoroutineKey, InjectContext> = LruHashMap:
 /// bufio.Writer field offsets (user space fills index 0 from DWARF).
 #[map]
 pub static INJECT_CONFIG: Array<InjectConfig> = Array::with_max_entries(1, 0);
+
+/// Field offsets of the HTTP/1 header scan (user space fills index 0; `enabled` 0 = off).
+#[map]
+pub static EXTRACT_CONFIG: Array<ExtractConfig> = Array::with_max_entries(1, 0);
+
+/// `runtime.g.m` and `runtime.m.curg` offsets for `gotel_newproc_return` (user space fills
+/// index 0 when it knows them; else the entry hook fills `NEWPROC`).
+#[map]
+pub static NEWPROC_CONFIG: Array<NewprocConfig> = Array::with_max_entries(1, 0);
 
 /// `net/http.Request.URL` offset for the hand-off (user space fills index 0 from DWARF).
 #[map]

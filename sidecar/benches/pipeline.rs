@@ -479,7 +479,7 @@ fn main() {
         for v in VARIANTS.iter().filter(|v| variants.split(',').any(|a| a.trim() == v.attrs.to_string())) {
             let specs = spec::parse_probes(v.spec).expect("probe spec");
             // No libraries, no traceparent injection: just main.work.
-            let plan = plan::build(&binary, &specs, &Limits::default(), &[], false).expect("plan");
+            let plan = plan::build(&binary, &specs, &Limits::default(), &[], false, true).expect("plan");
             let fetches = plan.probes[0].attributes.fetches.len();
             eprintln!("pipeline bench: {} ({} fetches)", v.name, fetches);
             let factory = bench_factory(&plan, &binary, calls);

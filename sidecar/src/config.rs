@@ -177,6 +177,10 @@ pub struct Settings {
     pub libraries: Vec<Library>,
     /// `GOTEL_PROPAGATION=inject`.
     pub inject: bool,
+    /// `GOTEL_GOROUTINE_PARENTS` (default on).
+    pub goroutine_parents: bool,
+    /// `GOTEL_THREAD_ID` (default off): a `thread.id` attribute on every span.
+    pub thread_id: bool,
     /// `OTEL_TRACES_SAMPLER(_ARG)`.
     pub sampler: Sampler,
     /// `OTEL_BSP_*`.
@@ -199,6 +203,8 @@ impl Settings {
             limits: limits()?,
             libraries: instrumentations::libraries_from_env()?,
             inject: instrumentations::inject_from_env()?,
+            goroutine_parents: instrumentations::goroutines::parents_from_env()?,
+            thread_id: thread_id(&std::env::var("GOTEL_THREAD_ID").unwrap_or_default())?,
             sampler: export::sampler_from_env()?,
             batch: BatchSettings::from_env()?,
             maps: MapSizes { max_goroutines: cli.max_goroutines, ring_buffer_bytes: cli.ring_buffer_bytes },
@@ -206,6 +212,18 @@ impl Settings {
             ready_file: cli.ready_file.clone(),
             metrics_addr: cli.metrics_addr.clone(),
         })
+    }
+}
+
+/// `GOTEL_THREAD_ID`: `off` (default) or `on`. The OS thread that ran a call says little in Go,
+/// whose scheduler moves goroutines between threads; it costs 8-12 bytes per span.
+fn thread_id(value: &str) -> Result<bool, Failure> {
+    match value.trim() {
+        "" | "off" => Ok(false),
+        "on" => Ok(true),
+        other => Err(Failure::config(format!(
+            "GOTEL_THREAD_ID={other}: use off (default) or on (a thread.id attribute on every span)"
+        ))),
     }
 }
 
@@ -223,6 +241,13 @@ mod tests {
 
     fn parse(args: &[&str]) -> Cli {
         Cli::try_parse_from(std::iter::once("gotel").chain(args.iter().copied())).unwrap()
+    }
+
+    #[test]
+    fn thread_ids_are_opt_in() {
+        assert!(!thread_id("").unwrap());
+        assert!(thread_id("on").unwrap());
+        assert!(thread_id("yes").unwrap_err().to_string().contains("GOTEL_THREAD_ID=yes"));
     }
 
     #[test]

@@ -193,6 +193,7 @@ pub fn build(
     limits: &Limits,
     libraries: &[Library],
     inject: bool,
+    goroutine_parents: bool,
 ) -> Result<Plan, Failure> {
     // Resolve each spec to functions; entries naming one function are merged (`names`).
     let chosen = names::choose(bin, specs);
@@ -272,6 +273,7 @@ pub fn build(
         return Err(Failure::config(format!("more than {MAX_PROBES} functions to trace: narrow the globs")));
     }
 
-    let (hooks, map_fills, instrumentations) = instrumentations::plan_hooks(bin, &mut probes, inject, &mut warnings);
+    let (hooks, map_fills, instrumentations) =
+        instrumentations::plan_hooks(bin, &mut probes, inject, goroutine_parents, &mut warnings);
     Ok(Plan { probes, hooks, map_fills, instrumentations, warnings })
 }

@@ -149,7 +149,14 @@ fn prepare(settings: &Settings, exe: &Path) -> Result<(GoBinary, Plan), Failure>
             || settings.libraries.iter().any(|l| l.probes_function(name))
     };
     let binary = GoBinary::open_for(exe, &wanted).map_err(Failure::target)?;
-    let plan = plan::build(&binary, &settings.specs, &settings.limits, &settings.libraries, settings.inject)?;
+    let plan = plan::build(
+        &binary,
+        &settings.specs,
+        &settings.limits,
+        &settings.libraries,
+        settings.inject,
+        settings.goroutine_parents,
+    )?;
     for w in &plan.warnings {
         tracing::warn!("{w}");
     }
@@ -225,7 +232,8 @@ pub async fn session(
         tracing::debug!(ms = started.elapsed().as_millis() as u64, "parsed binary freed");
     });
     let mut factory =
-        SpanFactory::new(&plan, settings.sampler.clone(), Box::new(names), settings.limits.max_attributes);
+        SpanFactory::new(&plan, settings.sampler.clone(), Box::new(names), settings.limits.max_attributes)
+            .with_thread_ids(settings.thread_id);
     let mut ring = attached.ring_buffer()?;
 
     let mut tick = tokio::time::interval(settings.drain_interval);

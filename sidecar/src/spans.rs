@@ -145,6 +145,8 @@ pub struct SpanFactory {
     scope: InstrumentationScope,
     names: Box<dyn TypeNames + Send>,
     max_attributes: usize,
+    /// `GOTEL_THREAD_ID=on`: a `thread.id` attribute on every span.
+    thread_ids: bool,
     pub stats: SpanStats,
 }
 
@@ -182,6 +184,7 @@ impl SpanFactory {
             scope: InstrumentationScope::builder("gotel").with_version(env!("CARGO_PKG_VERSION")).build(),
             names,
             max_attributes,
+            thread_ids: false,
             stats: SpanStats::default(),
         }
     }
@@ -276,6 +279,12 @@ impl SpanFactory {
         let spans: Vec<SpanData> = self.open.drain().map(|(_, s)| s).collect();
         self.stats.open_unclosed += spans.len() as u64;
         spans
+
+    /// Adds `thread.id` (the OS thread that ran the call) to every span: opt-in, since Go moves
+    /// goroutines between threads and the number rarely means anything to the reader.
+    pub fn with_thread_ids(mut self, on: bool) -> Self {
+        self.thread_ids = on;
+        self
     }
 
     /// Handles one kernel record; returns a finished span when there is one to export.
@@ -356,14 +365,14 @@ impl SpanFactory {
                     name = Cow::Owned(done.name);
                     kind = span.kind.clone();
                     status = Some(done.status);
+                    // No code.* here: they would name net/http's internals, not the user's code.
                     attributes.extend(done.attributes);
-                    attributes.extend(probe.fixed.iter().cloned());
-                    if h.tid != 0 {
+                    if self.thread_ids && h.tid != 0 {
                         attributes.push(KeyValue::new("thread.id", h.tid as i64));
                     }
                 } else {
                     attributes.extend(probe.fixed.iter().cloned());
-                    if h.tid != 0 {
+                    if self.thread_ids && h.tid != 0 {
                         attributes.push(KeyValue::new("thread.id", h.tid as i64));
                     }
                     attributes.extend(entry_attrs);

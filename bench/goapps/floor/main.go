@@ -7,7 +7,7 @@
 // uprobe PMU (perf_event_open + PERF_EVENT_IOC_SET_BPF), as libbpf and aya do. RET offsets
 // come from `go tool objdump`.
 //
-//	floor -bin PATH -sym main.work [-ret] -pid PID -ready FILE
+//	floor -bin PATH -sym main.work [-ret [-noentry]] -pid PID -ready FILE
 //
 // Writes FILE once attached, stays attached until PID exits (or SIGINT/SIGTERM), then prints
 // {"probes":N} on stdout.
@@ -156,6 +156,7 @@ func main() {
 	bin := flag.String("bin", "", "Go binary")
 	sym := flag.String("sym", "main.work", "function")
 	withRet := flag.Bool("ret", false, "also probe every RET instruction")
+	noEntry := flag.Bool("noentry", false, "with -ret: only the RETs (gotel's runtime.newproc1 hook)")
 	pid := flag.Int("pid", -1, "process to filter on (as gotel does); -1 = every process")
 	ready := flag.String("ready", "", "file written once attached")
 	flag.Parse()
@@ -164,6 +165,9 @@ func main() {
 	}
 	addr, _, off := symbol(*bin, *sym)
 	offsets := []uint64{off}
+	if *noEntry {
+		offsets = nil
+	}
 	if *withRet {
 		r := rets(*bin, *sym)
 		if len(r) == 0 {

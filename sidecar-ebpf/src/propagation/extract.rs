@@ -1,49 +1,250 @@
-//! Incoming trace context: `gotel_header_line` at the RETs of
-//! `net/textproto.(*Reader).readContinuedLineSlice`, which returns one raw request header line
-//! (RAX = data, RBX = len). A valid `traceparent` becomes the parent of the next root call on
-//! this goroutine, which is the request's server span. Read-only: nothing in the target is
-//! written. Invalid values (bad length, non-hex, version ff, all-zero ids: the rules of
-//! `gotel_shared::traceparent::parse_header_line`) are counted and ignored.
-use aya_ebpf::{helpers::bpf_probe_read_user_buf, macros::uprobe, programs::ProbeContext};
+//! Incoming trace context, read-only and without a trap of its own: `gotel_entry`, at the
+//! entry of the HTTP server span (`net/http.serverHandler.ServeHTTP`, plan flag
+//! `PLAN_SCAN_HEADERS`), copies the bytes that precede the read index of the connection's
+//! `bufio.Reader` (`rw.(*http.response).conn.bufr`) and scans them backward for this request's
+//! header lines (`gotel_shared::header_block`, where the rules and their tests are).
+//!
+//! A valid `traceparent` becomes the parent of this root call, the server span; invalid ones are
+//! counted and ignored, and so are requests whose header block is no longer whole in the buffer
+//! without a `traceparent` among the lines left (`TraceparentUnreadable`). The `User-Agent`
+//! value's address and length go into the register copy for the span's fetches. HTTP/2
+//! requests (`ProtoMajor` 2) are skipped: their headers are HPACK-encoded frames, never text
+//! lines (the per-line hook this replaces never saw them either).
+//!
+//! When the block is not whole and no `traceparent` is among the lines left, the request's
+//! parsed `http.Header` map is walked instead (`from_header_map`, rules in
+//! `gotel_shared::header_map`): no trap of its own either, a few user-memory reads per header.
+//!
+//! Stack: `gotel_entry` leaves little of the 512 bytes the verifier allows a call chain (Linux
+//! 6.1 counts `gotel_entry` plus its deepest callee), so the steps are BPF functions of their
+//! own called one after the other from the entry, never from each other: [`scan`] (the buffer),
+//! [`walk`] (the map), [`adopt`] (parse and adopt the line either one left in scratch memory).
+use aya_ebpf::helpers::{bpf_probe_read_user_buf, generated::bpf_loop};
 use gotel_shared::{
+    header_block::{BlockScan, Outcome, BLOCK_BUF, MAX_SCAN_STEPS},
+    header_map::{MapWalk, Memory, WalkEnd, MAP_NONE, MAX_WALK_STEPS},
     rules::adopt_remote,
-    traceparent::{may_be_traceparent, parse_header_line, HeaderLine, HEADER_LINE_BUF},
-    Counter, REG_RAX, REG_RBX,
+    traceparent::{HeaderLine, TRACEPARENT_NAME, TRACEPARENT_VALUE_LEN},
+    Counter, GoroutineState, REG_RCX, REG_RDI, REG_USER_AGENT_LEN, REG_USER_AGENT_PTR,
 };
 
 use crate::{
-    context::{hit, state_of},
-    maps::count,
+    context::{read_u64, Hit, Scratch},
+    maps::{count, EXTRACT_CONFIG, SCRATCH},
 };
 
-#[uprobe]
-pub fn gotel_header_line(ctx: ProbeContext) -> u32 {
-    let _ = on_header_line(&ctx);
-    0
+/// [`scan`]'s answer, bits: the request is HTTP/1 (else nothing to do).
+const HTTP1: u64 = 1;
+/// The block was whole in the buffer (the request line was seen).
+const WHOLE: u64 = 2;
+/// A `traceparent` line is in `s.scan` (`tp_start`, `tp_len`) for [`adopt`].
+const TP_LINE: u64 = 4;
+/// The `User-Agent` was found (its address is in the register copy).
+const UA: u64 = 8;
+
+/// Reads the request's header lines; adopts its `traceparent` when no traced call is in
+/// progress on the goroutine (`depth` 0), like the per-line hook did.
+#[inline(always)]
+pub fn scan_request_headers(h: &Hit, st: &mut GoroutineState, depth: usize) {
+    let s = unsafe { &mut *h.scratch };
+    s.regs[REG_USER_AGENT_PTR as usize] = 0;
+    s.regs[REG_USER_AGENT_LEN as usize] = 0;
+    let found = scan(h.scratch);
+    if found & HTTP1 == 0 {
+        return;
+    }
+    let st: *mut GoroutineState = st;
+    if found & TP_LINE != 0 {
+        adopt(h.scratch, st, depth as u64);
+    }
+    // Lines are gone: the map has what the buffer lost (the traceparent, or the User-Agent).
+    if found & WHOLE == 0 && found & (TP_LINE | UA) != (TP_LINE | UA) {
+        let want_tp = (found & TP_LINE == 0) as u64;
+        if walk(h.scratch, want_tp) != 0 {
+            adopt(h.scratch, st, depth as u64);
+        }
+    }
+}
+
+/// The buffer: copies the bytes before the reader's index and scans them backward. Returns
+/// [`HTTP1`] | [`WHOLE`] | [`TP_LINE`] | [`UA`] bits.
+#[inline(never)]
+fn scan(scratch: *mut Scratch) -> u64 {
+    scan_inner(scratch).unwrap_or(0)
 }
 
 #[inline(always)]
-fn on_header_line(ctx: &ProbeContext) -> Option<()> {
-    let h = hit(ctx)?;
-    let s = unsafe { &mut *h.scratch };
-    let (ptr, len) = (s.regs[REG_RAX as usize], s.regs[REG_RBX as usize] as usize);
-    if !may_be_traceparent(len) {
-        // Every other header line ends here, before any copy.
+fn scan_inner(scratch: *mut Scratch) -> Option<u64> {
+    let cfg = EXTRACT_CONFIG.get(0)?;
+    if cfg.enabled == 0 {
         return None;
     }
-    let mut line = [0u8; HEADER_LINE_BUF];
-    unsafe { bpf_probe_read_user_buf(ptr as *const u8, &mut line[..]) }.ok()?;
-    let remote = match parse_header_line(&line, len) {
-        HeaderLine::Other => return None,
-        HeaderLine::Invalid => {
-            count(Counter::TraceparentInvalid);
-            return None;
-        }
-        HeaderLine::Valid(remote) => remote,
-    };
-    let st = unsafe { &mut *state_of(&h, true)? };
-    if adopt_remote(st, &remote) {
-        count(Counter::TraceparentAdopted);
+    let s = unsafe { &mut *scratch };
+    let (req, rw) = (s.regs[REG_RDI as usize], s.regs[REG_RCX as usize]);
+    if read_u64(req.wrapping_add(cfg.request_proto_major as u64))? != 1 {
+        return None;
     }
-    Some(())
+    let (Some(data), Some(len), Some(r)) = read_reader(cfg, rw) else {
+        return Some(HTTP1);
+    };
+    if r == 0 || r > len {
+        return Some(HTTP1);
+    }
+    let n = if r > BLOCK_BUF as u64 { BLOCK_BUF } else { r as usize };
+    let n = n & (2 * BLOCK_BUF - 1);
+    if n == 0 || n > BLOCK_BUF {
+        return Some(HTTP1);
+    }
+    // The bytes [r - n, r) of the buffer, copied to end at BLOCK_BUF.
+    let from = data.wrapping_add(r).wrapping_sub(n as u64);
+    let dst = unsafe { core::slice::from_raw_parts_mut(s.buf.as_mut_ptr().add(BLOCK_BUF - n), n) };
+    if unsafe { bpf_probe_read_user_buf(from as *const u8, dst) }.is_err() {
+        return Some(HTTP1);
+    }
+    s.scan = BlockScan::new(n);
+    unsafe {
+        bpf_loop(MAX_SCAN_STEPS, scan_step as *mut _, core::ptr::null_mut(), 0);
+    }
+    let s = unsafe { &mut *scratch };
+    let mut found = HTTP1;
+    if s.scan.outcome == Outcome::RequestLine as u64 {
+        found |= WHOLE;
+    }
+    if s.scan.tp_len != 0 {
+        found |= TP_LINE;
+    }
+    if s.scan.ua_start != 0 {
+        // Position x of the copy is at data + r - BLOCK_BUF + x in the target.
+        let origin = data.wrapping_add(r).wrapping_sub(BLOCK_BUF as u64);
+        s.regs[REG_USER_AGENT_PTR as usize] = origin.wrapping_add(s.scan.ua_start);
+        s.regs[REG_USER_AGENT_LEN as usize] = s.scan.ua_len;
+        found |= UA;
+    }
+    Some(found)
+}
+
+/// Parses the `traceparent` line `s.scan` points at (in `s.buf`) and adopts it.
+#[inline(never)]
+fn adopt(scratch: *mut Scratch, st: *mut GoroutineState, depth: u64) -> u64 {
+    let s = unsafe { &mut *scratch };
+    match s.scan.traceparent(&s.buf) {
+        None | Some(HeaderLine::Other) => 0,
+        Some(HeaderLine::Invalid) => {
+            count(Counter::TraceparentInvalid);
+            0
+        }
+        Some(HeaderLine::Valid(remote)) => {
+            if depth == 0 && adopt_remote(unsafe { &mut *st }, &remote) {
+                count(Counter::TraceparentAdopted);
+            }
+            1
+        }
+    }
+}
+
+/// The connection reader's buffer address and length and its read index.
+#[inline(always)]
+fn read_reader(cfg: &gotel_shared::ExtractConfig, rw: u64) -> (Option<u64>, Option<u64>, Option<u64>) {
+    let Some(reader) = read_u64(rw.wrapping_add(cfg.response_conn as u64))
+        .and_then(|conn| read_u64(conn.wrapping_add(cfg.conn_bufr as u64)))
+    else {
+        return (None, None, None);
+    };
+    (
+        read_u64(reader.wrapping_add(cfg.reader_buf as u64)),
+        read_u64(reader.wrapping_add(cfg.reader_buf as u64 + 8)),
+        read_u64(reader.wrapping_add(cfg.reader_r as u64)),
+    )
+}
+
+/// The target's memory for the map walk.
+struct User;
+
+impl Memory for User {
+    #[inline(always)]
+    fn read(&mut self, addr: u64, out: &mut [u8]) -> bool {
+        unsafe { bpf_probe_read_user_buf(addr as *const u8, out) }.is_ok()
+    }
+}
+
+/// The fallback: walks `r.Header` for `Traceparent` (unless `want_tp` is 0: the buffer had it)
+/// and `User-Agent` (when the buffer gave none). Returns 1 when it left a `traceparent: <value>`
+/// line at the start of `s.buf`, with `s.scan` pointing at it, for [`adopt`].
+#[inline(never)]
+fn walk(scratch: *mut Scratch, want_tp: u64) -> u64 {
+    walk_inner(scratch, want_tp).unwrap_or(0)
+}
+
+#[inline(always)]
+fn walk_inner(scratch: *mut Scratch, want_tp: u64) -> Option<u64> {
+    let cfg = EXTRACT_CONFIG.get(0)?;
+    let l = &cfg.header_map;
+    if l.kind == MAP_NONE {
+        if want_tp != 0 {
+            count(Counter::TraceparentUnreadable);
+        }
+        return None;
+    }
+    let s = unsafe { &mut *scratch };
+    let req = s.regs[REG_RDI as usize];
+    let map = read_u64(req.wrapping_add(l.request_header as u64)).unwrap_or(0);
+    s.walk.begin(l, map, &mut User);
+    unsafe {
+        bpf_loop(MAX_WALK_STEPS, walk_step as *mut _, core::ptr::null_mut(), 0);
+    }
+    let s = unsafe { &mut *scratch };
+    let (end, tp, ua) = (s.walk.end, s.walk.traceparent_elem, s.walk.user_agent_elem);
+    if end == WalkEnd::Complete as u64 {
+        count(Counter::HeaderMapWalked);
+    }
+    if ua != 0 && s.regs[REG_USER_AGENT_PTR as usize] == 0 {
+        if let Some((ptr, len)) = MapWalk::last_value(ua, &mut User) {
+            s.regs[REG_USER_AGENT_PTR as usize] = ptr;
+            s.regs[REG_USER_AGENT_LEN as usize] = len;
+        }
+    }
+    if want_tp == 0 {
+        return None;
+    }
+    if tp == 0 {
+        if end != WalkEnd::Complete as u64 {
+            count(Counter::TraceparentUnreadable);
+        }
+        return None;
+    }
+    // The value, as the line `traceparent: <value>` the buffer scan would have seen.
+    let (ptr, len) = MapWalk::last_value(tp, &mut User)?;
+    if len != TRACEPARENT_VALUE_LEN as u64 {
+        count(Counter::TraceparentInvalid);
+        return None;
+    }
+    const AT: usize = TRACEPARENT_NAME.len() + 1;
+    s.buf[..TRACEPARENT_NAME.len()].copy_from_slice(TRACEPARENT_NAME);
+    s.buf[TRACEPARENT_NAME.len()] = b' ';
+    unsafe { bpf_probe_read_user_buf(ptr as *const u8, &mut s.buf[AT..AT + TRACEPARENT_VALUE_LEN]) }.ok()?;
+    s.scan.tp_start = 0;
+    s.scan.tp_len = (AT + TRACEPARENT_VALUE_LEN) as u64;
+    Some(1)
+}
+
+#[inline(never)]
+extern "C" fn walk_step(_i: u64, _ctx: *mut core::ffi::c_void) -> i64 {
+    let (Some(s), Some(cfg)) = (SCRATCH.get_ptr_mut(0), EXTRACT_CONFIG.get(0)) else { return 1 };
+    let s = unsafe { &mut *s };
+    if s.walk.step(&cfg.header_map, &mut User) {
+        0
+    } else {
+        1
+    }
+}
+
+#[inline(never)]
+extern "C" fn scan_step(_i: u64, _ctx: *mut core::ffi::c_void) -> i64 {
+    let Some(s) = SCRATCH.get_ptr_mut(0) else { return 1 };
+    let s = unsafe { &mut *s };
+    if s.scan.step(&s.buf) {
+        0
+    } else {
+        1
+    }
 }

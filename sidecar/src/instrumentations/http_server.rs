@@ -12,7 +12,10 @@ use opentelemetry::{
     KeyValue,
 };
 
-use super::{host_port, int, take, text, Arg, FieldNeed, Finished, GoTy, Instrumentation, ReturnRead, SpanProbe};
+use super::{
+    host_port, int, take, text, trace_context_in::USER_AGENT_CAPTURE, Arg, FieldNeed, Finished, GoTy, Instrumentation,
+    ReturnRead, SpanProbe,
+};
 use crate::{
     attributes::{self, AttributePlan, Decode, Limits},
     dwarf::{DwarfInfo, FunctionInfo},
@@ -27,6 +30,7 @@ pub static HTTP_SERVER: Instrumentation = Instrumentation {
     doc: "server spans (kind SERVER) named `{method} {route}`; ERROR for 5xx",
     attributes: &[
         "http.request.method",
+        "url.scheme",
         "url.path",
         "http.route",
         "http.response.status_code",
@@ -35,6 +39,7 @@ pub static HTTP_SERVER: Instrumentation = Instrumentation {
         "client.address",
         "client.port",
         "network.protocol.version",
+        "user_agent.original",
     ],
     fields: &[
         FieldNeed::std("net/http.Request", "Method", GoTy::String),
@@ -43,6 +48,8 @@ pub static HTTP_SERVER: Instrumentation = Instrumentation {
         FieldNeed::std("net/http.Request", "ProtoMinor", GoTy::Int),
         FieldNeed::std("net/http.Request", "Host", GoTy::String),
         FieldNeed::std("net/http.Request", "RemoteAddr", GoTy::String),
+        // Non-nil for HTTPS: `url.scheme`.
+        FieldNeed::std("net/http.Request", "TLS", GoTy::Opaque),
         // Go 1.22+.
         FieldNeed::std("net/http.Request", "Pattern", GoTy::String).optional(),
         FieldNeed::std("net/url.URL", "Path", GoTy::String),
@@ -91,6 +98,9 @@ fn extend(plan: &mut AttributePlan, dwarf: &DwarfInfo, info: &FunctionInfo, limi
     if let Some(off) = types.struct_field("net/http.Request", "Pattern") {
         add("route", ValueKind::String, 0, &[off.0], Decode::String);
     }
+    if let Some(off) = types.struct_field("net/http.Request", "TLS") {
+        add("tls", ValueKind::Int, 0, &[off.0], Decode::Int { size: 8 });
+    }
     if let Some(off) = types.struct_field("net/http.response", "status") {
         add("status1", ValueKind::Int, 1, &[off.0], Decode::Int { size: 8 });
     }
@@ -118,6 +128,9 @@ fn finish(mut raw: Vec<KeyValue>, _error: Option<String>) -> Finished {
     let mut attributes = vec![KeyValue::new("http.request.method", method.clone())];
     let mut status = Status::Unset;
     let route = text(take(&mut raw, "route"));
+    if let Some(tls) = int(take(&mut raw, "tls")) {
+        attributes.push(KeyValue::new("url.scheme", if tls != 0 { "https" } else { "http" }));
+    }
     if let Some(path) = text(take(&mut raw, "path")) {
         attributes.push(KeyValue::new("url.path", path));
     }
@@ -163,6 +176,13 @@ fn finish(mut raw: Vec<KeyValue>, _error: Option<String>) -> Finished {
     if let Some(v) = version {
         attributes.push(KeyValue::new("network.protocol.version", v));
     }
+    // From the header scan of `trace_context_in` (HTTP/1 only; absent when it is off).
+    if let Some(ua) = text(take(&mut raw, USER_AGENT_CAPTURE)) {
+        let ua = ua.trim_matches(|c| c == ' ' || c == '\t');
+        if !ua.is_empty() {
+            attributes.push(KeyValue::new("user_agent.original", ua.to_string()));
+        }
+    }
     let name = match route {
         Some(r) => format!("{method} {r}"),
         None => method,
@@ -186,6 +206,8 @@ mod tests {
             KeyValue::new("major", 1i64),
             KeyValue::new("minor", 1i64),
             KeyValue::new("rw", "*net/http.response"),
+            KeyValue::new("tls", 0i64),
+            KeyValue::new("ua", " curl/8.1"),
         ];
         let f = finish(raw, None);
         assert_eq!(f.name, "GET /items/{id}");
@@ -198,7 +220,12 @@ mod tests {
         assert_eq!(get("server.address").as_deref(), Some("shop"));
         assert_eq!(get("server.port").as_deref(), Some("8080"));
         assert_eq!(get("network.protocol.version").as_deref(), Some("1.1"));
+        assert_eq!(get("url.scheme").as_deref(), Some("http"));
+        assert_eq!(get("user_agent.original").as_deref(), Some("curl/8.1"));
         assert!(matches!(f.status, Status::Error { .. }));
+        let tls = finish(vec![KeyValue::new("tls", 0xc000_1000i64), KeyValue::new("ua", "")], None);
+        assert!(tls.attributes.iter().any(|kv| kv.key.as_str() == "url.scheme" && kv.value.as_str() == "https"));
+        assert!(!tls.attributes.iter().any(|kv| kv.key.as_str() == "user_agent.original"));
     }
 
     #[test]

@@ -63,6 +63,7 @@ mod tests;
 /// in this order; hooks are attached in this order, before the span probes).
 pub static ALL: &[&Instrumentation] = &[
     &goroutines::GOROUTINES,
+    &goroutines::GOROUTINES_ENTRY,
     &http_server::HTTP_SERVER,
     &http_client::HTTP_CLIENT,
     &database_sql::DATABASE_SQL,
@@ -307,8 +308,11 @@ pub enum At {
 
 /// What decides whether hooks are wanted.
 pub struct Session<'a> {
+    pub bin: &'a GoBinary,
     /// `GOTEL_PROPAGATION=inject`.
     pub inject: bool,
+    /// `GOTEL_GOROUTINE_PARENTS` (default on).
+    pub goroutine_parents: bool,
     /// Span probes planned so far (built-in ones carry their instrumentation).
     pub probes: &'a [Probe],
 }
@@ -483,11 +487,12 @@ pub(crate) fn plan_hooks(
     bin: &GoBinary,
     probes: &mut [Probe],
     inject: bool,
+    goroutine_parents: bool,
     warnings: &mut Vec<String>,
 ) -> (Vec<Hook>, Vec<MapFill>, Vec<Library>) {
     let (mut hooks, mut fills, mut active) = (Vec::new(), Vec::new(), Vec::new());
-    for &unit in ALL.iter().filter(|u| !u.hooks.is_empty() || u.attach_extra.is_some()) {
-        match (unit.wanted)(&Session { inject, probes }) {
+    for &unit in ALL.iter().filter(|u| !u.hooks.is_empty() || u.attach_extra.is_some() || u.prepare.is_some()) {
+        match (unit.wanted)(&Session { bin, inject, goroutine_parents, probes }) {
             Wanted::No => continue,
             Wanted::Refused(why) => {
                 warnings.push(why);
@@ -665,7 +670,9 @@ pub fn readme_table() -> String {
             .collect();
         functions.dedup();
         let functions: Vec<String> = functions.iter().map(|f| format!("`{f}`")).collect();
-        out.push_str(&format!("| {name} | {} | {attrs} | {} |\n", unit.doc, functions.join(", ")));
+        let functions =
+            if functions.is_empty() { "— (no probe of its own)".to_string() } else { functions.join(", ") };
+        out.push_str(&format!("| {name} | {} | {attrs} | {functions} |\n", unit.doc));
     }
     out
 }

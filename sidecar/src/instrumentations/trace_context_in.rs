@@ -1,25 +1,188 @@
-//! Incoming `traceparent`, read-only: the RETs of `net/textproto.(*Reader).readContinuedLineSlice`
-//! hand the kernel each raw request header line as net/textproto reads it (gotel never walks
-//! `http.Header`, whose map layout changed in Go 1.24). A valid one becomes the remote parent of
-//! the goroutine's next root span (the server span); invalid ones are counted and ignored.
-//! On whenever HTTP server spans are.
-use gotel_shared::{Counter, COOKIE_HEADER_LINE};
+//! Incoming `traceparent`, read-only and without a trap of its own: the HTTP server span's
+//! entry probe (`net/http.serverHandler.ServeHTTP`) scans the request's raw header block, which
+//! is still in the connection's `bufio.Reader` (`rw.(*http.response).conn.bufr`) when the
+//! handler is entered (kernel: `propagation::extract`; rules: `gotel_shared::header_block`).
+//! A valid one becomes the server span's remote parent; invalid ones are counted and ignored.
+//! The same scan gives the server span's `user_agent.original`.
+//!
+//! When the header block is no longer whole in the buffer (it arrived in several reads and
+//! `bufio` slid the lines parsed before the last read away, or it was larger than the 4 KiB
+//! buffer) and no `traceparent` is among the lines left, the same probe walks the request's
+//! parsed `http.Header` map instead (`gotel_shared::header_map`, counted as
+//! `header_map_walked`): Go ≤1.23 `hmap` buckets or 1.24+ Swiss-table groups, bounded, keys
+//! compared with `Traceparent` / `User-Agent`. Only a map that cannot be walked to its end (over
+//! 64 buckets or groups, a release whose map layout is unknown) leaves the request counted as
+//! `traceparent_unreadable`.
+//!
+//! Why not a hook per header line (`net/textproto.(*Reader).readContinuedLineSlice`, the
+//! previous design): one trap per line read by the process, requests and client responses
+//! alike, 20 traps for a browser's request; this costs none beyond the span's own two.
+//! Why the buffer first and the map only as the fallback: Go seeds each map's hash per process,
+//! so the kernel cannot look a key up and walks every slot (several user-memory reads per
+//! header), where the buffer is one copy; and most requests arrive in one read.
+//! HTTP/2 requests are skipped (HPACK-encoded frames, never text lines): the per-line hook never
+//! saw them either.
+use gotel_shared::{
+    header_map::{MapLayout, MAP_HMAP, MAP_SWISS},
+    Counter, ExtractConfig, Fetch, Root, ValueKind, PLAN_SCAN_HEADERS, REG_USER_AGENT_LEN, REG_USER_AGENT_PTR,
+};
 
-use super::{At, HookSpec, Instrumentation, Wanted};
+use super::{types_of, Activation, FieldNeed, GoTy, Instrumentation, MapFill, Wanted};
+use crate::attributes::{shared_key, AttrSlot, Decode};
+
+/// The capture key of the `User-Agent` value in the server span's plan (see `http_server`).
+pub const USER_AGENT_CAPTURE: &str = "ua";
 
 pub static TRACE_CONTEXT_IN: Instrumentation = Instrumentation {
     name: "trace_context.in",
-    doc: "an incoming `traceparent` header becomes the server span's remote parent (with `http.server`)",
-    hooks: &[HookSpec {
-        program: gotel_shared::names::PROGRAM_HEADER_LINE,
-        function: "net/textproto.(*Reader).readContinuedLineSlice",
-        at: At::Returns,
-        cookie: COOKIE_HEADER_LINE,
-    }],
+    doc: "an incoming `traceparent` header becomes the server span's remote parent (with `http.server`): read at \
+          the span's entry from the request bytes still in the connection's read buffer, or from the request's \
+          `http.Header` when they are gone; no probe of its own",
+    fields: &[
+        FieldNeed::std("net/http.response", "conn", GoTy::Ptr("net/http.conn")),
+        FieldNeed::std("net/http.conn", "bufr", GoTy::Ptr("bufio.Reader")),
+        FieldNeed::std("bufio.Reader", "buf", GoTy::Bytes),
+        FieldNeed::std("bufio.Reader", "r", GoTy::Int),
+        // The fallback: `r.Header`, walked when the header block is gone from the buffer. Go up
+        // to 1.23 has `runtime.hmap`, 1.24+ Swiss tables; each release has one of the two.
+        FieldNeed::std("net/http.Request", "Header", GoTy::Opaque),
+        FieldNeed::std("runtime.hmap", "flags", GoTy::Opaque).optional(),
+        FieldNeed::std("runtime.hmap", "B", GoTy::Opaque).optional(),
+        FieldNeed::std("runtime.hmap", "buckets", GoTy::Opaque).optional(),
+        FieldNeed::std("runtime.hmap", "oldbuckets", GoTy::Opaque).optional(),
+        FieldNeed::std("internal/runtime/maps.Map", "dirPtr", GoTy::Opaque).optional(),
+        FieldNeed::std("internal/runtime/maps.Map", "dirLen", GoTy::Opaque).optional(),
+        FieldNeed::std("internal/runtime/maps.table", "groups", GoTy::Opaque).optional(),
+        FieldNeed::std("internal/runtime/maps.groupsReference", "data", GoTy::Opaque).optional(),
+        FieldNeed::std("internal/runtime/maps.groupsReference", "lengthMask", GoTy::Opaque).optional(),
+    ],
     wanted: |s| if s.has_spans(super::http_server::HTTP_SERVER.name) { Wanted::Yes } else { Wanted::No },
+    prepare: Some(prepare),
     counters: &[
         ("traceparent_adopted", Counter::TraceparentAdopted),
         ("traceparent_invalid", Counter::TraceparentInvalid),
+        ("traceparent_unreadable", Counter::TraceparentUnreadable),
+        ("header_map_walked", Counter::HeaderMapWalked),
     ],
     ..Instrumentation::BASE
 };
+
+/// The kernel gets the field offsets; the server span probe scans at entry and captures the
+/// `User-Agent` the scan finds.
+fn prepare(a: &mut Activation) -> Result<(), String> {
+    let server = super::http_server::HTTP_SERVER.name;
+    let config = offsets(a)
+        .ok_or("incoming traceparent is off for this binary: the layout of net/http's connection reader is unknown")?;
+    let Some(probe) = a.probes.iter_mut().find(|p| p.library.is_some_and(|l| l.name == server)) else {
+        return Ok(());
+    };
+    if probe.attributes.fetches.len() >= gotel_shared::MAX_FETCHES {
+        return Err("incoming traceparent is off: the server span has no capture left".into());
+    }
+    probe.plan_flags |= PLAN_SCAN_HEADERS;
+    let strings = probe.attributes.fetches.iter().filter(|f| f.kind == ValueKind::String as u8);
+    let string_limit = strings.map(|f| f.max_len).max().unwrap_or(gotel_shared::MAX_STR as u16);
+    probe.attributes.fetches.push(Fetch {
+        root: Root::Registers as u8,
+        kind: ValueKind::String as u8,
+        size: 8,
+        nregs: 2,
+        regs: [REG_USER_AGENT_PTR, REG_USER_AGENT_LEN],
+        // The span's other strings follow OTEL_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT: so does this one.
+        max_len: string_limit,
+        slot: probe.attributes.slots.len() as u16,
+        ..Fetch::default()
+    });
+    probe.attributes.slots.push(AttrSlot {
+        key: shared_key(USER_AGENT_CAPTURE),
+        decode: Decode::String,
+        sets_error_status: false,
+    });
+    a.map_fills.push(MapFill::array(TRACE_CONTEXT_IN.name, "EXTRACT_CONFIG", 0, config));
+    Ok(())
+}
+
+fn offsets(a: &Activation) -> Option<ExtractConfig> {
+    let dwarf = types_of(a.bin).ok()?;
+    let t = &dwarf.types;
+    let off = |s: &str, f: &str| t.struct_field(s, f).map(|(o, _)| o as u32);
+    Some(ExtractConfig {
+        enabled: 1,
+        request_proto_major: off("net/http.Request", "ProtoMajor")?,
+        response_conn: off("net/http.response", "conn")?,
+        conn_bufr: off("net/http.conn", "bufr")?,
+        reader_buf: off("bufio.Reader", "buf")?,
+        reader_r: off("bufio.Reader", "r")?,
+        header_map: map_layout(&off),
+    })
+}
+
+/// The `http.Header` walk's offsets: `hmap` when the binary has it (up to Go 1.23, and 1.24/1.25
+/// built with `GOEXPERIMENT=noswissmap`, whose runtime may still link the Swiss package), else
+/// Swiss tables, else none (`kind` 0: requests whose header block is gone are counted as
+/// unreadable).
+fn map_layout(off: &dyn Fn(&str, &str) -> Option<u32>) -> MapLayout {
+    let swiss = || {
+        let groups = off("internal/runtime/maps.table", "groups")?;
+        Some(MapLayout {
+            kind: MAP_SWISS,
+            request_header: off("net/http.Request", "Header")?,
+            map_dir_ptr: off("internal/runtime/maps.Map", "dirPtr")?,
+            map_dir_len: off("internal/runtime/maps.Map", "dirLen")?,
+            table_groups_data: groups + off("internal/runtime/maps.groupsReference", "data")?,
+            table_groups_mask: groups + off("internal/runtime/maps.groupsReference", "lengthMask")?,
+            ..MapLayout::default()
+        })
+    };
+    let hmap = || {
+        Some(MapLayout {
+            kind: MAP_HMAP,
+            request_header: off("net/http.Request", "Header")?,
+            hmap_flags: off("runtime.hmap", "flags")?,
+            hmap_b: off("runtime.hmap", "B")?,
+            hmap_buckets: off("runtime.hmap", "buckets")?,
+            hmap_oldbuckets: off("runtime.hmap", "oldbuckets")?,
+            ..MapLayout::default()
+        })
+    };
+    hmap().or_else(swiss).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn layout(fields: &[(&str, &str, u32)]) -> MapLayout {
+        map_layout(&|s: &str, f: &str| fields.iter().find(|(a, b, _)| (*a, *b) == (s, f)).map(|x| x.2))
+    }
+
+    const SWISS_FIELDS: [(&str, &str, u32); 6] = [
+        ("net/http.Request", "Header", 56),
+        ("internal/runtime/maps.Map", "dirPtr", 16),
+        ("internal/runtime/maps.Map", "dirLen", 24),
+        ("internal/runtime/maps.table", "groups", 16),
+        ("internal/runtime/maps.groupsReference", "data", 0),
+        ("internal/runtime/maps.groupsReference", "lengthMask", 8),
+    ];
+    const HMAP_FIELDS: [(&str, &str, u32); 4] = [
+        ("runtime.hmap", "flags", 8),
+        ("runtime.hmap", "B", 9),
+        ("runtime.hmap", "buckets", 16),
+        ("runtime.hmap", "oldbuckets", 24),
+    ];
+
+    #[test]
+    fn the_map_layout_follows_the_binary() {
+        let swiss = layout(&SWISS_FIELDS);
+        assert_eq!((swiss.kind, swiss.request_header), (MAP_SWISS, 56));
+        assert_eq!((swiss.map_dir_ptr, swiss.map_dir_len), (16, 24));
+        assert_eq!((swiss.table_groups_data, swiss.table_groups_mask), (16, 24), "table.groups + its field");
+        // hmap wins when both are there (a noswissmap build may link the Swiss package too).
+        let both: Vec<_> = SWISS_FIELDS.iter().chain(HMAP_FIELDS.iter()).copied().collect();
+        let hmap = layout(&both);
+        assert_eq!((hmap.kind, hmap.hmap_b, hmap.hmap_oldbuckets, hmap.request_header), (MAP_HMAP, 9, 24, 56));
+        // No Header offset, or half a layout: no walk (counted as unreadable in the kernel).
+        assert_eq!(layout(&HMAP_FIELDS).kind, 0);
+        assert_eq!(layout(&SWISS_FIELDS[..4]).kind, 0);
+    }
+}

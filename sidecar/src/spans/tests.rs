@@ -27,7 +27,7 @@ fn factory(sampler: Sampler, max_attributes: usize) -> SpanFactory {
         None,
     );
     let fail = ProbeSpans::new("main.fail", None, vec![slot("err", Decode::Error, true)], None);
-    SpanFactory::with_probes(vec![work, fail], sampler, Box::new(Names), max_attributes)
+    SpanFactory::with_probes(vec![work, fail], sampler, Box::new(Names), max_attributes).with_thread_ids(true)
 }
 
 fn always_on() -> SpanFactory {
@@ -88,6 +88,29 @@ fn a_span_end_alone_makes_a_span() {
     assert_eq!(attr(&span, "thread.id"), Some(&Value::I64(11)));
     assert_eq!(attr(&span, "id"), None);
     assert_eq!((f.stats.spans, f.stats.malformed_records), (1, 0));
+}
+
+#[test]
+fn built_in_spans_carry_no_code_attributes_and_thread_ids_are_opt_in() {
+    let unit = &instrumentations::http_client::HTTP_CLIENT;
+    let client = ProbeSpans::new(
+        "net/http.(*Transport).roundTrip",
+        Some(("/usr/local/go/src/net/http/transport.go", 555)),
+        Vec::new(),
+        Some((unit, unit.span.as_ref().unwrap())),
+    );
+    let work = ProbeSpans::new("main.work", Some(("/src/main.go", 42)), Vec::new(), None);
+    let mut f = SpanFactory::with_probes(vec![client, work], Sampler::AlwaysOn, Box::new(Names), 128);
+    let span = feed(&mut f, header(EventKind::SpanEnd, 0, 7), &[]).unwrap();
+    assert_eq!(span.span_kind, SpanKind::Client);
+    let keys: Vec<&str> = span.attributes.iter().map(|kv| kv.key.as_str()).collect();
+    assert!(keys.iter().all(|k| !k.starts_with("code.") && *k != "thread.id"), "{keys:?}");
+    let user = feed(&mut f, header(EventKind::SpanEnd, 1, 8), &[]).unwrap();
+    assert_eq!(attr(&user, "code.function.name"), Some(&Value::from("main.work")));
+    assert_eq!(attr(&user, "thread.id"), None, "thread.id is opt-in");
+    let mut f = f.with_thread_ids(true);
+    let user = feed(&mut f, header(EventKind::SpanEnd, 1, 9), &[]).unwrap();
+    assert_eq!(attr(&user, "thread.id"), Some(&Value::I64(11)));
 }
 
 #[test]

@@ -1,0 +1,3 @@
+module gotel.bench/builtins
+
+go 1.21

@@ -1,0 +1,313 @@
+#!/usr/bin/env python3
+"""What gotel's built-in hooks cost the traced program, as same-run ratios to the
+floor, the bare traps. bench/goapps/builtins runs a net/http server and a raw keep-alive client
+in one process on CPU 0 (every trap a request causes is in its time); gotel, the floor tool and
+this script run on CPU 1. Rounds are interleaved; each figure is the best of its rounds.
+
+    bench/hooks.py [--rounds 5] [--requests 3000] [--goroutines 20000] [--before GOTEL]
+
+Rows: an HTTP request with the client's default headers and with 20 more; with 20 more and a
+5 KB cookie after them (the header block exceeds the 4 KiB read buffer, so the traceparent is
+gone from it and gotel walks the request's http.Header map instead); a handler that answers
+from a goroutine it starts (gRPC runs each stream in its own goroutine); starting a goroutine
+(`go func(){ wg.Done() }()`, gotel tracing one unrelated function). Columns: untraced; the floor
+(empty eBPF programs at the same places: `net/http.serverHandler.ServeHTTP` entry + RETs; with
+the RETs of `runtime.newproc1`, the traps gotel places); gotel as shipped; gotel with
+GOTEL_GOROUTINE_PARENTS=off; and optionally another gotel build (--before) for comparison.
+Also the OTLP protobuf size of one HTTP server span, from the console exporter's OTLP/JSON.
+Writes bench/results/hooks.json and its section of BENCHMARKS.md (between the `hooks` markers;
+bench/report.py renders the same section when it rewrites the file). Root only (uprobes).
+"""
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+BUILD = ROOT / "bench" / ".build"
+GO = os.environ.get("GO", "/usr/local/go/bin/go")
+TARGET_CPU, SIDE_CPU = "0", "1"
+SERVE = "net/http.serverHandler.ServeHTTP"
+NEWPROC = "runtime.newproc1"
+
+
+def log(msg):
+    print(f"hooks: {msg}", file=sys.stderr, flush=True)
+
+
+def build():
+    BUILD.mkdir(parents=True, exist_ok=True)
+    for app in ("builtins", "floor"):
+        subprocess.run([GO, "build", "-o", str(BUILD / app), "."], cwd=ROOT / "bench" / "goapps" / app, check=True)
+
+
+def wait_for(path, procs, timeout=120):
+    deadline = time.time() + timeout
+    while not Path(path).exists():
+        for p in procs:
+            if p.poll() is not None:
+                raise RuntimeError(f"{p.args[:4]} exited ({p.returncode}) before {path} appeared")
+        if time.time() > deadline:
+            raise RuntimeError(f"timed out waiting for {path}")
+        time.sleep(0.01)
+
+
+def gotel_env(extra):
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "GOTEL_"))}
+    env.update(OTEL_TRACES_EXPORTER="none", GOTEL_LOG="warn", NO_COLOR="1")
+    env.update(extra)
+    return env
+
+
+def run(app_args, kind, gotel, before):
+    """One run of the app under `kind`; returns ns per request / goroutine start."""
+    wait = BUILD / "builtins.go"
+    wait.unlink(missing_ok=True)
+    app = subprocess.Popen(["taskset", "-c", TARGET_CPU, str(BUILD / "builtins"), *app_args, "-wait-file", str(wait)],
+                           stdout=subprocess.PIPE, text=True)
+    # taskset execs the program: attach only once the process runs it.
+    deadline = time.time() + 10
+    while not os.readlink(f"/proc/{app.pid}/exe").endswith("builtins") and time.time() < deadline:
+        time.sleep(0.002)
+    side = []
+    readies = []
+    is_go = "go" in app_args
+
+    def floor(sym, entry):
+        ready = BUILD / f"floor-{len(side)}.ready"
+        ready.unlink(missing_ok=True)
+        args = ["-bin", str(BUILD / "builtins"), "-sym", sym, "-pid", str(app.pid), "-ready", str(ready), "-ret"]
+        if not entry:
+            args.append("-noentry")
+        side.append(subprocess.Popen(["taskset", "-c", SIDE_CPU, str(BUILD / "floor"), *args],
+                                     stdout=subprocess.DEVNULL, env={**os.environ, "GO": GO}))
+        readies.append(ready)
+
+    def with_gotel(binary, extra):
+        ready = BUILD / "gotel.ready"
+        ready.unlink(missing_ok=True)
+        env = gotel_env({"GOTEL_READY_FILE": str(ready), "GOTEL_PROBES": "main.unrelated", **extra})
+        side.append(subprocess.Popen(["taskset", "-c", SIDE_CPU, str(binary), "--pid", str(app.pid)], env=env,
+                                     stderr=subprocess.PIPE, text=True))
+        readies.append(ready)
+
+    if kind == "floor: span":
+        floor(SERVE, True)
+    elif kind == "floor: all gotel's traps":
+        if not is_go:
+            floor(SERVE, True)
+        floor(NEWPROC, False)
+    elif kind == "gotel":
+        with_gotel(gotel, {})
+    elif kind == "gotel, parents off":
+        with_gotel(gotel, {"GOTEL_GOROUTINE_PARENTS": "off"})
+    elif kind == "gotel before":
+        with_gotel(before, {})
+    for r in readies:
+        wait_for(r, [app, *side])
+    wait.touch()
+    out = app.communicate(timeout=600)[0]
+    for p in side:
+        if p.args[2].endswith("floor"):
+            p.send_signal(2)
+        try:
+            p.wait(timeout=120)
+        except subprocess.TimeoutExpired:
+            p.kill()
+    return json.loads(out)["ns"]
+
+
+ROWS = {
+    "HTTP request, client's default headers": ["-mode", "http", "-headers", "1"],
+    "HTTP request, 20 more headers": ["-mode", "http", "-headers", "20"],
+    "HTTP request, 20 more headers and a 5 KB cookie (traceparent from http.Header)":
+        ["-mode", "http", "-headers", "20", "-cookie", "5000"],
+    "HTTP request answered from a goroutine per request": ["-mode", "http", "-headers", "1", "-spawn"],
+    "starting a goroutine": ["-mode", "go"],
+}
+KINDS = ["untraced", "floor: span", "floor: all gotel's traps", "gotel", "gotel, parents off", "gotel before"]
+
+
+def varint_len(v):
+    n = 1
+    while v >= 0x80:
+        v >>= 7
+        n += 1
+    return n
+
+
+def field(tag, payload_len):
+    return varint_len(tag << 3) + varint_len(payload_len) + payload_len
+
+
+def any_value_len(v):
+    if "stringValue" in v:
+        s = len(v["stringValue"].encode())
+        return field(1, s)
+    if "intValue" in v:
+        i = int(v["intValue"])
+        return varint_len(1 << 3) + varint_len(i if i >= 0 else i + (1 << 64))
+    if "boolValue" in v:
+        return 2
+    raise ValueError(v)
+
+
+def span_len(s):
+    """OTLP protobuf size of one Span message (with its tag and length in ScopeSpans)."""
+    n = field(1, 16) + field(2, 8)
+    if s.get("parentSpanId"):
+        n += field(4, 8)
+    if s.get("flags"):
+        n += varint_len(16 << 3) + 4
+    n += field(5, len(s["name"].encode()))
+    if s.get("kind"):
+        n += 2
+    n += 2 * (1 + 8)
+    for kv in s.get("attributes", []):
+        n += field(9, field(1, len(kv["key"].encode())) + field(2, any_value_len(kv["value"])))
+    st = s.get("status") or {}
+    body = (field(2, len(st["message"].encode())) if st.get("message") else 0) + (2 if st.get("code") else 0)
+    if body:
+        n += field(15, body)
+    return field(2, n)
+
+
+def span_bytes(binary):
+    """Bytes of the HTTP server spans gotel `binary` exports for a few requests."""
+    wait = BUILD / "builtins.go"
+    wait.unlink(missing_ok=True)
+    ready = BUILD / "gotel.ready"
+    ready.unlink(missing_ok=True)
+    app = subprocess.Popen([str(BUILD / "builtins"), "-mode", "http", "-n", "20", "-wait-file", str(wait)],
+                           stdout=subprocess.DEVNULL)
+    env = gotel_env({"GOTEL_READY_FILE": str(ready), "GOTEL_PROBES": "main.unrelated",
+                     "OTEL_TRACES_EXPORTER": "console", "OTEL_BSP_SCHEDULE_DELAY": "100"})
+    g = subprocess.Popen([str(binary), "--pid", str(app.pid)], env=env, stdout=subprocess.PIPE, text=True)
+    wait_for(ready, [app, g])
+    wait.touch()
+    app.wait(timeout=60)
+    out = g.communicate(timeout=120)[0]
+    sizes, attrs = [], None
+    for line in out.splitlines():
+        try:
+            req = json.loads(line)
+        except ValueError:
+            continue
+        for rs in req.get("resourceSpans", []):
+            for ss in rs.get("scopeSpans", []):
+                for s in ss.get("spans", []):
+                    if s.get("kind") == 2:
+                        sizes.append(span_len(s))
+                        attrs = [kv["key"] for kv in s.get("attributes", [])]
+    return {"spans": len(sizes), "bytes": round(sum(sizes) / max(len(sizes), 1)), "attributes": attrs}
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--requests", type=int, default=3000)
+    ap.add_argument("--goroutines", type=int, default=20000)
+    ap.add_argument("--gotel", default=os.environ.get("GOTEL_BIN", ROOT / "target" / "release" / "gotel"))
+    ap.add_argument("--before", help="another gotel build to compare with (e.g. the previous release)")
+    ap.add_argument("--skip-build", action="store_true")
+    ap.add_argument("--render", action="store_true", help="only rewrite BENCHMARKS.md from bench/results/hooks.json")
+    a = ap.parse_args()
+    if a.render:
+        write(json.loads((ROOT / "bench" / "results" / "hooks.json").read_text()))
+        return
+    if os.geteuid() != 0:
+        sys.exit("hooks: must run as root (uprobes)")
+    if not a.skip_build:
+        build()
+    kinds = [k for k in KINDS if k != "gotel before" or a.before]
+    best = {row: {} for row in ROWS}
+    for r in range(a.rounds):
+        for row, args in ROWS.items():
+            n = a.goroutines if "go" in args else a.requests
+            for kind in kinds:
+                if row.startswith("starting") and kind == "floor: span":
+                    continue
+                ns = run([*args, "-n", str(n)], kind, a.gotel, a.before)
+                best[row][kind] = min(ns, best[row].get(kind, ns))
+                log(f"round {r + 1}/{a.rounds}: {row}: {kind}: {ns / 1000:.2f} us")
+    sizes = {"gotel": span_bytes(a.gotel)}
+    if a.before:
+        sizes["gotel before"] = span_bytes(a.before)
+    result = {"rounds": a.rounds, "requests": a.requests, "goroutines": a.goroutines, "us": {
+        row: {k: v / 1000 for k, v in kinds_.items()} for row, kinds_ in best.items()}, "span_bytes": sizes}
+    result["date"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    result["load"] = Path("/proc/loadavg").read_text().split()[:3]
+    result["gotel"] = str(a.gotel)
+    result["before"] = a.before
+    (ROOT / "bench" / "results").mkdir(exist_ok=True)
+    (ROOT / "bench" / "results" / "hooks.json").write_text(json.dumps(result, indent=1) + "\n")
+    write(result)
+
+
+def write(result):
+    """Rewrites this script's section of BENCHMARKS.md and prints it."""
+    text = "\n".join(section(result))
+    bench = ROOT / "BENCHMARKS.md"
+    doc = bench.read_text()
+    begin, end = "<!-- hooks:begin -->\n", "<!-- hooks:end -->"
+    if begin in doc and end in doc:
+        a_, b_ = doc.index(begin) + len(begin), doc.index(end)
+        bench.write_text(doc[:a_] + text + "\n" + doc[b_:])
+    else:
+        bench.write_text(doc.rstrip() + "\n\n" + begin + text + "\n" + end + "\n")
+    print(text)
+
+
+def section(res):
+    """The BENCHMARKS.md section for a result of this script."""
+    out = ["## Built-in hooks", "",
+           "What gotel's built-in HTTP server span and goroutine hook cost the traced program, per request",
+           "or goroutine start, against the floor: empty eBPF programs at the same places, same run.",
+           "Client and server share CPU 0, so every trap a request causes is counted.", "",
+           "```sh", f"bench/hooks.py --rounds {res['rounds']} --requests {res['requests']} "
+           f"--goroutines {res['goroutines']}" + (" --before GOTEL" if res.get("before") else ""), "```", "",
+           f"* Date: {res.get('date', '?')}; load average at the end: {' '.join(res.get('load', []))}; best of "
+           f"{res['rounds']} interleaved rounds.",
+           "* *floor: span* = bare traps at `net/http.serverHandler.ServeHTTP`'s first instruction and RETs "
+           "(the two traps of a span); *floor: all gotel's traps* adds bare traps at the RETs of "
+           "`runtime.newproc1` (net/http starts a goroutine per request for its background read, and the "
+           "goroutine rows start one more).",
+           "* *gotel before*: the build before these changes (a trap per header line read, two traps per "
+           "goroutine start)." if res.get("before") else "", ""]
+    out.append(table(res))
+    out.append("")
+    return out
+
+
+def table(res):
+    cols = [k for k in KINDS if any(k in r for r in res["us"].values())]
+    lines = ["| us per operation | " + " | ".join(cols) + " | gotel / floor (all traps) | gotel / floor (span) |",
+             "| --- |" + " --- |" * (len(cols) + 2)]
+    for row, v in res["us"].items():
+        cells = [f"{v[k]:.2f}" if k in v else "—" for k in cols]
+        floor_all = v.get("floor: all gotel's traps")
+        floor_span = v.get("floor: span")
+        r1 = f"{v['gotel'] / floor_all:.2f}x" if floor_all else "—"
+        r2 = f"{v['gotel'] / floor_span:.2f}x" if floor_span else "—"
+        lines.append(f"| {row} | " + " | ".join(cells) + f" | {r1} | {r2} |")
+    lines.append("")
+    for row, v in res["us"].items():
+        if "gotel before" in v:
+            lines.append(f"- {row}: the build before costs {v['gotel before'] / v['gotel']:.1f}x what gotel costs now "
+                         f"({v['gotel before'] - v['untraced']:.0f} vs {v['gotel'] - v['untraced']:.0f} us above untraced).")
+    load = " ".join(res.get("load", [])) or "?"
+    lines.append(f"- The floors are themselves noisy on this shared 2-CPU VM (load average {load} at the end, "
+                 "other jobs running): one bare trap more or less moves a row by about as much as the spread "
+                 "between rounds, so ratios within about 0.8-1.3x are not told apart here; a ratio below 1 "
+                 "(gotel cheaper than its floor) is that noise, not a saving.")
+    for who, s in res["span_bytes"].items():
+        lines.append(f"- {who}: {s['bytes']} bytes per HTTP server span (OTLP protobuf, {s['spans']} spans): "
+                     + ", ".join(s["attributes"] or []))
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()

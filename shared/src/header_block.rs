@@ -1,0 +1,342 @@
+//! Finding an HTTP/1 request's header lines in the bytes of its connection's read buffer, so
+//! that the server span's entry probe reads the incoming `traceparent` (and `User-Agent`)
+//! itself: no trap per header line.
+//!
+//! When `net/http.serverHandler.ServeHTTP` is entered, the server has just parsed the request
+//! with `net/textproto` straight out of the connection's `bufio.Reader`: the header block ends
+//! at the reader's index `r` (right after the blank line), and nothing has consumed the body or
+//! read further yet. So the bytes just before `buf[r]` are this request's header lines, and the
+//! next pipelined request, if any, lies after `r`: scanning *backward* from `r` can only see
+//! this request. The scan stops at the request line (`METHOD target HTTP/1.x`; a header line
+//! cannot end like that without also being refused by net/textproto, see [`BlockScan::line`]).
+//!
+//! The bytes may be gone: `bufio.Reader.fill` slides unread bytes to the start of the buffer
+//! when it needs more, overwriting the lines already parsed. That happens when the header block
+//! arrived in several reads (the lines parsed before the last read are lost) or did not fit the
+//! 4 KiB buffer. Then the scan reaches the start of the bytes without seeing the request line
+//! ([`Outcome::ReachedStart`]): a `traceparent` among the lines still there is this request's
+//! and is used; otherwise the kernel counts the request as unreadable instead of guessing.
+//!
+//! One [`BlockScan::step`] looks at one 8-byte word or handles one line end, so the kernel runs
+//! it in `bpf_loop` (the verifier checks one step); every index is masked into the buffer. The
+//! rules are pure and tested here on the host.
+use crate::traceparent::{may_be_traceparent, parse_header_line, HeaderLine, HEADER_LINE_BUF};
+
+/// Bytes of the read buffer copied and scanned: net/http's server reader is a default-size
+/// `bufio.Reader` (4096 bytes), so `r <= 4096` and nothing is cut.
+pub const BLOCK_BUF: usize = 4096;
+const MASK: usize = BLOCK_BUF - 1;
+/// Minimum length of the array the scan runs on: the copied bytes at `[BLOCK_BUF - n, BLOCK_BUF)`
+/// plus room for one header line copied from any position.
+pub const BLOCK_ARRAY_LEN: usize = BLOCK_BUF + HEADER_LINE_BUF;
+/// Upper bound of steps: one per word plus one per line (a line takes at least 3 bytes).
+pub const MAX_SCAN_STEPS: u32 = (BLOCK_BUF / 8 + BLOCK_BUF / 3 + 2) as u32;
+
+const USER_AGENT: &[u8; 11] = b"user-agent:";
+const HTTP1: &[u8; 8] = b" HTTP/1.";
+
+/// How a scan ended.
+#[repr(u64)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    Scanning = 0,
+    /// The request line was found: every header line of the request was seen.
+    RequestLine = 1,
+    /// The bytes start inside the header block: earlier lines are gone.
+    ReachedStart = 2,
+}
+
+/// State of a backward scan over `buf[base..BLOCK_BUF]` (the bytes that preceded `r`, copied so
+/// that they end at `BLOCK_BUF`). Positions are indices into that array.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct BlockScan {
+    /// First copied byte.
+    pub base: u64,
+    /// Bytes below `pos` are not scanned yet.
+    pub pos: u64,
+    /// End of the line being scanned (its `\n`, or `BLOCK_BUF` at the start).
+    pub line_end: u64,
+    /// The last `traceparent` line (name included, no line end); `tp_len` 0 = none.
+    pub tp_start: u64,
+    pub tp_len: u64,
+    /// The last `User-Agent` value (after the colon, leading spaces included); `ua_start` 0 = none.
+    pub ua_start: u64,
+    pub ua_len: u64,
+    /// An [`Outcome`].
+    pub outcome: u64,
+}
+
+impl BlockScan {
+    /// A scan of the `n` bytes (at most [`BLOCK_BUF`]) copied to `[BLOCK_BUF - n, BLOCK_BUF)`.
+    #[inline(always)]
+    pub fn new(n: usize) -> BlockScan {
+        let n = if n > BLOCK_BUF { BLOCK_BUF } else { n };
+        BlockScan {
+            base: (BLOCK_BUF - n) as u64,
+            pos: BLOCK_BUF as u64,
+            line_end: BLOCK_BUF as u64,
+            tp_start: 0,
+            tp_len: 0,
+            ua_start: 0,
+            ua_len: 0,
+            outcome: Outcome::Scanning as u64,
+        }
+    }
+
+    pub fn done(&self) -> bool {
+        self.outcome != Outcome::Scanning as u64
+    }
+
+    /// One step backward; false when the scan is over.
+    #[inline(always)]
+    pub fn step<const N: usize>(&mut self, buf: &[u8; N]) -> bool {
+        let pos = self.pos as usize & (2 * BLOCK_BUF - 1);
+        let base = self.base as usize & MASK;
+        if pos <= base || pos > BLOCK_BUF {
+            // The copied bytes start here; after a slide by bufio, at a line start.
+            self.line(buf, base, self.line_end as usize);
+            if !self.done() {
+                self.outcome = Outcome::ReachedStart as u64;
+            }
+            return false;
+        }
+        let a = (pos - 1) & (MASK & !7);
+        let mut w = load_word(buf, a);
+        let keep = pos - a;
+        if keep < 8 {
+            w &= (1u64 << (8 * keep)) - 1;
+        }
+        if a < base {
+            w &= !((1u64 << (8 * (base - a))) - 1);
+        }
+        let nl = newline_bits(w);
+        if nl == 0 {
+            self.pos = a as u64;
+            return true;
+        }
+        let q = a + highest_byte(nl);
+        self.line(buf, q + 1, self.line_end as usize);
+        if self.done() {
+            return false;
+        }
+        self.line_end = q as u64;
+        self.pos = q as u64;
+        true
+    }
+
+    /// Looks at the line `buf[s..e]` (`e` is its `\n`). The request line ends with
+    /// ` HTTP/1.<digit>`; a header line ending like that would have to be `Name: ... HTTP/1.1`,
+    /// which is a valid header, so the scan may stop early there (and miss an earlier
+    /// `traceparent`), never late.
+    #[inline(always)]
+    fn line<const N: usize>(&mut self, buf: &[u8; N], s: usize, e: usize) {
+        let s = s & MASK;
+        let mut e = e & (2 * BLOCK_BUF - 1);
+        if e > BLOCK_BUF {
+            e = BLOCK_BUF;
+        }
+        if e > s && buf[(e - 1) & MASK] == b'\r' {
+            e -= 1;
+        }
+        if e < s {
+            return;
+        }
+        let len = e - s;
+        if len > HTTP1.len() {
+            let at = e - HTTP1.len() - 1;
+            let mut http1 = buf[(e - 1) & MASK].is_ascii_digit();
+            for (i, &c) in HTTP1.iter().enumerate() {
+                http1 &= buf[(at + i) & MASK] == c;
+            }
+            if http1 {
+                self.outcome = Outcome::RequestLine as u64;
+                return;
+            }
+        }
+        if self.tp_len == 0 && may_be_traceparent(len) && buf[s] | 0x20 == b't' {
+            self.tp_start = s as u64;
+            self.tp_len = len as u64;
+        }
+        if self.ua_start == 0 && len >= USER_AGENT.len() {
+            let mut ua = true;
+            for (i, &c) in USER_AGENT.iter().enumerate() {
+                ua &= buf[(s + i) & MASK] | 0x20 == c;
+            }
+            if ua {
+                self.ua_start = (s + USER_AGENT.len()) as u64;
+                self.ua_len = (len - USER_AGENT.len()) as u64;
+            }
+        }
+    }
+
+    /// The `traceparent` line found, checked: `None` when there was none.
+    #[inline(always)]
+    pub fn traceparent<const N: usize>(&self, buf: &[u8; N]) -> Option<HeaderLine> {
+        if self.tp_len == 0 {
+            return None;
+        }
+        let s = self.tp_start as usize & MASK;
+        // Parsed in place: the kernel's stack has no room for a copy.
+        let line: &[u8; HEADER_LINE_BUF] = buf[s..s + HEADER_LINE_BUF].try_into().ok()?;
+        Some(parse_header_line(line, self.tp_len as usize))
+    }
+}
+
+/// The little-endian word at `a` (a multiple of 8 below [`BLOCK_BUF`]).
+#[inline(always)]
+fn load_word<const N: usize>(buf: &[u8; N], a: usize) -> u64 {
+    let a = a & (MASK & !7);
+    let mut b = [0u8; 8];
+    b.copy_from_slice(&buf[a..a + 8]);
+    u64::from_le_bytes(b)
+}
+
+/// `0x80` in each byte of `w` that is `\n`, 0 elsewhere (exact: no false positives).
+#[inline(always)]
+fn newline_bits(w: u64) -> u64 {
+    const LOW7: u64 = 0x7f7f_7f7f_7f7f_7f7f;
+    let x = w ^ 0x0a0a_0a0a_0a0a_0a0a;
+    !((x & LOW7).wrapping_add(LOW7) | x | LOW7)
+}
+
+/// Index of the highest byte with its top bit set in `bits` (non-zero).
+#[inline(always)]
+fn highest_byte(bits: u64) -> usize {
+    let mut j = 0;
+    for k in 1..8 {
+        if bits >> (8 * k) != 0 {
+            j = k;
+        }
+    }
+    j
+}
+
+#[cfg(test)]
+mod tests {
+    extern crate std;
+    use std::{format, string::String, vec::Vec};
+
+    use super::*;
+    use crate::traceparent::TraceContext;
+
+    const TP: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+
+    /// The bytes before `r` as the kernel copies them: the last `min(len, 4096)` bytes, ending
+    /// at `BLOCK_BUF`.
+    fn scan(before_r: &[u8]) -> (BlockScan, [u8; BLOCK_ARRAY_LEN]) {
+        let n = before_r.len().min(BLOCK_BUF);
+        let mut buf = [0xaau8; BLOCK_ARRAY_LEN];
+        buf[BLOCK_BUF - n..BLOCK_BUF].copy_from_slice(&before_r[before_r.len() - n..]);
+        let mut s = BlockScan::new(n);
+        let mut steps = 0;
+        while s.step(&buf) {
+            steps += 1;
+            assert!(steps < MAX_SCAN_STEPS, "too many steps");
+        }
+        (s, buf)
+    }
+
+    fn request(headers: &[String]) -> Vec<u8> {
+        let mut r = String::from("GET /items/7?x=1 HTTP/1.1\r\nHost: shop:8080\r\n");
+        for h in headers {
+            r.push_str(h);
+            r.push_str("\r\n");
+        }
+        r.push_str("\r\n");
+        r.into_bytes()
+    }
+
+    fn adopted(before_r: &[u8]) -> (Outcome, Option<TraceContext>, Option<String>) {
+        let (s, buf) = scan(before_r);
+        let tp = match s.traceparent(&buf) {
+            Some(HeaderLine::Valid(c)) => Some(c),
+            Some(other) => panic!("{other:?}"),
+            None => None,
+        };
+        let ua = (s.ua_start != 0).then(|| {
+            let from = s.ua_start as usize;
+            String::from_utf8(buf[from..from + s.ua_len as usize].to_vec()).unwrap().trim().into()
+        });
+        let outcome = match s.outcome {
+            1 => Outcome::RequestLine,
+            2 => Outcome::ReachedStart,
+            _ => Outcome::Scanning,
+        };
+        (outcome, tp, ua)
+    }
+
+    #[test]
+    fn the_traceparent_and_user_agent_of_a_whole_block_are_found() {
+        let req = request(&[format!("traceparent: {TP}"), "User-Agent: Go-http-client/1.1".into()]);
+        let (outcome, tp, ua) = adopted(&req);
+        assert_eq!(outcome, Outcome::RequestLine);
+        assert_eq!(tp.unwrap().span_id, 0x00f067aa0ba902b7);
+        assert_eq!(ua.as_deref(), Some("Go-http-client/1.1"));
+        // Without them: whole block, nothing found.
+        assert_eq!(adopted(&request(&[])), (Outcome::RequestLine, None, None));
+    }
+
+    #[test]
+    fn many_and_long_headers_at_every_alignment() {
+        for pad in 0..16 {
+            let mut headers: Vec<String> =
+                (0..20).map(|i| format!("X-Extra-{i}: {}", "v".repeat(i * 7 + pad))).collect();
+            headers.insert(pad % 20, format!("TraceParent:  {TP}"));
+            headers.push(format!("Cookie: {}", "c".repeat(1500)));
+            let (outcome, tp, _) = adopted(&request(&headers));
+            assert_eq!(outcome, Outcome::RequestLine, "pad {pad}");
+            assert!(tp.is_some(), "pad {pad}");
+        }
+    }
+
+    #[test]
+    fn a_pipelined_previous_request_is_never_read() {
+        // The previous request on the connection carried a traceparent and a body without a
+        // final newline; this one has none: nothing may be adopted.
+        let mut bytes = b"POST /a HTTP/1.1\r\nContent-Length: 3\r\n".to_vec();
+        bytes.extend_from_slice(format!("traceparent: {TP}\r\nUser-Agent: old\r\n\r\nabc").as_bytes());
+        bytes.extend_from_slice(&request(&[]));
+        assert_eq!(adopted(&bytes), (Outcome::RequestLine, None, None));
+        // Same with a body that ends in a newline, and with a request without body before.
+        let mut bytes = format!("GET /a HTTP/1.1\r\ntraceparent: {TP}\r\n\r\n").into_bytes();
+        bytes.extend_from_slice(&request(&[]));
+        assert_eq!(adopted(&bytes), (Outcome::RequestLine, None, None));
+    }
+
+    #[test]
+    fn lines_lost_to_a_buffer_slide_are_reported() {
+        // bufio slid the buffer after the request line and Host: the block starts mid-way.
+        let req = request(&[format!("traceparent: {TP}"), "Accept: */*".into()]);
+        let text = String::from_utf8(req).unwrap();
+        let tail = &text[text.find("traceparent").unwrap()..];
+        let (outcome, tp, _) = adopted(tail.as_bytes());
+        assert_eq!(outcome, Outcome::ReachedStart);
+        assert!(tp.is_some(), "the lines still there are this request's");
+        let tail = &text[text.find("Accept").unwrap()..];
+        assert_eq!(adopted(tail.as_bytes()), (Outcome::ReachedStart, None, None));
+        // A block larger than the buffer: only its last 4096 bytes are copied.
+        let big = request(&[format!("traceparent: {TP}"), format!("Cookie: {}", "c".repeat(5000))]);
+        assert_eq!(adopted(&big), (Outcome::ReachedStart, None, None));
+    }
+
+    #[test]
+    fn bare_newlines_and_invalid_values() {
+        let req = format!("GET / HTTP/1.0\ntraceparent: {TP}\nuser-agent:curl\n\n");
+        let (outcome, tp, ua) = adopted(req.as_bytes());
+        assert_eq!((outcome, tp.is_some(), ua.as_deref()), (Outcome::RequestLine, true, Some("curl")));
+        let bad = request(&[format!("traceparent: {}", TP.replace("-01", "-zz"))]);
+        let (s, buf) = scan(&bad);
+        assert_eq!(s.traceparent(&buf), Some(HeaderLine::Invalid));
+    }
+
+    #[test]
+    fn the_word_tricks() {
+        assert_eq!(newline_bits(u64::from_le_bytes(*b"ab\ncd\n\nz")), 0x0080_8000_0080_0000);
+        assert_eq!(newline_bits(u64::from_le_bytes(*b"\x0b\x09\x8a\x0a\x00\xff\x0a\x00")), 0x0080_0000_8000_0000);
+        assert_eq!(newline_bits(0), 0);
+        assert_eq!(highest_byte(0x80), 0);
+        assert_eq!(highest_byte(0x0080_8000_0080_0000), 6);
+        assert_eq!(highest_byte(1 << 63), 7);
+    }
+}

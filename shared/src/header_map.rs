@@ -1,0 +1,351 @@
+//! The fallback of the incoming `traceparent` read: the request's parsed `http.Header`
+//! (`map[string][]string`), walked by the server span's entry probe when the raw header block
+//! is no longer whole in the connection's read buffer (`header_block`, [`crate::header_block`]:
+//! the header arrived in several reads, so `bufio` slid the lines already parsed away).
+//!
+//! Why a walk and not a lookup: Go seeds each map's hash per process (`hmap.hash0`, `Map.seed`)
+//! with AES-based hashing the kernel cannot compute, so the walk looks at every slot, comparing
+//! the canonical key (`Traceparent`; net/textproto canonicalises every incoming header name).
+//! Request header maps are small (a group of 8 slots up to 8 headers), and the walk is bounded
+//! ([`MAX_CONTAINERS`] buckets or groups); a larger map is counted as unreadable, never guessed.
+//!
+//! Two layouts, both `map[string][]string`:
+//! - **Go 1.24+ ("Swiss tables", `internal/runtime/maps.Map`)**: `dirLen == 0` means `dirPtr` is
+//!   one group; else `dirPtr` is `[dirLen]*table` (neighbouring entries may share a table), each
+//!   table has `groups.data` and `groups.lengthMask + 1` groups. A group is 8 control bytes, then
+//!   8 slots of `{key string; elem []string}` (40 bytes): [`SWISS_GROUP`]. A slot is full when
+//!   its control byte has the high bit clear.
+//! - **Go up to 1.23 (`runtime.hmap`)**: `2^B` buckets, plus `oldbuckets` while the map grows
+//!   (`2^(B-1)`, or `2^B` for a same-size growth); a bucket is 8 `tophash` bytes, 8 keys, 8
+//!   elems and an overflow pointer ([`HMAP_BUCKET`]). A slot is full when its tophash is at
+//!   least 5 (`minTopHash`); evacuated slots of old buckets are below that, so walking both
+//!   arrays sees every entry once.
+//!
+//! The struct field offsets (`hmap.B`, `Map.dirPtr`, `table.groups`, ...) come from DWARF or the
+//! layout table; the bucket and group shapes follow from the key and element types (the
+//! compiler's rule, checked against DWARF's `noalg.map.group[string][]string` in the tests of
+//! the sidecar). The walk is pure over a [`Memory`], so the kernel runs one
+//! [`MapWalk::step`] per `bpf_loop` iteration and the host tests run it on fake maps.
+
+/// Which map layout the binary has ([`MapLayout::kind`]).
+pub const MAP_NONE: u32 = 0;
+pub const MAP_HMAP: u32 = 1;
+pub const MAP_SWISS: u32 = 2;
+
+/// Swiss-table group of `map[string][]string`: control word, then 8 slots of 40 bytes.
+pub const SWISS_GROUP: u64 = 8 + 8 * SWISS_SLOT;
+pub const SWISS_SLOT: u64 = 16 + 24;
+/// hmap bucket of `map[string][]string`: tophash[8], keys[8], elems[8], overflow.
+pub const HMAP_BUCKET: u64 = HMAP_OVERFLOW + 8;
+const HMAP_KEYS: u64 = 8;
+const HMAP_ELEMS: u64 = HMAP_KEYS + 8 * 16;
+const HMAP_OVERFLOW: u64 = HMAP_ELEMS + 8 * 24;
+const MIN_TOP_HASH: u8 = 5;
+/// `hmap.flags` bit of a same-size growth.
+const SAME_SIZE_GROW: u8 = 8;
+
+/// Buckets or groups a walk may visit; a map that needs more is reported as too large.
+pub const MAX_CONTAINERS: u64 = 64;
+/// Directory entries a Swiss map may have for the walk.
+const MAX_DIR: u64 = 16;
+/// Steps of `bpf_loop` the kernel gives a walk: one per slot and one to take each container,
+/// plus one per directory entry and one per array switch.
+pub const MAX_WALK_STEPS: u32 = (9 * MAX_CONTAINERS + MAX_DIR + 4) as u32;
+
+const TRACEPARENT_KEY: &[u8; 11] = b"Traceparent";
+const USER_AGENT_KEY: &[u8; 10] = b"User-Agent";
+
+/// Field offsets of the two map layouts (user space fills them from DWARF or the layout table).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MapLayout {
+    /// [`MAP_NONE`], [`MAP_HMAP`] or [`MAP_SWISS`].
+    pub kind: u32,
+    /// `net/http.Request.Header`.
+    pub request_header: u32,
+    /// `runtime.hmap`: `flags`, `B`, `buckets`, `oldbuckets`.
+    pub hmap_flags: u32,
+    pub hmap_b: u32,
+    pub hmap_buckets: u32,
+    pub hmap_oldbuckets: u32,
+    /// `internal/runtime/maps.Map`: `dirPtr`, `dirLen`.
+    pub map_dir_ptr: u32,
+    pub map_dir_len: u32,
+    /// `internal/runtime/maps.table.groups` plus `groupsReference.data` / `.lengthMask`.
+    pub table_groups_data: u32,
+    pub table_groups_mask: u32,
+}
+
+/// Reads the target's memory (the kernel: `bpf_probe_read_user`; tests: a fake heap).
+pub trait Memory {
+    /// Fills `out` from `addr`; false when unreadable.
+    fn read(&mut self, addr: u64, out: &mut [u8]) -> bool;
+
+    #[inline(always)]
+    fn word(&mut self, addr: u64) -> Option<u64> {
+        let mut b = [0u8; 8];
+        self.read(addr, &mut b).then(|| u64::from_le_bytes(b))
+    }
+}
+
+/// How a walk ended.
+#[repr(u64)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WalkEnd {
+    Walking = 0,
+    /// Every slot was seen.
+    Complete = 1,
+    /// More buckets or groups than [`MAX_CONTAINERS`], or a directory over 16 entries.
+    TooLarge = 2,
+    /// A read failed (the map changed under the walk, or a wrong layout).
+    Unreadable = 3,
+}
+
+/// State of one walk (kept in the kernel's per-CPU scratch memory between steps).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct MapWalk {
+    pub kind: u64,
+    /// The bucket or group to visit next (0: take the next one from the array).
+    pub cur: u64,
+    /// Current array (hmap buckets, Swiss groups of a table) and where the walk is in it.
+    pub array: u64,
+    pub index: u64,
+    pub count: u64,
+    /// hmap: the old buckets (walked after the new ones) and their number. Swiss: the directory.
+    pub next_array: u64,
+    pub next_count: u64,
+    pub dir_index: u64,
+    pub prev_table: u64,
+    pub visited: u64,
+    /// The slot to look at next in `cur`, and `cur`'s control (Swiss) or tophash (hmap) bytes.
+    pub slot: u64,
+    pub ctrl: u64,
+    /// Address of the `[]string` element of the last `Traceparent` / `User-Agent` key seen (0: none).
+    pub traceparent_elem: u64,
+    pub user_agent_elem: u64,
+    /// A [`WalkEnd`].
+    pub end: u64,
+}
+
+impl MapWalk {
+    /// A walk over the map whose header (`*hmap` / `*maps.Map`) is at `map`.
+    pub fn start<M: Memory>(l: &MapLayout, map: u64, mem: &mut M) -> MapWalk {
+        let mut w = MapWalk::default();
+        w.begin(l, map, mem);
+        w
+    }
+
+    /// [`MapWalk::start`] in place: the kernel's walk lives in map memory, and a copy of it on
+    /// the BPF stack would not fit beside `gotel_entry`'s frame.
+    #[inline(always)]
+    pub fn begin<M: Memory>(&mut self, l: &MapLayout, map: u64, mem: &mut M) {
+        self.kind = l.kind as u64;
+        self.cur = 0;
+        self.array = 0;
+        self.index = 0;
+        self.count = 0;
+        self.next_array = 0;
+        self.next_count = 0;
+        self.dir_index = 0;
+        self.prev_table = 0;
+        self.visited = 0;
+        self.slot = 0;
+        self.ctrl = 0;
+        self.traceparent_elem = 0;
+        self.user_agent_elem = 0;
+        self.end = WalkEnd::Walking as u64;
+        if map == 0 {
+            self.end = WalkEnd::Complete as u64;
+            return;
+        }
+        match l.kind {
+            MAP_HMAP => {
+                let mut fields = [0u8; 2];
+                let (Some(buckets), Some(old), true) = (
+                    mem.word(map + l.hmap_buckets as u64),
+                    mem.word(map + l.hmap_oldbuckets as u64),
+                    mem.read(map + l.hmap_flags as u64, &mut fields[..1])
+                        && mem.read(map + l.hmap_b as u64, &mut fields[1..]),
+                ) else {
+                    self.end = WalkEnd::Unreadable as u64;
+                    return;
+                };
+                let b = fields[1] as u64 & 63;
+                if b > 6 {
+                    self.end = WalkEnd::TooLarge as u64;
+                    return;
+                }
+                self.array = buckets;
+                self.count = if buckets == 0 { 0 } else { 1 << b };
+                self.next_array = old;
+                self.next_count = if old == 0 {
+                    0
+                } else if fields[0] & SAME_SIZE_GROW != 0 || b == 0 {
+                    1 << b
+                } else {
+                    1 << (b - 1)
+                };
+            }
+            MAP_SWISS => {
+                let (Some(dir), Some(len)) =
+                    (mem.word(map + l.map_dir_ptr as u64), mem.word(map + l.map_dir_len as u64))
+                else {
+                    self.end = WalkEnd::Unreadable as u64;
+                    return;
+                };
+                if len == 0 {
+                    // A small map: one group, or none yet.
+                    self.array = dir;
+                    self.count = if dir == 0 { 0 } else { 1 };
+                } else if len > MAX_DIR {
+                    self.end = WalkEnd::TooLarge as u64;
+                } else {
+                    self.next_array = dir;
+                    self.next_count = len;
+                }
+            }
+            _ => self.end = WalkEnd::Unreadable as u64,
+        }
+    }
+
+    pub fn done(&self) -> bool {
+        self.end != WalkEnd::Walking as u64
+    }
+
+    /// Looks at one slot of the current bucket or group, or takes the next bucket or group, or
+    /// moves to the next array; false when the walk is over. One slot per step, no loop inside:
+    /// Linux 6.1's verifier refuses a loop whose head follows a helper call (back-edge).
+    #[inline(always)]
+    pub fn step<M: Memory>(&mut self, l: &MapLayout, mem: &mut M) -> bool {
+        if self.done() {
+            return false;
+        }
+        let hmap = self.kind == MAP_HMAP as u64;
+        if self.cur == 0 {
+            if self.index < self.count {
+                let size = if hmap { HMAP_BUCKET } else { SWISS_GROUP };
+                self.cur = self.array.wrapping_add(self.index.wrapping_mul(size));
+                self.index += 1;
+                self.slot = 0;
+            } else {
+                self.next_source(l, mem);
+            }
+            return !self.done();
+        }
+        let group = self.cur;
+        let i = self.slot & 7;
+        if i == 0 {
+            if self.visited >= MAX_CONTAINERS {
+                self.end = WalkEnd::TooLarge as u64;
+                return false;
+            }
+            self.visited += 1;
+            let Some(ctrl) = mem.word(group) else {
+                self.end = WalkEnd::Unreadable as u64;
+                return false;
+            };
+            self.ctrl = ctrl;
+        }
+        let c = (self.ctrl >> (8 * i)) as u8;
+        let full = if hmap { c >= MIN_TOP_HASH } else { c & 0x80 == 0 };
+        if full {
+            let (key, elem) = if hmap {
+                (group + HMAP_KEYS + 16 * i, group + HMAP_ELEMS + 24 * i)
+            } else {
+                let slot = group + 8 + SWISS_SLOT * i;
+                (slot, slot + 16)
+            };
+            let (Some(ptr), Some(len)) = (mem.word(key), mem.word(key + 8)) else {
+                self.end = WalkEnd::Unreadable as u64;
+                return false;
+            };
+            if len == TRACEPARENT_KEY.len() as u64 {
+                let mut k = [0u8; 11];
+                if mem.read(ptr, &mut k) && &k == TRACEPARENT_KEY {
+                    self.traceparent_elem = elem;
+                }
+            } else if len == USER_AGENT_KEY.len() as u64 {
+                let mut k = [0u8; 10];
+                if mem.read(ptr, &mut k) && &k == USER_AGENT_KEY {
+                    self.user_agent_elem = elem;
+                }
+            }
+        }
+        self.slot = i + 1;
+        if self.slot < 8 {
+            return true;
+        }
+        self.slot = 0;
+        self.cur = if hmap {
+            match mem.word(group + HMAP_OVERFLOW) {
+                Some(next) => next,
+                None => {
+                    self.end = WalkEnd::Unreadable as u64;
+                    return false;
+                }
+            }
+        } else {
+            0
+        };
+        true
+    }
+
+    /// The current array is done: hmap moves to the old buckets, Swiss to the next table.
+    #[inline(always)]
+    fn next_source<M: Memory>(&mut self, l: &MapLayout, mem: &mut M) {
+        if self.kind == MAP_HMAP as u64 {
+            if self.next_count == 0 {
+                self.end = WalkEnd::Complete as u64;
+                return;
+            }
+            self.array = self.next_array;
+            self.count = self.next_count;
+            self.index = 0;
+            self.next_count = 0;
+            return;
+        }
+        if self.dir_index >= self.next_count || self.dir_index >= MAX_DIR {
+            self.end = WalkEnd::Complete as u64;
+            return;
+        }
+        let at = self.next_array.wrapping_add(8 * self.dir_index);
+        self.dir_index += 1;
+        let Some(table) = mem.word(at) else {
+            self.end = WalkEnd::Unreadable as u64;
+            return;
+        };
+        // Entries of one table are neighbours in the directory.
+        if table == self.prev_table {
+            return;
+        }
+        self.prev_table = table;
+        let (Some(data), Some(mask)) =
+            (mem.word(table + l.table_groups_data as u64), mem.word(table + l.table_groups_mask as u64))
+        else {
+            self.end = WalkEnd::Unreadable as u64;
+            return;
+        };
+        if mask >= MAX_CONTAINERS {
+            self.end = WalkEnd::TooLarge as u64;
+            return;
+        }
+        self.array = data;
+        self.count = mask + 1;
+        self.index = 0;
+    }
+
+    /// The address and length of the last value of the element at `elem` (a `[]string`).
+    #[inline(always)]
+    pub fn last_value<M: Memory>(elem: u64, mem: &mut M) -> Option<(u64, u64)> {
+        let (ptr, len) = (mem.word(elem)?, mem.word(elem + 8)?);
+        if len == 0 || len > 64 {
+            return None;
+        }
+        let s = ptr.wrapping_add((len - 1) * 16);
+        Some((mem.word(s)?, mem.word(s + 8)?))
+    }
+}
+
+#[cfg(test)]
+mod tests;
