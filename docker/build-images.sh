@@ -5,7 +5,8 @@
 #   gotel-demo-backend:dev    docker/demo/backend, static Go
 #   gotel-demo-inventory:dev  docker/demo/inventory (gRPC, google.golang.org/grpc), static Go
 #   gotel-jaeger:1.76.0       Jaeger v2 built by tools/build-jaeger.sh (jaeger.Dockerfile)
-# Env: GOTEL_BIN (default target/release/gotel; build it first with cargo build --release -p gotel),
+# Env: GOTEL_BIN (default $CARGO_TARGET_DIR or target, /release/gotel; build it first with
+#      cargo build --release -p gotel),
 #      GOTEL_IMAGE (tag of the gotel image, default gotel:dev, as docker/compose.yaml reads it),
 #      GO (Go toolchain for the demo services), GOTEL_CACHE (default /var/cache/gotel; the demo's
 #      Go modules (grpc-go and its dependencies, from the module proxy once) and build cache live
@@ -15,7 +16,7 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 CACHE="${GOTEL_CACHE:-/var/cache/gotel}"
 STAGE="$CACHE/stage"
-GOTEL_BIN="${GOTEL_BIN:-$ROOT/target/release/gotel}"
+GOTEL_BIN="${GOTEL_BIN:-${CARGO_TARGET_DIR:-$ROOT/target}/release/gotel}"
 IMAGES="${IMAGES:-gotel demo jaeger}"
 DOCKER="${DOCKER:-$( [[ -x /usr/bin/docker ]] && echo /usr/bin/docker || echo docker)}"
 export DOCKER_BUILDKIT=0   # the classic builder: no frontend image to pull, no buildx needed

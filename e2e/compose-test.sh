@@ -86,7 +86,7 @@ trap 'teardown; rm -rf "$TMP"' EXIT
 if [[ -z "${COMPOSE_SKIP_BUILD:-}" ]]; then
   # shellcheck disable=SC2119 # build_gotel takes no arguments here
   build_gotel
-  [[ -x "$ROOT/target/release/gotel" ]] || { bad "gotel builds"; finish; }
+  [[ -x "${CARGO_TARGET_DIR:-$ROOT/target}/release/gotel" ]] || { bad "gotel builds"; finish; }
   "$ROOT/docker/build-images.sh" 2>&1 | sed 's/^/  /'
   check "images built" "$DOCKER" image inspect "${GOTEL_IMAGE:-gotel:dev}" gotel-demo-frontend:dev gotel-demo-backend:dev gotel-demo-inventory:dev gotel-jaeger:1.76.0 -f '{{.Id}}' >/dev/null
 fi
