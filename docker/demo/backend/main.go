@@ -36,12 +36,8 @@ type Item = inventoryrpc.Item
 // inventoryConn is the connection to the inventory service, nil without INVENTORY_ADDR.
 var inventoryConn *grpc.ClientConn
 
-var inventory = map[string]*Item{
-	"coffee": {SKU: "SKU-100", Name: "coffee", PriceCents: 450, Stock: 1000},
-	"tea":    {SKU: "SKU-101", Name: "tea", PriceCents: 320, Stock: 1000},
-	"bagel":  {SKU: "SKU-102", Name: "bagel", PriceCents: 275, Stock: 40},
-	"muffin": {SKU: "SKU-103", Name: "muffin", PriceCents: 300, Stock: 25},
-}
+// inventory is the table lookupInventory reads without INVENTORY_ADDR.
+var inventory = inventoryrpc.Catalog
 
 var errUnknownItem = errors.New("unknown item")
 

@@ -20,12 +20,7 @@ import (
 
 type Item = inventoryrpc.Item
 
-var stock = map[string]*Item{
-	"coffee": {SKU: "SKU-100", Name: "coffee", PriceCents: 450, Stock: 1000},
-	"tea":    {SKU: "SKU-101", Name: "tea", PriceCents: 320, Stock: 1000},
-	"bagel":  {SKU: "SKU-102", Name: "bagel", PriceCents: 275, Stock: 40},
-	"muffin": {SKU: "SKU-103", Name: "muffin", PriceCents: 300, Stock: 25},
-}
+var stock = inventoryrpc.Catalog
 
 // findItem looks an item up; unknown names return nil.
 //

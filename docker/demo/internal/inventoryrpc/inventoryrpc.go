@@ -26,6 +26,15 @@ type Item struct {
 	Stock      int
 }
 
+// Catalog is the demo's stock, by name: the inventory service serves it, the backend reads it
+// directly when it runs without the inventory service.
+var Catalog = map[string]*Item{
+	"coffee": {SKU: "SKU-100", Name: "coffee", PriceCents: 450, Stock: 1000},
+	"tea":    {SKU: "SKU-101", Name: "tea", PriceCents: 320, Stock: 1000},
+	"bagel":  {SKU: "SKU-102", Name: "bagel", PriceCents: 275, Stock: 40},
+	"muffin": {SKU: "SKU-103", Name: "muffin", PriceCents: 300, Stock: 25},
+}
+
 // ToStruct encodes an Item as the Lookup answer.
 func (it *Item) ToStruct() *structpb.Struct {
 	return &structpb.Struct{Fields: map[string]*structpb.Value{
