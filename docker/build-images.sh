@@ -3,15 +3,20 @@
 #   gotel:dev                 target/release/gotel + the libraries ldd lists (Dockerfile.prebuilt)
 #   gotel-demo-frontend:dev   docker/demo/frontend, static Go (demo/Dockerfile)
 #   gotel-demo-backend:dev    docker/demo/backend, static Go
+#   gotel-demo-inventory:dev  docker/demo/inventory (gRPC, google.golang.org/grpc), static Go
 #   gotel-jaeger:1.76.0       Jaeger v2 built by tools/build-jaeger.sh (jaeger.Dockerfile)
-# Env: GOTEL_BIN (default target/release/gotel; build it first with cargo build --release -p gotel),
-#      GO (Go toolchain for the demo services), GOTEL_CACHE (default /var/cache/gotel),
+# Env: GOTEL_BIN (default $CARGO_TARGET_DIR or target, /release/gotel; build it first with
+#      cargo build --release -p gotel),
+#      GOTEL_IMAGE (tag of the gotel image, default gotel:dev, as docker/compose.yaml reads it),
+#      GO (Go toolchain for the demo services), GOTEL_CACHE (default /var/cache/gotel; the demo's
+#      Go modules (grpc-go and its dependencies, from the module proxy once) and build cache live
+#      in $GOTEL_CACHE/gomodcache and gocache, outside the clone),
 #      IMAGES="gotel demo jaeger" to build only some.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 CACHE="${GOTEL_CACHE:-/var/cache/gotel}"
 STAGE="$CACHE/stage"
-GOTEL_BIN="${GOTEL_BIN:-$ROOT/target/release/gotel}"
+GOTEL_BIN="${GOTEL_BIN:-${CARGO_TARGET_DIR:-$ROOT/target}/release/gotel}"
 IMAGES="${IMAGES:-gotel demo jaeger}"
 DOCKER="${DOCKER:-$( [[ -x /usr/bin/docker ]] && echo /usr/bin/docker || echo docker)}"
 export DOCKER_BUILDKIT=0   # the classic builder: no frontend image to pull, no buildx needed
@@ -41,20 +46,21 @@ if [[ " $IMAGES " == *" gotel "* ]]; then
     cp -L --parents "$lib" "$d/rootfs/"
   done
   [[ -f /etc/ssl/certs/ca-certificates.crt ]] && cp /etc/ssl/certs/ca-certificates.crt "$d/rootfs/etc/ssl/certs/"
-  build gotel:dev "$ROOT/docker/Dockerfile.prebuilt" "$d"
+  build "${GOTEL_IMAGE:-gotel:dev}" "$ROOT/docker/Dockerfile.prebuilt" "$d"
 fi
 
 if [[ " $IMAGES " == *" demo "* ]]; then
   go="$(find_go)"
   d="$STAGE/demo"; rm -rf "$d"; mkdir -p "$d"
-  export GOCACHE="${GOCACHE:-$CACHE/gocache}" GOFLAGS="${GOFLAGS:-} -mod=mod"
-  for app in frontend backend; do
+  export GOCACHE="${GOCACHE:-$CACHE/gocache}" GOMODCACHE="${GOMODCACHE:-$CACHE/gomodcache}" \
+    GOFLAGS="${GOFLAGS:-} -mod=mod" GOTOOLCHAIN=local
+  for app in frontend backend inventory; do
     # Static, with symbols and DWARF kept: gotel resolves parameter names and struct fields from it.
     (cd "$ROOT/docker/demo" && CGO_ENABLED=0 "$go" build -trimpath -o "$d/$app" "./$app") \
       || die "go build $app failed"
   done
   say "demo services built with $("$go" version | cut -d' ' -f3)"
-  for app in frontend backend; do
+  for app in frontend backend inventory; do
     build "gotel-demo-$app:dev" "$ROOT/docker/demo/Dockerfile" "$d" --build-arg "APP=$app"
   done
 fi

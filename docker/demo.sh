@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The gotel demo in one command: two Go services traced by gotel sidecars, traces in Jaeger.
+# The gotel demo in one command: three Go services (frontend -HTTP-> backend -gRPC-> inventory),
+# each traced by a gotel sidecar, traces in Jaeger.
 #
 #   docker/demo.sh          install what is missing, build gotel and the images, start the stack
 #   docker/demo.sh down     stop it and remove its containers and network
@@ -26,7 +27,7 @@ case "${1:-up}" in
     compose down --remove-orphans
     exit 0 ;;
   logs)
-    compose logs -f gotel-frontend gotel-backend
+    compose logs -f gotel-frontend gotel-backend gotel-inventory
     exit 0 ;;
   up) ;;
   *) echo "usage: $0 [up|down|logs]" >&2; exit 2 ;;
@@ -45,7 +46,7 @@ cat <<MSG
 demo: running. The frontend orders from the backend every ${LOAD_INTERVAL:-2s}; send your own order with
   curl 'http://127.0.0.1:${FRONTEND_PORT:-8080}/order?customer=you&tier=gold&items=coffee,bagel&qty=3'
 
-  open http://localhost:${JAEGER_UI_PORT:-16686}   (services "frontend" and "backend")
+  open http://localhost:${JAEGER_UI_PORT:-16686}   (services "frontend", "backend" and "inventory")
 
 demo: sidecar logs: $0 logs      stop: $0 down
 MSG

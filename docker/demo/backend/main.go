@@ -4,9 +4,15 @@
 //
 // quote and lookupInventory are the functions gotel traces (see docker/compose.yaml); they are
 // kept out of line with //go:noinline so they exist as functions in the binary.
+//
+// With INVENTORY_ADDR set (host:port; the compose demo sets inventory:9090) lookupInventory asks
+// the inventory service over gRPC (gotel.demo.Inventory/Lookup), so one request of the backend
+// holds an HTTP server span and, under lookupInventory, a gRPC client span. Without it (the
+// Kubernetes demo, the compose test's untraced decoy) it reads the same table in memory.
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -15,22 +21,23 @@ import (
 	"os"
 	"strconv"
 	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
+
+	"gotel.dev/demo/internal/inventoryrpc"
 )
 
 // Item is what the inventory knows about a product.
-type Item struct {
-	SKU        string
-	Name       string
-	PriceCents int
-	Stock      int
-}
+type Item = inventoryrpc.Item
 
-var inventory = map[string]*Item{
-	"coffee": {SKU: "SKU-100", Name: "coffee", PriceCents: 450, Stock: 1000},
-	"tea":    {SKU: "SKU-101", Name: "tea", PriceCents: 320, Stock: 1000},
-	"bagel":  {SKU: "SKU-102", Name: "bagel", PriceCents: 275, Stock: 40},
-	"muffin": {SKU: "SKU-103", Name: "muffin", PriceCents: 300, Stock: 25},
-}
+// inventoryConn is the connection to the inventory service, nil without INVENTORY_ADDR.
+var inventoryConn *grpc.ClientConn
+
+// inventory is the table lookupInventory reads without INVENTORY_ADDR.
+var inventory = inventoryrpc.Catalog
 
 var errUnknownItem = errors.New("unknown item")
 
@@ -38,6 +45,15 @@ var errUnknownItem = errors.New("unknown item")
 //
 //go:noinline
 func lookupInventory(name string) (*Item, error) {
+	if inventoryConn != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		it, err := inventoryrpc.Lookup(ctx, inventoryConn, name)
+		if status.Code(err) == codes.NotFound {
+			return nil, errUnknownItem
+		}
+		return it, err
+	}
 	time.Sleep(2 * time.Millisecond) // a pretend database round trip
 	it, ok := inventory[name]
 	if !ok {
@@ -83,6 +99,14 @@ func main() {
 	addr := os.Getenv("LISTEN_ADDR")
 	if addr == "" {
 		addr = ":8081"
+	}
+	if inv := os.Getenv("INVENTORY_ADDR"); inv != "" {
+		cc, err := grpc.NewClient(inv, grpc.WithTransportCredentials(insecure.NewCredentials()))
+		if err != nil {
+			log.Fatalf("inventory %s: %v", inv, err)
+		}
+		inventoryConn = cc
+		log.Printf("backend asks the inventory at %s over gRPC", inv)
 	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("/price", handlePrice)
