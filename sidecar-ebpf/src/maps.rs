@@ -9,8 +9,8 @@ use aya_ebpf::{
     maps::{Array, LruHashMap, PerCpuArray, RingBuf, SockHash},
 };
 use gotel_shared::{
-    Counter, ExtractConfig, GoroutineKey, GoroutineState, GrpcHeadersConfig, HandoffConfig, InjectConfig, InjectContext, NewprocConfig,
-    ProbePlan, SocketInjectConfig, NUM_COUNTERS,
+    Counter, ExtractConfig, GoroutineKey, GoroutineState, GrpcHeadersConfig, HandoffConfig, InjectConfig,
+    InjectContext, NewprocConfig, ProbePlan, SocketInjectConfig, NUM_COUNTERS,
 };
 
 use crate::{context::Scratch, propagation::inject_socket::MsgScratch};

@@ -279,6 +279,7 @@ impl SpanFactory {
         let spans: Vec<SpanData> = self.open.drain().map(|(_, s)| s).collect();
         self.stats.open_unclosed += spans.len() as u64;
         spans
+    }
 
     /// Adds `thread.id` (the OS thread that ran the call) to every span: opt-in, since Go moves
     /// goroutines between threads and the number rarely means anything to the reader.
