@@ -199,6 +199,9 @@ pub const PLAN_HAS_RETURN_FETCH: u32 = 2;
 /// HTTP client span with `GOTEL_PROPAGATION=inject`: `save_regs[0]` holds the `*http.Request`;
 /// its context is handed to the goroutine that writes the request.
 pub const PLAN_INJECT_CONTEXT: u32 = 4;
+/// A built-in helper or closer probe: its frame is no span, so a context taken from the
+/// innermost frame (`inject_socket::h2`) looks past it. A high bit, clear of other branches'.
+pub const PLAN_NOT_A_SPAN: u32 = 1 << 12;
 
 /// Trace context to write into one outgoing request (`INJECT_BY_REQUEST`, keyed by the request's
 /// URL pointer, see [`HandoffConfig::request_url_offset`]; `INJECT_PENDING`).

@@ -9,7 +9,8 @@
 // Prints one line per call: "method code", then "done".
 //
 // Two services instead of one (the outgoing trace context tests): `-serve ADDR` only serves
-// (prints "listening ADDR", stops at end of stdin), `-target ADDR` only calls that server;
+// (prints "listening ADDR", stops once the file `-until` names exists), `-target ADDR` only
+// calls that server;
 // `-hello N` makes N SayHello calls (the load test) instead of callAll, and counts the answers
 // that are not "hello <name>".
 package main
@@ -166,6 +167,7 @@ func main() {
 	serve := flag.String("serve", "", "only serve on this address (127.0.0.1:0: any port)")
 	target := flag.String("target", "", "only call the server at this address")
 	hello := flag.Int("hello", 0, "make this many SayHello calls instead of the set of calls")
+	until := flag.String("until", "", "with -serve: serve until this file exists")
 	rounds := flag.Int("rounds", 1, "how many times to make the calls")
 	wait := flag.String("wait", "", "wait until this file exists before calling (gotel attached)")
 	flag.Parse()
@@ -196,7 +198,12 @@ func main() {
 	}
 	if *serve != "" {
 		fmt.Println("listening", addr)
-		io.Copy(io.Discard, os.Stdin)
+		for {
+			if _, err := os.Stat(*until); err == nil {
+				break
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
 		srv.Stop()
 		fmt.Println("done")
 		return

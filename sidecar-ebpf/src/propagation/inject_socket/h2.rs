@@ -29,13 +29,13 @@ use aya_ebpf::{
 };
 use gotel_shared::{
     rules::frame_slot, Counter, GoroutineKey, GrpcStreamKey, InjectContext, MAX_FRAMES, MAX_GRPC_HEADER_FIELDS,
-    REG_RAX, REG_RBX, REG_RDI, SPAN_TRACE_REMOTE_NOT_SAMPLED,
+    PLAN_NOT_A_SPAN, REG_RAX, REG_RBX, REG_RDI, SPAN_TRACE_REMOTE_NOT_SAMPLED,
 };
 
 use super::{note_target_tgid, INJECT_SOCKET_SCRATCH};
 use crate::{
     context::{copy_regs, current_goroutine},
-    maps::{count, GOROUTINES, GRPC_INJECT_BY_FIELDS, GRPC_INJECT_CONFIG, GRPC_INJECT_PENDING, INJECT_SOCKET_CONFIG},
+    maps::{count, GOROUTINES, GRPC_INJECT_BY_FIELDS, PROBES, GRPC_INJECT_CONFIG, GRPC_INJECT_PENDING, INJECT_SOCKET_CONFIG},
     propagation::grpc_extract::find_traceparent,
 };
 
@@ -105,6 +105,18 @@ fn on_fields(ctx: &ProbeContext) -> Option<()> {
     if depth == 0 || depth > MAX_FRAMES {
         return None;
     }
+    // The innermost frame that is a span: built-in helpers (grpc.client's
+    // newClientStreamWithParams, around this call) are frames too, but export nothing.
+    let mut slot = frame_slot(depth - 1);
+    let mut k = 1;
+    while k < 4 && k < depth {
+        let is_span = PROBES.get(st.frames[slot].probe_id).is_some_and(|p| p.flags & PLAN_NOT_A_SPAN == 0);
+        if is_span {
+            break;
+        }
+        k += 1;
+        slot = frame_slot(depth - k);
+    }
     let cfg = GRPC_INJECT_CONFIG.get(0)?;
     if n > MAX_GRPC_HEADER_FIELDS as u64
         || find_traceparent(fields, n, cfg.field_size as u64, cfg.name_offset as u64) != 0
@@ -114,7 +126,7 @@ fn on_fields(ctx: &ProbeContext) -> Option<()> {
     }
     let inject = InjectContext {
         trace_id: st.trace_id,
-        span_id: st.frames[frame_slot(depth - 1)].span_id,
+        span_id: st.frames[slot].span_id,
         sampled: (st.trace_flags & SPAN_TRACE_REMOTE_NOT_SAMPLED as u32 == 0) as u32,
         stored_ns: unsafe { bpf_ktime_get_ns() },
         ..InjectContext::default()
