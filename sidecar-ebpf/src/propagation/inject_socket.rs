@@ -428,8 +428,9 @@ fn on_h2_msg(ctx: &SkMsgContext, tgid: u32, g: u64) -> Option<Option<()>> {
 }
 
 /// Appends the `traceparent` field to the header block of injection point `k` and grows its
-/// frame's length; on any failure the inserted bytes are taken out again.
-#[inline(never)]
+/// frame's length; on any failure the inserted bytes are taken out again. Inlined: the object
+/// test `only_the_socket_program_changes_messages` wants the push inside `gotel_sk_msg` itself.
+#[inline(always)]
 fn inject_h2(ctx: &SkMsgContext, k: usize) -> Option<()> {
     let s = unsafe { &mut *INJECT_SOCKET_SCRATCH.get_ptr_mut(0)? };
     let p = s.h2.points[k & (H2_MAX_INJECT - 1)];
