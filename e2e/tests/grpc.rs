@@ -289,8 +289,7 @@ fn grpc_inject_two_services_one_trace() {
     let sink = Sink::start(Path::new(SINK), dir.path()).unwrap();
     let addr = format!("127.0.0.1:{}", free_port());
     let stop = dir.path().join("stop");
-    let mut server =
-        traced(&sink, "grpc-server", &bin, &["-serve", &addr, "-until", stop.to_str().unwrap()], true);
+    let mut server = traced(&sink, "grpc-server", &bin, &["-serve", &addr, "-until", stop.to_str().unwrap()], true);
     let up = wait_until(Duration::from_secs(60), || std::net::TcpStream::connect(&addr).is_ok());
     assert!(up, "server did not listen; stderr:\n{}", server.stderr_string());
 
@@ -304,7 +303,8 @@ fn grpc_inject_two_services_one_trace() {
     let (out, stderr) = client(&sink, &bin, &["-target", &addr, "-hello", &N.to_string()], true);
     assert!(out.contains(&format!("hellos {N} bad 0")), "{out}\n{stderr}");
     assert_eq!(summary_count(&stderr, "grpc_socket_injected"), Some(N), "{stderr}");
-    for c in ["grpc_socket_desync", "grpc_socket_inject_failed", "grpc_socket_skipped_too_long", "socket_context_expired"]
+    for c in
+        ["grpc_socket_desync", "grpc_socket_inject_failed", "grpc_socket_skipped_too_long", "socket_context_expired"]
     {
         assert_eq!(summary_count(&stderr, c), Some(0), "{c}: {stderr}");
     }
@@ -338,7 +338,12 @@ fn grpc_inject_two_services_one_trace() {
                 server.parent_span_id.is_empty(),
                 "a server span with a foreign parent: {server:#?}\nparent: {:#?}\nforeign: {}",
                 spans.iter().find(|s| s.span_id == server.parent_span_id),
-                spans.iter().filter(|s| s.kind == 2 && !s.parent_span_id.is_empty() && !clients.contains_key(s.parent_span_id.as_str())).count()
+                spans
+                    .iter()
+                    .filter(|s| s.kind == 2
+                        && !s.parent_span_id.is_empty()
+                        && !clients.contains_key(s.parent_span_id.as_str()))
+                    .count()
             ),
         }
     }

@@ -9,8 +9,8 @@ use aya_ebpf::{
     maps::{Array, LruHashMap, PerCpuArray, RingBuf, SockHash},
 };
 use gotel_shared::{
-    Counter, GoroutineKey, GoroutineState, GrpcHeadersConfig, GrpcInjectConfig, GrpcStreamKey, H2ConnKey, HandoffConfig,
-    InjectConfig, InjectContext, ProbePlan, SocketInjectConfig, NUM_COUNTERS,
+    Counter, GoroutineKey, GoroutineState, GrpcHeadersConfig, GrpcInjectConfig, GrpcStreamKey, H2ConnKey,
+    HandoffConfig, InjectConfig, InjectContext, ProbePlan, SocketInjectConfig, NUM_COUNTERS,
 };
 
 use crate::{context::Scratch, propagation::inject_socket::MsgScratch};

@@ -60,8 +60,7 @@ use gotel_shared::{
 use crate::{
     context::goroutine_from_tls,
     maps::{
-        count, H2_CONNS, INJECT_CONNECTING, INJECT_PENDING, INJECT_SOCKETS, INJECT_SOCKET_CONFIG,
-        INJECT_SOCKET_SCRATCH,
+        count, H2_CONNS, INJECT_CONNECTING, INJECT_PENDING, INJECT_SOCKETS, INJECT_SOCKET_CONFIG, INJECT_SOCKET_SCRATCH,
     },
 };
 

@@ -35,7 +35,9 @@ use gotel_shared::{
 use super::{note_target_tgid, INJECT_SOCKET_SCRATCH};
 use crate::{
     context::{copy_regs, current_goroutine},
-    maps::{count, GOROUTINES, GRPC_INJECT_BY_FIELDS, PROBES, GRPC_INJECT_CONFIG, GRPC_INJECT_PENDING, INJECT_SOCKET_CONFIG},
+    maps::{
+        count, GOROUTINES, GRPC_INJECT_BY_FIELDS, GRPC_INJECT_CONFIG, GRPC_INJECT_PENDING, INJECT_SOCKET_CONFIG, PROBES,
+    },
     propagation::grpc_extract::find_traceparent,
 };
 
