@@ -7,6 +7,7 @@
 //! that both sides call and that are tested on the host.
 #![no_std]
 
+pub mod h2;
 pub mod names;
 pub mod rules;
 pub mod traceparent;

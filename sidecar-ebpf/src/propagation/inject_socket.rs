@@ -65,8 +65,11 @@ use crate::{
 };
 
 pub mod h2;
-use gotel_shared::{traceparent::format_traceparent, H2ConnKey};
-use h2::{FIELD_LEN, H2_MAX_INJECT, PREFACE};
+use gotel_shared::{
+    h2::{format_hpack_traceparent, length_bytes, HPACK_FIELD_LEN, PREFACE},
+    H2ConnKey,
+};
+use h2::H2_MAX_INJECT;
 
 /// Bytes at the start of a message that are scanned: net/http's `bufio.Writer` is 4 KiB, so the
 /// first write of a request is at most this long unless one header line is longer.
@@ -83,9 +86,9 @@ pub struct MsgScratch {
     line: [u8; TRACEPARENT_LINE_LEN],
     _pad: [u8; 2],
     h2: h2::Walk,
-    /// The HPACK field being appended (`h2::FIELD_LEN` bytes) and the value it is built from.
-    field: [u8; 72],
-    value: [u8; 56],
+    /// The HPACK field being appended.
+    field: [u8; HPACK_FIELD_LEN],
+    _pad2: [u8; 3],
 }
 
 /// Entry of `net/http.(*Transport).dialConn` (attached to the traced process only): runs before
@@ -433,15 +436,9 @@ fn on_h2_msg(ctx: &SkMsgContext, tgid: u32, g: u64) -> Option<Option<()>> {
 fn inject_h2(ctx: &SkMsgContext, k: usize) -> Option<()> {
     let s = unsafe { &mut *INJECT_SOCKET_SCRATCH.get_ptr_mut(0)? };
     let p = s.h2.points[k & (H2_MAX_INJECT - 1)];
-    let value: &mut [u8; 55] = (&mut s.value[..55]).try_into().ok()?;
-    format_traceparent(value, &p.ctx.trace_context());
-    s.field[0] = 0x00;
-    s.field[1] = 11;
-    s.field[2..13].copy_from_slice(b"traceparent");
-    s.field[13] = 0x37;
-    s.field[14..FIELD_LEN].copy_from_slice(&s.value[..55]);
+    format_hpack_traceparent(&mut s.field, &p.ctx.trace_context());
     let at = p.frame.wrapping_add(9).wrapping_add(p.len);
-    let n = FIELD_LEN as u32;
+    let n = HPACK_FIELD_LEN as u32;
     let fail = |popped: bool| {
         if popped {
             let _ = ctx.pop_data(at, n, 0);
@@ -456,11 +453,11 @@ fn inject_h2(ctx: &SkMsgContext, k: usize) -> Option<()> {
         return fail(true);
     }
     let (data, end) = (ctx.data(), ctx.data_end());
-    if data + FIELD_LEN > end {
+    if data + HPACK_FIELD_LEN > end {
         return fail(true);
     }
-    let out = unsafe { core::slice::from_raw_parts_mut(data as *mut u8, FIELD_LEN) };
-    out.copy_from_slice(&s.field[..FIELD_LEN]);
+    let out = unsafe { core::slice::from_raw_parts_mut(data as *mut u8, HPACK_FIELD_LEN) };
+    out.copy_from_slice(&s.field);
     if unsafe { bpf_msg_pull_data(ctx.msg, p.frame, p.frame + 3, 0) } != 0 {
         return fail(true);
     }
@@ -468,11 +465,8 @@ fn inject_h2(ctx: &SkMsgContext, k: usize) -> Option<()> {
     if data + 3 > end {
         return fail(true);
     }
-    let len = p.len + n;
     let out = unsafe { core::slice::from_raw_parts_mut(data as *mut u8, 3) };
-    out[0] = (len >> 16) as u8;
-    out[1] = (len >> 8) as u8;
-    out[2] = len as u8;
+    out.copy_from_slice(&length_bytes(p.len + n));
     count(Counter::GrpcSocketInjected);
     Some(())
 }

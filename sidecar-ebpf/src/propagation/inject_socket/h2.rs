@@ -28,8 +28,8 @@ use aya_ebpf::{
     programs::ProbeContext,
 };
 use gotel_shared::{
-    rules::frame_slot, Counter, GoroutineKey, GrpcStreamKey, InjectContext, MAX_FRAMES, MAX_GRPC_HEADER_FIELDS,
-    PLAN_NOT_A_SPAN, REG_RAX, REG_RBX, REG_RDI, SPAN_TRACE_REMOTE_NOT_SAMPLED,
+    h2::FrameHeader, rules::frame_slot, Counter, GoroutineKey, GrpcStreamKey, InjectContext, MAX_FRAMES,
+    MAX_GRPC_HEADER_FIELDS, PLAN_NOT_A_SPAN, REG_RAX, REG_RBX, REG_RDI, SPAN_TRACE_REMOTE_NOT_SAMPLED,
 };
 
 use super::{note_target_tgid, INJECT_SOCKET_SCRATCH};
@@ -41,21 +41,10 @@ use crate::{
     propagation::grpc_extract::find_traceparent,
 };
 
-/// The client connection preface (RFC 9113 3.4).
-pub const PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 /// Frames followed in one message; past this the connection is no longer followed.
 pub const MAX_WALK: u32 = 128;
 /// Injections into one message (a batch of new streams); more waiting are counted, not sent.
 pub const H2_MAX_INJECT: usize = 4;
-/// SETTINGS_MAX_FRAME_SIZE's initial value: grpc-go servers never raise it; a frame is never
-/// made larger.
-pub const MAX_FRAME: u32 = 16384;
-/// The appended field: literal without indexing, new name (0x00), `traceparent` (0x0b), value
-/// of 55 bytes, no Huffman (0x37).
-pub const FIELD_LEN: usize = 1 + 1 + 11 + 1 + 55;
-const FRAME_HEADERS: u8 = 1;
-const FLAG_END_HEADERS: u8 = 0x4;
-const FLAG_PADDED: u8 = 0x8;
 
 /// Where one HEADERS frame gets the field.
 #[repr(C)]
@@ -177,25 +166,22 @@ extern "C" fn walk_one(_i: u64, _ctx: *mut core::ffi::c_void) -> i64 {
         w.lost = 1;
         return 1;
     };
-    let len = (h[0] as u32) << 16 | (h[1] as u32) << 8 | h[2] as u32;
-    let (kind, flags) = (h[3], h[4]);
-    if kind > 9 || len > MAX_FRAME {
+    let Some(f) = FrameHeader::parse(&h) else {
         w.lost = 1;
         return 1;
-    }
-    let end = w.pos + 9 + len;
-    if kind == FRAME_HEADERS && flags & FLAG_END_HEADERS != 0 && flags & FLAG_PADDED == 0 && end <= w.size {
-        let stream_id = u32::from_be_bytes([h[5] & 0x7f, h[6], h[7], h[8]]);
-        let key = GrpcStreamKey { tgid: w.tgid, stream_id, goroutine: w.g };
+    };
+    let end = w.pos + 9 + f.len;
+    if f.ends_a_header_block() && end <= w.size {
+        let key = GrpcStreamKey { tgid: w.tgid, stream_id: f.stream_id, goroutine: w.g };
         if let Some(p) = unsafe { GRPC_INJECT_PENDING.get(&key) } {
             let p = *p;
             let _ = GRPC_INJECT_PENDING.remove(&key);
             if w.now.wrapping_sub(p.stored_ns) > w.ttl {
                 count(Counter::SocketContextExpired);
-            } else if len + FIELD_LEN as u32 > MAX_FRAME || w.n >= H2_MAX_INJECT as u64 {
+            } else if !f.has_room() || w.n >= H2_MAX_INJECT as u64 {
                 count(Counter::GrpcSocketSkippedTooLong);
             } else {
-                w.points[(w.n as usize) & (H2_MAX_INJECT - 1)] = Point { frame: w.pos, len, ctx: p };
+                w.points[(w.n as usize) & (H2_MAX_INJECT - 1)] = Point { frame: w.pos, len: f.len, ctx: p };
                 w.n += 1;
             }
         }
