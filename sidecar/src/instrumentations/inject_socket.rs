@@ -3,7 +3,8 @@
 //! into the target (`bpf_probe_write_user`, the memory path) is refused. The context comes from
 //! `inject_handoff`, like the memory path's. Where the memory path runs it writes first and
 //! would leave this path nothing to do; until the two are split by TLS, such kernels keep the
-//! memory path alone (`attach_extra` then only says so).
+//! memory path alone (`attach_extra` then only says so), except for gRPC over h2c (`grpc`),
+//! which only this path covers: with gRPC client spans it runs beside the memory path.
 //!
 //! What this file does, and why:
 //! - finds `task_struct.thread.fsbase` and `task_struct.tgid` in the kernel's BTF (`btf`): the
@@ -144,11 +145,14 @@ fn task_offsets() -> Result<(u32, u32), String> {
 /// line that says which path covers what. A failure turns the socket path off, never tracing.
 fn attach_extra(ebpf: &mut Ebpf, t: &AttachTarget) -> Result<(), Failure> {
     let memory = memory_status(t);
-    let socket = match &memory {
-        Ok(()) => Err("not used while the memory path runs".to_string()),
-        Err(_) => load(ebpf).and_then(|()| attach(ebpf, t.pid)),
-    };
     let grpc = t.planned.iter().any(|u| u.name == grpc::INJECT_SOCKET_GRPC.name);
+    // gRPC over h2c has no memory path: with gRPC calls to inject the socket path runs beside
+    // the memory path (an HTTP/1 request the memory path armed is left to it: `state != 0` in
+    // the kernel). Not yet run on a kernel without lockdown.
+    let socket = match &memory {
+        Ok(()) if !grpc => Err("not used while the memory path runs".to_string()),
+        _ => load(ebpf).and_then(|()| attach(ebpf, t.pid)),
+    };
     let line = coverage(socket.as_ref().map_err(|e| e.as_str()), &memory, grpc);
     if memory.is_err() && socket.is_err() {
         tracing::warn!("{line}");
@@ -279,9 +283,11 @@ pub fn coverage(socket: Result<&Attached, &str>, memory: &Result<(), String>, gr
         Err(why) => parts.push(format!("socket path off ({why})")),
     }
     match memory {
-        Ok(()) if socket.is_ok() => {
-            parts.push("TLS HTTP/1.x: memory path (bpf_probe_write_user, it writes into the target)".into())
-        }
+        Ok(()) if socket.is_ok() => parts.push(
+            "HTTP/1.x, plaintext and TLS: memory path (bpf_probe_write_user, it writes into the target; the \
+                 socket path leaves the requests it armed alone)"
+                .into(),
+        ),
         Ok(()) => parts.push(
             "HTTP/1.x, plaintext and TLS: memory path (bpf_probe_write_user, it writes into the target's buffer)"
                 .into(),
