@@ -20,8 +20,7 @@ use super::super::{
 };
 use crate::exit::Failure;
 
-const X_NET: &str = "golang.org/x/net";
-const FIELD: &str = "golang.org/x/net/http2/hpack.HeaderField";
+use super::super::trace_context_grpc::{field_size, FIELD, X_NET};
 /// Builds a call's header fields on the caller's goroutine (inside the CLIENT span).
 pub const FIELDS_SYMBOL: &str = "google.golang.org/grpc/internal/transport.(*http2Client).createHeaderFields";
 /// Encodes and writes a stream's HEADERS frame on the connection's loopy-writer goroutine.
@@ -73,8 +72,7 @@ fn prepare(a: &mut Activation) -> Result<(), String> {
         types.types.struct_field(FIELD, name).map(|f| f.0 as u32).ok_or_else(|| off(format!("no {FIELD}.{name}")))
     };
     let sensitive = field("Sensitive")?;
-    // Name and Value (strings) then Sensitive (a bool): the element is padded to 8 bytes.
-    let config = GrpcInjectConfig { field_size: (sensitive + 8) & !7, name_offset: field("Name")? };
+    let config = GrpcInjectConfig { field_size: field_size(sensitive), name_offset: field("Name")? };
     a.map_fills.push(MapFill::array(INJECT_SOCKET_GRPC.name, MAP_GRPC_INJECT_CONFIG, 0, config));
     // The socket path's settings (the same values `inject.socket` writes when it is planned too).
     super::prepare(a)
