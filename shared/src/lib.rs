@@ -7,6 +7,7 @@
 //! that both sides call and that are tested on the host.
 #![no_std]
 
+pub mod h2;
 pub mod header_block;
 pub mod header_map;
 pub mod names;
@@ -238,6 +239,9 @@ pub struct NewprocConfig {
     pub m_curg: u32,
     pub _pad: u32,
 }
+/// A built-in helper or closer probe: its frame is no span, so a context taken from the
+/// innermost frame (`inject_socket::h2`) looks past it. A high bit, clear of other branches'.
+pub const PLAN_NOT_A_SPAN: u32 = 1 << 12;
 
 /// Trace context to write into one outgoing request (`INJECT_BY_REQUEST`, keyed by the request's
 /// URL pointer, see [`HandoffConfig::request_url_offset`]; `INJECT_PENDING`).
@@ -313,6 +317,37 @@ pub struct GrpcHeadersConfig {
 /// Header fields of one HEADERS frame `gotel_grpc_headers` looks at (gRPC requests carry a
 /// handful of pseudo-headers and fields before the application's metadata).
 pub const MAX_GRPC_HEADER_FIELDS: u32 = 24;
+
+/// Key of a gRPC stream's context between grpc-go's loopy writer and the socket
+/// (`GRPC_INJECT_PENDING`): the process, the HTTP/2 stream id and the loopy goroutine.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct GrpcStreamKey {
+    pub tgid: u32,
+    pub stream_id: u32,
+    pub goroutine: u64,
+}
+
+/// One h2c client connection followed by the gRPC socket path (`H2_CONNS`), keyed by the
+/// process and the connection's ports and remote address (SK_MSG has no socket cookie helper).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct H2ConnKey {
+    pub tgid: u32,
+    pub local_port: u32,
+    pub remote_port: u32,
+    pub remote_ip4: u32,
+    pub remote_ip6: [u32; 4],
+}
+
+/// `hpack.HeaderField` layout for the gRPC socket path's `traceparent` check
+/// (`GRPC_INJECT_CONFIG`[0]).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct GrpcInjectConfig {
+    pub field_size: u32,
+    pub name_offset: u32,
+}
 
 /// Settings of the socket path (`INJECT_SOCKET_CONFIG`[0]), filled by user space.
 #[repr(C)]
@@ -491,6 +526,19 @@ pub enum Counter {
     /// The header block was not whole in the read buffer, so the request's `http.Header` map was
     /// walked instead (completely: what it holds, the request had).
     HeaderMapWalked = 25,
+    /// gRPC socket path: `traceparent` appended to a HEADERS frame's header block (h2c).
+    GrpcSocketInjected = 35,
+    /// gRPC socket path: the call's header fields already carry `traceparent` (left alone).
+    GrpcSocketSkippedPresent = 36,
+    /// gRPC socket path: not injected because the frame would exceed 16384 bytes, or the
+    /// message had more HEADERS frames waiting than one message's injections (`H2_MAX_INJECT`).
+    GrpcSocketSkippedTooLong = 37,
+    /// gRPC socket path: the frame walk of a connection lost its place (an unknown frame type,
+    /// or more frames in one message than it walks): that connection is no longer injected.
+    GrpcSocketDesync = 38,
+    /// gRPC socket path: the kernel refused to make room or to write (`bpf_msg_push_data`, a
+    /// pull), or the header fields could not be read; nothing was sent changed.
+    GrpcSocketInjectFailed = 39,
 }
 pub const NUM_COUNTERS: u32 = 64;
 
@@ -530,6 +578,7 @@ mod pod {
     unsafe impl aya::Pod for NewprocConfig {}
     unsafe impl aya::Pod for HandoffConfig {}
     unsafe impl aya::Pod for SocketInjectConfig {}
+    unsafe impl aya::Pod for GrpcInjectConfig {}
     unsafe impl aya::Pod for GrpcHeadersConfig {}
 }
 

@@ -30,8 +30,13 @@ pub const PROGRAM_SK_MSG: &str = "gotel_sk_msg";
 /// Adopts a `traceparent` from a gRPC request's HEADERS frame (`propagation::grpc_extract`).
 pub const PROGRAM_GRPC_HEADERS: &str = "gotel_grpc_headers";
 
+/// RETs of grpc-go's `(*http2Client).createHeaderFields`: a gRPC call's context, by its fields.
+pub const PROGRAM_GRPC_FIELDS: &str = "gotel_grpc_fields";
+/// Entry of grpc-go's `(*loopyWriter).writeHeader`: the context moves to {loopy g, stream id}.
+pub const PROGRAM_GRPC_WRITE_HEADER: &str = "gotel_grpc_write_header";
+
 /// Every program of the object.
-pub const ALL_PROGRAMS: [&str; 11] = [
+pub const ALL_PROGRAMS: [&str; 13] = [
     PROGRAM_ENTRY,
     PROGRAM_RETURN,
     PROGRAM_NEWPROC_ENTRY,
@@ -43,6 +48,8 @@ pub const ALL_PROGRAMS: [&str; 11] = [
     PROGRAM_SOCK_OPS,
     PROGRAM_SK_MSG,
     PROGRAM_GRPC_HEADERS,
+    PROGRAM_GRPC_FIELDS,
+    PROGRAM_GRPC_WRITE_HEADER,
 ];
 
 /// Ring buffer of records ([`crate::EventHeader`] then values).
@@ -83,8 +90,17 @@ pub const MAP_INJECT_SOCKET_SCRATCH: &str = "INJECT_SOCKET_SCRATCH";
 /// Where the gRPC header fields are (`GrpcHeadersConfig`).
 pub const MAP_GRPC_HEADERS_CONFIG: &str = "GRPC_HEADERS_CONFIG";
 
+/// gRPC calls' contexts by their header-field slice ([`crate::InjectContext`]).
+pub const MAP_GRPC_INJECT_BY_FIELDS: &str = "GRPC_INJECT_BY_FIELDS";
+/// gRPC streams' contexts waiting for their HEADERS frame ([`crate::GrpcStreamKey`]).
+pub const MAP_GRPC_INJECT_PENDING: &str = "GRPC_INJECT_PENDING";
+/// h2c connections the socket path follows frame by frame ([`crate::H2ConnKey`]).
+pub const MAP_H2_CONNS: &str = "H2_CONNS";
+/// `hpack.HeaderField` layout ([`crate::GrpcInjectConfig`]).
+pub const MAP_GRPC_INJECT_CONFIG: &str = "GRPC_INJECT_CONFIG";
+
 /// Every map of the object.
-pub const ALL_MAPS: [&str; 18] = [
+pub const ALL_MAPS: [&str; 22] = [
     MAP_EVENTS,
     MAP_GOROUTINES,
     MAP_NEWPROC,
@@ -103,6 +119,10 @@ pub const ALL_MAPS: [&str; 18] = [
     MAP_FIONREAD_PROBE,
     MAP_INJECT_SOCKET_SCRATCH,
     MAP_GRPC_HEADERS_CONFIG,
+    MAP_GRPC_INJECT_BY_FIELDS,
+    MAP_GRPC_INJECT_PENDING,
+    MAP_H2_CONNS,
+    MAP_GRPC_INJECT_CONFIG,
 ];
 
 #[cfg(test)]

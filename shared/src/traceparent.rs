@@ -137,7 +137,7 @@ fn put_hex<const N: usize>(out: &mut [u8; N], at: usize, b: u8) {
 /// (`at` is a constant at every call, so the bounds are known at compile time).
 #[allow(clippy::needless_range_loop)]
 #[inline(always)]
-fn put_value<const N: usize>(out: &mut [u8; N], at: usize, ctx: &TraceContext) {
+pub(crate) fn put_value<const N: usize>(out: &mut [u8; N], at: usize, ctx: &TraceContext) {
     out[at] = b'0';
     out[at + 1] = b'0';
     out[at + 2] = b'-';

@@ -15,9 +15,11 @@
 //! | `gotel_header_write_return` | RETs of `net/http.Header.writeSubset` | writes `traceparent` into the request (the only writer of target memory) | `propagation::inject_memory` |
 //! | `gotel_socket_dial` | entry of `net/http.(*Transport).dialConn` | tells the socket path the traced process's pid | `propagation::inject_socket` |
 //! | `gotel_sock_ops` | SOCK_OPS on the target's cgroup v2 | enrols the traced process's client sockets in a sockhash | `propagation::inject_socket` |
-//! | `gotel_sk_msg` | SK_MSG on that sockhash | inserts `traceparent` after the request line (the only program that changes messages) | `propagation::inject_socket` |
+//! | `gotel_sk_msg` | SK_MSG on that sockhash | inserts `traceparent` after the request line, or appends it to a gRPC HEADERS frame on h2c (the only program that changes messages) | `propagation::inject_socket` |
+//! | `gotel_grpc_fields` | RETs of grpc-go's `(*http2Client).createHeaderFields` | keys a gRPC call's context by its header fields | `propagation::inject_socket::h2` |
+//! | `gotel_grpc_write_header` | entry of grpc-go's `(*loopyWriter).writeHeader` | moves it to the stream's HEADERS frame | `propagation::inject_socket::h2` |
 //!
-//! The last six are loaded only with `GOTEL_PROPAGATION=inject`. Program and map names are
+//! The last eight are loaded only with `GOTEL_PROPAGATION=inject`. Program and map names are
 //! listed in `gotel_shared::names`; the pure rules (frame matching, parents, span flags, the
 //! record header, traceparent parse and format) are in `gotel_shared::rules` and
 //! `gotel_shared::traceparent`, where they are tested on the host.

@@ -9,8 +9,8 @@ use aya_ebpf::{
     maps::{Array, LruHashMap, PerCpuArray, RingBuf, SockHash},
 };
 use gotel_shared::{
-    Counter, ExtractConfig, GoroutineKey, GoroutineState, GrpcHeadersConfig, HandoffConfig, InjectConfig,
-    InjectContext, NewprocConfig, ProbePlan, SocketInjectConfig, NUM_COUNTERS,
+    Counter, ExtractConfig, GoroutineKey, GoroutineState, GrpcHeadersConfig, GrpcInjectConfig, GrpcStreamKey,
+    H2ConnKey, HandoffConfig, InjectConfig, InjectContext, NewprocConfig, ProbePlan, SocketInjectConfig, NUM_COUNTERS,
 };
 
 use crate::{context::Scratch, propagation::inject_socket::MsgScratch};
@@ -99,6 +99,26 @@ pub static FIONREAD_PROBE: SockHash<u32> = SockHash::with_max_entries(1, 0);
 /// Socket path: per-CPU copy of the scanned window, the scan's state and the line.
 #[map]
 pub static INJECT_SOCKET_SCRATCH: PerCpuArray<MsgScratch> = PerCpuArray::with_max_entries(1, 0);
+
+/// gRPC socket path: a call's context by (tgid, data pointer of the `[]hpack.HeaderField`
+/// `createHeaderFields` returned), until the loopy writer takes that slice (`writeHeader`).
+#[map]
+pub static GRPC_INJECT_BY_FIELDS: LruHashMap<GoroutineKey, InjectContext> = LruHashMap::with_max_entries(4096, 0);
+
+/// gRPC socket path: a stream's context by {tgid, stream id, loopy goroutine}, until its
+/// HEADERS frame reaches the socket (SK_MSG).
+#[map]
+pub static GRPC_INJECT_PENDING: LruHashMap<GrpcStreamKey, InjectContext> = LruHashMap::with_max_entries(4096, 0);
+
+/// gRPC socket path: h2c connections followed frame by frame, the value being how many bytes
+/// at the start of the next message still belong to the last frame. Entered at the client
+/// preface; LRU: a closed connection's entry ages out.
+#[map]
+pub static H2_CONNS: LruHashMap<H2ConnKey, u32> = LruHashMap::with_max_entries(4096, 0);
+
+/// gRPC socket path: `hpack.HeaderField` layout, index 0 (user space, from DWARF or the table).
+#[map]
+pub static GRPC_INJECT_CONFIG: Array<GrpcInjectConfig> = Array::with_max_entries(1, 0);
 
 /// Adds one to a counter of this CPU.
 #[inline(always)]

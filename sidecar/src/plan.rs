@@ -83,6 +83,9 @@ impl Probe {
         plan.nfetches = self.attributes.fetches.len().min(MAX_FETCHES) as u32;
         plan.save_regs = self.save_regs;
         plan.flags |= self.plan_flags;
+        if self.role != Role::Span {
+            plan.flags |= gotel_shared::PLAN_NOT_A_SPAN;
+        }
         plan
     }
 }

@@ -7,6 +7,12 @@
 // server span.
 //
 // Prints one line per call: "method code", then "done".
+//
+// Two services instead of one (the outgoing trace context tests): `-serve ADDR` only serves
+// (prints "listening ADDR", stops once the file `-until` names exists), `-target ADDR` only
+// calls that server;
+// `-hello N` makes N SayHello calls (the load test) instead of callAll, and counts the answers
+// that are not "hello <name>".
 package main
 
 import (
@@ -140,8 +146,28 @@ func callAll(cc *grpc.ClientConn, traceparent string) {
 	fmt.Println("Missing", call(ctx, cc, "Missing", "x"))
 }
 
+// hellos makes n SayHello calls and prints how many failed or came back changed.
+//
+//go:noinline
+func hellos(cc *grpc.ClientConn, n int) {
+	bad := 0
+	for i := 0; i < n; i++ {
+		name := fmt.Sprintf("n%d", i)
+		out := new(wrapperspb.StringValue)
+		err := cc.Invoke(context.Background(), "/gotel.test.Greeter/SayHello", wrapperspb.String(name), out)
+		if err != nil || out.Value != "hello "+name {
+			bad++
+		}
+	}
+	fmt.Println("hellos", n, "bad", bad)
+}
+
 func main() {
 	traceparent := flag.String("traceparent", "", "metadata sent with every call")
+	serve := flag.String("serve", "", "only serve on this address (127.0.0.1:0: any port)")
+	target := flag.String("target", "", "only call the server at this address")
+	hello := flag.Int("hello", 0, "make this many SayHello calls instead of the set of calls")
+	until := flag.String("until", "", "with -serve: serve until this file exists")
 	rounds := flag.Int("rounds", 1, "how many times to make the calls")
 	wait := flag.String("wait", "", "wait until this file exists before calling (gotel attached)")
 	flag.Parse()
@@ -153,23 +179,50 @@ func main() {
 			time.Sleep(10 * time.Millisecond)
 		}
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
+	addr := *target
+	var srv *grpc.Server
+	if addr == "" {
+		listen := *serve
+		if listen == "" {
+			listen = "127.0.0.1:0"
+		}
+		ln, err := net.Listen("tcp", listen)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		srv = grpc.NewServer()
+		srv.RegisterService(&desc, server{})
+		go srv.Serve(ln)
+		addr = ln.Addr().String()
 	}
-	srv := grpc.NewServer()
-	srv.RegisterService(&desc, server{})
-	go srv.Serve(ln)
-	cc, err := grpc.Dial(ln.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if *serve != "" {
+		fmt.Println("listening", addr)
+		for {
+			if _, err := os.Stat(*until); err == nil {
+				break
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		srv.Stop()
+		fmt.Println("done")
+		return
+	}
+	cc, err := grpc.Dial(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
 	for i := 0; i < *rounds; i++ {
-		callAll(cc, *traceparent)
+		if *hello > 0 {
+			hellos(cc, *hello)
+		} else {
+			callAll(cc, *traceparent)
+		}
 	}
 	cc.Close()
-	srv.Stop()
+	if srv != nil {
+		srv.Stop()
+	}
 	fmt.Println("done")
 }

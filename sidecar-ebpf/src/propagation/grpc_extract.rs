@@ -127,7 +127,7 @@ fn adopt_value(value_ptr: u64, g: u64) -> i64 {
 /// (the verifier checks one field, not every path through all of them), in a function of its
 /// own so its state does not crowd the caller's stack.
 #[inline(never)]
-fn find_traceparent(fields: u64, n: u64, field_size: u64, name_offset: u64) -> u64 {
+pub(crate) fn find_traceparent(fields: u64, n: u64, field_size: u64, name_offset: u64) -> u64 {
     let count_fields = if n < MAX_GRPC_HEADER_FIELDS as u64 { n as u32 } else { MAX_GRPC_HEADER_FIELDS };
     let mut search = Search { fields, field_size, name_offset, found: 0 };
     unsafe {

@@ -34,6 +34,12 @@
 //! the header block inside the window) is left alone; the new line goes right after the request
 //! line, so bodies, `Content-Length`, keep-alive and later chunks (no request line, no context)
 //! are untouched.
+//!
+//! gRPC over h2c (`h2`): on a connection whose client preface was seen, the message's HTTP/2
+//! frames are followed and a HEADERS frame of a traced call gets one HPACK field appended at the
+//! end of its header block (`inject_h2`: literal without indexing, new name, so the dynamic
+//! table of neither side changes) and its 24-bit length grown by as much. DATA and every other
+//! frame are untouched.
 use core::ffi::c_void;
 
 use aya_ebpf::{
@@ -53,8 +59,17 @@ use gotel_shared::{
 
 use crate::{
     context::goroutine_from_tls,
-    maps::{count, INJECT_CONNECTING, INJECT_PENDING, INJECT_SOCKETS, INJECT_SOCKET_CONFIG, INJECT_SOCKET_SCRATCH},
+    maps::{
+        count, H2_CONNS, INJECT_CONNECTING, INJECT_PENDING, INJECT_SOCKETS, INJECT_SOCKET_CONFIG, INJECT_SOCKET_SCRATCH,
+    },
 };
+
+pub mod h2;
+use gotel_shared::{
+    h2::{format_hpack_traceparent, length_bytes, HPACK_FIELD_LEN, PREFACE},
+    H2ConnKey,
+};
+use h2::H2_MAX_INJECT;
 
 /// Bytes at the start of a message that are scanned: net/http's `bufio.Writer` is 4 KiB, so the
 /// first write of a request is at most this long unless one header line is longer.
@@ -70,6 +85,10 @@ pub struct MsgScratch {
     scan: Scan,
     line: [u8; TRACEPARENT_LINE_LEN],
     _pad: [u8; 2],
+    h2: h2::Walk,
+    /// The HPACK field being appended.
+    field: [u8; HPACK_FIELD_LEN],
+    _pad2: [u8; 3],
 }
 
 /// Entry of `net/http.(*Transport).dialConn` (attached to the traced process only): runs before
@@ -148,6 +167,9 @@ fn on_msg(ctx: &SkMsgContext) -> Option<()> {
         return None;
     }
     let key = goroutine_from_tls(cfg.fsbase_offset)?;
+    if let Some(done) = on_h2_msg(ctx, tgid, key.goroutine) {
+        return done;
+    }
     let Some(p) = (unsafe { INJECT_PENDING.get(&key) }) else {
         note_no_context(ctx);
         return None;
@@ -339,5 +361,112 @@ fn inject(ctx: &SkMsgContext, p: &InjectContext) -> Option<()> {
     let out = unsafe { core::slice::from_raw_parts_mut(data as *mut u8, TRACEPARENT_LINE_LEN) };
     out.copy_from_slice(&s.line);
     count(Counter::SocketInjected);
+    Some(())
+}
+
+/// The connection a message is sent on (SK_MSG has no socket cookie helper).
+#[inline(always)]
+fn conn_key(ctx: &SkMsgContext, tgid: u32) -> H2ConnKey {
+    let md = unsafe { &*ctx.msg };
+    H2ConnKey {
+        tgid,
+        local_port: md.local_port,
+        remote_port: md.remote_port,
+        remote_ip4: md.remote_ip4,
+        remote_ip6: md.remote_ip6,
+    }
+}
+
+/// Some(_) when the message belongs to an h2c connection (followed, or starting with the client
+/// preface): the HTTP/1 path is then not tried. Inner None: nothing was injected.
+#[inline(always)]
+fn on_h2_msg(ctx: &SkMsgContext, tgid: u32, g: u64) -> Option<Option<()>> {
+    let conn = conn_key(ctx, tgid);
+    let size = ctx.size();
+    let start = match unsafe { H2_CONNS.get(&conn) } {
+        Some(skip) => *skip,
+        None => {
+            if size < PREFACE.len() as u32 || unsafe { bpf_msg_pull_data(ctx.msg, 0, PREFACE.len() as u32, 0) } != 0 {
+                return None;
+            }
+            let (data, end) = (ctx.data(), ctx.data_end());
+            if data + PREFACE.len() > end {
+                return None;
+            }
+            if unsafe { &*(data as *const [u8; 24]) } != PREFACE {
+                return None;
+            }
+            PREFACE.len() as u32
+        }
+    };
+    if start >= size {
+        let _ = H2_CONNS.insert(&conn, &(start - size), 0);
+        return Some(None);
+    }
+    // The whole message, linear, so the walk reads frame headers at any offset.
+    if unsafe { bpf_msg_pull_data(ctx.msg, 0, size, 0) } != 0 || ctx.data() + size as usize > ctx.data_end() {
+        let _ = H2_CONNS.remove(&conn);
+        count(Counter::GrpcSocketDesync);
+        return Some(None);
+    }
+    let s = unsafe { &mut *INJECT_SOCKET_SCRATCH.get_ptr_mut(0)? };
+    match h2::walk(&mut s.h2, ctx.data() as u64, size, start, tgid, g) {
+        Some(skip) => {
+            let _ = H2_CONNS.insert(&conn, &skip, 0);
+        }
+        None => {
+            let _ = H2_CONNS.remove(&conn);
+        }
+    }
+    // Last point first: an insertion moves only the bytes after it.
+    let s = unsafe { &mut *INJECT_SOCKET_SCRATCH.get_ptr_mut(0)? };
+    let n = s.h2.n as usize;
+    for k in (0..H2_MAX_INJECT).rev() {
+        if k < n {
+            inject_h2(ctx, k);
+        }
+    }
+    Some(Some(()))
+}
+
+/// Appends the `traceparent` field to the header block of injection point `k` and grows its
+/// frame's length; on any failure the inserted bytes are taken out again. Inlined: the object
+/// test `only_the_socket_program_changes_messages` wants the push inside `gotel_sk_msg` itself.
+#[inline(always)]
+fn inject_h2(ctx: &SkMsgContext, k: usize) -> Option<()> {
+    let s = unsafe { &mut *INJECT_SOCKET_SCRATCH.get_ptr_mut(0)? };
+    let p = s.h2.points[k & (H2_MAX_INJECT - 1)];
+    format_hpack_traceparent(&mut s.field, &p.ctx.trace_context());
+    let at = p.frame.wrapping_add(9).wrapping_add(p.len);
+    let n = HPACK_FIELD_LEN as u32;
+    let fail = |popped: bool| {
+        if popped {
+            let _ = ctx.pop_data(at, n, 0);
+        }
+        count(Counter::GrpcSocketInjectFailed);
+        None
+    };
+    if ctx.push_data(at, n, 0).is_err() {
+        return fail(false);
+    }
+    if unsafe { bpf_msg_pull_data(ctx.msg, at, at + n, 0) } != 0 {
+        return fail(true);
+    }
+    let (data, end) = (ctx.data(), ctx.data_end());
+    if data + HPACK_FIELD_LEN > end {
+        return fail(true);
+    }
+    let out = unsafe { core::slice::from_raw_parts_mut(data as *mut u8, HPACK_FIELD_LEN) };
+    out.copy_from_slice(&s.field);
+    if unsafe { bpf_msg_pull_data(ctx.msg, p.frame, p.frame + 3, 0) } != 0 {
+        return fail(true);
+    }
+    let (data, end) = (ctx.data(), ctx.data_end());
+    if data + 3 > end {
+        return fail(true);
+    }
+    let out = unsafe { core::slice::from_raw_parts_mut(data as *mut u8, 3) };
+    out.copy_from_slice(&length_bytes(p.len + n));
+    count(Counter::GrpcSocketInjected);
     Some(())
 }

@@ -29,8 +29,12 @@ pub static INJECT_HANDOFF: Instrumentation = Instrumentation {
     ..Instrumentation::BASE
 };
 
+/// With injection, unless the binary makes only gRPC client calls (then `inject.socket.grpc`
+/// carries the context and the warning below would be wrong).
 fn wanted(s: &Session) -> Wanted {
-    if s.inject {
+    let grpc_only =
+        s.has_spans(super::grpc_client::GRPC_CLIENT.name) && !s.has_spans(super::http_client::HTTP_CLIENT.name);
+    if s.inject && !grpc_only {
         Wanted::Yes
     } else {
         Wanted::No

@@ -3,7 +3,8 @@
 //! into the target (`bpf_probe_write_user`, the memory path) is refused. The context comes from
 //! `inject_handoff`, like the memory path's. Where the memory path runs it writes first and
 //! would leave this path nothing to do; until the two are split by TLS, such kernels keep the
-//! memory path alone (`attach_extra` then only says so).
+//! memory path alone (`attach_extra` then only says so), except for gRPC over h2c (`grpc`),
+//! which only this path covers: with gRPC client spans it runs beside the memory path.
 //!
 //! What this file does, and why:
 //! - finds `task_struct.thread.fsbase` and `task_struct.tgid` in the kernel's BTF (`btf`): the
@@ -57,6 +58,7 @@ use super::{
 use crate::exit::Failure;
 
 mod btf;
+pub mod grpc;
 use btf::member_offset;
 
 /// A stored context not used within this time is dropped (`Counter::SocketContextExpired`): the
@@ -68,7 +70,7 @@ pub const DIAL_SYMBOL: &str = "net/http.(*Transport).dialConn";
 
 pub static INJECT_SOCKET: Instrumentation = Instrumentation {
     name: "inject.socket",
-    doc: "with `GOTEL_PROPAGATION=inject`, where the memory path cannot run (kernel in lockdown): inserts `traceparent` into outgoing plaintext HTTP/1.x requests as they are sent (SOCK_OPS on the target's cgroup, SK_MSG); writes nothing into the target",
+    doc: "with `GOTEL_PROPAGATION=inject`, where the memory path cannot run (kernel in lockdown): inserts `traceparent` into outgoing plaintext HTTP/1.x requests as they are sent (SOCK_OPS on the target's cgroup, SK_MSG), and into gRPC calls over h2c with `inject.socket.grpc`; writes nothing into the target",
     // The program reads no cookie.
     hooks: &[HookSpec { program: PROGRAM_SOCKET_DIAL, function: DIAL_SYMBOL, at: At::Entry, cookie: 0 }],
     wanted,
@@ -90,9 +92,11 @@ pub static INJECT_SOCKET: Instrumentation = Instrumentation {
     ..Instrumentation::BASE
 };
 
-/// With the hand-off (HTTP client spans).
+/// With the hand-off (HTTP client spans) or gRPC client spans (`grpc::INJECT_SOCKET_GRPC`).
 fn wanted(s: &Session) -> Wanted {
-    if s.inject && s.has_spans(super::http_client::HTTP_CLIENT.name) {
+    if s.inject
+        && (s.has_spans(super::http_client::HTTP_CLIENT.name) || s.has_spans(super::grpc_client::GRPC_CLIENT.name))
+    {
         Wanted::Yes
     } else {
         Wanted::No
@@ -102,7 +106,8 @@ fn wanted(s: &Session) -> Wanted {
 /// The kernel programs need `task_struct.thread.fsbase`'s and `task_struct.tgid`'s offsets and
 /// the context lifetime.
 fn prepare(a: &mut Activation) -> Result<(), String> {
-    let (fsbase_offset, tgid_offset) = task_offsets().map_err(|why| coverage(Err(&why), &memory_status_at_plan()))?;
+    let (fsbase_offset, tgid_offset) =
+        task_offsets().map_err(|why| coverage(Err(&why), &memory_status_at_plan(), false))?;
     let config =
         SocketInjectConfig { tgid: 0, fsbase_offset, ttl_ns: CONTEXT_LIFETIME.as_nanos() as u64, tgid_offset, _pad: 0 };
     a.map_fills.push(MapFill::array(INJECT_SOCKET.name, MAP_INJECT_SOCKET_CONFIG, 0, config));
@@ -140,11 +145,15 @@ fn task_offsets() -> Result<(u32, u32), String> {
 /// line that says which path covers what. A failure turns the socket path off, never tracing.
 fn attach_extra(ebpf: &mut Ebpf, t: &AttachTarget) -> Result<(), Failure> {
     let memory = memory_status(t);
+    let grpc = t.planned.iter().any(|u| u.name == grpc::INJECT_SOCKET_GRPC.name);
+    // gRPC over h2c has no memory path: with gRPC calls to inject the socket path runs beside
+    // the memory path (an HTTP/1 request the memory path armed is left to it: `state != 0` in
+    // the kernel). Not yet run on a kernel without lockdown.
     let socket = match &memory {
-        Ok(()) => Err("not used while the memory path runs".to_string()),
-        Err(_) => load(ebpf).and_then(|()| attach(ebpf, t.pid)),
+        Ok(()) if !grpc => Err("not used while the memory path runs".to_string()),
+        _ => load(ebpf).and_then(|()| attach(ebpf, t.pid)),
     };
-    let line = coverage(socket.as_ref().map_err(|e| e.as_str()), &memory);
+    let line = coverage(socket.as_ref().map_err(|e| e.as_str()), &memory, grpc);
     if memory.is_err() && socket.is_err() {
         tracing::warn!("{line}");
     } else {
@@ -244,9 +253,19 @@ fn attach(ebpf: &mut Ebpf, pid: u32) -> Result<Attached, String> {
     Ok(Attached { cgroup, others, fionread_regression, preexisting })
 }
 
-/// The start-up line: which path covers what, and what is not covered.
-pub fn coverage(socket: Result<&Attached, &str>, memory: &Result<(), String>) -> String {
+/// The start-up line: which path covers what, and what is not covered (`grpc`: gRPC client
+/// calls are followed, `inject.socket.grpc`).
+pub fn coverage(socket: Result<&Attached, &str>, memory: &Result<(), String>, grpc: bool) -> String {
     let mut parts = Vec::new();
+    let http2 = if grpc && socket.is_ok() {
+        parts.push(
+            "gRPC over plaintext HTTP/2 (h2c): through the socket (HEADERS frames of connections opened after gotel              attached)"
+                .to_string(),
+        );
+        "HTTP/2 other than gRPC over h2c"
+    } else {
+        "HTTP/2"
+    };
     match socket {
         Ok(a) => {
             parts.push(format!(
@@ -264,18 +283,20 @@ pub fn coverage(socket: Result<&Attached, &str>, memory: &Result<(), String>) ->
         Err(why) => parts.push(format!("socket path off ({why})")),
     }
     match memory {
-        Ok(()) if socket.is_ok() => {
-            parts.push("TLS HTTP/1.x: memory path (bpf_probe_write_user, it writes into the target)".into())
-        }
+        Ok(()) if socket.is_ok() => parts.push(
+            "HTTP/1.x, plaintext and TLS: memory path (bpf_probe_write_user, it writes into the target; the \
+                 socket path leaves the requests it armed alone)"
+                .into(),
+        ),
         Ok(()) => parts.push(
             "HTTP/1.x, plaintext and TLS: memory path (bpf_probe_write_user, it writes into the target's buffer)"
                 .into(),
         ),
-        Err(why) if socket.is_ok() => parts.push(format!("TLS and HTTP/2: not propagated, {why}")),
+        Err(why) if socket.is_ok() => parts.push(format!("TLS and {http2}: not propagated, {why}")),
         Err(why) => parts.push(format!("nothing is propagated: memory path off too, {why}")),
     }
     if memory.is_ok() {
-        parts.push("HTTP/2: not propagated".into());
+        parts.push(format!("{http2}: not propagated"));
     }
     format!("GOTEL_PROPAGATION=inject: {}", parts.join("; "))
 }
@@ -554,10 +575,13 @@ mod tests {
             fionread_regression: Ok(true),
             preexisting: OpenConnections { enrolled: 2, refused: 0, how: "listed in /proc/7/fd".into() },
         };
-        let text = coverage(Ok(&a), &Err("kernel in lockdown".into()));
+        let text = coverage(Ok(&a), &Err("kernel in lockdown".into()), false);
         assert!(text.contains("plaintext HTTP/1.x: through the socket"), "{text}");
         assert!(text.contains("2 already open enrolled (listed in /proc/7/fd)"), "{text}");
         assert!(text.contains("TLS and HTTP/2: not propagated, kernel in lockdown"), "{text}");
+        let text = coverage(Ok(&a), &Err("kernel in lockdown".into()), true);
+        assert!(text.contains("gRPC over plaintext HTTP/2 (h2c): through the socket"), "{text}");
+        assert!(text.contains("TLS and HTTP/2 other than gRPC over h2c: not propagated"), "{text}");
     }
 
     #[test]

@@ -73,6 +73,7 @@ pub static ALL: &[&Instrumentation] = &[
     &inject_handoff::INJECT_HANDOFF,
     &inject_memory::INJECT_MEMORY,
     &inject_socket::INJECT_SOCKET,
+    &inject_socket::grpc::INJECT_SOCKET_GRPC,
     &trace_context_in::TRACE_CONTEXT_IN,
     &trace_context_grpc::TRACE_CONTEXT_GRPC,
 ];

@@ -15,9 +15,9 @@ use gotel_shared::{
 
 use super::{types_of, Activation, At, FieldNeed, GoTy, HookSpec, Instrumentation, Load, MapFill, Wanted};
 
-const X_NET: &str = "golang.org/x/net";
+pub(crate) const X_NET: &str = "golang.org/x/net";
 const FRAME: &str = "golang.org/x/net/http2.MetaHeadersFrame";
-const FIELD: &str = "golang.org/x/net/http2/hpack.HeaderField";
+pub(crate) const FIELD: &str = "golang.org/x/net/http2/hpack.HeaderField";
 const FUNCTION: &str = "google.golang.org/grpc/internal/transport.(*http2Server).operateHeaders";
 
 pub static TRACE_CONTEXT_GRPC: Instrumentation = Instrumentation {
@@ -56,14 +56,19 @@ fn prepare(a: &mut Activation) -> Result<(), String> {
     let config = GrpcHeadersConfig {
         frame_reg: frame_reg as u32,
         fields_offset: field(FRAME, "Fields")?,
-        // Name and Value (strings) then Sensitive (a bool): the element is padded to 8 bytes.
-        field_size: (sensitive + 8) & !7,
+        field_size: field_size(sensitive),
         name_offset: field(FIELD, "Name")?,
         value_offset: field(FIELD, "Value")?,
         _pad: 0,
     };
     a.map_fills.push(MapFill::array(TRACE_CONTEXT_GRPC.name, MAP_GRPC_HEADERS_CONFIG, 0, config));
     Ok(())
+}
+
+/// Size of an `hpack.HeaderField` whose `Sensitive` is at `sensitive`: Name and Value (strings)
+/// then Sensitive (a bool), the element padded to 8 bytes.
+pub(crate) fn field_size(sensitive: u32) -> u32 {
+    (sensitive + 8) & !7
 }
 
 fn refused(program: &str, error: &str) -> String {
