@@ -24,6 +24,7 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
+	"regexp"
 	"strconv"
 	"strings"
 	"syscall"
@@ -134,7 +135,7 @@ func rets(path, sym string) []uint64 {
 	if goBin == "" {
 		goBin = "go"
 	}
-	out, err := exec.Command(goBin, "tool", "objdump", "-s", "^"+strings.ReplaceAll(sym, ".", `\.`)+"$", path).Output()
+	out, err := exec.Command(goBin, "tool", "objdump", "-s", "^"+regexp.QuoteMeta(sym)+"$", path).Output()
 	if err != nil {
 		die("go tool objdump: %v", err)
 	}
