@@ -65,14 +65,19 @@ TRAPS = [
 ]
 SPAN_FLOOR = [(INVOKE, True, True), (HANDLE, True, True)]
 ROW = "unary gRPC call, client and server in one process"
-KINDS = ["untraced", "floor: span", "floor: all gotel's traps", "gotel", "gotel, parents off"]
+PERF = "perf-event uprobes"
+OLD_FLOOR = f"floor: all, at function starts, {PERF}"
+KINDS = ["untraced", "floor: span", "floor: all gotel's traps", OLD_FLOOR, "gotel", "gotel, parents off",
+         f"gotel, {PERF}"]
 
 
 def run(kind, calls, gotel):
-    floors = {"floor: span": SPAN_FLOOR, "floor: all gotel's traps": [t[:3] for t in TRAPS]}.get(kind, [])
+    all_ = [t[:3] for t in TRAPS]
+    floors = {"floor: span": SPAN_FLOOR, "floor: all gotel's traps": all_, OLD_FLOOR: all_}.get(kind, [])
     binary = gotel if kind.startswith("gotel") else None
-    extra = {"GOTEL_GOROUTINE_PARENTS": "off"} if kind == "gotel, parents off" else {}
-    return measure("grpc", ["-n", str(calls)], floors, binary, extra)
+    extra = {"gotel, parents off": {"GOTEL_GOROUTINE_PARENTS": "off"},
+             f"gotel, {PERF}": {"GOTEL_UPROBE_MULTI": "off"}}.get(kind, {})
+    return measure("grpc", ["-n", str(calls)], floors, binary, extra, like_gotel=PERF not in kind)
 
 
 def main():

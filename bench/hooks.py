@@ -62,10 +62,13 @@ def gotel_env(extra):
     return env
 
 
-def measure(app, app_args, floors=(), gotel=None, extra_env=None):
+def measure(app, app_args, floors=(), gotel=None, extra_env=None, like_gotel=False):
     """One run of bench/goapps/`app` with `app_args` on CPU 0, untraced, under bare traps
     (`floors`: (symbol, at its entry, at its RETs) triples) or under gotel
-    binary `gotel` (`extra_env` added to its environment); returns the ns the app printed."""
+    binary `gotel` (`extra_env` added to its environment); returns the ns the app printed. With
+    `like_gotel` the bare traps are placed and attached as gotel does on kernels from 6.10: the
+    entry trap after the stack-check prologue (not at the first instruction, which the kernel
+    steps out of line), as uprobe_multi links (not perf events)."""
     wait = BUILD / f"{app}.go"
     wait.unlink(missing_ok=True)
     proc = subprocess.Popen(["taskset", "-c", TARGET_CPU, str(BUILD / app), *app_args, "-wait-file", str(wait)],
@@ -80,7 +83,7 @@ def measure(app, app_args, floors=(), gotel=None, extra_env=None):
         ready = BUILD / f"floor-{len(side)}.ready"
         ready.unlink(missing_ok=True)
         args = ["-bin", str(BUILD / app), "-sym", sym, "-pid", str(proc.pid), "-ready", str(ready)]
-        args += (["-ret"] if rets else []) + ([] if entry else ["-noentry"])
+        args += (["-ret"] if rets else []) + ([] if entry else ["-noentry"]) + (["-multi", "-prologue"] if like_gotel else [])
         side.append(subprocess.Popen(["taskset", "-c", SIDE_CPU, str(BUILD / "floor"), *args],
                                      stdout=subprocess.DEVNULL, env={**os.environ, "GO": GO}))
         readies.append(ready)
