@@ -39,8 +39,8 @@ TRAPS = [
     (f"{TRANSPORT}.(*http2Server).WriteStatus", True, True, 2, "server",
      "helper: the status code and message (arguments at entry); the server keeps the status nowhere "
      "handleStream could read it at its RET (`Stream.status` is only set on the client side)",
-     "the RET trap: read the arguments at entry only (a helper whose reads are all at entry needs no "
-     "RET); the entry trap stays unless the span moved to processUnaryRPC/processStreamingRPC and "
+     "the RET trap: a helper kind that emits its captures at entry (all its reads are arguments), "
+     "attached without RET traps; the entry trap stays unless the span moved to processUnaryRPC/processStreamingRPC and "
      "read the handler's error there (more layouts to follow)"),
     (f"{TRANSPORT}.(*http2Server).operateHeaders", True, False, 1, "server",
      "incoming traceparent, from the HEADERS frame's decoded fields (no metadata map walk)",
@@ -54,12 +54,12 @@ TRAPS = [
     (f"{GRPC}.newClientStreamWithParams", True, True, 2, "client",
      "helper for stream spans (NewStream): the `*clientStream` at its RET; a unary call goes "
      "through it too (Invoke -> newClientStream), where the span ignores it",
-     "the entry trap (the value is read at RET only); both, for unary calls, if the stream span "
+     "the entry trap: a helper kind attached at its RETs only (the value is read there); both, for unary calls, if the stream span "
      "read NewStream's returned stream when it is a bare `*clientStream` (no interceptor)"),
     (f"{GRPC}.(*clientStream).finish", True, True, 2, "client",
      "closer for stream spans: ends the span NewStream left open; a unary call's stream finishes "
      "too, with nothing to close",
-     "the RET trap (the error is read at entry only); the entry trap only with the change above"),
+     "the RET trap: a closer attached at its entry only (the error is read there); the entry trap only with the change above"),
     (f"{GRPC}.(*ClientConn).NewStream", True, True, 0, "client", "stream CLIENT spans (not taken by unary calls)",
      "—"),
 ]
@@ -129,14 +129,30 @@ def section(res):
            "interleaved rounds.",
            "* *floor: span* = bare traps at the entry and RETs of `(*ClientConn).Invoke` and `(*Server).handleStream` "
            "(the two traps of each side's span); *floor: all gotel's traps* = bare traps at every site of the "
-           "table below (entry, RETs or both, as gotel attaches them).", "",
-           *ratio_table(res["us"], KINDS), "",
+           "table below (entry, RETs or both, as gotel attaches them). Both floors place and attach their traps as "
+           "gotel does (bench/goapps/floor `-prologue -multi`): the entry trap after the stack-check prologue, "
+           "one uprobe_multi link per function.",
+           f"* *{OLD_FLOOR}*: the same traps placed as bench/hooks.py's HTTP floors place theirs (the entry at "
+           "the function's first instruction, one perf event per trap).",
+           "* *gotel, parents off*: GOTEL_GOROUTINE_PARENTS=off; *gotel, perf-event uprobes*: GOTEL_UPROBE_MULTI=off.",
+           "", *ratio_table(res["us"], KINDS), "",
            f"- All of gotel's traps cost {all_ - base:.1f} us per call over untraced (about {per_trap:.1f} us per "
-           f"trap); the spans' four alone {span - base:.1f} us; gotel {gotel - base:.1f} us.",
+           f"trap); the spans' four alone {span - base:.1f} us; gotel {gotel - base:.1f} us: its programs' work "
+           f"(reads, pairing, records) adds {gotel - all_:.1f} us to its traps' {all_ - base:.1f}.",
+           f"- Where a trap sits matters as much as how many there are: the same twelve traps at the functions' "
+           f"first instructions through perf events cost {v[OLD_FLOOR] - base:.1f} us, "
+           f"{(v[OLD_FLOOR] - base) / (all_ - base):.1f}x their cost where gotel places them (the first instruction, "
+           "the stack check `CMPQ SP, 0x10(R14)`, is stepped out of line, a second trap; after the prologue it is "
+           "usually `PUSHQ BP`, which recent x86 kernels emulate; the attach mechanism is not it: see the next "
+           "column pair). bench/hooks.py's HTTP floors are placed the old way, "
+           "so they overstate the floor of the HTTP rows above; gotel itself attached by perf events "
+           f"(GOTEL_UPROBE_MULTI=off) costs {v[f'gotel, {PERF}'] / gotel:.2f}x gotel.",
            "- The floors are themselves noisy on this shared 2-CPU VM: ratios within about 0.8-1.3x are not told "
            "apart here (see the HTTP rows above).",
-           "- *gotel, parents off* (GOTEL_GOROUTINE_PARENTS=off) drops the `runtime.newproc1` trap, and with it the "
-           "hand-off of the incoming traceparent to the stream's goroutine: the server span loses its remote parent.",
+           "- *gotel, parents off* drops the `runtime.newproc1` trap, and with it the hand-off of the incoming "
+           "traceparent to the stream's goroutine: the server spans lose their remote parent (a start with "
+           "GOTEL_GOROUTINE_PARENTS=off counted grpc_traceparent_adopted=205, grpc_context_handed_off=0, and the "
+           "server spans started new traces), so it is no option for a traced gRPC server today.",
            ]
     for side, s in res["span_bytes"].items():
         out.append(f"- {s['bytes']} bytes per gRPC {side} span (OTLP protobuf, {s['spans']} spans): "
