@@ -38,9 +38,9 @@ def log(msg):
     print(f"hooks: {msg}", file=sys.stderr, flush=True)
 
 
-def build():
+def build(apps=("builtins", "floor")):
     BUILD.mkdir(parents=True, exist_ok=True)
-    for app in ("builtins", "floor"):
+    for app in apps:
         subprocess.run([GO, "build", "-o", str(BUILD / app), "."], cwd=ROOT / "bench" / "goapps" / app, check=True)
 
 
@@ -62,54 +62,42 @@ def gotel_env(extra):
     return env
 
 
-def run(app_args, kind, gotel, before):
-    """One run of the app under `kind`; returns ns per request / goroutine start."""
-    wait = BUILD / "builtins.go"
+def measure(app, app_args, floors=(), gotel=None, extra_env=None, like_gotel=False):
+    """One run of bench/goapps/`app` with `app_args` on CPU 0, untraced, under bare traps
+    (`floors`: (symbol, at its entry, at its RETs) triples) or under gotel
+    binary `gotel` (`extra_env` added to its environment); returns the ns the app printed. With
+    `like_gotel` the bare traps are placed and attached as gotel does on kernels from 6.10: the
+    entry trap after the stack-check prologue (not at the first instruction, which the kernel
+    steps out of line), as uprobe_multi links (not perf events)."""
+    wait = BUILD / f"{app}.go"
     wait.unlink(missing_ok=True)
-    app = subprocess.Popen(["taskset", "-c", TARGET_CPU, str(BUILD / "builtins"), *app_args, "-wait-file", str(wait)],
-                           stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(["taskset", "-c", TARGET_CPU, str(BUILD / app), *app_args, "-wait-file", str(wait)],
+                            stdout=subprocess.PIPE, text=True)
     # taskset execs the program: attach only once the process runs it.
     deadline = time.time() + 10
-    while not os.readlink(f"/proc/{app.pid}/exe").endswith("builtins") and time.time() < deadline:
+    while not os.readlink(f"/proc/{proc.pid}/exe").endswith(app) and time.time() < deadline:
         time.sleep(0.002)
     side = []
     readies = []
-    is_go = "go" in app_args
-
-    def floor(sym, entry):
+    for sym, entry, rets in floors:
         ready = BUILD / f"floor-{len(side)}.ready"
         ready.unlink(missing_ok=True)
-        args = ["-bin", str(BUILD / "builtins"), "-sym", sym, "-pid", str(app.pid), "-ready", str(ready), "-ret"]
-        if not entry:
-            args.append("-noentry")
+        args = ["-bin", str(BUILD / app), "-sym", sym, "-pid", str(proc.pid), "-ready", str(ready)]
+        args += (["-ret"] if rets else []) + ([] if entry else ["-noentry"]) + (["-multi", "-prologue"] if like_gotel else [])
         side.append(subprocess.Popen(["taskset", "-c", SIDE_CPU, str(BUILD / "floor"), *args],
                                      stdout=subprocess.DEVNULL, env={**os.environ, "GO": GO}))
         readies.append(ready)
-
-    def with_gotel(binary, extra):
+    if gotel:
         ready = BUILD / "gotel.ready"
         ready.unlink(missing_ok=True)
-        env = gotel_env({"GOTEL_READY_FILE": str(ready), "GOTEL_PROBES": "main.unrelated", **extra})
-        side.append(subprocess.Popen(["taskset", "-c", SIDE_CPU, str(binary), "--pid", str(app.pid)], env=env,
+        env = gotel_env({"GOTEL_READY_FILE": str(ready), "GOTEL_PROBES": "main.unrelated", **(extra_env or {})})
+        side.append(subprocess.Popen(["taskset", "-c", SIDE_CPU, str(gotel), "--pid", str(proc.pid)], env=env,
                                      stderr=subprocess.PIPE, text=True))
         readies.append(ready)
-
-    if kind == "floor: span":
-        floor(SERVE, True)
-    elif kind == "floor: all gotel's traps":
-        if not is_go:
-            floor(SERVE, True)
-        floor(NEWPROC, False)
-    elif kind == "gotel":
-        with_gotel(gotel, {})
-    elif kind == "gotel, parents off":
-        with_gotel(gotel, {"GOTEL_GOROUTINE_PARENTS": "off"})
-    elif kind == "gotel before":
-        with_gotel(before, {})
     for r in readies:
-        wait_for(r, [app, *side])
+        wait_for(r, [proc, *side])
     wait.touch()
-    out = app.communicate(timeout=600)[0]
+    out = proc.communicate(timeout=600)[0]
     for p in side:
         if p.args[2].endswith("floor"):
             p.send_signal(2)
@@ -118,6 +106,16 @@ def run(app_args, kind, gotel, before):
         except subprocess.TimeoutExpired:
             p.kill()
     return json.loads(out)["ns"]
+
+
+def run(app_args, kind, gotel, before):
+    """One run of the builtins app under `kind`; returns ns per request / goroutine start."""
+    is_go = "go" in app_args
+    floors = {"floor: span": [(SERVE, True, True)],
+              "floor: all gotel's traps": ([] if is_go else [(SERVE, True, True)]) + [(NEWPROC, False, True)]}.get(kind, [])
+    binary = {"gotel": gotel, "gotel, parents off": gotel, "gotel before": before}.get(kind)
+    extra = {"GOTEL_GOROUTINE_PARENTS": "off"} if kind == "gotel, parents off" else {}
+    return measure("builtins", app_args, floors, binary, extra)
 
 
 ROWS = {
@@ -175,22 +173,24 @@ def span_len(s):
     return field(2, n)
 
 
-def span_bytes(binary):
-    """Bytes of the HTTP server spans gotel `binary` exports for a few requests."""
-    wait = BUILD / "builtins.go"
+def span_bytes(binary, app="builtins", app_args=("-mode", "http", "-n", "20"), kinds=(2,)):
+    """Bytes of the spans of OTLP kinds `kinds` (2: SERVER, 3: CLIENT) that gotel `binary`
+    exports for a few operations of bench/goapps/`app`: {kind: {spans, bytes, attributes}}, or
+    the one entry when `kinds` has one kind."""
+    wait = BUILD / f"{app}.go"
     wait.unlink(missing_ok=True)
     ready = BUILD / "gotel.ready"
     ready.unlink(missing_ok=True)
-    app = subprocess.Popen([str(BUILD / "builtins"), "-mode", "http", "-n", "20", "-wait-file", str(wait)],
-                           stdout=subprocess.DEVNULL)
+    proc = subprocess.Popen([str(BUILD / app), *app_args, "-wait-file", str(wait)], stdout=subprocess.DEVNULL)
     env = gotel_env({"GOTEL_READY_FILE": str(ready), "GOTEL_PROBES": "main.unrelated",
                      "OTEL_TRACES_EXPORTER": "console", "OTEL_BSP_SCHEDULE_DELAY": "100"})
-    g = subprocess.Popen([str(binary), "--pid", str(app.pid)], env=env, stdout=subprocess.PIPE, text=True)
-    wait_for(ready, [app, g])
+    g = subprocess.Popen([str(binary), "--pid", str(proc.pid)], env=env, stdout=subprocess.PIPE, text=True)
+    wait_for(ready, [proc, g])
     wait.touch()
-    app.wait(timeout=60)
+    proc.wait(timeout=60)
     out = g.communicate(timeout=120)[0]
-    sizes, attrs = [], None
+    sizes = {k: [] for k in kinds}
+    attrs = {}
     for line in out.splitlines():
         try:
             req = json.loads(line)
@@ -199,10 +199,12 @@ def span_bytes(binary):
         for rs in req.get("resourceSpans", []):
             for ss in rs.get("scopeSpans", []):
                 for s in ss.get("spans", []):
-                    if s.get("kind") == 2:
-                        sizes.append(span_len(s))
-                        attrs = [kv["key"] for kv in s.get("attributes", [])]
-    return {"spans": len(sizes), "bytes": round(sum(sizes) / max(len(sizes), 1)), "attributes": attrs}
+                    if s.get("kind") in sizes:
+                        sizes[s["kind"]].append(span_len(s))
+                        attrs[s["kind"]] = [kv["key"] for kv in s.get("attributes", [])]
+    res = {k: {"spans": len(v), "bytes": round(sum(v) / max(len(v), 1)), "attributes": attrs.get(k)}
+           for k, v in sizes.items()}
+    return res[kinds[0]] if len(kinds) == 1 else res
 
 
 def main():
@@ -249,10 +251,16 @@ def main():
 
 def write(result):
     """Rewrites this script's section of BENCHMARKS.md and prints it."""
-    text = "\n".join(section(result))
+    write_section(section(result), "hooks")
+
+
+def write_section(lines, marker):
+    """Puts `lines` between the `marker` comments of BENCHMARKS.md (appended when absent) and
+    prints them."""
+    text = "\n".join(lines)
     bench = ROOT / "BENCHMARKS.md"
     doc = bench.read_text()
-    begin, end = "<!-- hooks:begin -->\n", "<!-- hooks:end -->"
+    begin, end = f"<!-- {marker}:begin -->\n", f"<!-- {marker}:end -->"
     if begin in doc and end in doc:
         a_, b_ = doc.index(begin) + len(begin), doc.index(end)
         bench.write_text(doc[:a_] + text + "\n" + doc[b_:])
@@ -282,17 +290,24 @@ def section(res):
     return out
 
 
-def table(res):
-    cols = [k for k in KINDS if any(k in r for r in res["us"].values())]
+def ratio_table(us, kinds):
+    """Markdown table of `us` ({row: {kind: us}}), columns `kinds` that occur, and gotel's ratios
+    to the floors "floor: all gotel's traps" and "floor: span"."""
+    cols = [k for k in kinds if any(k in r for r in us.values())]
     lines = ["| us per operation | " + " | ".join(cols) + " | gotel / floor (all traps) | gotel / floor (span) |",
              "| --- |" + " --- |" * (len(cols) + 2)]
-    for row, v in res["us"].items():
+    for row, v in us.items():
         cells = [f"{v[k]:.2f}" if k in v else "—" for k in cols]
         floor_all = v.get("floor: all gotel's traps")
         floor_span = v.get("floor: span")
         r1 = f"{v['gotel'] / floor_all:.2f}x" if floor_all else "—"
         r2 = f"{v['gotel'] / floor_span:.2f}x" if floor_span else "—"
         lines.append(f"| {row} | " + " | ".join(cells) + f" | {r1} | {r2} |")
+    return lines
+
+
+def table(res):
+    lines = ratio_table(res["us"], KINDS)
     lines.append("")
     for row, v in res["us"].items():
         if "gotel before" in v:

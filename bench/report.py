@@ -335,6 +335,12 @@ def main():
         import hooks as hooks_bench
 
         out += ["<!-- hooks:begin -->", *hooks_bench.section(hooks), "<!-- hooks:end -->", ""]
+    grpc_hooks = load("grpc_hooks")
+    if grpc_hooks:
+        sys.path.insert(0, str(ROOT / "bench"))
+        import grpc_hooks as grpc_bench
+
+        out += ["<!-- grpc-hooks:begin -->", *grpc_bench.section(grpc_hooks), "<!-- grpc-hooks:end -->", ""]
 
     # ---- goals
     if goals:
