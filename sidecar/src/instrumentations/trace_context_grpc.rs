@@ -30,7 +30,15 @@ pub static TRACE_CONTEXT_GRPC: Instrumentation = Instrumentation {
         FieldNeed::module(X_NET, FIELD, "Sensitive", GoTy::Int),
     ],
     hooks: &[HookSpec { program: PROGRAM_GRPC_HEADERS, function: FUNCTION, at: At::Entry, cookie: COOKIE_GRPC_HEADERS }],
-    wanted: |s| if s.has_spans(super::grpc_server::GRPC_SERVER.name) { Wanted::Yes } else { Wanted::No },
+    // The adopted context reaches the stream's handler through the goroutine hand-off at
+    // `runtime.newproc1`: without goroutine parents the hook would adopt for nobody.
+    wanted: |s| match (s.has_spans(super::grpc_server::GRPC_SERVER.name), s.goroutine_parents) {
+        (false, _) => Wanted::No,
+        (true, true) => Wanted::Yes,
+        (true, false) => Wanted::Refused(
+            "GOTEL_GOROUTINE_PARENTS=off: an incoming gRPC traceparent is not adopted (it reaches the stream's handler through the goroutine start gotel no longer hooks); gRPC server spans start their own traces".into(),
+        ),
+    },
     missing_hooks: Some("trace_context.grpc: no (*http2Server).operateHeaders in the binary: an incoming gRPC traceparent is not adopted"),
     prepare: Some(prepare),
     // Its own kernel program (a bpf_loop over the header fields): a kernel whose verifier
