@@ -222,7 +222,9 @@ func main() {
 	}
 	cc.Close()
 	if srv != nil {
-		srv.Stop()
+		// GracefulStop waits for the handlers (Stop does not before grpc-go 1.60ish): the
+		// server span of a call that ended by its deadline must end before the process does.
+		srv.GracefulStop()
 	}
 	fmt.Println("done")
 }
