@@ -72,7 +72,14 @@ ok "cluster up ($((SECONDS - t)) s)"
   || { bad "images imported into containerd"; finish; }
 
 wait_ready() { # NAMESPACE SELECTOR SECONDS: every pod of the selector Ready
-  k -n "$1" wait --for=condition=Ready pod -l "$2" --timeout="${3}s" >/dev/null 2>&1
+  # `kubectl wait` fails at once while no pod matches yet (a Deployment's pod appears after its
+  # ReplicaSet's): wait for one to exist first, within the same time.
+  local end=$((SECONDS + $3))
+  until k -n "$1" get pod -l "$2" -o name 2>/dev/null | grep -q .; do
+    ((SECONDS < end)) || return 1
+    sleep 1
+  done
+  k -n "$1" wait --for=condition=Ready pod -l "$2" --timeout="$((end - SECONDS + 1))s" >/dev/null 2>&1
 }
 pod_of() { k -n "$1" get pod -l "$2" --field-selector=status.phase=Running -o jsonpath='{.items[0].metadata.name}' 2>/dev/null; }
 ip_of() { k -n "$1" get pod "$2" -o jsonpath='{.status.podIP}'; }
