@@ -39,10 +39,8 @@ suite "unit and end-to-end tests (cargo)" cargo test --release --no-fail-fast --
 [ -x e2e/jaeger-test.sh ] && suite "jaeger (grpc and http/protobuf)" e2e/jaeger-test.sh
 [ -x e2e/compose-test.sh ] && suite "docker compose demo" e2e/compose-test.sh
 suite "kubernetes manifests (offline)" tools/k8s/validate.sh
-# A one-node Kubernetes cluster built and started here, then removed (10-15 min). Opt-in for now
-# (GOTEL_K8S=1): since the session-4 merges its Jaeger Deployment gets no pods ("jaeger Ready"
-# fails, twice in a row) while it passed on its own branch; under investigation.
-[ "${GOTEL_K8S:-}" = 1 ] && suite "kubernetes (one-node cluster)" env GOTEL_BIN="$PWD/target/release/gotel" tools/k8s/test.sh
+# A one-node Kubernetes cluster built and started here, then removed (10-15 min; GOTEL_SKIP_K8S=1 skips).
+[ "${GOTEL_SKIP_K8S:-}" = 1 ] || suite "kubernetes (one-node cluster)" env GOTEL_BIN="$PWD/target/release/gotel" tools/k8s/test.sh
 
 # Totals: cargo's "test result: ok. N passed; M failed" and the scripts' "name: N passed, M failed".
 read -r passed failed < <(awk '
