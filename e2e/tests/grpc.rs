@@ -17,6 +17,9 @@
 //! each its own traced grpcsvc process with its own gotel (`-serve` and `-target`): every
 //! server span's parent is the client span of its call, in one trace; thousands of calls come
 //! back unchanged and are all injected; with injection off in the client nothing is written.
+//! And a client whose connection was opened and used before its gotel attached (`--pid`): the
+//! socket path finds that connection's frames again without its preface, and every call made
+//! after attaching joins its server span's trace, with exactly one `traceparent`.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -402,4 +405,93 @@ fn grpc_inject_go_1_22_grpc_1_56_stripped() {
 fn grpc_inject_go_1_27_grpc_1_85_stripped() {
     gotel_e2e::require!(Root, GoVersion("1.27"));
     inject_check(&go("1.27"), "v1.85.0", true);
+}
+
+/// The client's connection is opened and used (`-warm`) before its gotel attaches (`--pid`), so
+/// its client preface was never seen: the kernel resynchronises on a frame boundary, and every
+/// call after attaching carries exactly one `traceparent` (grpcsvc's server answers otherwise,
+/// counted as bad by the client) and is the parent of its server span.
+fn inject_preattached_check(go: &Path, version: &str, stripped: bool) {
+    require_environment().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let bin = build(go, dir.path(), version, stripped);
+    let sink = Sink::start(Path::new(SINK), dir.path()).unwrap();
+    let addr = format!("127.0.0.1:{}", free_port());
+    let stop = dir.path().join("stop");
+    let mut server = traced(&sink, "grpc-server", &bin, &["-serve", &addr, "-until", stop.to_str().unwrap()], true);
+    let up = wait_until(Duration::from_secs(60), || std::net::TcpStream::connect(&addr).is_ok());
+    assert!(up, "server did not listen; stderr:\n{}", server.stderr_string());
+
+    const WARM: u64 = 20;
+    const N: u64 = 500;
+    let go_on = dir.path().join("attached");
+    let mut cmd = Command::new(&bin);
+    cmd.args(["-target", &addr, "-warm", &WARM.to_string(), "-wait", go_on.to_str().unwrap()]);
+    cmd.args(["-hello", &N.to_string()]);
+    let mut client = Proc::spawn("grpcsvc client", cmd).unwrap();
+    let warmed = wait_until(Duration::from_secs(60), || client.stdout_string().contains("hellos"));
+    assert!(warmed, "the client made no calls before gotel: {}", client.stderr_string());
+    assert!(client.stdout_string().contains(&format!("hellos {WARM} bad 0")), "{}", client.stdout_string());
+
+    let ready = dir.path().join("client.ready");
+    let mut cmd = gotel_command(&Export::HttpProtobuf(sink.http_endpoint()), "main.lookup;main.call;main.hellos");
+    cmd.env("OTEL_SERVICE_NAME", "grpc-client").env("GOTEL_PROPAGATION", "inject");
+    cmd.arg("--pid").arg(client.pid().to_string()).arg("--ready-file").arg(&ready);
+    let mut gotel = Proc::spawn("gotel grpc-client", cmd).unwrap();
+    let ok = wait_until(Duration::from_secs(60), || ready.exists() || gotel.try_wait().ok().flatten().is_some());
+    assert!(ok && ready.exists(), "gotel did not attach; stderr:\n{}", gotel.stderr_string());
+    std::fs::write(&go_on, b"").unwrap();
+    let st = client.wait_timeout(Duration::from_secs(120)).unwrap();
+    let out = client.stdout_string();
+    assert!(st.success() && out.contains(&format!("hellos {N} bad 0")), "{out}\n{}", client.stderr_string());
+    let st = gotel.wait_timeout(Duration::from_secs(60)).unwrap();
+    let stderr = gotel.stderr_string();
+    assert!(st.success(), "client gotel exited {st}\n{stderr}");
+    assert!(stderr.contains("1 already open enrolled"), "the connection opened before gotel: {stderr}");
+    assert_eq!(summary_count(&stderr, "grpc_socket_injected"), Some(N), "{stderr}");
+    assert_eq!(summary_count(&stderr, "grpc_socket_resync"), Some(1), "{stderr}");
+    for c in
+        ["grpc_socket_desync", "grpc_socket_inject_failed", "grpc_socket_skipped_too_long", "socket_context_expired"]
+    {
+        assert_eq!(summary_count(&stderr, c), Some(0), "{c}: {stderr}");
+    }
+
+    std::fs::write(&stop, b"").unwrap();
+    let st = server.wait_timeout(Duration::from_secs(60)).unwrap();
+    let server_stderr = server.stderr_string();
+    assert!(st.success(), "server gotel exited {st}\n{server_stderr}");
+    assert_eq!(summary_count(&server_stderr, "grpc_traceparent_adopted"), Some(N), "{server_stderr}");
+    assert_eq!(summary_count(&server_stderr, "grpc_traceparent_invalid"), Some(0), "{server_stderr}");
+
+    let spans = sink.wait_quiet(Duration::from_millis(500), Duration::from_secs(60)).unwrap();
+    let clients: std::collections::HashMap<&str, &FlatSpan> =
+        spans.iter().filter(|s| s.kind == 3).map(|s| (s.span_id.as_str(), s)).collect();
+    assert_eq!(clients.len(), N as usize, "client spans: the calls after gotel attached");
+    let servers: Vec<&FlatSpan> = spans.iter().filter(|s| s.kind == 2).collect();
+    assert_eq!(servers.len(), (WARM + N) as usize, "server spans");
+    let mut parented = 0;
+    for server in &servers {
+        if let Some(client) = clients.get(server.parent_span_id.as_str()) {
+            assert_eq!(
+                (server.trace_id.as_str(), server.name.as_str()),
+                (client.trace_id.as_str(), client.name.as_str())
+            );
+            parented += 1;
+        } else {
+            assert!(server.parent_span_id.is_empty(), "a server span with a foreign parent: {server:#?}");
+        }
+    }
+    assert_eq!(parented, N as usize, "server spans whose parent is their client span");
+}
+
+#[test]
+fn grpc_inject_preattached_go_1_26_grpc_1_64() {
+    gotel_e2e::require!(Root, GoVersion("1.26"));
+    inject_preattached_check(&go("1.26"), "v1.64.1", false);
+}
+
+#[test]
+fn grpc_inject_preattached_go_1_22_grpc_1_56_stripped() {
+    gotel_e2e::require!(Root, GoVersion("1.22"));
+    inject_preattached_check(&go("1.22"), "v1.56.3", true);
 }

@@ -539,6 +539,12 @@ pub enum Counter {
     /// gRPC socket path: the kernel refused to make room or to write (`bpf_msg_push_data`, a
     /// pull), or the header fields could not be read; nothing was sent changed.
     GrpcSocketInjectFailed = 39,
+    /// gRPC socket path: a message of a connection whose frames are not followed (open before
+    /// gotel attached, or its place lost) that does not tile into frames: passed unchanged.
+    GrpcSocketUnaligned = 40,
+    /// gRPC socket path: such a connection's frames found again (a message that tiles exactly
+    /// into well-formed frames): followed, and injected, from that message on.
+    GrpcSocketResync = 41,
 }
 pub const NUM_COUNTERS: u32 = 64;
 

@@ -12,7 +12,9 @@
 // (prints "listening ADDR", stops once the file `-until` names exists), `-target ADDR` only
 // calls that server;
 // `-hello N` makes N SayHello calls (the load test) instead of callAll, and counts the answers
-// that are not "hello <name>".
+// that are not "hello <name>" (the server answers otherwise when a call carried more than one
+// `traceparent`). `-warm N` makes N SayHello calls on the connection first, then waits for the
+// `-wait` file (gotel attaching in between: a connection opened and used before it attached).
 package main
 
 import (
@@ -43,6 +45,10 @@ func sayHello(_ any, ctx context.Context, dec func(any) error, _ grpc.UnaryServe
 	in := new(wrapperspb.StringValue)
 	if err := dec(in); err != nil {
 		return nil, err
+	}
+	md, _ := metadata.FromIncomingContext(ctx)
+	if n := len(md.Get("traceparent")); n > 1 {
+		return wrapperspb.String(fmt.Sprintf("%d traceparents", n)), nil
 	}
 	return wrapperspb.String(lookup(in.Value)), nil
 }
@@ -170,14 +176,18 @@ func main() {
 	until := flag.String("until", "", "with -serve: serve until this file exists")
 	rounds := flag.Int("rounds", 1, "how many times to make the calls")
 	wait := flag.String("wait", "", "wait until this file exists before calling (gotel attached)")
+	warm := flag.Int("warm", 0, "with -target and -wait: make this many SayHello calls before waiting")
 	flag.Parse()
-	if *wait != "" {
-		for {
+	waitFile := func() {
+		for *wait != "" {
 			if _, err := os.Stat(*wait); err == nil {
 				break
 			}
 			time.Sleep(10 * time.Millisecond)
 		}
+	}
+	if *warm == 0 {
+		waitFile()
 	}
 	addr := *target
 	var srv *grpc.Server
@@ -212,6 +222,10 @@ func main() {
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
+	}
+	if *warm > 0 {
+		hellos(cc, *warm)
+		waitFile()
 	}
 	for i := 0; i < *rounds; i++ {
 		if *hello > 0 {

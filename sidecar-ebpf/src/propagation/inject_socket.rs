@@ -39,7 +39,11 @@
 //! frames are followed and a HEADERS frame of a traced call gets one HPACK field appended at the
 //! end of its header block (`inject_h2`: literal without indexing, new name, so the dynamic
 //! table of neither side changes) and its 24-bit length grown by as much. DATA and every other
-//! frame are untouched.
+//! frame are untouched. `gotel_sock_ops` marks each connection it enrols `CONN_FRESH` in
+//! `H2_CONNS`, so its first message decides (the preface, or not h2c for good); a connection
+//! without a mark (open before gotel attached, enrolled by user space, or whose walk lost its
+//! place) is resynchronised on the first message whose frames tile it exactly
+//! (`gotel_shared::h2`), and its messages pass to the HTTP/1 path until then.
 use core::ffi::c_void;
 
 use aya_ebpf::{
@@ -66,7 +70,10 @@ use crate::{
 
 pub mod h2;
 use gotel_shared::{
-    h2::{format_hpack_traceparent, length_bytes, HPACK_FIELD_LEN, PREFACE},
+    h2::{
+        format_hpack_traceparent, length_bytes, plan, settle, starts_like_request_line, Event, FrameHeader, Plan,
+        CONN_FRESH, CONN_NOT_H2, HPACK_FIELD_LEN, PREFACE,
+    },
     H2ConnKey,
 };
 use h2::H2_MAX_INJECT;
@@ -138,7 +145,20 @@ fn on_sock_ops(ctx: &SockOpsContext) -> Option<()> {
         INJECT_CONNECTING.get_ptr(&cookie)?;
         let _ = INJECT_CONNECTING.remove(&cookie);
         match INJECT_SOCKETS.update(cookie, unsafe { &mut *ctx.ops }, BPF_ANY as u64) {
-            Ok(()) => count(Counter::SocketEnrolled),
+            Ok(()) => {
+                count(Counter::SocketEnrolled);
+                // Seen from its start: its first message is the client preface or it is not h2c
+                // (a connection without a value is resynchronised instead, see `on_h2_msg`).
+                let tgid = INJECT_SOCKET_CONFIG.get(0).map_or(0, |c| c.tgid);
+                let key = H2ConnKey {
+                    tgid,
+                    local_port: ctx.local_port(),
+                    remote_port: ctx.remote_port(),
+                    remote_ip4: ctx.remote_ip4(),
+                    remote_ip6: ctx.remote_ip6(),
+                };
+                let _ = H2_CONNS.insert(&key, &CONN_FRESH, 0);
+            }
             Err(_) => count(Counter::SocketEnrolFailed),
         }
     }
@@ -198,12 +218,7 @@ fn note_no_context(ctx: &SkMsgContext) {
     if data + 16 > end {
         return;
     }
-    let b = unsafe { core::slice::from_raw_parts(data as *const u8, 16) };
-    let mut i = 0;
-    while i < 8 && b[i].is_ascii_uppercase() {
-        i += 1;
-    }
-    if i > 0 && i < 8 && b[i] == b' ' {
+    if starts_like_request_line(unsafe { &*(data as *const [u8; 8]) }) {
         count(Counter::SocketNoContext);
     }
 }
@@ -377,46 +392,92 @@ fn conn_key(ctx: &SkMsgContext, tgid: u32) -> H2ConnKey {
     }
 }
 
-/// Some(_) when the message belongs to an h2c connection (followed, or starting with the client
-/// preface): the HTTP/1 path is then not tried. Inner None: nothing was injected.
+/// The message's first bytes, pulled: whether they are the client preface, and the first 9
+/// (None when the message is shorter).
+#[inline(always)]
+fn head(ctx: &SkMsgContext, size: u32) -> (bool, Option<[u8; 9]>) {
+    const P: usize = PREFACE.len();
+    if size >= P as u32 {
+        if unsafe { bpf_msg_pull_data(ctx.msg, 0, P as u32, 0) } != 0 || ctx.data() + P > ctx.data_end() {
+            return (false, None);
+        }
+        let b = unsafe { &*(ctx.data() as *const [u8; P]) };
+        return (b == PREFACE, Some([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7], b[8]]));
+    }
+    if size < 9 || unsafe { bpf_msg_pull_data(ctx.msg, 0, 9, 0) } != 0 || ctx.data() + 9 > ctx.data_end() {
+        return (false, None);
+    }
+    (false, Some(unsafe { *(ctx.data() as *const [u8; 9]) }))
+}
+
+/// Some(_) when the message belongs to an h2c connection (followed, starting with the client
+/// preface, or resynchronised now): the HTTP/1 path is then not tried. Inner None: nothing was
+/// injected. The connection's state and what each message does to it are
+/// `gotel_shared::h2`'s rules (`plan`, `settle`).
 #[inline(always)]
 fn on_h2_msg(ctx: &SkMsgContext, tgid: u32, g: u64) -> Option<Option<()>> {
     let conn = conn_key(ctx, tgid);
     let size = ctx.size();
-    let start = match unsafe { H2_CONNS.get(&conn) } {
-        Some(skip) => *skip,
-        None => {
-            if size < PREFACE.len() as u32 || unsafe { bpf_msg_pull_data(ctx.msg, 0, PREFACE.len() as u32, 0) } != 0 {
-                return None;
-            }
-            let (data, end) = (ctx.data(), ctx.data_end());
-            if data + PREFACE.len() > end {
-                return None;
-            }
-            if unsafe { &*(data as *const [u8; 24]) } != PREFACE {
-                return None;
-            }
-            PREFACE.len() as u32
-        }
+    let state = unsafe { H2_CONNS.get(&conn) }.copied();
+    let (preface, first) = match state {
+        None | Some(CONN_FRESH) => head(ctx, size),
+        _ => (false, None),
     };
-    if start >= size {
+    let (resync, start) = match plan(state, preface) {
+        Plan::NotH2 => return None,
+        Plan::MarkNotH2 => {
+            let _ = H2_CONNS.insert(&conn, &CONN_NOT_H2, 0);
+            return None;
+        }
+        Plan::Walk { start } => (false, start),
+        Plan::Resync => (true, 0),
+    };
+    if !resync && start >= size {
         let _ = H2_CONNS.insert(&conn, &(start - size), 0);
         return Some(None);
     }
-    // The whole message, linear, so the walk reads frame headers at any offset.
-    if unsafe { bpf_msg_pull_data(ctx.msg, 0, size, 0) } != 0 || ctx.data() + size as usize > ctx.data_end() {
-        let _ = H2_CONNS.remove(&conn);
-        count(Counter::GrpcSocketDesync);
-        return Some(None);
-    }
-    let s = unsafe { &mut *INJECT_SOCKET_SCRATCH.get_ptr_mut(0)? };
-    match h2::walk(&mut s.h2, ctx.data() as u64, size, start, tgid, g) {
-        Some(skip) => {
-            let _ = H2_CONNS.insert(&conn, &skip, 0);
+    let http1 = first.is_some_and(|b| starts_like_request_line(&[b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]));
+    // A resync needs a well-formed first frame header: most messages of a connection that is
+    // not h2c end here, without pulling the whole message.
+    let plausible = first.is_some_and(|b| FrameHeader::parse_strict(&b).is_some());
+    let walked = if resync && !plausible {
+        None
+    } else if unsafe { bpf_msg_pull_data(ctx.msg, 0, size, 0) } != 0 || ctx.data() + size as usize > ctx.data_end() {
+        // The whole message, linear, so the walk reads frame headers at any offset.
+        None
+    } else {
+        let s = unsafe { &mut *INJECT_SOCKET_SCRATCH.get_ptr_mut(0)? };
+        let walked = h2::walk(&mut s.h2, ctx.data() as u64, size, start, resync, tgid, g);
+        if resync && walked == Some(0) {
+            // Aligned: walked again as a followed connection's message, taking the contexts.
+            h2::walk(&mut s.h2, ctx.data() as u64, size, 0, false, tgid, g)
+        } else {
+            walked
         }
-        None => {
+    };
+    let settled = settle(resync, walked, http1);
+    match settled.state {
+        Some(v) => {
+            let _ = H2_CONNS.insert(&conn, &v, 0);
+        }
+        None if state.is_some() => {
             let _ = H2_CONNS.remove(&conn);
         }
+        None => {}
+    }
+    match settled.event {
+        Event::Followed => {}
+        Event::Desync => count(Counter::GrpcSocketDesync),
+        Event::Resync => count(Counter::GrpcSocketResync),
+        // Passed on to the HTTP/1 path, as before this connection was known.
+        Event::Unaligned => {
+            count(Counter::GrpcSocketUnaligned);
+            return None;
+        }
+        Event::NotH2 => return None,
+    }
+    if !settled.inject {
+        return Some(None);
     }
     // Last point first: an insertion moves only the bytes after it.
     let s = unsafe { &mut *INJECT_SOCKET_SCRATCH.get_ptr_mut(0)? };

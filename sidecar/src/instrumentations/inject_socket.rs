@@ -259,7 +259,8 @@ pub fn coverage(socket: Result<&Attached, &str>, memory: &Result<(), String>, gr
     let mut parts = Vec::new();
     let http2 = if grpc && socket.is_ok() {
         parts.push(
-            "gRPC over plaintext HTTP/2 (h2c): through the socket (HEADERS frames of connections opened after gotel              attached)"
+            "gRPC over plaintext HTTP/2 (h2c): through the socket (HEADERS frames; on connections open before \
+             gotel attached from the first message that starts on a frame boundary)"
                 .to_string(),
         );
         "HTTP/2 other than gRPC over h2c"

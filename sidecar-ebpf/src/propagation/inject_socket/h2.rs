@@ -21,15 +21,20 @@
 //!    whose place is lost (unknown type, a frame header split between messages, more frames
 //!    than walked) is dropped from `H2_CONNS`, counted, never guessed.
 //!
-//! Connections open before gotel attached are not followed (their preface was not seen).
+//! Connections open before gotel attached (their preface was not seen, user space enrolled
+//! them) and connections whose place was lost are resynchronised instead: a message is walked
+//! strictly (`strict`: `FrameHeader::parse_strict`) and used only if its frames tile it
+//! exactly (`gotel_shared::h2`'s module docs say why that is enough and safe).
 use aya_ebpf::{
     helpers::{bpf_ktime_get_ns, bpf_probe_read_kernel, generated::bpf_loop},
     macros::uprobe,
     programs::ProbeContext,
 };
 use gotel_shared::{
-    h2::FrameHeader, rules::frame_slot, Counter, GoroutineKey, GrpcStreamKey, InjectContext, MAX_FRAMES,
-    MAX_GRPC_HEADER_FIELDS, PLAN_NOT_A_SPAN, REG_RAX, REG_RBX, REG_RDI, SPAN_TRACE_REMOTE_NOT_SAMPLED,
+    h2::{next_frame, Next, MAX_WALK},
+    rules::frame_slot,
+    Counter, GoroutineKey, GrpcStreamKey, InjectContext, MAX_FRAMES, MAX_GRPC_HEADER_FIELDS, PLAN_NOT_A_SPAN, REG_RAX,
+    REG_RBX, REG_RDI, SPAN_TRACE_REMOTE_NOT_SAMPLED,
 };
 
 use super::{note_target_tgid, INJECT_SOCKET_SCRATCH};
@@ -41,8 +46,6 @@ use crate::{
     propagation::grpc_extract::find_traceparent,
 };
 
-/// Frames followed in one message; past this the connection is no longer followed.
-pub const MAX_WALK: u32 = 128;
 /// Injections into one message (a batch of new streams); more waiting are counted, not sent.
 pub const H2_MAX_INJECT: usize = 4;
 
@@ -68,6 +71,10 @@ pub struct Walk {
     pub pos: u32,
     pub tgid: u32,
     pub lost: u32,
+    /// Resynchronising: frame headers must be strictly well-formed, and no pending context is
+    /// taken (the message may turn out not to be aligned).
+    pub strict: u32,
+    pub _pad: u32,
     pub g: u64,
     pub now: u64,
     pub ttl: u64,
@@ -154,24 +161,24 @@ fn on_write_header(ctx: &ProbeContext) -> Option<()> {
 extern "C" fn walk_one(_i: u64, _ctx: *mut core::ffi::c_void) -> i64 {
     let Some(s) = INJECT_SOCKET_SCRATCH.get_ptr_mut(0) else { return 1 };
     let w = unsafe { &mut (*s).h2 };
-    if w.pos >= w.size {
-        return 1;
+    let mut h = None;
+    if w.pos + 9 <= w.size {
+        let Ok(b) = (unsafe { bpf_probe_read_kernel((w.data + w.pos as u64) as *const [u8; 9]) }) else {
+            w.lost = 1;
+            return 1;
+        };
+        h = Some(b);
     }
-    if w.pos + 9 > w.size {
-        // A frame header split between two messages: its length is not known here.
-        w.lost = 1;
-        return 1;
-    }
-    let Ok(h) = (unsafe { bpf_probe_read_kernel((w.data + w.pos as u64) as *const [u8; 9]) }) else {
-        w.lost = 1;
-        return 1;
-    };
-    let Some(f) = FrameHeader::parse(&h) else {
-        w.lost = 1;
-        return 1;
+    let f = match next_frame(w.pos, w.size, h.as_ref(), w.strict != 0) {
+        Next::End { .. } => return 1,
+        Next::Lost => {
+            w.lost = 1;
+            return 1;
+        }
+        Next::Frame(f) => f,
     };
     let end = w.pos + 9 + f.len;
-    if f.ends_a_header_block() && end <= w.size {
+    if w.strict == 0 && f.ends_a_header_block() && end <= w.size {
         let key = GrpcStreamKey { tgid: w.tgid, stream_id: f.stream_id, goroutine: w.g };
         if let Some(p) = unsafe { GRPC_INJECT_PENDING.get(&key) } {
             let p = *p;
@@ -191,11 +198,12 @@ extern "C" fn walk_one(_i: u64, _ctx: *mut core::ffi::c_void) -> i64 {
 }
 
 /// Walks the frames of a message of `size` bytes at kernel address `data`, the first starting
-/// at `start` (after the preface, or after the last message's unfinished frame). Returns the
-/// bytes of the next message that still belong to this one's last frame, or None if the place
-/// was lost (the caller forgets the connection). The injection points are in `w.points[..w.n]`.
+/// at `start` (after the preface, or after the last message's unfinished frame); `strict`: a
+/// resynchronising walk (well-formed headers only, no injection points). Returns the bytes of
+/// the next message that still belong to this one's last frame, or None if the place was lost.
+/// The injection points are in `w.points[..w.n]`.
 #[inline(always)]
-pub fn walk(w: &mut Walk, data: u64, size: u32, start: u32, tgid: u32, g: u64) -> Option<u32> {
+pub fn walk(w: &mut Walk, data: u64, size: u32, start: u32, strict: bool, tgid: u32, g: u64) -> Option<u32> {
     let ttl = INJECT_SOCKET_CONFIG.get(0).map(|c| c.ttl_ns).unwrap_or(0);
     *w = Walk {
         data,
@@ -203,6 +211,8 @@ pub fn walk(w: &mut Walk, data: u64, size: u32, start: u32, tgid: u32, g: u64) -
         pos: start,
         tgid,
         lost: 0,
+        strict: strict as u32,
+        _pad: 0,
         g,
         now: unsafe { bpf_ktime_get_ns() },
         ttl,
@@ -213,7 +223,6 @@ pub fn walk(w: &mut Walk, data: u64, size: u32, start: u32, tgid: u32, g: u64) -
     let s = unsafe { &*INJECT_SOCKET_SCRATCH.get_ptr(0)? };
     let w = &s.h2;
     if w.lost != 0 || w.pos < w.size {
-        count(Counter::GrpcSocketDesync);
         return None;
     }
     Some(w.pos - w.size)

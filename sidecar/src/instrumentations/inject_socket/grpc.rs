@@ -8,8 +8,10 @@
 //! functions), and only then, so SK_MSG is attached once.
 //!
 //! Not covered, and said in the README: gRPC over TLS (the memory path has no gRPC writer, and
-//! the socket sees only ciphertext), and connections open before gotel attached (their client
-//! preface was not seen, so their frames cannot be followed).
+//! the socket sees only ciphertext). Connections open before gotel attached are enrolled by
+//! `inject.socket`'s user space like HTTP/1 ones; their preface was not seen, so the kernel
+//! resynchronises on a frame boundary (`gotel_shared::h2`; `grpc_socket_unaligned`,
+//! `grpc_socket_resync`).
 use gotel_shared::{
     names::{MAP_GRPC_INJECT_CONFIG, PROGRAM_GRPC_FIELDS, PROGRAM_GRPC_WRITE_HEADER},
     Counter, GrpcInjectConfig,
@@ -50,6 +52,8 @@ pub static INJECT_SOCKET_GRPC: Instrumentation = Instrumentation {
         ("grpc_socket_skipped_too_long", Counter::GrpcSocketSkippedTooLong),
         ("grpc_socket_desync", Counter::GrpcSocketDesync),
         ("grpc_socket_inject_failed", Counter::GrpcSocketInjectFailed),
+        ("grpc_socket_unaligned", Counter::GrpcSocketUnaligned),
+        ("grpc_socket_resync", Counter::GrpcSocketResync),
     ],
     quiet_counters: true,
     ..Instrumentation::BASE
