@@ -110,9 +110,13 @@ pub static GRPC_INJECT_BY_FIELDS: LruHashMap<GoroutineKey, InjectContext> = LruH
 #[map]
 pub static GRPC_INJECT_PENDING: LruHashMap<GrpcStreamKey, InjectContext> = LruHashMap::with_max_entries(4096, 0);
 
-/// gRPC socket path: h2c connections followed frame by frame, the value being how many bytes
-/// at the start of the next message still belong to the last frame. Entered at the client
-/// preface; LRU: a closed connection's entry ages out.
+/// Socket path: each enrolled connection's HTTP/2 state (`gotel_shared::h2`): `CONN_FRESH` from
+/// SOCK_OPS until its first message, `CONN_NOT_H2` when that was not the client preface, else
+/// an h2c connection followed frame by frame, the value being how many bytes at the start of the
+/// next message still belong to the last frame. No entry: not seen from its start (open before
+/// gotel attached) or its place lost: resynchronised on a frame boundary. LRU: a closed
+/// connection's entry ages out; an evicted one is resynchronised (h2c) or found to be HTTP/1
+/// again at its next request.
 #[map]
 pub static H2_CONNS: LruHashMap<H2ConnKey, u32> = LruHashMap::with_max_entries(4096, 0);
 
