@@ -289,18 +289,25 @@ fn client(sink: &Sink, bin: &Path, args: &[&str], inject: bool) -> (String, Stri
     (p.stdout_string(), stderr)
 }
 
-/// Outgoing gRPC trace context between two traced services over h2c (grpc-go `version` built
-/// with `go`, with or without DWARF).
-fn inject_check(go: &Path, version: &str, stripped: bool) {
+/// grpcsvc built for grpc-go `version` with `go` (in a new directory), and its traced server
+/// (injection on) listening: (dir, binary, sink, address, the file that stops it, the server).
+fn serve(go: &Path, version: &str, stripped: bool) -> (tempfile::TempDir, PathBuf, Sink, String, PathBuf, Proc) {
     require_environment().unwrap();
     let dir = tempfile::tempdir().unwrap();
     let bin = build(go, dir.path(), version, stripped);
     let sink = Sink::start(Path::new(SINK), dir.path()).unwrap();
     let addr = format!("127.0.0.1:{}", free_port());
     let stop = dir.path().join("stop");
-    let mut server = traced(&sink, "grpc-server", &bin, &["-serve", &addr, "-until", stop.to_str().unwrap()], true);
+    let server = traced(&sink, "grpc-server", &bin, &["-serve", &addr, "-until", stop.to_str().unwrap()], true);
     let up = wait_until(Duration::from_secs(60), || std::net::TcpStream::connect(&addr).is_ok());
     assert!(up, "server did not listen; stderr:\n{}", server.stderr_string());
+    (dir, bin, sink, addr, stop, server)
+}
+
+/// Outgoing gRPC trace context between two traced services over h2c (grpc-go `version` built
+/// with `go`, with or without DWARF).
+fn inject_check(go: &Path, version: &str, stripped: bool) {
+    let (_dir, bin, sink, addr, stop, mut server) = serve(go, version, stripped);
 
     // 1. The set of calls (no traceparent in the metadata): one trace per call across both.
     let (out, stderr) = client(&sink, &bin, &["-target", &addr], true);
@@ -412,15 +419,7 @@ fn grpc_inject_go_1_27_grpc_1_85_stripped() {
 /// call after attaching carries exactly one `traceparent` (grpcsvc's server answers otherwise,
 /// counted as bad by the client) and is the parent of its server span.
 fn inject_preattached_check(go: &Path, version: &str, stripped: bool) {
-    require_environment().unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let bin = build(go, dir.path(), version, stripped);
-    let sink = Sink::start(Path::new(SINK), dir.path()).unwrap();
-    let addr = format!("127.0.0.1:{}", free_port());
-    let stop = dir.path().join("stop");
-    let mut server = traced(&sink, "grpc-server", &bin, &["-serve", &addr, "-until", stop.to_str().unwrap()], true);
-    let up = wait_until(Duration::from_secs(60), || std::net::TcpStream::connect(&addr).is_ok());
-    assert!(up, "server did not listen; stderr:\n{}", server.stderr_string());
+    let (dir, bin, sink, addr, stop, mut server) = serve(go, version, stripped);
 
     const WARM: u64 = 20;
     const N: u64 = 500;
