@@ -1,6 +1,9 @@
 //! The eBPF object embedded in `gotel` exports exactly the programs and maps that user space
 //! looks up by name (`gotel_shared::names`): aya's macros name them after the Rust items, so a
 //! rename on one side only would otherwise fail at load or attach time on a user's machine.
+//! And every program's deepest call chain fits the stack Linux 6.1 allows, which the kernels
+//! gotel is developed on (6.18) do not check the same way: there it would only fail in the VM
+//! test or on a user's machine.
 use std::collections::BTreeSet;
 
 use gotel_shared::names::{ALL_MAPS, ALL_PROGRAMS};
