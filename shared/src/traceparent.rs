@@ -135,18 +135,19 @@ fn parse_value(val: &[u8], out: &mut TraceContext) -> bool {
     }
     let Some(flags) = byte_at(53) else { return false };
     out.trace_flags = flags;
-    let mut nonzero_trace = 0u8;
     for i in 0..16 {
         let Some(b) = byte_at(3 + 2 * i) else { return false };
         out.trace_id[i] = b;
-        nonzero_trace |= b;
     }
     out.span_id = 0;
     for i in 0..8 {
         let Some(b) = byte_at(36 + 2 * i) else { return false };
         out.span_id = out.span_id << 8 | b as u64;
     }
-    nonzero_trace != 0 && out.span_id != 0
+    // The all-zero check reads the id back from `out` (volatile: else LLVM keeps the sixteen
+    // bytes it stored, spilled to the stack, to OR them here).
+    let id = unsafe { core::ptr::read_volatile(&out.trace_id) };
+    id != [0u8; 16] && out.span_id != 0
 }
 
 const HEX: &[u8; 16] = b"0123456789abcdef";
