@@ -390,6 +390,48 @@ fn raise_limits() {
     }
 }
 
+/// `GOTEL_LOAD_STATS=on`: how much each program costs to load, logged per program: the time the
+/// kernel took (the verifier, mostly) and the memory charged to gotel's memory cgroup meanwhile
+/// (cgroup v1: the peak of `memory.kmem`, reset before each load; the verifier's memory is
+/// transient, so only a peak shows it), plus the verifier's own statistics for the copies loaded
+/// for uprobe_multi (`uprobe_multi.rs`). For finding which program costs what (BENCHMARKS.md
+/// section 5), not for normal runs: resetting the peak needs write access to the cgroup.
+pub(crate) fn load_stats_enabled() -> bool {
+    std::env::var("GOTEL_LOAD_STATS").is_ok_and(|v| v == "on" || v == "1")
+}
+
+/// Runs `load` (loading program `what`) and, with `GOTEL_LOAD_STATS=on`, logs its cost.
+pub(crate) fn measured_load<T>(what: &str, load: impl FnOnce() -> T) -> T {
+    if !load_stats_enabled() {
+        return load();
+    }
+    let cgroup = std::fs::read_to_string("/proc/self/cgroup").ok().and_then(|s| {
+        s.lines().find_map(|l| l.split_once(":memory:").map(|(_, p)| format!("/sys/fs/cgroup/memory{p}")))
+    });
+    let read = |file: &str| -> Option<u64> {
+        std::fs::read_to_string(format!("{}/{file}", cgroup.as_deref()?)).ok()?.trim().parse().ok()
+    };
+    if let Some(dir) = &cgroup {
+        let _ = std::fs::write(format!("{dir}/memory.kmem.max_usage_in_bytes"), "0");
+    }
+    let before = read("memory.kmem.usage_in_bytes");
+    let started = std::time::Instant::now();
+    let out = load();
+    let ms = started.elapsed().as_secs_f64() * 1e3;
+    let mib = |b: u64| b as f64 / (1u64 << 20) as f64;
+    match (before, read("memory.kmem.max_usage_in_bytes"), read("memory.kmem.usage_in_bytes")) {
+        (Some(before), Some(peak), Some(after)) => tracing::info!(
+            program = what,
+            ms,
+            kmem_peak_mib = mib(peak.saturating_sub(before)),
+            kmem_kept_mib = mib(after.saturating_sub(before)),
+            "loaded"
+        ),
+        _ => tracing::info!(program = what, ms, "loaded (kernel memory: needs a cgroup v1 memory controller)"),
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -454,46 +496,4 @@ mod tests {
         assert_eq!(pushers, vec![PROGRAM_SK_MSG.to_string()], "programs calling bpf_msg_push_data");
         assert_eq!(helper_callers(91).1, vec![PROGRAM_SK_MSG.to_string()], "programs calling bpf_msg_pop_data");
     }
-}
-
-/// `GOTEL_LOAD_STATS=on`: how much each program costs to load, logged per program: the time the
-/// kernel took (the verifier, mostly) and the memory charged to gotel's memory cgroup meanwhile
-/// (cgroup v1: the peak of `memory.kmem`, reset before each load; the verifier's memory is
-/// transient, so only a peak shows it), plus the verifier's own statistics for the copies loaded
-/// for uprobe_multi (`uprobe_multi.rs`). For finding which program costs what (BENCHMARKS.md
-/// section 5), not for normal runs: resetting the peak needs write access to the cgroup.
-pub(crate) fn load_stats_enabled() -> bool {
-    std::env::var("GOTEL_LOAD_STATS").is_ok_and(|v| v == "on" || v == "1")
-}
-
-/// Runs `load` (loading program `what`) and, with `GOTEL_LOAD_STATS=on`, logs its cost.
-pub(crate) fn measured_load<T>(what: &str, load: impl FnOnce() -> T) -> T {
-    if !load_stats_enabled() {
-        return load();
-    }
-    let cgroup = std::fs::read_to_string("/proc/self/cgroup").ok().and_then(|s| {
-        s.lines().find_map(|l| l.split_once(":memory:").map(|(_, p)| format!("/sys/fs/cgroup/memory{p}")))
-    });
-    let read = |file: &str| -> Option<u64> {
-        std::fs::read_to_string(format!("{}/{file}", cgroup.as_deref()?)).ok()?.trim().parse().ok()
-    };
-    if let Some(dir) = &cgroup {
-        let _ = std::fs::write(format!("{dir}/memory.kmem.max_usage_in_bytes"), "0");
-    }
-    let before = read("memory.kmem.usage_in_bytes");
-    let started = std::time::Instant::now();
-    let out = load();
-    let ms = started.elapsed().as_secs_f64() * 1e3;
-    let mib = |b: u64| b as f64 / (1u64 << 20) as f64;
-    match (before, read("memory.kmem.max_usage_in_bytes"), read("memory.kmem.usage_in_bytes")) {
-        (Some(before), Some(peak), Some(after)) => tracing::info!(
-            program = what,
-            ms,
-            kmem_peak_mib = mib(peak.saturating_sub(before)),
-            kmem_kept_mib = mib(after.saturating_sub(before)),
-            "loaded"
-        ),
-        _ => tracing::info!(program = what, ms, "loaded (kernel memory: needs a cgroup v1 memory controller)"),
-    }
-    out
 }
