@@ -54,7 +54,7 @@ fn peak_rss(pid: u32) -> Option<u64> {
 // Session 4's merges made the kernel's share the problem: verifying the entry program with the
 // HTTP header scan inlined took 37.5 MiB of kernel memory (twice: the perf-event and the
 // uprobe_multi copy), enough to be OOM-killed here at 0.7 s. The header reading is now
-// `gotel_http_entry`'s, in BPF global functions, 4.1 MiB (BENCHMARKS.md section 5).
+// `gotel_http_entry`'s, in BPF global functions, 2.7 MiB (BENCHMARKS.md section 5).
 fn attaches_to_caddy_within_128_mib() {
     gotel_e2e::require!(Root, Go);
     require_environment().unwrap();
