@@ -173,13 +173,21 @@ impl BlockScan {
     /// The `traceparent` line found, checked: `None` when there was none.
     #[inline(always)]
     pub fn traceparent<const N: usize>(&self, buf: &[u8; N]) -> Option<HeaderLine> {
+        let (line, len) = self.traceparent_line(buf)?;
+        Some(parse_header_line(line, len))
+    }
+
+    /// The `traceparent` line found and its length, unchecked (the kernel checks it with
+    /// `traceparent::read_header_line` into scratch memory): `None` when there was none.
+    #[inline(always)]
+    pub fn traceparent_line<'b, const N: usize>(&self, buf: &'b [u8; N]) -> Option<(&'b [u8; HEADER_LINE_BUF], usize)> {
         if self.tp_len == 0 {
             return None;
         }
         let s = self.tp_start as usize & MASK;
         // Parsed in place: the kernel's stack has no room for a copy.
         let line: &[u8; HEADER_LINE_BUF] = buf[s..s + HEADER_LINE_BUF].try_into().ok()?;
-        Some(parse_header_line(line, self.tp_len as usize))
+        Some((line, self.tp_len as usize))
     }
 }
 

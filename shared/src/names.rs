@@ -35,8 +35,12 @@ pub const PROGRAM_GRPC_FIELDS: &str = "gotel_grpc_fields";
 /// Entry of grpc-go's `(*loopyWriter).writeHeader`: the context moves to {loopy g, stream id}.
 pub const PROGRAM_GRPC_WRITE_HEADER: &str = "gotel_grpc_write_header";
 
+/// Entry of the HTTP server span (`net/http.serverHandler.ServeHTTP`): `gotel_entry` plus the
+/// request's `traceparent` and `User-Agent`.
+pub const PROGRAM_HTTP_ENTRY: &str = "gotel_http_entry";
+
 /// Every program of the object.
-pub const ALL_PROGRAMS: [&str; 13] = [
+pub const ALL_PROGRAMS: [&str; 14] = [
     PROGRAM_ENTRY,
     PROGRAM_RETURN,
     PROGRAM_NEWPROC_ENTRY,
@@ -50,6 +54,7 @@ pub const ALL_PROGRAMS: [&str; 13] = [
     PROGRAM_GRPC_HEADERS,
     PROGRAM_GRPC_FIELDS,
     PROGRAM_GRPC_WRITE_HEADER,
+    PROGRAM_HTTP_ENTRY,
 ];
 
 /// Ring buffer of records ([`crate::EventHeader`] then values).

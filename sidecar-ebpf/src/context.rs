@@ -13,8 +13,8 @@ use aya_ebpf::{
     programs::ProbeContext,
 };
 use gotel_shared::{
-    header_block::BlockScan, header_map::MapWalk, Counter, GoroutineKey, GoroutineState, ValueHeader, MAX_STR,
-    PT_REGS_SLOTS, REG_R14, REG_SP, SCRATCH_SIZE,
+    header_block::BlockScan, header_map::MapWalk, traceparent::TraceContext, Counter, GoroutineKey, GoroutineState,
+    ValueHeader, MAX_STR, PT_REGS_SLOTS, REG_R14, REG_SP, SCRATCH_SIZE,
 };
 
 use crate::maps::{count, GOROUTINES, SCRATCH};
@@ -39,6 +39,9 @@ pub struct Scratch {
     pub scan: BlockScan,
     /// The fallback walk of the request's `http.Header` map (`propagation::extract`).
     pub walk: MapWalk,
+    /// An incoming `traceparent`'s context as it is parsed (`propagation::extract`,
+    /// `propagation::grpc_extract`): decoded here, not on the stack.
+    pub remote: TraceContext,
     /// The ring-buffer record being built (also the header-line buffer of injection, and the
     /// copy of a request's header block).
     pub buf: [u8; SCRATCH_SIZE + BUF_SLACK],

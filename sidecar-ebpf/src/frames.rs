@@ -22,12 +22,22 @@ use crate::{
 
 #[uprobe]
 pub fn gotel_entry(ctx: ProbeContext) -> u32 {
-    let _ = on_entry(&ctx);
+    let _ = on_entry(&ctx, false);
+    0
+}
+
+/// `gotel_entry` for the HTTP server span (`net/http.serverHandler.ServeHTTP`, plan flag
+/// `PLAN_SCAN_HEADERS`): also reads the request's `traceparent` and `User-Agent`. A program of
+/// its own so that the header code is verified only when the HTTP server unit is on and
+/// `gotel_entry`, at every traced function, stays small.
+#[uprobe]
+pub fn gotel_http_entry(ctx: ProbeContext) -> u32 {
+    let _ = on_entry(&ctx, true);
     0
 }
 
 #[inline(always)]
-fn on_entry(ctx: &ProbeContext) -> Option<()> {
+fn on_entry(ctx: &ProbeContext, http_server: bool) -> Option<()> {
     let h = hit(ctx)?;
     count(Counter::Entries);
     let probe_id = h.cookie as u32;
@@ -46,9 +56,9 @@ fn on_entry(ctx: &ProbeContext) -> Option<()> {
         return Some(());
     }
     let plan = PROBES.get(probe_id);
-    if plan.is_some_and(|p| p.flags & PLAN_SCAN_HEADERS != 0) {
+    if http_server && plan.is_some_and(|p| p.flags & PLAN_SCAN_HEADERS != 0) {
         // The HTTP server span: its request's traceparent, before the root joins a context.
-        scan_request_headers(&h, st, n);
+        scan_request_headers(&h, n);
     }
     if n == 0 && !join_inherited(st) {
         st.trace_id = random_trace_id();

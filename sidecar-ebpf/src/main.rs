@@ -5,7 +5,7 @@
 //!
 //! | program | attached at | does | module |
 //! |---|---|---|---|
-//! | `gotel_entry` | entry of every traced function (after its stack-check prologue) | pushes a frame, captures arguments; for the HTTP server span, reads the request's `traceparent` from the connection's read buffer | `frames`, `propagation::extract` |
+//! | `gotel_entry` | entry of every traced function (after its stack-check prologue) | pushes a frame, captures arguments | `frames` |
 //! | `gotel_return` | every RET of a traced function | pops the frame, emits the span with its results | `frames` |
 //! | `gotel_newproc_return` | RETs of `runtime.newproc1` | the new goroutine inherits the spawning call (found through `g0.m.curg`); clears a reused g | `goroutines` |
 //! | `gotel_newproc_entry` | entry of `runtime.newproc1`, only when the `g`/`m` offsets are unknown | remembers the spawning goroutine | `goroutines` |
@@ -18,8 +18,10 @@
 //! | `gotel_sk_msg` | SK_MSG on that sockhash | inserts `traceparent` after the request line, or appends it to a gRPC HEADERS frame on h2c (the only program that changes messages) | `propagation::inject_socket` |
 //! | `gotel_grpc_fields` | RETs of grpc-go's `(*http2Client).createHeaderFields` | keys a gRPC call's context by its header fields | `propagation::inject_socket::h2` |
 //! | `gotel_grpc_write_header` | entry of grpc-go's `(*loopyWriter).writeHeader` | moves it to the stream's HEADERS frame | `propagation::inject_socket::h2` |
+//! | `gotel_http_entry` | entry of the HTTP server span (`net/http.serverHandler.ServeHTTP`), instead of `gotel_entry` | as `gotel_entry`, and reads the request's `traceparent` and `User-Agent` from the connection's read buffer | `frames`, `propagation::extract` |
 //!
-//! The last eight are loaded only with `GOTEL_PROPAGATION=inject`. Program and map names are
+//! `gotel_request_write` to `gotel_grpc_write_header` are loaded only with
+//! `GOTEL_PROPAGATION=inject`. Program and map names are
 //! listed in `gotel_shared::names`; the pure rules (frame matching, parents, span flags, the
 //! record header, traceparent parse and format) are in `gotel_shared::rules` and
 //! `gotel_shared::traceparent`, where they are tested on the host.

@@ -15,8 +15,8 @@ use aya::{
     Ebpf, EbpfLoader,
 };
 use gotel_shared::{
-    names::{MAP_COUNTERS, MAP_EVENTS, MAP_GOROUTINES, MAP_PROBES},
-    Counter, COOKIE_AT_FUNC_START, COOKIE_ENTRY, COOKIE_RETURN, NUM_COUNTERS,
+    names::{MAP_COUNTERS, MAP_EVENTS, MAP_GOROUTINES, MAP_PROBES, PROGRAM_ENTRY, PROGRAM_HTTP_ENTRY, PROGRAM_RETURN},
+    Counter, COOKIE_AT_FUNC_START, COOKIE_ENTRY, COOKIE_RETURN, NUM_COUNTERS, PLAN_SCAN_HEADERS,
 };
 
 use crate::{
@@ -27,8 +27,16 @@ use crate::{
     uprobe_multi,
 };
 
-/// The programs of every span probe (user probes and built-in spans).
-const SPAN_PROGRAMS: [&str; 2] = [gotel_shared::names::PROGRAM_ENTRY, gotel_shared::names::PROGRAM_RETURN];
+/// The entry program of a span probe whose kernel plan has `flags`: the HTTP server span's
+/// reads the request's headers, a program of its own so that its code (verified at load, the
+/// largest of gotel's programs) is loaded only when a probe needs it.
+fn entry_program(flags: u32) -> &'static str {
+    if flags & PLAN_SCAN_HEADERS != 0 {
+        PROGRAM_HTTP_ENTRY
+    } else {
+        PROGRAM_ENTRY
+    }
+}
 
 /// The compiled kernel programs, built by build.rs.
 static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/gotel-ebpf"));
@@ -44,6 +52,8 @@ pub struct Attached {
     multi: Result<uprobe_multi::MultiPrograms, String>,
     pending: uprobe_multi::Points,
     links: Option<uprobe_multi::MultiLinks>,
+    /// Each span probe's entry program (`entry_program`), by probe id.
+    entry_programs: std::collections::HashMap<u32, &'static str>,
 }
 
 /// Kernel counters, summed over CPUs.
@@ -123,7 +133,7 @@ pub fn load(plan: &Plan, settings: &MapSizes) -> Result<Attached, Failure> {
             if prog.fd().is_ok() {
                 continue;
             }
-            if let Err(e) = prog.load() {
+            if let Err(e) = measured_load(hook.program, || prog.load()) {
                 tracing::warn!("{}", message(hook.program, &chain(&e)));
                 refused.push(unit);
                 break;
@@ -143,10 +153,21 @@ pub fn load(plan: &Plan, settings: &MapSizes) -> Result<Attached, Failure> {
     let mut probes: Array<&mut MapData, gotel_shared::ProbePlan> =
         Array::try_from(ebpf.map_mut(MAP_PROBES).expect("PROBES map in the eBPF object"))
             .map_err(|e| environment_error("PROBES map", chain(&e)))?;
+    // Only the span programs some probe uses are loaded (each is verified at load, which costs
+    // kernel memory and time).
+    let mut entry_programs = std::collections::HashMap::new();
+    let mut span_programs: Vec<&'static str> = Vec::new();
     for p in &plan.probes {
         let mut kernel_plan = p.kernel_plan();
         kernel_plan.flags &= !cleared;
         probes.set(p.id, kernel_plan, 0).map_err(|e| environment_error("filling PROBES", chain(&e)))?;
+        let entry = entry_program(kernel_plan.flags);
+        entry_programs.insert(p.id, entry);
+        for name in [PROGRAM_RETURN, entry] {
+            if !span_programs.contains(&name) {
+                span_programs.push(name);
+            }
+        }
     }
     let required = plan
         .hooks
@@ -155,7 +176,7 @@ pub fn load(plan: &Plan, settings: &MapSizes) -> Result<Attached, Failure> {
             plan.instrumentations.iter().any(|u| u.name == h.instrumentation && matches!(u.load, Load::Required))
         })
         .map(|h| h.program);
-    for name in SPAN_PROGRAMS.into_iter().chain(required) {
+    for name in span_programs.iter().copied().chain(required) {
         let prog: &mut UProbe = ebpf
             .program_mut(name)
             .expect("program in the eBPF object")
@@ -164,7 +185,8 @@ pub fn load(plan: &Plan, settings: &MapSizes) -> Result<Attached, Failure> {
         if prog.fd().is_ok() {
             continue; // two hooks on one program
         }
-        prog.load().map_err(|e| environment_error(&format!("loading {name} (BPF verifier)"), chain(&e)))?;
+        measured_load(name, || prog.load())
+            .map_err(|e| environment_error(&format!("loading {name} (BPF verifier)"), chain(&e)))?;
     }
     // uprobe_multi: a second copy of each uprobe program the plan uses, loaded for multi links
     // (uprobe_multi.rs).
@@ -172,7 +194,7 @@ pub fn load(plan: &Plan, settings: &MapSizes) -> Result<Attached, Failure> {
     let multi = match uprobe_multi::unavailable_reason(mode, aya::util::KernelVersion::current().ok()) {
         Some(reason) => Err(reason),
         None => {
-            let mut loaded: Vec<&str> = SPAN_PROGRAMS.to_vec();
+            let mut loaded: Vec<&str> = span_programs.clone();
             for h in plan.hooks.iter().filter(|h| !is_refused(h.instrumentation)) {
                 if !loaded.contains(&h.program) {
                     loaded.push(h.program);
@@ -181,7 +203,7 @@ pub fn load(plan: &Plan, settings: &MapSizes) -> Result<Attached, Failure> {
             uprobe_multi::MultiPrograms::load(&ebpf, EBPF_OBJECT, &loaded)
         }
     };
-    Ok(Attached { ebpf, uprobes: 0, refused, multi, pending: Default::default(), links: None })
+    Ok(Attached { ebpf, uprobes: 0, refused, multi, pending: Default::default(), links: None, entry_programs })
 }
 
 impl Attached {
@@ -267,20 +289,14 @@ impl Attached {
         for p in &plan.probes {
             for &off in &p.ret_offsets {
                 let cookie = p.id as u64 | COOKIE_RETURN | (off.min(0xffff) << 48);
-                self.attach_one(gotel_shared::names::PROGRAM_RETURN, bin, target, pid, p.function.entry + off, cookie)?;
+                self.attach_one(PROGRAM_RETURN, bin, target, pid, p.function.entry + off, cookie)?;
             }
             let mut cookie = p.id as u64 | COOKIE_ENTRY;
             if p.at_function_start {
                 cookie |= COOKIE_AT_FUNC_START;
             }
-            self.attach_one(
-                gotel_shared::names::PROGRAM_ENTRY,
-                bin,
-                target,
-                pid,
-                p.function.entry + p.entry_offset,
-                cookie,
-            )?;
+            let entry = self.entry_programs.get(&p.id).copied().unwrap_or(PROGRAM_ENTRY);
+            self.attach_one(entry, bin, target, pid, p.function.entry + p.entry_offset, cookie)?;
         }
         self.attach_pending(target, pid)?; // uprobe_multi
         for unit in &plan.instrumentations {
@@ -372,6 +388,48 @@ fn raise_limits() {
             tracing::debug!("setrlimit(RLIMIT_MEMLOCK) failed; relying on memcg accounting");
         }
     }
+}
+
+/// `GOTEL_LOAD_STATS=on`: how much each program costs to load, logged per program: the time the
+/// kernel took (the verifier, mostly) and the memory charged to gotel's memory cgroup meanwhile
+/// (cgroup v1: the peak of `memory.kmem`, reset before each load; the verifier's memory is
+/// transient, so only a peak shows it), plus the verifier's own statistics for the copies loaded
+/// for uprobe_multi (`uprobe_multi.rs`). For finding which program costs what (BENCHMARKS.md
+/// section 5), not for normal runs: resetting the peak needs write access to the cgroup.
+pub(crate) fn load_stats_enabled() -> bool {
+    std::env::var("GOTEL_LOAD_STATS").is_ok_and(|v| v == "on" || v == "1")
+}
+
+/// Runs `load` (loading program `what`) and, with `GOTEL_LOAD_STATS=on`, logs its cost.
+pub(crate) fn measured_load<T>(what: &str, load: impl FnOnce() -> T) -> T {
+    if !load_stats_enabled() {
+        return load();
+    }
+    let cgroup = std::fs::read_to_string("/proc/self/cgroup").ok().and_then(|s| {
+        s.lines().find_map(|l| l.split_once(":memory:").map(|(_, p)| format!("/sys/fs/cgroup/memory{p}")))
+    });
+    let read = |file: &str| -> Option<u64> {
+        std::fs::read_to_string(format!("{}/{file}", cgroup.as_deref()?)).ok()?.trim().parse().ok()
+    };
+    if let Some(dir) = &cgroup {
+        let _ = std::fs::write(format!("{dir}/memory.kmem.max_usage_in_bytes"), "0");
+    }
+    let before = read("memory.kmem.usage_in_bytes");
+    let started = std::time::Instant::now();
+    let out = load();
+    let ms = started.elapsed().as_secs_f64() * 1e3;
+    let mib = |b: u64| b as f64 / (1u64 << 20) as f64;
+    match (before, read("memory.kmem.max_usage_in_bytes"), read("memory.kmem.usage_in_bytes")) {
+        (Some(before), Some(peak), Some(after)) => tracing::info!(
+            program = what,
+            ms,
+            kmem_peak_mib = mib(peak.saturating_sub(before)),
+            kmem_kept_mib = mib(after.saturating_sub(before)),
+            "loaded"
+        ),
+        _ => tracing::info!(program = what, ms, "loaded (kernel memory: needs a cgroup v1 memory controller)"),
+    }
+    out
 }
 
 #[cfg(test)]

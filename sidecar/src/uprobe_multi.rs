@@ -252,7 +252,9 @@ impl MultiPrograms {
                 .and_then(|info| info.btf_id())
                 .ok_or_else(|| format!("{name}: aya's copy is not loaded or has no BTF"))?;
             let btf = btf_fd_by_id(btf_id).map_err(|e| format!("BTF of {name}: {e}"))?;
-            let fd = load_program(name, prog, function, btf.as_fd().as_raw_fd())?;
+            let what = format!("{name} (uprobe_multi copy)");
+            let fd =
+                crate::attach::measured_load(&what, || load_program(name, prog, function, btf.as_fd().as_raw_fd()))?;
             programs.push((name.to_string(), fd));
         }
         Ok(MultiPrograms { programs })
@@ -314,6 +316,7 @@ fn load_program(
     let insns = &function.instructions;
     let func_info = function.func_info.func_info_bytes();
     let line_info = function.line_info.line_info_bytes();
+    let stats = crate::attach::load_stats_enabled();
     let load = |log: Option<&mut Vec<u8>>| {
         // SAFETY: bpf_attr is plain old data; all-zero is its documented initial state.
         let mut attr: bpf_attr = unsafe { std::mem::zeroed() };
@@ -342,16 +345,25 @@ fn load_program(
                 *dst = src as _;
             }
             if let Some(log) = log {
-                p.log_level = 1;
+                p.log_level = if stats { 4 } else { 1 };
                 p.log_buf = log.as_mut_ptr() as u64;
                 p.log_size = log.len() as u32;
             }
         }
         sys_bpf(bpf_cmd::BPF_PROG_LOAD, &mut attr)
     };
-    match load(None) {
+    // GOTEL_LOAD_STATS: the verifier's statistics (log level 4) of a successful load.
+    let mut stats_log = vec![0u8; if stats { 4096 } else { 0 }];
+    match load(stats.then_some(&mut stats_log)) {
         // SAFETY: the kernel just returned this descriptor to us.
-        Ok(fd) => Ok(unsafe { OwnedFd::from_raw_fd(fd) }),
+        Ok(fd) => {
+            if stats {
+                let text = String::from_utf8_lossy(&stats_log[..stats_log.iter().position(|&b| b == 0).unwrap_or(0)])
+                    .into_owned();
+                tracing::info!(program = name, "verifier: {}", text.lines().collect::<Vec<_>>().join(" | "));
+            }
+            Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+        }
         Err(e) => {
             // Again with the verifier's log, for the message.
             let mut log = vec![0u8; 1 << 20];

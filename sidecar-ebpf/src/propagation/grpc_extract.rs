@@ -16,7 +16,7 @@ use aya_ebpf::{
 };
 use gotel_shared::{
     rules::adopt_remote,
-    traceparent::{parse_header_line, HeaderLine, HEADER_LINE_BUF, TRACEPARENT_NAME, TRACEPARENT_VALUE_LEN},
+    traceparent::{read_header_line, LineKind, HEADER_LINE_BUF, TRACEPARENT_NAME, TRACEPARENT_VALUE_LEN},
     Counter, INHERIT_HANDOFF, MAX_GRPC_HEADER_FIELDS,
 };
 
@@ -93,30 +93,30 @@ fn on_headers(ctx: &ProbeContext) -> Option<()> {
 }
 
 /// Checks the value at `value_ptr` as a header line (`traceparent:<value>`, the shared rule)
-/// and adopts it for goroutine `g` to hand off. A function of its own: the rule's state and the
-/// line fill its stack frame.
+/// and adopts it for goroutine `g` to hand off. The line and the decoded context are in
+/// scratch memory (`Scratch::buf`, `Scratch::remote`), not on the stack: Linux 6.1 allows 512
+/// bytes for the program's frame plus this one's, and a local line and context took 456.
 #[inline(never)]
 fn adopt_value(value_ptr: u64, g: u64) -> i64 {
-    let mut line = [0u8; HEADER_LINE_BUF];
+    let Some(scratch) = SCRATCH.get_ptr_mut(0) else { return 0 };
+    let s = unsafe { &mut *scratch };
+    let Some(line) = s.buf.first_chunk_mut::<HEADER_LINE_BUF>() else { return 0 };
     line[..TRACEPARENT_NAME.len()].copy_from_slice(TRACEPARENT_NAME);
     let value = &mut line[TRACEPARENT_NAME.len()..TRACEPARENT_NAME.len() + TRACEPARENT_VALUE_LEN];
     if unsafe { bpf_probe_read_user_buf(value_ptr as *const u8, value) }.is_err() {
         return 0;
     }
-    // Volatile: as an unknown length the rule is the code `gotel_header_line` runs (a constant
-    // one lets LLVM specialise it into code too large for the BPF stack).
+    // Volatile: as an unknown length the rule is the code `gotel_adopt_traceparent` runs (a
+    // constant one lets LLVM specialise it into more code).
     let len = unsafe { core::ptr::read_volatile(&(TRACEPARENT_NAME.len() + TRACEPARENT_VALUE_LEN)) };
-    let remote = match parse_header_line(&line, len) {
-        HeaderLine::Valid(remote) => remote,
-        _ => {
-            count(Counter::GrpcTraceparentInvalid);
-            return 0;
-        }
-    };
-    let Some(scratch) = SCRATCH.get_ptr_mut(0) else { return 0 };
+    if read_header_line(line, len, &mut s.remote) != LineKind::Valid {
+        count(Counter::GrpcTraceparentInvalid);
+        return 0;
+    }
     let Some(st) = state_of_key(scratch, &key_in_this_process(g), true) else { return 0 };
     let st = unsafe { &mut *st };
-    if adopt_remote(st, &remote) {
+    let s = unsafe { &*scratch };
+    if adopt_remote(st, &s.remote) {
         st.has_inherited |= INHERIT_HANDOFF;
         count(Counter::GrpcTraceparentAdopted);
     }
