@@ -19,9 +19,11 @@ Writes bench/results/hooks.json and its section of BENCHMARKS.md (between the `h
 bench/report.py renders the same section when it rewrites the file). Root only (uprobes).
 """
 import argparse
+import ctypes
 import json
 import os
 import subprocess
+import struct
 import sys
 import time
 from pathlib import Path
@@ -55,6 +57,64 @@ def wait_for(path, procs, timeout=120):
         time.sleep(0.01)
 
 
+LIBC = ctypes.CDLL(None, use_errno=True)
+SYS_BPF, SYS_PIDFD_GETFD, BPF_OBJ_GET_INFO_BY_FD = 321, 438, 15  # amd64
+BPF_STATS = Path("/proc/sys/kernel/bpf_stats_enabled")
+
+
+def bpf_programs(pid):
+    """{name: [run_time_ns, run_cnt]} of the eBPF programs process `pid` holds, from
+    BPF_OBJ_GET_INFO_BY_FD on a copy of each fd (run time is only counted while
+    kernel.bpf_stats_enabled is 1). Names are the kernel's, cut to 15 characters."""
+    progs, seen = {}, set()
+    try:
+        pidfd = os.pidfd_open(pid)
+    except OSError:
+        return progs
+    try:
+        for fd in os.listdir(f"/proc/{pid}/fd"):
+            try:
+                if os.readlink(f"/proc/{pid}/fd/{fd}") != "anon_inode:bpf-prog":
+                    continue
+            except OSError:
+                continue
+            local = LIBC.syscall(SYS_PIDFD_GETFD, pidfd, int(fd), 0)
+            if local < 0:
+                continue
+            info = ctypes.create_string_buffer(256)
+            attr = ctypes.create_string_buffer(struct.pack("IIQ", local, len(info), ctypes.addressof(info)), 16)
+            rc = LIBC.syscall(SYS_BPF, BPF_OBJ_GET_INFO_BY_FD, attr, 16)
+            os.close(local)
+            if rc < 0:
+                continue
+            prog_id = struct.unpack_from("I", info.raw, 4)[0]
+            if prog_id in seen:
+                continue
+            seen.add(prog_id)
+            name = info.raw[64:80].split(b"\0")[0].decode()
+            run_ns, runs = struct.unpack_from("QQ", info.raw, 192)
+            acc = progs.setdefault(name, [0, 0])
+            acc[0] += run_ns
+            acc[1] += runs
+    finally:
+        os.close(pidfd)
+    return progs
+
+
+def cpu_ns(pid):
+    """CPU time of every thread of `pid` so far, in ns (schedstat)."""
+    total = 0
+    try:
+        for t in os.listdir(f"/proc/{pid}/task"):
+            try:
+                total += int(Path(f"/proc/{pid}/task/{t}/schedstat").read_text().split()[0])
+            except (OSError, ValueError):
+                pass
+    except OSError:
+        pass
+    return total
+
+
 def gotel_env(extra):
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "GOTEL_"))}
     env.update(OTEL_TRACES_EXPORTER="none", GOTEL_LOG="warn", NO_COLOR="1")
@@ -62,13 +122,15 @@ def gotel_env(extra):
     return env
 
 
-def measure(app, app_args, floors=(), gotel=None, extra_env=None, like_gotel=False):
+def measure(app, app_args, floors=(), gotel=None, extra_env=None, like_gotel=False, costs=None):
     """One run of bench/goapps/`app` with `app_args` on CPU 0, untraced, under bare traps
     (`floors`: (symbol, at its entry, at its RETs) triples) or under gotel
     binary `gotel` (`extra_env` added to its environment); returns the ns the app printed. With
     `like_gotel` the bare traps are placed and attached as gotel does on kernels from 6.10: the
     entry trap after the stack-check prologue (not at the first instruction, which the kernel
-    steps out of line), as uprobe_multi links (not perf events)."""
+    steps out of line), as uprobe_multi links (not perf events). With `costs` (a dict) and gotel,
+    fills it with gotel's user-space CPU ns and its programs' {name: [run ns, runs]} over the run
+    (run ns are 0 unless kernel.bpf_stats_enabled is 1)."""
     wait = BUILD / f"{app}.go"
     wait.unlink(missing_ok=True)
     proc = subprocess.Popen(["taskset", "-c", TARGET_CPU, str(BUILD / app), *app_args, "-wait-file", str(wait)],
@@ -96,8 +158,23 @@ def measure(app, app_args, floors=(), gotel=None, extra_env=None, like_gotel=Fal
         readies.append(ready)
     for r in readies:
         wait_for(r, [proc, *side])
+    g = side[-1] if gotel else None
+    before = (cpu_ns(g.pid), bpf_programs(g.pid)) if g and costs is not None else None
     wait.touch()
     out = proc.communicate(timeout=600)[0]
+    if before:
+        # The process has exited: what gotel did for it is done or in its ring buffer; give the
+        # consumer a moment to drain it before reading its CPU time.
+        after, cpu = bpf_programs(g.pid), cpu_ns(g.pid)
+        for _ in range(20):
+            time.sleep(0.05)
+            now = cpu_ns(g.pid)
+            if now <= cpu or g.poll() is not None:
+                break
+            cpu = now
+        costs["cpu_ns"] = cpu - before[0]
+        costs["programs"] = {k: [v[0] - before[1].get(k, [0, 0])[0], v[1] - before[1].get(k, [0, 0])[1]]
+                             for k, v in after.items() if v[1] > before[1].get(k, [0, 0])[1]}
     for p in side:
         if p.args[2].endswith("floor"):
             p.send_signal(2)
@@ -108,7 +185,7 @@ def measure(app, app_args, floors=(), gotel=None, extra_env=None, like_gotel=Fal
     return json.loads(out)["ns"]
 
 
-def run(app_args, kind, gotel, before):
+def run(app_args, kind, gotel, before, costs=None):
     """One run of the builtins app under `kind`; returns ns per request / goroutine start."""
     is_go = "go" in app_args
     floors = {"floor: span": [(SERVE, True, True)],
@@ -117,7 +194,26 @@ def run(app_args, kind, gotel, before):
     extra = {"GOTEL_GOROUTINE_PARENTS": "off"} if kind == "gotel, parents off" else {}
     # Bare traps placed and attached as gotel places them (after the stack check, as uprobe_multi
     # links): a trap at the first instruction costs more and would flatter the ratio.
-    return measure("builtins", app_args, floors, binary, extra, like_gotel=True)
+    return measure("builtins", app_args, floors, binary, extra, like_gotel=True, costs=costs)
+
+
+def breakdown(app_args, n, binary):
+    """Where gotel `binary`'s cost goes in one run of the builtins app (not a timed round: the
+    kernel's run-time counters are on, which adds two clock reads per program run): per
+    program, runs per operation and ns per run; gotel's own CPU (ring-buffer consumer, span
+    building, export, on the other CPU) per operation."""
+    old = BPF_STATS.read_text().strip()
+    BPF_STATS.write_text("1")
+    try:
+        costs = {}
+        run([*app_args, "-n", str(n)], "gotel", binary, None, costs)
+    finally:
+        BPF_STATS.write_text(old)
+    # The app runs a few untimed operations besides its n timed ones: runs per operation are
+    # rounded to what n operations explain.
+    progs = {name: {"runs_per_op": runs / n, "ns_per_run": ns / runs}
+             for name, (ns, runs) in sorted(costs.get("programs", {}).items()) if runs}
+    return {"programs": progs, "cpu_us_per_op": costs.get("cpu_ns", 0) / n / 1000}
 
 
 ROWS = {
@@ -218,6 +314,7 @@ def main():
     ap.add_argument("--before", help="another gotel build to compare with (e.g. the previous release)")
     ap.add_argument("--skip-build", action="store_true")
     ap.add_argument("--render", action="store_true", help="only rewrite BENCHMARKS.md from bench/results/hooks.json")
+    ap.add_argument("--breakdown-only", action="store_true", help="only print where gotel's cost goes, per row")
     a = ap.parse_args()
     if a.render:
         write(json.loads((ROOT / "bench" / "results" / "hooks.json").read_text()))
@@ -226,6 +323,13 @@ def main():
         sys.exit("hooks: must run as root (uprobes)")
     if not a.skip_build:
         build()
+    builds = {"gotel": a.gotel, **({"gotel before": a.before} if a.before else {})}
+    if a.breakdown_only:
+        for row, args in ROWS.items():
+            n = a.goroutines if "go" in args else a.requests
+            for who, binary in builds.items():
+                log(f"{row}: {who}: {json.dumps(breakdown(args, n, binary))}")
+        return
     kinds = [k for k in KINDS if k != "gotel before" or a.before]
     best = {row: {} for row in ROWS}
     for r in range(a.rounds):

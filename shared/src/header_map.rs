@@ -25,7 +25,9 @@
 //! layout table; the bucket and group shapes follow from the key and element types (the
 //! compiler's rule, checked against DWARF's `noalg.map.group[string][]string` in the tests of
 //! the sidecar). The walk is pure over a [`Memory`], so the kernel runs one
-//! [`MapWalk::step`] per `bpf_loop` iteration and the host tests run it on fake maps.
+//! [`MapWalk::step`] per `bpf_loop` iteration and the host tests run it on fake maps. Each
+//! container is copied in one read (a user read costs far more than its bytes), so a slot
+//! costs a read only when its key has the length of a key the walk looks for.
 
 /// Which map layout the binary has ([`MapLayout::kind`]).
 pub const MAP_NONE: u32 = 0;
@@ -103,7 +105,7 @@ pub enum WalkEnd {
 
 /// State of one walk (kept in the kernel's per-CPU scratch memory between steps).
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Copy, Debug)]
 pub struct MapWalk {
     pub kind: u64,
     /// The bucket or group to visit next (0: take the next one from the array).
@@ -126,6 +128,45 @@ pub struct MapWalk {
     pub user_agent_elem: u64,
     /// A [`WalkEnd`].
     pub end: u64,
+    /// The current bucket or group, copied in one read when the walk enters it: its slots'
+    /// keys are then looked at without a read each (only a key of the length of `Traceparent`
+    /// or `User-Agent` has its bytes read).
+    pub group: [u8; CONTAINER_BYTES],
+}
+
+/// Bytes of the largest container, an hmap bucket (a Swiss group is 8 bytes smaller).
+pub const CONTAINER_BYTES: usize = HMAP_BUCKET as usize;
+
+impl Default for MapWalk {
+    fn default() -> Self {
+        MapWalk {
+            kind: 0,
+            cur: 0,
+            array: 0,
+            index: 0,
+            count: 0,
+            next_array: 0,
+            next_count: 0,
+            dir_index: 0,
+            prev_table: 0,
+            visited: 0,
+            slot: 0,
+            ctrl: 0,
+            traceparent_elem: 0,
+            user_agent_elem: 0,
+            end: 0,
+            group: [0; CONTAINER_BYTES],
+        }
+    }
+}
+
+/// The little-endian word at `bytes[i..i + 8]`.
+#[inline(always)]
+fn word_at(bytes: &[u8; CONTAINER_BYTES], i: usize) -> u64 {
+    let i = i % (CONTAINER_BYTES - 7);
+    let mut b = [0u8; 8];
+    b.copy_from_slice(&bytes[i..i + 8]);
+    u64::from_le_bytes(b)
 }
 
 impl MapWalk {
@@ -241,25 +282,25 @@ impl MapWalk {
                 return false;
             }
             self.visited += 1;
-            let Some(ctrl) = mem.word(group) else {
+            let size = if hmap { HMAP_BUCKET } else { SWISS_GROUP } as usize;
+            if !mem.read(group, &mut self.group[..size]) {
                 self.end = WalkEnd::Unreadable as u64;
                 return false;
-            };
-            self.ctrl = ctrl;
+            }
+            self.ctrl = word_at(&self.group, 0);
         }
         let c = (self.ctrl >> (8 * i)) as u8;
         let full = if hmap { c >= MIN_TOP_HASH } else { c & 0x80 == 0 };
         if full {
+            // Offsets of the slot's key and element in the container.
             let (key, elem) = if hmap {
-                (group + HMAP_KEYS + 16 * i, group + HMAP_ELEMS + 24 * i)
+                (HMAP_KEYS + 16 * i, HMAP_ELEMS + 24 * i)
             } else {
-                let slot = group + 8 + SWISS_SLOT * i;
+                let slot = 8 + SWISS_SLOT * i;
                 (slot, slot + 16)
             };
-            let (Some(ptr), Some(len)) = (mem.word(key), mem.word(key + 8)) else {
-                self.end = WalkEnd::Unreadable as u64;
-                return false;
-            };
+            let (ptr, len) = (word_at(&self.group, key as usize), word_at(&self.group, key as usize + 8));
+            let elem = group + elem;
             if len == TRACEPARENT_KEY.len() as u64 {
                 let mut k = [0u8; 11];
                 if mem.read(ptr, &mut k) && &k == TRACEPARENT_KEY {
@@ -277,17 +318,7 @@ impl MapWalk {
             return true;
         }
         self.slot = 0;
-        self.cur = if hmap {
-            match mem.word(group + HMAP_OVERFLOW) {
-                Some(next) => next,
-                None => {
-                    self.end = WalkEnd::Unreadable as u64;
-                    return false;
-                }
-            }
-        } else {
-            0
-        };
+        self.cur = if hmap { word_at(&self.group, HMAP_OVERFLOW as usize) } else { 0 };
         true
     }
 

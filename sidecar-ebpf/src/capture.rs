@@ -43,6 +43,7 @@ pub fn emit(header: &EventHeader, at: At) {
     let hdr_bytes = unsafe { core::slice::from_raw_parts(header as *const EventHeader as *const u8, HEADER_SIZE) };
     s.buf[..HEADER_SIZE].copy_from_slice(hdr_bytes);
     s.off = HEADER_SIZE as u64;
+    s.window.base = 0;
     match at {
         At::Nothing => {}
         At::Entry(sp) => capture_values(header.probe_id, sp, 0),
@@ -109,6 +110,61 @@ extern "C" fn capture_one(i: u64, ctx: *mut core::ffi::c_void) -> i64 {
     s.off = (off + written) as u64;
     0
 }
+/// Bytes of target memory read at once from a fetch's root pointer (the struct a register or
+/// saved register points at): the fields the probe's fetches take from it (a request's method,
+/// URL, host, peer, protocol version...) then cost one user read instead of one each. 256 bytes
+/// hold every field of `net/http.Request` and `net/http.response` the built-in spans read; a
+/// field beyond, or a window that cannot be read whole (the struct ends a mapping), is read
+/// directly.
+pub const WINDOW: usize = 256;
+
+/// The window of the root pointer last read, per CPU in the scratch memory; reset for every
+/// record, so a window never outlives the probe hit that read it.
+#[repr(C)]
+pub struct Window {
+    /// The root pointer the window starts at (0: none yet).
+    base: u64,
+    /// 1 when `bytes[..WINDOW]` hold `[base, base + WINDOW)`.
+    ok: u64,
+    bytes: [u8; WINDOW + 16],
+}
+
+/// The word at `bytes[i..i + 8]`.
+#[inline(always)]
+fn word_at(bytes: &[u8], i: usize) -> u64 {
+    let mut b = [0u8; 8];
+    b.copy_from_slice(&bytes[i..i + 8]);
+    u64::from_le_bytes(b)
+}
+
+/// The two value words at `addr`, in one user read through `s.buf[o + 8..o + 24]` (where the
+/// value header's words go anyway); when only the first is readable (the end of a mapping),
+/// the second is 0.
+#[inline(always)]
+fn read_pair(s: &mut Scratch, addr: u64, o: usize) -> Option<(u64, u64)> {
+    let o = o & (SCRATCH_SIZE - 1);
+    let dst = &mut s.buf[o + 8..o + 24];
+    if unsafe { bpf_probe_read_user_buf(addr as *const u8, dst) }.is_ok() {
+        return Some((word_at(dst, 0), word_at(dst, 8)));
+    }
+    Some((read_u64(addr)?, 0))
+}
+
+/// [`read_pair`] at `base + off`, from the window of `base` when `off` lies in it.
+#[inline(always)]
+fn window_pair(s: &mut Scratch, base: u64, off: u64, o: usize) -> Option<(u64, u64)> {
+    if s.window.base != base {
+        s.window.base = base;
+        let dst = &mut s.window.bytes[..WINDOW];
+        s.window.ok = unsafe { bpf_probe_read_user_buf(base as *const u8, dst) }.is_ok() as u64;
+    }
+    if s.window.ok != 0 && off <= (WINDOW - 16) as u64 {
+        let i = off as usize & (WINDOW - 1);
+        return Some((word_at(&s.window.bytes, i), word_at(&s.window.bytes, i + 8)));
+    }
+    read_pair(s, base.wrapping_add(off), o)
+}
+
 /// Reads one value into `s.buf[off..]`: its header, then string bytes when it has some.
 /// Returns the bytes written (8-byte aligned).
 #[inline(always)]
@@ -127,14 +183,13 @@ fn fetch_one(s: &mut Scratch, f: &Fetch, sp: u64, off: usize) -> usize {
             w1 = s.saved[(f.regs[1] & 1) as usize];
         }
     } else {
-        let addr = sp.wrapping_add(f.stack_offset as i64 as u64);
-        match read_u64(addr) {
-            Some(v) => w0 = v,
+        match read_pair(s, sp.wrapping_add(f.stack_offset as i64 as u64), off) {
+            Some((a, b)) => (w0, w1) = (a, b),
             None => ok = false,
         }
-        w1 = read_u64(addr.wrapping_add(8)).unwrap_or(0);
     }
-    // Field path: each hop offsets the current pointer; all but the last load a pointer.
+    // Field path: each hop offsets the current pointer; all but the last load a pointer. The
+    // first hop reads from the root pointer's window.
     let nhops = f.nhops as usize;
     let mut ptr = w0;
     for i in 0..MAX_HOPS {
@@ -146,18 +201,18 @@ fn fetch_one(s: &mut Scratch, f: &Fetch, sp: u64, off: usize) -> usize {
             ok = false;
             break;
         }
-        let addr = ptr.wrapping_add(f.hops[i] as i64 as u64);
-        if i + 1 < nhops {
-            match read_u64(addr) {
-                Some(v) => ptr = v,
-                None => ok = false,
-            }
+        let hop = f.hops[i] as i64 as u64;
+        let pair = if i == 0 {
+            window_pair(s, ptr, hop, off)
+        } else if i + 1 < nhops {
+            read_u64(ptr.wrapping_add(hop)).map(|v| (v, 0))
         } else {
-            match read_u64(addr) {
-                Some(v) => w0 = v,
-                None => ok = false,
-            }
-            w1 = read_u64(addr.wrapping_add(8)).unwrap_or(0);
+            read_pair(s, ptr.wrapping_add(hop), off)
+        };
+        match pair {
+            Some((a, _)) if i + 1 < nhops => ptr = a,
+            Some((a, b)) => (w0, w1) = (a, b),
+            None => ok = false,
         }
     }
     let mut payload = 0usize;

@@ -39,6 +39,8 @@ pub struct Scratch {
     pub scan: BlockScan,
     /// The fallback walk of the request's `http.Header` map (`propagation::extract`).
     pub walk: MapWalk,
+    /// Target memory read once for a record's fetches (`capture`).
+    pub window: crate::capture::Window,
     /// The ring-buffer record being built (also the header-line buffer of injection, and the
     /// copy of a request's header block).
     pub buf: [u8; SCRATCH_SIZE + BUF_SLACK],
