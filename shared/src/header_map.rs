@@ -50,9 +50,9 @@ const SAME_SIZE_GROW: u8 = 8;
 pub const MAX_CONTAINERS: u64 = 64;
 /// Directory entries a Swiss map may have for the walk.
 const MAX_DIR: u64 = 16;
-/// Steps of `bpf_loop` the kernel gives a walk: one per slot and one to take each container,
-/// plus one per directory entry and one per array switch.
-pub const MAX_WALK_STEPS: u32 = (9 * MAX_CONTAINERS + MAX_DIR + 4) as u32;
+/// Steps of `bpf_loop` the kernel gives a walk: one per container, plus one per directory
+/// entry and one per array switch.
+pub const MAX_WALK_STEPS: u32 = (MAX_CONTAINERS + MAX_DIR + 4) as u32;
 
 const TRACEPARENT_KEY: &[u8; 11] = b"Traceparent";
 const USER_AGENT_KEY: &[u8; 10] = b"User-Agent";
@@ -95,7 +95,7 @@ pub trait Memory {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum WalkEnd {
     Walking = 0,
-    /// Every slot was seen.
+    /// Every slot was seen, or both keys were found.
     Complete = 1,
     /// More buckets or groups than [`MAX_CONTAINERS`], or a directory over 16 entries.
     TooLarge = 2,
@@ -120,8 +120,7 @@ pub struct MapWalk {
     pub dir_index: u64,
     pub prev_table: u64,
     pub visited: u64,
-    /// The slot to look at next in `cur`, and `cur`'s control (Swiss) or tophash (hmap) bytes.
-    pub slot: u64,
+    /// `cur`'s control (Swiss) or tophash (hmap) bytes.
     pub ctrl: u64,
     /// Address of the `[]string` element of the last `Traceparent` / `User-Agent` key seen (0: none).
     pub traceparent_elem: u64,
@@ -150,7 +149,6 @@ impl Default for MapWalk {
             dir_index: 0,
             prev_table: 0,
             visited: 0,
-            slot: 0,
             ctrl: 0,
             traceparent_elem: 0,
             user_agent_elem: 0,
@@ -191,7 +189,6 @@ impl MapWalk {
         self.dir_index = 0;
         self.prev_table = 0;
         self.visited = 0;
-        self.slot = 0;
         self.ctrl = 0;
         self.traceparent_elem = 0;
         self.user_agent_elem = 0;
@@ -254,9 +251,10 @@ impl MapWalk {
         self.end != WalkEnd::Walking as u64
     }
 
-    /// Looks at one slot of the current bucket or group, or takes the next bucket or group, or
-    /// moves to the next array; false when the walk is over. One slot per step, no loop inside:
-    /// Linux 6.1's verifier refuses a loop whose head follows a helper call (back-edge).
+    /// Takes the next bucket or group and looks at its eight slots, or moves to the next array;
+    /// false when the walk is over: every slot was seen, or both keys were found (a key is in
+    /// a map once), or a limit or a failed read ended it. The slots are written out, not a
+    /// loop: Linux 6.1's verifier refuses a loop whose head follows a helper call (back-edge).
     #[inline(always)]
     pub fn step<M: Memory>(&mut self, l: &MapLayout, mem: &mut M) -> bool {
         if self.done() {
@@ -264,62 +262,69 @@ impl MapWalk {
         }
         let hmap = self.kind == MAP_HMAP as u64;
         if self.cur == 0 {
-            if self.index < self.count {
-                let size = if hmap { HMAP_BUCKET } else { SWISS_GROUP };
-                self.cur = self.array.wrapping_add(self.index.wrapping_mul(size));
-                self.index += 1;
-                self.slot = 0;
-            } else {
+            if self.index >= self.count {
                 self.next_source(l, mem);
+                return !self.done();
             }
-            return !self.done();
+            let size = if hmap { HMAP_BUCKET } else { SWISS_GROUP };
+            self.cur = self.array.wrapping_add(self.index.wrapping_mul(size));
+            self.index += 1;
         }
         let group = self.cur;
-        let i = self.slot & 7;
-        if i == 0 {
-            if self.visited >= MAX_CONTAINERS {
-                self.end = WalkEnd::TooLarge as u64;
-                return false;
-            }
-            self.visited += 1;
-            let size = if hmap { HMAP_BUCKET } else { SWISS_GROUP } as usize;
-            if !mem.read(group, &mut self.group[..size]) {
-                self.end = WalkEnd::Unreadable as u64;
-                return false;
-            }
-            self.ctrl = word_at(&self.group, 0);
+        if self.visited >= MAX_CONTAINERS {
+            self.end = WalkEnd::TooLarge as u64;
+            return false;
         }
-        let c = (self.ctrl >> (8 * i)) as u8;
-        let full = if hmap { c >= MIN_TOP_HASH } else { c & 0x80 == 0 };
-        if full {
-            // Offsets of the slot's key and element in the container.
-            let (key, elem) = if hmap {
-                (HMAP_KEYS + 16 * i, HMAP_ELEMS + 24 * i)
-            } else {
-                let slot = 8 + SWISS_SLOT * i;
-                (slot, slot + 16)
-            };
-            let (ptr, len) = (word_at(&self.group, key as usize), word_at(&self.group, key as usize + 8));
-            let elem = group + elem;
-            if len == TRACEPARENT_KEY.len() as u64 {
-                let mut k = [0u8; 11];
-                if mem.read(ptr, &mut k) && &k == TRACEPARENT_KEY {
-                    self.traceparent_elem = elem;
-                }
-            } else if len == USER_AGENT_KEY.len() as u64 {
-                let mut k = [0u8; 10];
-                if mem.read(ptr, &mut k) && &k == USER_AGENT_KEY {
-                    self.user_agent_elem = elem;
-                }
-            }
+        self.visited += 1;
+        let size = if hmap { HMAP_BUCKET } else { SWISS_GROUP } as usize;
+        if !mem.read(group, &mut self.group[..size]) {
+            self.end = WalkEnd::Unreadable as u64;
+            return false;
         }
-        self.slot = i + 1;
-        if self.slot < 8 {
-            return true;
+        self.ctrl = word_at(&self.group, 0);
+        self.look(0, group, hmap, mem);
+        self.look(1, group, hmap, mem);
+        self.look(2, group, hmap, mem);
+        self.look(3, group, hmap, mem);
+        self.look(4, group, hmap, mem);
+        self.look(5, group, hmap, mem);
+        self.look(6, group, hmap, mem);
+        self.look(7, group, hmap, mem);
+        if self.traceparent_elem != 0 && self.user_agent_elem != 0 {
+            self.end = WalkEnd::Complete as u64;
+            return false;
         }
-        self.slot = 0;
         self.cur = if hmap { word_at(&self.group, HMAP_OVERFLOW as usize) } else { 0 };
         true
+    }
+
+    /// Looks at slot `i` of the container at `group` (copied in `self.group`).
+    #[inline(always)]
+    fn look<M: Memory>(&mut self, i: u64, group: u64, hmap: bool, mem: &mut M) {
+        let c = (self.ctrl >> (8 * i)) as u8;
+        let full = if hmap { c >= MIN_TOP_HASH } else { c & 0x80 == 0 };
+        if !full {
+            return;
+        }
+        // Offsets of the slot's key and element in the container.
+        let (key, elem) = if hmap {
+            (HMAP_KEYS + 16 * i, HMAP_ELEMS + 24 * i)
+        } else {
+            let slot = 8 + SWISS_SLOT * i;
+            (slot, slot + 16)
+        };
+        let (ptr, len) = (word_at(&self.group, key as usize), word_at(&self.group, key as usize + 8));
+        if len == TRACEPARENT_KEY.len() as u64 {
+            let mut k = [0u8; 11];
+            if mem.read(ptr, &mut k) && &k == TRACEPARENT_KEY {
+                self.traceparent_elem = group + elem;
+            }
+        } else if len == USER_AGENT_KEY.len() as u64 {
+            let mut k = [0u8; 10];
+            if mem.read(ptr, &mut k) && &k == USER_AGENT_KEY {
+                self.user_agent_elem = group + elem;
+            }
+        }
     }
 
     /// The current array is done: hmap moves to the old buckets, Swiss to the next table.

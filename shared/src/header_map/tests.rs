@@ -245,3 +245,30 @@ fn shapes_follow_the_compiler() {
     // runtime.bmap of map[string][]string: 8 + 8*16 + 8*24 + 8.
     assert_eq!(HMAP_BUCKET, 336);
 }
+
+#[test]
+fn the_walk_stops_once_both_keys_are_found() {
+    let mut heap = Heap::default();
+    let map = heap.alloc(48);
+    let t = heap.alloc(32);
+    let groups = heap.alloc(4 * SWISS_GROUP);
+    swiss_group(&mut heap, groups, &[(2, "User-Agent", &["go"]), (5, "X-Extra-01", &["v"])]);
+    swiss_group(&mut heap, groups + SWISS_GROUP, &[(0, "Traceparent", &[TP]), (1, "X-Extra-02", &["v"])]);
+    swiss_group(&mut heap, groups + 2 * SWISS_GROUP, &[(3, "X-Extra-03", &["v"])]);
+    swiss_group(&mut heap, groups + 3 * SWISS_GROUP, &[(4, "X-Extra-04", &["v"])]);
+    heap.put_word(t + 16, groups);
+    heap.put_word(t + 24, 3);
+    let dir = heap.alloc(8);
+    heap.put_word(dir, t);
+    heap.put_word(map + 16, dir);
+    heap.put_word(map + 24, 1);
+    let w = walk(&SWISS, map, &mut heap);
+    assert_eq!(w.end, WalkEnd::Complete as u64);
+    assert_eq!(w.visited, 2, "the groups after both keys are not read");
+    assert_eq!((heap.value(w.traceparent_elem).as_str(), heap.value(w.user_agent_elem).as_str()), (TP, "go"));
+    // Without a User-Agent, every group is read.
+    heap.put(groups + 2, &[0x80]);
+    let w = walk(&SWISS, map, &mut heap);
+    assert_eq!((w.end, w.visited, w.user_agent_elem), (WalkEnd::Complete as u64, 4, 0));
+    assert_eq!(heap.value(w.traceparent_elem), TP);
+}
