@@ -182,26 +182,35 @@ impl BlockScan {
             return;
         }
         let len = e - s;
-        if len > HTTP1.len() {
-            let at = e - HTTP1.len() - 1;
-            let mut http1 = buf[(e - 1) & MASK].is_ascii_digit();
-            for (i, &c) in HTTP1.iter().enumerate() {
-                http1 &= buf[(at + i) & MASK] == c;
-            }
-            if http1 {
-                self.outcome = Outcome::RequestLine as u64;
-                return;
-            }
+        // Compared a word at a time (the bytes of a line are compared in every step).
+        if len > HTTP1.len()
+            && buf[(e - 1) & MASK].is_ascii_digit()
+            && load_at(buf, e - HTTP1.len() - 1) == u64::from_le_bytes(*HTTP1)
+        {
+            self.outcome = Outcome::RequestLine as u64;
+            return;
         }
         if self.tp_len == 0 && may_be_traceparent(len) && buf[s] | 0x20 == b't' {
             self.tp_start = s as u64;
             self.tp_len = len as u64;
         }
         if self.ua_start == 0 && len >= USER_AGENT.len() {
-            let mut ua = true;
-            for (i, &c) in USER_AGENT.iter().enumerate() {
-                ua &= buf[(s + i) & MASK] | 0x20 == c;
-            }
+            // Every byte ORed with 0x20, as the name's (`-` and `:` have that bit already).
+            const LOWER: u64 = 0x2020_2020_2020_2020;
+            let head = u64::from_le_bytes([
+                USER_AGENT[0],
+                USER_AGENT[1],
+                USER_AGENT[2],
+                USER_AGENT[3],
+                USER_AGENT[4],
+                USER_AGENT[5],
+                USER_AGENT[6],
+                USER_AGENT[7],
+            ]);
+            let ua = load_at(buf, s) | LOWER == head
+                && buf[(s + 8) & MASK] | 0x20 == USER_AGENT[8]
+                && buf[(s + 9) & MASK] | 0x20 == USER_AGENT[9]
+                && buf[(s + 10) & MASK] | 0x20 == USER_AGENT[10];
             if ua {
                 self.ua_start = (s + USER_AGENT.len()) as u64;
                 self.ua_len = (len - USER_AGENT.len()) as u64;
@@ -222,13 +231,43 @@ impl BlockScan {
     }
 }
 
-/// The little-endian word at `a` (a multiple of 8 below [`BLOCK_BUF`]).
+/// The little-endian word at `a` (a multiple of 8 below [`BLOCK_BUF`]). In the kernel one
+/// 8-byte load: the scratch buffer the scan runs on is 8-byte aligned there (the BPF backend
+/// would otherwise load and shift eight bytes).
 #[inline(always)]
 fn load_word<const N: usize>(buf: &[u8; N], a: usize) -> u64 {
-    let a = a & (MASK & !7);
-    let mut b = [0u8; 8];
-    b.copy_from_slice(&buf[a..a + 8]);
-    u64::from_le_bytes(b)
+    aligned_word(buf, a & (MASK & !7))
+}
+
+/// The word at `a`, a multiple of 8 up to [`BLOCK_BUF`] included (the array has room there).
+#[inline(always)]
+fn aligned_word<const N: usize>(buf: &[u8; N], a: usize) -> u64 {
+    let a = a & ((2 * BLOCK_BUF - 1) & !7);
+    let a = if a > BLOCK_BUF { BLOCK_BUF } else { a };
+    let bytes = &buf[a..a + 8];
+    #[cfg(target_arch = "bpf")]
+    // SAFETY: in bounds (the slice above), and the kernel's buffer is 8-byte aligned.
+    let w = unsafe { (bytes.as_ptr() as *const u64).read() };
+    #[cfg(not(target_arch = "bpf"))]
+    // SAFETY: in bounds (the slice above).
+    let w = unsafe { (bytes.as_ptr() as *const u64).read_unaligned() };
+    u64::from_le(w)
+}
+
+/// The little-endian word at any `i` below [`BLOCK_BUF`] (the array has room after it), from
+/// the aligned words around it.
+#[inline(always)]
+fn load_at<const N: usize>(buf: &[u8; N], i: usize) -> u64 {
+    let i = i & MASK;
+    let a = i & !7;
+    let shift = 8 * (i - a);
+    let lo = load_word(buf, a);
+    if shift == 0 {
+        return lo;
+    }
+    // `a + 8` may be BLOCK_BUF: the array has room there (BLOCK_ARRAY_LEN).
+    let hi = aligned_word(buf, a + 8);
+    (lo >> shift) | (hi << (64 - shift))
 }
 
 /// `0x80` in each byte of `w` that is `\n`, 0 elsewhere (exact: no false positives).

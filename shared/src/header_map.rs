@@ -130,8 +130,13 @@ pub struct MapWalk {
     /// The current bucket or group, copied in one read when the walk enters it: its slots'
     /// keys are then looked at without a read each (only a key of the length of `Traceparent`
     /// or `User-Agent` has its bytes read).
-    pub group: [u8; CONTAINER_BYTES],
+    pub group: Container,
 }
+
+/// A copied bucket or group, 8-byte aligned so that its words are read with one load each.
+#[repr(C, align(8))]
+#[derive(Clone, Copy, Debug)]
+pub struct Container(pub [u8; CONTAINER_BYTES]);
 
 /// Bytes of the largest container, an hmap bucket (a Swiss group is 8 bytes smaller).
 pub const CONTAINER_BYTES: usize = HMAP_BUCKET as usize;
@@ -153,18 +158,18 @@ impl Default for MapWalk {
             traceparent_elem: 0,
             user_agent_elem: 0,
             end: 0,
-            group: [0; CONTAINER_BYTES],
+            group: Container([0; CONTAINER_BYTES]),
         }
     }
 }
 
-/// The little-endian word at `bytes[i..i + 8]`.
+/// The little-endian word at `c[i..i + 8]`, `i` a multiple of 8 (the container's words).
 #[inline(always)]
-fn word_at(bytes: &[u8; CONTAINER_BYTES], i: usize) -> u64 {
-    let i = i % (CONTAINER_BYTES - 7);
-    let mut b = [0u8; 8];
-    b.copy_from_slice(&bytes[i..i + 8]);
-    u64::from_le_bytes(b)
+fn word_at(c: &Container, i: usize) -> u64 {
+    let i = if i > CONTAINER_BYTES - 8 { CONTAINER_BYTES - 8 } else { i & !7 };
+    let bytes = &c.0[i..i + 8];
+    // SAFETY: in bounds (the slice above) and 8-byte aligned (`Container`'s alignment, `i`).
+    u64::from_le(unsafe { (bytes.as_ptr() as *const u64).read() })
 }
 
 impl MapWalk {
@@ -277,7 +282,7 @@ impl MapWalk {
         }
         self.visited += 1;
         let size = if hmap { HMAP_BUCKET } else { SWISS_GROUP } as usize;
-        if !mem.read(group, &mut self.group[..size]) {
+        if !mem.read(group, &mut self.group.0[..size]) {
             self.end = WalkEnd::Unreadable as u64;
             return false;
         }

@@ -2,8 +2,9 @@
 //! point (arguments at entry, results at return), built in the per-CPU scratch buffer and copied
 //! out in one `bpf_ringbuf_output`.
 //!
-//! The plan (`PROBES[probe id]`, a list of `Fetch`) is run through `bpf_loop`, so the verifier
-//! checks one fetch instead of every path through sixteen. Each fetch reads registers, a stack
+//! The plan (`PROBES[probe id]`, a list of `Fetch`, entry ones first) is run through
+//! `bpf_loop` over this point's fetches, so the verifier checks one fetch instead of every
+//! path through sixteen. Each fetch reads registers, a stack
 //! slot or saved entry registers, follows up to `MAX_HOPS` pointers and copies string bytes; a
 //! fault anywhere marks that value unreadable instead of dropping the record.
 use aya_ebpf::{
@@ -40,8 +41,8 @@ pub enum At {
 pub fn emit(header: &EventHeader, at: At) {
     let Some(scratch) = SCRATCH.get_ptr_mut(0) else { return };
     let s = unsafe { &mut *scratch };
-    let hdr_bytes = unsafe { core::slice::from_raw_parts(header as *const EventHeader as *const u8, HEADER_SIZE) };
-    s.buf[..HEADER_SIZE].copy_from_slice(hdr_bytes);
+    // A typed store: word moves, where a byte-slice copy is a load and a store per byte.
+    unsafe { *(s.buf.as_mut_ptr() as *mut EventHeader) = *header };
     s.off = HEADER_SIZE as u64;
     s.window.base = 0;
     match at {
@@ -78,6 +79,8 @@ struct CaptureLoop {
     probe_id: u32,
     at_return: u32,
     sp: u64,
+    /// Index of the point's first fetch (the plan has the entry fetches first).
+    first: u64,
 }
 
 /// Runs the probe's fetch instructions for this point (0 = entry, 1 = return).
@@ -85,9 +88,11 @@ struct CaptureLoop {
 fn capture_values(probe_id: u32, sp: u64, at_return: u8) {
     let Some(plan) = PROBES.get(probe_id) else { return };
     let n = if (plan.nfetches as usize) < MAX_FETCHES { plan.nfetches } else { MAX_FETCHES as u32 };
-    let mut ctx = CaptureLoop { probe_id, at_return: at_return as u32, sp };
+    let entry = if (plan.entry_fetches as u32) < n { plan.entry_fetches as u32 } else { n };
+    let (first, count) = if at_return != 0 { (entry, n - entry) } else { (0, entry) };
+    let mut ctx = CaptureLoop { probe_id, at_return: at_return as u32, sp, first: first as u64 };
     unsafe {
-        bpf_loop(n, capture_one as *mut _, &mut ctx as *mut CaptureLoop as *mut _, 0);
+        bpf_loop(count, capture_one as *mut _, &mut ctx as *mut CaptureLoop as *mut _, 0);
     }
 }
 
@@ -98,7 +103,7 @@ extern "C" fn capture_one(i: u64, ctx: *mut core::ffi::c_void) -> i64 {
     let Some(plan) = PROBES.get(probe_id) else { return 1 };
     let Some(scratch) = SCRATCH.get_ptr_mut(0) else { return 1 };
     let s = unsafe { &mut *scratch };
-    let f = &plan.fetches[(i as usize) & (MAX_FETCHES - 1)];
+    let f = &plan.fetches[(ctx.first.wrapping_add(i) as usize) & (MAX_FETCHES - 1)];
     if f.at_return as u32 != at_return {
         return 0;
     }
@@ -120,7 +125,7 @@ pub const WINDOW: usize = 256;
 
 /// The window of the root pointer last read, per CPU in the scratch memory; reset for every
 /// record, so a window never outlives the probe hit that read it.
-#[repr(C)]
+#[repr(C, align(8))]
 pub struct Window {
     /// The root pointer the window starts at (0: none yet).
     base: u64,
@@ -129,23 +134,39 @@ pub struct Window {
     bytes: [u8; WINDOW + 16],
 }
 
-/// The word at `bytes[i..i + 8]`.
+// Records, their values and the window are read and written a word at a time: the scratch
+// buffer and every value in it are 8-byte aligned.
+const _: () = assert!(core::mem::offset_of!(Scratch, buf) % 8 == 0);
+const _: () = assert!(HEADER_SIZE % 8 == 0 && VALUE_HEADER_SIZE % 8 == 0);
+
+/// The word at `p + a`, `p + a` 8-byte aligned: one load (a byte slice would be eight).
 #[inline(always)]
-fn word_at(bytes: &[u8], i: usize) -> u64 {
-    let mut b = [0u8; 8];
-    b.copy_from_slice(&bytes[i..i + 8]);
-    u64::from_le_bytes(b)
+fn aligned_word(p: *const u8, a: usize) -> u64 {
+    unsafe { (p.add(a) as *const u64).read() }
+}
+
+/// The word at any offset `i` of the window, from the two aligned words around it.
+#[inline(always)]
+fn window_word(w: &Window, i: usize) -> u64 {
+    let a = i & (WINDOW - 8);
+    let shift = 8 * (i & 7);
+    let lo = aligned_word(w.bytes.as_ptr(), a);
+    if shift == 0 {
+        return lo;
+    }
+    (lo >> shift) | (aligned_word(w.bytes.as_ptr(), a + 8) << (64 - shift))
 }
 
 /// The two value words at `addr`, in one user read through `s.buf[o + 8..o + 24]` (where the
-/// value header's words go anyway); when only the first is readable (the end of a mapping),
-/// the second is 0.
+/// value header's words go anyway; `o` is 8-aligned); when only the first is readable (the
+/// end of a mapping), the second is 0.
 #[inline(always)]
 fn read_pair(s: &mut Scratch, addr: u64, o: usize) -> Option<(u64, u64)> {
-    let o = o & (SCRATCH_SIZE - 1);
+    let o = o & (SCRATCH_SIZE - 8);
     let dst = &mut s.buf[o + 8..o + 24];
     if unsafe { bpf_probe_read_user_buf(addr as *const u8, dst) }.is_ok() {
-        return Some((word_at(dst, 0), word_at(dst, 8)));
+        let p = s.buf.as_ptr();
+        return Some((aligned_word(p, o + 8), aligned_word(p, o + 16)));
     }
     Some((read_u64(addr)?, 0))
 }
@@ -160,7 +181,7 @@ fn window_pair(s: &mut Scratch, base: u64, off: u64, o: usize) -> Option<(u64, u
     }
     if s.window.ok != 0 && off <= (WINDOW - 16) as u64 {
         let i = off as usize & (WINDOW - 1);
-        return Some((word_at(&s.window.bytes, i), word_at(&s.window.bytes, i + 8)));
+        return Some((window_word(&s.window, i), window_word(&s.window, (i + 8) & (WINDOW - 1))));
     }
     read_pair(s, base.wrapping_add(off), o)
 }
@@ -264,8 +285,7 @@ fn fetch_one(s: &mut Scratch, f: &Fetch, sp: u64, off: usize) -> usize {
     vh.len = payload as u32;
     vh.word0 = w0;
     vh.word1 = w1;
-    let vh_bytes = unsafe { core::slice::from_raw_parts(&vh as *const ValueHeader as *const u8, VALUE_HEADER_SIZE) };
-    let o = off & (SCRATCH_SIZE - 1);
-    s.buf[o..o + VALUE_HEADER_SIZE].copy_from_slice(vh_bytes);
+    let o = off & (SCRATCH_SIZE - 8);
+    unsafe { *(s.buf.as_mut_ptr().add(o) as *mut ValueHeader) = vh };
     (VALUE_HEADER_SIZE + payload + 7) & !7
 }
