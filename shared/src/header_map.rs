@@ -27,7 +27,9 @@
 //! the sidecar). The walk is pure over a [`Memory`], so the kernel runs one
 //! [`MapWalk::step`] per `bpf_loop` iteration and the host tests run it on fake maps. Each
 //! container is copied in one read (a user read costs far more than its bytes), so a slot
-//! costs a read only when its key has the length of a key the walk looks for.
+//! costs a read only when its key has the length of a key the walk looks for, and then only
+//! when the key is outside the 256 bytes around the last key read (keys of one request are
+//! allocated one after the other).
 
 /// Which map layout the binary has ([`MapLayout::kind`]).
 pub const MAP_NONE: u32 = 0;
@@ -131,12 +133,66 @@ pub struct MapWalk {
     /// keys are then looked at without a read each (only a key of the length of `Traceparent`
     /// or `User-Agent` has its bytes read).
     pub group: Container,
+    /// The key window: `keys` holds `[keys_base, keys_base + KEY_WINDOW)` when `keys_ok` is 1.
+    pub keys_base: u64,
+    pub keys_ok: u64,
+    pub keys: KeyWindow,
 }
 
 /// A copied bucket or group, 8-byte aligned so that its words are read with one load each.
 #[repr(C, align(8))]
 #[derive(Clone, Copy, Debug)]
 pub struct Container(pub [u8; CONTAINER_BYTES]);
+
+/// Bytes of the key window ([`MapWalk::keys`]): aligned to its size, so it never crosses a
+/// page and is readable whenever a key in it is.
+pub const KEY_WINDOW: usize = 256;
+
+/// The aligned target memory around the last key read (and 16 bytes of room after it).
+#[repr(C, align(8))]
+#[derive(Clone, Copy, Debug)]
+pub struct KeyWindow(pub [u8; KEY_WINDOW + 16]);
+
+impl KeyWindow {
+    /// The little-endian word at any `i` up to `KEY_WINDOW` (two aligned loads).
+    #[inline(always)]
+    fn word(&self, i: usize) -> u64 {
+        let a = i & (KEY_WINDOW - 8);
+        let shift = 8 * (i & 7);
+        let lo = aligned(&self.0[a..a + 8]);
+        if shift == 0 {
+            return lo;
+        }
+        (lo >> shift) | (aligned(&self.0[a + 8..a + 16]) << (64 - shift))
+    }
+}
+
+/// A key read alone.
+#[repr(C, align(8))]
+struct KeyBuf([u8; 16]);
+
+/// The little-endian word in `bytes` (8 of them, 8-byte aligned).
+#[inline(always)]
+fn aligned(bytes: &[u8]) -> u64 {
+    // SAFETY: the callers pass 8 bytes at an 8-aligned offset of an 8-aligned array.
+    u64::from_le(unsafe { (bytes.as_ptr() as *const u64).read() })
+}
+
+/// A key's two words as [`MapWalk::key_words`] gives them.
+const fn key_words<const L: usize>(k: &[u8; L]) -> (u64, u64) {
+    let mut lo = [0u8; 8];
+    let mut hi = [0u8; 8];
+    let mut i = 0;
+    while i < L {
+        if i < 8 {
+            lo[i] = k[i];
+        } else {
+            hi[i - 8] = k[i];
+        }
+        i += 1;
+    }
+    (u64::from_le_bytes(lo), u64::from_le_bytes(hi))
+}
 
 /// Bytes of the largest container, an hmap bucket (a Swiss group is 8 bytes smaller).
 pub const CONTAINER_BYTES: usize = HMAP_BUCKET as usize;
@@ -159,6 +215,9 @@ impl Default for MapWalk {
             user_agent_elem: 0,
             end: 0,
             group: Container([0; CONTAINER_BYTES]),
+            keys_base: 1,
+            keys_ok: 0,
+            keys: KeyWindow([0; KEY_WINDOW + 16]),
         }
     }
 }
@@ -198,6 +257,8 @@ impl MapWalk {
         self.traceparent_elem = 0;
         self.user_agent_elem = 0;
         self.end = WalkEnd::Walking as u64;
+        // Never an aligned address: the first key reads its window.
+        self.keys_base = 1;
         if map == 0 {
             self.end = WalkEnd::Complete as u64;
             return;
@@ -320,16 +381,38 @@ impl MapWalk {
         };
         let (ptr, len) = (word_at(&self.group, key as usize), word_at(&self.group, key as usize + 8));
         if len == TRACEPARENT_KEY.len() as u64 {
-            let mut k = [0u8; 11];
-            if mem.read(ptr, &mut k) && &k == TRACEPARENT_KEY {
+            if self.key_words(ptr, true, mem) == Some(key_words(TRACEPARENT_KEY)) {
                 self.traceparent_elem = group + elem;
             }
-        } else if len == USER_AGENT_KEY.len() as u64 {
-            let mut k = [0u8; 10];
-            if mem.read(ptr, &mut k) && &k == USER_AGENT_KEY {
-                self.user_agent_elem = group + elem;
-            }
+        } else if len == USER_AGENT_KEY.len() as u64 && self.key_words(ptr, false, mem) == Some(key_words(USER_AGENT_KEY))
+        {
+            self.user_agent_elem = group + elem;
         }
+    }
+
+    /// The key at `ptr` (11 bytes when `long`, else 10) as two words, zero-padded: from the
+    /// key window when the key lies in it (net/textproto allocates the keys of one request one
+    /// after the other, so a window holds many), else read alone.
+    #[inline(always)]
+    fn key_words<M: Memory>(&mut self, ptr: u64, long: bool, mem: &mut M) -> Option<(u64, u64)> {
+        let at = ptr & !(KEY_WINDOW as u64 - 1);
+        if self.keys_base != at {
+            self.keys_base = at;
+            self.keys_ok = mem.read(at, &mut self.keys.0[..KEY_WINDOW]) as u64;
+        }
+        let len = if long { 11 } else { 10 };
+        let o = (ptr - at) as usize & (KEY_WINDOW - 1);
+        let (lo, hi) = if self.keys_ok != 0 && o + len <= KEY_WINDOW {
+            (self.keys.word(o), self.keys.word(o + 8))
+        } else {
+            let mut k = KeyBuf([0; 16]);
+            let ok = if long { mem.read(ptr, &mut k.0[..11]) } else { mem.read(ptr, &mut k.0[..10]) };
+            if !ok {
+                return None;
+            }
+            (aligned(&k.0[..8]), aligned(&k.0[8..]))
+        };
+        Some((lo, hi & ((1u64 << (8 * (len - 8))) - 1)))
     }
 
     /// The current array is done: hmap moves to the old buckets, Swiss to the next table.
