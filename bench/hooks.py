@@ -359,11 +359,14 @@ def main():
                 ns = run([*args, "-n", str(n)], kind, a.gotel, a.before)
                 best[row][kind] = min(ns, best[row].get(kind, ns))
                 log(f"round {r + 1}/{a.rounds}: {row}: {kind}: {ns / 1000:.2f} us")
+    # Where gotel's cost goes: extra runs with the kernel's run-time counters on (not timed).
+    result_breakdown = breakdowns(builds, a.rounds, a.requests, a.goroutines)
     sizes = {"gotel": span_bytes(a.gotel)}
     if a.before:
         sizes["gotel before"] = span_bytes(a.before)
     result = {"rounds": a.rounds, "requests": a.requests, "goroutines": a.goroutines, "us": {
-        row: {k: v / 1000 for k, v in kinds_.items()} for row, kinds_ in best.items()}, "span_bytes": sizes}
+        row: {k: v / 1000 for k, v in kinds_.items()} for row, kinds_ in best.items()}, "span_bytes": sizes,
+        "breakdown": result_breakdown}
     result["date"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     result["load"] = Path("/proc/loadavg").read_text().split()[:3]
     result["gotel"] = str(a.gotel)
@@ -432,6 +435,48 @@ def ratio_table(us, kinds):
     return lines
 
 
+PROGRAMS = ["gotel_entry", "gotel_return", "gotel_newproc_return", "gotel_newproc_entry"]
+
+
+def full_name(name):
+    """The program's name: the kernel keeps 15 characters."""
+    return next((p for p in PROGRAMS if p.startswith(name)), name)
+
+
+def breakdown_table(res):
+    """Markdown lines: per row and build, each program's runs per operation x ns per run, their
+    total, and gotel's own CPU per operation."""
+    bd = res.get("breakdown")
+    if not bd:
+        return []
+    progs = []
+    for by_row in bd.values():
+        for b in by_row.values():
+            for name in b["programs"]:
+                if full_name(name) not in progs:
+                    progs.append(full_name(name))
+    progs.sort(key=lambda p: PROGRAMS.index(p) if p in PROGRAMS else len(PROGRAMS))
+    lines = ["| per operation | build | " + " | ".join(f"`{p}`: runs x ns" for p in progs)
+             + " | programs, us | gotel's own CPU, us |", "| --- | --- |" + " --- |" * (len(progs) + 2)]
+    for row in res["us"]:
+        for who, by_row in bd.items():
+            b = by_row.get(row)
+            if not b:
+                continue
+            named = {full_name(k): v for k, v in b["programs"].items()}
+            cells, total = [], 0.0
+            for p in progs:
+                v = named.get(p)
+                # Programs that ran for a few untimed operations only are left out.
+                if not v or v["runs_per_op"] < 0.01:
+                    cells.append("—")
+                    continue
+                cells.append(f"{v['runs_per_op']:.2f} x {v['ns_per_run']:.0f}")
+                total += v["runs_per_op"] * v["ns_per_run"] / 1000
+            lines.append(f"| {row} | {who} | " + " | ".join(cells) + f" | {total:.2f} | {b['cpu_us_per_op']:.2f} |")
+    return lines
+
+
 def table(res):
     lines = ratio_table(res["us"], KINDS)
     lines.append("")
@@ -447,6 +492,13 @@ def table(res):
     for who, s in res["span_bytes"].items():
         lines.append(f"- {who}: {s['bytes']} bytes per HTTP server span (OTLP protobuf, {s['spans']} spans): "
                      + ", ".join(s["attributes"] or []))
+    bd = breakdown_table(res)
+    if bd:
+        lines += ["", "Where gotel's cost goes, per operation: each of its programs' runs x ns per run "
+                  "(kernel.bpf_stats_enabled=1, in the traced program's time on CPU 0; the lowest of "
+                  f"{res['rounds']} extra runs per build and row, not the timed ones: the counters add two "
+                  "clock reads per run), and gotel's own CPU (ring-buffer consumer, span building, export; "
+                  "on CPU 1, schedstat of its threads).", ""] + bd
     return "\n".join(lines)
 
 

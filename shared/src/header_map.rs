@@ -90,6 +90,15 @@ pub trait Memory {
         let mut b = [0u8; 8];
         self.read(addr, &mut b).then(|| u64::from_le_bytes(b))
     }
+
+    /// The two words at `addr`, in one read.
+    #[inline(always)]
+    fn pair(&mut self, addr: u64) -> Option<(u64, u64)> {
+        let mut w = [0u64; 2];
+        // SAFETY: the 16 bytes of `w`, which any byte values make valid words.
+        let bytes = unsafe { core::slice::from_raw_parts_mut(w.as_mut_ptr() as *mut u8, 16) };
+        self.read(addr, bytes).then(|| (u64::from_le(w[0]), u64::from_le(w[1])))
+    }
 }
 
 /// How a walk ended.
@@ -292,9 +301,17 @@ impl MapWalk {
                 };
             }
             MAP_SWISS => {
-                let (Some(dir), Some(len)) =
-                    (mem.word(map + l.map_dir_ptr as u64), mem.word(map + l.map_dir_len as u64))
-                else {
+                // Neighbours in every release so far: one read.
+                let words = if l.map_dir_len == l.map_dir_ptr + 8 {
+                    mem.pair(map + l.map_dir_ptr as u64).map(|(d, n)| (Some(d), Some(n)))
+                } else {
+                    None
+                };
+                let (dir, len) = match words {
+                    Some(w) => w,
+                    None => (mem.word(map + l.map_dir_ptr as u64), mem.word(map + l.map_dir_len as u64)),
+                };
+                let (Some(dir), Some(len)) = (dir, len) else {
                     self.end = WalkEnd::Unreadable as u64;
                     return;
                 };
@@ -462,12 +479,11 @@ impl MapWalk {
     /// The address and length of the last value of the element at `elem` (a `[]string`).
     #[inline(always)]
     pub fn last_value<M: Memory>(elem: u64, mem: &mut M) -> Option<(u64, u64)> {
-        let (ptr, len) = (mem.word(elem)?, mem.word(elem + 8)?);
+        let (ptr, len) = mem.pair(elem)?;
         if len == 0 || len > 64 {
             return None;
         }
-        let s = ptr.wrapping_add((len - 1) * 16);
-        Some((mem.word(s)?, mem.word(s + 8)?))
+        mem.pair(ptr.wrapping_add((len - 1) * 16))
     }
 }
 

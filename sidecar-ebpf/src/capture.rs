@@ -190,7 +190,9 @@ fn window_pair(s: &mut Scratch, base: u64, off: u64, o: usize) -> Option<(u64, u
 /// Returns the bytes written (8-byte aligned).
 #[inline(always)]
 fn fetch_one(s: &mut Scratch, f: &Fetch, sp: u64, off: usize) -> usize {
-    let mut vh = ValueHeader { slot: f.slot, flags: 0, len: 0, word0: 0, word1: 0 };
+    // The header's fields are kept in registers and stored in place at the end (a header on
+    // the stack would cost this callback's frame 24 bytes).
+    let mut flags = 0u16;
     let (mut w0, mut w1) = (0u64, 0u64);
     let mut ok = true;
     if f.root == Root::Registers as u8 {
@@ -218,7 +220,7 @@ fn fetch_one(s: &mut Scratch, f: &Fetch, sp: u64, off: usize) -> usize {
             break;
         }
         if ptr == 0 {
-            vh.flags |= VALUE_NIL;
+            flags |= VALUE_NIL;
             ok = false;
             break;
         }
@@ -262,7 +264,7 @@ fn fetch_one(s: &mut Scratch, f: &Fetch, sp: u64, off: usize) -> usize {
             let mut n = str_len as usize;
             if n > max {
                 n = max;
-                vh.flags |= VALUE_TRUNCATED;
+                flags |= VALUE_TRUNCATED;
             }
             if str_ptr != 0 && n > 0 {
                 // Volatile: LLVM proves n <= max and drops a plain mask, and kernels before 6.8
@@ -279,13 +281,15 @@ fn fetch_one(s: &mut Scratch, f: &Fetch, sp: u64, off: usize) -> usize {
         }
     }
     if !ok {
-        vh.flags |= VALUE_UNREADABLE;
+        flags |= VALUE_UNREADABLE;
         payload = 0;
     }
+    let o = off & (SCRATCH_SIZE - 8);
+    let vh = unsafe { &mut *(s.buf.as_mut_ptr().add(o) as *mut ValueHeader) };
+    vh.slot = f.slot;
+    vh.flags = flags;
     vh.len = payload as u32;
     vh.word0 = w0;
     vh.word1 = w1;
-    let o = off & (SCRATCH_SIZE - 8);
-    unsafe { *(s.buf.as_mut_ptr().add(o) as *mut ValueHeader) = vh };
     (VALUE_HEADER_SIZE + payload + 7) & !7
 }
