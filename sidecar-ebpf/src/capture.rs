@@ -157,23 +157,45 @@ fn window_word(w: &Window, i: usize) -> u64 {
     (lo >> shift) | (aligned_word(w.bytes.as_ptr(), a + 8) << (64 - shift))
 }
 
-/// The two value words at `addr`, in one user read through `s.buf[o + 8..o + 24]` (where the
-/// value header's words go anyway; `o` is 8-aligned); when only the first is readable (the
-/// end of a mapping), the second is 0.
+/// The value words of the value header at `s.buf[o..]` (`o` 8-aligned).
 #[inline(always)]
-fn read_pair(s: &mut Scratch, addr: u64, o: usize) -> Option<(u64, u64)> {
+fn words(s: &Scratch, o: usize) -> (u64, u64) {
+    let o = o & (SCRATCH_SIZE - 8);
+    (aligned_word(s.buf.as_ptr(), o + 8), aligned_word(s.buf.as_ptr(), o + 16))
+}
+
+/// Sets the value words of the value header at `s.buf[o..]`.
+#[inline(always)]
+fn set_words(s: &mut Scratch, o: usize, w0: u64, w1: u64) {
+    let o = o & (SCRATCH_SIZE - 8);
+    unsafe {
+        (s.buf.as_mut_ptr().add(o + 8) as *mut u64).write(w0);
+        (s.buf.as_mut_ptr().add(o + 16) as *mut u64).write(w1);
+    }
+}
+
+/// Reads the two words at `addr` straight into the value words of the header at `s.buf[o..]`,
+/// in one user read; when only the first is readable (the end of a mapping), the second is 0.
+/// False when unreadable.
+#[inline(always)]
+fn read_pair(s: &mut Scratch, addr: u64, o: usize) -> bool {
     let o = o & (SCRATCH_SIZE - 8);
     let dst = &mut s.buf[o + 8..o + 24];
     if unsafe { bpf_probe_read_user_buf(addr as *const u8, dst) }.is_ok() {
-        let p = s.buf.as_ptr();
-        return Some((aligned_word(p, o + 8), aligned_word(p, o + 16)));
+        return true;
     }
-    Some((read_u64(addr)?, 0))
+    match read_u64(addr) {
+        Some(v) => {
+            set_words(s, o, v, 0);
+            true
+        }
+        None => false,
+    }
 }
 
 /// [`read_pair`] at `base + off`, from the window of `base` when `off` lies in it.
 #[inline(always)]
-fn window_pair(s: &mut Scratch, base: u64, off: u64, o: usize) -> Option<(u64, u64)> {
+fn window_pair(s: &mut Scratch, base: u64, off: u64, o: usize) -> bool {
     if s.window.base != base {
         s.window.base = base;
         let dst = &mut s.window.bytes[..WINDOW];
@@ -181,63 +203,61 @@ fn window_pair(s: &mut Scratch, base: u64, off: u64, o: usize) -> Option<(u64, u
     }
     if s.window.ok != 0 && off <= (WINDOW - 16) as u64 {
         let i = off as usize & (WINDOW - 1);
-        return Some((window_word(&s.window, i), window_word(&s.window, (i + 8) & (WINDOW - 1))));
+        let (w0, w1) = (window_word(&s.window, i), window_word(&s.window, (i + 8) & (WINDOW - 1)));
+        set_words(s, o, w0, w1);
+        return true;
     }
     read_pair(s, base.wrapping_add(off), o)
 }
 
 /// Reads one value into `s.buf[off..]`: its header, then string bytes when it has some.
-/// Returns the bytes written (8-byte aligned).
+/// Returns the bytes written (8-byte aligned). The words being read live in the header's place
+/// in `s.buf`, not in registers: fewer spills, a smaller frame for this `bpf_loop` callback.
 #[inline(always)]
 fn fetch_one(s: &mut Scratch, f: &Fetch, sp: u64, off: usize) -> usize {
-    // The header's fields are kept in registers and stored in place at the end (a header on
-    // the stack would cost this callback's frame 24 bytes).
+    let o = off & (SCRATCH_SIZE - 8);
     let mut flags = 0u16;
-    let (mut w0, mut w1) = (0u64, 0u64);
     let mut ok = true;
     if f.root == Root::Registers as u8 {
-        w0 = s.regs[(f.regs[0] & 31) as usize];
-        if f.nregs > 1 {
-            w1 = s.regs[(f.regs[1] & 31) as usize];
-        }
+        let w0 = s.regs[(f.regs[0] & 31) as usize];
+        let w1 = if f.nregs > 1 { s.regs[(f.regs[1] & 31) as usize] } else { 0 };
+        set_words(s, o, w0, w1);
     } else if f.root == Root::Saved as u8 {
-        w0 = s.saved[(f.regs[0] & 1) as usize];
-        if f.nregs > 1 {
-            w1 = s.saved[(f.regs[1] & 1) as usize];
-        }
+        let w0 = s.saved[(f.regs[0] & 1) as usize];
+        let w1 = if f.nregs > 1 { s.saved[(f.regs[1] & 1) as usize] } else { 0 };
+        set_words(s, o, w0, w1);
     } else {
-        match read_pair(s, sp.wrapping_add(f.stack_offset as i64 as u64), off) {
-            Some((a, b)) => (w0, w1) = (a, b),
-            None => ok = false,
-        }
+        ok = read_pair(s, sp.wrapping_add(f.stack_offset as i64 as u64), o);
     }
-    // Field path: each hop offsets the current pointer; all but the last load a pointer. The
-    // first hop reads from the root pointer's window.
+    // Field path: each hop offsets the current pointer (the first word); all but the last
+    // load a pointer. The first hop reads from the root pointer's window.
     let nhops = f.nhops as usize;
-    let mut ptr = w0;
     for i in 0..MAX_HOPS {
         if !ok || i >= nhops {
             break;
         }
+        let ptr = words(s, o).0;
         if ptr == 0 {
             flags |= VALUE_NIL;
             ok = false;
             break;
         }
-        let hop = f.hops[i] as i64 as u64;
-        let pair = if i == 0 {
-            window_pair(s, ptr, hop, off)
+        let addr = ptr.wrapping_add(f.hops[i] as i64 as u64);
+        ok = if i == 0 {
+            window_pair(s, ptr, f.hops[i] as i64 as u64, o)
         } else if i + 1 < nhops {
-            read_u64(ptr.wrapping_add(hop)).map(|v| (v, 0))
+            match read_u64(addr) {
+                Some(v) => {
+                    set_words(s, o, v, 0);
+                    true
+                }
+                None => false,
+            }
         } else {
-            read_pair(s, ptr.wrapping_add(hop), off)
+            read_pair(s, addr, o)
         };
-        match pair {
-            Some((a, _)) if i + 1 < nhops => ptr = a,
-            Some((a, b)) => (w0, w1) = (a, b),
-            None => ok = false,
-        }
     }
+    let (mut w0, w1) = words(s, o);
     let mut payload = 0usize;
     if ok {
         let kind = f.kind;
@@ -284,12 +304,10 @@ fn fetch_one(s: &mut Scratch, f: &Fetch, sp: u64, off: usize) -> usize {
         flags |= VALUE_UNREADABLE;
         payload = 0;
     }
-    let o = off & (SCRATCH_SIZE - 8);
     let vh = unsafe { &mut *(s.buf.as_mut_ptr().add(o) as *mut ValueHeader) };
     vh.slot = f.slot;
     vh.flags = flags;
     vh.len = payload as u32;
     vh.word0 = w0;
-    vh.word1 = w1;
     (VALUE_HEADER_SIZE + payload + 7) & !7
 }
