@@ -4,7 +4,7 @@ floor, the bare traps. bench/goapps/builtins runs a net/http server and a raw ke
 in one process on CPU 0 (every trap a request causes is in its time); gotel, the floor tool and
 this script run on CPU 1. Rounds are interleaved; each figure is the best of its rounds.
 
-    bench/hooks.py [--rounds 5] [--requests 3000] [--goroutines 20000] [--before GOTEL]
+    bench/hooks.py [--rounds 5] [--requests 3000] [--goroutines 20000] [--before GOTEL] [--breakdown-only]
 
 Rows: an HTTP request with the client's default headers and with 20 more; with 20 more and a
 5 KB cookie after them (the header block exceeds the 4 KiB read buffer, so the traceparent is
@@ -14,7 +14,11 @@ from a goroutine it starts (gRPC runs each stream in its own goroutine); startin
 (empty eBPF programs at the same places: `net/http.serverHandler.ServeHTTP` entry + RETs; with
 the RETs of `runtime.newproc1`, the traps gotel places); gotel as shipped; gotel with
 GOTEL_GOROUTINE_PARENTS=off; and optionally another gotel build (--before) for comparison.
-Also the OTLP protobuf size of one HTTP server span, from the console exporter's OTLP/JSON.
+Also the OTLP protobuf size of one HTTP server span, from the console exporter's OTLP/JSON, and
+where gotel's cost goes: extra runs per build and row with kernel.bpf_stats_enabled=1 give each
+of its programs' runs per operation and ns per run (BPF_OBJ_GET_INFO_BY_FD on gotel's program
+fds), and gotel's own CPU per operation (schedstat of its threads); `--breakdown-only` prints
+just that.
 Writes bench/results/hooks.json and its section of BENCHMARKS.md (between the `hooks` markers;
 bench/report.py renders the same section when it rewrites the file). Root only (uprobes).
 """
@@ -412,8 +416,8 @@ def section(res):
            + "; *floor: all gotel's traps* adds bare traps at the RETs of "
            "`runtime.newproc1` (net/http starts a goroutine per request for its background read, and the "
            "goroutine rows start one more).",
-           "* *gotel before*: the build before these changes (a trap per header line read, two traps per "
-           "goroutine start)." if res.get("before") else "", ""]
+           "* *gotel before*: " + res.get("before_doc", "the build before these changes (a trap per header line "
+                                             "read, two traps per goroutine start).") if res.get("before") else "", ""]
     out.append(table(res))
     out.append("")
     return out
@@ -499,6 +503,10 @@ def table(res):
                   f"{res['rounds']} extra runs per build and row, not the timed ones: the counters add two "
                   "clock reads per run), and gotel's own CPU (ring-buffer consumer, span building, export; "
                   "on CPU 1, schedstat of its threads).", ""] + bd
+    # Free text kept with the result (what a run showed that the figures alone do not say).
+    notes = res.get("notes") or []
+    if notes:
+        lines += [""] + [f"- {n}" for n in notes]
     return "\n".join(lines)
 
 
