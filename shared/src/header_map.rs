@@ -401,7 +401,8 @@ impl MapWalk {
             if self.key_words(ptr, true, mem) == Some(key_words(TRACEPARENT_KEY)) {
                 self.traceparent_elem = group + elem;
             }
-        } else if len == USER_AGENT_KEY.len() as u64 && self.key_words(ptr, false, mem) == Some(key_words(USER_AGENT_KEY))
+        } else if len == USER_AGENT_KEY.len() as u64
+            && self.key_words(ptr, false, mem) == Some(key_words(USER_AGENT_KEY))
         {
             self.user_agent_elem = group + elem;
         }

@@ -9,8 +9,8 @@
 use aya_ebpf::{helpers::generated::bpf_loop, macros::uprobe, programs::ProbeContext};
 use gotel_shared::{
     rules::{frame_slot, join_inherited, morestack_reentry, same_call, unwound},
-    Counter, EventHeader, EventKind, Frame, GoroutineKey, GoroutineState, INHERIT_ONE_SHOT, MAX_FRAMES, NO_REG, PLAN_HAS_ENTRY_FETCH,
-    PLAN_INJECT_CONTEXT, PLAN_SCAN_HEADERS,
+    Counter, EventHeader, EventKind, Frame, GoroutineKey, GoroutineState, INHERIT_ONE_SHOT, MAX_FRAMES, NO_REG,
+    PLAN_HAS_ENTRY_FETCH, PLAN_INJECT_CONTEXT, PLAN_SCAN_HEADERS,
 };
 
 use crate::{

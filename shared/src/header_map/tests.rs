@@ -298,7 +298,8 @@ fn keys_next_to_each_other_are_read_once_per_window() {
         let map = heap.alloc(48);
         let group = heap.alloc(SWISS_GROUP);
         let entries: Vec<(usize, String)> = (0..7).map(|i| (i, std::format!("X-Extra-0{i}"))).collect();
-        let mut slots: Vec<(usize, &str, &[&str])> = entries.iter().map(|(i, k)| (*i, k.as_str(), &["v"][..])).collect();
+        let mut slots: Vec<(usize, &str, &[&str])> =
+            entries.iter().map(|(i, k)| (*i, k.as_str(), &["v"][..])).collect();
         slots.push((7, "User-Agent", &["go"]));
         swiss_group(&mut heap, group, &slots);
         heap.put_word(map + 16, group);
