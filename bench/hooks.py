@@ -4,7 +4,7 @@ floor, the bare traps. bench/goapps/builtins runs a net/http server and a raw ke
 in one process on CPU 0 (every trap a request causes is in its time); gotel, the floor tool and
 this script run on CPU 1. Rounds are interleaved; each figure is the best of its rounds.
 
-    bench/hooks.py [--rounds 5] [--requests 3000] [--goroutines 20000] [--before GOTEL]
+    bench/hooks.py [--rounds 5] [--requests 3000] [--goroutines 20000] [--before GOTEL] [--breakdown-only]
 
 Rows: an HTTP request with the client's default headers and with 20 more; with 20 more and a
 5 KB cookie after them (the header block exceeds the 4 KiB read buffer, so the traceparent is
@@ -14,14 +14,20 @@ from a goroutine it starts (gRPC runs each stream in its own goroutine); startin
 (empty eBPF programs at the same places: `net/http.serverHandler.ServeHTTP` entry + RETs; with
 the RETs of `runtime.newproc1`, the traps gotel places); gotel as shipped; gotel with
 GOTEL_GOROUTINE_PARENTS=off; and optionally another gotel build (--before) for comparison.
-Also the OTLP protobuf size of one HTTP server span, from the console exporter's OTLP/JSON.
+Also the OTLP protobuf size of one HTTP server span, from the console exporter's OTLP/JSON, and
+where gotel's cost goes: extra runs per build and row with kernel.bpf_stats_enabled=1 give each
+of its programs' runs per operation and ns per run (BPF_OBJ_GET_INFO_BY_FD on gotel's program
+fds), and gotel's own CPU per operation (schedstat of its threads); `--breakdown-only` prints
+just that.
 Writes bench/results/hooks.json and its section of BENCHMARKS.md (between the `hooks` markers;
 bench/report.py renders the same section when it rewrites the file). Root only (uprobes).
 """
 import argparse
+import ctypes
 import json
 import os
 import subprocess
+import struct
 import sys
 import time
 from pathlib import Path
@@ -55,6 +61,64 @@ def wait_for(path, procs, timeout=120):
         time.sleep(0.01)
 
 
+LIBC = ctypes.CDLL(None, use_errno=True)
+SYS_BPF, SYS_PIDFD_GETFD, BPF_OBJ_GET_INFO_BY_FD = 321, 438, 15  # amd64
+BPF_STATS = Path("/proc/sys/kernel/bpf_stats_enabled")
+
+
+def bpf_programs(pid):
+    """{name: [run_time_ns, run_cnt]} of the eBPF programs process `pid` holds, from
+    BPF_OBJ_GET_INFO_BY_FD on a copy of each fd (run time is only counted while
+    kernel.bpf_stats_enabled is 1). Names are the kernel's, cut to 15 characters."""
+    progs, seen = {}, set()
+    try:
+        pidfd = os.pidfd_open(pid)
+    except OSError:
+        return progs
+    try:
+        for fd in os.listdir(f"/proc/{pid}/fd"):
+            try:
+                if os.readlink(f"/proc/{pid}/fd/{fd}") != "anon_inode:bpf-prog":
+                    continue
+            except OSError:
+                continue
+            local = LIBC.syscall(SYS_PIDFD_GETFD, pidfd, int(fd), 0)
+            if local < 0:
+                continue
+            info = ctypes.create_string_buffer(256)
+            attr = ctypes.create_string_buffer(struct.pack("IIQ", local, len(info), ctypes.addressof(info)), 16)
+            rc = LIBC.syscall(SYS_BPF, BPF_OBJ_GET_INFO_BY_FD, attr, 16)
+            os.close(local)
+            if rc < 0:
+                continue
+            prog_id = struct.unpack_from("I", info.raw, 4)[0]
+            if prog_id in seen:
+                continue
+            seen.add(prog_id)
+            name = info.raw[64:80].split(b"\0")[0].decode()
+            run_ns, runs = struct.unpack_from("QQ", info.raw, 192)
+            acc = progs.setdefault(name, [0, 0])
+            acc[0] += run_ns
+            acc[1] += runs
+    finally:
+        os.close(pidfd)
+    return progs
+
+
+def cpu_ns(pid):
+    """CPU time of every thread of `pid` so far, in ns (schedstat)."""
+    total = 0
+    try:
+        for t in os.listdir(f"/proc/{pid}/task"):
+            try:
+                total += int(Path(f"/proc/{pid}/task/{t}/schedstat").read_text().split()[0])
+            except (OSError, ValueError):
+                pass
+    except OSError:
+        pass
+    return total
+
+
 def gotel_env(extra):
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "GOTEL_"))}
     env.update(OTEL_TRACES_EXPORTER="none", GOTEL_LOG="warn", NO_COLOR="1")
@@ -62,13 +126,15 @@ def gotel_env(extra):
     return env
 
 
-def measure(app, app_args, floors=(), gotel=None, extra_env=None, like_gotel=False):
+def measure(app, app_args, floors=(), gotel=None, extra_env=None, like_gotel=False, costs=None):
     """One run of bench/goapps/`app` with `app_args` on CPU 0, untraced, under bare traps
     (`floors`: (symbol, at its entry, at its RETs) triples) or under gotel
     binary `gotel` (`extra_env` added to its environment); returns the ns the app printed. With
     `like_gotel` the bare traps are placed and attached as gotel does on kernels from 6.10: the
     entry trap after the stack-check prologue (not at the first instruction, which the kernel
-    steps out of line), as uprobe_multi links (not perf events)."""
+    steps out of line), as uprobe_multi links (not perf events). With `costs` (a dict) and gotel,
+    fills it with gotel's user-space CPU ns and its programs' {name: [run ns, runs]} over the run
+    (run ns are 0 unless kernel.bpf_stats_enabled is 1)."""
     wait = BUILD / f"{app}.go"
     wait.unlink(missing_ok=True)
     proc = subprocess.Popen(["taskset", "-c", TARGET_CPU, str(BUILD / app), *app_args, "-wait-file", str(wait)],
@@ -96,8 +162,23 @@ def measure(app, app_args, floors=(), gotel=None, extra_env=None, like_gotel=Fal
         readies.append(ready)
     for r in readies:
         wait_for(r, [proc, *side])
+    g = side[-1] if gotel else None
+    before = (cpu_ns(g.pid), bpf_programs(g.pid)) if g and costs is not None else None
     wait.touch()
     out = proc.communicate(timeout=600)[0]
+    if before:
+        # The process has exited: what gotel did for it is done or in its ring buffer; give the
+        # consumer a moment to drain it before reading its CPU time.
+        after, cpu = bpf_programs(g.pid), cpu_ns(g.pid)
+        for _ in range(20):
+            time.sleep(0.05)
+            now = cpu_ns(g.pid)
+            if now <= cpu or g.poll() is not None:
+                break
+            cpu = now
+        costs["cpu_ns"] = cpu - before[0]
+        costs["programs"] = {k: [v[0] - before[1].get(k, [0, 0])[0], v[1] - before[1].get(k, [0, 0])[1]]
+                             for k, v in after.items() if v[1] > before[1].get(k, [0, 0])[1]}
     for p in side:
         if p.args[2].endswith("floor"):
             p.send_signal(2)
@@ -108,7 +189,7 @@ def measure(app, app_args, floors=(), gotel=None, extra_env=None, like_gotel=Fal
     return json.loads(out)["ns"]
 
 
-def run(app_args, kind, gotel, before):
+def run(app_args, kind, gotel, before, costs=None):
     """One run of the builtins app under `kind`; returns ns per request / goroutine start."""
     is_go = "go" in app_args
     floors = {"floor: span": [(SERVE, True, True)],
@@ -117,7 +198,26 @@ def run(app_args, kind, gotel, before):
     extra = {"GOTEL_GOROUTINE_PARENTS": "off"} if kind == "gotel, parents off" else {}
     # Bare traps placed and attached as gotel places them (after the stack check, as uprobe_multi
     # links): a trap at the first instruction costs more and would flatter the ratio.
-    return measure("builtins", app_args, floors, binary, extra, like_gotel=True)
+    return measure("builtins", app_args, floors, binary, extra, like_gotel=True, costs=costs)
+
+
+def breakdown(app_args, n, binary):
+    """Where gotel `binary`'s cost goes in one run of the builtins app (not a timed round: the
+    kernel's run-time counters are on, which adds two clock reads per program run): per
+    program, runs per operation and ns per run; gotel's own CPU (ring-buffer consumer, span
+    building, export, on the other CPU) per operation."""
+    old = BPF_STATS.read_text().strip()
+    BPF_STATS.write_text("1")
+    try:
+        costs = {}
+        run([*app_args, "-n", str(n)], "gotel", binary, None, costs)
+    finally:
+        BPF_STATS.write_text(old)
+    # The app runs a few untimed operations besides its n timed ones: runs per operation are
+    # rounded to what n operations explain.
+    progs = {name: {"runs_per_op": runs / n, "ns_per_run": ns / runs}
+             for name, (ns, runs) in sorted(costs.get("programs", {}).items()) if runs}
+    return {"programs": progs, "cpu_us_per_op": costs.get("cpu_ns", 0) / n / 1000}
 
 
 ROWS = {
@@ -209,6 +309,25 @@ def span_bytes(binary, app="builtins", app_args=("-mode", "http", "-n", "20"), k
     return res[kinds[0]] if len(kinds) == 1 else res
 
 
+def breakdowns(builds, rounds, requests, goroutines):
+    """{build: {row: breakdown}}, each figure the lowest of `rounds` runs (a busy machine only
+    adds to them)."""
+    out = {who: {} for who in builds}
+    for r in range(rounds):
+        for row, args in ROWS.items():
+            n = goroutines if "go" in args else requests
+            for who, binary in builds.items():
+                b = breakdown(args, n, binary)
+                best = out[who].setdefault(row, b)
+                best["cpu_us_per_op"] = min(best["cpu_us_per_op"], b["cpu_us_per_op"])
+                for name, p in b["programs"].items():
+                    q = best["programs"].setdefault(name, p)
+                    q["ns_per_run"] = min(q["ns_per_run"], p["ns_per_run"])
+                log(f"breakdown {r + 1}/{rounds}: {row}: {who}: " + ", ".join(
+                    f"{k} {v['ns_per_run']:.0f} ns" for k, v in b["programs"].items()))
+    return out
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--rounds", type=int, default=5)
@@ -218,6 +337,7 @@ def main():
     ap.add_argument("--before", help="another gotel build to compare with (e.g. the previous release)")
     ap.add_argument("--skip-build", action="store_true")
     ap.add_argument("--render", action="store_true", help="only rewrite BENCHMARKS.md from bench/results/hooks.json")
+    ap.add_argument("--breakdown-only", action="store_true", help="only print where gotel's cost goes, per row")
     a = ap.parse_args()
     if a.render:
         write(json.loads((ROOT / "bench" / "results" / "hooks.json").read_text()))
@@ -226,6 +346,12 @@ def main():
         sys.exit("hooks: must run as root (uprobes)")
     if not a.skip_build:
         build()
+    builds = {"gotel": a.gotel, **({"gotel before": a.before} if a.before else {})}
+    if a.breakdown_only:
+        for who, by_row in breakdowns(builds, a.rounds, a.requests, a.goroutines).items():
+            for row, b in by_row.items():
+                log(f"{row}: {who}: {json.dumps(b)}")
+        return
     kinds = [k for k in KINDS if k != "gotel before" or a.before]
     best = {row: {} for row in ROWS}
     for r in range(a.rounds):
@@ -237,11 +363,14 @@ def main():
                 ns = run([*args, "-n", str(n)], kind, a.gotel, a.before)
                 best[row][kind] = min(ns, best[row].get(kind, ns))
                 log(f"round {r + 1}/{a.rounds}: {row}: {kind}: {ns / 1000:.2f} us")
+    # Where gotel's cost goes: extra runs with the kernel's run-time counters on (not timed).
+    result_breakdown = breakdowns(builds, a.rounds, a.requests, a.goroutines)
     sizes = {"gotel": span_bytes(a.gotel)}
     if a.before:
         sizes["gotel before"] = span_bytes(a.before)
     result = {"rounds": a.rounds, "requests": a.requests, "goroutines": a.goroutines, "us": {
-        row: {k: v / 1000 for k, v in kinds_.items()} for row, kinds_ in best.items()}, "span_bytes": sizes}
+        row: {k: v / 1000 for k, v in kinds_.items()} for row, kinds_ in best.items()}, "span_bytes": sizes,
+        "breakdown": result_breakdown}
     result["date"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     result["load"] = Path("/proc/loadavg").read_text().split()[:3]
     result["gotel"] = str(a.gotel)
@@ -287,8 +416,8 @@ def section(res):
            + "; *floor: all gotel's traps* adds bare traps at the RETs of "
            "`runtime.newproc1` (net/http starts a goroutine per request for its background read, and the "
            "goroutine rows start one more).",
-           "* *gotel before*: the build before these changes (a trap per header line read, two traps per "
-           "goroutine start)." if res.get("before") else "", ""]
+           "* *gotel before*: " + res.get("before_doc", "the build before these changes (a trap per header line "
+                                             "read, two traps per goroutine start).") if res.get("before") else "", ""]
     out.append(table(res))
     out.append("")
     return out
@@ -310,6 +439,48 @@ def ratio_table(us, kinds):
     return lines
 
 
+PROGRAMS = ["gotel_entry", "gotel_return", "gotel_newproc_return", "gotel_newproc_entry"]
+
+
+def full_name(name):
+    """The program's name: the kernel keeps 15 characters."""
+    return next((p for p in PROGRAMS if p.startswith(name)), name)
+
+
+def breakdown_table(res):
+    """Markdown lines: per row and build, each program's runs per operation x ns per run, their
+    total, and gotel's own CPU per operation."""
+    bd = res.get("breakdown")
+    if not bd:
+        return []
+    progs = []
+    for by_row in bd.values():
+        for b in by_row.values():
+            for name in b["programs"]:
+                if full_name(name) not in progs:
+                    progs.append(full_name(name))
+    progs.sort(key=lambda p: PROGRAMS.index(p) if p in PROGRAMS else len(PROGRAMS))
+    lines = ["| per operation | build | " + " | ".join(f"`{p}`: runs x ns" for p in progs)
+             + " | programs, us | gotel's own CPU, us |", "| --- | --- |" + " --- |" * (len(progs) + 2)]
+    for row in res["us"]:
+        for who, by_row in bd.items():
+            b = by_row.get(row)
+            if not b:
+                continue
+            named = {full_name(k): v for k, v in b["programs"].items()}
+            cells, total = [], 0.0
+            for p in progs:
+                v = named.get(p)
+                # Programs that ran for a few untimed operations only are left out.
+                if not v or v["runs_per_op"] < 0.01:
+                    cells.append("—")
+                    continue
+                cells.append(f"{v['runs_per_op']:.2f} x {v['ns_per_run']:.0f}")
+                total += v["runs_per_op"] * v["ns_per_run"] / 1000
+            lines.append(f"| {row} | {who} | " + " | ".join(cells) + f" | {total:.2f} | {b['cpu_us_per_op']:.2f} |")
+    return lines
+
+
 def table(res):
     lines = ratio_table(res["us"], KINDS)
     lines.append("")
@@ -325,6 +496,17 @@ def table(res):
     for who, s in res["span_bytes"].items():
         lines.append(f"- {who}: {s['bytes']} bytes per HTTP server span (OTLP protobuf, {s['spans']} spans): "
                      + ", ".join(s["attributes"] or []))
+    bd = breakdown_table(res)
+    if bd:
+        lines += ["", "Where gotel's cost goes, per operation: each of its programs' runs x ns per run "
+                  "(kernel.bpf_stats_enabled=1, in the traced program's time on CPU 0; the lowest of "
+                  f"{res['rounds']} extra runs per build and row, not the timed ones: the counters add two "
+                  "clock reads per run), and gotel's own CPU (ring-buffer consumer, span building, export; "
+                  "on CPU 1, schedstat of its threads).", ""] + bd
+    # Free text kept with the result (what a run showed that the figures alone do not say).
+    notes = res.get("notes") or []
+    if notes:
+        lines += [""] + [f"- {n}" for n in notes]
     return "\n".join(lines)
 
 

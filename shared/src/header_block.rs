@@ -17,8 +17,9 @@
 //! ([`Outcome::ReachedStart`]): a `traceparent` among the lines still there is this request's
 //! and is used; otherwise the kernel counts the request as unreadable instead of guessing.
 //!
-//! One [`BlockScan::step`] looks at one 8-byte word or handles one line end, so the kernel runs
-//! it in `bpf_loop` (the verifier checks one step); every index is masked into the buffer. The
+//! One [`BlockScan::step`] looks at up to eight 8-byte words and handles one line end, so the
+//! kernel runs it in `bpf_loop` (the verifier checks one step; a callback per word cost more
+//! than the words); every index is masked into the buffer. The
 //! rules are pure and tested here on the host.
 use crate::traceparent::{may_be_traceparent, parse_header_line, HeaderLine, HEADER_LINE_BUF};
 
@@ -29,8 +30,15 @@ const MASK: usize = BLOCK_BUF - 1;
 /// Minimum length of the array the scan runs on: the copied bytes at `[BLOCK_BUF - n, BLOCK_BUF)`
 /// plus room for one header line copied from any position.
 pub const BLOCK_ARRAY_LEN: usize = BLOCK_BUF + HEADER_LINE_BUF;
-/// Upper bound of steps: one per word plus one per line (a line takes at least 3 bytes).
-pub const MAX_SCAN_STEPS: u32 = (BLOCK_BUF / 8 + BLOCK_BUF / 3 + 2) as u32;
+/// Upper bound of steps: one per [`WORDS_PER_STEP`] words plus one per line (a line takes at
+/// least 3 bytes).
+pub const MAX_SCAN_STEPS: u32 = (BLOCK_BUF / 8 / WORDS_PER_STEP + BLOCK_BUF / 3 + 2) as u32;
+/// Words one step looks at before it handles a line: a typical header line ends within 64
+/// bytes, so a step is about a line (each `bpf_loop` step costs a callback).
+pub const WORDS_PER_STEP: usize = 8;
+/// [`BlockScan::word`]'s answers besides a line end's position (both above any position).
+const NO_LINE_END: u64 = u64::MAX;
+const AT_START: u64 = u64::MAX - 1;
 
 const USER_AGENT: &[u8; 11] = b"user-agent:";
 const HTTP1: &[u8; 8] = b" HTTP/1.";
@@ -88,18 +96,56 @@ impl BlockScan {
         self.outcome != Outcome::Scanning as u64
     }
 
-    /// One step backward; false when the scan is over.
+    /// One step backward: up to [`WORDS_PER_STEP`] words down to the next line end, then that
+    /// line; false when the scan is over.
     #[inline(always)]
     pub fn step<const N: usize>(&mut self, buf: &[u8; N]) -> bool {
-        let pos = self.pos as usize & (2 * BLOCK_BUF - 1);
-        let base = self.base as usize & MASK;
-        if pos <= base || pos > BLOCK_BUF {
+        // Written out, not a loop: Linux 6.1's verifier refuses a back-edge after the helper
+        // call that precedes this in the kernel's callback. Each call is a no-op once a line
+        // end or the start is found.
+        let mut q = NO_LINE_END;
+        q = self.word(buf, q);
+        q = self.word(buf, q);
+        q = self.word(buf, q);
+        q = self.word(buf, q);
+        q = self.word(buf, q);
+        q = self.word(buf, q);
+        q = self.word(buf, q);
+        q = self.word(buf, q);
+        if q == NO_LINE_END {
+            return true;
+        }
+        if q == AT_START {
             // The copied bytes start here; after a slide by bufio, at a line start.
+            let base = self.base as usize & MASK;
             self.line(buf, base, self.line_end as usize);
             if !self.done() {
                 self.outcome = Outcome::ReachedStart as u64;
             }
             return false;
+        }
+        let q = q as usize & MASK;
+        self.line(buf, q + 1, self.line_end as usize);
+        if self.done() {
+            return false;
+        }
+        self.line_end = q as u64;
+        self.pos = q as u64;
+        true
+    }
+
+    /// Looks at the word below `pos` unless `q` says a line end or the start was found:
+    /// returns the position of its last `\n`, [`AT_START`], or [`NO_LINE_END`] (then `pos`
+    /// moved down by the word).
+    #[inline(always)]
+    fn word<const N: usize>(&mut self, buf: &[u8; N], q: u64) -> u64 {
+        if q != NO_LINE_END {
+            return q;
+        }
+        let pos = self.pos as usize & (2 * BLOCK_BUF - 1);
+        let base = self.base as usize & MASK;
+        if pos <= base || pos > BLOCK_BUF {
+            return AT_START;
         }
         let a = (pos - 1) & (MASK & !7);
         let mut w = load_word(buf, a);
@@ -113,16 +159,9 @@ impl BlockScan {
         let nl = newline_bits(w);
         if nl == 0 {
             self.pos = a as u64;
-            return true;
+            return NO_LINE_END;
         }
-        let q = a + highest_byte(nl);
-        self.line(buf, q + 1, self.line_end as usize);
-        if self.done() {
-            return false;
-        }
-        self.line_end = q as u64;
-        self.pos = q as u64;
-        true
+        (a + highest_byte(nl)) as u64
     }
 
     /// Looks at the line `buf[s..e]` (`e` is its `\n`). The request line ends with
@@ -143,26 +182,35 @@ impl BlockScan {
             return;
         }
         let len = e - s;
-        if len > HTTP1.len() {
-            let at = e - HTTP1.len() - 1;
-            let mut http1 = buf[(e - 1) & MASK].is_ascii_digit();
-            for (i, &c) in HTTP1.iter().enumerate() {
-                http1 &= buf[(at + i) & MASK] == c;
-            }
-            if http1 {
-                self.outcome = Outcome::RequestLine as u64;
-                return;
-            }
+        // Compared a word at a time (the bytes of a line are compared in every step).
+        if len > HTTP1.len()
+            && buf[(e - 1) & MASK].is_ascii_digit()
+            && load_at(buf, e - HTTP1.len() - 1) == u64::from_le_bytes(*HTTP1)
+        {
+            self.outcome = Outcome::RequestLine as u64;
+            return;
         }
         if self.tp_len == 0 && may_be_traceparent(len) && buf[s] | 0x20 == b't' {
             self.tp_start = s as u64;
             self.tp_len = len as u64;
         }
         if self.ua_start == 0 && len >= USER_AGENT.len() {
-            let mut ua = true;
-            for (i, &c) in USER_AGENT.iter().enumerate() {
-                ua &= buf[(s + i) & MASK] | 0x20 == c;
-            }
+            // Every byte ORed with 0x20, as the name's (`-` and `:` have that bit already).
+            const LOWER: u64 = 0x2020_2020_2020_2020;
+            let head = u64::from_le_bytes([
+                USER_AGENT[0],
+                USER_AGENT[1],
+                USER_AGENT[2],
+                USER_AGENT[3],
+                USER_AGENT[4],
+                USER_AGENT[5],
+                USER_AGENT[6],
+                USER_AGENT[7],
+            ]);
+            let ua = load_at(buf, s) | LOWER == head
+                && buf[(s + 8) & MASK] | 0x20 == USER_AGENT[8]
+                && buf[(s + 9) & MASK] | 0x20 == USER_AGENT[9]
+                && buf[(s + 10) & MASK] | 0x20 == USER_AGENT[10];
             if ua {
                 self.ua_start = (s + USER_AGENT.len()) as u64;
                 self.ua_len = (len - USER_AGENT.len()) as u64;
@@ -191,13 +239,43 @@ impl BlockScan {
     }
 }
 
-/// The little-endian word at `a` (a multiple of 8 below [`BLOCK_BUF`]).
+/// The little-endian word at `a` (a multiple of 8 below [`BLOCK_BUF`]). In the kernel one
+/// 8-byte load: the scratch buffer the scan runs on is 8-byte aligned there (the BPF backend
+/// would otherwise load and shift eight bytes).
 #[inline(always)]
 fn load_word<const N: usize>(buf: &[u8; N], a: usize) -> u64 {
-    let a = a & (MASK & !7);
-    let mut b = [0u8; 8];
-    b.copy_from_slice(&buf[a..a + 8]);
-    u64::from_le_bytes(b)
+    aligned_word(buf, a & (MASK & !7))
+}
+
+/// The word at `a`, a multiple of 8 up to [`BLOCK_BUF`] included (the array has room there).
+#[inline(always)]
+fn aligned_word<const N: usize>(buf: &[u8; N], a: usize) -> u64 {
+    let a = a & ((2 * BLOCK_BUF - 1) & !7);
+    let a = if a > BLOCK_BUF { BLOCK_BUF } else { a };
+    let bytes = &buf[a..a + 8];
+    #[cfg(target_arch = "bpf")]
+    // SAFETY: in bounds (the slice above), and the kernel's buffer is 8-byte aligned.
+    let w = unsafe { (bytes.as_ptr() as *const u64).read() };
+    #[cfg(not(target_arch = "bpf"))]
+    // SAFETY: in bounds (the slice above).
+    let w = unsafe { (bytes.as_ptr() as *const u64).read_unaligned() };
+    u64::from_le(w)
+}
+
+/// The little-endian word at any `i` below [`BLOCK_BUF`] (the array has room after it), from
+/// the aligned words around it.
+#[inline(always)]
+fn load_at<const N: usize>(buf: &[u8; N], i: usize) -> u64 {
+    let i = i & MASK;
+    let a = i & !7;
+    let shift = 8 * (i - a);
+    let lo = load_word(buf, a);
+    if shift == 0 {
+        return lo;
+    }
+    // `a + 8` may be BLOCK_BUF: the array has room there (BLOCK_ARRAY_LEN).
+    let hi = aligned_word(buf, a + 8);
+    (lo >> shift) | (hi << (64 - shift))
 }
 
 /// `0x80` in each byte of `w` that is `\n`, 0 elsewhere (exact: no false positives).

@@ -25,7 +25,11 @@
 //! layout table; the bucket and group shapes follow from the key and element types (the
 //! compiler's rule, checked against DWARF's `noalg.map.group[string][]string` in the tests of
 //! the sidecar). The walk is pure over a [`Memory`], so the kernel runs one
-//! [`MapWalk::step`] per `bpf_loop` iteration and the host tests run it on fake maps.
+//! [`MapWalk::step`] per `bpf_loop` iteration and the host tests run it on fake maps. Each
+//! container is copied in one read (a user read costs far more than its bytes), so a slot
+//! costs a read only when its key has the length of a key the walk looks for, and then only
+//! when the key is outside the 256 bytes around the last key read (keys of one request are
+//! allocated one after the other).
 
 /// Which map layout the binary has ([`MapLayout::kind`]).
 pub const MAP_NONE: u32 = 0;
@@ -48,9 +52,9 @@ const SAME_SIZE_GROW: u8 = 8;
 pub const MAX_CONTAINERS: u64 = 64;
 /// Directory entries a Swiss map may have for the walk.
 const MAX_DIR: u64 = 16;
-/// Steps of `bpf_loop` the kernel gives a walk: one per slot and one to take each container,
-/// plus one per directory entry and one per array switch.
-pub const MAX_WALK_STEPS: u32 = (9 * MAX_CONTAINERS + MAX_DIR + 4) as u32;
+/// Steps of `bpf_loop` the kernel gives a walk: one per container, plus one per directory
+/// entry and one per array switch.
+pub const MAX_WALK_STEPS: u32 = (MAX_CONTAINERS + MAX_DIR + 4) as u32;
 
 const TRACEPARENT_KEY: &[u8; 11] = b"Traceparent";
 const USER_AGENT_KEY: &[u8; 10] = b"User-Agent";
@@ -86,6 +90,15 @@ pub trait Memory {
         let mut b = [0u8; 8];
         self.read(addr, &mut b).then(|| u64::from_le_bytes(b))
     }
+
+    /// The two words at `addr`, in one read.
+    #[inline(always)]
+    fn pair(&mut self, addr: u64) -> Option<(u64, u64)> {
+        let mut w = [0u64; 2];
+        // SAFETY: the 16 bytes of `w`, which any byte values make valid words.
+        let bytes = unsafe { core::slice::from_raw_parts_mut(w.as_mut_ptr() as *mut u8, 16) };
+        self.read(addr, bytes).then(|| (u64::from_le(w[0]), u64::from_le(w[1])))
+    }
 }
 
 /// How a walk ended.
@@ -93,7 +106,7 @@ pub trait Memory {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum WalkEnd {
     Walking = 0,
-    /// Every slot was seen.
+    /// Every slot was seen, or both keys were found.
     Complete = 1,
     /// More buckets or groups than [`MAX_CONTAINERS`], or a directory over 16 entries.
     TooLarge = 2,
@@ -103,7 +116,7 @@ pub enum WalkEnd {
 
 /// State of one walk (kept in the kernel's per-CPU scratch memory between steps).
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Copy, Debug)]
 pub struct MapWalk {
     pub kind: u64,
     /// The bucket or group to visit next (0: take the next one from the array).
@@ -118,14 +131,113 @@ pub struct MapWalk {
     pub dir_index: u64,
     pub prev_table: u64,
     pub visited: u64,
-    /// The slot to look at next in `cur`, and `cur`'s control (Swiss) or tophash (hmap) bytes.
-    pub slot: u64,
+    /// `cur`'s control (Swiss) or tophash (hmap) bytes.
     pub ctrl: u64,
     /// Address of the `[]string` element of the last `Traceparent` / `User-Agent` key seen (0: none).
     pub traceparent_elem: u64,
     pub user_agent_elem: u64,
     /// A [`WalkEnd`].
     pub end: u64,
+    /// The current bucket or group, copied in one read when the walk enters it: its slots'
+    /// keys are then looked at without a read each (only a key of the length of `Traceparent`
+    /// or `User-Agent` has its bytes read).
+    pub group: Container,
+    /// The key window: `keys` holds `[keys_base, keys_base + KEY_WINDOW)` when `keys_ok` is 1.
+    pub keys_base: u64,
+    pub keys_ok: u64,
+    pub keys: KeyWindow,
+}
+
+/// A copied bucket or group, 8-byte aligned so that its words are read with one load each.
+#[repr(C, align(8))]
+#[derive(Clone, Copy, Debug)]
+pub struct Container(pub [u8; CONTAINER_BYTES]);
+
+/// Bytes of the key window ([`MapWalk::keys`]): aligned to its size, so it never crosses a
+/// page and is readable whenever a key in it is.
+pub const KEY_WINDOW: usize = 256;
+
+/// The aligned target memory around the last key read (and 16 bytes of room after it).
+#[repr(C, align(8))]
+#[derive(Clone, Copy, Debug)]
+pub struct KeyWindow(pub [u8; KEY_WINDOW + 16]);
+
+impl KeyWindow {
+    /// The little-endian word at any `i` up to `KEY_WINDOW` (two aligned loads).
+    #[inline(always)]
+    fn word(&self, i: usize) -> u64 {
+        let a = i & (KEY_WINDOW - 8);
+        let shift = 8 * (i & 7);
+        let lo = aligned(&self.0[a..a + 8]);
+        if shift == 0 {
+            return lo;
+        }
+        (lo >> shift) | (aligned(&self.0[a + 8..a + 16]) << (64 - shift))
+    }
+}
+
+/// A key read alone.
+#[repr(C, align(8))]
+struct KeyBuf([u8; 16]);
+
+/// The little-endian word in `bytes` (8 of them, 8-byte aligned).
+#[inline(always)]
+fn aligned(bytes: &[u8]) -> u64 {
+    // SAFETY: the callers pass 8 bytes at an 8-aligned offset of an 8-aligned array.
+    u64::from_le(unsafe { (bytes.as_ptr() as *const u64).read() })
+}
+
+/// A key's two words as [`MapWalk::key_words`] gives them.
+const fn key_words<const L: usize>(k: &[u8; L]) -> (u64, u64) {
+    let mut lo = [0u8; 8];
+    let mut hi = [0u8; 8];
+    let mut i = 0;
+    while i < L {
+        if i < 8 {
+            lo[i] = k[i];
+        } else {
+            hi[i - 8] = k[i];
+        }
+        i += 1;
+    }
+    (u64::from_le_bytes(lo), u64::from_le_bytes(hi))
+}
+
+/// Bytes of the largest container, an hmap bucket (a Swiss group is 8 bytes smaller).
+pub const CONTAINER_BYTES: usize = HMAP_BUCKET as usize;
+
+impl Default for MapWalk {
+    fn default() -> Self {
+        MapWalk {
+            kind: 0,
+            cur: 0,
+            array: 0,
+            index: 0,
+            count: 0,
+            next_array: 0,
+            next_count: 0,
+            dir_index: 0,
+            prev_table: 0,
+            visited: 0,
+            ctrl: 0,
+            traceparent_elem: 0,
+            user_agent_elem: 0,
+            end: 0,
+            group: Container([0; CONTAINER_BYTES]),
+            keys_base: 1,
+            keys_ok: 0,
+            keys: KeyWindow([0; KEY_WINDOW + 16]),
+        }
+    }
+}
+
+/// The little-endian word at `c[i..i + 8]`, `i` a multiple of 8 (the container's words).
+#[inline(always)]
+fn word_at(c: &Container, i: usize) -> u64 {
+    let i = if i > CONTAINER_BYTES - 8 { CONTAINER_BYTES - 8 } else { i & !7 };
+    let bytes = &c.0[i..i + 8];
+    // SAFETY: in bounds (the slice above) and 8-byte aligned (`Container`'s alignment, `i`).
+    u64::from_le(unsafe { (bytes.as_ptr() as *const u64).read() })
 }
 
 impl MapWalk {
@@ -150,11 +262,12 @@ impl MapWalk {
         self.dir_index = 0;
         self.prev_table = 0;
         self.visited = 0;
-        self.slot = 0;
         self.ctrl = 0;
         self.traceparent_elem = 0;
         self.user_agent_elem = 0;
         self.end = WalkEnd::Walking as u64;
+        // Never an aligned address: the first key reads its window.
+        self.keys_base = 1;
         if map == 0 {
             self.end = WalkEnd::Complete as u64;
             return;
@@ -188,9 +301,17 @@ impl MapWalk {
                 };
             }
             MAP_SWISS => {
-                let (Some(dir), Some(len)) =
-                    (mem.word(map + l.map_dir_ptr as u64), mem.word(map + l.map_dir_len as u64))
-                else {
+                // Neighbours in every release so far: one read.
+                let words = if l.map_dir_len == l.map_dir_ptr + 8 {
+                    mem.pair(map + l.map_dir_ptr as u64).map(|(d, n)| (Some(d), Some(n)))
+                } else {
+                    None
+                };
+                let (dir, len) = match words {
+                    Some(w) => w,
+                    None => (mem.word(map + l.map_dir_ptr as u64), mem.word(map + l.map_dir_len as u64)),
+                };
+                let (Some(dir), Some(len)) = (dir, len) else {
                     self.end = WalkEnd::Unreadable as u64;
                     return;
                 };
@@ -213,9 +334,10 @@ impl MapWalk {
         self.end != WalkEnd::Walking as u64
     }
 
-    /// Looks at one slot of the current bucket or group, or takes the next bucket or group, or
-    /// moves to the next array; false when the walk is over. One slot per step, no loop inside:
-    /// Linux 6.1's verifier refuses a loop whose head follows a helper call (back-edge).
+    /// Takes the next bucket or group and looks at its eight slots, or moves to the next array;
+    /// false when the walk is over: every slot was seen, or both keys were found (a key is in
+    /// a map once), or a limit or a failed read ended it. The slots are written out, not a
+    /// loop: Linux 6.1's verifier refuses a loop whose head follows a helper call (back-edge).
     #[inline(always)]
     pub fn step<M: Memory>(&mut self, l: &MapLayout, mem: &mut M) -> bool {
         if self.done() {
@@ -223,72 +345,92 @@ impl MapWalk {
         }
         let hmap = self.kind == MAP_HMAP as u64;
         if self.cur == 0 {
-            if self.index < self.count {
-                let size = if hmap { HMAP_BUCKET } else { SWISS_GROUP };
-                self.cur = self.array.wrapping_add(self.index.wrapping_mul(size));
-                self.index += 1;
-                self.slot = 0;
-            } else {
+            if self.index >= self.count {
                 self.next_source(l, mem);
+                return !self.done();
             }
-            return !self.done();
+            let size = if hmap { HMAP_BUCKET } else { SWISS_GROUP };
+            self.cur = self.array.wrapping_add(self.index.wrapping_mul(size));
+            self.index += 1;
         }
         let group = self.cur;
-        let i = self.slot & 7;
-        if i == 0 {
-            if self.visited >= MAX_CONTAINERS {
-                self.end = WalkEnd::TooLarge as u64;
-                return false;
-            }
-            self.visited += 1;
-            let Some(ctrl) = mem.word(group) else {
-                self.end = WalkEnd::Unreadable as u64;
-                return false;
-            };
-            self.ctrl = ctrl;
+        if self.visited >= MAX_CONTAINERS {
+            self.end = WalkEnd::TooLarge as u64;
+            return false;
         }
+        self.visited += 1;
+        let size = if hmap { HMAP_BUCKET } else { SWISS_GROUP } as usize;
+        if !mem.read(group, &mut self.group.0[..size]) {
+            self.end = WalkEnd::Unreadable as u64;
+            return false;
+        }
+        self.ctrl = word_at(&self.group, 0);
+        self.look(0, group, hmap, mem);
+        self.look(1, group, hmap, mem);
+        self.look(2, group, hmap, mem);
+        self.look(3, group, hmap, mem);
+        self.look(4, group, hmap, mem);
+        self.look(5, group, hmap, mem);
+        self.look(6, group, hmap, mem);
+        self.look(7, group, hmap, mem);
+        if self.traceparent_elem != 0 && self.user_agent_elem != 0 {
+            self.end = WalkEnd::Complete as u64;
+            return false;
+        }
+        self.cur = if hmap { word_at(&self.group, HMAP_OVERFLOW as usize) } else { 0 };
+        true
+    }
+
+    /// Looks at slot `i` of the container at `group` (copied in `self.group`).
+    #[inline(always)]
+    fn look<M: Memory>(&mut self, i: u64, group: u64, hmap: bool, mem: &mut M) {
         let c = (self.ctrl >> (8 * i)) as u8;
         let full = if hmap { c >= MIN_TOP_HASH } else { c & 0x80 == 0 };
-        if full {
-            let (key, elem) = if hmap {
-                (group + HMAP_KEYS + 16 * i, group + HMAP_ELEMS + 24 * i)
-            } else {
-                let slot = group + 8 + SWISS_SLOT * i;
-                (slot, slot + 16)
-            };
-            let (Some(ptr), Some(len)) = (mem.word(key), mem.word(key + 8)) else {
-                self.end = WalkEnd::Unreadable as u64;
-                return false;
-            };
-            if len == TRACEPARENT_KEY.len() as u64 {
-                let mut k = [0u8; 11];
-                if mem.read(ptr, &mut k) && &k == TRACEPARENT_KEY {
-                    self.traceparent_elem = elem;
-                }
-            } else if len == USER_AGENT_KEY.len() as u64 {
-                let mut k = [0u8; 10];
-                if mem.read(ptr, &mut k) && &k == USER_AGENT_KEY {
-                    self.user_agent_elem = elem;
-                }
-            }
+        if !full {
+            return;
         }
-        self.slot = i + 1;
-        if self.slot < 8 {
-            return true;
-        }
-        self.slot = 0;
-        self.cur = if hmap {
-            match mem.word(group + HMAP_OVERFLOW) {
-                Some(next) => next,
-                None => {
-                    self.end = WalkEnd::Unreadable as u64;
-                    return false;
-                }
-            }
+        // Offsets of the slot's key and element in the container.
+        let (key, elem) = if hmap {
+            (HMAP_KEYS + 16 * i, HMAP_ELEMS + 24 * i)
         } else {
-            0
+            let slot = 8 + SWISS_SLOT * i;
+            (slot, slot + 16)
         };
-        true
+        let (ptr, len) = (word_at(&self.group, key as usize), word_at(&self.group, key as usize + 8));
+        if len == TRACEPARENT_KEY.len() as u64 {
+            if self.key_words(ptr, true, mem) == Some(key_words(TRACEPARENT_KEY)) {
+                self.traceparent_elem = group + elem;
+            }
+        } else if len == USER_AGENT_KEY.len() as u64
+            && self.key_words(ptr, false, mem) == Some(key_words(USER_AGENT_KEY))
+        {
+            self.user_agent_elem = group + elem;
+        }
+    }
+
+    /// The key at `ptr` (11 bytes when `long`, else 10) as two words, zero-padded: from the
+    /// key window when the key lies in it (net/textproto allocates the keys of one request one
+    /// after the other, so a window holds many), else read alone.
+    #[inline(always)]
+    fn key_words<M: Memory>(&mut self, ptr: u64, long: bool, mem: &mut M) -> Option<(u64, u64)> {
+        let at = ptr & !(KEY_WINDOW as u64 - 1);
+        if self.keys_base != at {
+            self.keys_base = at;
+            self.keys_ok = mem.read(at, &mut self.keys.0[..KEY_WINDOW]) as u64;
+        }
+        let len = if long { 11 } else { 10 };
+        let o = (ptr - at) as usize & (KEY_WINDOW - 1);
+        let (lo, hi) = if self.keys_ok != 0 && o + len <= KEY_WINDOW {
+            (self.keys.word(o), self.keys.word(o + 8))
+        } else {
+            let mut k = KeyBuf([0; 16]);
+            let ok = if long { mem.read(ptr, &mut k.0[..11]) } else { mem.read(ptr, &mut k.0[..10]) };
+            if !ok {
+                return None;
+            }
+            (aligned(&k.0[..8]), aligned(&k.0[8..]))
+        };
+        Some((lo, hi & ((1u64 << (8 * (len - 8))) - 1)))
     }
 
     /// The current array is done: hmap moves to the old buckets, Swiss to the next table.
@@ -338,12 +480,11 @@ impl MapWalk {
     /// The address and length of the last value of the element at `elem` (a `[]string`).
     #[inline(always)]
     pub fn last_value<M: Memory>(elem: u64, mem: &mut M) -> Option<(u64, u64)> {
-        let (ptr, len) = (mem.word(elem)?, mem.word(elem + 8)?);
+        let (ptr, len) = mem.pair(elem)?;
         if len == 0 || len > 64 {
             return None;
         }
-        let s = ptr.wrapping_add((len - 1) * 16);
-        Some((mem.word(s)?, mem.word(s + 8)?))
+        mem.pair(ptr.wrapping_add((len - 1) * 16))
     }
 }
 

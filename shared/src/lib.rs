@@ -176,7 +176,10 @@ pub struct ProbePlan {
     /// pt_regs slots copied into the frame at entry, for `Root::Saved` fetches at return;
     /// [`NO_REG`] = none.
     pub save_regs: [u8; 2],
-    pub _pad: [u8; 6],
+    /// `fetches[..entry_fetches]` are captured at entry and the rest at return (user space
+    /// orders them so), so neither point's loop visits the other's fetches.
+    pub entry_fetches: u8,
+    pub _pad: [u8; 5],
     pub fetches: [Fetch; MAX_FETCHES],
 }
 
@@ -189,7 +192,8 @@ impl Default for ProbePlan {
             nfetches: 0,
             flags: 0,
             save_regs: [NO_REG; 2],
-            _pad: [0; 6],
+            entry_fetches: 0,
+            _pad: [0; 5],
             fetches: [Fetch::default(); MAX_FETCHES],
         }
     }

@@ -2,8 +2,9 @@
 //! point (arguments at entry, results at return), built in the per-CPU scratch buffer and copied
 //! out in one `bpf_ringbuf_output`.
 //!
-//! The plan (`PROBES[probe id]`, a list of `Fetch`) is run through `bpf_loop`, so the verifier
-//! checks one fetch instead of every path through sixteen. Each fetch reads registers, a stack
+//! The plan (`PROBES[probe id]`, a list of `Fetch`, entry ones first) is run through
+//! `bpf_loop` over this point's fetches, so the verifier checks one fetch instead of every
+//! path through sixteen. Each fetch reads registers, a stack
 //! slot or saved entry registers, follows up to `MAX_HOPS` pointers and copies string bytes; a
 //! fault anywhere marks that value unreadable instead of dropping the record.
 use aya_ebpf::{
@@ -40,9 +41,10 @@ pub enum At {
 pub fn emit(header: &EventHeader, at: At) {
     let Some(scratch) = SCRATCH.get_ptr_mut(0) else { return };
     let s = unsafe { &mut *scratch };
-    let hdr_bytes = unsafe { core::slice::from_raw_parts(header as *const EventHeader as *const u8, HEADER_SIZE) };
-    s.buf[..HEADER_SIZE].copy_from_slice(hdr_bytes);
+    // A typed store: word moves, where a byte-slice copy is a load and a store per byte.
+    unsafe { *(s.buf.as_mut_ptr() as *mut EventHeader) = *header };
     s.off = HEADER_SIZE as u64;
+    s.window.base = 0;
     match at {
         At::Nothing => {}
         At::Entry(sp) => capture_values(header.probe_id, sp, 0),
@@ -77,6 +79,8 @@ struct CaptureLoop {
     probe_id: u32,
     at_return: u32,
     sp: u64,
+    /// Index of the point's first fetch (the plan has the entry fetches first).
+    first: u64,
 }
 
 /// Runs the probe's fetch instructions for this point (0 = entry, 1 = return).
@@ -84,9 +88,11 @@ struct CaptureLoop {
 fn capture_values(probe_id: u32, sp: u64, at_return: u8) {
     let Some(plan) = PROBES.get(probe_id) else { return };
     let n = if (plan.nfetches as usize) < MAX_FETCHES { plan.nfetches } else { MAX_FETCHES as u32 };
-    let mut ctx = CaptureLoop { probe_id, at_return: at_return as u32, sp };
+    let entry = if (plan.entry_fetches as u32) < n { plan.entry_fetches as u32 } else { n };
+    let (first, count) = if at_return != 0 { (entry, n - entry) } else { (0, entry) };
+    let mut ctx = CaptureLoop { probe_id, at_return: at_return as u32, sp, first: first as u64 };
     unsafe {
-        bpf_loop(n, capture_one as *mut _, &mut ctx as *mut CaptureLoop as *mut _, 0);
+        bpf_loop(count, capture_one as *mut _, &mut ctx as *mut CaptureLoop as *mut _, 0);
     }
 }
 
@@ -97,7 +103,7 @@ extern "C" fn capture_one(i: u64, ctx: *mut core::ffi::c_void) -> i64 {
     let Some(plan) = PROBES.get(probe_id) else { return 1 };
     let Some(scratch) = SCRATCH.get_ptr_mut(0) else { return 1 };
     let s = unsafe { &mut *scratch };
-    let f = &plan.fetches[(i as usize) & (MAX_FETCHES - 1)];
+    let f = &plan.fetches[(ctx.first.wrapping_add(i) as usize) & (MAX_FETCHES - 1)];
     if f.at_return as u32 != at_return {
         return 0;
     }
@@ -109,57 +115,149 @@ extern "C" fn capture_one(i: u64, ctx: *mut core::ffi::c_void) -> i64 {
     s.off = (off + written) as u64;
     0
 }
+/// Bytes of target memory read at once from a fetch's root pointer (the struct a register or
+/// saved register points at): the fields the probe's fetches take from it (a request's method,
+/// URL, host, peer, protocol version...) then cost one user read instead of one each. 256 bytes
+/// hold every field of `net/http.Request` and `net/http.response` the built-in spans read; a
+/// field beyond, or a window that cannot be read whole (the struct ends a mapping), is read
+/// directly.
+pub const WINDOW: usize = 256;
+
+/// The window of the root pointer last read, per CPU in the scratch memory; reset for every
+/// record, so a window never outlives the probe hit that read it.
+#[repr(C, align(8))]
+pub struct Window {
+    /// The root pointer the window starts at (0: none yet).
+    base: u64,
+    /// 1 when `bytes[..WINDOW]` hold `[base, base + WINDOW)`.
+    ok: u64,
+    bytes: [u8; WINDOW + 16],
+}
+
+// Records, their values and the window are read and written a word at a time: the scratch
+// buffer and every value in it are 8-byte aligned.
+const _: () = assert!(core::mem::offset_of!(Scratch, buf) % 8 == 0);
+const _: () = assert!(HEADER_SIZE % 8 == 0 && VALUE_HEADER_SIZE % 8 == 0);
+
+/// The word at `p + a`, `p + a` 8-byte aligned: one load (a byte slice would be eight).
+#[inline(always)]
+fn aligned_word(p: *const u8, a: usize) -> u64 {
+    unsafe { (p.add(a) as *const u64).read() }
+}
+
+/// The word at any offset `i` of the window, from the two aligned words around it.
+#[inline(always)]
+fn window_word(w: &Window, i: usize) -> u64 {
+    let a = i & (WINDOW - 8);
+    let shift = 8 * (i & 7);
+    let lo = aligned_word(w.bytes.as_ptr(), a);
+    if shift == 0 {
+        return lo;
+    }
+    (lo >> shift) | (aligned_word(w.bytes.as_ptr(), a + 8) << (64 - shift))
+}
+
+/// The value words of the value header at `s.buf[o..]` (`o` 8-aligned).
+#[inline(always)]
+fn words(s: &Scratch, o: usize) -> (u64, u64) {
+    let o = o & (SCRATCH_SIZE - 8);
+    (aligned_word(s.buf.as_ptr(), o + 8), aligned_word(s.buf.as_ptr(), o + 16))
+}
+
+/// Sets the value words of the value header at `s.buf[o..]`.
+#[inline(always)]
+fn set_words(s: &mut Scratch, o: usize, w0: u64, w1: u64) {
+    let o = o & (SCRATCH_SIZE - 8);
+    unsafe {
+        (s.buf.as_mut_ptr().add(o + 8) as *mut u64).write(w0);
+        (s.buf.as_mut_ptr().add(o + 16) as *mut u64).write(w1);
+    }
+}
+
+/// Reads the two words at `addr` straight into the value words of the header at `s.buf[o..]`,
+/// in one user read; when only the first is readable (the end of a mapping), the second is 0.
+/// False when unreadable.
+#[inline(always)]
+fn read_pair(s: &mut Scratch, addr: u64, o: usize) -> bool {
+    let o = o & (SCRATCH_SIZE - 8);
+    let dst = &mut s.buf[o + 8..o + 24];
+    if unsafe { bpf_probe_read_user_buf(addr as *const u8, dst) }.is_ok() {
+        return true;
+    }
+    match read_u64(addr) {
+        Some(v) => {
+            set_words(s, o, v, 0);
+            true
+        }
+        None => false,
+    }
+}
+
+/// [`read_pair`] at `base + off`, from the window of `base` when `off` lies in it.
+#[inline(always)]
+fn window_pair(s: &mut Scratch, base: u64, off: u64, o: usize) -> bool {
+    if s.window.base != base {
+        s.window.base = base;
+        let dst = &mut s.window.bytes[..WINDOW];
+        s.window.ok = unsafe { bpf_probe_read_user_buf(base as *const u8, dst) }.is_ok() as u64;
+    }
+    if s.window.ok != 0 && off <= (WINDOW - 16) as u64 {
+        let i = off as usize & (WINDOW - 1);
+        let (w0, w1) = (window_word(&s.window, i), window_word(&s.window, (i + 8) & (WINDOW - 1)));
+        set_words(s, o, w0, w1);
+        return true;
+    }
+    read_pair(s, base.wrapping_add(off), o)
+}
+
 /// Reads one value into `s.buf[off..]`: its header, then string bytes when it has some.
-/// Returns the bytes written (8-byte aligned).
+/// Returns the bytes written (8-byte aligned). The words being read live in the header's place
+/// in `s.buf`, not in registers: fewer spills, a smaller frame for this `bpf_loop` callback.
 #[inline(always)]
 fn fetch_one(s: &mut Scratch, f: &Fetch, sp: u64, off: usize) -> usize {
-    let mut vh = ValueHeader { slot: f.slot, flags: 0, len: 0, word0: 0, word1: 0 };
-    let (mut w0, mut w1) = (0u64, 0u64);
+    let o = off & (SCRATCH_SIZE - 8);
+    let mut flags = 0u16;
     let mut ok = true;
     if f.root == Root::Registers as u8 {
-        w0 = s.regs[(f.regs[0] & 31) as usize];
-        if f.nregs > 1 {
-            w1 = s.regs[(f.regs[1] & 31) as usize];
-        }
+        let w0 = s.regs[(f.regs[0] & 31) as usize];
+        let w1 = if f.nregs > 1 { s.regs[(f.regs[1] & 31) as usize] } else { 0 };
+        set_words(s, o, w0, w1);
     } else if f.root == Root::Saved as u8 {
-        w0 = s.saved[(f.regs[0] & 1) as usize];
-        if f.nregs > 1 {
-            w1 = s.saved[(f.regs[1] & 1) as usize];
-        }
+        let w0 = s.saved[(f.regs[0] & 1) as usize];
+        let w1 = if f.nregs > 1 { s.saved[(f.regs[1] & 1) as usize] } else { 0 };
+        set_words(s, o, w0, w1);
     } else {
-        let addr = sp.wrapping_add(f.stack_offset as i64 as u64);
-        match read_u64(addr) {
-            Some(v) => w0 = v,
-            None => ok = false,
-        }
-        w1 = read_u64(addr.wrapping_add(8)).unwrap_or(0);
+        ok = read_pair(s, sp.wrapping_add(f.stack_offset as i64 as u64), o);
     }
-    // Field path: each hop offsets the current pointer; all but the last load a pointer.
+    // Field path: each hop offsets the current pointer (the first word); all but the last
+    // load a pointer. The first hop reads from the root pointer's window.
     let nhops = f.nhops as usize;
-    let mut ptr = w0;
     for i in 0..MAX_HOPS {
         if !ok || i >= nhops {
             break;
         }
+        let ptr = words(s, o).0;
         if ptr == 0 {
-            vh.flags |= VALUE_NIL;
+            flags |= VALUE_NIL;
             ok = false;
             break;
         }
         let addr = ptr.wrapping_add(f.hops[i] as i64 as u64);
-        if i + 1 < nhops {
+        ok = if i == 0 {
+            window_pair(s, ptr, f.hops[i] as i64 as u64, o)
+        } else if i + 1 < nhops {
             match read_u64(addr) {
-                Some(v) => ptr = v,
-                None => ok = false,
+                Some(v) => {
+                    set_words(s, o, v, 0);
+                    true
+                }
+                None => false,
             }
         } else {
-            match read_u64(addr) {
-                Some(v) => w0 = v,
-                None => ok = false,
-            }
-            w1 = read_u64(addr.wrapping_add(8)).unwrap_or(0);
-        }
+            read_pair(s, addr, o)
+        };
     }
+    let (mut w0, w1) = words(s, o);
     let mut payload = 0usize;
     if ok {
         let kind = f.kind;
@@ -186,7 +284,7 @@ fn fetch_one(s: &mut Scratch, f: &Fetch, sp: u64, off: usize) -> usize {
             let mut n = str_len as usize;
             if n > max {
                 n = max;
-                vh.flags |= VALUE_TRUNCATED;
+                flags |= VALUE_TRUNCATED;
             }
             if str_ptr != 0 && n > 0 {
                 // Volatile: LLVM proves n <= max and drops a plain mask, and kernels before 6.8
@@ -203,14 +301,13 @@ fn fetch_one(s: &mut Scratch, f: &Fetch, sp: u64, off: usize) -> usize {
         }
     }
     if !ok {
-        vh.flags |= VALUE_UNREADABLE;
+        flags |= VALUE_UNREADABLE;
         payload = 0;
     }
+    let vh = unsafe { &mut *(s.buf.as_mut_ptr().add(o) as *mut ValueHeader) };
+    vh.slot = f.slot;
+    vh.flags = flags;
     vh.len = payload as u32;
     vh.word0 = w0;
-    vh.word1 = w1;
-    let vh_bytes = unsafe { core::slice::from_raw_parts(&vh as *const ValueHeader as *const u8, VALUE_HEADER_SIZE) };
-    let o = off & (SCRATCH_SIZE - 1);
-    s.buf[o..o + VALUE_HEADER_SIZE].copy_from_slice(vh_bytes);
     (VALUE_HEADER_SIZE + payload + 7) & !7
 }

@@ -42,6 +42,8 @@ pub struct Scratch {
     /// An incoming `traceparent`'s context as it is parsed (`propagation::extract`,
     /// `propagation::grpc_extract`): decoded here, not on the stack.
     pub remote: TraceContext,
+    /// Target memory read once for a record's fetches (`capture`).
+    pub window: crate::capture::Window,
     /// The ring-buffer record being built (also the header-line buffer of injection, and the
     /// copy of a request's header block).
     pub buf: [u8; SCRATCH_SIZE + BUF_SLACK],

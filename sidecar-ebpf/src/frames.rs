@@ -9,8 +9,8 @@
 use aya_ebpf::{helpers::generated::bpf_loop, macros::uprobe, programs::ProbeContext};
 use gotel_shared::{
     rules::{frame_slot, join_inherited, morestack_reentry, same_call, unwound},
-    Counter, EventHeader, EventKind, Frame, GoroutineKey, INHERIT_ONE_SHOT, MAX_FRAMES, NO_REG, PLAN_HAS_ENTRY_FETCH,
-    PLAN_INJECT_CONTEXT, PLAN_SCAN_HEADERS,
+    Counter, EventHeader, EventKind, Frame, GoroutineKey, GoroutineState, INHERIT_ONE_SHOT, MAX_FRAMES, NO_REG,
+    PLAN_HAS_ENTRY_FETCH, PLAN_INJECT_CONTEXT, PLAN_SCAN_HEADERS,
 };
 
 use crate::{
@@ -42,7 +42,7 @@ fn on_entry(ctx: &ProbeContext, http_server: bool) -> Option<()> {
     count(Counter::Entries);
     let probe_id = h.cookie as u32;
     let st = unsafe { &mut *state_of(&h, true)? };
-    unwind(&h, true);
+    unwind(&h, st, true);
     let n = st.depth as usize;
     if n > MAX_FRAMES {
         return None;
@@ -104,7 +104,7 @@ fn on_return(ctx: &ProbeContext) -> Option<()> {
         return None;
     };
     let st = unsafe { &mut *st };
-    unwind(&h, false);
+    unwind(&h, st, false);
     let n = st.depth as usize;
     if n > MAX_FRAMES {
         return None;
@@ -143,8 +143,18 @@ struct UnwindLoop {
 
 /// Pops frames deeper than `stack_depth` (or as deep, when `inclusive`): calls that were
 /// unwound without returning (panic then recover, Goexit). Each is reported as abandoned.
+/// The top frame `st` has is looked at first: almost always it is still live, and the loop
+/// (a callback and a map lookup) is not started.
 #[inline(always)]
-fn unwind(h: &Hit, inclusive: bool) {
+fn unwind(h: &Hit, st: &GoroutineState, inclusive: bool) {
+    let n = st.depth as usize;
+    if n == 0 || n > MAX_FRAMES {
+        return;
+    }
+    let f = &st.frames[frame_slot(n - 1)];
+    if !unwound(f, h.stack_depth, inclusive) || (inclusive && morestack_reentry(f, h.stack_depth, h.cookie)) {
+        return;
+    }
     unwind_goroutine(h.key, h.stack_depth, h.cookie, h.now, h.tid, inclusive);
 }
 

@@ -76,11 +76,16 @@ impl Probe {
     /// The kernel-side record for this probe.
     pub fn kernel_plan(&self) -> ProbePlan {
         let mut plan = ProbePlan::default();
-        for (i, f) in self.attributes.fetches.iter().take(MAX_FETCHES).enumerate() {
+        // Entry fetches first: each point's loop runs over its own (values carry their slot,
+        // so the order is free).
+        let taken = &self.attributes.fetches[..self.attributes.fetches.len().min(MAX_FETCHES)];
+        let ordered = taken.iter().filter(|f| f.at_return == 0).chain(taken.iter().filter(|f| f.at_return != 0));
+        for (i, f) in ordered.enumerate() {
             plan.fetches[i] = *f;
             plan.flags |= if f.at_return != 0 { PLAN_HAS_RETURN_FETCH } else { PLAN_HAS_ENTRY_FETCH };
         }
-        plan.nfetches = self.attributes.fetches.len().min(MAX_FETCHES) as u32;
+        plan.nfetches = taken.len() as u32;
+        plan.entry_fetches = taken.iter().filter(|f| f.at_return == 0).count() as u8;
         plan.save_regs = self.save_regs;
         plan.flags |= self.plan_flags;
         if self.role != Role::Span {

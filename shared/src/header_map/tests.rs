@@ -8,6 +8,9 @@ use std::{collections::BTreeMap, string::String, vec, vec::Vec};
 struct Heap {
     blocks: BTreeMap<u64, Vec<u8>>,
     next: u64,
+    /// Reads may span allocations (zeros between them), as in a real heap's pages.
+    flat: bool,
+    reads: usize,
 }
 
 impl Heap {
@@ -59,6 +62,20 @@ impl Heap {
 
 impl Memory for Heap {
     fn read(&mut self, addr: u64, out: &mut [u8]) -> bool {
+        self.reads += 1;
+        if self.flat {
+            if addr < 0x1000 || addr + out.len() as u64 > self.next {
+                return false;
+            }
+            for (i, b) in out.iter_mut().enumerate() {
+                let a = addr + i as u64;
+                *b = match self.blocks.range(..=a).next_back() {
+                    Some((&base, block)) if a - base < block.len() as u64 => block[(a - base) as usize],
+                    _ => 0,
+                };
+            }
+            return true;
+        }
         let Some((&base, block)) = self.blocks.range(..=addr).next_back() else { return false };
         let o = (addr - base) as usize;
         if o + out.len() > block.len() {
@@ -244,4 +261,58 @@ fn shapes_follow_the_compiler() {
     assert_eq!((SWISS_GROUP, SWISS_SLOT), (328, 40));
     // runtime.bmap of map[string][]string: 8 + 8*16 + 8*24 + 8.
     assert_eq!(HMAP_BUCKET, 336);
+}
+
+#[test]
+fn the_walk_stops_once_both_keys_are_found() {
+    let mut heap = Heap::default();
+    let map = heap.alloc(48);
+    let t = heap.alloc(32);
+    let groups = heap.alloc(4 * SWISS_GROUP);
+    swiss_group(&mut heap, groups, &[(2, "User-Agent", &["go"]), (5, "X-Extra-01", &["v"])]);
+    swiss_group(&mut heap, groups + SWISS_GROUP, &[(0, "Traceparent", &[TP]), (1, "X-Extra-02", &["v"])]);
+    swiss_group(&mut heap, groups + 2 * SWISS_GROUP, &[(3, "X-Extra-03", &["v"])]);
+    swiss_group(&mut heap, groups + 3 * SWISS_GROUP, &[(4, "X-Extra-04", &["v"])]);
+    heap.put_word(t + 16, groups);
+    heap.put_word(t + 24, 3);
+    let dir = heap.alloc(8);
+    heap.put_word(dir, t);
+    heap.put_word(map + 16, dir);
+    heap.put_word(map + 24, 1);
+    let w = walk(&SWISS, map, &mut heap);
+    assert_eq!(w.end, WalkEnd::Complete as u64);
+    assert_eq!(w.visited, 2, "the groups after both keys are not read");
+    assert_eq!((heap.value(w.traceparent_elem).as_str(), heap.value(w.user_agent_elem).as_str()), (TP, "go"));
+    // Without a User-Agent, every group is read.
+    heap.put(groups + 2, &[0x80]);
+    let w = walk(&SWISS, map, &mut heap);
+    assert_eq!((w.end, w.visited, w.user_agent_elem), (WalkEnd::Complete as u64, 4, 0));
+    assert_eq!(heap.value(w.traceparent_elem), TP);
+}
+
+#[test]
+fn keys_next_to_each_other_are_read_once_per_window() {
+    let mut reads = Vec::new();
+    for flat in [false, true] {
+        let mut heap = Heap { flat, ..Heap::default() };
+        let map = heap.alloc(48);
+        let group = heap.alloc(SWISS_GROUP);
+        let entries: Vec<(usize, String)> = (0..7).map(|i| (i, std::format!("X-Extra-0{i}"))).collect();
+        let mut slots: Vec<(usize, &str, &[&str])> =
+            entries.iter().map(|(i, k)| (*i, k.as_str(), &["v"][..])).collect();
+        slots.push((7, "User-Agent", &["go"]));
+        swiss_group(&mut heap, group, &slots);
+        heap.put_word(map + 16, group);
+        heap.reads = 0;
+        let w = walk(&SWISS, map, &mut heap);
+        reads.push(heap.reads);
+        assert_eq!((w.end, w.traceparent_elem), (WalkEnd::Complete as u64, 0), "flat {flat}");
+        assert_eq!(heap.value(w.user_agent_elem), "go", "flat {flat}");
+    }
+    // The map header (2 words) and the group, then the eight 10-byte keys: each alone when
+    // windows cannot be read (at least one read per key), a window per 256 bytes of heap when
+    // they can (the fake heap puts an entry's key, array and value in about 100 bytes, so the
+    // eight keys span five windows).
+    assert!(reads[0] >= 3 + 8, "{reads:?}");
+    assert!(reads[1] <= 3 + 5, "{reads:?}");
 }
