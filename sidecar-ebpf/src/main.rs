@@ -18,6 +18,7 @@
 //! | `gotel_sk_msg` | SK_MSG on that sockhash | inserts `traceparent` after the request line, or appends it to a gRPC HEADERS frame on h2c (the only program that changes messages) | `propagation::inject_socket` |
 //! | `gotel_grpc_fields` | RETs of grpc-go's `(*http2Client).createHeaderFields` | keys a gRPC call's context by its header fields | `propagation::inject_socket::h2` |
 //! | `gotel_grpc_write_header` | entry of grpc-go's `(*loopyWriter).writeHeader` | moves it to the stream's HEADERS frame | `propagation::inject_socket::h2` |
+//! | `gotel_same_node_client` | entry of `net/http.(*persistConn).roundTrip` (`join.same_node` only) | stores the client span's context under the connection, for a server span on the same node | `propagation::same_node` |
 //!
 //! The last eight are loaded only with `GOTEL_PROPAGATION=inject`. Program and map names are
 //! listed in `gotel_shared::names`; the pure rules (frame matching, parents, span flags, the

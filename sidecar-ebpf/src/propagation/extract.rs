@@ -64,6 +64,7 @@ pub fn scan_request_headers(h: &Hit, st: &mut GoroutineState, depth: usize) {
             adopt(h.scratch, st, depth as u64);
         }
     }
+    super::same_node::join(h.scratch, st, depth as u64);
 }
 
 /// The buffer: copies the bytes before the reader's index and scans them backward. Returns
