@@ -39,7 +39,8 @@ pub static JOIN_SAME_NODE: Instrumentation = Instrumentation {
           span gotel traced on the other end of its connection (HTTP/1 over TCP, both ends traced by this gotel); \
           reads only. Costs one trap per client request (`persistConn.roundTrip`)",
     fields: &[
-        FieldNeed::std("net/http.persistConn", "conn", GoTy::Iface("net.Conn")),
+        // Only binaries with an HTTP client have it.
+        FieldNeed::std("net/http.persistConn", "conn", GoTy::Iface("net.Conn")).optional(),
         FieldNeed::std("net/http.response", "conn", GoTy::Ptr("net/http.conn")),
         FieldNeed::std("net/http.conn", "rwc", GoTy::Iface("net.Conn")),
         FieldNeed::std("net.TCPConn", "conn", GoTy::Opaque),
@@ -108,12 +109,13 @@ fn offsets(a: &Activation, client_probe: u32) -> Option<SameNodeConfig> {
     let dwarf = types_of(a.bin).ok()?;
     let t = &dwarf.types;
     let off = |s: &str, f: &str| t.struct_field(s, f).map(|(o, _)| o as u32);
+    // A binary without client spans has no persistConn to read: no client side.
+    let pconn_conn = off("net/http.persistConn", "conn");
     Some(SameNodeConfig {
         enabled: 0,
-        client_probe,
+        client_probe: if pconn_conn.is_some() { client_probe } else { u32::MAX },
         netns: 0,
-        // A binary without client spans has no persistConn to read.
-        pconn_conn: off("net/http.persistConn", "conn").unwrap_or(0),
+        pconn_conn: pconn_conn.unwrap_or(0),
         response_conn: off("net/http.response", "conn")?,
         conn_rwc: off("net/http.conn", "rwc")?,
         tcpconn_fd: off("net.TCPConn", "conn")? + off("net.conn", "fd")?,
