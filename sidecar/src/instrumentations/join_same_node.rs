@@ -100,7 +100,8 @@ fn wanted(s: &super::Session) -> Wanted {
 fn prepare(a: &mut Activation) -> Result<(), String> {
     let client = super::http_client::HTTP_CLIENT.name;
     let client_probe = a.probes.iter().find(|p| p.library.is_some_and(|l| l.name == client)).map_or(u32::MAX, |p| p.id);
-    let config = offsets(a, client_probe).ok_or("join.same_node is off for this binary: the layout of net's connections is unknown")?;
+    let config = offsets(a, client_probe)
+        .ok_or("join.same_node is off for this binary: the layout of net's connections is unknown")?;
     a.map_fills.push(MapFill::array(JOIN_SAME_NODE.name, MAP_SAME_NODE_CONFIG, 0, config));
     Ok(())
 }
@@ -160,16 +161,26 @@ pub fn share() -> Result<(), String> {
     if BPFFS.get().is_some() {
         return Ok(());
     }
-    let fs = unsafe { libc::syscall(libc::SYS_fsopen, c"bpf".as_ptr(), 1 /* FSOPEN_CLOEXEC */) };
+    let fs = unsafe {
+        libc::syscall(libc::SYS_fsopen, c"bpf".as_ptr(), 1 /* FSOPEN_CLOEXEC */)
+    };
     if fs < 0 {
-        return Err(format!("join.same_node is off: cannot create gotel's own bpffs (fsopen: {})", std::io::Error::last_os_error()));
+        return Err(format!(
+            "join.same_node is off: cannot create gotel's own bpffs (fsopen: {})",
+            std::io::Error::last_os_error()
+        ));
     }
     let fs = unsafe { OwnedFd::from_raw_fd(fs as i32) };
     // FSCONFIG_CMD_CREATE = 6, then fsmount(fs, FSMOUNT_CLOEXEC = 1, no attributes).
-    let created = unsafe { libc::syscall(libc::SYS_fsconfig, fs.as_raw_fd(), 6, std::ptr::null::<u8>(), std::ptr::null::<u8>(), 0) };
+    let created = unsafe {
+        libc::syscall(libc::SYS_fsconfig, fs.as_raw_fd(), 6, std::ptr::null::<u8>(), std::ptr::null::<u8>(), 0)
+    };
     let mnt = if created < 0 { created } else { unsafe { libc::syscall(libc::SYS_fsmount, fs.as_raw_fd(), 1, 0) } };
     if mnt < 0 {
-        return Err(format!("join.same_node is off: cannot create gotel's own bpffs ({})", std::io::Error::last_os_error()));
+        return Err(format!(
+            "join.same_node is off: cannot create gotel's own bpffs ({})",
+            std::io::Error::last_os_error()
+        ));
     }
     let _ = BPFFS.set(unsafe { OwnedFd::from_raw_fd(mnt as i32) });
     Ok(())

@@ -3,7 +3,7 @@ use super::*;
 #[test]
 fn libraries_parse() {
     let names = |v: &str| parse_libraries(v).unwrap().iter().map(|l| l.name).collect::<Vec<_>>();
-    let all = ["http.server", "http.client", "database.sql", "redis", "grpc.server", "grpc.client"];
+    let all = ["http.server", "http.client", "database.sql", "redis", "grpc.server", "grpc.client", "join.same_node"];
     assert_eq!(names(""), all);
     assert_eq!(names("all"), all);
     assert_eq!(names("grpc.server,grpc.client"), ["grpc.server", "grpc.client"]);
