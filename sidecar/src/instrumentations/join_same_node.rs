@@ -133,8 +133,15 @@ fn offsets(a: &Activation, client_probe: u32) -> Option<SameNodeConfig> {
 /// The target is known: its network namespace (loopback keys are per namespace), then on.
 fn enable(ebpf: &mut Ebpf, t: &AttachTarget) -> Result<(), Failure> {
     use std::os::unix::fs::MetadataExt;
-    let netns = std::fs::metadata(format!("/proc/{}/ns/net", t.pid)).map(|m| m.ino() as u32);
-    let netns = netns.map_err(|e| Failure::target(format!("join.same_node: reading /proc/{}/ns/net: {e}", t.pid)))?;
+    // Unreadable (no CAP_SYS_PTRACE over the target): loopback keys without it, which can only
+    // match more, never tracing less; said once.
+    let netns = match std::fs::metadata(format!("/proc/{}/ns/net", t.pid)) {
+        Ok(m) => m.ino() as u32,
+        Err(e) => {
+            tracing::warn!(pid = t.pid, "join.same_node: /proc/{}/ns/net: {e}; loopback connections are matched across network namespaces", t.pid);
+            0
+        }
+    };
     let map = ebpf.map_mut(MAP_SAME_NODE_CONFIG).expect("SAME_NODE_CONFIG map in the eBPF object");
     let mut config: aya::maps::Array<&mut aya::maps::MapData, SameNodeConfig> =
         aya::maps::Array::try_from(map).map_err(|e| Failure::environment(format!("SAME_NODE_CONFIG: {e}")))?;
