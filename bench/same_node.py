@@ -75,7 +75,8 @@ def render(r):
     out = [BEGIN, "## 8. Same-node join (`join.same_node`): on vs off", "",
            "```sh", m["command"], "```", "",
            f"* Date: {m['date']}; run took {m['seconds']:.0f} s. Kernel {m['machine']['kernel']}, "
-           f"{m['machine']['cpus']} CPUs; {m['machine']['go']}.",
+           f"{m['machine']['cpus']} CPUs; {m['machine']['go']}; load average when the run started: "
+           f"{m['machine'].get('loadavg', '?')}.",
            f"* `bench/goapps/propclient`: {r['connections']} goroutines sending `GET /item` back to back over kept-alive",
            f"  connections to an untraced server on 127.0.0.1, {r['seconds']} s per run after a 1 s warm-up; the client",
            "  alone on CPU 0, server, gotel (node mode, selecting the client) and the OTLP receiver on CPU 1; gotel",
@@ -94,6 +95,8 @@ def render(r):
             "untraced), the trap at `persistConn.roundTrip` and one map update. Off (every gotel outside node mode, or",
             "`GOTEL_LIBRARIES` without it) the program is not loaded or attached and the map has one entry: nothing.",
             "The server side adds no trap: a lookup inside the server span's entry, only when the request has no `traceparent`.",
+            *([f"The per-round ratios spread from {min(pr):.2f} to {max(pr):.2f}: the machine was too busy for this run to "
+               "resolve a cost of one trap (a few us); run it again on a quiet machine."] if max(pr) - min(pr) > 0.2 else []),
             "", END]
     return out
 

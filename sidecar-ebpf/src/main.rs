@@ -10,6 +10,7 @@
 //! | `gotel_newproc_return` | RETs of `runtime.newproc1` | the new goroutine inherits the spawning call (found through `g0.m.curg`); clears a reused g | `goroutines` |
 //! | `gotel_newproc_entry` | entry of `runtime.newproc1`, only when the `g`/`m` offsets are unknown | remembers the spawning goroutine | `goroutines` |
 //! | `gotel_grpc_headers` | entry of grpc-go's `(*http2Server).operateHeaders` | adopts a `traceparent` from a gRPC request's header fields for its handler goroutine (read-only) | `propagation::grpc_extract` |
+//! | `gotel_same_node_client` | entry of `net/http.(*persistConn).roundTrip` (`join.same_node` only) | stores the client span's context under the connection, for a server span on the same node | `propagation::same_node` |
 //! | `gotel_request_write` | entry of `net/http.(*Request).write` | hands a client span's context to the writing goroutine | `propagation::handoff` |
 //! | `gotel_header_write_entry` | entry of `net/http.Header.writeSubset` | notes where the request's headers start | `propagation::inject_memory` |
 //! | `gotel_header_write_return` | RETs of `net/http.Header.writeSubset` | writes `traceparent` into the request (the only writer of target memory) | `propagation::inject_memory` |
@@ -18,7 +19,6 @@
 //! | `gotel_sk_msg` | SK_MSG on that sockhash | inserts `traceparent` after the request line, or appends it to a gRPC HEADERS frame on h2c (the only program that changes messages) | `propagation::inject_socket` |
 //! | `gotel_grpc_fields` | RETs of grpc-go's `(*http2Client).createHeaderFields` | keys a gRPC call's context by its header fields | `propagation::inject_socket::h2` |
 //! | `gotel_grpc_write_header` | entry of grpc-go's `(*loopyWriter).writeHeader` | moves it to the stream's HEADERS frame | `propagation::inject_socket::h2` |
-//! | `gotel_same_node_client` | entry of `net/http.(*persistConn).roundTrip` (`join.same_node` only) | stores the client span's context under the connection, for a server span on the same node | `propagation::same_node` |
 //!
 //! The last eight are loaded only with `GOTEL_PROPAGATION=inject`. Program and map names are
 //! listed in `gotel_shared::names`; the pure rules (frame matching, parents, span flags, the

@@ -138,7 +138,11 @@ fn enable(ebpf: &mut Ebpf, t: &AttachTarget) -> Result<(), Failure> {
     let netns = match std::fs::metadata(format!("/proc/{}/ns/net", t.pid)) {
         Ok(m) => m.ino() as u32,
         Err(e) => {
-            tracing::warn!(pid = t.pid, "join.same_node: /proc/{}/ns/net: {e}; loopback connections are matched across network namespaces", t.pid);
+            tracing::warn!(
+                pid = t.pid,
+                "join.same_node: /proc/{}/ns/net: {e}; loopback connections are matched across network namespaces",
+                t.pid
+            );
             0
         }
     };
