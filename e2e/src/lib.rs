@@ -665,3 +665,17 @@ pub fn require_environment() -> Result<()> {
     }
     Ok(())
 }
+
+/// A self-signed certificate for 127.0.0.1 in `dir`: (cert.pem, key.pem).
+pub fn certificate(dir: &Path) -> (PathBuf, PathBuf) {
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    let mut cmd = Command::new("openssl");
+    cmd.args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "1"])
+        .args(["-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1", "-keyout"])
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert);
+    let (st, so, se) = run("openssl req", cmd, Duration::from_secs(60)).unwrap();
+    assert!(st.success(), "openssl req failed: {so}{se}");
+    (cert, key)
+}

@@ -5,7 +5,7 @@
 //! child of the frontend's CLIENT span (matched in the kernel by the connection). Negative
 //! checks: requests from an untraced client (this test, to both services) join nothing; with
 //! `GOTEL_LIBRARIES` leaving `join.same_node` out, the services stay apart. With DWARF and
-//! stripped (offsets from the layout table).
+//! stripped (offsets from the layout table), and over TLS (HTTP/1.1).
 //!
 //! Needs root and a built gotel (`GOTEL_BIN`, else `target/release/gotel`); skipped with one line
 //! otherwise. Run with `--test-threads=1`.
@@ -13,6 +13,7 @@
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
+use std::process::Command;
 use std::time::Duration;
 
 use gotel_e2e::hardening::{assert_no_panic, summaries, tempdir};
@@ -36,7 +37,7 @@ fn wait_file(path: &Path) -> String {
     std::fs::read_to_string(path).unwrap()
 }
 
-fn run(variant: Variant, join: bool) {
+fn run(variant: Variant, join: bool, tls: bool) {
     require_environment().unwrap();
     let dir = tempdir();
     let built = build_go(&gotel_e2e::go_bin(), "httpsvc", variant).unwrap();
@@ -45,6 +46,7 @@ fn run(variant: Variant, join: bool) {
     std::fs::copy(&built, &frontend_bin).unwrap();
     std::fs::copy(&built, &backend_bin).unwrap();
 
+    let (cert, key) = if tls { gotel_e2e::certificate(dir.path()) } else { Default::default() };
     let sink = Sink::start(Path::new(SINK), dir.path()).unwrap();
     let mut g = gotel_command(&Export::HttpProtobuf(sink.http_endpoint()), "");
     g.env_remove("GOTEL_PROBES").env("GOTEL_PROPAGATION", "none");
@@ -61,12 +63,16 @@ fn run(variant: Variant, join: bool) {
 
     let backend_file = dir.path().join("backend.addr");
     let frontend_file = dir.path().join("frontend.addr");
-    let mut cmd = std::process::Command::new(&backend_bin);
+    let mut cmd = Command::new(&backend_bin);
     cmd.args(["-role", "backend", "-portfile", backend_file.to_str().unwrap()]);
+    if tls {
+        cmd.arg("-tls-cert").arg(&cert).arg("-tls-key").arg(&key);
+    }
     let backend = Proc::spawn("backend", cmd).unwrap();
     let backend_addr = wait_file(&backend_file);
-    let mut cmd = std::process::Command::new(&frontend_bin);
-    cmd.args(["-role", "frontend", "-backend", &format!("http://{backend_addr}")]);
+    let mut cmd = Command::new(&frontend_bin);
+    let scheme = if tls { "https" } else { "http" };
+    cmd.args(["-role", "frontend", "-backend", &format!("{scheme}://{backend_addr}")]).env("SSL_CERT_FILE", &cert);
     cmd.args(["-portfile", frontend_file.to_str().unwrap()]);
     let frontend = Proc::spawn("frontend", cmd).unwrap();
     let frontend_addr = wait_file(&frontend_file);
@@ -81,11 +87,14 @@ fn run(variant: Variant, join: bool) {
     for _ in 0..ORDERS {
         assert_eq!(get(&frontend_addr, "/order?item=tea"), 200);
     }
-    // The untraced client to the backend directly, on a connection of its own.
-    assert_eq!(get(&backend_addr, "/price?item=gold"), 200);
+    // The untraced client to the backend directly, on a connection of its own (plaintext only).
+    if !tls {
+        assert_eq!(get(&backend_addr, "/price?item=gold"), 200);
+    }
+    let direct = usize::from(!tls);
 
     // Per order: frontend SERVER and CLIENT, backend SERVER; plus the direct backend request.
-    let want = 3 * ORDERS + 1;
+    let want = 3 * ORDERS + direct;
     let spans = sink.wait_spans(want, Duration::from_secs(30)).unwrap();
     gotel.signal(libc::SIGTERM);
     let st = gotel.wait_timeout(Duration::from_secs(30)).unwrap();
@@ -100,7 +109,7 @@ fn run(variant: Variant, join: bool) {
         spans.iter().filter(|s| service(s) == svc && s.kind == kind).collect()
     };
     let (front_servers, clients, back_servers) = (of("frontend", 2), of("frontend", 3), of("backend", 2));
-    assert_eq!((front_servers.len(), clients.len(), back_servers.len()), (ORDERS, ORDERS, ORDERS + 1), "{stderr}");
+    assert_eq!((front_servers.len(), clients.len(), back_servers.len()), (ORDERS, ORDERS, ORDERS + direct), "{stderr}");
     // The untraced client's requests join nothing.
     assert!(front_servers.iter().all(|s| s.parent_span_id.is_empty()), "frontend server spans have no parent");
     let joined: Vec<_> = back_servers
@@ -117,11 +126,11 @@ fn run(variant: Variant, join: bool) {
         }
         let traces: std::collections::HashSet<_> = clients.iter().map(|c| &c.trace_id).collect();
         assert_eq!(traces.len(), ORDERS, "one trace per order");
-        assert_eq!(unparented, 1, "only the untraced client's request to the backend has no parent");
+        assert_eq!(unparented, direct, "only the untraced client's request to the backend has no parent");
         assert_eq!((total("same_node_offered"), total("same_node_joined")), (ORDERS as u64, ORDERS as u64), "{stderr}");
     } else {
         assert!(joined.is_empty(), "join.same_node off: the services stay apart");
-        assert_eq!(unparented, ORDERS + 1);
+        assert_eq!(unparented, ORDERS + direct);
         assert!(!stderr.contains("same_node_"), "no same_node counters when off\n{stderr}");
     }
     assert!(!stderr.contains("socket_injected="), "nothing injected");
@@ -130,17 +139,24 @@ fn run(variant: Variant, join: bool) {
 #[test]
 fn one_gotel_joins_both_ends_of_a_connection_without_writing() {
     gotel_e2e::require!(Root, Go);
-    run(Variant::Normal, true);
+    run(Variant::Normal, true, false);
 }
 
 #[test]
 fn one_gotel_joins_both_ends_stripped() {
     gotel_e2e::require!(Root, Go);
-    run(Variant::Stripped, true);
+    run(Variant::Stripped, true, false);
+}
+
+/// HTTP/1.1 over TLS: both ends' `*tls.Conn` unwrapped to the TCP connection under it.
+#[test]
+fn one_gotel_joins_both_ends_over_tls() {
+    gotel_e2e::require!(Root, Go);
+    run(Variant::Normal, true, true);
 }
 
 #[test]
 fn without_join_same_node_the_services_stay_apart() {
     gotel_e2e::require!(Root, Go);
-    run(Variant::Normal, false);
+    run(Variant::Normal, false, false);
 }

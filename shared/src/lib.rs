@@ -546,8 +546,8 @@ pub enum Counter {
     SameNodeJoined = 45,
     /// Same node: the connection's stored context was too old and was dropped.
     SameNodeExpired = 46,
-    /// Same node: a connection's addresses could not be read (not a `*net.TCPConn`: TLS, a
-    /// wrapped or unix connection), so it was not matched.
+    /// Same node: a connection's addresses could not be read (neither a `*net.TCPConn` nor a
+    /// `*tls.Conn` over one: another wrapper, a unix socket), so it was not matched.
     SameNodeUnreadable = 47,
 }
 pub const NUM_COUNTERS: u32 = 64;

@@ -85,8 +85,12 @@ pub struct SameNodeConfig {
     /// `net.TCPAddr.IP` (a slice) and `.Port`.
     pub addr_ip: u32,
     pub addr_port: u32,
-    pub _pad: u32,
+    /// `crypto/tls.Conn.conn` (the `net.Conn` under TLS), or [`NO_OFFSET`] (a binary without TLS).
+    pub tls_conn: u32,
 }
+
+/// An offset the binary does not have.
+pub const NO_OFFSET: u32 = u32::MAX;
 
 /// An IP address as Go's `net.IP` holds it (`len` 4 or 16 bytes of `raw`), as 16 bytes.
 #[inline(always)]

@@ -19,6 +19,9 @@
 //! loaded only with injection, which makes this unit unnecessary. One trap per client request,
 //! only in processes with HTTP client spans and only when the unit is on (BENCHMARKS.md).
 //!
+//! TLS connections are matched too: a `*tls.Conn` is unwrapped once to the `*net.TCPConn` it
+//! runs over (its `conn` field), on both ends.
+//!
 //! Nothing here writes into the target or its traffic; reads only (`bpf_probe_read_user`).
 use aya_ebpf::{
     helpers::{bpf_ktime_get_ns, bpf_probe_read_user_buf},
@@ -27,7 +30,7 @@ use aya_ebpf::{
 };
 use gotel_shared::{
     rules::adopt_remote,
-    same_node::{fresh, ip16, is_tcp, port, ConnContext, ConnKey, SameNodeConfig},
+    same_node::{fresh, ip16, is_tcp, port, ConnContext, ConnKey, SameNodeConfig, NO_OFFSET},
     traceparent::TraceContext,
     Counter, GoroutineState, INHERIT_REMOTE, MAX_FRAMES, REG_RAX, REG_RCX, SPAN_TRACE_REMOTE_NOT_SAMPLED,
 };
@@ -114,19 +117,28 @@ fn join_inner(scratch: *mut Scratch, st: *mut GoroutineState, depth: u64) -> Opt
     Some(1)
 }
 
-/// The key of the TCP connection whose `*net.TCPConn` is `tcp_conn`: its local end is the
-/// client's (`server` false) or the server's.
+/// The key of the TCP connection `conn` (the data word of a `net.Conn`: a `*net.TCPConn`, or a
+/// `*tls.Conn` over one): its local end is the client's (`server` false) or the server's.
 #[inline(always)]
-fn conn_key(cfg: &SameNodeConfig, tcp_conn: u64, server: bool) -> Option<ConnKey> {
-    let fd = read_u64(tcp_conn.wrapping_add(cfg.tcpconn_fd as u64))?;
-    let family = read_u64(fd.wrapping_add(cfg.fd_family as u64))?;
-    let sotype = read_u64(fd.wrapping_add(cfg.fd_sotype as u64))?;
-    if !is_tcp(family, sotype) {
-        return None;
-    }
+fn conn_key(cfg: &SameNodeConfig, conn: u64, server: bool) -> Option<ConnKey> {
+    // A `*tls.Conn` holds the `net.Conn` it runs over in its field `conn`: one level unwrapped.
+    let fd = match tcp_fd(cfg, conn) {
+        Some(fd) => fd,
+        None if cfg.tls_conn != NO_OFFSET => tcp_fd(cfg, read_u64(conn.wrapping_add(cfg.tls_conn as u64 + 8))?)?,
+        None => return None,
+    };
     let local = address(cfg, read_u64(fd.wrapping_add(cfg.fd_laddr as u64 + 8))?)?;
     let remote = address(cfg, read_u64(fd.wrapping_add(cfg.fd_raddr as u64 + 8))?)?;
     Some(if server { ConnKey::new(remote, local, cfg.netns) } else { ConnKey::new(local, remote, cfg.netns) })
+}
+
+/// The `*netFD` of `conn` if it is a `*net.TCPConn` (its fields read like a TCP socket's).
+#[inline(always)]
+fn tcp_fd(cfg: &SameNodeConfig, conn: u64) -> Option<u64> {
+    let fd = read_u64(conn.wrapping_add(cfg.tcpconn_fd as u64))?;
+    let family = read_u64(fd.wrapping_add(cfg.fd_family as u64))?;
+    let sotype = read_u64(fd.wrapping_add(cfg.fd_sotype as u64))?;
+    is_tcp(family, sotype).then_some(fd)
 }
 
 /// A `*net.TCPAddr`'s IP (16 bytes) and port.

@@ -1,4 +1,4 @@
-//! `join.same_node`: when one gotel traces both ends of an HTTP/1 connection (node mode: a client
+//! `join.same_node`: when one gotel traces both ends of an HTTP/1 connection (plaintext or TLS) (node mode: a client
 //! and a server on the same node), the server span continues the client span without anything
 //! written into either process or their traffic, so a trace joins with injection off.
 //!
@@ -25,7 +25,7 @@ use std::{
 use aya::{Ebpf, EbpfError, EbpfLoader};
 use gotel_shared::{
     names::{MAP_SAME_NODE_CONFIG, MAP_SAME_NODE_CONNS, PROGRAM_SAME_NODE_CLIENT},
-    same_node::{SameNodeConfig, COOKIE_SAME_NODE_CLIENT},
+    same_node::{SameNodeConfig, COOKIE_SAME_NODE_CLIENT, NO_OFFSET},
     Counter,
 };
 
@@ -36,7 +36,7 @@ pub static JOIN_SAME_NODE: Instrumentation = Instrumentation {
     name: "join.same_node",
     selectable: true,
     doc: "in node mode, with injection off: a server span whose request has no `traceparent` continues the client \
-          span gotel traced on the other end of its connection (HTTP/1 over TCP, both ends traced by this gotel); \
+          span gotel traced on the other end of its connection (HTTP/1, plaintext or TLS, both ends traced by this gotel); \
           reads only. Costs one trap per client request (`persistConn.roundTrip`)",
     fields: &[
         // Only binaries with an HTTP client have it.
@@ -51,6 +51,8 @@ pub static JOIN_SAME_NODE: Instrumentation = Instrumentation {
         FieldNeed::std("net.netFD", "raddr", GoTy::Iface("net.Addr")),
         FieldNeed::std("net.TCPAddr", "IP", GoTy::Bytes),
         FieldNeed::std("net.TCPAddr", "Port", GoTy::Int),
+        // HTTPS: the connection under TLS (binaries without crypto/tls lack it).
+        FieldNeed::std("crypto/tls.Conn", "conn", GoTy::Iface("net.Conn")).optional(),
     ],
     wanted,
     prepare: Some(prepare),
@@ -126,7 +128,7 @@ fn offsets(a: &Activation, client_probe: u32) -> Option<SameNodeConfig> {
         fd_raddr: off("net.netFD", "raddr")?,
         addr_ip: off("net.TCPAddr", "IP")?,
         addr_port: off("net.TCPAddr", "Port")?,
-        _pad: 0,
+        tls_conn: off("crypto/tls.Conn", "conn").unwrap_or(NO_OFFSET),
     })
 }
 
