@@ -24,12 +24,13 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from hooks import write_section  # noqa: E402
 from run import BUILD, RESULTS, ROOT, SIDE_CPU, TARGET_CPU, Sink, gotel_env, log, machine, wait_file  # noqa: E402
 
 GOTEL = BUILD / "gotel-same-node"
 CLIENT = BUILD / "propclient-same-node"
 MODES = ("untraced", "gotel, join off", "gotel, join on")
-BEGIN, END = "<!-- same-node:begin -->", "<!-- same-node:end -->"
+MARKER = "same-node"
 
 
 def one_run(args, sink, port, mode):
@@ -72,7 +73,7 @@ def one_run(args, sink, port, mode):
 def render(r):
     m, best, pr = r["meta"], r["best"], r["per_round_ratio_on_off"]
     off = best["gotel, join off"]
-    out = [BEGIN, "## 8. Same-node join (`join.same_node`): on vs off", "",
+    out = ["## 8. Same-node join (`join.same_node`): on vs off", "",
            "```sh", m["command"], "```", "",
            f"* Date: {m['date']}; run took {m['seconds']:.0f} s. Kernel {m['machine']['kernel']}, "
            f"{m['machine']['cpus']} CPUs; {m['machine']['go']}; load average when the run started: "
@@ -97,21 +98,8 @@ def render(r):
             "The server side adds no trap: a lookup inside the server span's entry, only when the request has no `traceparent`.",
             *([f"The per-round ratios spread from {min(pr):.2f} to {max(pr):.2f}: the machine was too busy for this run to "
                "resolve a cost of one trap (a few us); run it again on a quiet machine."] if max(pr) - min(pr) > 0.2 else []),
-            "", END]
+            ""]
     return out
-
-
-def write_section(lines):
-    p = ROOT / "BENCHMARKS.md"
-    text = p.read_text()
-    block = "\n".join(lines)
-    if BEGIN in text and END in text:
-        a, b = text.index(BEGIN), text.index(END) + len(END)
-        text = text[:a] + block + text[b:]
-    else:
-        cut = text.find("## What the numbers call for")
-        text = text + "\n" + block + "\n" if cut < 0 else text[:cut] + block + "\n\n" + text[cut:]
-    p.write_text(text)
 
 
 def main():
@@ -120,7 +108,7 @@ def main():
     p.add_argument("--render-only", action="store_true")
     a = p.parse_args()
     if a.render_only:
-        write_section(render(json.loads((RESULTS / "same_node.json").read_text())))
+        write_section(render(json.loads((RESULTS / "same_node.json").read_text())), MARKER)
         return
     a.seconds, a.rounds, a.connections = (3, 2, 8) if a.quick else (5, 5, 8)
     RESULTS.mkdir(parents=True, exist_ok=True)
@@ -159,7 +147,7 @@ def main():
     (RESULTS / "same_node.json").write_text(json.dumps(result, indent=1))
     bad = [f"{m} round {i + 1}" for m, rs in runs.items() for i, x in enumerate(rs)
            if x["errors"] or (m.endswith("on") and not x.get("offered")) or (m.endswith("off") and x.get("offered"))]
-    write_section(render(result))
+    write_section(render(result), MARKER)
     log(f"done in {meta['seconds']:.0f} s; wrote bench/results/same_node.json and BENCHMARKS.md section 8")
     if bad:
         log("INVALID RUN (errors, or contexts stored when off / none when on): " + ", ".join(bad))

@@ -679,3 +679,15 @@ pub fn certificate(dir: &Path) -> (PathBuf, PathBuf) {
     assert!(st.success(), "openssl req failed: {so}{se}");
     (cert, key)
 }
+
+/// One HTTP/1.1 `GET` from the test process (an untraced client) on a connection of its own;
+/// returns the status code (0 when the answer is not HTTP).
+pub fn http_get(addr: &str, path: &str) -> u16 {
+    use std::io::Write;
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").unwrap();
+    let mut reply = String::new();
+    s.read_to_string(&mut reply).unwrap();
+    reply.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0)
+}

@@ -10,27 +10,17 @@
 //! Needs root and a built gotel (`GOTEL_BIN`, else `target/release/gotel`); skipped with one line
 //! otherwise. Run with `--test-threads=1`.
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
 use gotel_e2e::hardening::{assert_no_panic, summaries, tempdir};
-use gotel_e2e::{build_go, gotel_command, require_environment, wait_until, Export, FlatSpan, Proc, Sink, Variant};
+use gotel_e2e::{
+    build_go, gotel_command, http_get, require_environment, wait_until, Export, FlatSpan, Proc, Sink, Variant,
+};
 
 const SINK: &str = env!("CARGO_BIN_EXE_otlp-sink");
 const ORDERS: usize = 6;
-
-/// One HTTP/1.1 request from this (untraced) process; returns the status code.
-fn get(addr: &str, path: &str) -> u16 {
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").unwrap();
-    let mut reply = String::new();
-    s.read_to_string(&mut reply).unwrap();
-    reply.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0)
-}
 
 fn wait_file(path: &Path) -> String {
     assert!(wait_until(Duration::from_secs(30), || path.exists()), "{} never appeared", path.display());
@@ -85,11 +75,11 @@ fn run(variant: Variant, join: bool, tls: bool) {
     assert!(both, "gotel attached to both services\n{}", gotel.stderr_string());
 
     for _ in 0..ORDERS {
-        assert_eq!(get(&frontend_addr, "/order?item=tea"), 200);
+        assert_eq!(http_get(&frontend_addr, "/order?item=tea"), 200);
     }
     // The untraced client to the backend directly, on a connection of its own (plaintext only).
     if !tls {
-        assert_eq!(get(&backend_addr, "/price?item=gold"), 200);
+        assert_eq!(http_get(&backend_addr, "/price?item=gold"), 200);
     }
     let direct = usize::from(!tls);
 
