@@ -171,32 +171,36 @@ fn sharing() -> Option<&'static OwnedFd> {
 /// instance attached to no mount namespace. Refused (an old kernel without `fsopen`, a seccomp
 /// profile): the unit stays off, with this message.
 pub fn share() -> Result<(), String> {
-    if BPFFS.get().is_some() {
-        return Ok(());
+    if BPFFS.get().is_none() {
+        let _ = BPFFS.set(private_bpffs()?);
     }
+    Ok(())
+}
+
+/// A new bpffs instance, mounted nowhere: the `O_PATH` descriptor of its root.
+fn private_bpffs() -> Result<OwnedFd, String> {
+    let refused = |call: &str| {
+        format!("join.same_node is off: cannot create gotel's own bpffs ({call}: {})", std::io::Error::last_os_error())
+    };
     let fs = unsafe {
         libc::syscall(libc::SYS_fsopen, c"bpf".as_ptr(), 1 /* FSOPEN_CLOEXEC */)
     };
     if fs < 0 {
-        return Err(format!(
-            "join.same_node is off: cannot create gotel's own bpffs (fsopen: {})",
-            std::io::Error::last_os_error()
-        ));
+        return Err(refused("fsopen"));
     }
     let fs = unsafe { OwnedFd::from_raw_fd(fs as i32) };
     // FSCONFIG_CMD_CREATE = 6, then fsmount(fs, FSMOUNT_CLOEXEC = 1, no attributes).
     let created = unsafe {
         libc::syscall(libc::SYS_fsconfig, fs.as_raw_fd(), 6, std::ptr::null::<u8>(), std::ptr::null::<u8>(), 0)
     };
-    let mnt = if created < 0 { created } else { unsafe { libc::syscall(libc::SYS_fsmount, fs.as_raw_fd(), 1, 0) } };
-    if mnt < 0 {
-        return Err(format!(
-            "join.same_node is off: cannot create gotel's own bpffs ({})",
-            std::io::Error::last_os_error()
-        ));
+    if created < 0 {
+        return Err(refused("fsconfig"));
     }
-    let _ = BPFFS.set(unsafe { OwnedFd::from_raw_fd(mnt as i32) });
-    Ok(())
+    let mnt = unsafe { libc::syscall(libc::SYS_fsmount, fs.as_raw_fd(), 1, 0) };
+    if mnt < 0 {
+        return Err(refused("fsmount"));
+    }
+    Ok(unsafe { OwnedFd::from_raw_fd(mnt as i32) })
 }
 
 fn pin_path(root: &OwnedFd) -> PathBuf {
@@ -206,11 +210,21 @@ fn pin_path(root: &OwnedFd) -> PathBuf {
 /// Loads the eBPF object with `SAME_NODE_CONNS` shared through the pin when sharing is on,
 /// else with a one-entry map of its own (the unit is off).
 pub fn load(loader: &mut EbpfLoader, object: &[u8]) -> Result<Ebpf, EbpfError> {
-    let Some(root) = sharing() else {
+    load_in(sharing(), &PINNED, loader, object)
+}
+
+/// [`load`] with the bpffs instance `root` (`None`: not shared) and its first-load lock.
+fn load_in(
+    root: Option<&OwnedFd>,
+    pinned: &Mutex<bool>,
+    loader: &mut EbpfLoader,
+    object: &[u8],
+) -> Result<Ebpf, EbpfError> {
+    let Some(root) = root else {
         return loader.map_max_entries(MAP_SAME_NODE_CONNS, 1).load(object);
     };
     loader.map_pin_path(MAP_SAME_NODE_CONNS, pin_path(root));
-    let mut pinned = PINNED.lock().unwrap_or_else(|e| e.into_inner());
+    let mut pinned = pinned.lock().unwrap_or_else(|e| e.into_inner());
     if *pinned {
         drop(pinned);
         return loader.load(object);
@@ -232,9 +246,11 @@ mod tests {
             eprintln!("skipped: needs root");
             return;
         }
-        share().expect("gotel's own bpffs");
-        let a = load(&mut EbpfLoader::new(), crate::attach::EBPF_OBJECT).expect("first load");
-        let mut b = load(&mut EbpfLoader::new(), crate::attach::EBPF_OBJECT).expect("second load");
+        // Its own instance and lock, not the process-wide ones (other tests plan without sharing).
+        let (root, first) = (private_bpffs().expect("gotel's own bpffs"), Mutex::new(false));
+        let load = || load_in(Some(&root), &first, &mut EbpfLoader::new(), crate::attach::EBPF_OBJECT);
+        let a = load().expect("first load");
+        let mut b = load().expect("second load");
         use gotel_shared::same_node::{ConnContext, ConnKey};
         let key = ConnKey { client_port: 1, server_port: 2, ..Default::default() };
         let mut in_b: aya::maps::HashMap<_, ConnKey, ConnContext> =
