@@ -665,3 +665,29 @@ pub fn require_environment() -> Result<()> {
     }
     Ok(())
 }
+
+/// A self-signed certificate for 127.0.0.1 in `dir`: (cert.pem, key.pem).
+pub fn certificate(dir: &Path) -> (PathBuf, PathBuf) {
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    let mut cmd = Command::new("openssl");
+    cmd.args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "1"])
+        .args(["-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1", "-keyout"])
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert);
+    let (st, so, se) = run("openssl req", cmd, Duration::from_secs(60)).unwrap();
+    assert!(st.success(), "openssl req failed: {so}{se}");
+    (cert, key)
+}
+
+/// One HTTP/1.1 `GET` from the test process (an untraced client) on a connection of its own;
+/// returns the status code (0 when the answer is not HTTP).
+pub fn http_get(addr: &str, path: &str) -> u16 {
+    use std::io::Write;
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").unwrap();
+    let mut reply = String::new();
+    s.read_to_string(&mut reply).unwrap();
+    reply.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0)
+}

@@ -5,7 +5,6 @@
 //! requests and stop cleanly, and its own peak RSS must stay under the limit. Before
 //! gotel read only what the specs need, reading Caddy peaked at 264-271 MiB and the kernel killed gotel at attach.
 
-use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::Path;
 use std::process::Command;
@@ -31,15 +30,6 @@ fn caddy() -> std::path::PathBuf {
 
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-fn get(addr: &str, path: &str) -> u16 {
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").unwrap();
-    let mut reply = String::new();
-    s.read_to_string(&mut reply).unwrap();
-    reply.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0)
 }
 
 /// `VmHWM` of a live process, in bytes.
@@ -91,7 +81,7 @@ fn attaches_to_caddy_within_128_mib() {
     );
     let attach_time = started.elapsed();
     for _ in 0..3 {
-        assert_eq!(get(&addr, "/index.html"), 200);
+        assert_eq!(gotel_e2e::http_get(&addr, "/index.html"), 200);
     }
     let spans = sink.wait_spans(6, Duration::from_secs(30)).unwrap();
     let rss = peak_rss(gotel.pid()).expect("gotel's VmHWM");

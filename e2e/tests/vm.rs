@@ -388,20 +388,6 @@ struct TwoServices {
     backend_log: String,
 }
 
-/// A self-signed certificate for 127.0.0.1 in `dir`: (cert.pem, key.pem).
-fn certificate(dir: &Path) -> (PathBuf, PathBuf) {
-    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
-    let mut cmd = Command::new("openssl");
-    cmd.args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "1"])
-        .args(["-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1", "-keyout"])
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert);
-    let (st, so, se) = run("openssl req", cmd, Duration::from_secs(60)).unwrap();
-    assert!(st.success(), "openssl req failed: {so}{se}");
-    (cert, key)
-}
-
 /// Frontend -> backend, one gotel per service; `inject` sets the frontend's
 /// `GOTEL_PROPAGATION`. Plaintext: through the recorder, which keeps the requests. `tls`: the
 /// backend serves HTTP/1.1 over TLS and the frontend trusts its certificate. Checks the
@@ -410,7 +396,7 @@ fn two_services(inject: bool, tls: bool) -> TwoServices {
     let dir = tempfile::tempdir().unwrap();
     let bin = build_go(&go_bin(), "httpsvc", Variant::Normal).unwrap();
     let sink = Sink::start(Path::new(SINK), dir.path()).unwrap();
-    let (cert, key) = if tls { certificate(dir.path()) } else { Default::default() };
+    let (cert, key) = if tls { gotel_e2e::certificate(dir.path()) } else { Default::default() };
     let start = |service: &str, probes: &str, propagation: &str, args: &[&str]| {
         let mut cmd = gotel_command(&Export::HttpProtobuf(sink.http_endpoint()), probes);
         cmd.env("OTEL_SERVICE_NAME", service).env("GOTEL_PROPAGATION", propagation);

@@ -12,6 +12,7 @@ pub mod header_block;
 pub mod header_map;
 pub mod names;
 pub mod rules;
+pub mod same_node;
 pub mod traceparent;
 
 /// Traced calls remembered per goroutine. Deeper nesting of traced calls is counted
@@ -549,6 +550,15 @@ pub enum Counter {
     /// gRPC socket path: such a connection's frames found again (a message that tiles exactly
     /// into well-formed frames): followed, and injected, from that message on.
     GrpcSocketResync = 41,
+    /// Same node: a client request's context stored under its connection (`join.same_node`).
+    SameNodeOffered = 44,
+    /// Same node: a server span without `traceparent` joined the client span of its connection.
+    SameNodeJoined = 45,
+    /// Same node: the connection's stored context was too old and was dropped.
+    SameNodeExpired = 46,
+    /// Same node: a connection's addresses could not be read (neither a `*net.TCPConn` nor a
+    /// `*tls.Conn` over one: another wrapper, a unix socket), so it was not matched.
+    SameNodeUnreadable = 47,
 }
 pub const NUM_COUNTERS: u32 = 64;
 

@@ -34,13 +34,16 @@ pub const PROGRAM_GRPC_HEADERS: &str = "gotel_grpc_headers";
 pub const PROGRAM_GRPC_FIELDS: &str = "gotel_grpc_fields";
 /// Entry of grpc-go's `(*loopyWriter).writeHeader`: the context moves to {loopy g, stream id}.
 pub const PROGRAM_GRPC_WRITE_HEADER: &str = "gotel_grpc_write_header";
+/// Entry of `net/http.(*persistConn).roundTrip`: a client request's context stored under its
+/// connection (`propagation::same_node`).
+pub const PROGRAM_SAME_NODE_CLIENT: &str = "gotel_same_node_client";
 
 /// Entry of the HTTP server span (`net/http.serverHandler.ServeHTTP`): `gotel_entry` plus the
 /// request's `traceparent` and `User-Agent`.
 pub const PROGRAM_HTTP_ENTRY: &str = "gotel_http_entry";
 
 /// Every program of the object.
-pub const ALL_PROGRAMS: [&str; 14] = [
+pub const ALL_PROGRAMS: [&str; 15] = [
     PROGRAM_ENTRY,
     PROGRAM_RETURN,
     PROGRAM_NEWPROC_ENTRY,
@@ -55,6 +58,7 @@ pub const ALL_PROGRAMS: [&str; 14] = [
     PROGRAM_GRPC_FIELDS,
     PROGRAM_GRPC_WRITE_HEADER,
     PROGRAM_HTTP_ENTRY,
+    PROGRAM_SAME_NODE_CLIENT,
 ];
 
 /// Ring buffer of records ([`crate::EventHeader`] then values).
@@ -103,9 +107,14 @@ pub const MAP_GRPC_INJECT_PENDING: &str = "GRPC_INJECT_PENDING";
 pub const MAP_H2_CONNS: &str = "H2_CONNS";
 /// `hpack.HeaderField` layout ([`crate::GrpcInjectConfig`]).
 pub const MAP_GRPC_INJECT_CONFIG: &str = "GRPC_INJECT_CONFIG";
+/// Client contexts by connection, shared by every target of one gotel
+/// ([`crate::same_node::ConnKey`] -> [`crate::same_node::ConnContext`]).
+pub const MAP_SAME_NODE_CONNS: &str = "SAME_NODE_CONNS";
+/// One target's field offsets for `join.same_node` ([`crate::same_node::SameNodeConfig`]).
+pub const MAP_SAME_NODE_CONFIG: &str = "SAME_NODE_CONFIG";
 
 /// Every map of the object.
-pub const ALL_MAPS: [&str; 22] = [
+pub const ALL_MAPS: [&str; 24] = [
     MAP_EVENTS,
     MAP_GOROUTINES,
     MAP_NEWPROC,
@@ -128,6 +137,8 @@ pub const ALL_MAPS: [&str; 22] = [
     MAP_GRPC_INJECT_PENDING,
     MAP_H2_CONNS,
     MAP_GRPC_INJECT_CONFIG,
+    MAP_SAME_NODE_CONNS,
+    MAP_SAME_NODE_CONFIG,
 ];
 
 #[cfg(test)]

@@ -10,6 +10,7 @@
 //! | `gotel_newproc_return` | RETs of `runtime.newproc1` | the new goroutine inherits the spawning call (found through `g0.m.curg`); clears a reused g | `goroutines` |
 //! | `gotel_newproc_entry` | entry of `runtime.newproc1`, only when the `g`/`m` offsets are unknown | remembers the spawning goroutine | `goroutines` |
 //! | `gotel_grpc_headers` | entry of grpc-go's `(*http2Server).operateHeaders` | adopts a `traceparent` from a gRPC request's header fields for its handler goroutine (read-only) | `propagation::grpc_extract` |
+//! | `gotel_same_node_client` | entry of `net/http.(*persistConn).roundTrip` (`join.same_node` only) | stores the client span's context under the connection, for a server span on the same node | `propagation::same_node` |
 //! | `gotel_request_write` | entry of `net/http.(*Request).write` | hands a client span's context to the writing goroutine | `propagation::handoff` |
 //! | `gotel_header_write_entry` | entry of `net/http.Header.writeSubset` | notes where the request's headers start | `propagation::inject_memory` |
 //! | `gotel_header_write_return` | RETs of `net/http.Header.writeSubset` | writes `traceparent` into the request (the only writer of target memory) | `propagation::inject_memory` |

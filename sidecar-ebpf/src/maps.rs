@@ -131,3 +131,15 @@ pub fn count(c: Counter) {
         unsafe { *p += 1 };
     }
 }
+
+/// Same node (`join.same_node`): a client request's context by its connection, until the
+/// server span of that request takes it. Shared by every set of programs one gotel loads: user
+/// space pins it in a bpffs instance of its own (`instrumentations::join_same_node`); 1 entry
+/// when the unit is off. LRU: a request no traced server reads ages out.
+#[map]
+pub static SAME_NODE_CONNS: LruHashMap<gotel_shared::same_node::ConnKey, gotel_shared::same_node::ConnContext> =
+    LruHashMap::with_max_entries(8192, 0);
+
+/// Same node: this target's field offsets and network namespace, index 0.
+#[map]
+pub static SAME_NODE_CONFIG: Array<gotel_shared::same_node::SameNodeConfig> = Array::with_max_entries(1, 0);

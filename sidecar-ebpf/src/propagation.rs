@@ -6,8 +6,11 @@
 //! target); `inject_socket` inserts it into the message the target sends (the only code that
 //! changes messages, and the path that works on kernels in lockdown). The parse and format
 //! rules are in `gotel_shared::traceparent`.
+//! `same_node` joins a server span to the client span of its connection when gotel traces both
+//! ends on one node, writing nothing.
 pub mod extract;
 pub mod grpc_extract;
 pub mod handoff;
 pub mod inject_memory;
 pub mod inject_socket;
+pub mod same_node;

@@ -39,7 +39,7 @@ fn entry_program(flags: u32) -> &'static str {
 }
 
 /// The compiled kernel programs, built by build.rs.
-static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/gotel-ebpf"));
+pub(crate) static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/gotel-ebpf"));
 
 pub struct Attached {
     /// Owns programs and links: dropping it detaches every probe.
@@ -111,11 +111,13 @@ pub(crate) fn chain(e: &dyn std::error::Error) -> String {
 pub fn load(plan: &Plan, settings: &MapSizes) -> Result<Attached, Failure> {
     raise_limits();
     let ring = settings.ring_buffer_bytes.max(4096).next_power_of_two();
-    let mut ebpf = EbpfLoader::new()
+    let mut loader = EbpfLoader::new();
+    loader
         .map_max_entries(MAP_GOROUTINES, settings.max_goroutines.max(64))
         .map_max_entries(MAP_EVENTS, ring)
-        .map_max_entries(MAP_PROBES, MAX_PROBES as u32)
-        .load(EBPF_OBJECT)
+        .map_max_entries(MAP_PROBES, MAX_PROBES as u32);
+    // join.same_node: its map shared by every load of this gotel (pinned), else one entry.
+    let mut ebpf = crate::instrumentations::join_same_node::load(&mut loader, EBPF_OBJECT)
         .map_err(|e| environment_error("loading the eBPF programs", chain(&e)))?;
 
     // Programs an instrumentation may go without (the injection writer, refused under

@@ -12,7 +12,10 @@
 #   - the backend pod deleted: its replacement (new pid, new pod) is traced by the node agent
 #     again, with the new pod's identity;
 #   - a second selector picks Jaeger with probe specs its binary lacks: reported, not fatal (and
-#     its 85 MB binary, parsed, is the memory peak the DaemonSet's limit must allow).
+#     its 85 MB binary, parsed, is the memory peak the DaemonSet's limit must allow);
+#   - with injection off (the agent restarted with GOTEL_PROPAGATION=none) and a frontend the node
+#     agent traces too, each order is still one trace across both (join.same_node: matched in the
+#     kernel by the connection, nothing written).
 # Everything is undone at the end (tools/k8s/cluster.sh down), also on failure or interrupt.
 # Takes about 10-15 minutes with Kubernetes already built (5 more the first time, see build.sh).
 # Env: GOTEL_BIN (default target/release/gotel, built if missing), K8S_KEEP=1 keeps the cluster.
@@ -143,9 +146,9 @@ has_identity() { # SPANS_JSON SERVICE EXPECTED: every span of the service carrie
   jq -e --arg s "$2" --argjson want "$3" \
     '[.[] | select(.svc == $s)] | length > 0 and all(.res as $r | $want | to_entries | all($r[.key] == .value))' "$1" >/dev/null
 }
-joined() { # SPANS_JSON BACKEND_POD: traces where the backend's SERVER span (of that pod) is the child of a frontend CLIENT span
-  jq --arg p "$2" '. as $all | [.[] | select(.svc == "backend" and .kind == "server" and .res["k8s.pod.name"] == $p)
-     | .parent as $q | .trace as $t | select(any($all[]; .id == $q and .trace == $t and .svc == "frontend" and .kind == "client"))
+joined() { # SPANS_JSON BACKEND_POD [CLIENT_SVC]: traces where the backend's SERVER span (of that pod) is the child of a CLIENT span of CLIENT_SVC (frontend)
+  jq --arg p "$2" --arg c "${3:-frontend}" '. as $all | [.[] | select(.svc == "backend" and .kind == "server" and .res["k8s.pod.name"] == $p)
+     | .parent as $q | .trace as $t | select(any($all[]; .id == $q and .trace == $t and .svc == $c and .kind == "client"))
      | .trace] | unique | length' "$1"
 }
 wait_joined() { # BACKEND_POD SECONDS -> spans in $TMP/spans.json once a joined trace is there
@@ -209,6 +212,58 @@ check "a selected process the node agent cannot trace (Jaeger, with the backend'
 check "the node agent reported no other failure" \
   bash -c "! grep -E ' (WARN|ERROR) ' '$TMP/agent.log' | grep -v 'FIONREAD\|SOCK_OPS programs\|nothing will be injected\|is not traced'"
 grep -E "WARN|ERROR|tracing a new" "$TMP/agent.log" | head -10 | cut -c1-300 | sed 's/^/  agent: /'
+
+# ---- one trace without injection: the node agent traces both ends (join.same_node) -------------
+# The agent restarted with GOTEL_PROPAGATION=none and one more selector: a frontend without a
+# sidecar (its own load sends it orders), so the agent traces both ends of its calls to the
+# backend's pod address. Nothing is written into either process; each order must still be one
+# trace, the backend's SERVER span the child of that frontend's CLIENT span.
+t=$SECONDS
+k -n gotel get configmap gotel-node -o json \
+  | jq '.data.select += "namespace=gotel-demo,label:app.kubernetes.io/name=frontend-node\n"' | k apply -f - >/dev/null \
+  && k -n gotel set env daemonset/gotel-node GOTEL_PROPAGATION=none >/dev/null \
+  && k -n gotel rollout status daemonset/gotel-node --timeout=300s >/dev/null || { bad "node agent restarted with injection off"; finish; }
+AGENT="$(k -n gotel get pod -l app.kubernetes.io/name=gotel-node -o json | jq -r '[.items[] | select(.metadata.deletionTimestamp == null)][0].metadata.name')"
+cat <<EOF_NODE_FRONTEND | k apply -f - >/dev/null || { bad "apply frontend-node"; finish; }
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: frontend-node, namespace: gotel-demo, labels: {app.kubernetes.io/name: frontend-node}}
+spec:
+  replicas: 1
+  selector: {matchLabels: {app.kubernetes.io/name: frontend-node}}
+  template:
+    metadata: {labels: {app.kubernetes.io/name: frontend-node}}
+    spec:
+      automountServiceAccountToken: false
+      containers:
+        - name: frontend
+          image: gotel-demo-frontend:dev
+          imagePullPolicy: IfNotPresent
+          command: ["/app/frontend"]
+          env:
+            - {name: BACKEND_URL, value: "http://$NBIP:8081"}
+            - {name: LOAD_INTERVAL, value: "1s"}
+          securityContext: {allowPrivilegeEscalation: false, readOnlyRootFilesystem: true, capabilities: {drop: ["ALL"]}}
+          resources: {limits: {memory: 64Mi}}
+EOF_NODE_FRONTEND
+wait_ready gotel-demo app.kubernetes.io/name=frontend-node 300 || { bad "frontend-node Ready"; finish; }
+same_node_joined() { # SECONDS: a joined trace from frontend-node in $TMP/spans.json
+  local i
+  for ((i = 0; i < $1; i += 3)); do
+    jq -s 'add' <(spans frontend-node) <(spans backend) >"$TMP/spans.json"
+    [[ "$(joined "$TMP/spans.json" "$NBPOD" frontend-node)" -ge 2 ]] && return 0
+    sleep 3
+  done
+  return 1
+}
+same_node_joined 120
+n="$(joined "$TMP/spans.json" "$NBPOD" frontend-node)"
+check "injection off, both ends traced by the node agent: orders are one trace ($n traces: backend SERVER child of frontend-node CLIENT) ($((SECONDS - t)) s)" \
+  test "$n" -ge 2
+k -n gotel logs "$AGENT" >"$TMP/agent2.log" 2>&1
+check "the node agent shares join.same_node's map and reported no failure" \
+  bash -c "grep -q 'join.same_node: HTTP/1 server spans join' '$TMP/agent2.log' && ! grep -E ' (WARN|ERROR) ' '$TMP/agent2.log' | grep -v 'FIONREAD\|SOCK_OPS programs\|is not traced'"
+grep -E "WARN|ERROR|same_node" "$TMP/agent2.log" | head -5 | cut -c1-300 | sed 's/^/  agent: /'
 if [[ -z "${K8S_KEEP:-}" ]]; then
   t=$SECONDS
   "$HERE/cluster.sh" down 2>&1 | sed 's/^/  /'; DOWN_DONE=1

@@ -71,6 +71,7 @@ pub fn scan_request_headers(h: &Hit, depth: usize) {
             gotel_adopt_traceparent(depth as u64);
         }
     }
+    super::same_node::gotel_same_node_join(depth as u64);
 }
 
 /// The buffer: copies the bytes before the reader's index and scans them backward. Returns

@@ -38,7 +38,9 @@ fn add(table: &mut go_layouts::Table, path: &std::path::Path, modules_only: bool
     let dwarf = bin.dwarf.as_ref().ok_or("no DWARF (build without -ldflags=-w)")?;
     let mut found = Vec::new();
     if !modules_only {
-        table.go.insert(release.clone(), go_layouts::from_dwarf(dwarf, None)?);
+        // Merged with what another program built by the same release gave: an optional field one
+        // program does not link (dbsvc has no HTTP client) keeps the other's offset.
+        table.go.entry(release.clone()).or_default().extend(go_layouts::from_dwarf(dwarf, None)?);
         found.push(release);
     }
     for module in go_layouts::modules() {

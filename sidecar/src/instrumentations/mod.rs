@@ -47,6 +47,7 @@ pub mod http_server;
 pub mod inject_handoff;
 pub mod inject_memory;
 pub mod inject_socket;
+pub mod join_same_node;
 pub mod net_error;
 mod read;
 pub mod redis;
@@ -76,6 +77,8 @@ pub static ALL: &[&Instrumentation] = &[
     &inject_socket::grpc::INJECT_SOCKET_GRPC,
     &trace_context_in::TRACE_CONTEXT_IN,
     &trace_context_grpc::TRACE_CONTEXT_GRPC,
+    &join_same_node::JOIN_SAME_NODE,
+    &join_same_node::JOIN_SAME_NODE_CLIENT,
 ];
 
 /// An instrumentation chosen for this run (see [`libraries_from_env`]).

@@ -3,7 +3,7 @@ use super::*;
 #[test]
 fn libraries_parse() {
     let names = |v: &str| parse_libraries(v).unwrap().iter().map(|l| l.name).collect::<Vec<_>>();
-    let all = ["http.server", "http.client", "database.sql", "redis", "grpc.server", "grpc.client"];
+    let all = ["http.server", "http.client", "database.sql", "redis", "grpc.server", "grpc.client", "join.same_node"];
     assert_eq!(names(""), all);
     assert_eq!(names("all"), all);
     assert_eq!(names("grpc.server,grpc.client"), ["grpc.server", "grpc.client"]);
@@ -24,7 +24,9 @@ fn registry_is_consistent() {
     for (i, u) in ALL.iter().enumerate() {
         assert!(!u.name.is_empty() && !u.doc.is_empty(), "unit {i} lacks a name or doc");
         assert!(ALL[..i].iter().all(|o| o.name != u.name), "{} registered twice", u.name);
-        assert_eq!(u.selectable, u.span.is_some(), "{}: span units are the selectable ones", u.name);
+        // Span units are the selectable ones, and join.same_node (a choice, without spans).
+        let choice = u.name == super::join_same_node::JOIN_SAME_NODE.name;
+        assert_eq!(u.selectable, u.span.is_some() || choice, "{}: span units are the selectable ones", u.name);
         assert!(u.span.is_some() || u.more_spans.is_empty(), "{}: more_spans without span", u.name);
         for span in u.spans() {
             assert!(spec::parse_probes(span.spec).is_ok_and(|s| s.len() == 1 && s[0].symbol == span.symbol));

@@ -1,0 +1,162 @@
+//! One trace across a connection whose two ends gotel traces on this node, without writing
+//! anything (`join.same_node`; rules and their tests in `gotel_shared::same_node`).
+//!
+//! Client side, `gotel_same_node_client` at the entry of `net/http.(*persistConn).roundTrip`
+//! (on the caller's goroutine, after the connection was chosen and before the request is handed
+//! to the connection's writer): when the innermost traced call of the goroutine is the HTTP
+//! client span, its context is stored under the connection's addresses, read from
+//! `pc.conn.(*net.TCPConn).fd.{laddr,raddr}`, in `SAME_NODE_CONNS`. That map is shared by every
+//! set of programs one gotel loads (user space pins it in a bpffs instance of its own), so a
+//! server traced as another target finds it.
+//!
+//! Server side, [`join`], called once from the HTTP server span's entry (`propagation::extract`)
+//! when the request brought no `traceparent`: the same addresses from
+//! `rw.(*http.response).conn.rwc`, swapped, give the key; a fresh context found there becomes the
+//! server span's remote parent, like a `traceparent` would, and is removed (used once).
+//!
+//! Why `persistConn.roundTrip` and not a hook gotel already has: the client span's entry
+//! (`Transport.roundTrip`) comes before a connection is chosen, and the request-write hand-off is
+//! loaded only with injection, which makes this unit unnecessary. One trap per client request,
+//! only in processes with HTTP client spans and only when the unit is on (BENCHMARKS.md).
+//!
+//! TLS connections are matched too: a `*tls.Conn` is unwrapped once to the `*net.TCPConn` it
+//! runs over (its `conn` field), on both ends.
+//!
+//! Nothing here writes into the target or its traffic; reads only (`bpf_probe_read_user`).
+use aya_ebpf::{
+    helpers::{bpf_ktime_get_ns, bpf_probe_read_user_buf},
+    macros::uprobe,
+    programs::ProbeContext,
+};
+use gotel_shared::{
+    rules::adopt_remote,
+    same_node::{fresh, ip16, is_tcp, port, ConnContext, ConnKey, SameNodeConfig, NO_OFFSET},
+    traceparent::TraceContext,
+    Counter, GoroutineState, INHERIT_REMOTE, MAX_FRAMES, REG_RAX, REG_RCX, SPAN_TRACE_REMOTE_NOT_SAMPLED,
+};
+
+use crate::{
+    context::{copy_regs, current_goroutine, read_u64, state_of_key, Scratch},
+    maps::{count, GOROUTINES, SAME_NODE_CONFIG, SAME_NODE_CONNS, SCRATCH},
+};
+
+/// Entry of `net/http.(*persistConn).roundTrip(pc *persistConn, req *transportRequest)`: RAX = pc.
+#[uprobe]
+pub fn gotel_same_node_client(ctx: ProbeContext) -> u32 {
+    let _ = offer(&ctx);
+    0
+}
+
+#[inline(always)]
+fn offer(ctx: &ProbeContext) -> Option<()> {
+    let cfg = SAME_NODE_CONFIG.get(0)?;
+    if cfg.enabled == 0 {
+        return None;
+    }
+    let s = unsafe { &*copy_regs(ctx)? };
+    let g = current_goroutine(&s.regs);
+    let pc = s.regs[REG_RAX as usize];
+    let st = unsafe { &*GOROUTINES.get_ptr(&g)? };
+    let n = st.depth as usize;
+    if n == 0 || n > MAX_FRAMES {
+        return None;
+    }
+    let frame = &st.frames[(n - 1) & (MAX_FRAMES - 1)];
+    if frame.probe_id != cfg.client_probe {
+        return None; // not inside a traced client span
+    }
+    let Some(key) = conn_key(cfg, read_u64(pc.wrapping_add(cfg.pconn_conn as u64 + 8))?, false) else {
+        count(Counter::SameNodeUnreadable);
+        return None;
+    };
+    let value = ConnContext {
+        trace_id: st.trace_id,
+        span_id: frame.span_id,
+        stored_ns: unsafe { bpf_ktime_get_ns() },
+        sampled: (st.trace_flags & SPAN_TRACE_REMOTE_NOT_SAMPLED as u32 == 0) as u32,
+        _pad: 0,
+    };
+    if SAME_NODE_CONNS.insert(&key, &value, 0).is_ok() {
+        count(Counter::SameNodeOffered);
+    }
+    Some(())
+}
+
+/// Server side, from the HTTP server span's entry (registers in the scratch copy: RCX = the
+/// `*http.response`): joins the client span stored for this request's connection, unless a
+/// traced call is in progress (`depth`) or a `traceparent` was adopted already. A BPF global
+/// function like the header-reading steps of `propagation::extract` (verified once, its own
+/// stack frame): it finds the scratch area and the goroutine's record itself.
+#[no_mangle]
+#[inline(never)]
+pub extern "C" fn gotel_same_node_join(depth: u64) -> u64 {
+    let Some(scratch) = SCRATCH.get_ptr_mut(0) else { return 0 };
+    let key = current_goroutine(unsafe { &(*scratch).regs });
+    let Some(st) = state_of_key(scratch, &key, false) else { return 0 };
+    join_inner(scratch, st, depth).unwrap_or(0)
+}
+
+#[inline(always)]
+fn join_inner(scratch: *mut Scratch, st: *mut GoroutineState, depth: u64) -> Option<u64> {
+    let cfg = SAME_NODE_CONFIG.get(0)?;
+    let st = unsafe { &mut *st };
+    if cfg.enabled == 0 || depth != 0 || st.has_inherited & INHERIT_REMOTE != 0 {
+        return None;
+    }
+    let rw = unsafe { (*scratch).regs[REG_RCX as usize] };
+    let conn = read_u64(rw.wrapping_add(cfg.response_conn as u64))?;
+    let Some(key) = conn_key(cfg, read_u64(conn.wrapping_add(cfg.conn_rwc as u64 + 8))?, true) else {
+        count(Counter::SameNodeUnreadable);
+        return None;
+    };
+    let found = unsafe { *SAME_NODE_CONNS.get(&key)? };
+    let _ = SAME_NODE_CONNS.remove(&key);
+    if !fresh(found.stored_ns, unsafe { bpf_ktime_get_ns() }) {
+        count(Counter::SameNodeExpired);
+        return None;
+    }
+    let remote = TraceContext { trace_id: found.trace_id, span_id: found.span_id, trace_flags: found.sampled as u8 };
+    if adopt_remote(st, &remote) {
+        count(Counter::SameNodeJoined);
+    }
+    Some(1)
+}
+
+/// The key of the TCP connection `conn` (the data word of a `net.Conn`: a `*net.TCPConn`, or a
+/// `*tls.Conn` over one): its local end is the client's (`server` false) or the server's.
+#[inline(always)]
+fn conn_key(cfg: &SameNodeConfig, conn: u64, server: bool) -> Option<ConnKey> {
+    // A `*tls.Conn` holds the `net.Conn` it runs over in its field `conn`: one level unwrapped.
+    let fd = match tcp_fd(cfg, conn) {
+        Some(fd) => fd,
+        None if cfg.tls_conn != NO_OFFSET => tcp_fd(cfg, read_u64(conn.wrapping_add(cfg.tls_conn as u64 + 8))?)?,
+        None => return None,
+    };
+    let local = address(cfg, read_u64(fd.wrapping_add(cfg.fd_laddr as u64 + 8))?)?;
+    let remote = address(cfg, read_u64(fd.wrapping_add(cfg.fd_raddr as u64 + 8))?)?;
+    Some(if server { ConnKey::new(remote, local, cfg.netns) } else { ConnKey::new(local, remote, cfg.netns) })
+}
+
+/// The `*netFD` of `conn` if it is a `*net.TCPConn` (its fields read like a TCP socket's).
+#[inline(always)]
+fn tcp_fd(cfg: &SameNodeConfig, conn: u64) -> Option<u64> {
+    let fd = read_u64(conn.wrapping_add(cfg.tcpconn_fd as u64))?;
+    let family = read_u64(fd.wrapping_add(cfg.fd_family as u64))?;
+    let sotype = read_u64(fd.wrapping_add(cfg.fd_sotype as u64))?;
+    is_tcp(family, sotype).then_some(fd)
+}
+
+/// A `*net.TCPAddr`'s IP (16 bytes) and port.
+#[inline(always)]
+fn address(cfg: &SameNodeConfig, addr: u64) -> Option<([u8; 16], u16)> {
+    let ip_ptr = read_u64(addr.wrapping_add(cfg.addr_ip as u64))?;
+    let ip_len = read_u64(addr.wrapping_add(cfg.addr_ip as u64 + 8))?;
+    let port = port(read_u64(addr.wrapping_add(cfg.addr_port as u64))?)?;
+    let mut raw = [0u8; 16];
+    if ip_len == 16 {
+        unsafe { bpf_probe_read_user_buf(ip_ptr as *const u8, &mut raw) }.ok()?;
+    } else if ip_len == 4 {
+        unsafe { bpf_probe_read_user_buf(ip_ptr as *const u8, &mut raw[..4]) }.ok()?;
+    }
+    Some((ip16(&raw, ip_len)?, port))
+}
