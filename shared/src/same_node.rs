@@ -95,19 +95,29 @@ pub const NO_OFFSET: u32 = u32::MAX;
 /// An IP address as Go's `net.IP` holds it (`len` 4 or 16 bytes of `raw`), as 16 bytes.
 #[inline(always)]
 pub fn ip16(raw: &[u8; 16], len: u64) -> Option<[u8; 16]> {
+    let mut ip = *raw;
+    widen_ip(&mut ip, len).then_some(ip)
+}
+
+/// [`ip16`] in place (the kernel builds keys in scratch memory, not on its small stack): `ip`
+/// holds Go's `len` bytes at its start and becomes the 16-byte form (IPv4 as v4-mapped IPv6).
+/// False for a length that is no IP (a nil `net.IP`).
+#[inline(always)]
+pub fn widen_ip(ip: &mut [u8; 16], len: u64) -> bool {
     match len {
-        16 => Some(*raw),
+        16 => true,
         4 => {
-            let mut ip = [0u8; 16];
+            let (a, b, c, d) = (ip[0], ip[1], ip[2], ip[3]);
+            *ip = [0; 16];
             ip[10] = 0xff;
             ip[11] = 0xff;
-            ip[12] = raw[0];
-            ip[13] = raw[1];
-            ip[14] = raw[2];
-            ip[15] = raw[3];
-            Some(ip)
+            ip[12] = a;
+            ip[13] = b;
+            ip[14] = c;
+            ip[15] = d;
+            true
         }
-        _ => None,
+        _ => false,
     }
 }
 
@@ -147,14 +157,23 @@ impl ConnKey {
     /// made in network namespace `netns`.
     #[inline(always)]
     pub fn new(client: ([u8; 16], u16), server: ([u8; 16], u16), netns: u32) -> ConnKey {
-        let loopback = is_loopback(&client.0) || is_loopback(&server.0);
-        ConnKey {
+        let mut key = ConnKey {
             client_ip: client.0,
             server_ip: server.0,
             client_port: client.1,
             server_port: server.1,
-            netns: if loopback { netns } else { 0 },
-        }
+            netns: 0,
+        };
+        key.set_netns(netns);
+        key
+    }
+
+    /// The namespace part, once both ends are in place: `netns` for a loopback connection
+    /// (every pod has its own 127.0.0.1), else 0 (a pod address is unique on the node).
+    #[inline(always)]
+    pub fn set_netns(&mut self, netns: u32) {
+        let loopback = is_loopback(&self.client_ip) || is_loopback(&self.server_ip);
+        self.netns = if loopback { netns } else { 0 };
     }
 }
 

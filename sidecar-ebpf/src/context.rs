@@ -44,6 +44,8 @@ pub struct Scratch {
     pub remote: TraceContext,
     /// Target memory read once for a record's fetches (`capture`).
     pub window: crate::capture::Window,
+    /// A connection's key as `propagation::same_node` builds it (not on the stack).
+    pub conn_key: gotel_shared::same_node::ConnKey,
     /// The ring-buffer record being built (also the header-line buffer of injection, and the
     /// copy of a request's header block).
     pub buf: [u8; SCRATCH_SIZE + BUF_SLACK],

@@ -30,8 +30,7 @@ use aya_ebpf::{
 };
 use gotel_shared::{
     rules::adopt_remote,
-    same_node::{fresh, ip16, is_tcp, port, ConnContext, ConnKey, SameNodeConfig, NO_OFFSET},
-    traceparent::TraceContext,
+    same_node::{fresh, is_tcp, port, widen_ip, ConnContext, SameNodeConfig, NO_OFFSET},
     Counter, GoroutineState, INHERIT_REMOTE, MAX_FRAMES, REG_RAX, REG_RCX, SPAN_TRACE_REMOTE_NOT_SAMPLED,
 };
 
@@ -53,7 +52,7 @@ fn offer(ctx: &ProbeContext) -> Option<()> {
     if cfg.enabled == 0 {
         return None;
     }
-    let s = unsafe { &*copy_regs(ctx)? };
+    let s = unsafe { &mut *copy_regs(ctx)? };
     let g = current_goroutine(&s.regs);
     let pc = s.regs[REG_RAX as usize];
     let st = unsafe { &*GOROUTINES.get_ptr(&g)? };
@@ -65,10 +64,10 @@ fn offer(ctx: &ProbeContext) -> Option<()> {
     if frame.probe_id != cfg.client_probe {
         return None; // not inside a traced client span
     }
-    let Some(key) = conn_key(cfg, read_u64(pc.wrapping_add(cfg.pconn_conn as u64 + 8))?, false) else {
+    if conn_key(s, cfg, read_u64(pc.wrapping_add(cfg.pconn_conn as u64 + 8))?, false).is_none() {
         count(Counter::SameNodeUnreadable);
         return None;
-    };
+    }
     let value = ConnContext {
         trace_id: st.trace_id,
         span_id: frame.span_id,
@@ -76,7 +75,7 @@ fn offer(ctx: &ProbeContext) -> Option<()> {
         sampled: (st.trace_flags & SPAN_TRACE_REMOTE_NOT_SAMPLED as u32 == 0) as u32,
         _pad: 0,
     };
-    if SAME_NODE_CONNS.insert(&key, &value, 0).is_ok() {
+    if SAME_NODE_CONNS.insert(&s.conn_key, &value, 0).is_ok() {
         count(Counter::SameNodeOffered);
     }
     Some(())
@@ -103,38 +102,49 @@ fn join_inner(scratch: *mut Scratch, st: *mut GoroutineState, depth: u64) -> Opt
     if cfg.enabled == 0 || depth != 0 || st.has_inherited & INHERIT_REMOTE != 0 {
         return None;
     }
-    let rw = unsafe { (*scratch).regs[REG_RCX as usize] };
+    let s = unsafe { &mut *scratch };
+    let rw = s.regs[REG_RCX as usize];
     let conn = read_u64(rw.wrapping_add(cfg.response_conn as u64))?;
-    let Some(key) = conn_key(cfg, read_u64(conn.wrapping_add(cfg.conn_rwc as u64 + 8))?, true) else {
+    if conn_key(s, cfg, read_u64(conn.wrapping_add(cfg.conn_rwc as u64 + 8))?, true).is_none() {
         count(Counter::SameNodeUnreadable);
         return None;
-    };
-    let found = unsafe { *SAME_NODE_CONNS.get(&key)? };
-    let _ = SAME_NODE_CONNS.remove(&key);
-    if !fresh(found.stored_ns, unsafe { bpf_ktime_get_ns() }) {
+    }
+    // Copied field by field into scratch memory (the record is used once: removed below).
+    let found = unsafe { &*SAME_NODE_CONNS.get_ptr(&s.conn_key)? };
+    let stored_ns = found.stored_ns;
+    s.remote.trace_id = found.trace_id;
+    s.remote.span_id = found.span_id;
+    s.remote.trace_flags = found.sampled as u8;
+    let _ = SAME_NODE_CONNS.remove(&s.conn_key);
+    if !fresh(stored_ns, unsafe { bpf_ktime_get_ns() }) {
         count(Counter::SameNodeExpired);
         return None;
     }
-    let remote = TraceContext { trace_id: found.trace_id, span_id: found.span_id, trace_flags: found.sampled as u8 };
-    if adopt_remote(st, &remote) {
+    if adopt_remote(st, &s.remote) {
         count(Counter::SameNodeJoined);
     }
     Some(1)
 }
 
-/// The key of the TCP connection `conn` (the data word of a `net.Conn`: a `*net.TCPConn`, or a
-/// `*tls.Conn` over one): its local end is the client's (`server` false) or the server's.
+/// Builds the key of the TCP connection `conn` (the data word of a `net.Conn`: a
+/// `*net.TCPConn`, or a `*tls.Conn` over one) in `s.conn_key`, in place (the stack of the
+/// server-side chain is small): its local end is the client's (`server` false) or the server's.
 #[inline(always)]
-fn conn_key(cfg: &SameNodeConfig, conn: u64, server: bool) -> Option<ConnKey> {
+fn conn_key(s: &mut Scratch, cfg: &SameNodeConfig, conn: u64, server: bool) -> Option<()> {
     // A `*tls.Conn` holds the `net.Conn` it runs over in its field `conn`: one level unwrapped.
     let fd = match tcp_fd(cfg, conn) {
         Some(fd) => fd,
         None if cfg.tls_conn != NO_OFFSET => tcp_fd(cfg, read_u64(conn.wrapping_add(cfg.tls_conn as u64 + 8))?)?,
         None => return None,
     };
-    let local = address(cfg, read_u64(fd.wrapping_add(cfg.fd_laddr as u64 + 8))?)?;
-    let remote = address(cfg, read_u64(fd.wrapping_add(cfg.fd_raddr as u64 + 8))?)?;
-    Some(if server { ConnKey::new(remote, local, cfg.netns) } else { ConnKey::new(local, remote, cfg.netns) })
+    let local = read_u64(fd.wrapping_add(cfg.fd_laddr as u64 + 8))?;
+    let remote = read_u64(fd.wrapping_add(cfg.fd_raddr as u64 + 8))?;
+    let (client, srv) = if server { (remote, local) } else { (local, remote) };
+    let k = &mut s.conn_key;
+    address(cfg, client, &mut k.client_ip, &mut k.client_port)?;
+    address(cfg, srv, &mut k.server_ip, &mut k.server_port)?;
+    k.set_netns(cfg.netns);
+    Some(())
 }
 
 /// The `*netFD` of `conn` if it is a `*net.TCPConn` (its fields read like a TCP socket's).
@@ -146,17 +156,16 @@ fn tcp_fd(cfg: &SameNodeConfig, conn: u64) -> Option<u64> {
     is_tcp(family, sotype).then_some(fd)
 }
 
-/// A `*net.TCPAddr`'s IP (16 bytes) and port.
+/// A `*net.TCPAddr`'s IP (as 16 bytes) and port, written into `ip` and `port`.
 #[inline(always)]
-fn address(cfg: &SameNodeConfig, addr: u64) -> Option<([u8; 16], u16)> {
+fn address(cfg: &SameNodeConfig, addr: u64, ip: &mut [u8; 16], port_out: &mut u16) -> Option<()> {
     let ip_ptr = read_u64(addr.wrapping_add(cfg.addr_ip as u64))?;
     let ip_len = read_u64(addr.wrapping_add(cfg.addr_ip as u64 + 8))?;
-    let port = port(read_u64(addr.wrapping_add(cfg.addr_port as u64))?)?;
-    let mut raw = [0u8; 16];
+    *port_out = port(read_u64(addr.wrapping_add(cfg.addr_port as u64))?)?;
     if ip_len == 16 {
-        unsafe { bpf_probe_read_user_buf(ip_ptr as *const u8, &mut raw) }.ok()?;
+        unsafe { bpf_probe_read_user_buf(ip_ptr as *const u8, ip) }.ok()?;
     } else if ip_len == 4 {
-        unsafe { bpf_probe_read_user_buf(ip_ptr as *const u8, &mut raw[..4]) }.ok()?;
+        unsafe { bpf_probe_read_user_buf(ip_ptr as *const u8, &mut ip[..4]) }.ok()?;
     }
-    Some((ip16(&raw, ip_len)?, port))
+    widen_ip(ip, ip_len).then_some(())
 }
