@@ -37,6 +37,7 @@ use gotel_shared::{
 };
 
 use crate::{
+    capture::window_u64,
     context::{current_goroutine, read_u64, state_of_key, Hit, Scratch},
     maps::{count, EXTRACT_CONFIG, SCRATCH},
 };
@@ -94,7 +95,7 @@ fn scan_inner(scratch: *mut Scratch) -> Option<u64> {
     }
     let s = unsafe { &mut *scratch };
     let (req, rw) = (s.regs[REG_RDI as usize], s.regs[REG_RCX as usize]);
-    if read_u64(req.wrapping_add(cfg.request_proto_major as u64))? != 1 {
+    if window_u64(s, req, cfg.request_proto_major as u64)? != 1 {
         return None;
     }
     let (Some(data), Some(len), Some(r)) = read_reader(cfg, rw) else {
@@ -230,7 +231,7 @@ fn walk_inner(scratch: *mut Scratch, want_tp: u64) -> Option<u64> {
     }
     let s = unsafe { &mut *scratch };
     let req = s.regs[REG_RDI as usize];
-    let map = read_u64(req.wrapping_add(l.request_header as u64)).unwrap_or(0);
+    let map = window_u64(s, req, l.request_header as u64).unwrap_or(0);
     s.walk.begin(l, map, &mut User);
     unsafe {
         bpf_loop(MAX_WALK_STEPS, walk_step as *mut _, core::ptr::null_mut(), 0);
