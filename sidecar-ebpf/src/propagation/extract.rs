@@ -189,11 +189,7 @@ fn read_reader(cfg: &gotel_shared::ExtractConfig, rw: u64) -> (Option<u64>, Opti
         }
         return (Some(w[0]), Some(w[1]), Some(w[READER_WINDOW / 8 - 1]));
     }
-    (
-        read_u64(buf),
-        read_u64(buf.wrapping_add(8)),
-        read_u64(reader.wrapping_add(cfg.reader_r as u64)),
-    )
+    (read_u64(buf), read_u64(buf.wrapping_add(8)), read_u64(reader.wrapping_add(cfg.reader_r as u64)))
 }
 
 /// The target's memory for the map walk.
