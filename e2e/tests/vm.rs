@@ -72,7 +72,7 @@ struct InVm {
     known: Option<&'static str>,
 }
 
-/// Linux 6.1 under TCG, intermittently (3 of 4 boots on 2026-11-27, with and without the
+/// Linux 6.1 under TCG, intermittently (2 of 6 boots on 2026-11-27, with and without the
 /// session's last kernel-side changes): the engine program, traced through perf-event uprobes
 /// (6.1 has no uprobe_multi), dies of SIGSEGV with a corrupt pc (`0xff000000009b00f3`, or an
 /// address in the uprobe XOL page `0x00ffffffffffe103`: the guest runs 5-level paging). Not seen
