@@ -73,6 +73,14 @@ pub fn morestack_reentry(frame: &Frame, stack_depth: u64, cookie: u64) -> bool {
     cookie & COOKIE_AT_FUNC_START != 0 && same_call(frame, stack_depth, cookie as u32)
 }
 
+/// The `sampled` word of a context gotel passes on for the goroutine's trace (an injected
+/// `traceparent`, a gRPC call's, a same-node join's): 1 unless a remote parent said "not
+/// sampled" (a trace gotel started, or one whose parent said nothing, is sampled).
+#[inline(always)]
+pub fn outgoing_sampled(st: &GoroutineState) -> u32 {
+    (st.trace_flags & SPAN_TRACE_REMOTE_NOT_SAMPLED as u32 == 0) as u32
+}
+
 /// A root call (no frame yet) joins the goroutine's inherited context, if it has one: sets the
 /// trace id and the trace flags and returns true. Otherwise returns false and the caller starts
 /// a new trace (random id, flags 0).
@@ -367,5 +375,14 @@ mod tests {
         let root = EventHeader::for_frame(EventKind::Abandoned, key, 0, &st, 0, 0, 0);
         assert_eq!((root.span_id, root.parent_span_id), (100, 55));
         assert_eq!(root.flags, SPAN_TRACE_REMOTE_SAMPLED | SPAN_PARENT_REMOTE);
+    }
+    #[test]
+    fn outgoing_contexts_are_sampled_unless_the_remote_parent_said_not() {
+        let mut st = state();
+        assert_eq!(outgoing_sampled(&st), 1, "a trace gotel started");
+        st.trace_flags = SPAN_TRACE_REMOTE_SAMPLED as u32;
+        assert_eq!(outgoing_sampled(&st), 1);
+        st.trace_flags = SPAN_TRACE_REMOTE_NOT_SAMPLED as u32;
+        assert_eq!(outgoing_sampled(&st), 0);
     }
 }

@@ -12,7 +12,7 @@
 //!    the socket path takes it when the goroutine's write reaches the socket. It also records
 //!    the process's kernel tgid for the socket path (`inject_socket::note_target_tgid`).
 use aya_ebpf::{helpers::bpf_ktime_get_ns, macros::uprobe, programs::ProbeContext};
-use gotel_shared::{GoroutineKey, GoroutineState, InjectContext, REG_RAX, SPAN_TRACE_REMOTE_NOT_SAMPLED};
+use gotel_shared::{rules::outgoing_sampled, GoroutineKey, GoroutineState, InjectContext, REG_RAX};
 
 use super::inject_socket::note_target_tgid;
 use crate::{
@@ -35,7 +35,7 @@ pub fn offer_context(tgid: u32, st: &GoroutineState, span_id: u64, request: u64,
     let ctx = InjectContext {
         trace_id: st.trace_id,
         span_id,
-        sampled: (st.trace_flags & SPAN_TRACE_REMOTE_NOT_SAMPLED as u32 == 0) as u32,
+        sampled: outgoing_sampled(st),
         state: 0,
         writer: 0,
         n_at_entry: 0,

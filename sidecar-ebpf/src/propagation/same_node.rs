@@ -29,9 +29,9 @@ use aya_ebpf::{
     programs::ProbeContext,
 };
 use gotel_shared::{
-    rules::adopt_remote,
+    rules::{adopt_remote, frame_slot, outgoing_sampled},
     same_node::{fresh, is_tcp, port, widen_ip, ConnContext, SameNodeConfig, NO_OFFSET},
-    Counter, GoroutineState, INHERIT_REMOTE, MAX_FRAMES, REG_RAX, REG_RCX, SPAN_TRACE_REMOTE_NOT_SAMPLED,
+    Counter, GoroutineState, INHERIT_REMOTE, MAX_FRAMES, REG_RAX, REG_RCX,
 };
 
 use crate::{
@@ -60,7 +60,7 @@ fn offer(ctx: &ProbeContext) -> Option<()> {
     if n == 0 || n > MAX_FRAMES {
         return None;
     }
-    let frame = &st.frames[(n - 1) & (MAX_FRAMES - 1)];
+    let frame = &st.frames[frame_slot(n - 1)];
     if frame.probe_id != cfg.client_probe {
         return None; // not inside a traced client span
     }
@@ -72,7 +72,7 @@ fn offer(ctx: &ProbeContext) -> Option<()> {
         trace_id: st.trace_id,
         span_id: frame.span_id,
         stored_ns: unsafe { bpf_ktime_get_ns() },
-        sampled: (st.trace_flags & SPAN_TRACE_REMOTE_NOT_SAMPLED as u32 == 0) as u32,
+        sampled: outgoing_sampled(st),
         _pad: 0,
     };
     if SAME_NODE_CONNS.insert(&s.conn_key, &value, 0).is_ok() {

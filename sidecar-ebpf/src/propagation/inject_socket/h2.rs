@@ -32,9 +32,9 @@ use aya_ebpf::{
 };
 use gotel_shared::{
     h2::{next_frame, Next, MAX_WALK},
-    rules::frame_slot,
+    rules::{frame_slot, outgoing_sampled},
     Counter, GoroutineKey, GrpcStreamKey, InjectContext, MAX_FRAMES, MAX_GRPC_HEADER_FIELDS, PLAN_NOT_A_SPAN, REG_RAX,
-    REG_RBX, REG_RDI, SPAN_TRACE_REMOTE_NOT_SAMPLED,
+    REG_RBX, REG_RDI,
 };
 
 use super::{note_target_tgid, INJECT_SOCKET_SCRATCH};
@@ -125,7 +125,7 @@ fn on_fields(ctx: &ProbeContext) -> Option<()> {
     let inject = InjectContext {
         trace_id: st.trace_id,
         span_id: st.frames[slot].span_id,
-        sampled: (st.trace_flags & SPAN_TRACE_REMOTE_NOT_SAMPLED as u32 == 0) as u32,
+        sampled: outgoing_sampled(st),
         stored_ns: unsafe { bpf_ktime_get_ns() },
         ..InjectContext::default()
     };
