@@ -8,3 +8,17 @@ BUILD="$ROOT/bench/.build"
 mkdir -p "$BUILD"
 log() { echo "bench: $*" >&2; }
 [[ $EUID -eq 0 ]] || { log "must run as root (uprobes)"; exit 1; }
+# Unless BENCH_SKIP_BUILD=1: gotel (release, unless GOTEL_BIN names a build) and the Go programs
+# named (bench/goapps/<app> -> $BUILD/<app>, static, with the local toolchain).
+build_for_bench() {
+  [[ "${BENCH_SKIP_BUILD:-0}" != 1 ]] || return 0
+  if [[ -z "${GOTEL_BIN:-}" ]]; then
+    log "building gotel (release)"
+    cargo build --release -p gotel >&2
+  fi
+  local app
+  for app in "$@"; do
+    log "building bench/goapps/$app"
+    (cd "bench/goapps/$app" && GOTOOLCHAIN=local CGO_ENABLED=0 "$GO" build -o "$BUILD/$app" .) >&2
+  done
+}

@@ -10,14 +10,5 @@
 # Env: GOTEL_BIN (default target/release/gotel, built here), BENCH_SKIP_BUILD=1.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
-if [[ "${BENCH_SKIP_BUILD:-0}" != 1 ]]; then
-  if [[ -z "${GOTEL_BIN:-}" ]]; then
-    log "building gotel (release)"
-    cargo build --release -p gotel >&2
-  fi
-  for app in sink propclient; do
-    log "building bench/goapps/$app"
-    (cd "bench/goapps/$app" && GOTOOLCHAIN=local CGO_ENABLED=0 "$GO" build -o "$BUILD/$app" .) >&2
-  done
-fi
+build_for_bench sink propclient
 exec python3 "$ROOT/bench/same_node.py" "$@"
