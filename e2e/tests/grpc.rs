@@ -483,6 +483,69 @@ fn inject_preattached_check(go: &Path, version: &str, stripped: bool) {
     assert_eq!(parented, N as usize, "server spans whose parent is their client span");
 }
 
+/// gotel as a sidecar sees it: gotel and the client share a pid namespace that is not the
+/// kernel's first one (`unshare --pid`), so gotel cannot tell the kernel's number of the process
+/// at attach time, and the client opens its only connection after gotel attached (grpc-go dials
+/// when the program asks, here after `-wait`). The socket path must learn the process from the
+/// connect itself (`gotel_socket_dial` at `net.(*netFD).connect`) and enrol it: with the old
+/// hook (net/http's dialer, absent from a gRPC-only client) nothing was enrolled, no call carried
+/// a traceparent, and the compose demo's backend -> inventory calls were two traces.
+fn inject_pid_namespace_check(go: &Path, version: &str) {
+    let (dir, bin, sink, addr, stop, mut server) = serve(go, version, false);
+
+    const N: u64 = 200;
+    let go_on = dir.path().join("attached");
+    let ready = dir.path().join("client.ready");
+    let out = dir.path().join("client.out");
+    let gotel = gotel_command(&Export::HttpProtobuf(sink.http_endpoint()), "main.lookup;main.call;main.hellos");
+    let mut cmd = Command::new("unshare");
+    for (k, v) in gotel.get_envs() {
+        match v {
+            Some(v) => cmd.env(k, v),
+            None => cmd.env_remove(k),
+        };
+    }
+    cmd.env("OTEL_SERVICE_NAME", "grpc-client").env("GOTEL_PROPAGATION", "inject");
+    // dash reaps the background client while it waits for gotel, so gotel sees it exit.
+    let script = r#"client="$1" gotel="$2" addr="$3" go_on="$4" n="$5" out="$6" ready="$7"
+"$client" -target "$addr" -wait "$go_on" -hello "$n" >"$out" 2>&1 &
+pid=$!
+until [ /proc/$pid/exe -ef "$client" ]; do sleep 0.01; done # forked, not yet exec'd
+"$gotel" --pid "$pid" --ready-file "$ready"
+"#;
+    cmd.args(["--pid", "--fork", "--mount-proc", "--", "sh", "-c", script, "sh"]);
+    cmd.arg(&bin).arg(gotel.get_program()).arg(&addr).arg(&go_on).arg(N.to_string()).arg(&out).arg(&ready);
+    let mut gotel = Proc::spawn("gotel grpc-client (own pid namespace)", cmd).unwrap();
+    let ok = wait_until(Duration::from_secs(60), || ready.exists() || gotel.try_wait().ok().flatten().is_some());
+    assert!(ok && ready.exists(), "gotel did not attach; stderr:\n{}", gotel.stderr_string());
+    std::fs::write(&go_on, b"").unwrap();
+    let st = gotel.wait_timeout(Duration::from_secs(120)).unwrap();
+    let stderr = gotel.stderr_string();
+    let client_out = std::fs::read_to_string(&out).unwrap_or_default();
+    assert!(st.success(), "client gotel exited {st}\n{stderr}\nclient: {client_out}");
+    assert!(client_out.contains(&format!("hellos {N} bad 0")), "{client_out}");
+    assert!(stderr.contains("0 already open enrolled"), "no connection before the client's first call: {stderr}");
+    assert_eq!(summary_count(&stderr, "socket_enrolled"), Some(1), "the connection, enrolled at its connect: {stderr}");
+    assert_eq!(summary_count(&stderr, "grpc_socket_injected"), Some(N), "{stderr}");
+
+    std::fs::write(&stop, b"").unwrap();
+    let st = server.wait_timeout(Duration::from_secs(60)).unwrap();
+    let server_stderr = server.stderr_string();
+    assert!(st.success(), "server gotel exited {st}\n{server_stderr}");
+    assert_eq!(summary_count(&server_stderr, "grpc_traceparent_adopted"), Some(N), "{server_stderr}");
+    let spans = sink.wait_quiet(Duration::from_millis(500), Duration::from_secs(60)).unwrap();
+    let clients: std::collections::HashSet<&str> =
+        spans.iter().filter(|s| s.kind == 3).map(|s| s.span_id.as_str()).collect();
+    let parented = spans.iter().filter(|s| s.kind == 2 && clients.contains(s.parent_span_id.as_str())).count();
+    assert_eq!(parented, N as usize, "server spans whose parent is their client span");
+}
+
+#[test]
+fn grpc_inject_pid_namespace_go_1_26_grpc_1_64() {
+    gotel_e2e::require!(Root, GoVersion("1.26"));
+    inject_pid_namespace_check(&go("1.26"), "v1.64.1");
+}
+
 #[test]
 fn grpc_inject_preattached_go_1_26_grpc_1_64() {
     gotel_e2e::require!(Root, GoVersion("1.26"));

@@ -20,7 +20,8 @@ pub const PROGRAM_REQUEST_WRITE: &str = "gotel_request_write";
 pub const PROGRAM_HEADER_WRITE_ENTRY: &str = "gotel_header_write_entry";
 /// RETs of `net/http.Header.writeSubset`: the only program that writes target memory.
 pub const PROGRAM_HEADER_WRITE_RETURN: &str = "gotel_header_write_return";
-/// Entry of `net/http.(*Transport).dialConn`: tells the socket path the traced process's pid.
+/// Entry of `net.(*netFD).connect` (every outgoing TCP connection of any Go client): tells the
+/// socket path the traced process's pid before the connection's SOCK_OPS callback runs.
 pub const PROGRAM_SOCKET_DIAL: &str = "gotel_socket_dial";
 /// SOCK_OPS on the target's cgroup: enrols the traced process's client sockets.
 pub const PROGRAM_SOCK_OPS: &str = "gotel_sock_ops";

@@ -14,7 +14,7 @@
 //! | `gotel_request_write` | entry of `net/http.(*Request).write` | hands a client span's context to the writing goroutine | `propagation::handoff` |
 //! | `gotel_header_write_entry` | entry of `net/http.Header.writeSubset` | notes where the request's headers start | `propagation::inject_memory` |
 //! | `gotel_header_write_return` | RETs of `net/http.Header.writeSubset` | writes `traceparent` into the request (the only writer of target memory) | `propagation::inject_memory` |
-//! | `gotel_socket_dial` | entry of `net/http.(*Transport).dialConn` | tells the socket path the traced process's pid | `propagation::inject_socket` |
+//! | `gotel_socket_dial` | entry of `net.(*netFD).connect` | tells the socket path the traced process's pid | `propagation::inject_socket` |
 //! | `gotel_sock_ops` | SOCK_OPS on the target's cgroup v2 | enrols the traced process's client sockets in a sockhash | `propagation::inject_socket` |
 //! | `gotel_sk_msg` | SK_MSG on that sockhash | inserts `traceparent` after the request line, or appends it to a gRPC HEADERS frame on h2c (the only program that changes messages) | `propagation::inject_socket` |
 //! | `gotel_grpc_fields` | RETs of grpc-go's `(*http2Client).createHeaderFields` | keys a gRPC call's context by its header fields | `propagation::inject_socket::h2` |

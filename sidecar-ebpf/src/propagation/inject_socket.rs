@@ -10,7 +10,8 @@
 //! bytes); it can be reviewed on its own. Its maps are in `maps` (`INJECT_SOCKET*`,
 //! `INJECT_CONNECTING`, `FIONREAD_PROBE`); the context comes from `propagation::handoff`.
 //!
-//! - `gotel_socket_dial` (uprobe at `net/http.(*Transport).dialConn`) tells the kernel's number
+//! - `gotel_socket_dial` (uprobe at `net.(*netFD).connect`, every new TCP connection the Go
+//!   process opens, whatever library opens it) tells the kernel's number
 //!   of the traced process (`INJECT_SOCKET_CONFIG.tgid`), whatever pid namespace gotel is in;
 //!   the hand-off uprobe at `net/http.(*Request).write` tells it too (`note_target_tgid`), so
 //!   connections open before gotel attached are covered before the process dials a new one.
@@ -98,9 +99,10 @@ pub struct MsgScratch {
     _pad2: [u8; 3],
 }
 
-/// Entry of `net/http.(*Transport).dialConn` (attached to the traced process only): runs before
-/// every new client connection, in the process, so it tells the kernel's number of the process
-/// even when gotel sees it under another pid namespace (a sidecar sharing the service's).
+/// Entry of `net.(*netFD).connect` (attached to the traced process only): runs before
+/// every new client connection (right before `connect(2)`), in the process, so it tells the
+/// kernel's number of the process even when gotel sees it under another pid namespace (a
+/// sidecar sharing the service's).
 #[uprobe]
 pub fn gotel_socket_dial(_ctx: ProbeContext) -> u32 {
     note_target_tgid((bpf_get_current_pid_tgid() >> 32) as u32);

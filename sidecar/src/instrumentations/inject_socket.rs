@@ -65,8 +65,15 @@ use btf::member_offset;
 /// request write it was meant for failed or never reached the socket.
 pub const CONTEXT_LIFETIME: Duration = Duration::from_secs(5);
 
-/// The Go function that dials each new HTTP client connection (`gotel_socket_dial`).
-pub const DIAL_SYMBOL: &str = "net/http.(*Transport).dialConn";
+/// The Go function that starts every outgoing TCP connection (`gotel_socket_dial`), whatever
+/// client opens it: net/http, grpc-go, database drivers. It runs in the connecting goroutine
+/// right before `connect(2)`, so SOCK_OPS's connect callback that follows already knows the
+/// process. It was `net/http.(*Transport).dialConn` until the compose demo showed why not: a
+/// gRPC-only client (grpc-go dials lazily, at its first call, after gotel attached) never ran
+/// it, so a gotel in the service's pid namespace (where it cannot know the kernel's number of
+/// the process) enrolled none of its connections and the backend's calls to the inventory
+/// service started traces of their own. One trap per new connection, not per request.
+pub const DIAL_SYMBOL: &str = "net.(*netFD).connect";
 
 pub static INJECT_SOCKET: Instrumentation = Instrumentation {
     name: "inject.socket",

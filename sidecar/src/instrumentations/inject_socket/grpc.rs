@@ -2,10 +2,10 @@
 //! of `sidecar-ebpf`'s `propagation/inject_socket/h2.rs`, which says why the context goes from
 //! `createHeaderFields` to `writeHeader` to the HEADERS frame). The SOCK_OPS and SK_MSG programs
 //! are the HTTP/1 socket path's; this unit adds the two uprobes and the `hpack.HeaderField`
-//! layout the traceparent check reads. A gRPC binary that makes no HTTP/1 client calls has no
-//! `net/http.(*Transport).dialConn` (the linker drops it), so `inject.socket`, whose hook it is,
-//! is then not planned: this unit then prepares and attaches the socket path itself (the same
-//! functions), and only then, so SK_MSG is attached once.
+//! layout the traceparent check reads. `inject.socket`, planned with gRPC client spans too,
+//! attaches the socket path; should its dial hook (`net.(*netFD).connect`) be missing from a
+//! binary, `inject.socket` is not planned and this unit prepares and attaches the socket path
+//! itself (the same functions), and only then, so SK_MSG is attached once.
 //!
 //! Not covered, and said in the README: gRPC over TLS (the memory path has no gRPC writer, and
 //! the socket sees only ciphertext). Connections open before gotel attached are enrolled by
