@@ -35,6 +35,8 @@ fn node_mode_traces_each_selected_process_as_its_own_service() {
         .arg(format!("exe={},service=alpha-svc", alpha.display()))
         .arg("--select")
         .arg(format!("exe={}/*", dir.path().display()));
+    // A size no other map has, to find the goroutine map among gotel's descriptors.
+    g.env("GOTEL_MAX_GOROUTINES", GOROUTINES.to_string());
     let mut gotel = Proc::spawn("gotel", g).unwrap();
     gotel.wait_stderr_line("watching for processes", Duration::from_secs(20)).unwrap();
 
@@ -70,6 +72,9 @@ fn node_mode_traces_each_selected_process_as_its_own_service() {
     assert!(sa.iter().all(|s| s == "alpha-svc"), "alpha's service names: {sa:?}");
     assert!(sb.iter().all(|s| s == "beta"), "beta's service names: {sb:?}");
     assert!(gotel.try_wait().unwrap().is_none(), "gotel stopped\n{stderr}");
+    // Both targets' programs use one goroutine map (shared_maps), not one each.
+    let maps = goroutine_maps(gotel.pid());
+    assert_eq!(maps.len(), 1, "goroutine maps held by gotel (map ids): {maps:?}\n{stderr}");
 
     gotel.signal(libc::SIGTERM);
     let st = gotel.wait_timeout(Duration::from_secs(30)).unwrap();
@@ -78,4 +83,19 @@ fn node_mode_traces_each_selected_process_as_its_own_service() {
     assert_no_panic("gotel", &stderr);
     assert_eq!(summaries(&stderr).len(), 2, "one summary per traced process:\n{stderr}");
     drop((a, b, c));
+}
+
+const GOROUTINES: u32 = 12_345;
+
+/// The distinct BPF maps with `GOROUTINES` entries among process `pid`'s descriptors (their ids).
+fn goroutine_maps(pid: u32) -> std::collections::BTreeSet<u32> {
+    let mut ids = std::collections::BTreeSet::new();
+    for fd in std::fs::read_dir(format!("/proc/{pid}/fdinfo")).unwrap().flatten() {
+        let Ok(info) = std::fs::read_to_string(fd.path()) else { continue };
+        let field = |name: &str| info.lines().find_map(|l| l.strip_prefix(name)?.trim().parse::<u32>().ok());
+        if field("max_entries:") == Some(GOROUTINES) {
+            ids.extend(field("map_id:"));
+        }
+    }
+    ids
 }

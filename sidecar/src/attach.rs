@@ -54,6 +54,9 @@ pub struct Attached {
     links: Option<uprobe_multi::MultiLinks>,
     /// Each span probe's entry program (`entry_program`), by probe id.
     entry_programs: std::collections::HashMap<u32, &'static str>,
+    /// The target's pid, once attached: in node mode the goroutine map holds every target's
+    /// records (`shared_maps`), and this one's are those whose key carries it.
+    target: Option<u32>,
 }
 
 /// Kernel counters, summed over CPUs.
@@ -116,8 +119,9 @@ pub fn load(plan: &Plan, settings: &MapSizes) -> Result<Attached, Failure> {
         .map_max_entries(MAP_GOROUTINES, settings.max_goroutines.max(64))
         .map_max_entries(MAP_EVENTS, ring)
         .map_max_entries(MAP_PROBES, MAX_PROBES as u32);
-    // join.same_node: its map shared by every load of this gotel (pinned), else one entry.
-    let mut ebpf = crate::instrumentations::join_same_node::load(&mut loader, EBPF_OBJECT)
+    // Node mode: the goroutine map and join.same_node's shared by every load of this gotel
+    // (pinned; shared_maps), else the load's own (join.same_node's with one entry).
+    let mut ebpf = crate::shared_maps::load(&mut loader, EBPF_OBJECT)
         .map_err(|e| environment_error("loading the eBPF programs", chain(&e)))?;
 
     // Programs an instrumentation may go without (the injection writer, refused under
@@ -205,7 +209,16 @@ pub fn load(plan: &Plan, settings: &MapSizes) -> Result<Attached, Failure> {
             uprobe_multi::MultiPrograms::load(&ebpf, EBPF_OBJECT, &loaded)
         }
     };
-    Ok(Attached { ebpf, uprobes: 0, refused, multi, pending: Default::default(), links: None, entry_programs })
+    Ok(Attached {
+        ebpf,
+        uprobes: 0,
+        refused,
+        multi,
+        pending: Default::default(),
+        links: None,
+        entry_programs,
+        target: None,
+    })
 }
 
 impl Attached {
@@ -280,6 +293,7 @@ impl Attached {
     /// the instrumentations' hooks first (goroutine bookkeeping, so goroutines born from now on
     /// are known), then the span probes, then any extra attach step.
     pub fn attach(&mut self, plan: &Plan, bin: &GoBinary, target: &Path, pid: u32) -> Result<(), Failure> {
+        self.target = Some(pid);
         for h in &plan.hooks {
             if self.refused.iter().any(|u| u.name == h.instrumentation) {
                 continue;
@@ -354,7 +368,7 @@ impl Attached {
         else {
             return out;
         };
-        for (key, st) in m.iter().flatten() {
+        for (key, st) in m.iter().flatten().filter(|(k, _)| self.owns(k)) {
             let depth = (st.depth as usize).min(MAX_FRAMES);
             for i in 0..depth {
                 // The kernel's own rules (gotel_shared::rules), as if the call had been unwound.
@@ -372,7 +386,18 @@ impl Attached {
         else {
             return 0;
         };
-        m.keys().count()
+        m.keys().flatten().filter(|k| self.owns(k)).count()
+    }
+
+    /// Whether a goroutine-map record is this target's (always, unless the map is shared).
+    fn owns(&self, key: &gotel_shared::GoroutineKey) -> bool {
+        !crate::shared_maps::shared(MAP_GOROUTINES) || Some(key.tgid) == self.target
+    }
+
+    /// The session ended: removes the target's records from a shared goroutine map, so that a
+    /// process that reuses its pid finds none (nothing to do for a map of the session's own).
+    pub fn forget_target(&mut self) -> usize {
+        self.target.map_or(0, |pid| crate::shared_maps::forget(&mut self.ebpf, pid))
     }
 }
 

@@ -21,6 +21,7 @@ pub mod names;
 pub mod node;
 pub mod plan;
 pub mod session;
+pub mod shared_maps;
 pub mod spans;
 pub mod spec;
 pub mod target;

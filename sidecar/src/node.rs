@@ -184,13 +184,23 @@ pub async fn run(settings: &Settings, selectors: &[Selector], mut stop: Stop) ->
             Arc::new(s)
         })
         .collect();
-    // One trace across a connection whose two ends are traced here, without injection.
+    // One goroutine map for every target (crate::shared_maps), and one trace across a
+    // connection whose two ends are traced here, without injection.
     let same_node = crate::instrumentations::join_same_node::JOIN_SAME_NODE.name;
-    if settings.libraries.iter().any(|l| l.name == same_node) {
-        match crate::instrumentations::join_same_node::share() {
-            Ok(()) => tracing::info!("{same_node}: HTTP/1 server spans join the client span of their connection when both ends are traced here"),
-            Err(why) => tracing::warn!("{why}"),
+    let join = settings.libraries.iter().any(|l| l.name == same_node);
+    match crate::shared_maps::share(join) {
+        Ok(()) => {
+            if crate::shared_maps::shared(gotel_shared::names::MAP_GOROUTINES) {
+                tracing::info!(
+                    "node mode: one goroutine map for every target (GOTEL_MAX_GOROUTINES={} bounds them together)",
+                    settings.maps.max_goroutines
+                );
+            }
+            if join {
+                tracing::info!("{same_node}: HTTP/1 server spans join the client span of their connection when both ends are traced here");
+            }
         }
+        Err(why) => tracing::warn!("{why}"),
     }
     tracing::info!(
         node = node_name.as_deref().unwrap_or("?"),

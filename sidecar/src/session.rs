@@ -296,6 +296,10 @@ pub async fn session(
     // uprobe_multi links close at once, here: a close made while the process exits would leak
     // the target's breakpoints (see Attached::detach_links).
     attached.detach_links();
+    let forgotten = attached.forget_target();
+    if forgotten > 0 {
+        tracing::debug!(pid = process.pid, records = forgotten, "removed from the shared goroutine map");
+    }
     // Removing uprobes is slow (see Attached::detach): do it in the background so that a
     // restarted --exe target is picked up at once; process exit finishes it otherwise.
     std::thread::spawn(move || {

@@ -8,21 +8,12 @@
 //! client request); the server span's entry looks its connection up when the request has no
 //! `traceparent` (no trap of its own). Kernel side: `sidecar-ebpf/src/propagation/same_node.rs`.
 //!
-//! Why a pinned map: gotel loads one set of kernel programs per target, each with its own maps,
-//! but the client's and the server's programs must see the same `SAME_NODE_CONNS`. The first
-//! load creates it and pins it in a bpffs instance gotel mounts for itself, detached from every
-//! mount namespace ([`share`]: `fsopen` + `fsmount`, reached as `/proc/self/fd/N`): nothing
-//! appears in the host's `/sys/fs/bpf`, no directory is needed (read-only root), and when gotel
-//! exits, even killed, the instance and the map go with its last descriptor. Every later load
-//! finds the pin and uses that map. Only node mode shares (two gotels, e.g. two sidecars, never
-//! see each other's map); without sharing the unit is off and the map has one entry.
-use std::{
-    os::fd::{AsRawFd, FromRawFd, OwnedFd},
-    path::PathBuf,
-    sync::{Mutex, OnceLock},
-};
-
-use aya::{Ebpf, EbpfError, EbpfLoader};
+//! Why a pinned map: gotel loads one set of kernel programs per target, but the client's and the
+//! server's programs must see the same `SAME_NODE_CONNS`: in node mode it is one of the maps
+//! every load shares (`crate::shared_maps`). Only node mode shares (two gotels, e.g. two
+//! sidecars, never see each other's map); without sharing the unit is off and the map has one
+//! entry.
+use aya::Ebpf;
 use gotel_shared::{
     names::{MAP_SAME_NODE_CONFIG, MAP_SAME_NODE_CONNS, PROGRAM_SAME_NODE_CLIENT},
     same_node::{SameNodeConfig, COOKIE_SAME_NODE_CLIENT, NO_OFFSET},
@@ -79,7 +70,7 @@ pub static JOIN_SAME_NODE_CLIENT: Instrumentation = Instrumentation {
         cookie: COOKIE_SAME_NODE_CLIENT,
     }],
     wanted: |s| {
-        if sharing().is_some() && s.has_spans(super::http_client::HTTP_CLIENT.name) {
+        if sharing() && s.has_spans(super::http_client::HTTP_CLIENT.name) {
             Wanted::Yes
         } else {
             Wanted::No
@@ -90,7 +81,7 @@ pub static JOIN_SAME_NODE_CLIENT: Instrumentation = Instrumentation {
 
 fn wanted(s: &super::Session) -> Wanted {
     let http = s.has_spans(super::http_server::HTTP_SERVER.name) || s.has_spans(super::http_client::HTTP_CLIENT.name);
-    if sharing().is_some() && http {
+    if sharing() && http {
         Wanted::Yes
     } else {
         Wanted::No
@@ -157,108 +148,6 @@ fn enable(ebpf: &mut Ebpf, t: &AttachTarget) -> Result<(), Failure> {
     config.set(0, value, 0).map_err(|e| Failure::environment(format!("SAME_NODE_CONFIG: {e}")))
 }
 
-/// gotel's own bpffs instance (the mount's root, an `O_PATH` descriptor), once [`share`]d.
-static BPFFS: OnceLock<OwnedFd> = OnceLock::new();
-/// Whether the shared map is pinned yet: the first load holds this while it creates and pins
-/// it, so that two sessions starting together do not both create one.
-static PINNED: Mutex<bool> = Mutex::new(false);
-
-fn sharing() -> Option<&'static OwnedFd> {
-    BPFFS.get()
-}
-
-/// Turns sharing on for this process (node mode, `join.same_node` selected): mounts a bpffs
-/// instance attached to no mount namespace. Refused (an old kernel without `fsopen`, a seccomp
-/// profile): the unit stays off, with this message.
-pub fn share() -> Result<(), String> {
-    if BPFFS.get().is_none() {
-        let _ = BPFFS.set(private_bpffs()?);
-    }
-    Ok(())
-}
-
-/// A new bpffs instance, mounted nowhere: the `O_PATH` descriptor of its root.
-fn private_bpffs() -> Result<OwnedFd, String> {
-    let refused = |call: &str| {
-        format!("join.same_node is off: cannot create gotel's own bpffs ({call}: {})", std::io::Error::last_os_error())
-    };
-    let fs = unsafe {
-        libc::syscall(libc::SYS_fsopen, c"bpf".as_ptr(), 1 /* FSOPEN_CLOEXEC */)
-    };
-    if fs < 0 {
-        return Err(refused("fsopen"));
-    }
-    let fs = unsafe { OwnedFd::from_raw_fd(fs as i32) };
-    // FSCONFIG_CMD_CREATE = 6, then fsmount(fs, FSMOUNT_CLOEXEC = 1, no attributes).
-    let created = unsafe {
-        libc::syscall(libc::SYS_fsconfig, fs.as_raw_fd(), 6, std::ptr::null::<u8>(), std::ptr::null::<u8>(), 0)
-    };
-    if created < 0 {
-        return Err(refused("fsconfig"));
-    }
-    let mnt = unsafe { libc::syscall(libc::SYS_fsmount, fs.as_raw_fd(), 1, 0) };
-    if mnt < 0 {
-        return Err(refused("fsmount"));
-    }
-    Ok(unsafe { OwnedFd::from_raw_fd(mnt as i32) })
-}
-
-fn pin_path(root: &OwnedFd) -> PathBuf {
-    PathBuf::from(format!("/proc/self/fd/{}/{MAP_SAME_NODE_CONNS}", root.as_raw_fd()))
-}
-
-/// Loads the eBPF object with `SAME_NODE_CONNS` shared through the pin when sharing is on,
-/// else with a one-entry map of its own (the unit is off).
-pub fn load(loader: &mut EbpfLoader, object: &[u8]) -> Result<Ebpf, EbpfError> {
-    load_in(sharing(), &PINNED, loader, object)
-}
-
-/// [`load`] with the bpffs instance `root` (`None`: not shared) and its first-load lock.
-fn load_in(
-    root: Option<&OwnedFd>,
-    pinned: &Mutex<bool>,
-    loader: &mut EbpfLoader,
-    object: &[u8],
-) -> Result<Ebpf, EbpfError> {
-    let Some(root) = root else {
-        return loader.map_max_entries(MAP_SAME_NODE_CONNS, 1).load(object);
-    };
-    loader.map_pin_path(MAP_SAME_NODE_CONNS, pin_path(root));
-    let mut pinned = pinned.lock().unwrap_or_else(|e| e.into_inner());
-    if *pinned {
-        drop(pinned);
-        return loader.load(object);
-    }
-    let loaded = loader.load(object);
-    *pinned = loaded.is_ok();
-    loaded
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// Two loads in one gotel see one map: what the client's programs store, the server's find.
-    /// Needs root (BPF) and a kernel with `fsopen`.
-    #[test]
-    fn two_loads_share_the_pinned_map() {
-        if unsafe { libc::geteuid() } != 0 {
-            eprintln!("skipped: needs root");
-            return;
-        }
-        // Its own instance and lock, not the process-wide ones (other tests plan without sharing).
-        let (root, first) = (private_bpffs().expect("gotel's own bpffs"), Mutex::new(false));
-        let load = || load_in(Some(&root), &first, &mut EbpfLoader::new(), crate::attach::EBPF_OBJECT);
-        let a = load().expect("first load");
-        let mut b = load().expect("second load");
-        use gotel_shared::same_node::{ConnContext, ConnKey};
-        let key = ConnKey { client_port: 1, server_port: 2, ..Default::default() };
-        let mut in_b: aya::maps::HashMap<_, ConnKey, ConnContext> =
-            aya::maps::HashMap::try_from(b.map_mut(MAP_SAME_NODE_CONNS).unwrap()).unwrap();
-        in_b.insert(key, ConnContext { span_id: 7, ..Default::default() }, 0).unwrap();
-        let in_a: aya::maps::HashMap<_, ConnKey, ConnContext> =
-            aya::maps::HashMap::try_from(a.map(MAP_SAME_NODE_CONNS).unwrap()).unwrap();
-        assert_eq!(in_a.get(&key, 0).unwrap().span_id, 7);
-        assert!(!std::path::Path::new("/sys/fs/bpf").join(MAP_SAME_NODE_CONNS).exists(), "nothing pinned on the host");
-    }
+fn sharing() -> bool {
+    crate::shared_maps::shared(MAP_SAME_NODE_CONNS)
 }
