@@ -4,7 +4,12 @@
 //! tracing-opentelemetry, service.name `gotel`).
 //!
 //! [`SessionMetrics`] is the one place where the counts of a session (kernel counters, span
-//! factory, export pipeline) become these run-wide totals.
+//! factory, export pipeline) become these run-wide totals. In node mode [`NodeMetrics`] serves
+//! every live target's families on the one endpoint, each sample labelled with its target, so
+//! the two outputs share one list of families ([`Metrics::rows`]) and cannot drift apart.
+//!
+//! Over 600 lines with its tests (about 280): the exposition rules (families, labels, escaping)
+//! and the tests that hold the output to them belong together.
 use std::{
     collections::BTreeMap,
     fmt::Write as _,
