@@ -19,7 +19,13 @@
 //! each target costs its maps (the ring buffer, 8 MiB by default: set `GOTEL_RING_BUFFER_BYTES`
 //! lower for many small targets) and its attach time. A process gotel cannot trace (not Go,
 //! a spec its binary cannot satisfy, gone while attaching) is reported once and skipped, never
-//! fatal.
+//! fatal, and counted on `/metrics` by reason.
+//!
+//! With `GOTEL_METRICS_ADDR`, one endpoint serves every target (`diagnostics::NodeMetrics`):
+//! each session's families with one sample per live target, labelled with its pid, service and
+//! pod, and the agent's own series. `/healthz` says the agent is alive and scanning, not that
+//! every target is traced: one process gotel cannot trace must not get the node's agent
+//! restarted (that would interrupt every other target).
 use std::{
     collections::{HashMap, HashSet},
     path::PathBuf,
