@@ -29,7 +29,7 @@
 use std::{
     collections::{HashMap, HashSet},
     path::PathBuf,
-    sync::Arc,
+    sync::{atomic::Ordering::Relaxed, Arc},
     thread::JoinHandle,
     time::{Duration, Instant},
 };
@@ -398,6 +398,11 @@ fn spawn_session(
             Err(e) if !target::alive(pid) => {
                 tracing::info!(pid, "node mode: process {pid} exited before it was traced ({e})");
                 Some("exited")
+            }
+            // Traced for a while, then failed: a session that ended, as the warning says.
+            Err(e) if target.metrics.uprobes.load(Relaxed) > 0 => {
+                tracing::warn!(pid, "node mode: tracing process {pid} stopped: {e}");
+                None
             }
             Err(e) => {
                 tracing::warn!(pid, "node mode: process {pid} is not traced: {e}");
