@@ -1,11 +1,14 @@
 //! Node mode on the host, without Kubernetes (`tools/k8s/test.sh` runs it in a real cluster):
 //! one gotel, started before its targets, traces every process its `exe` selectors pick, each
 //! as its own service, and reports a selected process it cannot trace (not Go) without
-//! stopping.
+//! stopping; its `/metrics` (`GOTEL_METRICS_ADDR`) labels each target's series, drops a target
+//! whose process ended while keeping its counts in the node's totals, and `/healthz` is 200
+//! while it watches.
 //!
 //! Needs root and a built gotel (`GOTEL_BIN`, else `target/release/gotel`); skipped with one line
 //! otherwise (a failure under `GOTEL_TEST_REQUIRE_ALL=1`). Run with `--test-threads=1`.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
@@ -28,6 +31,8 @@ fn node_mode_traces_each_selected_process_as_its_own_service() {
 
     let sink = Sink::start(Path::new(SINK), dir.path()).unwrap();
     let mut g = gotel_command(&Export::Grpc(sink.grpc_endpoint()), "main.tick");
+    let maddr = free_addr();
+    g.env("GOTEL_METRICS_ADDR", maddr.to_string());
     // The first selector names its service; the second picks the rest of the folder, each
     // process named after its executable.
     g.arg("--node")
@@ -39,13 +44,16 @@ fn node_mode_traces_each_selected_process_as_its_own_service() {
     g.env("GOTEL_MAX_GOROUTINES", GOROUTINES.to_string());
     let mut gotel = Proc::spawn("gotel", g).unwrap();
     gotel.wait_stderr_line("watching for processes", Duration::from_secs(20)).unwrap();
+    let healthy = wait_until(Duration::from_secs(5), || http_get(maddr, "/healthz").is_ok_and(|(s, _)| s == 200));
+    assert!(healthy, "/healthz is 200 once gotel watches: {:?}", http_get(maddr, "/healthz"));
 
     let steady = |bin: &Path| {
         let mut c = Command::new(bin);
-        c.args(["-mode", "steady", "-n", "1500", "-interval-ms", "5"]);
+        // Long enough to outlive the checks (killed at the end).
+        c.args(["-mode", "steady", "-n", "6000", "-interval-ms", "5"]);
         c
     };
-    let a = Proc::spawn("alpha", steady(&alpha)).unwrap();
+    let mut a = Proc::spawn("alpha", steady(&alpha)).unwrap();
     let b = Proc::spawn("beta", steady(&beta)).unwrap();
     let mut c = Command::new(&not_go);
     c.arg("20");
@@ -75,6 +83,36 @@ fn node_mode_traces_each_selected_process_as_its_own_service() {
     // Both targets' programs use one goroutine map (shared_maps), not one each.
     let maps = goroutine_maps(gotel.pid());
     assert_eq!(maps.len(), 1, "goroutine maps held by gotel (map ids): {maps:?}\n{stderr}");
+
+    // One /metrics for the node: each target's series labelled with its pid and service.
+    let spans_of = |m: &BTreeMap<String, f64>, pid: u32, service: &str| {
+        m.get(&format!("gotel_spans_total{{pid=\"{pid}\",service_name=\"{service}\"}}")).copied()
+    };
+    let mut m = BTreeMap::new();
+    let labelled = wait_until(Duration::from_secs(10), || {
+        m = scrape(maddr).unwrap_or_default();
+        spans_of(&m, a.pid(), "alpha-svc").is_some_and(|v| v > 0.0)
+            && spans_of(&m, b.pid(), "beta").is_some_and(|v| v > 0.0)
+            && m.get("gotel_node_processes_not_traced_total{reason=\"target\"}") == Some(&1.0)
+    });
+    assert!(labelled, "both targets' spans and the non-Go process on /metrics:\n{m:#?}");
+    assert_eq!(m.get("gotel_node_targets"), Some(&2.0), "{m:#?}");
+    assert_eq!(m.get("gotel_node_sessions_started_total"), Some(&3.0), "{m:#?}");
+    assert_eq!(m.get("gotel_node_watching"), Some(&1.0), "{m:#?}");
+    // A target whose process ended leaves the per-target series; the node's total keeps its spans.
+    let alpha_spans = spans_of(&m, a.pid(), "alpha-svc").unwrap();
+    let alpha_label = format!("pid=\"{}\"", a.pid());
+    a.kill();
+    let ended = wait_until(Duration::from_secs(10), || {
+        m = scrape(maddr).unwrap_or_default();
+        m.get("gotel_node_targets_ended_total") == Some(&1.0)
+    });
+    assert!(ended, "alpha's session ended:\n{m:#?}");
+    assert!(!m.keys().any(|k| k.contains(&alpha_label)), "alpha's series are gone:\n{m:#?}");
+    let beta_spans = spans_of(&m, b.pid(), "beta").unwrap();
+    let node_spans = m["gotel_node_spans_total"];
+    assert!(node_spans >= alpha_spans + beta_spans, "node total {node_spans} < {alpha_spans} + {beta_spans}");
+    assert_eq!(m.get("gotel_node_targets"), Some(&1.0), "{m:#?}");
 
     gotel.signal(libc::SIGTERM);
     let st = gotel.wait_timeout(Duration::from_secs(30)).unwrap();

@@ -19,19 +19,25 @@
 //! each target costs its maps (the ring buffer, 8 MiB by default: set `GOTEL_RING_BUFFER_BYTES`
 //! lower for many small targets) and its attach time. A process gotel cannot trace (not Go,
 //! a spec its binary cannot satisfy, gone while attaching) is reported once and skipped, never
-//! fatal.
+//! fatal, and counted on `/metrics` by reason.
+//!
+//! With `GOTEL_METRICS_ADDR`, one endpoint serves every target (`diagnostics::NodeMetrics`):
+//! each session's families with one sample per live target, labelled with its pid, service and
+//! pod, and the agent's own series. `/healthz` says the agent is alive and scanning, not that
+//! every target is traced: one process gotel cannot trace must not get the node's agent
+//! restarted (that would interrupt every other target).
 use std::{
     collections::{HashMap, HashSet},
     path::PathBuf,
-    sync::Arc,
+    sync::{atomic::Ordering::Relaxed, Arc},
     thread::JoinHandle,
     time::{Duration, Instant},
 };
 
 use crate::{
     config::Settings,
-    diagnostics::Metrics,
-    exit::Failure,
+    diagnostics::{self, NodeMetrics, TargetMetrics},
+    exit::{ExitCode, Failure},
     k8s::{
         api::{self, Pod},
         cgroup, K8sAttributes,
@@ -160,6 +166,11 @@ struct Candidate {
 const POD_INFO_WAIT: Duration = Duration::from_secs(30);
 
 pub async fn run(settings: &Settings, selectors: &[Selector], mut stop: Stop) -> Result<i32, Failure> {
+    // Served first: /healthz answers 503 until the first scan, so a probe sees a starting agent.
+    let metrics = Arc::new(NodeMetrics::default());
+    if let Some(addr) = &settings.metrics_addr {
+        diagnostics::serve(addr, metrics.clone()).await?;
+    }
     let node_name = std::env::var("K8S_NODE_NAME")
         .ok()
         .filter(|n| !n.is_empty())
@@ -228,6 +239,7 @@ pub async fn run(settings: &Settings, selectors: &[Selector], mut stop: Stop) ->
         }
         running.retain(|(_, h)| !h.is_finished());
         let alive = scan(me, &decided, &mut pending);
+        metrics.scanned();
         decided.retain(|k, _| alive.contains(k));
         pending.retain(|k, _| alive.contains(k));
 
@@ -272,7 +284,9 @@ pub async fn run(settings: &Settings, selectors: &[Selector], mut stop: Stop) ->
                 selector = %selectors[i].text,
                 "node mode: tracing a new process"
             );
-            running.push((c.pid, spawn_session(per_selector[i].clone(), c.pid, identity, stop.clone())));
+            let target = metrics.start(c.pid, labels(&identity));
+            running
+                .push((c.pid, spawn_session(per_selector[i].clone(), c.pid, identity, stop.clone(), target, &metrics)));
         }
     }
     // Every session saw the same stop; wait for them to flush and detach.
@@ -351,9 +365,32 @@ fn identity_of(
     Identity { service_name: Some(service), attributes: attrs.key_values() }
 }
 
+/// A target's labels on /metrics (beside `pid`): its `service.name` and, when known, its pod's
+/// namespace and name and its container's name.
+fn labels(identity: &Identity) -> Vec<(&'static str, String)> {
+    let mut out: Vec<(&'static str, String)> =
+        identity.service_name.iter().map(|s| ("service_name", s.clone())).collect();
+    for (label, key) in
+        [("k8s_namespace", "k8s.namespace.name"), ("k8s_pod", "k8s.pod.name"), ("k8s_container", "k8s.container.name")]
+    {
+        if let Some(kv) = identity.attributes.iter().find(|kv| kv.key.as_str() == key) {
+            out.push((label, kv.value.to_string()));
+        }
+    }
+    out
+}
+
 /// One target's session, on its own thread and runtime so that one target's parsing and
 /// attaching (seconds for a large binary) never holds up another's spans.
-fn spawn_session(settings: Arc<Settings>, pid: u32, identity: Identity, mut stop: Stop) -> JoinHandle<()> {
+fn spawn_session(
+    settings: Arc<Settings>,
+    pid: u32,
+    identity: Identity,
+    mut stop: Stop,
+    target: Arc<TargetMetrics>,
+    node: &Arc<NodeMetrics>,
+) -> JoinHandle<()> {
+    let node = node.clone();
     std::thread::spawn(move || {
         let mut run = || -> Result<session::End, Failure> {
             let rt = tokio::runtime::Builder::new_current_thread()
@@ -361,16 +398,33 @@ fn spawn_session(settings: Arc<Settings>, pid: u32, identity: Identity, mut stop
                 .build()
                 .map_err(|e| Failure::environment(format!("runtime: {e}")))?;
             let process = target::existing(pid)?;
-            let metrics = Metrics::default();
-            rt.block_on(session::session(&settings, process, None, &identity, &metrics, &mut stop))
+            rt.block_on(session::session(&settings, process, None, &identity, &target.metrics, &mut stop))
         };
-        match run() {
-            Ok(_) => tracing::info!(pid, "node mode: session ended"),
-            Err(e) if !target::alive(pid) => {
-                tracing::info!(pid, "node mode: process {pid} exited before it was traced ({e})")
+        let not_traced = match run() {
+            Ok(_) => {
+                tracing::info!(pid, "node mode: session ended");
+                None
             }
-            Err(e) => tracing::warn!(pid, "node mode: process {pid} is not traced: {e}"),
-        }
+            Err(e) if !target::alive(pid) => {
+                tracing::info!(pid, "node mode: process {pid} exited before it was traced ({e})");
+                Some("exited")
+            }
+            // Traced for a while, then failed: a session that ended, as the warning says.
+            Err(e) if target.metrics.uprobes.load(Relaxed) > 0 => {
+                tracing::warn!(pid, "node mode: tracing process {pid} stopped: {e}");
+                None
+            }
+            Err(e) => {
+                tracing::warn!(pid, "node mode: process {pid} is not traced: {e}");
+                Some(match e.code {
+                    ExitCode::Config => "config",
+                    ExitCode::Environment => "environment",
+                    ExitCode::Target => "target",
+                    ExitCode::Ok | ExitCode::Internal => "internal",
+                })
+            }
+        };
+        node.end(&target, not_traced);
     })
 }
 

@@ -39,7 +39,8 @@ pub async fn run(settings: &Settings, launched: Option<Launched>) -> Result<i32,
     let mut stop = Stop::register()?;
     let stop = &mut stop;
     let metrics = Arc::new(Metrics::default());
-    if let Some(addr) = &settings.metrics_addr {
+    // Node mode serves its own: every target's, labelled (`node.rs`).
+    if let (Some(addr), false) = (&settings.metrics_addr, matches!(settings.target, Target::Node(_))) {
         diagnostics::serve(addr, metrics.clone()).await?;
     }
     let metrics = &metrics;

@@ -11,6 +11,7 @@
 #     the frontend's CLIENT span);
 #   - the backend pod deleted: its replacement (new pid, new pod) is traced by the node agent
 #     again, with the new pod's identity;
+#   - the node agent's /metrics labels the backend's series with its pod; its /healthz is 200;
 #   - a second selector picks Jaeger with probe specs its binary lacks: reported, not fatal (and
 #     its 85 MB binary, parsed, is the memory peak the DaemonSet's limit must allow);
 #   - with injection off (the agent restarted with GOTEL_PROPAGATION=none) and a frontend the node
@@ -171,6 +172,14 @@ n="$(joined "$TMP/spans.json" "$BPOD")"
 check "orders are one trace across both services ($n traces: backend SERVER child of frontend CLIENT)" test "$n" -ge 2
 check "the backend's functions are traced (probes-file of the selector)" \
   test "$(jq '[.[] | select(.svc == "backend" and .name == "main.quote")] | length' "$TMP/spans.json")" -gt 0
+# The node agent's /metrics and /healthz (GOTEL_METRICS_ADDR in the DaemonSet): the backend's
+# series labelled with its pod.
+AIP="$(ip_of gotel "$AGENT")"
+curl -m 10 -fsS "http://$AIP:9464/metrics" >"$TMP/metrics.txt" 2>/dev/null
+check "the node agent's /metrics labels the backend's spans with its pod" grep -qE \
+  "^gotel_spans_total\{pid=\"[0-9]+\",service_name=\"backend\",k8s_namespace=\"gotel-demo\",k8s_pod=\"$BPOD\",k8s_container=\"backend\"\} [1-9]" \
+  "$TMP/metrics.txt"
+check "the node agent's /healthz is 200" curl -m 10 -fsS -o /dev/null "http://$AIP:9464/healthz"
 
 # Memory of gotel: the peak of its container's memory cgroup (what a limit applies to: the
 # process and the BPF maps it created), the process's own peak RSS, and CPU time used.

@@ -4,7 +4,8 @@
 #      refuses unknown fields), for the release the cluster test runs (1.34) and the newest;
 #   2. the rules the manifests promise: no privileged container, capabilities dropped then named,
 #      read-only root file systems, memory limits everywhere, hostPID only for the node agent,
-#      shareProcessNamespace for the sidecar, the node agent's ClusterRole only get/list pods;
+#      shareProcessNamespace for the sidecar, the node agent's ClusterRole only get/list pods,
+#      the node agent's /metrics port and its liveness and readiness probes on /healthz;
 #   3. that the check can fail: a copy with a misspelled field is refused.
 # kubernetes-validate is installed by tools/install-deps.sh into /var/cache/gotel/venv-k8s.
 # Last line: "k8s-manifests: N passed, M failed".
@@ -36,6 +37,13 @@ for d, spec in pod_specs():
     gotel = [c for c in spec["containers"] if c["image"].startswith("gotel:")]
     if spec.get("hostPID") and d["kind"] != "DaemonSet": errors.append(f"{name}: hostPID outside the node agent")
     if d["kind"] == "DaemonSet" and not spec.get("hostPID"): errors.append(f"{name}: node agent without hostPID")
+    for c in gotel if d["kind"] == "DaemonSet" else []:
+        env = {e["name"]: e.get("value") for e in c.get("env", [])}
+        port = env.get("GOTEL_METRICS_ADDR", "").rpartition(":")[2]
+        if not any(str(p["containerPort"]) == port for p in c.get("ports", [])):
+            errors.append(f"{name}: no containerPort for GOTEL_METRICS_ADDR")
+        for probe in ("livenessProbe", "readinessProbe"):
+            if c.get(probe, {}).get("httpGet", {}).get("path") != "/healthz": errors.append(f"{name}: no {probe} on /healthz")
     if d["kind"] == "Deployment" and gotel and not spec.get("shareProcessNamespace"):
         errors.append(f"{name}: sidecar without shareProcessNamespace")
     for c in spec["containers"]:
