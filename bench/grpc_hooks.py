@@ -36,11 +36,11 @@ TRAPS = [
      "nothing (the span itself)"),
     (HANDLE, True, True, 2, "server", "the SERVER span: start with the method, end",
      "nothing (the span itself)"),
-    (f"{TRANSPORT}.(*http2Server).WriteStatus", True, True, 2, "server",
+    (f"{TRANSPORT}.(*http2Server).WriteStatus", True, False, 1, "server",
      "helper: the status code and message (arguments at entry); the server keeps the status nowhere "
-     "handleStream could read it at its RET (`Stream.status` is only set on the client side)",
-     "the RET trap: a helper kind that emits its captures at entry (all its reads are arguments), "
-     "attached without RET traps; the entry trap stays unless the span moved to processUnaryRPC/processStreamingRPC and "
+     "handleStream could read it at its RET (`Stream.status` is only set on the client side). It ends at "
+     "entry (PLAN_ENDS_AT_ENTRY: all its reads are arguments), so its RETs are not trapped",
+     "the entry trap: only if the span moved to processUnaryRPC/processStreamingRPC and "
      "read the handler's error there (more layouts to follow)"),
     (f"{TRANSPORT}.(*http2Server).operateHeaders", True, False, 1, "server",
      "incoming traceparent, from the HEADERS frame's decoded fields (no metadata map walk)",
@@ -56,10 +56,10 @@ TRAPS = [
      "through it too (Invoke -> newClientStream), where the span ignores it",
      "the entry trap: a helper kind attached at its RETs only (the value is read there); both, for unary calls, if the stream span "
      "read NewStream's returned stream when it is a bare `*clientStream` (no interceptor)"),
-    (f"{GRPC}.(*clientStream).finish", True, True, 2, "client",
+    (f"{GRPC}.(*clientStream).finish", True, False, 1, "client",
      "closer for stream spans: ends the span NewStream left open; a unary call's stream finishes "
-     "too, with nothing to close",
-     "the RET trap: a closer attached at its entry only (the error is read there); the entry trap only with the change above"),
+     "too, with nothing to close. It ends at entry (the error is read there), so its RETs are not trapped",
+     "the entry trap: only with the change above"),
     (f"{GRPC}.(*ClientConn).NewStream", True, True, 0, "client", "stream CLIENT spans (not taken by unary calls)",
      "—"),
 ]
@@ -157,11 +157,12 @@ def section(res):
     for side, s in res["span_bytes"].items():
         out.append(f"- {s['bytes']} bytes per gRPC {side} span (OTLP protobuf, {s['spans']} spans): "
                    + ", ".join(s["attributes"] or []))
-    out += ["", f"Traps per unary call: {sum(t[3] for t in TRAPS)}, of which 4 are the spans' own. Three could go "
-            "without losing anything (the RETs of WriteStatus and finish, the entry of newClientStreamWithParams: "
-            f"about {3 * per_trap:.0f} us per call at the figure above); a unary call would take none of the client's "
-            "four stream traps if the stream span read NewStream's result; the newproc1 trap stays while the "
-            "incoming context travels by goroutine hand-off.", "",
+    out += ["", f"Traps per unary call: {sum(t[3] for t in TRAPS)}, of which 4 are the spans' own (12 before the "
+            "helper and the closer that read only arguments ended at entry: the RETs of WriteStatus and finish "
+            "are no longer trapped). One more could go without losing anything (the entry of "
+            f"newClientStreamWithParams: about {per_trap:.0f} us per call at the figure above); a unary call would "
+            "take none of the client's stream traps if the stream span read NewStream's result; the newproc1 trap "
+            "stays while the incoming context travels by goroutine hand-off.", "",
             "| site | traps per call | side | why | what removing it would take |", "| --- | --- | --- | --- | --- |"]
     for sym, entry, rets, n, side, why, remove in TRAPS:
         where = " + ".join(w for w, on in (("entry", entry), ("RETs", rets)) if on)

@@ -247,6 +247,10 @@ pub struct NewprocConfig {
 /// A built-in helper or closer probe: its frame is no span, so a context taken from the
 /// innermost frame (`inject_socket::h2`) looks past it. A high bit, clear of other branches'.
 pub const PLAN_NOT_A_SPAN: u32 = 1 << 12;
+/// A built-in helper or closer whose captures are all read at entry: `gotel_entry` ends its
+/// call right after the entry values (a `SpanEnd` at the entry's time) and no RET of it is
+/// trapped, one trap per call instead of two.
+pub const PLAN_ENDS_AT_ENTRY: u32 = 1 << 13;
 
 /// Trace context to write into one outgoing request (`INJECT_BY_REQUEST`, keyed by the request's
 /// URL pointer, see [`HandoffConfig::request_url_offset`]; `INJECT_PENDING`).

@@ -10,7 +10,7 @@ use aya_ebpf::{helpers::generated::bpf_loop, macros::uprobe, programs::ProbeCont
 use gotel_shared::{
     rules::{frame_slot, join_inherited, morestack_reentry, same_call, unwound},
     Counter, EventHeader, EventKind, Frame, GoroutineKey, GoroutineState, INHERIT_ONE_SHOT, MAX_FRAMES, NO_REG,
-    PLAN_HAS_ENTRY_FETCH, PLAN_INJECT_CONTEXT, PLAN_SCAN_HEADERS,
+    PLAN_ENDS_AT_ENTRY, PLAN_HAS_ENTRY_FETCH, PLAN_INJECT_CONTEXT, PLAN_SCAN_HEADERS,
 };
 
 use crate::{
@@ -85,6 +85,10 @@ fn on_entry(ctx: &ProbeContext, http_server: bool) -> Option<()> {
             let hdr = EventHeader::for_frame(EventKind::EntryValues, h.key, h.tid, st, n, 0, 0);
             emit(&hdr, At::Entry(h.sp));
         }
+        if plan.flags & PLAN_ENDS_AT_ENTRY != 0 {
+            // A helper or closer that reads nothing at return: no RET is trapped, it ends here.
+            end_frame(&h, st, frame_slot(n), 0, At::Nothing);
+        }
     }
     Some(())
 }
@@ -114,11 +118,19 @@ fn on_return(ctx: &ProbeContext) -> Option<()> {
         count(Counter::UnmatchedReturn);
         return None;
     }
+    end_frame(&h, st, i, (h.cookie >> 48) as u16, At::Return(h.sp));
+    Some(())
+}
+
+/// Pops frame `i` (the top one) and emits its span's end, with the captures `at` names.
+/// `ret_site`: the RET's offset in the function (0 when the call ends at entry).
+#[inline(always)]
+fn end_frame(h: &Hit, st: &mut GoroutineState, i: usize, ret_site: u16, at: At) {
     st.depth = i as u32;
     count(Counter::Returns);
     unsafe { (*h.scratch).saved = st.frames[i].saved };
-    let hdr = EventHeader::for_frame(EventKind::SpanEnd, h.key, h.tid, st, i, h.now, (h.cookie >> 48) as u16);
-    emit(&hdr, At::Return(h.sp));
+    let hdr = EventHeader::for_frame(EventKind::SpanEnd, h.key, h.tid, st, i, h.now, ret_site);
+    emit(&hdr, at);
     if i == 0 && st.has_inherited & INHERIT_ONE_SHOT != 0 {
         // An incoming request's context is used by that request's span only.
         st.has_inherited = 0;
@@ -127,7 +139,6 @@ fn on_return(ctx: &ProbeContext) -> Option<()> {
         // Nothing left to remember for this goroutine: keep the map small.
         let _ = GOROUTINES.remove(&h.key);
     }
-    Some(())
 }
 
 /// State of the unwinding loop, shared with its `bpf_loop` callback.

@@ -93,6 +93,21 @@ impl Probe {
         }
         plan
     }
+
+    /// A helper or closer that reads nothing at return (no return capture, no saved register)
+    /// needs no RET trap: the kernel ends its call at entry (`PLAN_ENDS_AT_ENTRY`). Its end time
+    /// is then its start, which is all a helper (captures for the enclosing span) or a closer
+    /// (the open span ends when the closer is called) uses. Spans keep both traps.
+    fn end_at_entry_when_possible(&mut self) {
+        let reads_at_return = self.attributes.fetches.iter().any(|f| f.at_return != 0);
+        if self.role == Role::Span || reads_at_return || self.save_regs != [gotel_shared::NO_REG; 2] {
+            return;
+        }
+        self.plan_flags |= gotel_shared::PLAN_ENDS_AT_ENTRY;
+        self.ret_offsets.clear();
+        self.tail_jumps.clear();
+        self.unpaired_jumps.clear();
+    }
 }
 
 /// A helper uprobe of an instrumentation ([`HookSpec`]), resolved in this binary.
@@ -246,13 +261,17 @@ pub fn build(
             let Some(function) = bin.function(span.symbol) else { continue };
             let Some(code) = bin.code(function) else { continue };
             match instrumentations::plan(bin, lib, span, limits) {
-                Ok((attributes, save_regs)) => planned.push(Probe {
-                    library: Some(lib),
-                    span_probe: Some(span),
-                    role,
-                    save_regs,
-                    ..Probe::new(probes.len() + planned.len(), bin, function, code, attributes)
-                }),
+                Ok((attributes, save_regs)) => {
+                    let mut probe = Probe {
+                        library: Some(lib),
+                        span_probe: Some(span),
+                        role,
+                        save_regs,
+                        ..Probe::new(probes.len() + planned.len(), bin, function, code, attributes)
+                    };
+                    probe.end_at_entry_when_possible();
+                    planned.push(probe);
+                }
                 Err(why) => {
                     off = Some(why);
                     break;
@@ -284,4 +303,51 @@ pub fn build(
     let (hooks, map_fills, instrumentations) =
         instrumentations::plan_hooks(bin, &mut probes, inject, goroutine_parents, &mut warnings);
     Ok(Plan { probes, hooks, map_fills, instrumentations, warnings })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::attributes::AttributePlan;
+    use gotel_shared::{Fetch, NO_REG, PLAN_ENDS_AT_ENTRY};
+
+    fn probe(role: Role, at_return: &[u8], save_regs: [u8; 2]) -> Probe {
+        let fetches = at_return.iter().map(|&r| Fetch { at_return: r, ..Default::default() }).collect();
+        Probe {
+            id: 0,
+            function: Function { name: "f".into(), entry: 0x1000, end: 0x1100 },
+            entry_offset: 4,
+            at_function_start: false,
+            ret_offsets: vec![0x40, 0x80],
+            tail_jumps: vec![0x90],
+            unpaired_jumps: vec![],
+            source: None,
+            attributes: AttributePlan { fetches, ..Default::default() },
+            library: None,
+            span_probe: None,
+            role,
+            save_regs,
+            plan_flags: 0,
+        }
+    }
+
+    /// Helpers and closers that read only at entry end there (one trap); anything reading at
+    /// return, keeping registers for it, or being a span keeps its RET traps.
+    #[test]
+    fn only_helpers_and_closers_without_return_reads_end_at_entry() {
+        let none = [NO_REG; 2];
+        for (role, at_return, regs, ends) in [
+            (Role::Helper, &[0, 0][..], none, true),
+            (Role::Closer, &[0][..], none, true),
+            (Role::Helper, &[0, 1][..], none, false),
+            (Role::Helper, &[0][..], [3, NO_REG], false),
+            (Role::Span, &[0][..], none, false),
+        ] {
+            let mut p = probe(role, at_return, regs);
+            p.end_at_entry_when_possible();
+            let flagged = p.kernel_plan().flags & PLAN_ENDS_AT_ENTRY != 0;
+            assert_eq!((flagged, p.ret_offsets.is_empty()), (ends, ends), "{role:?} {at_return:?} {regs:?}");
+            assert_eq!(p.tail_jumps.is_empty(), ends);
+        }
+    }
 }
