@@ -51,11 +51,12 @@ TRAPS = [
      "goroutine the traceparent adopted at operateHeaders (and the reader's context, if any, as parent)",
      "key the adopted context by the `*Stream` operateHeaders gets and look it up at handleStream's "
      "entry (then GOTEL_GOROUTINE_PARENTS=off would cost gRPC no trap)"),
-    (f"{GRPC}.newClientStreamWithParams", True, True, 2, "client",
+    (f"{GRPC}.newClientStreamWithParams", False, True, 1, "client",
      "helper for stream spans (NewStream): the `*clientStream` at its RET; a unary call goes "
-     "through it too (Invoke -> newClientStream), where the span ignores it",
-     "the entry trap: a helper kind attached at its RETs only (the value is read there); both, for unary calls, if the stream span "
-     "read NewStream's returned stream when it is a bare `*clientStream` (no interceptor)"),
+     "through it too (Invoke -> newClientStream), where the span ignores it. It starts at its RETs "
+     "(COOKIE_STARTS_AT_RETURN: it reads nothing at entry), so its entry is not trapped",
+     "for unary calls, if the stream span read NewStream's returned stream when it is a bare "
+     "`*clientStream` (no interceptor)"),
     (f"{GRPC}.(*clientStream).finish", True, False, 1, "client",
      "closer for stream spans: ends the span NewStream left open; a unary call's stream finishes "
      "too, with nothing to close. It ends at entry (the error is read there), so its RETs are not trapped",
@@ -157,11 +158,10 @@ def section(res):
     for side, s in res["span_bytes"].items():
         out.append(f"- {s['bytes']} bytes per gRPC {side} span (OTLP protobuf, {s['spans']} spans): "
                    + ", ".join(s["attributes"] or []))
-    out += ["", f"Traps per unary call: {sum(t[3] for t in TRAPS)}, of which 4 are the spans' own (12 before the "
-            "helper and the closer that read only arguments ended at entry: the RETs of WriteStatus and finish "
-            "are no longer trapped). One more could go without losing anything (the entry of "
-            f"newClientStreamWithParams: about {per_trap:.0f} us per call at the figure above); a unary call would "
-            "take none of the client's stream traps if the stream span read NewStream's result; the newproc1 trap "
+    out += ["", f"Traps per unary call: {sum(t[3] for t in TRAPS)}, of which 4 are the spans' own (12 before "
+            "helpers and closers that read at one side only were trapped there only: the RETs of WriteStatus and "
+            "finish and the entry of newClientStreamWithParams are no longer trapped). A unary call would take "
+            "none of the client's two stream traps if the stream span read NewStream's result; the newproc1 trap "
             "stays while the incoming context travels by goroutine hand-off.", "",
             "| site | traps per call | side | why | what removing it would take |", "| --- | --- | --- | --- | --- |"]
     for sym, entry, rets, n, side, why, remove in TRAPS:

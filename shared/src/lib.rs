@@ -34,6 +34,9 @@ pub const COOKIE_ENTRY: u64 = 1 << 32;
 /// `runtime.morestack` re-entry is possible and the kernel de-duplicates it.
 pub const COOKIE_AT_FUNC_START: u64 = 1 << 33;
 pub const COOKIE_RETURN: u64 = 1 << 34;
+/// With [`COOKIE_RETURN`]: a built-in helper whose captures are all read at return, so its entry
+/// is not trapped; `gotel_return` pushes its frame and ends it at once (one trap per call).
+pub const COOKIE_STARTS_AT_RETURN: u64 = 1 << 41;
 /// `runtime.newproc1` entry / return: goroutine creation (ancestry and g reuse).
 pub const COOKIE_NEWPROC_ENTRY: u64 = 1 << 35;
 pub const COOKIE_NEWPROC_RETURN: u64 = 1 << 36;

@@ -9,8 +9,8 @@
 use aya_ebpf::{helpers::generated::bpf_loop, macros::uprobe, programs::ProbeContext};
 use gotel_shared::{
     rules::{frame_slot, join_inherited, morestack_reentry, same_call, unwound},
-    Counter, EventHeader, EventKind, Frame, GoroutineKey, GoroutineState, INHERIT_ONE_SHOT, MAX_FRAMES, NO_REG,
-    PLAN_ENDS_AT_ENTRY, PLAN_HAS_ENTRY_FETCH, PLAN_INJECT_CONTEXT, PLAN_SCAN_HEADERS,
+    Counter, EventHeader, EventKind, Frame, GoroutineKey, GoroutineState, COOKIE_STARTS_AT_RETURN, INHERIT_ONE_SHOT,
+    MAX_FRAMES, NO_REG, PLAN_ENDS_AT_ENTRY, PLAN_HAS_ENTRY_FETCH, PLAN_INJECT_CONTEXT, PLAN_SCAN_HEADERS,
 };
 
 use crate::{
@@ -103,8 +103,11 @@ pub fn gotel_return(ctx: ProbeContext) -> u32 {
 fn on_return(ctx: &ProbeContext) -> Option<()> {
     let h = hit(ctx)?;
     let probe_id = h.cookie as u32;
+    let starts_here = h.cookie & COOKIE_STARTS_AT_RETURN != 0;
     let Some(st) = state_of(&h, false) else {
-        count(Counter::UnmatchedReturn);
+        if !starts_here {
+            count(Counter::UnmatchedReturn);
+        }
         return None;
     };
     let st = unsafe { &mut *st };
@@ -112,6 +115,18 @@ fn on_return(ctx: &ProbeContext) -> Option<()> {
     let n = st.depth as usize;
     if n > MAX_FRAMES {
         return None;
+    }
+    if starts_here {
+        // A helper that reads only at return (its entry is not trapped): its call begins and
+        // ends here, under the enclosing call, the one its captures are for.
+        if n == 0 || n >= MAX_FRAMES {
+            return None;
+        }
+        let i = frame_slot(n);
+        let span_id = random_u64();
+        st.frames[i] = Frame { stack_depth: h.stack_depth, start_ns: h.now, span_id, probe_id, _pad: 0, saved: [0; 2] };
+        end_frame(&h, st, i, (h.cookie >> 48) as u16, At::Return(h.sp));
+        return Some(());
     }
     let i = frame_slot(n.wrapping_sub(1));
     if n == 0 || !same_call(&st.frames[i], h.stack_depth, probe_id) {

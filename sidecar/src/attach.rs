@@ -303,9 +303,13 @@ impl Attached {
             }
         }
         for p in &plan.probes {
+            let starts_at_return = if p.entry_trap { 0 } else { gotel_shared::COOKIE_STARTS_AT_RETURN };
             for &off in &p.ret_offsets {
-                let cookie = p.id as u64 | COOKIE_RETURN | (off.min(0xffff) << 48);
+                let cookie = p.id as u64 | COOKIE_RETURN | starts_at_return | (off.min(0xffff) << 48);
                 self.attach_one(PROGRAM_RETURN, bin, target, pid, p.function.entry + off, cookie)?;
+            }
+            if !p.entry_trap {
+                continue;
             }
             let mut cookie = p.id as u64 | COOKIE_ENTRY;
             if p.at_function_start {

@@ -47,6 +47,9 @@ pub struct Probe {
     /// `PLAN_*` bits an instrumentation's set-up adds (`PLAN_INJECT_CONTEXT`: the HTTP client
     /// span hands its context to the request writer).
     pub plan_flags: u32,
+    /// Whether the entry is trapped: not for a helper that reads only at return
+    /// ([`Probe::start_at_return_when_possible`]).
+    pub entry_trap: bool,
 }
 
 impl Probe {
@@ -70,6 +73,7 @@ impl Probe {
             role: Role::Span,
             save_regs: [gotel_shared::NO_REG; 2],
             plan_flags: 0,
+            entry_trap: true,
         }
     }
 
@@ -107,6 +111,23 @@ impl Probe {
         self.ret_offsets.clear();
         self.tail_jumps.clear();
         self.unpaired_jumps.clear();
+    }
+
+    /// A helper (never a closer: it may end a span on a goroutine with no traced call) that
+    /// reads nothing at entry and keeps no register needs no entry trap: `gotel_return` starts
+    /// and ends its call at the RET (`COOKIE_STARTS_AT_RETURN`), under the enclosing call, which
+    /// is all its captures are for.
+    fn start_at_return_when_possible(&mut self) {
+        let reads_at_entry = self.attributes.fetches.iter().any(|f| f.at_return == 0);
+        if self.role != Role::Helper
+            || reads_at_entry
+            || self.save_regs != [gotel_shared::NO_REG; 2]
+            || self.plan_flags & gotel_shared::PLAN_ENDS_AT_ENTRY != 0
+            || self.ret_offsets.is_empty()
+        {
+            return;
+        }
+        self.entry_trap = false;
     }
 }
 
@@ -270,6 +291,7 @@ pub fn build(
                         ..Probe::new(probes.len() + planned.len(), bin, function, code, attributes)
                     };
                     probe.end_at_entry_when_possible();
+                    probe.start_at_return_when_possible();
                     planned.push(probe);
                 }
                 Err(why) => {
@@ -328,6 +350,7 @@ mod tests {
             role,
             save_regs,
             plan_flags: 0,
+            entry_trap: true,
         }
     }
 
@@ -348,6 +371,26 @@ mod tests {
             let flagged = p.kernel_plan().flags & PLAN_ENDS_AT_ENTRY != 0;
             assert_eq!((flagged, p.ret_offsets.is_empty()), (ends, ends), "{role:?} {at_return:?} {regs:?}");
             assert_eq!(p.tail_jumps.is_empty(), ends);
+        }
+    }
+
+    /// Helpers that read only at return start there (no entry trap); closers, spans, helpers
+    /// reading at entry or keeping registers keep their entry trap.
+    #[test]
+    fn only_helpers_reading_only_at_return_start_there() {
+        let none = [NO_REG; 2];
+        for (role, at_return, regs, starts) in [
+            (Role::Helper, &[1, 1][..], none, true),
+            (Role::Helper, &[0, 1][..], none, false),
+            (Role::Helper, &[1][..], [3, NO_REG], false),
+            (Role::Closer, &[1][..], none, false),
+            (Role::Span, &[1][..], none, false),
+        ] {
+            let mut p = probe(role, at_return, regs);
+            p.end_at_entry_when_possible();
+            p.start_at_return_when_possible();
+            assert_eq!(p.entry_trap, !starts, "{role:?} {at_return:?} {regs:?}");
+            assert_eq!(p.ret_offsets.len(), 2, "the RETs stay trapped");
         }
     }
 }
