@@ -118,7 +118,9 @@ pub fn load(plan: &Plan, settings: &MapSizes) -> Result<Attached, Failure> {
     loader
         .map_max_entries(MAP_GOROUTINES, settings.max_goroutines.max(64))
         .map_max_entries(MAP_EVENTS, ring)
-        .map_max_entries(MAP_PROBES, MAX_PROBES as u32);
+        // One entry per planned probe (ids are 0..n): the table's 4,096 entries of 512 bytes were
+        // 2.1 MiB of kernel memory per target, almost all of it unused.
+        .map_max_entries(MAP_PROBES, plan.probes.len().clamp(1, MAX_PROBES) as u32);
     // Node mode: the goroutine map and join.same_node's shared by every load of this gotel
     // (pinned; shared_maps), else the load's own (join.same_node's with one entry).
     let mut ebpf = crate::shared_maps::load(&mut loader, EBPF_OBJECT)
