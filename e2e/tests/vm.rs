@@ -28,7 +28,7 @@
 //! thread): with multi-threaded TCG, a vCPU sometimes executed a stale translation of a uprobe
 //! XOL slot that the kernel had rewritten for another probe on the other vCPU, and the traced Go
 //! program died of SIGSEGV (the engine smoke: 2 of 6 boots; plain tracefs uprobes on a Go loop,
-//! without gotel: 19 of 19 runs, on 6.1 and 6.12, 5-level paging on or off; never with
+//! without gotel: 22 of 22 runs, on 6.1 and 6.12, 5-level paging on or off; never with
 //! single-threaded TCG, one vCPU, or on real hardware; README, "Tests on other kernels"). The
 //! engine tests fail the run if it comes back.
 //!

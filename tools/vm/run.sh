@@ -60,10 +60,10 @@ echo "$timeout" >"$io/timeout"
 # translation of a uprobe XOL slot that the kernel has since rewritten on the other vCPU for
 # another probe, so a traced program dies of SIGSEGV (its pc = the stale instruction's result
 # plus the new probe's XOL correction). Measured with plain tracefs uprobes (no gotel) on a Go
-# loop probed at one function's entry and RETs: 19 of 19 runs crashed with `thread=multi` (6.1
-# and 6.12, 5-level paging on and off), 0 of 4 with `thread=single`, 0 of 4 with one vCPU, 0
-# of 8 with entry or RET probes alone (slots then always hold the same bytes), 0 of 3 on real
-# hardware (6.18).
+# loop probed at one function's entry and RETs (tools/vm/xol-check.sh): 22 of 22 runs crashed
+# with `thread=multi` (6.1 and 6.12, 5-level paging on and off), 0 of 11 with `thread=single`
+# (6.1 and 6.12), 0 of 4 with one vCPU, 0 of 8 with entry or RET probes alone (slots then always
+# hold the same bytes), 0 of 3 on real hardware (6.18).
 # panic=-1 and -no-reboot: a guest that dies powers the VM off instead of looping.
 start=$SECONDS
 timeout -k 5 $((timeout + 60)) qemu-system-x86_64 \
