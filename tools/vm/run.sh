@@ -63,7 +63,9 @@ echo "$timeout" >"$io/timeout"
 # loop probed at one function's entry and RETs (tools/vm/xol-check.sh): 22 of 22 runs crashed
 # with `thread=multi` (6.1 and 6.12, 5-level paging on and off), 0 of 11 with `thread=single`
 # (6.1 and 6.12), 0 of 4 with one vCPU, 0 of 8 with entry or RET probes alone (slots then always
-# hold the same bytes), 0 of 3 on real hardware (6.18).
+# hold the same bytes), 0 of 11 on real hardware (6.18). qemu 10.0.2 (bookworm-backports) with
+# `thread=multi`: 2 of 12. Single-threaded TCG was not slower here (engine tests' boot 39-54 s
+# against 60-68 s multi-threaded, on 2 shared cores).
 # panic=-1 and -no-reboot: a guest that dies powers the VM off instead of looping.
 start=$SECONDS
 timeout -k 5 $((timeout + 60)) qemu-system-x86_64 \
