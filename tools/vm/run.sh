@@ -12,6 +12,9 @@
 # -t bounds the command (default 600 s; the VM itself gets 60 s more for boot and power-off);
 # -a adds to the kernel's command line (e.g. `lockdown=integrity`, as the build machines boot);
 # -o keeps the exchange directory (cmd, rc, console.log) in DIR instead of a temporary one.
+# GOTEL_VM_CPU (environment) sets qemu's CPU model (default `max`; e.g. `max,la57=off` for
+# 4-level paging). GOTEL_VM_TCG sets TCG's threading (default `single`; `multi`: one host thread
+# per vCPU, see below why not).
 # Exit status: COMMAND's, 124 when it timed out, 125 when the VM gave no result (boot failure,
 # qemu error: the console shows why).
 set -uo pipefail
@@ -52,11 +55,21 @@ fi
 } >"$io/cmd"
 echo "$timeout" >"$io/timeout"
 
-# TCG: /dev/kvm here is not usable (PVM). Multi-threaded TCG gives each vCPU a host thread.
+# TCG: /dev/kvm here is not usable (PVM). Single-threaded TCG (the vCPUs take turns on one host
+# thread): with multi-threaded TCG (qemu 7.2, Debian 12's), a vCPU sometimes runs a stale
+# translation of a uprobe XOL slot that the kernel has since rewritten on the other vCPU for
+# another probe, so a traced program dies of SIGSEGV (its pc = the stale instruction's result
+# plus the new probe's XOL correction). Measured with plain tracefs uprobes (no gotel) on a Go
+# loop probed at one function's entry and RETs (tools/vm/xol-check.sh): 22 of 22 runs crashed
+# with `thread=multi` (6.1 and 6.12, 5-level paging on and off), 0 of 11 with `thread=single`
+# (6.1 and 6.12), 0 of 4 with one vCPU, 0 of 8 with entry or RET probes alone (slots then always
+# hold the same bytes), 0 of 11 on real hardware (6.18). qemu 10.0.2 (bookworm-backports) with
+# `thread=multi`: 2 of 12. Single-threaded TCG was not slower here (engine tests' boot 39-54 s
+# against 60-68 s multi-threaded, on 2 shared cores).
 # panic=-1 and -no-reboot: a guest that dies powers the VM off instead of looping.
 start=$SECONDS
 timeout -k 5 $((timeout + 60)) qemu-system-x86_64 \
-  -accel tcg,thread=multi -cpu max -smp "$cpus" -m "$mem" \
+  -accel "tcg,thread=${GOTEL_VM_TCG:-single}" -cpu "${GOTEL_VM_CPU:-max}" -smp "$cpus" -m "$mem" \
   -nographic -no-reboot -nic none \
   -kernel "$kdir/vmlinuz" -initrd "$kdir/initramfs.img" \
   -append "console=ttyS0 quiet loglevel=4 panic=-1 rdinit=/init $kargs" \
