@@ -123,11 +123,24 @@ fn on_return(ctx: &ProbeContext) -> Option<()> {
         // An incoming request's context is used by that request's span only.
         st.has_inherited = 0;
     }
-    if i == 0 && st.has_inherited == 0 {
+    if i == 0 && st.has_inherited == 0 && !keeps_record(probe_id) {
         // Nothing left to remember for this goroutine: keep the map small.
         let _ = GOROUTINES.remove(&h.key);
     }
     Some(())
+}
+
+/// Whether a root call of `probe_id` leaves its goroutine's record in place when it returns:
+/// the HTTP server span's, whose goroutine (the connection's) usually serves the next request
+/// on the connection, and would otherwise insert its record (a 1.6 KB copy into the LRU map)
+/// and remove it again for every request. A record with depth 0 and nothing inherited is
+/// the same to every reader as none (a fresh record is that; `state_of`, the unwinding, the
+/// hand-off readers and `gotel_newproc_return`'s g-reuse check all look at `depth` or
+/// `has_inherited`); the g of an ended connection is cleaned up when a goroutine reuses it
+/// (`gotel_newproc_return`) or by the LRU.
+#[inline(always)]
+fn keeps_record(probe_id: u32) -> bool {
+    PROBES.get(probe_id).is_some_and(|p| p.flags & PLAN_SCAN_HEADERS != 0)
 }
 
 /// State of the unwinding loop, shared with its `bpf_loop` callback.
