@@ -119,15 +119,25 @@ fn on_return(ctx: &ProbeContext) -> Option<()> {
     unsafe { (*h.scratch).saved = st.frames[i].saved };
     let hdr = EventHeader::for_frame(EventKind::SpanEnd, h.key, h.tid, st, i, h.now, (h.cookie >> 48) as u16);
     emit(&hdr, At::Return(h.sp));
-    if i == 0 && st.has_inherited & INHERIT_ONE_SHOT != 0 {
-        // An incoming request's context is used by that request's span only.
-        st.has_inherited = 0;
-    }
+    root_done(st, i);
     if i == 0 && st.has_inherited == 0 && !keeps_record(probe_id) {
         // Nothing left to remember for this goroutine: keep the map small.
         let _ = GOROUTINES.remove(&h.key);
     }
     Some(())
+}
+
+/// After frame `i` was popped (returned, or abandoned): when it was the root call, a context
+/// meant for one request (an incoming `traceparent`, a hand-off) has been used, and the next
+/// root call on this goroutine must not join it. Also when the root was abandoned (a handler
+/// that panicked, its connection goroutine gone): its g, reused without `runtime.newproc1`'s
+/// probe (goroutine parents off) by a goroutine whose first call unwinds the old frames, would
+/// otherwise start its own request inside the previous one's trace.
+#[inline(always)]
+fn root_done(st: &mut GoroutineState, i: usize) {
+    if i == 0 && st.has_inherited & INHERIT_ONE_SHOT != 0 {
+        st.has_inherited = 0;
+    }
 }
 
 /// Whether a root call of `probe_id` leaves its goroutine's record in place when it returns:
@@ -199,6 +209,7 @@ extern "C" fn unwind_one(_i: u64, ctx: *mut core::ffi::c_void) -> i64 {
     count(Counter::Abandoned);
     let hdr = EventHeader::for_frame(EventKind::Abandoned, key, tid, st, i, now, 0);
     st.depth = i as u32;
+    root_done(st, i);
     emit(&hdr, At::Nothing);
     0
 }
