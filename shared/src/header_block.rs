@@ -125,9 +125,17 @@ impl BlockScan {
             return false;
         }
         let q = q as usize & MASK;
-        self.line(buf, q + 1, self.line_end as usize);
-        if self.done() {
-            return false;
+        // The line after this `\n`, unless it is empty: the blank line ending the block puts a
+        // `\n` in the buffer's last byte, and the empty line after it, at `BLOCK_BUF`, masked,
+        // would start at the buffer's start and take whatever another program left there (the
+        // scratch buffer is shared: memory injection formats its `traceparent` line at its
+        // start) for this request's. (Compared with `line_end`, a value from memory, so that
+        // the compiler keeps `line`'s mask of the start, which Linux 6.1's verifier needs.)
+        if q + 1 < self.line_end as usize {
+            self.line(buf, q + 1, self.line_end as usize);
+            if self.done() {
+                return false;
+            }
         }
         self.line_end = q as u64;
         self.pos = q as u64;
@@ -170,13 +178,6 @@ impl BlockScan {
     /// `traceparent`), never late.
     #[inline(always)]
     fn line<const N: usize>(&mut self, buf: &[u8; N], s: usize, e: usize) {
-        // The blank line's end: the `\n` in the last byte makes an empty line at `BLOCK_BUF`.
-        // Masked, it would be a line from the buffer's start to its end, and whatever another
-        // program left there (the scratch buffer is shared: injection formats its
-        // `traceparent` line at its start) taken for this request's.
-        if s >= BLOCK_BUF {
-            return;
-        }
         let s = s & MASK;
         let mut e = e & (2 * BLOCK_BUF - 1);
         if e > BLOCK_BUF {
