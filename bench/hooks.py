@@ -439,7 +439,7 @@ def ratio_table(us, kinds):
     return lines
 
 
-PROGRAMS = ["gotel_entry", "gotel_return", "gotel_newproc_return", "gotel_newproc_entry"]
+PROGRAMS = ["gotel_http_entry", "gotel_entry", "gotel_return", "gotel_newproc_return", "gotel_newproc_entry"]
 
 
 def full_name(name):

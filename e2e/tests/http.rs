@@ -363,6 +363,40 @@ fn send_raw(addr: &str, parts: &[&[u8]]) -> String {
     reply
 }
 
+/// Sends `requests` one after the other on one keep-alive connection, each only once the answer
+/// to the previous one has been read whole (so the server's connection goroutine ends one
+/// request, with its kernel record kept, and reads the next into an emptied buffer).
+fn send_in_turn(addr: &str, requests: &[String]) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    for r in requests {
+        s.write_all(r.as_bytes()).unwrap();
+        let mut got = Vec::new();
+        let mut chunk = [0u8; 4096];
+        let body_len = loop {
+            let n = s.read(&mut chunk).unwrap();
+            assert!(n > 0, "connection closed before the answer to {r:?}");
+            got.extend_from_slice(&chunk[..n]);
+            let text = String::from_utf8_lossy(&got);
+            if let Some(end) = text.find("\r\n\r\n") {
+                let len = text[..end]
+                    .lines()
+                    .find_map(|l| l.split_once(':').filter(|(k, _)| k.eq_ignore_ascii_case("content-length")))
+                    .map(|(_, v)| v.trim().parse::<usize>().unwrap())
+                    .unwrap_or_else(|| panic!("answer without Content-Length: {text}"));
+                break end + 4 + len;
+            }
+        };
+        while got.len() < body_len {
+            let n = s.read(&mut chunk).unwrap();
+            assert!(n > 0, "connection closed in the answer to {r:?}");
+            got.extend_from_slice(&chunk[..n]);
+        }
+        // (`main.price` knows no such item: 404, the connection stays open.)
+        assert!(got.starts_with(b"HTTP/1.1 404"), "answer to {r:?}: {}", String::from_utf8_lossy(&got));
+    }
+}
+
 fn tp(trace: u8) -> String {
     format!("00-{}-{PARENT_ID}-01", format!("{trace:02x}").repeat(16))
 }
@@ -372,9 +406,10 @@ fn tp(trace: u8) -> String {
 /// several reads, or did not fit the buffer), from the request's `http.Header` map: many and long
 /// headers, a header line larger than the buffer, pipelined keep-alive requests (each gets its
 /// own, never its neighbour's, also after a body the handler left unread, and across split
-/// writes), and headers split across reads before and after the `traceparent`. Also the span's
-/// size rules: `url.scheme`, `user_agent.original`, no `code.*` naming net/http internals, no
-/// `thread.id` by default.
+/// writes), keep-alive requests in turn (none inherits the previous one's context, and a valid
+/// one is never counted invalid), and headers split across reads before and after the
+/// `traceparent`. Also the span's size rules: `url.scheme`, `user_agent.original`, no `code.*`
+/// naming net/http internals, no `thread.id` by default.
 fn check_incoming(go: &Path, stripped: bool) {
     let dir = tempfile::tempdir().unwrap();
     let bin = build(go, dir.path(), "httpsvc", stripped);
@@ -444,6 +479,20 @@ fn check_incoming(go: &Path, stripped: bool) {
     let third = req("ka3", &[], true);
     let all = format!("{first}{second}{third}");
     send(split_at(&all, &["X-After: 2"]));
+    // 8: keep-alive in turn (each request sent once the previous answer is read): a context is
+    // never carried into the next request on the connection, whether that one has none, another
+    // one or an invalid one, and a valid one after an invalid one is adopted.
+    send_in_turn(
+        &addr,
+        &[
+            req("turn1", &[format!("traceparent: {}", tp(11))], false),
+            req("turn2", &[], false),
+            req("turn3", &[format!("traceparent: {}", tp(12))], false),
+            req("turn4", &["traceparent: 00-zz-invalid".into()], false),
+            req("turn5", &[format!("traceparent: {}", tp(13))], false),
+            req("turn6", &[], true),
+        ],
+    );
 
     let expect: &[(&str, Option<u8>)] = &[
         ("many", Some(1)),
@@ -459,6 +508,12 @@ fn check_incoming(go: &Path, stripped: bool) {
         ("ka1", Some(9)),
         ("ka2", Some(10)),
         ("ka3", None),
+        ("turn1", Some(11)),
+        ("turn2", None),
+        ("turn3", Some(12)),
+        ("turn4", None),
+        ("turn5", Some(13)),
+        ("turn6", None),
     ];
     let spans = sink.wait_spans(2 * expect.len(), Duration::from_secs(30)).unwrap();
     gotel.signal(libc::SIGTERM);
@@ -484,7 +539,7 @@ fn check_incoming(go: &Path, stripped: bool) {
             }
             None => {
                 assert!(server.parent_span_id.is_empty(), "{item} must start its own trace: {server:?}");
-                assert!((1..=10u8).all(|t| server.trace_id != format!("{t:02x}").repeat(16)), "{item}: {server:?}");
+                assert!((1..=13u8).all(|t| server.trace_id != format!("{t:02x}").repeat(16)), "{item}: {server:?}");
             }
         }
         assert_eq!(server.attr_str("url.scheme"), Some("http"), "{item}");
@@ -503,7 +558,9 @@ fn check_incoming(go: &Path, stripped: bool) {
         let digits: String = stderr[at + name.len() + 1..].chars().take_while(char::is_ascii_digit).collect();
         digits.parse().unwrap()
     };
-    assert_eq!(counter("traceparent_adopted"), 10, "gotel summary:\n{stderr}");
+    assert_eq!(counter("traceparent_adopted"), 13, "gotel summary:\n{stderr}");
+    // turn4's, and only it: a valid one is never counted invalid.
+    assert_eq!(counter("traceparent_invalid"), 1, "gotel summary:\n{stderr}");
     assert_eq!(counter("traceparent_unreadable"), 0, "gotel summary:\n{stderr}");
     // huge, splitlate, splitearly, manysplit at least (the kernel may split a write too).
     assert!(counter("header_map_walked") >= 4, "gotel summary:\n{stderr}");

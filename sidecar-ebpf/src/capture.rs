@@ -44,7 +44,6 @@ pub fn emit(header: &EventHeader, at: At) {
     // A typed store: word moves, where a byte-slice copy is a load and a store per byte.
     unsafe { *(s.buf.as_mut_ptr() as *mut EventHeader) = *header };
     s.off = HEADER_SIZE as u64;
-    s.window.base = 0;
     match at {
         At::Nothing => {}
         At::Entry(sp) => capture_values(header.probe_id, sp, 0),
@@ -123,8 +122,11 @@ extern "C" fn capture_one(i: u64, ctx: *mut core::ffi::c_void) -> i64 {
 /// directly.
 pub const WINDOW: usize = 256;
 
-/// The window of the root pointer last read, per CPU in the scratch memory; reset for every
-/// record, so a window never outlives the probe hit that read it.
+/// The window of the root pointer last read, per CPU in the scratch memory; reset by every
+/// probe hit (`context::hit`), so a window never outlives the hit that read it (the target's
+/// thread is stopped in the trap meanwhile), and is shared by whatever reads the same struct in
+/// that hit: the HTTP server span's header scan reads `*http.Request`'s `ProtoMajor` and
+/// `Header` from it, and the span's entry values then cost no read of their own.
 #[repr(C, align(8))]
 pub struct Window {
     /// The root pointer the window starts at (0: none yet).
@@ -193,14 +195,37 @@ fn read_pair(s: &mut Scratch, addr: u64, o: usize) -> bool {
     }
 }
 
-/// [`read_pair`] at `base + off`, from the window of `base` when `off` lies in it.
+/// Makes the window hold `base`'s first [`WINDOW`] bytes (one user read, unless it already
+/// does).
 #[inline(always)]
-fn window_pair(s: &mut Scratch, base: u64, off: u64, o: usize) -> bool {
+fn fill_window(s: &mut Scratch, base: u64) {
     if s.window.base != base {
         s.window.base = base;
         let dst = &mut s.window.bytes[..WINDOW];
         s.window.ok = unsafe { bpf_probe_read_user_buf(base as *const u8, dst) }.is_ok() as u64;
     }
+}
+
+/// Forgets the window (at the start of every probe hit).
+#[inline(always)]
+pub fn reset_window(s: &mut Scratch) {
+    s.window.base = 0;
+}
+
+/// The word at `base + off`, from the window of `base` when `off` lies in it.
+#[inline(always)]
+pub fn window_u64(s: &mut Scratch, base: u64, off: u64) -> Option<u64> {
+    fill_window(s, base);
+    if s.window.ok != 0 && off <= (WINDOW - 8) as u64 {
+        return Some(window_word(&s.window, off as usize & (WINDOW - 1)));
+    }
+    read_u64(base.wrapping_add(off))
+}
+
+/// [`read_pair`] at `base + off`, from the window of `base` when `off` lies in it.
+#[inline(always)]
+fn window_pair(s: &mut Scratch, base: u64, off: u64, o: usize) -> bool {
+    fill_window(s, base);
     if s.window.ok != 0 && off <= (WINDOW - 16) as u64 {
         let i = off as usize & (WINDOW - 1);
         let (w0, w1) = (window_word(&s.window, i), window_word(&s.window, (i + 8) & (WINDOW - 1)));

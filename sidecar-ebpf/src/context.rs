@@ -67,6 +67,7 @@ pub struct Hit {
 pub fn hit(ctx: &ProbeContext) -> Option<Hit> {
     let scratch = copy_regs(ctx)?;
     let s = unsafe { &mut *scratch };
+    crate::capture::reset_window(s);
     let g = s.regs[REG_R14 as usize];
     let sp = s.regs[REG_SP as usize];
     // runtime.g starts with `stack stack` = {lo, hi uintptr} in every Go version.

@@ -146,14 +146,37 @@ fn end_frame(h: &Hit, st: &mut GoroutineState, i: usize, ret_site: u16, at: At) 
     unsafe { (*h.scratch).saved = st.frames[i].saved };
     let hdr = EventHeader::for_frame(EventKind::SpanEnd, h.key, h.tid, st, i, h.now, ret_site);
     emit(&hdr, at);
-    if i == 0 && st.has_inherited & INHERIT_ONE_SHOT != 0 {
-        // An incoming request's context is used by that request's span only.
-        st.has_inherited = 0;
-    }
-    if i == 0 && st.has_inherited == 0 {
+    root_done(st, i);
+    if i == 0 && st.has_inherited == 0 && !keeps_record(st.frames[0].probe_id) {
         // Nothing left to remember for this goroutine: keep the map small.
         let _ = GOROUTINES.remove(&h.key);
     }
+}
+
+/// After frame `i` was popped (returned, or abandoned): when it was the root call, a context
+/// meant for one request (an incoming `traceparent`, a hand-off) has been used, and the next
+/// root call on this goroutine must not join it. Also when the root was abandoned (a handler
+/// that panicked, its connection goroutine gone): its g, reused without `runtime.newproc1`'s
+/// probe (goroutine parents off) by a goroutine whose first call unwinds the old frames, would
+/// otherwise start its own request inside the previous one's trace.
+#[inline(always)]
+fn root_done(st: &mut GoroutineState, i: usize) {
+    if i == 0 && st.has_inherited & INHERIT_ONE_SHOT != 0 {
+        st.has_inherited = 0;
+    }
+}
+
+/// Whether a root call of `probe_id` leaves its goroutine's record in place when it returns:
+/// the HTTP server span's, whose goroutine (the connection's) usually serves the next request
+/// on the connection, and would otherwise insert its record (a 1.6 KB copy into the LRU map)
+/// and remove it again for every request. A record with depth 0 and nothing inherited is
+/// the same to every reader as none (a fresh record is that; `state_of`, the unwinding, the
+/// hand-off readers and `gotel_newproc_return`'s g-reuse check all look at `depth` or
+/// `has_inherited`); the g of an ended connection is cleaned up when a goroutine reuses it
+/// (`gotel_newproc_return`) or by the LRU.
+#[inline(always)]
+fn keeps_record(probe_id: u32) -> bool {
+    PROBES.get(probe_id).is_some_and(|p| p.flags & PLAN_SCAN_HEADERS != 0)
 }
 
 /// State of the unwinding loop, shared with its `bpf_loop` callback.
@@ -212,6 +235,7 @@ extern "C" fn unwind_one(_i: u64, ctx: *mut core::ffi::c_void) -> i64 {
     count(Counter::Abandoned);
     let hdr = EventHeader::for_frame(EventKind::Abandoned, key, tid, st, i, now, 0);
     st.depth = i as u32;
+    root_done(st, i);
     emit(&hdr, At::Nothing);
     0
 }

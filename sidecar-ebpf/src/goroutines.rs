@@ -65,12 +65,17 @@ fn on_newproc_return(ctx: &ProbeContext) -> Option<()> {
         caller
     };
     let new_key = GoroutineKey::new(tgid, s.regs[REG_RAX as usize]);
-    if GOROUTINES.get_ptr(&new_key).is_some() {
+    if let Some(old) = GOROUTINES.get_ptr(&new_key) {
         // The g of a goroutine that ended inside traced calls: those calls did not return.
-        // Report them, then forget them.
-        unwind_goroutine(new_key, 0, 0, unsafe { bpf_ktime_get_ns() }, pid_tgid as u32, true);
+        // Report them, then forget them. A record with neither calls nor an inherited context
+        // (kept by an HTTP server span's goroutine, `frames::keeps_record`) is as good as
+        // none: forgotten without a count.
+        let old = unsafe { &*old };
+        if old.depth != 0 || old.has_inherited != 0 {
+            unwind_goroutine(new_key, 0, 0, unsafe { bpf_ktime_get_ns() }, pid_tgid as u32, true);
+            count(Counter::GoroutineReused);
+        }
         let _ = GOROUTINES.remove(&new_key);
-        count(Counter::GoroutineReused);
     }
     let parent = unsafe { &mut *GOROUTINES.get_ptr_mut(&GoroutineKey::new(tgid, caller))? };
     if hand_off(parent, &mut s.state) {

@@ -131,7 +131,7 @@ impl Metrics {
         put(
             "goroutines_tracked",
             "gauge",
-            "goroutines with traced calls in progress (kernel LRU map)",
+            "goroutines the kernel keeps a record for (LRU map): traced calls in progress, or an HTTP connection goroutine between requests",
             &self.goroutines_tracked,
         );
         put("spans_sampled_out_total", "counter", "spans the sampler dropped", &self.sampled_out);
