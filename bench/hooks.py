@@ -489,10 +489,10 @@ def table(res):
             lines.append(f"- {row}: the build before costs {v['gotel before'] / v['gotel']:.1f}x what gotel costs now "
                          f"({v['gotel before'] - v['untraced']:.0f} vs {v['gotel'] - v['untraced']:.0f} us above untraced).")
     load = " ".join(res.get("load", [])) or "?"
-    lines.append(f"- The floors are themselves noisy on this shared 2-CPU VM (load average {load} at the end, "
-                 "other jobs running): one bare trap more or less moves a row by about as much as the spread "
-                 "between rounds, so ratios within about 0.8-1.3x are not told apart here; a ratio below 1 "
-                 "(gotel cheaper than its floor) is that noise, not a saving.")
+    lines.append(f"- The floors are themselves noisy on this 2-CPU VM (load average {load} at the end): one bare "
+                 "trap more or less moves a row by about as much as the spread between rounds, so a single run's "
+                 "ratios within about 0.9-1.2x are not told apart; a ratio below 1 (gotel cheaper than its floor) "
+                 "is that noise, not a saving. More rounds (the best of each) steady it.")
     for who, s in res["span_bytes"].items():
         lines.append(f"- {who}: {s['bytes']} bytes per HTTP server span (OTLP protobuf, {s['spans']} spans): "
                      + ", ".join(s["attributes"] or []))
