@@ -1,0 +1,3 @@
+module gotel.bench/hit
+
+go 1.21
