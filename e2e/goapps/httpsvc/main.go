@@ -74,6 +74,12 @@ func main() {
 			}
 			fmt.Fprint(w, p)
 		})
+		// A handler that panics: net/http recovers it and closes the connection, and the
+		// goroutine's g is free for the next connection's (e2e: a panicked request leaves no
+		// context behind).
+		mux.HandleFunc("/panic", func(w http.ResponseWriter, r *http.Request) {
+			panic("httpsvc: /panic")
+		})
 	} else {
 		mux.HandleFunc("/order", func(w http.ResponseWriter, r *http.Request) {
 			total, err := order(r.URL.Query().Get("item"))
