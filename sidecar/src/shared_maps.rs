@@ -55,7 +55,7 @@ pub fn share(same_node: bool) -> Result<(), String> {
         return Ok(());
     }
     let mut maps = Vec::new();
-    if in_initial_pid_namespace() {
+    if crate::target::kernel_pid(std::process::id()).is_some() {
         maps.push(MAP_GOROUTINES);
     }
     if same_node {
@@ -124,12 +124,6 @@ fn forget_in(ebpf: &mut Ebpf, tgid: u32) -> usize {
     };
     let keys: Vec<_> = m.keys().flatten().filter(|k| k.tgid == tgid).collect();
     keys.iter().filter(|k| m.remove(k).is_ok()).count()
-}
-
-/// Whether gotel sees the kernel's pids (its pid namespace is the initial one).
-fn in_initial_pid_namespace() -> bool {
-    const PROC_PID_INIT_INO: &str = "pid:[4026531836]";
-    std::fs::read_link("/proc/self/ns/pid").is_ok_and(|l| l.to_str() == Some(PROC_PID_INIT_INO))
 }
 
 /// A new bpffs instance, mounted nowhere: the `O_PATH` descriptor of its root.

@@ -261,6 +261,16 @@ pub fn pidfd(pid: u32) -> std::io::Result<std::os::fd::OwnedFd> {
     Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd as libc::c_int) })
 }
 
+/// Process `pid`'s number in the kernel's initial pid namespace (what the kernel's programs see
+/// as its tgid), when gotel can tell it: gotel itself runs in that namespace (on the host, a
+/// DaemonSet with `hostPID`), so the pid it sees is that number. `None` in any other pid
+/// namespace (a sidecar sharing the service's), where the two differ.
+pub fn kernel_pid(pid: u32) -> Option<u32> {
+    const PROC_PID_INIT_INO: &str = "pid:[4026531836]";
+    let own = std::fs::read_link("/proc/self/ns/pid").ok()?;
+    (own.to_str()? == PROC_PID_INIT_INO).then_some(pid)
+}
+
 /// Whether process `pid` still runs (exists and is neither a zombie nor dead), from
 /// /proc/PID/stat's state field, which follows the command name's closing parenthesis.
 pub fn alive(pid: u32) -> bool {

@@ -232,7 +232,8 @@ fn set_config(ebpf: &mut Ebpf, f: impl FnOnce(&mut SocketInjectConfig)) -> Resul
 /// Attaches the socket path to process `pid` (the dial uprobe is a hook, attached with the
 /// other uprobes).
 fn attach(ebpf: &mut Ebpf, pid: u32) -> Result<Attached, String> {
-    if let Some(tgid) = kernel_tgid(pid) {
+    // Otherwise `gotel_socket_dial` learns it at the first new connection.
+    if let Some(tgid) = crate::target::kernel_pid(pid) {
         set_config(ebpf, |c| c.tgid = tgid)?;
     }
     let cgroup = cgroup_dir(pid)?;
@@ -320,14 +321,6 @@ pub fn fionread_message(a: &Attached) -> String {
         Ok(false) => "sockhash FIONREAD check: enrolled sockets report bytes pending correctly on this kernel".into(),
         Err(e) => format!("sockhash FIONREAD check could not run ({e}); Go's net package never asks FIONREAD"),
     }
-}
-
-/// The process's number in the initial pid namespace, when gotel can tell it (gotel itself in
-/// that namespace). Otherwise `gotel_socket_dial` learns it at the first new connection.
-fn kernel_tgid(pid: u32) -> Option<u32> {
-    const PROC_PID_INIT_INO: &str = "pid:[4026531836]";
-    let own = fs::read_link("/proc/self/ns/pid").ok()?;
-    (own.to_str()? == PROC_PID_INIT_INO).then_some(pid)
 }
 
 /// The target's cgroup v2 directory as gotel sees it: `0::PATH` of `/proc/PID/cgroup` under the
