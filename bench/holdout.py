@@ -18,7 +18,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from hooks import BUILD, GO, NEWPROC, ROOT, SERVE, SIDE_CPU, TARGET_CPU, gotel_env, log, wait_for
+from hooks import BUILD, GO, NEWPROC, ROOT, SERVE, SIDE_CPU, TARGET_CPU, gotel_env, log, start_floors, wait_for
 
 KINDS = ["untraced", "floor: span", "floor: all gotel's traps", "gotel"]
 
@@ -47,15 +47,7 @@ def one(kind, caddy, gotel, requests):
                 time.sleep(0.05)
         floors = {"floor: span": [(SERVE, True, True)],
                   "floor: all gotel's traps": [(SERVE, True, True), (NEWPROC, False, True)]}.get(kind, [])
-        readies = []
-        for sym, entry, rets in floors:
-            ready = BUILD / f"holdout-floor-{len(side)}.ready"
-            ready.unlink(missing_ok=True)
-            args = ["-bin", caddy, "-sym", sym, "-pid", str(server.pid), "-ready", str(ready), "-multi", "-prologue"]
-            args += (["-ret"] if rets else []) + ([] if entry else ["-noentry"])
-            side.append(subprocess.Popen(["taskset", "-c", SIDE_CPU, str(BUILD / "floor"), *args],
-                                         stdout=subprocess.DEVNULL, env={**os.environ, "GO": GO}))
-            readies.append(ready)
+        side, readies = start_floors(caddy, server.pid, floors, True, tag="holdout-floor")
         if kind == "gotel":
             ready = BUILD / "holdout-gotel.ready"
             ready.unlink(missing_ok=True)

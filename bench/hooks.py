@@ -126,6 +126,22 @@ def gotel_env(extra):
     return env
 
 
+def start_floors(binary, pid, floors, like_gotel, tag="floor"):
+    """The floor tool on CPU 1, one per (symbol, at its entry, at its RETs) of `floors`, bare traps
+    in process `pid` of `binary` (placed and attached as gotel does with `like_gotel`); returns the
+    processes and the files each writes once attached."""
+    side, readies = [], []
+    for sym, entry, rets in floors:
+        ready = BUILD / f"{tag}-{len(side)}.ready"
+        ready.unlink(missing_ok=True)
+        args = ["-bin", str(binary), "-sym", sym, "-pid", str(pid), "-ready", str(ready)]
+        args += (["-ret"] if rets else []) + ([] if entry else ["-noentry"]) + (["-multi", "-prologue"] if like_gotel else [])
+        side.append(subprocess.Popen(["taskset", "-c", SIDE_CPU, str(BUILD / "floor"), *args],
+                                     stdout=subprocess.DEVNULL, env={**os.environ, "GO": GO}))
+        readies.append(ready)
+    return side, readies
+
+
 def measure(app, app_args, floors=(), gotel=None, extra_env=None, like_gotel=False, costs=None):
     """One run of bench/goapps/`app` with `app_args` on CPU 0, untraced, under bare traps
     (`floors`: (symbol, at its entry, at its RETs) triples) or under gotel
@@ -143,16 +159,7 @@ def measure(app, app_args, floors=(), gotel=None, extra_env=None, like_gotel=Fal
     deadline = time.time() + 10
     while not os.readlink(f"/proc/{proc.pid}/exe").endswith(app) and time.time() < deadline:
         time.sleep(0.002)
-    side = []
-    readies = []
-    for sym, entry, rets in floors:
-        ready = BUILD / f"floor-{len(side)}.ready"
-        ready.unlink(missing_ok=True)
-        args = ["-bin", str(BUILD / app), "-sym", sym, "-pid", str(proc.pid), "-ready", str(ready)]
-        args += (["-ret"] if rets else []) + ([] if entry else ["-noentry"]) + (["-multi", "-prologue"] if like_gotel else [])
-        side.append(subprocess.Popen(["taskset", "-c", SIDE_CPU, str(BUILD / "floor"), *args],
-                                     stdout=subprocess.DEVNULL, env={**os.environ, "GO": GO}))
-        readies.append(ready)
+    side, readies = start_floors(BUILD / app, proc.pid, floors, like_gotel)
     if gotel:
         ready = BUILD / "gotel.ready"
         ready.unlink(missing_ok=True)
