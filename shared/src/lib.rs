@@ -28,7 +28,34 @@ pub const MAX_STR: usize = 256;
 pub const SCRATCH_SIZE: usize = 8192;
 
 /// The attach cookie of every gotel uprobe: which probe fired and where.
-/// Bits 0..32: probe id (index into `PROBES`). Bits 32..48: [`COOKIE_*`] flags.
+/// Bits 0..16: probe id (index into `PROBES`). Bits 16..32: the target's slot ([`cookie_slot`]).
+/// Bits 32..48: [`COOKIE_*`] flags. RET probes: bits 48..64, the RET's offset in the function.
+pub const COOKIE_PROBE_MASK: u64 = 0xffff;
+/// Where the slot starts in the cookie.
+pub const COOKIE_SLOT_SHIFT: u32 = 16;
+/// Targets one set of kernel programs serves at once (node mode: every traced process shares
+/// one loaded object, each with a slot that indexes the per-target config arrays and counters;
+/// a single target is slot 0). The arrays are sized by user space: 1 outside node mode.
+pub const MAX_SLOTS: u32 = 1024;
+
+/// The probe id of an attach cookie (an index into `PROBES`, unique across targets).
+#[inline(always)]
+pub const fn cookie_probe(cookie: u64) -> u32 {
+    (cookie & COOKIE_PROBE_MASK) as u32
+}
+
+/// The target slot of an attach cookie.
+#[inline(always)]
+pub const fn cookie_slot(cookie: u64) -> u32 {
+    ((cookie >> COOKIE_SLOT_SHIFT) & 0xffff) as u32
+}
+
+/// The attach cookie's low 32 bits for probe `probe` of the target in `slot`.
+#[inline(always)]
+pub const fn cookie_of(slot: u32, probe: u32) -> u64 {
+    ((slot as u64) << COOKIE_SLOT_SHIFT) | (probe as u64 & COOKIE_PROBE_MASK)
+}
+
 pub const COOKIE_ENTRY: u64 = 1 << 32;
 /// The entry probe sits at the very first instruction (no stack-check prologue found), so a
 /// `runtime.morestack` re-entry is possible and the kernel de-duplicates it.
@@ -361,12 +388,12 @@ pub struct GrpcInjectConfig {
     pub name_offset: u32,
 }
 
-/// Settings of the socket path (`INJECT_SOCKET_CONFIG`[0]), filled by user space.
+/// Settings of the socket path (`INJECT_SOCKET_CONFIG`, at the target's slot and at 0), filled
+/// by user space. Which processes are traced is in `TARGETS` (tgid -> slot).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]
 pub struct SocketInjectConfig {
-    /// The traced process as the kernel numbers it (initial pid namespace): only its sockets are
-    /// enrolled and only its writes are changed. 0 = none yet.
+    /// Unused (was the traced process: `TARGETS` says which processes are, by kernel tgid).
     pub tgid: u32,
     /// Offset of `thread.fsbase` in `struct task_struct` (from the kernel's BTF): the Go thread's
     /// TLS base, where `g` lives at -8.

@@ -113,9 +113,22 @@ pub const MAP_GRPC_INJECT_CONFIG: &str = "GRPC_INJECT_CONFIG";
 pub const MAP_SAME_NODE_CONNS: &str = "SAME_NODE_CONNS";
 /// One target's field offsets for `join.same_node` ([`crate::same_node::SameNodeConfig`]).
 pub const MAP_SAME_NODE_CONFIG: &str = "SAME_NODE_CONFIG";
+/// Kernel tgid -> target slot, for the socket path's SOCK_OPS and SK_MSG programs.
+pub const MAP_TARGETS: &str = "TARGETS";
+/// The maps with one entry per target slot (node mode sizes them to its slots, 1 otherwise).
+pub const PER_SLOT_MAPS: [&str; 8] = [
+    MAP_INJECT_CONFIG,
+    MAP_EXTRACT_CONFIG,
+    MAP_NEWPROC_CONFIG,
+    MAP_HANDOFF_CONFIG,
+    MAP_INJECT_SOCKET_CONFIG,
+    MAP_GRPC_HEADERS_CONFIG,
+    MAP_GRPC_INJECT_CONFIG,
+    MAP_SAME_NODE_CONFIG,
+];
 
 /// Every map of the object.
-pub const ALL_MAPS: [&str; 24] = [
+pub const ALL_MAPS: [&str; 25] = [
     MAP_EVENTS,
     MAP_GOROUTINES,
     MAP_NEWPROC,
@@ -140,6 +153,7 @@ pub const ALL_MAPS: [&str; 24] = [
     MAP_GRPC_INJECT_CONFIG,
     MAP_SAME_NODE_CONNS,
     MAP_SAME_NODE_CONFIG,
+    MAP_TARGETS,
 ];
 
 #[cfg(test)]

@@ -31,6 +31,14 @@ pub struct Scratch {
     pub state: GoroutineState,
     /// The current frame's saved entry registers, for `Root::Saved` fetches at return.
     pub saved: [u64; 2],
+    /// The attach cookie of the program running (every uprobe program sets it first).
+    pub cookie: u64,
+    /// The target's slot, from the cookie: which entry of the per-target config arrays and
+    /// counters this program uses (node mode serves every target with one set of programs;
+    /// always 0 otherwise). Kept here, not passed around, so [`crate::maps::count`] and the
+    /// BPF global functions find it.
+    pub slot: u32,
+    pub _slot_pad: u32,
     /// Length of the record being built in `buf`. Kept in map memory, not on the stack, so the
     /// verifier treats it as an unknown bounded value instead of following every length.
     pub off: u64,
@@ -79,18 +87,22 @@ pub fn hit(ctx: &ProbeContext) -> Option<Hit> {
         tid: pid_tgid as u32,
         stack_depth: hi.wrapping_sub(sp),
         sp,
-        cookie: unsafe { bpf_get_attach_cookie(ctx.regs as *mut _) },
+        cookie: s.cookie,
         now: unsafe { bpf_ktime_get_ns() },
     })
 }
 
-/// Copies the probed thread's registers into the scratch area.
+/// Copies the probed thread's registers into the scratch area, with the attach cookie and the
+/// target's slot.
 #[inline(always)]
 pub fn copy_regs(ctx: &ProbeContext) -> Option<*mut Scratch> {
     let scratch = SCRATCH.get_ptr_mut(0)?;
     let s = unsafe { &mut *scratch };
     let regs_bytes = unsafe { core::slice::from_raw_parts_mut(s.regs.as_mut_ptr() as *mut u8, PT_REGS_SLOTS * 8) };
     unsafe { bpf_probe_read_kernel_buf(ctx.regs as *const u8, regs_bytes) }.ok()?;
+    let cookie = unsafe { bpf_get_attach_cookie(ctx.regs as *mut _) };
+    s.cookie = cookie;
+    s.slot = gotel_shared::cookie_slot(cookie);
     Some(scratch)
 }
 

@@ -40,7 +40,7 @@ pub fn gotel_http_entry(ctx: ProbeContext) -> u32 {
 fn on_entry(ctx: &ProbeContext, http_server: bool) -> Option<()> {
     let h = hit(ctx)?;
     count(Counter::Entries);
-    let probe_id = h.cookie as u32;
+    let probe_id = gotel_shared::cookie_probe(h.cookie);
     let st = unsafe { &mut *state_of(&h, true)? };
     unwind(&h, st, true);
     let n = st.depth as usize;
@@ -102,7 +102,7 @@ pub fn gotel_return(ctx: ProbeContext) -> u32 {
 #[inline(always)]
 fn on_return(ctx: &ProbeContext) -> Option<()> {
     let h = hit(ctx)?;
-    let probe_id = h.cookie as u32;
+    let probe_id = gotel_shared::cookie_probe(h.cookie);
     let starts_here = h.cookie & COOKIE_STARTS_AT_RETURN != 0;
     let Some(st) = state_of(&h, false) else {
         if !starts_here {

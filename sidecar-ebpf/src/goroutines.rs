@@ -54,7 +54,7 @@ fn on_newproc_return(ctx: &ProbeContext) -> Option<()> {
     let pid_tgid = bpf_get_current_pid_tgid();
     let tgid = (pid_tgid >> 32) as u32;
     let g = s.regs[REG_R14 as usize];
-    let cfg = NEWPROC_CONFIG.get(0)?;
+    let cfg = NEWPROC_CONFIG.get(s.slot)?;
     let caller = if cfg.enabled != 0 {
         let m = read_u64(g.wrapping_add(cfg.g_m as u64))?;
         read_u64(m.wrapping_add(cfg.m_curg as u64))?

@@ -6,7 +6,7 @@
 //! memory or make inserts fail.
 use aya_ebpf::{
     macros::map,
-    maps::{Array, LruHashMap, PerCpuArray, RingBuf, SockHash},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf, SockHash},
 };
 use gotel_shared::{
     Counter, ExtractConfig, GoroutineKey, GoroutineState, GrpcHeadersConfig, GrpcInjectConfig, GrpcStreamKey,
@@ -37,7 +37,8 @@ pub static NEWPROC: LruHashMap<GoroutineKey, u64> = LruHashMap::with_max_entries
 #[map]
 pub static PROBES: Array<ProbePlan> = Array::with_max_entries(4096, 0);
 
-/// Per-CPU counters, indexed by `Counter`; user space sums the CPUs.
+/// Per-CPU counters, `NUM_COUNTERS` per target slot, indexed `slot * NUM_COUNTERS + Counter`;
+/// user space sizes it (one slot outside node mode) and sums the CPUs.
 #[map]
 pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(NUM_COUNTERS, 0);
 
@@ -53,20 +54,20 @@ pub static INJECT_BY_REQUEST: LruHashMap<GoroutineKey, InjectContext> = LruHashM
 #[map]
 pub static INJECT_PENDING: LruHashMap<GoroutineKey, InjectContext> = LruHashMap::with_max_entries(4096, 0);
 
-/// bufio.Writer field offsets (user space fills index 0 from DWARF).
+/// bufio.Writer field offsets (user space fills the target slot's entry from DWARF).
 #[map]
 pub static INJECT_CONFIG: Array<InjectConfig> = Array::with_max_entries(1, 0);
 
-/// Field offsets of the HTTP/1 header scan (user space fills index 0; `enabled` 0 = off).
+/// Field offsets of the HTTP/1 header scan (user space fills the target slot's entry; `enabled` 0 = off).
 #[map]
 pub static EXTRACT_CONFIG: Array<ExtractConfig> = Array::with_max_entries(1, 0);
 
 /// `runtime.g.m` and `runtime.m.curg` offsets for `gotel_newproc_return` (user space fills
-/// index 0 when it knows them; else the entry hook fills `NEWPROC`).
+/// the target slot's entry when it knows them; else the entry hook fills `NEWPROC`).
 #[map]
 pub static NEWPROC_CONFIG: Array<NewprocConfig> = Array::with_max_entries(1, 0);
 
-/// `net/http.Request.URL` offset for the hand-off (user space fills index 0 from DWARF).
+/// `net/http.Request.URL` offset for the hand-off (user space fills the target slot's entry from DWARF).
 #[map]
 pub static HANDOFF_CONFIG: Array<HandoffConfig> = Array::with_max_entries(1, 0);
 
@@ -80,9 +81,11 @@ pub static INJECT_SOCKETS: SockHash<u64> = SockHash::with_max_entries(65536, 0);
 /// TCP_CONNECT_CB), by socket cookie, until they are established. LRU: a failed connect cannot
 /// pin memory.
 #[map]
-pub static INJECT_CONNECTING: LruHashMap<u64, u32> = LruHashMap::with_max_entries(4096, 0);
+pub static INJECT_CONNECTING: LruHashMap<u64, u64> = LruHashMap::with_max_entries(4096, 0);
 
-/// Socket path, index 0: which process, the `thread.fsbase` offset, the context lifetime.
+/// Socket path, per target slot: the `thread.fsbase` and `tgid` offsets and the context
+/// lifetime (the same for every slot; entry 0 always holds them, see `TARGETS` for which
+/// process is whose).
 /// Where gRPC request header fields are (`GrpcHeadersConfig`), filled by the `trace_context.grpc`
 /// unit.
 #[map]
@@ -120,16 +123,31 @@ pub static GRPC_INJECT_PENDING: LruHashMap<GrpcStreamKey, InjectContext> = LruHa
 #[map]
 pub static H2_CONNS: LruHashMap<H2ConnKey, u32> = LruHashMap::with_max_entries(4096, 0);
 
-/// gRPC socket path: `hpack.HeaderField` layout, index 0 (user space, from DWARF or the table).
+/// gRPC socket path: `hpack.HeaderField` layout, per target slot (user space, from DWARF or the table).
 #[map]
 pub static GRPC_INJECT_CONFIG: Array<GrpcInjectConfig> = Array::with_max_entries(1, 0);
 
-/// Adds one to a counter of this CPU.
+/// Adds one to a counter of this CPU, for the target of the uprobe program running (its slot,
+/// set by `context::copy_regs`). Socket programs, which do not run in a uprobe, use
+/// [`count_in`] with the slot they found.
 #[inline(always)]
 pub fn count(c: Counter) {
-    if let Some(p) = COUNTERS.get_ptr_mut(c as u32) {
+    let slot = SCRATCH.get(0).map_or(0, |s| s.slot);
+    count_in(slot, c);
+}
+
+/// Adds one to counter `c` of the target in `slot` (`COUNTERS` holds `NUM_COUNTERS` per slot).
+#[inline(always)]
+pub fn count_in(slot: u32, c: Counter) {
+    if let Some(p) = COUNTERS.get_ptr_mut(slot.wrapping_mul(NUM_COUNTERS).wrapping_add(c as u32)) {
         unsafe { *p += 1 };
     }
+}
+
+/// The target slot of the uprobe program running.
+#[inline(always)]
+pub fn slot() -> u32 {
+    SCRATCH.get(0).map_or(0, |s| s.slot)
 }
 
 /// Same node (`join.same_node`): a client request's context by its connection, until the
@@ -140,6 +158,14 @@ pub fn count(c: Counter) {
 pub static SAME_NODE_CONNS: LruHashMap<gotel_shared::same_node::ConnKey, gotel_shared::same_node::ConnContext> =
     LruHashMap::with_max_entries(8192, 0);
 
-/// Same node: this target's field offsets and network namespace, index 0.
+/// Same node: this target's field offsets and network namespace, per target slot.
 #[map]
 pub static SAME_NODE_CONFIG: Array<gotel_shared::same_node::SameNodeConfig> = Array::with_max_entries(1, 0);
+
+/// Which traced process a task belongs to, for the programs that do not run in a uprobe (the
+/// socket path's SOCK_OPS and SK_MSG): kernel tgid -> target slot. User space inserts the
+/// target's kernel pid when it can see it; the socket path's uprobes (`gotel_socket_dial`,
+/// `gotel_request_write`) insert it otherwise. User space removes a target's entries when its
+/// session ends.
+#[map]
+pub static TARGETS: HashMap<u32, u32> = HashMap::with_max_entries(gotel_shared::MAX_SLOTS, 0);

@@ -4,18 +4,26 @@
 //! can start being tracked whose return would go unseen. Probes are scoped to the target's pid
 //! (perf filters by process): other processes of the same image, in other containers, never
 //! pay for or pollute gotel's tracing.
-use std::{num::NonZeroU32, path::Path};
+use std::{
+    num::NonZeroU32,
+    os::fd::AsFd,
+    path::Path,
+    sync::{Arc, Mutex},
+};
 
 use aya::{
-    maps::{Array, MapData, PerCpuArray, RingBuf},
+    maps::{Array, MapData, PerCpuArray, PerCpuValues, RingBuf},
     programs::{
-        uprobe::{UProbeAttachLocation, UProbeAttachPoint, UProbeScope},
+        uprobe::{UProbeAttachLocation, UProbeAttachPoint, UProbeLinkId, UProbeScope},
         ProgramError, UProbe,
     },
     Ebpf, EbpfLoader,
 };
 use gotel_shared::{
-    names::{MAP_COUNTERS, MAP_EVENTS, MAP_GOROUTINES, MAP_PROBES, PROGRAM_ENTRY, PROGRAM_HTTP_ENTRY, PROGRAM_RETURN},
+    names::{
+        MAP_COUNTERS, MAP_EVENTS, MAP_GOROUTINES, MAP_PROBES, MAP_TARGETS, PER_SLOT_MAPS, PROGRAM_ENTRY,
+        PROGRAM_HTTP_ENTRY, PROGRAM_RETURN,
+    },
     Counter, COOKIE_AT_FUNC_START, COOKIE_ENTRY, COOKIE_RETURN, NUM_COUNTERS, PLAN_SCAN_HEADERS,
 };
 
@@ -41,22 +49,241 @@ fn entry_program(flags: u32) -> &'static str {
 /// The compiled kernel programs, built by build.rs.
 pub(crate) static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/gotel-ebpf"));
 
-pub struct Attached {
-    /// Owns programs and links: dropping it detaches every probe.
+/// One loaded eBPF object: programs, maps, ring buffer. A session loads its own; in node mode,
+/// when gotel sees the kernel's pids, every target shares one ([`share_programs`]): each
+/// program is verified once for the node instead of once per traced process, and the maps (the
+/// probe table, the ring buffer, the counters, the per-target config arrays) are one set with an
+/// entry per target *slot*. A target's slot and its range of probe ids travel in its attach
+/// cookies (`gotel_shared::cookie_of`), so the programs know whose config to read and whose
+/// counters to add to; the socket path, which runs outside uprobes, finds the slot by process
+/// (`TARGETS`).
+pub struct Kernel {
     ebpf: Ebpf,
+    /// Whether several targets use it (node mode).
+    shared: bool,
+    /// Per slot, the range of probe ids its target's plan uses (`None`: free).
+    slots: Vec<Option<(u32, u32)>>,
+    /// Entries of `PROBES`.
+    probe_capacity: u32,
+    /// Instrumentations whose programs this kernel refused (`Load::MayBeRefused`).
+    refused: Vec<Library>,
+    // uprobe_multi (uprobe_multi.rs): copies of the programs for multi links, or why not.
+    multi: Result<uprobe_multi::MultiPrograms, String>,
+    /// The ring buffer (a reader of the map, which stays in `ebpf` so that programs loaded later
+    /// still find it).
+    ring: Option<RingBuf<MapData>>,
+    /// Shared: records read from the ring buffer per slot, with probe ids made the plan's, until
+    /// that target's session takes them; and how many were dropped because it did not.
+    queues: Vec<Vec<Vec<u8>>>,
+    dropped: Vec<u64>,
+}
+
+/// Records kept per target between two drains of a shared ring buffer; beyond, they are dropped
+/// and counted as lost to a full ring buffer (the session drains every `GOTEL_DRAIN_INTERVAL`;
+/// only a stuck one reaches this).
+const MAX_QUEUED: usize = 1 << 18;
+
+/// Node mode's one object, once [`share_programs`] said to share it and the first target loaded it.
+static NODE_KERNEL: Mutex<Option<Arc<Mutex<Kernel>>>> = Mutex::new(None);
+/// How many targets node mode's object serves at once (0: not shared).
+static NODE_SLOTS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
+/// Node mode: every target from now on shares one loaded object with `slots` slots (targets at
+/// once; more are reported as not traced). Only when gotel sees the kernel's pids (the records'
+/// and the socket path's process numbers must be the ones gotel compares with): otherwise each
+/// target keeps an object of its own, as before.
+pub fn share_programs(slots: u32) -> bool {
+    if crate::target::kernel_pid(std::process::id()).is_none() {
+        return false;
+    }
+    NODE_SLOTS.store(slots.clamp(1, gotel_shared::MAX_SLOTS), std::sync::atomic::Ordering::Relaxed);
+    true
+}
+
+fn lock(k: &Mutex<Kernel>) -> std::sync::MutexGuard<'_, Kernel> {
+    k.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Kernel {
+    fn load(settings: &MapSizes, slots: u32, probes: u32, shared: bool) -> Result<Kernel, Failure> {
+        raise_limits();
+        let ring = settings.ring_buffer_bytes.max(4096).next_power_of_two();
+        let mut loader = EbpfLoader::new();
+        loader
+            .map_max_entries(MAP_GOROUTINES, settings.max_goroutines.max(64))
+            .map_max_entries(MAP_EVENTS, ring)
+            // One entry per planned probe (ids are 0..n): the table's 4,096 entries of 512 bytes
+            // were 2.1 MiB of kernel memory per target, almost all of it unused.
+            .map_max_entries(MAP_PROBES, probes.max(1))
+            .map_max_entries(MAP_COUNTERS, NUM_COUNTERS * slots);
+        for map in PER_SLOT_MAPS {
+            loader.map_max_entries(map, slots);
+        }
+        // Node mode: the goroutine map and join.same_node's shared by every load of this gotel
+        // (pinned; shared_maps), else the load's own (join.same_node's with one entry).
+        let mut ebpf = crate::shared_maps::load(&mut loader, EBPF_OBJECT)
+            .map_err(|e| environment_error("loading the eBPF programs", chain(&e)))?;
+        let events = ebpf.map(MAP_EVENTS).ok_or_else(|| Failure::environment("EVENTS map missing"))?;
+        let fd = match events {
+            aya::maps::Map::RingBuf(d) => d.fd().as_fd().try_clone_to_owned(),
+            _ => return Err(Failure::environment("EVENTS is not a ring buffer")),
+        }
+        .map_err(|e| Failure::environment(format!("EVENTS ring buffer: {e}")))?;
+        let data = MapData::from_fd(fd).map_err(|e| environment_error("EVENTS ring buffer", chain(&e)))?;
+        let ring = RingBuf::try_from(aya::maps::Map::RingBuf(data))
+            .map_err(|e| environment_error("EVENTS ring buffer", chain(&e)))?;
+        let _ = &mut ebpf;
+        Ok(Kernel {
+            ebpf,
+            shared,
+            slots: vec![None; slots as usize],
+            probe_capacity: probes.max(1),
+            refused: Vec::new(),
+            multi: Err("not loaded yet".into()),
+            ring: Some(ring),
+            queues: vec![Vec::new(); slots as usize],
+            dropped: vec![0; slots as usize],
+        })
+    }
+
+    /// A slot and a range of `n` probe ids for a new target (first fit), its per-slot entries
+    /// and counters zeroed (a slot is reused after its target ended).
+    fn allocate(&mut self, n: u32) -> Result<(u32, u32), Failure> {
+        let Some(slot) = self.slots.iter().position(Option::is_none) else {
+            return Err(Failure::target(format!(
+                "gotel already traces {} processes with one set of kernel programs (GOTEL_NODE_MAX_TARGETS)",
+                self.slots.len()
+            )));
+        };
+        let mut used: Vec<(u32, u32)> = self.slots.iter().flatten().copied().collect();
+        used.sort();
+        let mut base = 0;
+        for (b, len) in used {
+            if b >= base + n {
+                break;
+            }
+            base = base.max(b + len);
+        }
+        if base + n > self.probe_capacity {
+            return Err(Failure::target(format!(
+                "the probe table is full ({} entries for every target together): fewer probe specs per target \
+                 or fewer targets",
+                self.probe_capacity
+            )));
+        }
+        self.slots[slot] = Some((base, n));
+        let slot = slot as u32;
+        self.queues[slot as usize].clear();
+        self.dropped[slot as usize] = 0;
+        zero_slot(&mut self.ebpf, slot).map_err(|e| environment_error("clearing a target slot", e))?;
+        Ok((slot, base))
+    }
+
+    /// Loads program `name` unless it is loaded.
+    fn load_program(&mut self, name: &'static str) -> Result<(), Failure> {
+        let prog: &mut UProbe = self
+            .ebpf
+            .program_mut(name)
+            .expect("program in the eBPF object")
+            .try_into()
+            .map_err(|e: ProgramError| environment_error(name, chain(&e)))?;
+        if prog.fd().is_ok() {
+            return Ok(());
+        }
+        measured_load(name, || prog.load())
+            .map_err(|e| environment_error(&format!("loading {name} (BPF verifier)"), chain(&e)))
+    }
+
+    /// Records from the ring buffer: for a kernel of its own, handed to `each` as they are; for
+    /// a shared one, every record is moved to its target's queue (by probe id) and `slot`'s
+    /// queue is handed over, its probe ids made the plan's.
+    fn drain(&mut self, slot: u32, each: &mut dyn FnMut(&[u8])) -> usize {
+        let Some(ring) = self.ring.as_mut() else { return 0 };
+        let mut n = 0;
+        if !self.shared {
+            while let Some(item) = ring.next() {
+                n += 1;
+                each(&item);
+            }
+            return n;
+        }
+        const AT: usize = core::mem::offset_of!(gotel_shared::EventHeader, probe_id);
+        while let Some(item) = ring.next() {
+            let Some(id) = item.get(AT..AT + 4).map(|b| u32::from_ne_bytes(b.try_into().unwrap())) else {
+                continue;
+            };
+            let owner = self.slots.iter().position(|s| s.is_some_and(|(b, len)| id >= b && id < b + len));
+            let Some(owner) = owner else { continue }; // a target that ended: its session is gone
+            let (base, _) = self.slots[owner].unwrap();
+            if self.queues[owner].len() >= MAX_QUEUED {
+                self.dropped[owner] += 1;
+                continue;
+            }
+            let mut record = item.to_vec();
+            record[AT..AT + 4].copy_from_slice(&(id - base).to_ne_bytes());
+            self.queues[owner].push(record);
+        }
+        for record in std::mem::take(&mut self.queues[slot as usize]) {
+            n += 1;
+            each(&record);
+        }
+        n
+    }
+}
+
+/// Zeroes slot `slot`'s entries of every per-target map and its counters.
+fn zero_slot(ebpf: &mut Ebpf, slot: u32) -> Result<(), String> {
+    use gotel_shared::{
+        names::*, same_node::SameNodeConfig, ExtractConfig, GrpcHeadersConfig, GrpcInjectConfig, HandoffConfig,
+        InjectConfig, NewprocConfig, SocketInjectConfig,
+    };
+    fn zero<T: aya::Pod + Default>(ebpf: &mut Ebpf, name: &str, slot: u32) -> Result<(), String> {
+        let map = ebpf.map_mut(name).ok_or_else(|| format!("{name} missing"))?;
+        let mut a: Array<&mut MapData, T> = Array::try_from(map).map_err(|e| chain(&e))?;
+        a.set(slot, T::default(), 0).map_err(|e| format!("{name}: {}", chain(&e)))
+    }
+    zero::<InjectConfig>(ebpf, MAP_INJECT_CONFIG, slot)?;
+    zero::<ExtractConfig>(ebpf, MAP_EXTRACT_CONFIG, slot)?;
+    zero::<NewprocConfig>(ebpf, MAP_NEWPROC_CONFIG, slot)?;
+    zero::<HandoffConfig>(ebpf, MAP_HANDOFF_CONFIG, slot)?;
+    zero::<GrpcHeadersConfig>(ebpf, MAP_GRPC_HEADERS_CONFIG, slot)?;
+    zero::<GrpcInjectConfig>(ebpf, MAP_GRPC_INJECT_CONFIG, slot)?;
+    zero::<SameNodeConfig>(ebpf, MAP_SAME_NODE_CONFIG, slot)?;
+    if slot != 0 {
+        // Entry 0 holds the kernel-wide socket settings (`MapFill::kernel_wide`).
+        zero::<SocketInjectConfig>(ebpf, MAP_INJECT_SOCKET_CONFIG, slot)?;
+    }
+    let map = ebpf.map_mut(MAP_COUNTERS).ok_or("COUNTERS missing")?;
+    let mut counters = PerCpuArray::<_, u64>::try_from(map).map_err(|e| chain(&e))?;
+    let cpus = aya::util::nr_cpus().map_err(|(_, e)| e.to_string())?;
+    for c in 0..NUM_COUNTERS {
+        let zeros = PerCpuValues::try_from(vec![0u64; cpus]).map_err(|e| e.to_string())?;
+        counters.set(slot * NUM_COUNTERS + c, zeros, 0).map_err(|e| chain(&e))?;
+    }
+    Ok(())
+}
+
+/// One target's share of a [`Kernel`]: its slot, its probes, its links.
+pub struct Attached {
+    kernel: Arc<Mutex<Kernel>>,
+    slot: u32,
+    /// Added to the plan's probe ids for the kernel's (`PROBES`, cookies).
+    base: u32,
     pub uprobes: usize,
     /// Instrumentations whose programs the kernel refused (`Load::MayBeRefused`): their hooks
     /// are not attached.
     pub refused: Vec<Library>,
-    // uprobe_multi (uprobe_multi.rs): copies of the programs for multi links, or why not.
-    multi: Result<uprobe_multi::MultiPrograms, String>,
     pending: uprobe_multi::Points,
     links: Option<uprobe_multi::MultiLinks>,
+    /// Perf-event uprobes (when uprobe_multi is not available), to detach this target's only.
+    perf_links: Vec<(&'static str, UProbeLinkId)>,
     /// Each span probe's entry program (`entry_program`), by probe id.
     entry_programs: std::collections::HashMap<u32, &'static str>,
-    /// The target's pid, once attached: in node mode the goroutine map holds every target's
-    /// records (`shared_maps`), and this one's are those whose key carries it.
+    /// The target's pid, once attached: the goroutine map holds every target's records in node
+    /// mode, and this one's are those whose key carries it.
     target: Option<u32>,
+    /// Instrumentations with a `detach_extra` step, for a shared kernel.
+    extras: Vec<Library>,
 }
 
 /// Kernel counters, summed over CPUs.
@@ -80,6 +307,8 @@ impl KernelCounters {
 pub struct MapSizes {
     pub max_goroutines: u32,
     pub ring_buffer_bytes: u32,
+    /// `GOTEL_NODE_MAX_TARGETS`: slots of node mode's one set of programs.
+    pub node_max_targets: u32,
 }
 
 fn environment_error(what: &str, e: impl std::fmt::Display) -> Failure {
@@ -111,29 +340,73 @@ pub(crate) fn chain(e: &dyn std::error::Error) -> String {
     s
 }
 
-pub fn load(plan: &Plan, settings: &MapSizes) -> Result<Attached, Failure> {
-    raise_limits();
-    let ring = settings.ring_buffer_bytes.max(4096).next_power_of_two();
-    let mut loader = EbpfLoader::new();
-    loader
-        .map_max_entries(MAP_GOROUTINES, settings.max_goroutines.max(64))
-        .map_max_entries(MAP_EVENTS, ring)
-        // One entry per planned probe (ids are 0..n): the table's 4,096 entries of 512 bytes were
-        // 2.1 MiB of kernel memory per target, almost all of it unused.
-        .map_max_entries(MAP_PROBES, plan.probes.len().clamp(1, MAX_PROBES) as u32);
-    // Node mode: the goroutine map and join.same_node's shared by every load of this gotel
-    // (pinned; shared_maps), else the load's own (join.same_node's with one entry).
-    let mut ebpf = crate::shared_maps::load(&mut loader, EBPF_OBJECT)
-        .map_err(|e| environment_error("loading the eBPF programs", chain(&e)))?;
+/// The kernel object for a new target: node mode's shared one (loaded by its first target),
+/// else one of its own.
+fn kernel_for(plan: &Plan, settings: &MapSizes) -> Result<Arc<Mutex<Kernel>>, Failure> {
+    let slots = NODE_SLOTS.load(std::sync::atomic::Ordering::Relaxed);
+    if slots == 0 {
+        let probes = plan.probes.len().clamp(1, MAX_PROBES) as u32;
+        return Ok(Arc::new(Mutex::new(Kernel::load(settings, 1, probes, false)?)));
+    }
+    let mut node = NODE_KERNEL.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(k) = node.as_ref() {
+        return Ok(k.clone());
+    }
+    let k = Arc::new(Mutex::new(Kernel::load(settings, slots, MAX_PROBES as u32, true)?));
+    *node = Some(k.clone());
+    Ok(k)
+}
 
+pub fn load(plan: &Plan, settings: &MapSizes) -> Result<Attached, Failure> {
+    let kernel = kernel_for(plan, settings)?;
+    let mut k = lock(&kernel);
+    let (slot, base) = k.allocate(plan.probes.len() as u32)?;
+    let prepared = prepare(&mut k, plan, slot, base);
+    let (refused, entry_programs) = match prepared {
+        Ok(p) => p,
+        Err(e) => {
+            k.slots[slot as usize] = None;
+            return Err(e);
+        }
+    };
+    drop(k);
+    let extras = plan
+        .instrumentations
+        .iter()
+        .filter(|u| u.detach_extra.is_some() && !refused.contains(u))
+        .copied()
+        .collect();
+    Ok(Attached {
+        kernel,
+        slot,
+        base,
+        uprobes: 0,
+        refused,
+        pending: Default::default(),
+        links: None,
+        perf_links: Vec::new(),
+        entry_programs,
+        target: None,
+        extras,
+    })
+}
+
+type Prepared = (Vec<Library>, std::collections::HashMap<u32, &'static str>);
+
+/// Loads what `plan` needs that `k` has not loaded yet and fills the target's entries (slot
+/// `slot`, probe ids from `base`).
+fn prepare(k: &mut Kernel, plan: &Plan, slot: u32, base: u32) -> Result<Prepared, Failure> {
     // Programs an instrumentation may go without (the injection writer, refused under
     // lockdown) first: a refusal turns that instrumentation off, with a warning, before anything
     // depends on it. Only the programs of the plan's hooks are loaded.
-    let mut refused: Vec<Library> = Vec::new();
     for unit in &plan.instrumentations {
         let Load::MayBeRefused { message, .. } = unit.load else { continue };
+        if k.refused.contains(unit) {
+            continue;
+        }
         for hook in plan.hooks.iter().filter(|h| h.instrumentation == unit.name) {
-            let prog: &mut UProbe = ebpf
+            let prog: &mut UProbe = k
+                .ebpf
                 .program_mut(hook.program)
                 .expect("program in the eBPF object")
                 .try_into()
@@ -143,15 +416,17 @@ pub fn load(plan: &Plan, settings: &MapSizes) -> Result<Attached, Failure> {
             }
             if let Err(e) = measured_load(hook.program, || prog.load()) {
                 tracing::warn!("{}", message(hook.program, &chain(&e)));
-                refused.push(unit);
+                k.refused.push(unit);
                 break;
             }
         }
     }
+    let refused: Vec<Library> =
+        plan.instrumentations.iter().filter(|u| k.refused.contains(u)).copied().collect();
     let is_refused = |name: &str| refused.iter().any(|u| u.name == name);
     for fill in plan.map_fills.iter().filter(|f| !is_refused(f.instrumentation)) {
-        let map = ebpf.map_mut(fill.map).unwrap_or_else(|| panic!("{} map in the eBPF object", fill.map));
-        fill.write(map).map_err(|e| environment_error(&format!("filling {}", fill.map), e))?;
+        let map = k.ebpf.map_mut(fill.map).unwrap_or_else(|| panic!("{} map in the eBPF object", fill.map));
+        fill.write(map, slot).map_err(|e| environment_error(&format!("filling {}", fill.map), e))?;
     }
     // PLAN_* bits a refused instrumentation set on span probes are taken back.
     let cleared = refused.iter().fold(0, |bits, u| match u.load {
@@ -159,7 +434,7 @@ pub fn load(plan: &Plan, settings: &MapSizes) -> Result<Attached, Failure> {
         Load::Required => bits,
     });
     let mut probes: Array<&mut MapData, gotel_shared::ProbePlan> =
-        Array::try_from(ebpf.map_mut(MAP_PROBES).expect("PROBES map in the eBPF object"))
+        Array::try_from(k.ebpf.map_mut(MAP_PROBES).expect("PROBES map in the eBPF object"))
             .map_err(|e| environment_error("PROBES map", chain(&e)))?;
     // Only the span programs some probe uses are loaded (each is verified at load, which costs
     // kernel memory and time).
@@ -168,7 +443,7 @@ pub fn load(plan: &Plan, settings: &MapSizes) -> Result<Attached, Failure> {
     for p in &plan.probes {
         let mut kernel_plan = p.kernel_plan();
         kernel_plan.flags &= !cleared;
-        probes.set(p.id, kernel_plan, 0).map_err(|e| environment_error("filling PROBES", chain(&e)))?;
+        probes.set(base + p.id, kernel_plan, 0).map_err(|e| environment_error("filling PROBES", chain(&e)))?;
         let entry = entry_program(kernel_plan.flags);
         entry_programs.insert(p.id, entry);
         for name in [PROGRAM_RETURN, entry] {
@@ -185,59 +460,47 @@ pub fn load(plan: &Plan, settings: &MapSizes) -> Result<Attached, Failure> {
         })
         .map(|h| h.program);
     for name in span_programs.iter().copied().chain(required) {
-        let prog: &mut UProbe = ebpf
-            .program_mut(name)
-            .expect("program in the eBPF object")
-            .try_into()
-            .map_err(|e: ProgramError| environment_error(name, chain(&e)))?;
-        if prog.fd().is_ok() {
-            continue; // two hooks on one program
-        }
-        measured_load(name, || prog.load())
-            .map_err(|e| environment_error(&format!("loading {name} (BPF verifier)"), chain(&e)))?;
+        k.load_program(name)?;
     }
     // uprobe_multi: a second copy of each uprobe program the plan uses, loaded for multi links
-    // (uprobe_multi.rs).
+    // (uprobe_multi.rs), once per kernel object.
     let mode = uprobe_multi::Mode::from_env().map_err(Failure::config)?;
-    let multi = match uprobe_multi::unavailable_reason(mode, aya::util::KernelVersion::current().ok()) {
-        Some(reason) => Err(reason),
-        None => {
-            let mut loaded: Vec<&str> = span_programs.clone();
-            for h in plan.hooks.iter().filter(|h| !is_refused(h.instrumentation)) {
-                if !loaded.contains(&h.program) {
-                    loaded.push(h.program);
+    let mut wanted: Vec<&str> = span_programs.clone();
+    for h in plan.hooks.iter().filter(|h| !is_refused(h.instrumentation)) {
+        if !wanted.contains(&h.program) {
+            wanted.push(h.program);
+        }
+    }
+    match (&mut k.multi, uprobe_multi::unavailable_reason(mode, aya::util::KernelVersion::current().ok())) {
+        (_, Some(reason)) => k.multi = Err(reason),
+        (Ok(loaded), None) => {
+            wanted.retain(|n| !loaded.has(n));
+            if !wanted.is_empty() {
+                match uprobe_multi::MultiPrograms::load(&k.ebpf, EBPF_OBJECT, &wanted) {
+                    Ok(more) => loaded.extend(more),
+                    Err(e) => k.multi = Err(e),
                 }
             }
-            uprobe_multi::MultiPrograms::load(&ebpf, EBPF_OBJECT, &loaded)
         }
-    };
-    Ok(Attached {
-        ebpf,
-        uprobes: 0,
-        refused,
-        multi,
-        pending: Default::default(),
-        links: None,
-        entry_programs,
-        target: None,
-    })
+        (Err(_), None) => k.multi = uprobe_multi::MultiPrograms::load(&k.ebpf, EBPF_OBJECT, &wanted),
+    }
+    Ok((refused, entry_programs))
 }
 
 impl Attached {
-    fn attach_one(
-        &mut self,
-        program: &'static str,
-        bin: &GoBinary,
-        _target: &Path, // uprobe_multi: used by attach_pending
-        _pid: u32,
-        vaddr: u64,
-        cookie: u64,
-    ) -> Result<(), Failure> {
+    fn attach_one(&mut self, program: &'static str, bin: &GoBinary, vaddr: u64, cookie: u64) -> Result<(), Failure> {
         let offset = bin
             .file_offset(vaddr)
             .ok_or_else(|| Failure::target(format!("{:#x} is not in a loadable segment of {}", vaddr, bin.path)))?;
-        // uprobe_multi: collect; `attach_pending` attaches them all.
-        self.pending.push(program, offset, cookie);
+        // uprobe_multi: collect; `attach_pending` attaches them all. The cookie's low half names
+        // the target's slot and, for a span probe, the probe as the kernel numbers it (hooks'
+        // cookies are flags only).
+        let probe = if cookie & (COOKIE_ENTRY | COOKIE_RETURN) != 0 {
+            gotel_shared::cookie_probe(cookie) + self.base
+        } else {
+            0
+        };
+        self.pending.push(program, offset, (cookie & !0xffff_ffff) | gotel_shared::cookie_of(self.slot, probe));
         Ok(())
     }
 
@@ -246,7 +509,9 @@ impl Attached {
     fn attach_pending(&mut self, target: &Path, pid: u32) -> Result<(), Failure> {
         let points = std::mem::take(&mut self.pending);
         let started = std::time::Instant::now();
-        let reason = match &self.multi {
+        let kernel = self.kernel.clone();
+        let mut k = lock(&kernel);
+        let reason = match &k.multi {
             Ok(programs) => match programs.attach(target, pid, &points) {
                 Ok(links) => {
                     self.uprobes += links.uprobes;
@@ -266,28 +531,18 @@ impl Attached {
             tracing::info!("{warning}");
         }
         for (program, offset, cookie) in points.iter() {
-            self.attach_perf_event(program, target, pid, offset, cookie)?;
+            let prog: &mut UProbe = k.ebpf.program_mut(program).expect("program").try_into().expect("uprobe");
+            let scope = UProbeScope::OneProcess(NonZeroU32::new(pid).expect("pid > 0"));
+            let point =
+                UProbeAttachPoint { location: UProbeAttachLocation::AbsoluteOffset(offset), cookie: Some(cookie) };
+            let link = prog.attach(point, target, scope).map_err(|e| {
+                environment_error(&format!("attaching a uprobe to {} at {offset:#x}", target.display()), chain(&e))
+            })?;
+            self.perf_links.push((program, link));
+            self.uprobes += 1;
         }
         let ms = started.elapsed().as_secs_f64() * 1e3;
         tracing::info!(uprobes = points.len(), ms, "uprobes attached as perf events");
-        Ok(())
-    }
-
-    fn attach_perf_event(
-        &mut self,
-        program: &'static str,
-        target: &Path,
-        pid: u32,
-        offset: u64,
-        cookie: u64,
-    ) -> Result<(), Failure> {
-        let prog: &mut UProbe = self.ebpf.program_mut(program).expect("program").try_into().expect("uprobe");
-        let scope = UProbeScope::OneProcess(NonZeroU32::new(pid).expect("pid > 0"));
-        let point = UProbeAttachPoint { location: UProbeAttachLocation::AbsoluteOffset(offset), cookie: Some(cookie) };
-        prog.attach(point, target, scope).map_err(|e| {
-            environment_error(&format!("attaching a uprobe to {} at {offset:#x}", target.display()), chain(&e))
-        })?;
-        self.uprobes += 1;
         Ok(())
     }
 
@@ -301,14 +556,14 @@ impl Attached {
                 continue;
             }
             for &off in &h.offsets {
-                self.attach_one(h.program, bin, target, pid, h.function.entry + off, h.cookie)?;
+                self.attach_one(h.program, bin, h.function.entry + off, h.cookie)?;
             }
         }
         for p in &plan.probes {
             let starts_at_return = if p.entry_trap { 0 } else { gotel_shared::COOKIE_STARTS_AT_RETURN };
             for &off in &p.ret_offsets {
                 let cookie = p.id as u64 | COOKIE_RETURN | starts_at_return | (off.min(0xffff) << 48);
-                self.attach_one(PROGRAM_RETURN, bin, target, pid, p.function.entry + off, cookie)?;
+                self.attach_one(PROGRAM_RETURN, bin, p.function.entry + off, cookie)?;
             }
             if !p.entry_trap {
                 continue;
@@ -318,13 +573,24 @@ impl Attached {
                 cookie |= COOKIE_AT_FUNC_START;
             }
             let entry = self.entry_programs.get(&p.id).copied().unwrap_or(PROGRAM_ENTRY);
-            self.attach_one(entry, bin, target, pid, p.function.entry + p.entry_offset, cookie)?;
+            self.attach_one(entry, bin, p.function.entry + p.entry_offset, cookie)?;
         }
         self.attach_pending(target, pid)?; // uprobe_multi
+        let kernel = self.kernel.clone();
+        let mut k = lock(&kernel);
+        let shared = k.shared;
         for unit in &plan.instrumentations {
             if let Some(extra) = unit.attach_extra.filter(|_| !self.refused.contains(unit)) {
-                let t = AttachTarget { pid, exe: target, planned: &plan.instrumentations, refused: &self.refused };
-                extra(&mut self.ebpf, &t)?;
+                let t = AttachTarget {
+                    pid,
+                    exe: target,
+                    slot: self.slot,
+                    probe_base: self.base,
+                    shared,
+                    planned: &plan.instrumentations,
+                    refused: &self.refused,
+                };
+                extra(&mut k.ebpf, &t)?;
             }
         }
         Ok(())
@@ -340,27 +606,49 @@ impl Attached {
     /// Detaches every probe: uprobe_multi links in well under a second; perf-event uprobes (the
     /// fallback) one at a time, each waiting for the kernel to quiesce (0.1 to 0.25 s on these
     /// VMs, serialized by the kernel: closing from several threads was measured to gain
-    /// nothing), so callers flush spans before detaching.
-    pub fn detach(self) {
-        drop(self.links); // uprobe_multi: every multi-linked uprobe at once
-        drop(self.ebpf);
+    /// nothing), so callers flush spans before detaching. A shared object stays loaded for the
+    /// other targets: only this target's links go, and its slot and probe ids are freed.
+    pub fn detach(mut self) {
+        drop(self.links.take()); // uprobe_multi: every multi-linked uprobe at once
+        let kernel = self.kernel.clone();
+        let mut k = lock(&kernel);
+        if !k.shared {
+            drop(k);
+            return; // dropping the last reference to the object detaches everything
+        }
+        for (program, link) in std::mem::take(&mut self.perf_links) {
+            if let Ok(p) = <&mut UProbe>::try_from(k.ebpf.program_mut(program).expect("program")) {
+                let _ = p.detach(link);
+            }
+        }
+        for unit in &self.extras {
+            if let Some(undo) = unit.detach_extra {
+                undo(&mut k.ebpf, self.slot);
+            }
+        }
+        forget_slot_targets(&mut k.ebpf, self.slot);
+        k.slots[self.slot as usize] = None;
+        k.queues[self.slot as usize].clear();
     }
 
-    /// Takes the ring buffer out of the object (once).
-    pub fn ring_buffer(&mut self) -> Result<RingBuf<MapData>, Failure> {
-        let map = self.ebpf.take_map(MAP_EVENTS).ok_or_else(|| Failure::environment("EVENTS map already taken"))?;
-        RingBuf::try_from(map).map_err(|e| environment_error("EVENTS ring buffer", chain(&e)))
+    /// Records from the ring buffer for this target, each handed to `each` (see [`Kernel`]).
+    pub fn drain(&mut self, each: &mut dyn FnMut(&[u8])) -> usize {
+        lock(&self.kernel).drain(self.slot, each)
     }
 
+    /// The target's kernel counters, summed over CPUs (records a shared ring buffer's queue
+    /// dropped count as lost to a full ring buffer).
     pub fn counters(&self) -> KernelCounters {
         let mut out = KernelCounters::default();
-        let Some(map) = self.ebpf.map(MAP_COUNTERS) else { return out };
+        let k = lock(&self.kernel);
+        let Some(map) = k.ebpf.map(MAP_COUNTERS) else { return out };
         let Ok(arr) = PerCpuArray::<_, u64>::try_from(map) else { return out };
         for i in 0..NUM_COUNTERS {
-            if let Ok(values) = arr.get(&i, 0) {
+            if let Ok(values) = arr.get(&(self.slot * NUM_COUNTERS + i), 0) {
                 out.0[i as usize] = values.iter().sum();
             }
         }
+        out.0[Counter::RingBufferFull as usize] += k.dropped[self.slot as usize];
         out
     }
 
@@ -369,17 +657,20 @@ impl Attached {
     pub fn calls_in_progress(&self, now_ns: u64) -> Vec<gotel_shared::EventHeader> {
         use gotel_shared::{EventHeader, EventKind, MAX_FRAMES};
         let mut out = Vec::new();
-        let Some(map) = self.ebpf.map(MAP_GOROUTINES) else { return out };
+        let k = lock(&self.kernel);
+        let Some(map) = k.ebpf.map(MAP_GOROUTINES) else { return out };
         let Ok(m) = aya::maps::HashMap::<_, gotel_shared::GoroutineKey, gotel_shared::GoroutineState>::try_from(map)
         else {
             return out;
         };
-        for (key, st) in m.iter().flatten().filter(|(k, _)| self.owns(k)) {
+        for (key, st) in m.iter().flatten().filter(|(k2, _)| self.owns(k.shared, k2)) {
             let depth = (st.depth as usize).min(MAX_FRAMES);
             for i in 0..depth {
                 // The kernel's own rules (gotel_shared::rules), as if the call had been unwound.
                 let end_ns = now_ns.max(st.frames[i].start_ns);
-                out.push(EventHeader::for_frame(EventKind::Abandoned, key, 0, &st, i, end_ns, 0));
+                let mut h = EventHeader::for_frame(EventKind::Abandoned, key, 0, &st, i, end_ns, 0);
+                h.probe_id = h.probe_id.wrapping_sub(self.base);
+                out.push(h);
             }
         }
         out
@@ -387,23 +678,40 @@ impl Attached {
 
     /// Entries in the goroutine map (to show it stays bounded).
     pub fn goroutines_tracked(&self) -> usize {
-        let Some(map) = self.ebpf.map(MAP_GOROUTINES) else { return 0 };
+        let k = lock(&self.kernel);
+        let Some(map) = k.ebpf.map(MAP_GOROUTINES) else { return 0 };
         let Ok(m) = aya::maps::HashMap::<_, gotel_shared::GoroutineKey, gotel_shared::GoroutineState>::try_from(map)
         else {
             return 0;
         };
-        m.keys().flatten().filter(|k| self.owns(k)).count()
+        m.keys().flatten().filter(|key| self.owns(k.shared, key)).count()
     }
 
     /// Whether a goroutine-map record is this target's (always, unless the map is shared).
-    fn owns(&self, key: &gotel_shared::GoroutineKey) -> bool {
-        !crate::shared_maps::shared(MAP_GOROUTINES) || Some(key.tgid) == self.target
+    fn owns(&self, shared: bool, key: &gotel_shared::GoroutineKey) -> bool {
+        !(shared || crate::shared_maps::shared(MAP_GOROUTINES)) || Some(key.tgid) == self.target
     }
 
     /// The session ended: removes the target's records from a shared goroutine map, so that a
     /// process that reuses its pid finds none (nothing to do for a map of the session's own).
     pub fn forget_target(&mut self) -> usize {
-        self.target.map_or(0, |pid| crate::shared_maps::forget(&mut self.ebpf, pid))
+        let Some(pid) = self.target else { return 0 };
+        let mut k = lock(&self.kernel);
+        if k.shared {
+            crate::shared_maps::forget_in(&mut k.ebpf, pid)
+        } else {
+            crate::shared_maps::forget(&mut k.ebpf, pid)
+        }
+    }
+}
+
+/// Removes slot `slot`'s processes from `TARGETS` (the socket path's tgid -> slot map).
+fn forget_slot_targets(ebpf: &mut Ebpf, slot: u32) {
+    let Some(map) = ebpf.map_mut(MAP_TARGETS) else { return };
+    let Ok(mut targets) = aya::maps::HashMap::<_, u32, u32>::try_from(map) else { return };
+    let gone: Vec<u32> = targets.iter().flatten().filter(|(_, s)| *s == slot).map(|(t, _)| t).collect();
+    for tgid in gone {
+        let _ = targets.remove(&tgid);
     }
 }
 

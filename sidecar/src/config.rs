@@ -79,6 +79,11 @@ pub struct Cli {
     #[arg(long, env = "GOTEL_MAX_GOROUTINES", default_value_t = 16384)]
     pub max_goroutines: u32,
 
+    /// Node mode: how many processes one set of kernel programs traces at once (their per-target
+    /// map entries are made at start). Processes beyond are reported as not traced.
+    #[arg(long, env = "GOTEL_NODE_MAX_TARGETS", default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=gotel_shared::MAX_SLOTS as i64))]
+    pub node_max_targets: u32,
+
     /// Ring buffer size in bytes between kernel and gotel (power of two, >= 4096).
     #[arg(long, env = "GOTEL_RING_BUFFER_BYTES", default_value_t = 8 << 20)]
     pub ring_buffer_bytes: u32,
@@ -207,7 +212,11 @@ impl Settings {
             thread_id: thread_id(&std::env::var("GOTEL_THREAD_ID").unwrap_or_default())?,
             sampler: export::sampler_from_env()?,
             batch: BatchSettings::from_env()?,
-            maps: MapSizes { max_goroutines: cli.max_goroutines, ring_buffer_bytes: cli.ring_buffer_bytes },
+            maps: MapSizes {
+                max_goroutines: cli.max_goroutines,
+                ring_buffer_bytes: cli.ring_buffer_bytes,
+                node_max_targets: cli.node_max_targets,
+            },
             drain_interval: cli.drain_interval(),
             ready_file: cli.ready_file.clone(),
             metrics_addr: cli.metrics_addr.clone(),

@@ -213,6 +213,20 @@ pub async fn run(settings: &Settings, selectors: &[Selector], mut stop: Stop) ->
         }
         Err(why) => tracing::warn!("{why}"),
     }
+    // One set of kernel programs and maps for every target (attach::Kernel).
+    if crate::attach::share_programs(settings.maps.node_max_targets) {
+        tracing::info!(
+            "node mode: one set of kernel programs, maps and ring buffer for every target (up to \
+             GOTEL_NODE_MAX_TARGETS={} at once, GOTEL_RING_BUFFER_BYTES={} for all)",
+            settings.maps.node_max_targets,
+            settings.maps.ring_buffer_bytes
+        );
+    } else {
+        tracing::info!(
+            "node mode: gotel does not see the kernel's process numbers (not in the host's pid namespace): each \
+             target loads kernel programs of its own"
+        );
+    }
     tracing::info!(
         node = node_name.as_deref().unwrap_or("?"),
         api = client.is_some(),

@@ -8,7 +8,6 @@ use std::{
     time::Duration,
 };
 
-use aya::maps::{MapData, RingBuf};
 use tokio::{
     io::unix::AsyncFd,
     signal::unix::{signal, SignalKind},
@@ -235,7 +234,6 @@ pub async fn session(
     let mut factory =
         SpanFactory::new(&plan, settings.sampler.clone(), Box::new(names), settings.limits.max_attributes)
             .with_thread_ids(settings.thread_id);
-    let mut ring = attached.ring_buffer()?;
 
     let mut tick = tokio::time::interval(settings.drain_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -246,7 +244,7 @@ pub async fn session(
     let mut last_reported = Losses::default();
     let end = loop {
         tokio::select! {
-            _ = tick.tick() => { drain(&mut ring, &mut factory, pipeline.as_ref()); }
+            _ = tick.tick() => { drain(&mut attached, &mut factory, pipeline.as_ref()); }
             _ = report.tick() => {
                 let counters = attached.counters();
                 let export = pipeline.as_ref().map(|p| &*p.stats);
@@ -268,7 +266,7 @@ pub async fn session(
         }
     };
     // Records still in the ring buffer (calls that returned just before the exit) are exported.
-    drain(&mut ring, &mut factory, pipeline.as_ref());
+    drain(&mut attached, &mut factory, pipeline.as_ref());
     if matches!(end, End::TargetExited) {
         // Calls the process was still in when it exited (os.Exit, a fatal panic, goroutines
         // ended by Goexit) are reported too: nothing it did goes missing.
@@ -287,7 +285,6 @@ pub async fn session(
         }
     }
     let counters = attached.counters();
-    drop(ring);
     // Spans first (the collector should not wait for the kernel), then detach.
     let timeout = settings.batch.export_timeout.min(Duration::from_secs(30));
     let stats = pipeline.as_ref().map(|p| p.stats.clone());
@@ -314,22 +311,17 @@ pub async fn session(
     Ok(end)
 }
 
-fn drain(ring: &mut RingBuf<MapData>, factory: &mut SpanFactory, pipeline: Option<&Pipeline>) -> usize {
-    let mut n = 0;
-    while let Some(item) = ring.next() {
-        n += 1;
-        match events::parse(&item) {
-            Some(rec) => {
-                if let Some(span) = factory.on_record(rec) {
-                    if let Some(p) = pipeline {
-                        p.submit(span);
-                    }
+fn drain(attached: &mut attach::Attached, factory: &mut SpanFactory, pipeline: Option<&Pipeline>) -> usize {
+    attached.drain(&mut |item| match events::parse(item) {
+        Some(rec) => {
+            if let Some(span) = factory.on_record(rec) {
+                if let Some(p) = pipeline {
+                    p.submit(span);
                 }
             }
-            None => factory.stats.malformed_records += 1,
         }
-    }
-    n
+        None => factory.stats.malformed_records += 1,
+    })
 }
 
 #[derive(Default, Clone, Copy, PartialEq, Eq)]

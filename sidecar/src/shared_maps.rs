@@ -116,7 +116,9 @@ pub fn forget(ebpf: &mut Ebpf, tgid: u32) -> usize {
     }
 }
 
-fn forget_in(ebpf: &mut Ebpf, tgid: u32) -> usize {
+/// [`forget`] whether or not the map is pinned (one object serving every target: the map is
+/// shared by being that object's).
+pub(crate) fn forget_in(ebpf: &mut Ebpf, tgid: u32) -> usize {
     let Some(map) = ebpf.map_mut(MAP_GOROUTINES) else { return 0 };
     let Ok(mut m) = aya::maps::HashMap::<_, gotel_shared::GoroutineKey, gotel_shared::GoroutineState>::try_from(map)
     else {

@@ -260,6 +260,16 @@ impl MultiPrograms {
         Ok(MultiPrograms { programs })
     }
 
+    /// Whether program `name` has a copy loaded.
+    pub fn has(&self, name: &str) -> bool {
+        self.programs.iter().any(|(n, _)| n == name)
+    }
+
+    /// Adds copies loaded later (node mode: a target needs a program no earlier one did).
+    pub fn extend(&mut self, more: MultiPrograms) {
+        self.programs.extend(more.programs);
+    }
+
     /// Creates one uprobe_multi link per program of `points`, on the file `target`, firing only
     /// in process `pid`. On failure, links made so far are closed (quickly) and the error names
     /// the program and the kernel's reason.

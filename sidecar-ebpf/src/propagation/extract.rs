@@ -89,7 +89,7 @@ pub extern "C" fn gotel_scan_headers() -> u64 {
 
 #[inline(always)]
 fn scan_inner(scratch: *mut Scratch) -> Option<u64> {
-    let cfg = EXTRACT_CONFIG.get(0)?;
+    let cfg = EXTRACT_CONFIG.get(unsafe { (*scratch).slot })?;
     if cfg.enabled == 0 {
         return None;
     }
@@ -217,7 +217,7 @@ pub extern "C" fn gotel_walk_headers(want_tp: u64) -> u64 {
 
 #[inline(always)]
 fn walk_inner(scratch: *mut Scratch, want_tp: u64) -> Option<u64> {
-    let cfg = EXTRACT_CONFIG.get(0)?;
+    let cfg = EXTRACT_CONFIG.get(unsafe { (*scratch).slot })?;
     let l = &cfg.header_map;
     if l.kind == MAP_NONE {
         if want_tp != 0 {
@@ -269,8 +269,9 @@ fn walk_inner(scratch: *mut Scratch, want_tp: u64) -> Option<u64> {
 
 #[inline(never)]
 extern "C" fn walk_step(_i: u64, _ctx: *mut core::ffi::c_void) -> i64 {
-    let (Some(s), Some(cfg)) = (SCRATCH.get_ptr_mut(0), EXTRACT_CONFIG.get(0)) else { return 1 };
+    let Some(s) = SCRATCH.get_ptr_mut(0) else { return 1 };
     let s = unsafe { &mut *s };
+    let Some(cfg) = EXTRACT_CONFIG.get(s.slot) else { return 1 };
     if s.walk.step(&cfg.header_map, &mut User) {
         0
     } else {

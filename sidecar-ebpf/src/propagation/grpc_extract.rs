@@ -64,9 +64,9 @@ pub fn gotel_grpc_headers(ctx: ProbeContext) -> u32 {
 
 #[inline(always)]
 fn on_headers(ctx: &ProbeContext) -> Option<()> {
-    let cfg = GRPC_HEADERS_CONFIG.get(0)?;
     let scratch = copy_regs(ctx)?;
     let s = unsafe { &mut *scratch };
+    let cfg = GRPC_HEADERS_CONFIG.get(s.slot)?;
     let key = current_goroutine(&s.regs);
     let frame = s.regs[(cfg.frame_reg & 31) as usize];
     let fields = read_u64(frame.wrapping_add(cfg.fields_offset as u64))?;

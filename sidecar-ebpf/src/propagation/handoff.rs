@@ -23,7 +23,7 @@ use crate::{
 /// The request's `*url.URL`, the key of its context (see the module doc).
 #[inline(always)]
 fn request_key(tgid: u32, request: u64) -> Option<GoroutineKey> {
-    let url_offset = HANDOFF_CONFIG.get(0)?.request_url_offset as u64;
+    let url_offset = HANDOFF_CONFIG.get(crate::maps::slot())?.request_url_offset as u64;
     Some(GoroutineKey::new(tgid, read_u64(request.wrapping_add(url_offset))?))
 }
 
@@ -56,7 +56,7 @@ pub fn gotel_request_write(ctx: ProbeContext) -> u32 {
         let g = current_goroutine(&s.regs);
         // Before the request is looked up: a write on a connection enrolled from user space
         // (open before gotel attached) needs the process's number even if it never dials.
-        note_target_tgid(g.tgid);
+        note_target_tgid(g.tgid, s.slot);
         let req = request_key(g.tgid, s.regs[REG_RAX as usize])?;
         let mut ctx = unsafe { *INJECT_BY_REQUEST.get(&req)? };
         let _ = INJECT_BY_REQUEST.remove(&req);

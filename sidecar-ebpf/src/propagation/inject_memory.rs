@@ -38,7 +38,7 @@ pub fn gotel_header_write_entry(ctx: ProbeContext) -> u32 {
         if pending.state != 0 {
             return None;
         }
-        let cfg = INJECT_CONFIG.get(0)?;
+        let cfg = INJECT_CONFIG.get(s.slot)?;
         let writer = s.regs[REG_RCX as usize];
         pending.n_at_entry = read_u64(writer.wrapping_add(cfg.n_offset as u64))?;
         pending.writer = writer;
@@ -92,7 +92,7 @@ pub fn gotel_header_write_return(ctx: ProbeContext) -> u32 {
             return None;
         }
         let _ = INJECT_PENDING.remove(&g);
-        let cfg = INJECT_CONFIG.get(0)?;
+        let cfg = INJECT_CONFIG.get(s.slot)?;
         let buf_ptr = read_u64(p.writer.wrapping_add(cfg.buf_offset as u64))?;
         let buf_len = read_u64(p.writer.wrapping_add(cfg.buf_offset as u64 + 8))?;
         let n_addr = p.writer.wrapping_add(cfg.n_offset as u64);

@@ -12,7 +12,7 @@
 //!
 //! - `gotel_socket_dial` (uprobe at `net.(*netFD).connect`, every new TCP connection the Go
 //!   process opens, whatever library opens it) tells the kernel's number
-//!   of the traced process (`INJECT_SOCKET_CONFIG.tgid`), whatever pid namespace gotel is in;
+//!   of the traced process (`TARGETS`, tgid -> the target's slot), whatever pid namespace gotel is in;
 //!   the hand-off uprobe at `net/http.(*Request).write` tells it too (`note_target_tgid`), so
 //!   connections open before gotel attached are covered before the process dials a new one.
 //! - `gotel_sock_ops` (SOCK_OPS, attached to the target's cgroup v2 directory with
@@ -50,7 +50,7 @@ use core::ffi::c_void;
 use aya_ebpf::{
     bindings::{sk_action::SK_PASS, BPF_ANY, BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB, BPF_SOCK_OPS_TCP_CONNECT_CB},
     helpers::{
-        bpf_get_current_pid_tgid, bpf_get_current_task, bpf_ktime_get_ns, bpf_probe_read_kernel,
+        bpf_get_attach_cookie, bpf_get_current_pid_tgid, bpf_get_current_task, bpf_ktime_get_ns, bpf_probe_read_kernel,
         bpf_probe_read_kernel_buf,
         generated::{bpf_get_socket_cookie, bpf_loop, bpf_msg_pull_data},
     },
@@ -65,7 +65,8 @@ use gotel_shared::{
 use crate::{
     context::goroutine_from_tls,
     maps::{
-        count, H2_CONNS, INJECT_CONNECTING, INJECT_PENDING, INJECT_SOCKETS, INJECT_SOCKET_CONFIG, INJECT_SOCKET_SCRATCH,
+        count_in, H2_CONNS, INJECT_CONNECTING, INJECT_PENDING, INJECT_SOCKETS, INJECT_SOCKET_CONFIG,
+        INJECT_SOCKET_SCRATCH, TARGETS,
     },
 };
 
@@ -89,6 +90,9 @@ const NONE: u64 = u64::MAX;
 /// values and checks the `bpf_loop` callback once instead of following every count.
 #[repr(C)]
 pub struct MsgScratch {
+    /// The sending process's target slot (`TARGETS`), for [`count_msg`].
+    slot: u32,
+    _slot_pad: u32,
     buf: [u8; WINDOW + 64],
     scan: Scan,
     line: [u8; TRACEPARENT_LINE_LEN],
@@ -104,26 +108,39 @@ pub struct MsgScratch {
 /// kernel's number of the process even when gotel sees it under another pid namespace (a
 /// sidecar sharing the service's).
 #[uprobe]
-pub fn gotel_socket_dial(_ctx: ProbeContext) -> u32 {
-    note_target_tgid((bpf_get_current_pid_tgid() >> 32) as u32);
+pub fn gotel_socket_dial(ctx: ProbeContext) -> u32 {
+    let cookie = unsafe { bpf_get_attach_cookie(ctx.regs as *mut _) };
+    note_target_tgid((bpf_get_current_pid_tgid() >> 32) as u32, gotel_shared::cookie_slot(cookie));
     0
 }
 
 /// Records `tgid` (the kernel's number of the current task's process, read in a uprobe attached
-/// to the traced process only) as the traced process's. Called at each new connection
-/// (`gotel_socket_dial`) and before each request write (`handoff::gotel_request_write`), so a
-/// connection opened before gotel attached and enrolled from user space gets `traceparent` from
-/// the first request written on it, not only after the process dials again. Writes the map
-/// only when the stored number differs (once, in practice).
+/// to the traced process only) as the process of target `slot` (`TARGETS`). Called at each new
+/// connection (`gotel_socket_dial`) and before each request write
+/// (`handoff::gotel_request_write`), so a connection opened before gotel attached and enrolled
+/// from user space gets `traceparent` from the first request written on it, not only after the
+/// process dials again. Writes the map only when it does not say so already (once, in
+/// practice; user space fills it itself when it sees the kernel's pids).
 #[inline(always)]
-pub fn note_target_tgid(tgid: u32) {
-    if let Some(cfg) = INJECT_SOCKET_CONFIG.get_ptr_mut(0) {
-        unsafe {
-            if (*cfg).tgid != tgid {
-                (*cfg).tgid = tgid;
-            }
-        }
+pub fn note_target_tgid(tgid: u32, slot: u32) {
+    if unsafe { TARGETS.get(&tgid) }.is_some_and(|s| *s == slot) {
+        return;
     }
+    let _ = TARGETS.insert(&tgid, &slot, 0);
+}
+
+/// The target slot of process `tgid`, if gotel traces it.
+#[inline(always)]
+fn slot_of(tgid: u32) -> Option<u32> {
+    unsafe { TARGETS.get(&tgid) }.copied()
+}
+
+/// [`count_in`] for the SK_MSG program: the sender's slot, noted in its scratch memory by
+/// `on_msg` (SOCK_OPS, which may run in a softirq on top of SK_MSG, counts with its own).
+#[inline(always)]
+fn count_msg(c: Counter) {
+    let slot = INJECT_SOCKET_SCRATCH.get(0).map_or(0, |m| m.slot);
+    count_in(slot, c);
 }
 
 #[sock_ops]
@@ -136,22 +153,23 @@ pub fn gotel_sock_ops(ctx: SockOpsContext) -> u32 {
 fn on_sock_ops(ctx: &SockOpsContext) -> Option<()> {
     let op = ctx.op();
     if op == BPF_SOCK_OPS_TCP_CONNECT_CB {
+        // Entry 0 holds the kernel's offsets in every mode (they are the same for every slot).
         let cfg = INJECT_SOCKET_CONFIG.get(0)?;
-        if cfg.tgid == 0 || current_tgid(cfg.tgid_offset)? != cfg.tgid {
-            return None;
-        }
+        let tgid = current_tgid(cfg.tgid_offset)?;
+        let slot = slot_of(tgid)?;
         let cookie = unsafe { bpf_get_socket_cookie(ctx.ops as *mut c_void) };
-        let _ = INJECT_CONNECTING.insert(&cookie, &1, 0);
+        let _ = INJECT_CONNECTING.insert(&cookie, &(((tgid as u64) << 32) | slot as u64), 0);
     } else if op == BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB {
+        // Often in a softirq, in no particular task: the process and slot come from the connect.
         let cookie = unsafe { bpf_get_socket_cookie(ctx.ops as *mut c_void) };
-        INJECT_CONNECTING.get_ptr(&cookie)?;
+        let who = unsafe { *INJECT_CONNECTING.get_ptr(&cookie)? };
+        let (tgid, slot) = ((who >> 32) as u32, who as u32);
         let _ = INJECT_CONNECTING.remove(&cookie);
         match INJECT_SOCKETS.update(cookie, unsafe { &mut *ctx.ops }, BPF_ANY as u64) {
             Ok(()) => {
-                count(Counter::SocketEnrolled);
+                count_in(slot, Counter::SocketEnrolled);
                 // Seen from its start: its first message is the client preface or it is not h2c
                 // (a connection without a value is resynchronised instead, see `on_h2_msg`).
-                let tgid = INJECT_SOCKET_CONFIG.get(0).map_or(0, |c| c.tgid);
                 let key = H2ConnKey {
                     tgid,
                     local_port: ctx.local_port(),
@@ -161,7 +179,7 @@ fn on_sock_ops(ctx: &SockOpsContext) -> Option<()> {
                 };
                 let _ = H2_CONNS.insert(&key, &CONN_FRESH, 0);
             }
-            Err(_) => count(Counter::SocketEnrolFailed),
+            Err(_) => count_in(slot, Counter::SocketEnrolFailed),
         }
     }
     Some(())
@@ -183,10 +201,11 @@ pub fn gotel_sk_msg(ctx: SkMsgContext) -> u32 {
 
 #[inline(always)]
 fn on_msg(ctx: &SkMsgContext) -> Option<()> {
-    let cfg = INJECT_SOCKET_CONFIG.get(0)?;
     let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
-    if tgid != cfg.tgid {
-        return None;
+    let slot = slot_of(tgid)?;
+    let cfg = INJECT_SOCKET_CONFIG.get(slot)?;
+    if let Some(m) = INJECT_SOCKET_SCRATCH.get_ptr_mut(0) {
+        unsafe { (*m).slot = slot };
     }
     let key = goroutine_from_tls(cfg.fsbase_offset)?;
     if let Some(done) = on_h2_msg(ctx, tgid, key.goroutine) {
@@ -204,7 +223,7 @@ fn on_msg(ctx: &SkMsgContext) -> Option<()> {
     let _ = INJECT_PENDING.remove(&key);
     let now = unsafe { bpf_ktime_get_ns() };
     if now.wrapping_sub(p.stored_ns) > cfg.ttl_ns {
-        count(Counter::SocketContextExpired);
+        count_msg(Counter::SocketContextExpired);
         return None;
     }
     inject(ctx, &p)
@@ -221,7 +240,7 @@ fn note_no_context(ctx: &SkMsgContext) {
         return;
     }
     if starts_like_request_line(unsafe { &*(data as *const [u8; 8]) }) {
-        count(Counter::SocketNoContext);
+        count_msg(Counter::SocketNoContext);
     }
 }
 
@@ -319,18 +338,18 @@ fn is_request_line(buf: &[u8; WINDOW + 64], scan: &Scan) -> bool {
 fn inject(ctx: &SkMsgContext, p: &InjectContext) -> Option<()> {
     let size = ctx.size() as usize;
     if size < 16 {
-        count(Counter::SocketSkippedNotHttp1);
+        count_msg(Counter::SocketSkippedNotHttp1);
         return None;
     }
     let want = if size < WINDOW { size } else { WINDOW };
     if unsafe { bpf_msg_pull_data(ctx.msg, 0, want as u32, 0) } != 0 {
-        count(Counter::SocketInjectFailed);
+        count_msg(Counter::SocketInjectFailed);
         return None;
     }
     let s = unsafe { &mut *INJECT_SOCKET_SCRATCH.get_ptr_mut(0)? };
     let (data, end) = (ctx.data(), ctx.data_end());
     if data + want > end {
-        count(Counter::SocketInjectFailed);
+        count_msg(Counter::SocketInjectFailed);
         return None;
     }
     unsafe { bpf_probe_read_kernel_buf(data as *const u8, &mut s.buf[..want]) }.ok()?;
@@ -340,44 +359,44 @@ fn inject(ctx: &SkMsgContext, p: &InjectContext) -> Option<()> {
     let s = unsafe { &mut *INJECT_SOCKET_SCRATCH.get_ptr_mut(0)? };
     let scan = &s.scan;
     if scan.bad == 0 && scan.nl == NONE && size > WINDOW {
-        count(Counter::SocketSkippedLineTooLong);
+        count_msg(Counter::SocketSkippedLineTooLong);
         return None;
     }
     if scan.bad != 0 || scan.nl == NONE || !is_request_line(&s.buf, &scan) {
-        count(Counter::SocketSkippedNotHttp1);
+        count_msg(Counter::SocketSkippedNotHttp1);
         return None;
     }
     if scan.found != 0 {
-        count(Counter::SocketSkippedPresent);
+        count_msg(Counter::SocketSkippedPresent);
         return None;
     }
     if scan.header_end == 0 {
-        count(Counter::SocketHeadersPastWindow);
+        count_msg(Counter::SocketHeadersPastWindow);
     }
     let off = (scan.nl as u32 + 1) & (WINDOW as u32 - 1);
     format_traceparent_line(&mut s.line, &p.trace_context());
 
     let n = TRACEPARENT_LINE_LEN as u32;
     if ctx.push_data(off, n, 0).is_err() {
-        count(Counter::SocketInjectFailed);
+        count_msg(Counter::SocketInjectFailed);
         return None;
     }
     // push_data invalidates the data pointers; pull the new gap so it is writable at constant
     // offsets. On any failure the gap is taken out again: never send unwritten bytes.
     if unsafe { bpf_msg_pull_data(ctx.msg, off, off + n, 0) } != 0 {
         let _ = ctx.pop_data(off, n, 0);
-        count(Counter::SocketInjectFailed);
+        count_msg(Counter::SocketInjectFailed);
         return None;
     }
     let (data, end) = (ctx.data(), ctx.data_end());
     if data + TRACEPARENT_LINE_LEN > end {
         let _ = ctx.pop_data(off, n, 0);
-        count(Counter::SocketInjectFailed);
+        count_msg(Counter::SocketInjectFailed);
         return None;
     }
     let out = unsafe { core::slice::from_raw_parts_mut(data as *mut u8, TRACEPARENT_LINE_LEN) };
     out.copy_from_slice(&s.line);
-    count(Counter::SocketInjected);
+    count_msg(Counter::SocketInjected);
     Some(())
 }
 
@@ -469,11 +488,11 @@ fn on_h2_msg(ctx: &SkMsgContext, tgid: u32, g: u64) -> Option<Option<()>> {
     }
     match settled.event {
         Event::Followed => {}
-        Event::Desync => count(Counter::GrpcSocketDesync),
-        Event::Resync => count(Counter::GrpcSocketResync),
+        Event::Desync => count_msg(Counter::GrpcSocketDesync),
+        Event::Resync => count_msg(Counter::GrpcSocketResync),
         // Passed on to the HTTP/1 path, as before this connection was known.
         Event::Unaligned => {
-            count(Counter::GrpcSocketUnaligned);
+            count_msg(Counter::GrpcSocketUnaligned);
             return None;
         }
         Event::NotH2 => return None,
@@ -506,7 +525,7 @@ fn inject_h2(ctx: &SkMsgContext, k: usize) -> Option<()> {
         if popped {
             let _ = ctx.pop_data(at, n, 0);
         }
-        count(Counter::GrpcSocketInjectFailed);
+        count_msg(Counter::GrpcSocketInjectFailed);
         None
     };
     if ctx.push_data(at, n, 0).is_err() {
@@ -530,6 +549,6 @@ fn inject_h2(ctx: &SkMsgContext, k: usize) -> Option<()> {
     }
     let out = unsafe { core::slice::from_raw_parts_mut(data as *mut u8, 3) };
     out.copy_from_slice(&length_bytes(p.len + n));
-    count(Counter::GrpcSocketInjected);
+    count_msg(Counter::GrpcSocketInjected);
     Some(())
 }

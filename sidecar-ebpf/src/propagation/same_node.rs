@@ -48,11 +48,11 @@ pub fn gotel_same_node_client(ctx: ProbeContext) -> u32 {
 
 #[inline(always)]
 fn offer(ctx: &ProbeContext) -> Option<()> {
-    let cfg = SAME_NODE_CONFIG.get(0)?;
+    let s = unsafe { &mut *copy_regs(ctx)? };
+    let cfg = SAME_NODE_CONFIG.get(s.slot)?;
     if cfg.enabled == 0 {
         return None;
     }
-    let s = unsafe { &mut *copy_regs(ctx)? };
     let g = current_goroutine(&s.regs);
     let pc = s.regs[REG_RAX as usize];
     let st = unsafe { &*GOROUTINES.get_ptr(&g)? };
@@ -97,7 +97,7 @@ pub extern "C" fn gotel_same_node_join(depth: u64) -> u64 {
 
 #[inline(always)]
 fn join_inner(scratch: *mut Scratch, st: *mut GoroutineState, depth: u64) -> Option<u64> {
-    let cfg = SAME_NODE_CONFIG.get(0)?;
+    let cfg = SAME_NODE_CONFIG.get(unsafe { (*scratch).slot })?;
     let st = unsafe { &mut *st };
     if cfg.enabled == 0 || depth != 0 || st.has_inherited & INHERIT_REMOTE != 0 {
         return None;

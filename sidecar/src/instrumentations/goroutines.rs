@@ -54,7 +54,7 @@ pub static GOROUTINES_ENTRY: Instrumentation = Instrumentation {
 
 fn prepare(a: &mut Activation) -> Result<(), String> {
     if let Some(config) = offsets(a.bin) {
-        a.map_fills.push(MapFill::array(GOROUTINES.name, "NEWPROC_CONFIG", 0, config));
+        a.map_fills.push(MapFill::array(GOROUTINES.name, "NEWPROC_CONFIG", config));
     }
     Ok(())
 }

@@ -48,7 +48,7 @@ fn prepare(a: &mut Activation) -> Result<(), String> {
     let probe = a.probes.iter_mut().find(|p| p.library.is_some_and(|l| l.name == client)).ok_or(NOTHING_TO_INJECT)?;
     probe.plan_flags |= PLAN_INJECT_CONTEXT;
     probe.save_regs[0] = REG_RBX; // roundTrip(t *Transport, req *Request)
-    a.map_fills.push(MapFill::array(INJECT_HANDOFF.name, MAP_HANDOFF_CONFIG, 0, config));
+    a.map_fills.push(MapFill::array(INJECT_HANDOFF.name, MAP_HANDOFF_CONFIG, config));
     Ok(())
 }
 

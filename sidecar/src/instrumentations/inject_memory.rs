@@ -62,7 +62,7 @@ fn wanted(s: &Session) -> Wanted {
 /// The kernel gets `bufio.Writer`'s layout.
 fn prepare(a: &mut Activation) -> Result<(), String> {
     let config = bufio_writer_offsets(a).ok_or("GOTEL_PROPAGATION=inject: memory path off: no bufio.Writer layout")?;
-    a.map_fills.push(MapFill::array(INJECT_MEMORY.name, MAP_INJECT_CONFIG, 0, config));
+    a.map_fills.push(MapFill::array(INJECT_MEMORY.name, MAP_INJECT_CONFIG, config));
     Ok(())
 }
 

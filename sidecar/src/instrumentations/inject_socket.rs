@@ -39,14 +39,14 @@ use std::{
 };
 
 use aya::{
-    maps::{Array, MapData, SockHash},
-    programs::{CgroupAttachMode, SkMsg, SockOps},
+    maps::{MapData, SockHash},
+    programs::{sock_ops::SockOpsLinkId, CgroupAttachMode, SkMsg, SockOps},
     Ebpf,
 };
 use gotel_shared::{
     names::{
-        MAP_FIONREAD_PROBE, MAP_INJECT_SOCKETS, MAP_INJECT_SOCKET_CONFIG, PROGRAM_SK_MSG, PROGRAM_SOCKET_DIAL,
-        PROGRAM_SOCK_OPS,
+        MAP_FIONREAD_PROBE, MAP_INJECT_SOCKETS, MAP_INJECT_SOCKET_CONFIG, MAP_TARGETS, PROGRAM_SK_MSG,
+        PROGRAM_SOCKET_DIAL, PROGRAM_SOCK_OPS,
     },
     Counter, SocketInjectConfig,
 };
@@ -83,6 +83,7 @@ pub static INJECT_SOCKET: Instrumentation = Instrumentation {
     wanted,
     prepare: Some(prepare),
     attach_extra: Some(attach_extra),
+    detach_extra: Some(detach_extra),
     counters: &[
         ("socket_enrolled", Counter::SocketEnrolled),
         ("socket_enrol_failed", Counter::SocketEnrolFailed),
@@ -117,7 +118,7 @@ fn prepare(a: &mut Activation) -> Result<(), String> {
         task_offsets().map_err(|why| coverage(Err(&why), &memory_status_at_plan(), false))?;
     let config =
         SocketInjectConfig { tgid: 0, fsbase_offset, ttl_ns: CONTEXT_LIFETIME.as_nanos() as u64, tgid_offset, _pad: 0 };
-    a.map_fills.push(MapFill::array(INJECT_SOCKET.name, MAP_INJECT_SOCKET_CONFIG, 0, config));
+    a.map_fills.push(MapFill::array(INJECT_SOCKET.name, MAP_INJECT_SOCKET_CONFIG, config).kernel_wide());
     Ok(())
 }
 
@@ -158,7 +159,7 @@ fn attach_extra(ebpf: &mut Ebpf, t: &AttachTarget) -> Result<(), Failure> {
     // the kernel). Not yet run on a kernel without lockdown.
     let socket = match &memory {
         Ok(()) if !grpc => Err("not used while the memory path runs".to_string()),
-        _ => load(ebpf).and_then(|()| attach(ebpf, t.pid)),
+        _ => load(ebpf).and_then(|()| attach(ebpf, t)),
     };
     let line = coverage(socket.as_ref().map_err(|e| e.as_str()), &memory, grpc);
     if memory.is_err() && socket.is_err() {
@@ -178,6 +179,24 @@ fn attach_extra(ebpf: &mut Ebpf, t: &AttachTarget) -> Result<(), Failure> {
         }
     }
     Ok(())
+}
+
+/// The target in `slot` is gone (node mode, one object for every target): its process leaves
+/// `TARGETS` (done by `attach` for every slot) and, when it was the last target of its cgroup,
+/// the SOCK_OPS link on that cgroup is closed.
+fn detach_extra(ebpf: &mut Ebpf, slot: u32) {
+    let mut links = CGROUP_LINKS.lock().unwrap_or_else(|e| e.into_inner());
+    for (cgroup, link, slots) in links.iter_mut() {
+        slots.retain(|s| *s != slot);
+        if slots.is_empty() {
+            if let (Some(id), Ok(p)) = (link.take(), prog::<SockOps>(ebpf, PROGRAM_SOCK_OPS)) {
+                if let Err(e) = p.detach(id) {
+                    tracing::debug!(cgroup = %cgroup.display(), "closing the SOCK_OPS link: {e}");
+                }
+            }
+        }
+    }
+    links.retain(|(_, _, slots)| !slots.is_empty());
 }
 
 /// The socket path attached to a process.
@@ -214,6 +233,9 @@ fn chain(e: &dyn std::error::Error) -> String {
 /// Loads SOCK_OPS and SK_MSG: the verifier's verdict decides whether the socket path can run
 /// here (the dial uprobe, a hook, is loaded with the others).
 fn load(ebpf: &mut Ebpf) -> Result<(), String> {
+    if prog::<SkMsg>(ebpf, PROGRAM_SK_MSG)?.fd().is_ok() {
+        return Ok(()); // node mode: loaded for an earlier target
+    }
     prog::<SockOps>(ebpf, PROGRAM_SOCK_OPS)?
         .load()
         .map_err(|e| format!("loading {PROGRAM_SOCK_OPS}: {}", chain(&e)))?;
@@ -221,20 +243,22 @@ fn load(ebpf: &mut Ebpf) -> Result<(), String> {
     Ok(())
 }
 
-fn set_config(ebpf: &mut Ebpf, f: impl FnOnce(&mut SocketInjectConfig)) -> Result<(), String> {
-    let map = ebpf.map_mut(MAP_INJECT_SOCKET_CONFIG).ok_or("INJECT_SOCKET_CONFIG map missing")?;
-    let mut arr: Array<&mut MapData, SocketInjectConfig> = Array::try_from(map).map_err(|e| chain(&e))?;
-    let mut c = arr.get(&0, 0).map_err(|e| chain(&e))?;
-    f(&mut c);
-    arr.set(0, c, 0).map_err(|e| chain(&e))
-}
+/// Which cgroups gotel's SOCK_OPS program is attached to when one loaded object serves several
+/// targets (node mode), and for which targets' slots: the link is made for the first target of
+/// a cgroup and closed with the last ([`detach_extra`]), so a pod that goes away leaves no
+/// program holding its cgroup.
+static CGROUP_LINKS: std::sync::Mutex<Vec<(PathBuf, Option<SockOpsLinkId>, Vec<u32>)>> = std::sync::Mutex::new(Vec::new());
 
-/// Attaches the socket path to process `pid` (the dial uprobe is a hook, attached with the
-/// other uprobes).
-fn attach(ebpf: &mut Ebpf, pid: u32) -> Result<Attached, String> {
+/// Attaches the socket path to the target (the dial uprobe is a hook, attached with the other
+/// uprobes).
+fn attach(ebpf: &mut Ebpf, t: &AttachTarget) -> Result<Attached, String> {
+    let pid = t.pid;
     // Otherwise `gotel_socket_dial` learns it at the first new connection.
     if let Some(tgid) = crate::target::kernel_pid(pid) {
-        set_config(ebpf, |c| c.tgid = tgid)?;
+        let map = ebpf.map_mut(MAP_TARGETS).ok_or("TARGETS map missing")?;
+        let mut targets: aya::maps::HashMap<&mut MapData, u32, u32> =
+            aya::maps::HashMap::try_from(map).map_err(|e| chain(&e))?;
+        targets.insert(tgid, t.slot, 0).map_err(|e| format!("TARGETS: {}", chain(&e)))?;
     }
     let cgroup = cgroup_dir(pid)?;
     let dir = fs::File::open(&cgroup).map_err(|e| format!("cannot open cgroup {}: {e}", cgroup.display()))?;
@@ -251,9 +275,21 @@ fn attach(ebpf: &mut Ebpf, pid: u32) -> Result<Attached, String> {
     // BPF_F_ALLOW_MULTI (and refuses any flag for); before that, ask for it explicitly.
     let modern = aya::util::KernelVersion::current().is_ok_and(|v| v >= aya::util::KernelVersion::new(5, 7, 0));
     let mode = if modern { CgroupAttachMode::Single } else { CgroupAttachMode::AllowMultiple };
-    prog::<SockOps>(ebpf, PROGRAM_SOCK_OPS)?
-        .attach(&dir, mode)
-        .map_err(|e| format!("attaching {PROGRAM_SOCK_OPS} to cgroup {}: {}", cgroup.display(), chain(&e)))?;
+    let mut links = CGROUP_LINKS.lock().unwrap_or_else(|e| e.into_inner());
+    match links.iter_mut().find(|(c, _, _)| *c == cgroup).filter(|_| t.shared) {
+        // Another target of this cgroup attached it already (the kernel refuses the same
+        // program twice on one cgroup).
+        Some((_, _, slots)) => slots.push(t.slot),
+        None => {
+            let link = prog::<SockOps>(ebpf, PROGRAM_SOCK_OPS)?.attach(&dir, mode).map_err(|e| {
+                format!("attaching {PROGRAM_SOCK_OPS} to cgroup {}: {}", cgroup.display(), chain(&e))
+            })?;
+            if t.shared {
+                links.push((cgroup.clone(), Some(link), vec![t.slot]));
+            }
+        }
+    }
+    drop(links);
     let preexisting = enrol_open_connections(ebpf, pid).unwrap_or_else(|e| {
         tracing::warn!(pid, "GOTEL_PROPAGATION=inject: connections open before gotel attached are not covered: {e}");
         OpenConnections { how: format!("not covered: {e}"), ..Default::default() }

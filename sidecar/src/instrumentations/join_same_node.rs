@@ -95,7 +95,7 @@ fn prepare(a: &mut Activation) -> Result<(), String> {
     let client_probe = a.probes.iter().find(|p| p.library.is_some_and(|l| l.name == client)).map_or(u32::MAX, |p| p.id);
     let config = offsets(a, client_probe)
         .ok_or("join.same_node is off for this binary: the layout of net's connections is unknown")?;
-    a.map_fills.push(MapFill::array(JOIN_SAME_NODE.name, MAP_SAME_NODE_CONFIG, 0, config));
+    a.map_fills.push(MapFill::array(JOIN_SAME_NODE.name, MAP_SAME_NODE_CONFIG, config));
     Ok(())
 }
 
@@ -142,10 +142,14 @@ fn enable(ebpf: &mut Ebpf, t: &AttachTarget) -> Result<(), Failure> {
     let map = ebpf.map_mut(MAP_SAME_NODE_CONFIG).expect("SAME_NODE_CONFIG map in the eBPF object");
     let mut config: aya::maps::Array<&mut aya::maps::MapData, SameNodeConfig> =
         aya::maps::Array::try_from(map).map_err(|e| Failure::environment(format!("SAME_NODE_CONFIG: {e}")))?;
-    let mut value = config.get(&0, 0).map_err(|e| Failure::environment(format!("SAME_NODE_CONFIG: {e}")))?;
+    let mut value = config.get(&t.slot, 0).map_err(|e| Failure::environment(format!("SAME_NODE_CONFIG: {e}")))?;
     value.enabled = 1;
     value.netns = netns;
-    config.set(0, value, 0).map_err(|e| Failure::environment(format!("SAME_NODE_CONFIG: {e}")))
+    // The plan's probe id, as the kernel numbers it.
+    if value.client_probe != u32::MAX {
+        value.client_probe += t.probe_base;
+    }
+    config.set(t.slot, value, 0).map_err(|e| Failure::environment(format!("SAME_NODE_CONFIG: {e}")))
 }
 
 fn sharing() -> bool {

@@ -127,6 +127,10 @@ pub struct Instrumentation {
     /// Programs loaded and attached by other means than uprobes (cgroup, socket): called once
     /// the hooks and span probes are attached, unless the kernel refused the unit's hooks.
     pub attach_extra: Option<AttachExtra>,
+    /// Undoes what `attach_extra` did for one target (its slot) when the loaded object outlives
+    /// the target (node mode serves every target with one object); otherwise dropping the
+    /// object undoes everything.
+    pub detach_extra: Option<fn(&mut aya::Ebpf, u32)>,
     /// Kernel counters it reports in the session summary, under these names.
     pub counters: &'static [(&'static str, Counter)],
     /// Its counters appear in the summary only when one of them is not zero (a unit most
@@ -140,7 +144,7 @@ pub type Prepare = fn(&mut Activation) -> Result<(), String>;
 pub type AttachExtra = fn(&mut aya::Ebpf, &AttachTarget) -> Result<(), Failure>;
 /// [`SpanProbe::extend`]: adds fetches and slots to the plan the spec gave.
 pub type Extend = fn(&mut AttributePlan, &DwarfInfo, &FunctionInfo, &Limits) -> Result<(), String>;
-type WriteMap = dyn Fn(&mut aya::maps::Map) -> Result<(), String> + Send + Sync;
+type WriteMap = dyn Fn(&mut aya::maps::Map, u32) -> Result<(), String> + Send + Sync;
 
 impl Instrumentation {
     /// Defaults: nothing declared, hooks never wanted, programs required.
@@ -160,6 +164,7 @@ impl Instrumentation {
         prepare: None,
         load: Load::Required,
         attach_extra: None,
+        detach_extra: None,
         counters: &[],
         quiet_counters: false,
     };
@@ -356,6 +361,15 @@ pub enum Load {
 pub struct AttachTarget<'a> {
     pub pid: u32,
     pub exe: &'a std::path::Path,
+    /// The target's slot in the loaded object (the index of its entries in per-target maps).
+    pub slot: u32,
+    /// Added to the plan's probe ids to make the ids of `PROBES` and of the cookies (node mode:
+    /// every target's probes are in one table).
+    pub probe_base: u32,
+    /// One loaded object serves several targets (node mode): what `attach_extra` attaches once
+    /// per object it must not attach again, and what it attaches per target it must let
+    /// `detach_extra` undo.
+    pub shared: bool,
     /// The instrumentations of the plan (hooks or extra attach steps).
     pub planned: &'a [Library],
     /// Those of them the kernel refused (`Load::MayBeRefused`).
@@ -373,27 +387,36 @@ impl AttachTarget<'_> {
 pub struct MapFill {
     pub instrumentation: &'static str,
     pub map: &'static str,
+    /// The value is the same for every target (kernel offsets, a lifetime): also written at
+    /// entry 0, which programs that cannot know their target's slot read.
+    pub kernel_wide: bool,
     write: Box<WriteMap>,
 }
 
 impl MapFill {
-    /// `map[index] = value` in a kernel `Array`.
-    pub fn array<T: aya::Pod + Send + Sync>(
-        instrumentation: &'static str,
-        map: &'static str,
-        index: u32,
-        value: T,
-    ) -> MapFill {
-        let write = move |m: &mut aya::maps::Map| {
+    /// `map[slot] = value` in a kernel `Array` with one entry per target slot (`PER_SLOT_MAPS`;
+    /// the slot is the target's, known when the object is loaded: see `attach`).
+    pub fn array<T: aya::Pod + Send + Sync>(instrumentation: &'static str, map: &'static str, value: T) -> MapFill {
+        let write = move |m: &mut aya::maps::Map, slot: u32| {
             let mut a: aya::maps::Array<&mut aya::maps::MapData, T> =
                 aya::maps::Array::try_from(m).map_err(|e| e.to_string())?;
-            a.set(index, value, 0).map_err(|e| e.to_string())
+            a.set(slot, value, 0).map_err(|e| e.to_string())
         };
-        MapFill { instrumentation, map, write: Box::new(write) }
+        MapFill { instrumentation, map, kernel_wide: false, write: Box::new(write) }
     }
 
-    pub fn write(&self, map: &mut aya::maps::Map) -> Result<(), String> {
-        (self.write)(map)
+    /// See [`MapFill::kernel_wide`].
+    pub fn kernel_wide(mut self) -> MapFill {
+        self.kernel_wide = true;
+        self
+    }
+
+    /// Writes the value at `slot` (and at 0 when [`MapFill::kernel_wide`]).
+    pub fn write(&self, map: &mut aya::maps::Map, slot: u32) -> Result<(), String> {
+        if self.kernel_wide && slot != 0 {
+            (self.write)(map, 0)?;
+        }
+        (self.write)(map, slot)
     }
 }
 

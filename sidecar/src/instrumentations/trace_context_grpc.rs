@@ -69,7 +69,7 @@ fn prepare(a: &mut Activation) -> Result<(), String> {
         value_offset: field(FIELD, "Value")?,
         _pad: 0,
     };
-    a.map_fills.push(MapFill::array(TRACE_CONTEXT_GRPC.name, MAP_GRPC_HEADERS_CONFIG, 0, config));
+    a.map_fills.push(MapFill::array(TRACE_CONTEXT_GRPC.name, MAP_GRPC_HEADERS_CONFIG, config));
     Ok(())
 }
 

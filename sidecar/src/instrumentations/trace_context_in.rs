@@ -98,7 +98,7 @@ fn prepare(a: &mut Activation) -> Result<(), String> {
         decode: Decode::String,
         sets_error_status: false,
     });
-    a.map_fills.push(MapFill::array(TRACE_CONTEXT_IN.name, "EXTRACT_CONFIG", 0, config));
+    a.map_fills.push(MapFill::array(TRACE_CONTEXT_IN.name, "EXTRACT_CONFIG", config));
     Ok(())
 }
 

@@ -115,7 +115,7 @@ fn on_fields(ctx: &ProbeContext) -> Option<()> {
         k += 1;
         slot = frame_slot(depth - k);
     }
-    let cfg = GRPC_INJECT_CONFIG.get(0)?;
+    let cfg = GRPC_INJECT_CONFIG.get(s.slot)?;
     if n > MAX_GRPC_HEADER_FIELDS as u64
         || find_traceparent(fields, n, cfg.field_size as u64, cfg.name_offset as u64) != 0
     {
@@ -145,7 +145,7 @@ pub fn gotel_grpc_write_header(ctx: ProbeContext) -> u32 {
 fn on_write_header(ctx: &ProbeContext) -> Option<()> {
     let s = unsafe { &mut *copy_regs(ctx)? };
     let g = current_goroutine(&s.regs);
-    note_target_tgid(g.tgid);
+    note_target_tgid(g.tgid, s.slot);
     let by_fields = GoroutineKey::new(g.tgid, s.regs[REG_RDI as usize]);
     let mut inject = unsafe { *GRPC_INJECT_BY_FIELDS.get(&by_fields)? };
     let _ = GRPC_INJECT_BY_FIELDS.remove(&by_fields);
@@ -184,9 +184,9 @@ extern "C" fn walk_one(_i: u64, _ctx: *mut core::ffi::c_void) -> i64 {
             let p = *p;
             let _ = GRPC_INJECT_PENDING.remove(&key);
             if w.now.wrapping_sub(p.stored_ns) > w.ttl {
-                count(Counter::SocketContextExpired);
+                super::count_msg(Counter::SocketContextExpired);
             } else if !f.has_room() || w.n >= H2_MAX_INJECT as u64 {
-                count(Counter::GrpcSocketSkippedTooLong);
+                super::count_msg(Counter::GrpcSocketSkippedTooLong);
             } else {
                 w.points[(w.n as usize) & (H2_MAX_INJECT - 1)] = Point { frame: w.pos, len: f.len, ctx: p };
                 w.n += 1;
@@ -204,6 +204,7 @@ extern "C" fn walk_one(_i: u64, _ctx: *mut core::ffi::c_void) -> i64 {
 /// The injection points are in `w.points[..w.n]`.
 #[inline(always)]
 pub fn walk(w: &mut Walk, data: u64, size: u32, start: u32, strict: bool, tgid: u32, g: u64) -> Option<u32> {
+    // The same for every slot: entry 0 holds it in every mode.
     let ttl = INJECT_SOCKET_CONFIG.get(0).map(|c| c.ttl_ns).unwrap_or(0);
     *w = Walk {
         data,

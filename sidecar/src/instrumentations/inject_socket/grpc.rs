@@ -77,7 +77,7 @@ fn prepare(a: &mut Activation) -> Result<(), String> {
     };
     let sensitive = field("Sensitive")?;
     let config = GrpcInjectConfig { field_size: field_size(sensitive), name_offset: field("Name")? };
-    a.map_fills.push(MapFill::array(INJECT_SOCKET_GRPC.name, MAP_GRPC_INJECT_CONFIG, 0, config));
+    a.map_fills.push(MapFill::array(INJECT_SOCKET_GRPC.name, MAP_GRPC_INJECT_CONFIG, config));
     // The socket path's settings (the same values `inject.socket` writes when it is planned too).
     super::prepare(a)
 }
