@@ -26,6 +26,8 @@ fn node_mode_traces_each_selected_process_as_its_own_service() {
     let alpha = private_copy(&stress_bin(), dir.path()).unwrap();
     let beta = dir.path().join("beta");
     std::fs::copy(&alpha, &beta).unwrap();
+    let gamma = dir.path().join("gamma");
+    std::fs::copy(&alpha, &gamma).unwrap();
     let not_go = dir.path().join("not-go");
     std::fs::copy("/bin/sleep", &not_go).unwrap();
 
@@ -83,6 +85,12 @@ fn node_mode_traces_each_selected_process_as_its_own_service() {
     // Both targets' programs use one goroutine map (shared_maps), not one each.
     let maps = goroutine_maps(gotel.pid());
     assert_eq!(maps.len(), 1, "goroutine maps held by gotel (map ids): {maps:?}\n{stderr}");
+    // And one set of programs (attach::Kernel): each program loaded at most twice (aya's copy
+    // and the uprobe_multi copy), not twice per target; one ring buffer.
+    let (programs, ring_buffers) = bpf_objects(gotel.pid());
+    let most = programs.values().map(|ids| ids.len()).max().unwrap_or(0);
+    assert!(most >= 1 && most <= 2, "copies of each program held by gotel (by tag): {programs:?}\n{stderr}");
+    assert_eq!(ring_buffers.len(), 1, "ring buffers held by gotel (map ids): {ring_buffers:?}\n{stderr}");
 
     // One /metrics for the node: each target's series labelled with its pid and service.
     let spans_of = |m: &BTreeMap<String, f64>, pid: u32, service: &str| {
@@ -114,13 +122,30 @@ fn node_mode_traces_each_selected_process_as_its_own_service() {
     assert!(node_spans >= alpha_spans + beta_spans, "node total {node_spans} < {alpha_spans} + {beta_spans}");
     assert_eq!(m.get("gotel_node_targets"), Some(&1.0), "{m:#?}");
 
+    // A new process takes the ended one's slot: its spans and counters are its own.
+    let g2 = Proc::spawn("gamma", steady(&gamma)).unwrap();
+    let traced = wait_until(Duration::from_secs(30), || {
+        m = scrape(maddr).unwrap_or_default();
+        spans_of(&m, g2.pid(), "gamma").is_some_and(|v| v > 0.0)
+    });
+    assert!(traced, "gamma traced in the freed slot:\n{m:#?}\n{}", gotel.stderr_string());
+    let spans = sink.spans().unwrap();
+    let sg = of(&spans, g2.pid());
+    assert!(!sg.is_empty() && sg.iter().all(|s| s == "gamma"), "gamma's service names: {sg:?}");
+    let gamma_spans = spans_of(&m, g2.pid(), "gamma").unwrap();
+    let exported_of_gamma = sg.len() as f64;
+    assert!(gamma_spans < exported_of_gamma + 2000.0, "gamma's counter starts at 0: {gamma_spans}");
+    let (programs, _) = bpf_objects(gotel.pid());
+    let most = programs.values().map(|ids| ids.len()).max().unwrap_or(0);
+    assert!(most <= 2, "no new copy of a program for gamma: {programs:?}");
+
     gotel.signal(libc::SIGTERM);
     let st = gotel.wait_timeout(Duration::from_secs(30)).unwrap();
     let stderr = gotel.stderr_string();
     assert!(st.success(), "gotel exited {st} on SIGTERM\n{stderr}");
     assert_no_panic("gotel", &stderr);
-    assert_eq!(summaries(&stderr).len(), 2, "one summary per traced process:\n{stderr}");
-    drop((a, b, c));
+    assert_eq!(summaries(&stderr).len(), 3, "one summary per traced process:\n{stderr}");
+    drop((a, b, c, g2));
 }
 
 const GOROUTINES: u32 = 12_345;
@@ -136,4 +161,24 @@ fn goroutine_maps(pid: u32) -> std::collections::BTreeSet<u32> {
         }
     }
     ids
+}
+
+/// BPF programs among process `pid`'s descriptors (program ids by tag: two loads of one program
+/// have one tag) and ring buffers (map ids).
+type Objects = (std::collections::BTreeMap<String, std::collections::BTreeSet<u32>>, std::collections::BTreeSet<u32>);
+
+fn bpf_objects(pid: u32) -> Objects {
+    let (mut programs, mut rings) = Objects::default();
+    for fd in std::fs::read_dir(format!("/proc/{pid}/fdinfo")).unwrap().flatten() {
+        let Ok(info) = std::fs::read_to_string(fd.path()) else { continue };
+        let field = |name: &str| info.lines().find_map(|l| Some(l.strip_prefix(name)?.trim().to_string()));
+        if let (Some(tag), Some(id)) = (field("prog_tag:"), field("prog_id:")) {
+            programs.entry(tag).or_default().extend(id.parse::<u32>().ok());
+        }
+        // BPF_MAP_TYPE_RINGBUF
+        if field("map_type:").as_deref() == Some("27") {
+            rings.extend(field("map_id:").and_then(|v| v.parse::<u32>().ok()));
+        }
+    }
+    (programs, rings)
 }
