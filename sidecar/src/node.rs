@@ -11,15 +11,18 @@
 //! else the executable's; the `k8s.*` attributes and `container.id`).
 //!
 //! Each target is one ordinary session (`session::session`) on a thread of its own with its own
-//! small runtime, and so **its own loaded set of kernel programs and maps**: the kernel
-//! programs keep per-process state keyed by tgid already, but the user-space side (the probe
-//! table, one ring buffer per plan, the span factory that maps probe ids to one binary's plan,
-//! the exit bookkeeping) is built around one target, and sharing one object across binaries
-//! means a probe-id space and ring buffer shared by all plans. That is the next step; until then
-//! each target costs its maps (the ring buffer, 8 MiB by default: set `GOTEL_RING_BUFFER_BYTES`
-//! lower for many small targets) and its attach time. A process gotel cannot trace (not Go,
-//! a spec its binary cannot satisfy, gone while attaching) is reported once and skipped, never
-//! fatal, and counted on `/metrics` by reason.
+//! small runtime (its plan, span factory, exporter and resource), and **all of them share one
+//! loaded set of kernel programs and maps** (`attach::Kernel`, when gotel runs in the host's pid
+//! namespace as the DaemonSet does): each program is verified once for the node, not once per
+//! process; one ring buffer, one probe table, one goroutine map serve every target, each target
+//! having a *slot* (its entry in the per-target config arrays and counters, carried in its attach
+//! cookies) and a range of probe ids. The session that drains the ring buffer hands each record
+//! to its target's queue (by probe id), so a target's spans are built by its own session.
+//! `GOTEL_NODE_MAX_TARGETS` (64) bounds the targets traced at once; `GOTEL_RING_BUFFER_BYTES` is
+//! the one buffer's size. Outside the host's pid namespace each target loads its own set, as
+//! a sidecar does. A process gotel cannot trace (not Go, a spec its binary cannot satisfy, gone
+//! while attaching, no slot left) is reported once and skipped, never fatal, and counted on
+//! `/metrics` by reason.
 //!
 //! With `GOTEL_METRICS_ADDR`, one endpoint serves every target (`diagnostics::NodeMetrics`):
 //! each session's families with one sample per live target, labelled with its pid, service and
