@@ -89,7 +89,7 @@ fn node_mode_traces_each_selected_process_as_its_own_service() {
     // and the uprobe_multi copy), not twice per target; one ring buffer.
     let (programs, ring_buffers) = bpf_objects(gotel.pid());
     let most = programs.values().map(|ids| ids.len()).max().unwrap_or(0);
-    assert!(most >= 1 && most <= 2, "copies of each program held by gotel (by tag): {programs:?}\n{stderr}");
+    assert!((1..=2).contains(&most), "copies of each program held by gotel (by tag): {programs:?}\n{stderr}");
     assert_eq!(ring_buffers.len(), 1, "ring buffers held by gotel (map ids): {ring_buffers:?}\n{stderr}");
 
     // One /metrics for the node: each target's series labelled with its pid and service.

@@ -640,6 +640,19 @@ mod pod {
 mod tests {
     use super::*;
 
+    /// The slot and the probe id share the cookie's low half without touching the flags or the
+    /// RET offset, for every slot the maps can hold.
+    #[test]
+    fn cookies_carry_slot_and_probe() {
+        for (slot, probe) in [(0, 0), (0, 4095), (1, 7), (MAX_SLOTS - 1, 0xffff)] {
+            let cookie = cookie_of(slot, probe) | COOKIE_RETURN | COOKIE_STARTS_AT_RETURN | (0x1234 << 48);
+            assert_eq!((cookie_slot(cookie), cookie_probe(cookie)), (slot, probe));
+            assert_eq!(cookie >> 48, 0x1234);
+            assert_ne!(cookie & COOKIE_RETURN, 0);
+        }
+        assert!(MAX_SLOTS <= 1 << 16);
+    }
+
     /// The line both paths send for a stored context (the socket path's inserted line, the
     /// memory path's appended one).
     #[test]

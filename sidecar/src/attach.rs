@@ -155,22 +155,14 @@ impl Kernel {
                 self.slots.len()
             )));
         };
-        let mut used: Vec<(u32, u32)> = self.slots.iter().flatten().copied().collect();
-        used.sort();
-        let mut base = 0;
-        for (b, len) in used {
-            if b >= base + n {
-                break;
-            }
-            base = base.max(b + len);
-        }
-        if base + n > self.probe_capacity {
+        let used: Vec<(u32, u32)> = self.slots.iter().flatten().copied().collect();
+        let Some(base) = first_fit(used, n, self.probe_capacity) else {
             return Err(Failure::target(format!(
                 "the probe table is full ({} entries for every target together): fewer probe specs per target \
                  or fewer targets",
                 self.probe_capacity
             )));
-        }
+        };
         self.slots[slot] = Some((base, n));
         let slot = slot as u32;
         self.queues[slot as usize].clear();
@@ -229,6 +221,20 @@ impl Kernel {
         }
         n
     }
+}
+
+/// The lowest id where `n` probe ids fit between the ranges `used` (start, length), within
+/// `capacity`.
+fn first_fit(mut used: Vec<(u32, u32)>, n: u32, capacity: u32) -> Option<u32> {
+    used.sort();
+    let mut base = 0;
+    for (b, len) in used {
+        if b >= base + n {
+            break;
+        }
+        base = base.max(b + len);
+    }
+    (base + n <= capacity).then_some(base)
 }
 
 /// Zeroes slot `slot`'s entries of every per-target map and its counters.
@@ -370,12 +376,8 @@ pub fn load(plan: &Plan, settings: &MapSizes) -> Result<Attached, Failure> {
         }
     };
     drop(k);
-    let extras = plan
-        .instrumentations
-        .iter()
-        .filter(|u| u.detach_extra.is_some() && !refused.contains(u))
-        .copied()
-        .collect();
+    let extras =
+        plan.instrumentations.iter().filter(|u| u.detach_extra.is_some() && !refused.contains(u)).copied().collect();
     Ok(Attached {
         kernel,
         slot,
@@ -421,8 +423,7 @@ fn prepare(k: &mut Kernel, plan: &Plan, slot: u32, base: u32) -> Result<Prepared
             }
         }
     }
-    let refused: Vec<Library> =
-        plan.instrumentations.iter().filter(|u| k.refused.contains(u)).copied().collect();
+    let refused: Vec<Library> = plan.instrumentations.iter().filter(|u| k.refused.contains(u)).copied().collect();
     let is_refused = |name: &str| refused.iter().any(|u| u.name == name);
     for fill in plan.map_fills.iter().filter(|f| !is_refused(f.instrumentation)) {
         let map = k.ebpf.map_mut(fill.map).unwrap_or_else(|| panic!("{} map in the eBPF object", fill.map));
@@ -776,6 +777,19 @@ pub(crate) fn measured_load<T>(what: &str, load: impl FnOnce() -> T) -> T {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Probe ids of targets that ended are reused; ranges never overlap.
+    #[test]
+    fn probe_ranges_first_fit() {
+        assert_eq!(first_fit(vec![], 5, 10), Some(0));
+        assert_eq!(first_fit(vec![(0, 5)], 5, 10), Some(5));
+        assert_eq!(first_fit(vec![(0, 5)], 6, 10), None);
+        // A hole left by an ended target, big enough or not.
+        assert_eq!(first_fit(vec![(0, 3), (7, 3)], 4, 10), Some(3));
+        assert_eq!(first_fit(vec![(7, 3), (0, 3)], 5, 20), Some(10));
+        assert_eq!(first_fit(vec![(2, 3)], 2, 10), Some(0));
+        assert_eq!(first_fit(vec![(1, 3)], 2, 10), Some(4));
+    }
 
     /// The functions of the embedded eBPF object that call helper `helper`, and the number of
     /// helper calls seen in all (to tell a wrong object from a clean one).

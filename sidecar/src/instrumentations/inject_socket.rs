@@ -247,7 +247,10 @@ fn load(ebpf: &mut Ebpf) -> Result<(), String> {
 /// targets (node mode), and for which targets' slots: the link is made for the first target of
 /// a cgroup and closed with the last ([`detach_extra`]), so a pod that goes away leaves no
 /// program holding its cgroup.
-static CGROUP_LINKS: std::sync::Mutex<Vec<(PathBuf, Option<SockOpsLinkId>, Vec<u32>)>> = std::sync::Mutex::new(Vec::new());
+static CGROUP_LINKS: std::sync::Mutex<Vec<CgroupLink>> = std::sync::Mutex::new(Vec::new());
+
+/// A cgroup, gotel's SOCK_OPS link on it, and the slots of the targets in it.
+type CgroupLink = (PathBuf, Option<SockOpsLinkId>, Vec<u32>);
 
 /// Attaches the socket path to the target (the dial uprobe is a hook, attached with the other
 /// uprobes).
@@ -281,9 +284,9 @@ fn attach(ebpf: &mut Ebpf, t: &AttachTarget) -> Result<Attached, String> {
         // program twice on one cgroup).
         Some((_, _, slots)) => slots.push(t.slot),
         None => {
-            let link = prog::<SockOps>(ebpf, PROGRAM_SOCK_OPS)?.attach(&dir, mode).map_err(|e| {
-                format!("attaching {PROGRAM_SOCK_OPS} to cgroup {}: {}", cgroup.display(), chain(&e))
-            })?;
+            let link = prog::<SockOps>(ebpf, PROGRAM_SOCK_OPS)?
+                .attach(&dir, mode)
+                .map_err(|e| format!("attaching {PROGRAM_SOCK_OPS} to cgroup {}: {}", cgroup.display(), chain(&e)))?;
             if t.shared {
                 links.push((cgroup.clone(), Some(link), vec![t.slot]));
             }
