@@ -16,7 +16,7 @@
 use aya::Ebpf;
 use gotel_shared::{
     names::{MAP_SAME_NODE_CONFIG, MAP_SAME_NODE_CONNS, PROGRAM_SAME_NODE_CLIENT},
-    same_node::{SameNodeConfig, COOKIE_SAME_NODE_CLIENT, NO_OFFSET},
+    same_node::{stores_client_key, SameNodeConfig, COOKIE_SAME_NODE_CLIENT, NO_OFFSET},
     Counter,
 };
 
@@ -53,6 +53,8 @@ pub static JOIN_SAME_NODE: Instrumentation = Instrumentation {
         ("same_node_joined", Counter::SameNodeJoined),
         ("same_node_expired", Counter::SameNodeExpired),
         ("same_node_unreadable", Counter::SameNodeUnreadable),
+        ("same_node_ambiguous", Counter::SameNodeAmbiguous),
+        ("same_node_joined_translated", Counter::SameNodeJoinedTranslated),
     ],
     quiet_counters: true,
     ..Instrumentation::BASE
@@ -120,6 +122,7 @@ fn offsets(a: &Activation, client_probe: u32) -> Option<SameNodeConfig> {
         addr_ip: off("net.TCPAddr", "IP")?,
         addr_port: off("net.TCPAddr", "Port")?,
         tls_conn: off("crypto/tls.Conn", "conn").unwrap_or(NO_OFFSET),
+        client_key: 0,
     })
 }
 
@@ -139,12 +142,18 @@ fn enable(ebpf: &mut Ebpf, t: &AttachTarget) -> Result<(), Failure> {
             0
         }
     };
+    // Client requests are also stored under the client address (joins through a Service's
+    // virtual IP) only from a network namespace other than the host's (pid 1's: node mode sees
+    // the host's pids; and the initial one).
+    let host_netns = std::fs::metadata("/proc/1/ns/net").map(|m| m.ino() as u32).ok();
+    let client_key = stores_client_key(netns, host_netns);
     let map = ebpf.map_mut(MAP_SAME_NODE_CONFIG).expect("SAME_NODE_CONFIG map in the eBPF object");
     let mut config: aya::maps::Array<&mut aya::maps::MapData, SameNodeConfig> =
         aya::maps::Array::try_from(map).map_err(|e| Failure::environment(format!("SAME_NODE_CONFIG: {e}")))?;
     let mut value = config.get(&0, 0).map_err(|e| Failure::environment(format!("SAME_NODE_CONFIG: {e}")))?;
     value.enabled = 1;
     value.netns = netns;
+    value.client_key = u32::from(client_key);
     config.set(0, value, 0).map_err(|e| Failure::environment(format!("SAME_NODE_CONFIG: {e}")))
 }
 
