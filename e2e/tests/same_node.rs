@@ -323,11 +323,7 @@ fn tls_with_injection_on_still_joins() {
 #[test]
 fn one_gotel_joins_through_a_services_virtual_ip() {
     gotel_e2e::require!(Root, Go);
-    if let Some(why) = Vip::missing() {
-        gotel_e2e::toolchains::skip_or_fail("one_gotel_joins_through_a_services_virtual_ip", &why);
-        return;
-    }
-    run(Case { route: Route::VipFromPod, ..PLAIN });
+    through_vip("one_gotel_joins_through_a_services_virtual_ip", Route::VipFromPod);
 }
 
 /// The same virtual IP called from the host's network namespace (a `hostNetwork` pod, a process
@@ -335,9 +331,13 @@ fn one_gotel_joins_through_a_services_virtual_ip() {
 #[test]
 fn a_client_on_the_host_through_a_virtual_ip_is_not_joined() {
     gotel_e2e::require!(Root, Go);
-    if let Some(why) = Vip::missing() {
-        gotel_e2e::toolchains::skip_or_fail("a_client_on_the_host_through_a_virtual_ip_is_not_joined", &why);
-        return;
+    through_vip("a_client_on_the_host_through_a_virtual_ip_is_not_joined", Route::VipFromHost);
+}
+
+/// Runs `route`, or skips `test` with one line when the machine cannot make the virtual IP.
+fn through_vip(test: &str, route: Route) {
+    match Vip::missing() {
+        Some(why) => gotel_e2e::toolchains::skip_or_fail(test, &why),
+        None => run(Case { route, ..PLAIN }),
     }
-    run(Case { route: Route::VipFromHost, ..PLAIN });
 }

@@ -37,8 +37,9 @@
 //!   node's or the bridge's address) makes the server see an address that a process on the host
 //!   may itself be using as its own local address, for another connection. So only clients in a
 //!   network namespace of their own (a pod, a container) store under their address alone
-//!   ([`SameNodeConfig::client_key`]); nothing rewrites a source to a pod's address, and a
-//!   client on the host joins by the full key only (masqueraded anyway when it calls a Service).
+//!   ([`SameNodeConfig::client_key`], [`stores_client_key`]); nothing rewrites a source to a
+//!   pod's address, and a client on the host joins by the full key only (masqueraded anyway
+//!   when it calls a Service).
 
 /// The entry of `net/http.(*persistConn).roundTrip` (`gotel_same_node_client`). An entry hook's
 /// cookie has no RET offset, so bit 49 (in the offset's range) is free for it.
