@@ -294,6 +294,16 @@ impl ConnKey {
         self.set_netns(netns);
     }
 
+    /// A client key's full key again, from the server address the client dialled (the
+    /// record's [`ConnContext::dest_ip`], [`ConnContext::dest_port`]): the server that joined by
+    /// the client address removes what the client stored under the full key too.
+    #[inline(always)]
+    pub fn to_full_key(&mut self, dest_ip: [u8; 16], dest_port: u16, netns: u32) {
+        self.server_ip = dest_ip;
+        self.server_port = dest_port;
+        self.set_netns(netns);
+    }
+
     /// The namespace part, once both ends are in place: `netns` for a loopback connection
     /// (every pod has its own 127.0.0.1), else 0 (a pod address is unique on the node).
     #[inline(always)]
@@ -388,6 +398,12 @@ mod tests {
         assert_ne!(lo, lo8, "two pods' 127.0.0.1:40000");
         // A client key is never a full key: a full key's server port is never 0.
         assert!(port(0).is_none());
+        // The server that joined by the client key finds the client's full key again.
+        let mut back = s;
+        back.to_full_key(client_side.server_ip, client_side.server_port, 9);
+        assert_eq!(back, client_side);
+        lo.to_full_key(v4([127, 0, 0, 2]), 80, 7);
+        assert_eq!(lo, ConnKey::new((v4([127, 0, 0, 1]), 40000), (v4([127, 0, 0, 2]), 80), 7));
     }
 
     fn stored(dest: ([u8; 16], u16), at: u64, prev: Option<&ConnContext>) -> ConnContext {

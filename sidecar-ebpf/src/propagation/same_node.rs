@@ -141,14 +141,20 @@ fn join_inner(scratch: *mut Scratch, st: *mut GoroutineState, depth: u64) -> Opt
     s.remote.trace_id = found.trace_id;
     s.remote.span_id = found.span_id;
     s.remote.trace_flags = found.sampled as u8;
-    let stored_by_client = found.by_client != 0;
-    let _ = SAME_NODE_CONNS.remove(&s.conn_key);
-    if !by_client_key && stored_by_client {
-        // The same context under the client address (a client in a namespace of its own): used
-        // too. Another connection's record there is left alone.
+    // The client stored the context under both keys: used under both (the other one only if it
+    // still holds this context; another connection's record is left alone).
+    if by_client_key {
+        // The full key from the address the client dialled, then back to the client key.
+        s.conn_key.to_full_key(found.dest_ip, found.dest_port, cfg.netns);
+        remove_if_taken(s);
         s.conn_key.to_client_key(cfg.netns);
-        if unsafe { SAME_NODE_CONNS.get(&s.conn_key) }.is_some_and(|c| c.span_id == s.remote.span_id) {
-            let _ = SAME_NODE_CONNS.remove(&s.conn_key);
+        let _ = SAME_NODE_CONNS.remove(&s.conn_key);
+    } else {
+        let stored_by_client = found.by_client != 0;
+        let _ = SAME_NODE_CONNS.remove(&s.conn_key);
+        if stored_by_client {
+            s.conn_key.to_client_key(cfg.netns);
+            remove_if_taken(s);
         }
     }
     if decision == Verdict::Expired {
@@ -162,6 +168,14 @@ fn join_inner(scratch: *mut Scratch, st: *mut GoroutineState, depth: u64) -> Opt
         }
     }
     Some(1)
+}
+
+/// Removes the record under `s.conn_key` if it holds the context just taken (`s.remote`).
+#[inline(always)]
+fn remove_if_taken(s: &Scratch) {
+    if unsafe { SAME_NODE_CONNS.get(&s.conn_key) }.is_some_and(|c| c.span_id == s.remote.span_id) {
+        let _ = SAME_NODE_CONNS.remove(&s.conn_key);
+    }
 }
 
 /// Builds the key of the TCP connection `conn` (the data word of a `net.Conn`: a
