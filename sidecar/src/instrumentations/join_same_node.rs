@@ -7,6 +7,8 @@
 //! hook at `net/http.(*persistConn).roundTrip`'s entry ([`JOIN_SAME_NODE_CLIENT`], one trap per
 //! client request); the server span's entry looks its connection up when the request has no
 //! `traceparent` (no trap of its own). Kernel side: `sidecar-ebpf/src/propagation/same_node.rs`.
+//! A client in a network namespace of its own also stores under its address alone, so that a
+//! call through a Service's virtual IP (DNAT) joins too (`enable` decides, by the namespace).
 //!
 //! Why a pinned map: gotel loads one set of kernel programs per target, but the client's and the
 //! server's programs must see the same `SAME_NODE_CONNS`: in node mode it is one of the maps
