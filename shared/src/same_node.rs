@@ -40,6 +40,12 @@
 //!   ([`SameNodeConfig::client_key`], [`stores_client_key`]); nothing rewrites a source to a
 //!   pod's address, and a client on the host joins by the full key only (masqueraded anyway
 //!   when it calls a Service).
+//!
+//! What neither guard sees: a process that shares the client's network namespace and that gotel
+//! does not trace (a service-mesh proxy in the pod) stores nothing, so a local port it is given
+//! while a traced neighbour's context waits under the same port is not known to be ambiguous;
+//! a traced server on this node receiving its request would join that context. Nothing in the
+//! two processes' memory tells those connections apart; such nodes keep injection.
 
 /// The entry of `net/http.(*persistConn).roundTrip` (`gotel_same_node_client`). An entry hook's
 /// cookie has no RET offset, so bit 49 (in the offset's range) is free for it.
