@@ -7,8 +7,14 @@
 //! `GOTEL_LIBRARIES` leaving `join.same_node` out, the services stay apart. With DWARF and
 //! stripped (offsets from the layout table), and over TLS (HTTP/1.1).
 //!
+//! Through a Service's virtual IP ([`Vip`]): the frontend runs in a network namespace of its own
+//! (a pod) linked to the host by a veth pair and calls a virtual IP that the host's `nat`
+//! PREROUTING DNATs to the backend, as kube-proxy does; the two ends then hold different server
+//! addresses and meet on the client's address alone.
+//!
 //! Needs root and a built gotel (`GOTEL_BIN`, else `target/release/gotel`); skipped with one line
-//! otherwise. Run with `--test-threads=1`.
+//! otherwise (the virtual IP also needs `ip`, `nsenter` and `iptables`). Run with
+//! `--test-threads=1`.
 
 use std::path::Path;
 use std::process::Command;
@@ -27,8 +33,37 @@ fn wait_file(path: &Path) -> String {
     std::fs::read_to_string(path).unwrap()
 }
 
-fn run(variant: Variant, join: bool, tls: bool, inject: bool) {
+/// One run's setup: how the Go programs are built, `join.same_node` on, HTTPS, injection on, how
+/// the frontend reaches the backend.
+#[derive(Clone, Copy)]
+struct Case {
+    variant: Variant,
+    join: bool,
+    tls: bool,
+    inject: bool,
+    route: Route,
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Route {
+    /// The backend's own address, both on the host.
+    Direct,
+    /// A DNATed virtual IP ([`Vip`]), from the frontend in a network namespace of its own.
+    VipFromPod,
+    /// The same virtual IP from the frontend on the host: the host's addresses are what source
+    /// NAT rewrites to, so a client there is matched by its full key only, and this joins
+    /// nothing (`gotel_shared::same_node::stores_client_key`).
+    VipFromHost,
+}
+
+const PLAIN: Case = Case { variant: Variant::Normal, join: true, tls: false, inject: false, route: Route::Direct };
+
+fn run(case: Case) {
+    let Case { variant, join, tls, inject, route } = case;
+    let vip = route != Route::Direct;
     require_environment().unwrap();
+    // Before anything is built or started: the network it needs (undone when dropped).
+    let mut net = if vip { Some(Vip::new().unwrap()) } else { None };
     let dir = tempdir();
     let built = build_go(&gotel_e2e::go_bin(), "httpsvc", variant).unwrap();
     // Two files, so that each selector names its service.
@@ -58,11 +93,25 @@ fn run(variant: Variant, join: bool, tls: bool, inject: bool) {
     if tls {
         cmd.arg("-tls-cert").arg(&cert).arg("-tls-key").arg(&key);
     }
+    if vip {
+        cmd.args(["-listen", &format!("{HOST_IP}:0")]);
+    }
     let backend = Proc::spawn("backend", cmd).unwrap();
     let backend_addr = wait_file(&backend_file);
-    let mut cmd = Command::new(&frontend_bin);
+    // The address the frontend dials: the backend's, or the virtual IP DNATed to it.
+    let dialled = match net.as_mut() {
+        Some(net) => net.dnat(&backend_addr).unwrap(),
+        None => backend_addr.clone(),
+    };
+    let mut cmd = match &net {
+        Some(net) if route == Route::VipFromPod => net.in_pod(&frontend_bin),
+        _ => Command::new(&frontend_bin),
+    };
+    if route == Route::VipFromPod {
+        cmd.args(["-listen", &format!("{POD_IP}:0")]);
+    }
     let scheme = if tls { "https" } else { "http" };
-    cmd.args(["-role", "frontend", "-backend", &format!("{scheme}://{backend_addr}")]).env("SSL_CERT_FILE", &cert);
+    cmd.args(["-role", "frontend", "-backend", &format!("{scheme}://{dialled}")]).env("SSL_CERT_FILE", &cert);
     cmd.args(["-portfile", frontend_file.to_str().unwrap()]);
     let frontend = Proc::spawn("frontend", cmd).unwrap();
     let frontend_addr = wait_file(&frontend_file);
@@ -109,7 +158,8 @@ fn run(variant: Variant, join: bool, tls: bool, inject: bool) {
         .collect();
     let unparented = back_servers.iter().filter(|s| s.parent_span_id.is_empty()).count();
     let total = |key: &str| summaries(&stderr).iter().filter_map(|s| s.get(key).copied()).sum::<u64>();
-    if join {
+    let offered = if join { ORDERS as u64 } else { 0 };
+    if join && route != Route::VipFromHost {
         assert_eq!(joined.len(), ORDERS, "every order's backend server span under its client span\n{stderr}");
         for (server, client) in &joined {
             assert_eq!(server.trace_id, client.trace_id);
@@ -118,40 +168,144 @@ fn run(variant: Variant, join: bool, tls: bool, inject: bool) {
         let traces: std::collections::HashSet<_> = clients.iter().map(|c| &c.trace_id).collect();
         assert_eq!(traces.len(), ORDERS, "one trace per order");
         assert_eq!(unparented, direct, "only the untraced client's request to the backend has no parent");
-        assert_eq!((total("same_node_offered"), total("same_node_joined")), (ORDERS as u64, ORDERS as u64), "{stderr}");
+        assert_eq!((total("same_node_offered"), total("same_node_joined")), (offered, ORDERS as u64), "{stderr}");
+        // Through the virtual IP every join is by the client address; otherwise none is.
+        let translated = if vip { ORDERS as u64 } else { 0 };
+        assert_eq!(total("same_node_joined_translated"), translated, "{stderr}");
+        assert_eq!(total("same_node_ambiguous"), 0, "{stderr}");
     } else {
-        assert!(joined.is_empty(), "join.same_node off: the services stay apart");
+        assert!(joined.is_empty(), "the services stay apart\n{stderr}");
         assert_eq!(unparented, ORDERS + direct);
-        assert!(!stderr.contains("same_node_"), "no same_node counters when off\n{stderr}");
+        assert_eq!((total("same_node_offered"), total("same_node_joined")), (offered, 0), "{stderr}");
+        if !join {
+            assert!(!stderr.contains("same_node_"), "no same_node counters when off\n{stderr}");
+        }
     }
     if !inject {
         assert!(!stderr.contains("socket_injected="), "nothing injected");
+    }
+    drop(net.take());
+}
+
+/// The virtual IP's addresses (198.18.0.0/15, the benchmarking range; the Kubernetes test uses
+/// 198.18.0.1): the host's end of the veth pair (where the backend listens), the pod's end, the
+/// virtual IP.
+const HOST_IP: &str = "198.19.17.1";
+const POD_IP: &str = "198.19.17.2";
+const VIP: &str = "198.19.17.100";
+const NETNS: &str = "gotel-e2e-vip";
+const HOST_IF: &str = "gtvip0h";
+const POD_IF: &str = "gtvip0c";
+/// The host's `nat` chain holding the DNAT, jumped to from PREROUTING (as kube-proxy's
+/// `KUBE-SERVICES`).
+const CHAIN: &str = "GOTEL-E2E-VIP";
+
+/// A Kubernetes Service's virtual IP as kube-proxy (iptables mode) makes one, for a pod on the
+/// host's bridge: a network namespace ("the pod") with one end of a veth pair, the host with the
+/// other, and a DNAT of `VIP:80` in the host's PREROUTING. Undone when dropped (also when the test
+/// fails), and before it is made (what an interrupted run left).
+struct Vip;
+
+impl Vip {
+    /// Why it cannot be made here, if it cannot (the test is then skipped with that line).
+    fn missing() -> Option<String> {
+        ["ip", "nsenter", "iptables"].into_iter().find_map(|tool| {
+            let found = Command::new(tool).arg("-V").output().is_ok_and(|o| o.status.success());
+            (!found).then(|| format!("needs `{tool}` for the virtual IP (Debian: iproute2, util-linux, iptables)"))
+        })
+    }
+
+    fn new() -> Result<Vip, String> {
+        Vip::undo();
+        let vip = Vip;
+        let pod = |args: &str| format!("-n {NETNS} {args}");
+        for step in [
+            format!("netns add {NETNS}"),
+            format!("link add {HOST_IF} type veth peer name {POD_IF}"),
+            format!("link set {POD_IF} netns {NETNS}"),
+            format!("addr add {HOST_IP}/30 dev {HOST_IF}"),
+            format!("link set {HOST_IF} up"),
+            pod(&format!("addr add {POD_IP}/30 dev {POD_IF}")),
+            pod(&format!("link set {POD_IF} up")),
+            pod("link set lo up"),
+            pod(&format!("route add {VIP}/32 via {HOST_IP}")),
+            // For a client on the host (its OUTPUT chain DNATs before the packet leaves).
+            format!("route add {VIP}/32 dev {HOST_IF}"),
+        ] {
+            sh("ip", &step)?;
+        }
+        sh("iptables", &format!("-t nat -N {CHAIN}"))?;
+        sh("iptables", &format!("-t nat -I PREROUTING -j {CHAIN}"))?;
+        sh("iptables", &format!("-t nat -I OUTPUT -j {CHAIN}"))?;
+        Ok(vip)
+    }
+
+    /// `VIP:80` DNATed to `to` (`ip:port`): the address to dial.
+    fn dnat(&mut self, to: &str) -> Result<String, String> {
+        sh("iptables", &format!("-t nat -A {CHAIN} -d {VIP}/32 -p tcp --dport 80 -j DNAT --to-destination {to}"))?;
+        Ok(format!("{VIP}:80"))
+    }
+
+    /// `program` run in the pod's network namespace (the same process: `nsenter` execs it).
+    fn in_pod(&self, program: &Path) -> Command {
+        let mut cmd = Command::new("nsenter");
+        cmd.arg(format!("--net=/run/netns/{NETNS}")).arg("--").arg(program);
+        cmd
+    }
+
+    /// Removes all of it, whatever exists (errors ignored: parts may never have been made).
+    fn undo() {
+        for (tool, args) in [
+            ("iptables", format!("-t nat -D PREROUTING -j {CHAIN}")),
+            ("iptables", format!("-t nat -D OUTPUT -j {CHAIN}")),
+            ("iptables", format!("-t nat -F {CHAIN}")),
+            ("iptables", format!("-t nat -X {CHAIN}")),
+            ("ip", format!("link del {HOST_IF}")),
+            ("ip", format!("netns del {NETNS}")),
+        ] {
+            let _ = Command::new(tool).args(args.split(' ')).output();
+        }
+    }
+}
+
+impl Drop for Vip {
+    fn drop(&mut self) {
+        Vip::undo();
+    }
+}
+
+fn sh(tool: &str, args: &str) -> Result<(), String> {
+    let out = Command::new(tool).args(args.split(' ')).output().map_err(|e| format!("{tool}: {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!("{tool} {args}: {}", String::from_utf8_lossy(&out.stderr).trim()))
     }
 }
 
 #[test]
 fn one_gotel_joins_both_ends_of_a_connection_without_writing() {
     gotel_e2e::require!(Root, Go);
-    run(Variant::Normal, true, false, false);
+    run(PLAIN);
 }
 
 #[test]
 fn one_gotel_joins_both_ends_stripped() {
     gotel_e2e::require!(Root, Go);
-    run(Variant::Stripped, true, false, false);
+    run(Case { variant: Variant::Stripped, ..PLAIN });
 }
 
 /// HTTP/1.1 over TLS: both ends' `*tls.Conn` unwrapped to the TCP connection under it.
 #[test]
 fn one_gotel_joins_both_ends_over_tls() {
     gotel_e2e::require!(Root, Go);
-    run(Variant::Normal, true, true, false);
+    run(Case { tls: true, ..PLAIN });
 }
 
 #[test]
 fn without_join_same_node_the_services_stay_apart() {
     gotel_e2e::require!(Root, Go);
-    run(Variant::Normal, false, false, false);
+    run(Case { join: false, ..PLAIN });
 }
 
 /// Injection on as well: over TLS the socket path (the only one on a kernel in lockdown) cannot
@@ -159,5 +313,31 @@ fn without_join_same_node_the_services_stay_apart() {
 #[test]
 fn tls_with_injection_on_still_joins() {
     gotel_e2e::require!(Root, Go);
-    run(Variant::Normal, true, true, true);
+    run(Case { tls: true, inject: true, ..PLAIN });
+}
+
+/// Through a Kubernetes Service's virtual IP: the frontend ("a pod", a network namespace of its
+/// own) dials `VIP:80`, which the host DNATs to the backend, so the frontend's connection holds the
+/// virtual IP and the backend's its real address. Every order is still one trace: the backend's
+/// server span under the frontend's CLIENT span, joined by the client's address alone.
+#[test]
+fn one_gotel_joins_through_a_services_virtual_ip() {
+    gotel_e2e::require!(Root, Go);
+    through_vip("one_gotel_joins_through_a_services_virtual_ip", Route::VipFromPod);
+}
+
+/// The same virtual IP called from the host's network namespace (a `hostNetwork` pod, a process
+/// on the node): not joined, by design (see [`Route::VipFromHost`]); still counted as offered.
+#[test]
+fn a_client_on_the_host_through_a_virtual_ip_is_not_joined() {
+    gotel_e2e::require!(Root, Go);
+    through_vip("a_client_on_the_host_through_a_virtual_ip_is_not_joined", Route::VipFromHost);
+}
+
+/// Runs `route`, or skips `test` with one line when the machine cannot make the virtual IP.
+fn through_vip(test: &str, route: Route) {
+    match Vip::missing() {
+        Some(why) => gotel_e2e::toolchains::skip_or_fail(test, &why),
+        None => run(Case { route, ..PLAIN }),
+    }
 }

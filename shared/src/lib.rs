@@ -593,6 +593,13 @@ pub enum Counter {
     /// Same node: a connection's addresses could not be read (neither a `*net.TCPConn` nor a
     /// `*tls.Conn` over one: another wrapper, a unix socket), so it was not matched.
     SameNodeUnreadable = 47,
+    /// Same node: a server span found its connection only under the client address, and that
+    /// record was ambiguous (the client's port served another destination within
+    /// `same_node::AMBIGUITY_WINDOW_NS`): not joined.
+    SameNodeAmbiguous = 48,
+    /// Same node: of the joins, those made through the client address alone (the server's
+    /// address was not the one the client dialled: a Service's virtual IP, DNATed).
+    SameNodeJoinedTranslated = 49,
 }
 pub const NUM_COUNTERS: u32 = 64;
 

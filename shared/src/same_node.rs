@@ -18,6 +18,34 @@
 //!   and keep `netns` 0, so a client and a server in two pods still meet.
 //! - A context is used once (the server removes it) and only while [`fresh`]: a port that a new,
 //!   untraced client reuses later cannot join an old trace.
+//!
+//! Through a virtual IP (a Kubernetes Service, which kube-proxy DNATs) the two ends disagree on
+//! the server's address: the client's `raddr` is the Service's, the server's `laddr` the pod's.
+//! DNAT rewrites only the destination, so what they still agree on is the client's own address
+//! and port. The client therefore stores its context twice: under the full key and under the
+//! client's address alone ([`ConnKey::to_client_key`], server fields zero: never a full key,
+//! whose server port is never 0); the server tries the full key first and the client address
+//! only when that misses ([`ConnContext::ambiguous`] decides whether it may join). Two guards
+//! keep that second key from joining the wrong request:
+//!
+//! - Linux lets one local port carry connections to different destinations at once, so a client
+//!   address is not always one connection. The client address's record keeps the destination
+//!   the client dialled; a store for another destination while an earlier one is still unused
+//!   (its server may yet come looking) makes the record ambiguous for [`AMBIGUITY_WINDOW_NS`]
+//!   after that earlier store ([`other_ns`]): ambiguous records join nothing.
+//! - Source NAT (kube-proxy masquerades a host-network client's or a pod's hairpin call to the
+//!   node's or the bridge's address) makes the server see an address that a process on the host
+//!   may itself be using as its own local address, for another connection. So only clients in a
+//!   network namespace of their own (a pod, a container) store under their address alone
+//!   ([`SameNodeConfig::client_key`], [`stores_client_key`]); nothing rewrites a source to a
+//!   pod's address, and a client on the host joins by the full key only (masqueraded anyway
+//!   when it calls a Service).
+//!
+//! What neither guard sees: a process that shares the client's network namespace and that gotel
+//! does not trace (a service-mesh proxy in the pod) stores nothing, so a local port it is given
+//! while a traced neighbour's context waits under the same port is not known to be ambiguous;
+//! a traced server on this node receiving its request would join that context. Nothing in the
+//! two processes' memory tells those connections apart; such nodes keep injection.
 
 /// The entry of `net/http.(*persistConn).roundTrip` (`gotel_same_node_client`). An entry hook's
 /// cookie has no RET offset, so bit 49 (in the offset's range) is free for it.
@@ -27,6 +55,25 @@ pub const COOKIE_SAME_NODE_CLIENT: u64 = 1 << 49;
 /// right after it is stored and a keep-alive server reads it at once; a second is plenty and
 /// much shorter than the 60 s a closed connection's 4-tuple stays in TIME_WAIT.
 pub const CONTEXT_MAX_AGE_NS: u64 = 1_000_000_000;
+
+/// How long after an unused context of another destination was stored under a client address
+/// a new one there stays ambiguous (ns): a server that starts reading its request up to this
+/// late cannot join a later connection that reused its client port. Ten times the join window;
+/// what it costs is no join through a virtual IP for a port that served two destinations
+/// within it.
+pub const AMBIGUITY_WINDOW_NS: u64 = 10 * CONTEXT_MAX_AGE_NS;
+
+/// The inode of the kernel's initial network namespace (`PROC_NET_INIT_INO`, fixed since
+/// Linux 3.8): the host's on a node that is not itself a container.
+pub const INIT_NET_INO: u32 = 0xEFFF_FFF9;
+
+/// Whether a target in network namespace `netns` (0: unknown) stores its requests under the
+/// client address too ([`SameNodeConfig::client_key`]): only outside the host's namespace,
+/// which is both the initial one and pid 1's (`host`, when readable; on a node that runs in a
+/// container the two differ), whose addresses are what source NAT rewrites to.
+pub fn stores_client_key(netns: u32, host: Option<u32>) -> bool {
+    netns != 0 && netns != INIT_NET_INO && host != Some(netns)
+}
 
 /// `AF_INET`, `AF_INET6`, `SOCK_STREAM` as `net.netFD` keeps them.
 pub const AF_INET: u64 = 2;
@@ -56,7 +103,78 @@ pub struct ConnContext {
     pub stored_ns: u64,
     /// 1 = sampled.
     pub sampled: u32,
-    pub _pad: u32,
+    /// The server port the client dialled (for a virtual IP, the Service's).
+    pub dest_port: u16,
+    /// 1: also stored under the client address (the client's `client_key`).
+    pub by_client: u16,
+    /// The server address the client dialled, 16 bytes as in [`ConnKey`].
+    pub dest_ip: [u8; 16],
+    /// Under a client address only ([`ConnKey::to_client_key`]): when the latest unused context
+    /// of another destination was stored there ([`other_ns`]), 0 if none.
+    pub other_ns: u64,
+}
+
+impl ConnContext {
+    /// Whether this record, found under a client address, must not be joined: another
+    /// destination's unused context was stored there within [`AMBIGUITY_WINDOW_NS`] before it,
+    /// so the server asking may be that other connection's.
+    #[inline(always)]
+    pub fn ambiguous(&self) -> bool {
+        // A clock that went backwards (other_ns after stored_ns) is ambiguous too.
+        self.other_ns != 0 && (self.stored_ns < self.other_ns || self.stored_ns - self.other_ns <= AMBIGUITY_WINDOW_NS)
+    }
+}
+
+/// [`ConnContext::other_ns`] of a new store under a client address for the destination
+/// `dest_ip`:`dest_port`, given the record found there (`prev`, still unused since a server
+/// removes what it joins). The same destination is the same connection (a 4-tuple is one
+/// connection at a time): its earlier request's server is done, since HTTP/1 sends the next
+/// request only after the response, and what it knew is kept. Another destination is another
+/// connection whose server may still come: its store time.
+#[inline(always)]
+pub fn other_ns(prev: Option<&ConnContext>, dest_ip: &[u8; 16], dest_port: u16) -> u64 {
+    match prev {
+        None => 0,
+        Some(p) if p.dest_port == dest_port && same_ip(&p.dest_ip, dest_ip) => p.other_ns,
+        Some(p) => p.stored_ns,
+    }
+}
+
+/// What the server span does with a record found for its connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// Continue it (and remove it: used once).
+    Join,
+    /// Too old: removed, not joined.
+    Expired,
+    /// Under a client address and [`ConnContext::ambiguous`]: left in place (another
+    /// connection's server may still ask), not joined.
+    Ambiguous,
+}
+
+/// The server's decision at `now_ns` on `found`, which it found under the full key
+/// (`by_client_key` false) or, that missing, under the client address alone.
+#[inline(always)]
+pub fn verdict(found: &ConnContext, by_client_key: bool, now_ns: u64) -> Verdict {
+    if by_client_key && found.ambiguous() {
+        Verdict::Ambiguous
+    } else if fresh(found.stored_ns, now_ns) {
+        Verdict::Join
+    } else {
+        Verdict::Expired
+    }
+}
+
+/// Byte-wise equality without `memcmp` (the kernel has none).
+#[inline(always)]
+fn same_ip(a: &[u8; 16], b: &[u8; 16]) -> bool {
+    let mut diff = 0u8;
+    let mut i = 0;
+    while i < 16 {
+        diff |= a[i] ^ b[i];
+        i += 1;
+    }
+    diff == 0
 }
 
 /// Field offsets of one target (`SAME_NODE_CONFIG`[0]), from DWARF or the layout table.
@@ -87,6 +205,9 @@ pub struct SameNodeConfig {
     pub addr_port: u32,
     /// `crypto/tls.Conn.conn` (the `net.Conn` under TLS), or [`NO_OFFSET`] (a binary without TLS).
     pub tls_conn: u32,
+    /// 1: the target's client requests are also stored under their client address
+    /// ([`ConnKey::to_client_key`]): it runs in a network namespace other than the host's.
+    pub client_key: u32,
 }
 
 /// An offset the binary does not have.
@@ -168,6 +289,27 @@ impl ConnKey {
         key
     }
 
+    /// This connection's client address alone (in place: the kernel builds keys in scratch
+    /// memory), the key both ends agree on when a DNAT rewrote the server's address: server
+    /// fields zero (a full key's server port is never 0, so the two kinds never meet), `netns`
+    /// again by the rule of [`ConnKey::set_netns`].
+    #[inline(always)]
+    pub fn to_client_key(&mut self, netns: u32) {
+        self.server_ip = [0; 16];
+        self.server_port = 0;
+        self.set_netns(netns);
+    }
+
+    /// A client key's full key again, from the server address the client dialled (the
+    /// record's [`ConnContext::dest_ip`], [`ConnContext::dest_port`]): the server that joined by
+    /// the client address removes what the client stored under the full key too.
+    #[inline(always)]
+    pub fn to_full_key(&mut self, dest_ip: [u8; 16], dest_port: u16, netns: u32) {
+        self.server_ip = dest_ip;
+        self.server_port = dest_port;
+        self.set_netns(netns);
+    }
+
     /// The namespace part, once both ends are in place: `netns` for a loopback connection
     /// (every pod has its own 127.0.0.1), else 0 (a pod address is unique on the node).
     #[inline(always)]
@@ -235,6 +377,106 @@ mod tests {
         assert_eq!((port(0), port(65536), port(8080)), (None, None, Some(8080)));
         assert!(is_tcp(AF_INET, SOCK_STREAM) && is_tcp(AF_INET6, SOCK_STREAM));
         assert!(!is_tcp(1, SOCK_STREAM) && !is_tcp(AF_INET, 2), "unix sockets, UDP");
+    }
+
+    /// A Service's virtual IP, DNATed to a pod: the full keys differ, the client keys meet.
+    #[test]
+    fn through_a_dnat_both_ends_meet_on_the_client_address_only() {
+        let client = (v4([10, 244, 0, 5]), 40000);
+        let client_side = ConnKey::new(client, (v4([10, 96, 0, 10]), 80), 7);
+        let server_side = ConnKey::new(client, (v4([10, 244, 0, 7]), 8080), 9);
+        assert_ne!(client_side, server_side);
+        let (mut c, mut s) = (client_side, server_side);
+        c.to_client_key(7);
+        s.to_client_key(9);
+        assert_eq!(c, s, "pod addresses: no namespace in the key");
+        assert_eq!((c.server_ip, c.server_port, c.netns), ([0; 16], 0, 0));
+        // Another client port, another connection.
+        let mut other = ConnKey::new((v4([10, 244, 0, 5]), 40001), (v4([10, 96, 0, 10]), 80), 7);
+        other.to_client_key(7);
+        assert_ne!(c, other);
+        // A loopback client's address is per namespace, as its full key is.
+        let mut lo = ConnKey::new((v4([127, 0, 0, 1]), 40000), (v4([127, 0, 0, 2]), 80), 7);
+        lo.to_client_key(7);
+        assert_eq!(lo.netns, 7);
+        let mut lo8 = ConnKey::new((v4([127, 0, 0, 1]), 40000), (v4([127, 0, 0, 1]), 8080), 8);
+        lo8.to_client_key(8);
+        assert_ne!(lo, lo8, "two pods' 127.0.0.1:40000");
+        // A client key is never a full key: a full key's server port is never 0.
+        assert!(port(0).is_none());
+        // The server that joined by the client key finds the client's full key again.
+        let mut back = s;
+        back.to_full_key(client_side.server_ip, client_side.server_port, 9);
+        assert_eq!(back, client_side);
+        lo.to_full_key(v4([127, 0, 0, 2]), 80, 7);
+        assert_eq!(lo, ConnKey::new((v4([127, 0, 0, 1]), 40000), (v4([127, 0, 0, 2]), 80), 7));
+    }
+
+    fn stored(dest: ([u8; 16], u16), at: u64, prev: Option<&ConnContext>) -> ConnContext {
+        ConnContext {
+            span_id: at,
+            stored_ns: at,
+            dest_ip: dest.0,
+            dest_port: dest.1,
+            other_ns: other_ns(prev, &dest.0, dest.1),
+            ..Default::default()
+        }
+    }
+
+    const S: u64 = 1_000_000_000;
+
+    #[test]
+    fn a_client_address_serving_two_destinations_is_ambiguous_for_a_while() {
+        let (vip, other_vip) = ((v4([10, 96, 0, 10]), 80), (v4([10, 96, 0, 11]), 80));
+        let now = 100 * S;
+        // The first store, and the same connection's next requests: one connection, joinable.
+        let first = stored(vip, now, None);
+        assert_eq!(verdict(&first, true, now), Verdict::Join);
+        let again = stored(vip, now + S / 2, Some(&first));
+        assert_eq!(verdict(&again, true, now + S / 2), Verdict::Join);
+        // The port reused towards another destination while the first is unused: neither server
+        // may take it (the first's might be the one asking).
+        let second = stored(other_vip, now + S, Some(&again));
+        assert_eq!(second.other_ns, now + S / 2);
+        assert_eq!(verdict(&second, true, now + S), Verdict::Ambiguous);
+        // It stays so on that second connection's next requests within the window...
+        let later = stored(other_vip, now + 5 * S, Some(&second));
+        assert_eq!(verdict(&later, true, now + 5 * S), Verdict::Ambiguous);
+        // ...and clears once the other destination's last store is older than the window.
+        let cleared = stored(other_vip, now + S / 2 + AMBIGUITY_WINDOW_NS + 1, Some(&later));
+        assert_eq!(verdict(&cleared, true, cleared.stored_ns), Verdict::Join);
+        // A store after the window for a new destination: the old record is no longer a threat.
+        let late = stored(vip, now + 30 * S, None);
+        let third = stored(other_vip, late.stored_ns + AMBIGUITY_WINDOW_NS + 1, Some(&late));
+        assert_eq!(verdict(&third, true, third.stored_ns), Verdict::Join);
+        // Same address, other port: another destination.
+        let port_only = stored((vip.0, 81), now + S, Some(&first));
+        assert!(port_only.ambiguous());
+        // A clock that went backwards: ambiguous, not trusted.
+        let backwards = stored(other_vip, now - S, Some(&first));
+        assert!(backwards.ambiguous());
+    }
+
+    #[test]
+    fn the_full_key_ignores_ambiguity_and_both_expire() {
+        let vip = (v4([10, 96, 0, 10]), 80);
+        let ambiguous = stored(vip, 50 * S, Some(&stored((v4([10, 0, 0, 1]), 80), 49 * S, None)));
+        assert!(ambiguous.ambiguous());
+        // Under its full key a record is one connection's: ambiguity is a client-address matter.
+        assert_eq!(verdict(&ambiguous, false, 50 * S), Verdict::Join);
+        let plain = stored(vip, 50 * S, None);
+        assert_eq!(verdict(&plain, false, 51 * S + 1), Verdict::Expired);
+        assert_eq!(verdict(&plain, true, 51 * S + 1), Verdict::Expired);
+        assert_eq!(verdict(&plain, true, 51 * S), Verdict::Join);
+    }
+
+    #[test]
+    fn only_clients_outside_the_hosts_namespace_store_their_address_alone() {
+        assert!(stores_client_key(4026532200, Some(INIT_NET_INO)), "a pod");
+        assert!(stores_client_key(4026532200, None), "pid 1's namespace unreadable: a pod still");
+        assert!(!stores_client_key(INIT_NET_INO, None), "a process on the host, hostNetwork");
+        assert!(!stores_client_key(4026532300, Some(4026532300)), "the host of a node in a container");
+        assert!(!stores_client_key(0, Some(INIT_NET_INO)), "namespace unknown");
     }
 
     #[test]

@@ -19,6 +19,13 @@
 //! loaded only with injection, which makes this unit unnecessary. One trap per client request,
 //! only in processes with HTTP client spans and only when the unit is on (BENCHMARKS.md).
 //!
+//! Through a DNAT (a Service's virtual IP) the two ends disagree on the server's address: the
+//! client also stores under its own address alone (when `client_key`: a client in a network
+//! namespace of its own), the server tries that when the full key misses, and joins unless the
+//! record is ambiguous (rules: `gotel_shared::same_node::{other_ns, verdict}`). A server that
+//! joins by the full key also removes its client address's record when it holds the same
+//! context, so that the connection's next request does not find an unused one there.
+//!
 //! TLS connections are matched too: a `*tls.Conn` is unwrapped once to the `*net.TCPConn` it
 //! runs over (its `conn` field), on both ends.
 //!
@@ -30,7 +37,7 @@ use aya_ebpf::{
 };
 use gotel_shared::{
     rules::{adopt_remote, frame_slot, outgoing_sampled},
-    same_node::{fresh, is_tcp, port, widen_ip, ConnContext, SameNodeConfig, NO_OFFSET},
+    same_node::{is_tcp, other_ns, port, verdict, widen_ip, ConnContext, SameNodeConfig, Verdict, NO_OFFSET},
     Counter, GoroutineState, INHERIT_REMOTE, MAX_FRAMES, REG_RAX, REG_RCX,
 };
 
@@ -68,15 +75,25 @@ fn offer(ctx: &ProbeContext) -> Option<()> {
         count(Counter::SameNodeUnreadable);
         return None;
     }
-    let value = ConnContext {
+    let mut value = ConnContext {
         trace_id: st.trace_id,
         span_id: frame.span_id,
         stored_ns: unsafe { bpf_ktime_get_ns() },
         sampled: outgoing_sampled(st),
-        _pad: 0,
+        dest_port: s.conn_key.server_port,
+        by_client: cfg.client_key as u16,
+        dest_ip: s.conn_key.server_ip,
+        other_ns: 0,
     };
     if SAME_NODE_CONNS.insert(&s.conn_key, &value, 0).is_ok() {
         count(Counter::SameNodeOffered);
+    }
+    if cfg.client_key != 0 {
+        // Also under the client address alone, for a server behind a DNAT.
+        s.conn_key.to_client_key(cfg.netns);
+        let prev = unsafe { SAME_NODE_CONNS.get(&s.conn_key) };
+        value.other_ns = other_ns(prev, &value.dest_ip, value.dest_port);
+        let _ = SAME_NODE_CONNS.insert(&s.conn_key, &value, 0);
     }
     Some(())
 }
@@ -109,21 +126,56 @@ fn join_inner(scratch: *mut Scratch, st: *mut GoroutineState, depth: u64) -> Opt
         count(Counter::SameNodeUnreadable);
         return None;
     }
-    // Copied field by field into scratch memory (the record is used once: removed below).
+    // The full key first; the client address alone when it misses (a DNAT between the ends).
+    let by_client_key = SAME_NODE_CONNS.get_ptr(&s.conn_key).is_none();
+    if by_client_key {
+        s.conn_key.to_client_key(cfg.netns);
+    }
     let found = unsafe { &*SAME_NODE_CONNS.get_ptr(&s.conn_key)? };
-    let stored_ns = found.stored_ns;
+    let decision = verdict(found, by_client_key, unsafe { bpf_ktime_get_ns() });
+    if decision == Verdict::Ambiguous {
+        count(Counter::SameNodeAmbiguous);
+        return None; // left for the other connection's server, which may be the one to ask
+    }
+    // Copied field by field into scratch memory (the record is used once: removed below).
     s.remote.trace_id = found.trace_id;
     s.remote.span_id = found.span_id;
     s.remote.trace_flags = found.sampled as u8;
-    let _ = SAME_NODE_CONNS.remove(&s.conn_key);
-    if !fresh(stored_ns, unsafe { bpf_ktime_get_ns() }) {
+    // The client stored the context under both keys: used under both (the other one only if it
+    // still holds this context; another connection's record is left alone).
+    if by_client_key {
+        // The full key from the address the client dialled, then back to the client key.
+        s.conn_key.to_full_key(found.dest_ip, found.dest_port, cfg.netns);
+        remove_if_taken(s);
+        s.conn_key.to_client_key(cfg.netns);
+        let _ = SAME_NODE_CONNS.remove(&s.conn_key);
+    } else {
+        let stored_by_client = found.by_client != 0;
+        let _ = SAME_NODE_CONNS.remove(&s.conn_key);
+        if stored_by_client {
+            s.conn_key.to_client_key(cfg.netns);
+            remove_if_taken(s);
+        }
+    }
+    if decision == Verdict::Expired {
         count(Counter::SameNodeExpired);
         return None;
     }
     if adopt_remote(st, &s.remote) {
         count(Counter::SameNodeJoined);
+        if by_client_key {
+            count(Counter::SameNodeJoinedTranslated);
+        }
     }
     Some(1)
+}
+
+/// Removes the record under `s.conn_key` if it holds the context just taken (`s.remote`).
+#[inline(always)]
+fn remove_if_taken(s: &Scratch) {
+    if unsafe { SAME_NODE_CONNS.get(&s.conn_key) }.is_some_and(|c| c.span_id == s.remote.span_id) {
+        let _ = SAME_NODE_CONNS.remove(&s.conn_key);
+    }
 }
 
 /// Builds the key of the TCP connection `conn` (the data word of a `net.Conn`: a

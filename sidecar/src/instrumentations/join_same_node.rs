@@ -7,6 +7,8 @@
 //! hook at `net/http.(*persistConn).roundTrip`'s entry ([`JOIN_SAME_NODE_CLIENT`], one trap per
 //! client request); the server span's entry looks its connection up when the request has no
 //! `traceparent` (no trap of its own). Kernel side: `sidecar-ebpf/src/propagation/same_node.rs`.
+//! A client in a network namespace of its own also stores under its address alone, so that a
+//! call through a Service's virtual IP (DNAT) joins too (`enable` decides, by the namespace).
 //!
 //! Why a pinned map: gotel loads one set of kernel programs per target, but the client's and the
 //! server's programs must see the same `SAME_NODE_CONNS`: in node mode it is one of the maps
@@ -16,7 +18,7 @@
 use aya::Ebpf;
 use gotel_shared::{
     names::{MAP_SAME_NODE_CONFIG, MAP_SAME_NODE_CONNS, PROGRAM_SAME_NODE_CLIENT},
-    same_node::{SameNodeConfig, COOKIE_SAME_NODE_CLIENT, NO_OFFSET},
+    same_node::{stores_client_key, SameNodeConfig, COOKIE_SAME_NODE_CLIENT, NO_OFFSET},
     Counter,
 };
 
@@ -53,6 +55,8 @@ pub static JOIN_SAME_NODE: Instrumentation = Instrumentation {
         ("same_node_joined", Counter::SameNodeJoined),
         ("same_node_expired", Counter::SameNodeExpired),
         ("same_node_unreadable", Counter::SameNodeUnreadable),
+        ("same_node_ambiguous", Counter::SameNodeAmbiguous),
+        ("same_node_joined_translated", Counter::SameNodeJoinedTranslated),
     ],
     quiet_counters: true,
     ..Instrumentation::BASE
@@ -120,6 +124,7 @@ fn offsets(a: &Activation, client_probe: u32) -> Option<SameNodeConfig> {
         addr_ip: off("net.TCPAddr", "IP")?,
         addr_port: off("net.TCPAddr", "Port")?,
         tls_conn: off("crypto/tls.Conn", "conn").unwrap_or(NO_OFFSET),
+        client_key: 0,
     })
 }
 
@@ -139,12 +144,18 @@ fn enable(ebpf: &mut Ebpf, t: &AttachTarget) -> Result<(), Failure> {
             0
         }
     };
+    // Client requests are also stored under the client address (joins through a Service's
+    // virtual IP) only from a network namespace other than the host's (pid 1's: node mode sees
+    // the host's pids; and the initial one).
+    let host_netns = std::fs::metadata("/proc/1/ns/net").map(|m| m.ino() as u32).ok();
+    let client_key = stores_client_key(netns, host_netns);
     let map = ebpf.map_mut(MAP_SAME_NODE_CONFIG).expect("SAME_NODE_CONFIG map in the eBPF object");
     let mut config: aya::maps::Array<&mut aya::maps::MapData, SameNodeConfig> =
         aya::maps::Array::try_from(map).map_err(|e| Failure::environment(format!("SAME_NODE_CONFIG: {e}")))?;
     let mut value = config.get(&t.slot, 0).map_err(|e| Failure::environment(format!("SAME_NODE_CONFIG: {e}")))?;
     value.enabled = 1;
     value.netns = netns;
+    value.client_key = u32::from(client_key);
     // The plan's probe id, as the kernel numbers it.
     if value.client_probe != u32::MAX {
         value.client_probe += t.probe_base;
