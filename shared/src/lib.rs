@@ -37,6 +37,8 @@ pub const COOKIE_SLOT_SHIFT: u32 = 16;
 /// one loaded object, each with a slot that indexes the per-target config arrays and counters;
 /// a single target is slot 0). The arrays are sized by user space: 1 outside node mode.
 pub const MAX_SLOTS: u32 = 1024;
+// A slot must fit the cookie's 16 bits.
+const _: () = assert!(MAX_SLOTS <= 1 << 16);
 
 /// The probe id of an attach cookie (an index into `PROBES`, unique across targets).
 #[inline(always)]
@@ -657,7 +659,6 @@ mod tests {
             assert_eq!(cookie >> 48, 0x1234);
             assert_ne!(cookie & COOKIE_RETURN, 0);
         }
-        assert!(MAX_SLOTS <= 1 << 16);
     }
 
     /// The line both paths send for a stored context (the socket path's inserted line, the
