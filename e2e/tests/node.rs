@@ -28,6 +28,8 @@ fn node_mode_traces_each_selected_process_as_its_own_service() {
     std::fs::copy(&alpha, &beta).unwrap();
     let gamma = dir.path().join("gamma");
     std::fs::copy(&alpha, &gamma).unwrap();
+    let delta = dir.path().join("delta");
+    std::fs::copy(&alpha, &delta).unwrap();
     let not_go = dir.path().join("not-go");
     std::fs::copy("/bin/sleep", &not_go).unwrap();
 
@@ -44,6 +46,8 @@ fn node_mode_traces_each_selected_process_as_its_own_service() {
         .arg(format!("exe={}/*", dir.path().display()));
     // A size no other map has, to find the goroutine map among gotel's descriptors.
     g.env("GOTEL_MAX_GOROUTINES", GOROUTINES.to_string());
+    // Two processes at once: a third waits for a slot, and only a freed one lets it in.
+    g.env("GOTEL_NODE_MAX_TARGETS", "2");
     let mut gotel = Proc::spawn("gotel", g).unwrap();
     gotel.wait_stderr_line("watching for processes", Duration::from_secs(20)).unwrap();
     let healthy = wait_until(Duration::from_secs(5), || http_get(maddr, "/healthz").is_ok_and(|(s, _)| s == 200));
@@ -106,6 +110,13 @@ fn node_mode_traces_each_selected_process_as_its_own_service() {
     assert!(labelled, "both targets' spans and the non-Go process on /metrics:\n{m:#?}");
     assert_eq!(m.get("gotel_node_targets"), Some(&2.0), "{m:#?}");
     assert_eq!(m.get("gotel_node_sessions_started_total"), Some(&3.0), "{m:#?}");
+    // Both slots are taken: a third Go process is reported, not traced.
+    let d = Proc::spawn("delta", steady(&delta)).unwrap();
+    let full = format!("process {} is not traced", d.pid());
+    let refused_full = wait_until(Duration::from_secs(20), || {
+        gotel.stderr_string().lines().any(|l| l.contains(&full) && l.contains("GOTEL_NODE_MAX_TARGETS"))
+    });
+    assert!(refused_full, "a process beyond GOTEL_NODE_MAX_TARGETS is reported\n{}", gotel.stderr_string());
     assert_eq!(m.get("gotel_node_watching"), Some(&1.0), "{m:#?}");
     // A target whose process ended leaves the per-target series; the node's total keeps its spans.
     let alpha_spans = spans_of(&m, a.pid(), "alpha-svc").unwrap();
@@ -145,7 +156,7 @@ fn node_mode_traces_each_selected_process_as_its_own_service() {
     assert!(st.success(), "gotel exited {st} on SIGTERM\n{stderr}");
     assert_no_panic("gotel", &stderr);
     assert_eq!(summaries(&stderr).len(), 3, "one summary per traced process:\n{stderr}");
-    drop((a, b, c, g2));
+    drop((a, b, c, d, g2));
 }
 
 const GOROUTINES: u32 = 12_345;

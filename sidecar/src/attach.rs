@@ -290,6 +290,8 @@ pub struct Attached {
     target: Option<u32>,
     /// Instrumentations with a `detach_extra` step, for a shared kernel.
     extras: Vec<Library>,
+    /// Its goroutine-map records were removed (`forget_target`).
+    forgotten: bool,
 }
 
 /// Kernel counters, summed over CPUs.
@@ -390,6 +392,7 @@ pub fn load(plan: &Plan, settings: &MapSizes) -> Result<Attached, Failure> {
         entry_programs,
         target: None,
         extras,
+        forgotten: false,
     })
 }
 
@@ -608,28 +611,10 @@ impl Attached {
     /// fallback) one at a time, each waiting for the kernel to quiesce (0.1 to 0.25 s on these
     /// VMs, serialized by the kernel: closing from several threads was measured to gain
     /// nothing), so callers flush spans before detaching. A shared object stays loaded for the
-    /// other targets: only this target's links go, and its slot and probe ids are freed.
-    pub fn detach(mut self) {
-        drop(self.links.take()); // uprobe_multi: every multi-linked uprobe at once
-        let kernel = self.kernel.clone();
-        let mut k = lock(&kernel);
-        if !k.shared {
-            drop(k);
-            return; // dropping the last reference to the object detaches everything
-        }
-        for (program, link) in std::mem::take(&mut self.perf_links) {
-            if let Ok(p) = <&mut UProbe>::try_from(k.ebpf.program_mut(program).expect("program")) {
-                let _ = p.detach(link);
-            }
-        }
-        for unit in &self.extras {
-            if let Some(undo) = unit.detach_extra {
-                undo(&mut k.ebpf, self.slot);
-            }
-        }
-        forget_slot_targets(&mut k.ebpf, self.slot);
-        k.slots[self.slot as usize] = None;
-        k.queues[self.slot as usize].clear();
+    /// other targets: only this target's links go, and its slot and probe ids are freed (see
+    /// `Drop`, which does the same for a target that never finished attaching).
+    pub fn detach(self) {
+        drop(self);
     }
 
     /// Records from the ring buffer for this target, each handed to `each` (see [`Kernel`]).
@@ -697,12 +682,44 @@ impl Attached {
     /// process that reuses its pid finds none (nothing to do for a map of the session's own).
     pub fn forget_target(&mut self) -> usize {
         let Some(pid) = self.target else { return 0 };
+        self.forgotten = true;
         let mut k = lock(&self.kernel);
         if k.shared {
             crate::shared_maps::forget_in(&mut k.ebpf, pid)
         } else {
             crate::shared_maps::forget(&mut k.ebpf, pid)
         }
+    }
+}
+
+impl Drop for Attached {
+    fn drop(&mut self) {
+        drop(self.links.take()); // uprobe_multi: every multi-linked uprobe at once
+        let mut k = lock(&self.kernel);
+        if !k.shared {
+            return; // dropping the last reference to the object detaches everything
+        }
+        // Perf-event links are taken out under the lock and closed after it (each close waits
+        // for the kernel), so that the other targets' sessions go on draining meanwhile.
+        let mut links = Vec::new();
+        for (program, link) in std::mem::take(&mut self.perf_links) {
+            if let Ok(p) = <&mut UProbe>::try_from(k.ebpf.program_mut(program).expect("program")) {
+                links.extend(p.take_link(link).ok());
+            }
+        }
+        for unit in &self.extras {
+            if let Some(undo) = unit.detach_extra {
+                undo(&mut k.ebpf, self.slot);
+            }
+        }
+        if let Some(pid) = self.target.filter(|_| !self.forgotten) {
+            crate::shared_maps::forget_in(&mut k.ebpf, pid);
+        }
+        forget_slot_targets(&mut k.ebpf, self.slot);
+        k.slots[self.slot as usize] = None;
+        k.queues[self.slot as usize].clear();
+        drop(k);
+        drop(links);
     }
 }
 
