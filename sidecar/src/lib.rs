@@ -17,6 +17,7 @@ pub mod export;
 pub mod go_layouts;
 pub mod instrumentations;
 pub mod k8s;
+pub mod kernel;
 pub mod names;
 pub mod node;
 pub mod plan;

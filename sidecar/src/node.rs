@@ -217,7 +217,7 @@ pub async fn run(settings: &Settings, selectors: &[Selector], mut stop: Stop) ->
         Err(why) => tracing::warn!("{why}"),
     }
     // One set of kernel programs and maps for every target (attach::Kernel).
-    if crate::attach::share_programs(settings.maps.node_max_targets) {
+    if crate::kernel::share_programs(settings.maps.node_max_targets) {
         tracing::info!(
             "node mode: one set of kernel programs, maps and ring buffer for every target (up to \
              GOTEL_NODE_MAX_TARGETS={} at once, GOTEL_RING_BUFFER_BYTES={} for all)",
