@@ -273,6 +273,25 @@ k -n gotel logs "$AGENT" >"$TMP/agent2.log" 2>&1
 check "the node agent shares join.same_node's map and reported no failure" \
   bash -c "grep -q 'join.same_node: HTTP/1 server spans join' '$TMP/agent2.log' && ! grep -E ' (WARN|ERROR) ' '$TMP/agent2.log' | grep -v 'FIONREAD\|SOCK_OPS programs\|is not traced'"
 grep -E "WARN|ERROR|same_node" "$TMP/agent2.log" | head -5 | cut -c1-300 | sed 's/^/  agent: /'
+# The agent now traces two processes (backend, frontend-node) with one set of kernel programs:
+# each program at most twice among its descriptors (aya's copy and the uprobe_multi copy), where
+# a set per process would hold four.
+agent_pid() {
+  local p
+  for p in $(pgrep -x gotel); do
+    tr '\0' '\n' <"/proc/$p/environ" 2>/dev/null | grep -qx 'GOTEL_NODE=true' && { echo "$p"; return; }
+  done
+}
+copies_of_programs() { # PID -> the most distinct loads of one program (same tag) it holds
+  local f
+  for f in /proc/"$1"/fdinfo/*; do
+    awk '/^prog_tag:/ {t=$2} /^prog_id:/ {i=$2} END {if (t != "") print t, i}' "$f" 2>/dev/null
+  done | sort -u | awk '{print $1}' | uniq -c | sort -rn | awk 'NR == 1 {print $1}'
+}
+AP="$(agent_pid)"
+copies="$(copies_of_programs "${AP:-0}")"
+check "the node agent (pid ${AP:-?}) traces backend and frontend-node with one set of kernel programs (${copies:-?} copies of a program at most)" \
+  bash -c "grep -q 'one set of kernel programs, maps and ring buffer for every target' '$TMP/agent2.log' && [[ '${copies:-9}' -le 2 && '${copies:-0}' -ge 1 ]]"
 if [[ -z "${K8S_KEEP:-}" ]]; then
   t=$SECONDS
   "$HERE/cluster.sh" down 2>&1 | sed 's/^/  /'; DOWN_DONE=1
