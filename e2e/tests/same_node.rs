@@ -341,3 +341,108 @@ fn through_vip(test: &str, route: Route) {
         None => run(Case { route, ..PLAIN }),
     }
 }
+
+/// gRPC (HTTP/2, plaintext) between two processes one gotel traces in node mode, injection off:
+/// `e2e/goapps/grpcsvc` as a server (`-serve`) and as a client (`-target`, after gotel attached
+/// to it) making the set of calls (unary, server streams, errors, a deadline, an unimplemented
+/// method) `ROUNDS` times on one connection. Every server span's parent is its call's CLIENT
+/// span, in its trace (matched by the connection and the HTTP/2 stream id).
+fn grpc_run(route: Route) {
+    const ROUNDS: usize = 3;
+    const METHODS: usize = 6;
+    require_environment().unwrap();
+    let mut net = if route == Route::Direct { None } else { Some(Vip::new().unwrap()) };
+    let dir = tempdir();
+    let built = build_go(&gotel_e2e::go_bin(), "grpcsvc", Variant::Normal).unwrap();
+    let (client_bin, server_bin) = (dir.path().join("grpc-client"), dir.path().join("grpc-server"));
+    std::fs::copy(&built, &client_bin).unwrap();
+    std::fs::copy(&built, &server_bin).unwrap();
+    let sink = Sink::start(Path::new(SINK), dir.path()).unwrap();
+    let mut g = gotel_command(&Export::HttpProtobuf(sink.http_endpoint()), "");
+    g.env_remove("GOTEL_PROBES").env("GOTEL_PROPAGATION", "none");
+    g.arg("--node")
+        .arg("--select")
+        .arg(format!("exe={},service=grpc-client", client_bin.display()))
+        .arg("--select")
+        .arg(format!("exe={},service=grpc-server", server_bin.display()));
+    let mut gotel = Proc::spawn("gotel", g).unwrap();
+    gotel.wait_stderr_line("watching for processes", Duration::from_secs(20)).unwrap();
+
+    let host = if route == Route::Direct { "127.0.0.1" } else { HOST_IP };
+    let listen = std::net::TcpListener::bind(format!("{host}:0")).unwrap();
+    let addr = listen.local_addr().unwrap().to_string();
+    drop(listen);
+    let (stop, go) = (dir.path().join("stop"), dir.path().join("go"));
+    let mut cmd = Command::new(&server_bin);
+    cmd.args(["-serve", &addr, "-until", stop.to_str().unwrap()]);
+    let mut server = Proc::spawn("grpc-server", cmd).unwrap();
+    let dialled = match net.as_mut() {
+        Some(net) => net.dnat(&addr).unwrap(),
+        None => addr.clone(),
+    };
+    let mut cmd = match &net {
+        Some(net) => net.in_pod(&client_bin),
+        None => Command::new(&client_bin),
+    };
+    cmd.args(["-target", &dialled, "-rounds", &ROUNDS.to_string(), "-wait", go.to_str().unwrap()]);
+    let mut client = Proc::spawn("grpc-client", cmd).unwrap();
+    let attached = |pid: u32| format!("attached pid={pid} ");
+    let both = wait_until(Duration::from_secs(60), || {
+        let e = gotel.stderr_string();
+        e.contains(&attached(server.pid())) && e.contains(&attached(client.pid()))
+    });
+    assert!(both, "gotel attached to both services\n{}", gotel.stderr_string());
+    std::fs::write(&go, b"").unwrap();
+    let st = client.wait_timeout(Duration::from_secs(60)).unwrap();
+    assert!(st.success() && client.stdout_string().contains("done"), "client: {st}\n{}", client.stderr_string());
+    std::fs::write(&stop, b"").unwrap();
+    assert!(server.wait_timeout(Duration::from_secs(30)).unwrap().success(), "{}", server.stderr_string());
+
+    let calls = ROUNDS * METHODS;
+    let spans = sink.wait_spans(2 * calls, Duration::from_secs(30)).unwrap();
+    gotel.signal(libc::SIGTERM);
+    let st = gotel.wait_timeout(Duration::from_secs(30)).unwrap();
+    let stderr = gotel.stderr_string();
+    assert!(st.success(), "gotel exited {st} on SIGTERM\n{stderr}");
+    assert_no_panic("gotel", &stderr);
+    let spans = sink.wait_quiet(Duration::from_millis(500), Duration::from_secs(10)).unwrap_or(spans);
+    drop(net.take());
+
+    let service = |s: &FlatSpan| s.res_str("service.name").unwrap_or("").to_string();
+    let of = |svc: &str, kind: i32| -> Vec<&FlatSpan> {
+        spans.iter().filter(|s| service(s) == svc && s.kind == kind).collect()
+    };
+    let (clients, servers) = (of("grpc-client", 3), of("grpc-server", 2));
+    assert_eq!((clients.len(), servers.len()), (calls, calls), "{stderr}");
+    for server in &servers {
+        let client = clients.iter().find(|c| c.span_id == server.parent_span_id);
+        let client = client.unwrap_or_else(|| panic!("a server span not under a client span: {server:#?}\n{stderr}"));
+        assert_eq!((&server.trace_id, &server.name), (&client.trace_id, &client.name), "one trace per call");
+    }
+    let traces: std::collections::HashSet<_> = clients.iter().map(|c| &c.trace_id).collect();
+    assert_eq!(traces.len(), calls, "one trace per call");
+    let total = |key: &str| summaries(&stderr).iter().filter_map(|s| s.get(key).copied()).sum::<u64>();
+    assert_eq!((total("same_node_offered"), total("same_node_joined")), (calls as u64, calls as u64), "{stderr}");
+    let translated = if route == Route::Direct { 0 } else { calls as u64 };
+    assert_eq!(total("same_node_joined_translated"), translated, "{stderr}");
+    assert!(!stderr.contains("socket_injected="), "nothing injected");
+}
+
+/// gRPC calls on 127.0.0.1 (`grpc_run`).
+#[test]
+fn one_gotel_joins_both_ends_of_grpc_calls() {
+    gotel_e2e::require!(Root, Go);
+    grpc_run(Route::Direct);
+}
+
+/// gRPC calls from a pod through a Service's virtual IP (`grpc_run`, [`Vip`]).
+#[test]
+fn one_gotel_joins_grpc_calls_through_a_services_virtual_ip() {
+    gotel_e2e::require!(Root, Go);
+    match Vip::missing() {
+        Some(why) => {
+            gotel_e2e::toolchains::skip_or_fail("one_gotel_joins_grpc_calls_through_a_services_virtual_ip", &why)
+        }
+        None => grpc_run(Route::VipFromPod),
+    }
+}

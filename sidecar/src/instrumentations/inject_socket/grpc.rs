@@ -71,15 +71,21 @@ fn wanted(s: &Session) -> Wanted {
 /// call's fields carry no `traceparent` yet.
 fn prepare(a: &mut Activation) -> Result<(), String> {
     let off = |why: String| format!("inject.socket.grpc is off (outgoing gRPC calls carry no traceparent): {why}");
-    let types = types_of(a.bin).map_err(off)?;
-    let field = |name: &str| {
-        types.types.struct_field(FIELD, name).map(|f| f.0 as u32).ok_or_else(|| off(format!("no {FIELD}.{name}")))
-    };
-    let sensitive = field("Sensitive")?;
-    let config = GrpcInjectConfig { field_size: field_size(sensitive), name_offset: field("Name")? };
+    let config = fields_config(a).map_err(off)?;
     a.map_fills.push(MapFill::array(INJECT_SOCKET_GRPC.name, MAP_GRPC_INJECT_CONFIG, config));
     // The socket path's settings (the same values `inject.socket` writes when it is planned too).
     super::prepare(a)
+}
+
+/// What `gotel_grpc_fields` reads of the header fields (also for `join.same_node.grpc_client`,
+/// which uses the same two hooks).
+pub(crate) fn fields_config(a: &Activation) -> Result<GrpcInjectConfig, String> {
+    let types = types_of(a.bin)?;
+    let field = |name: &str| {
+        types.types.struct_field(FIELD, name).map(|f| f.0 as u32).ok_or_else(|| format!("no {FIELD}.{name}"))
+    };
+    let sensitive = field("Sensitive")?;
+    Ok(GrpcInjectConfig { field_size: field_size(sensitive), name_offset: field("Name")? })
 }
 
 /// The socket path's programs, unless `inject.socket` attaches them (it is planned when the
