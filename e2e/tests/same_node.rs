@@ -5,7 +5,9 @@
 //! child of the frontend's CLIENT span (matched in the kernel by the connection). Negative
 //! checks: requests from an untraced client (this test, to both services) join nothing; with
 //! `GOTEL_LIBRARIES` leaving `join.same_node` out, the services stay apart. With DWARF and
-//! stripped (offsets from the layout table), and over TLS (HTTP/1.1).
+//! stripped (offsets from the layout table), and over TLS (HTTP/1.1). And gRPC over plaintext
+//! HTTP/2 (`e2e/goapps/grpcsvc` as client and server: every server span under its call's CLIENT
+//! span), directly and through the virtual IP.
 //!
 //! Through a Service's virtual IP ([`Vip`]): the frontend runs in a network namespace of its own
 //! (a pod) linked to the host by a veth pair and calls a virtual IP that the host's `nat`
@@ -346,14 +348,15 @@ fn through_vip(test: &str, route: Route) {
 /// `e2e/goapps/grpcsvc` as a server (`-serve`) and as a client (`-target`, after gotel attached
 /// to it) making the set of calls (unary, server streams, errors, a deadline, an unimplemented
 /// method) `ROUNDS` times on one connection. Every server span's parent is its call's CLIENT
-/// span, in its trace (matched by the connection and the HTTP/2 stream id).
-fn grpc_run(route: Route) {
+/// span, in its trace (matched by the connection and the HTTP/2 stream id). Without this unit
+/// (gotel before it) the server spans had no parent: two traces per call.
+fn grpc_run(route: Route, variant: Variant) {
     const ROUNDS: usize = 3;
     const METHODS: usize = 6;
     require_environment().unwrap();
     let mut net = if route == Route::Direct { None } else { Some(Vip::new().unwrap()) };
     let dir = tempdir();
-    let built = build_go(&gotel_e2e::go_bin(), "grpcsvc", Variant::Normal).unwrap();
+    let built = build_go(&gotel_e2e::go_bin(), "grpcsvc", variant).unwrap();
     let (client_bin, server_bin) = (dir.path().join("grpc-client"), dir.path().join("grpc-server"));
     std::fs::copy(&built, &client_bin).unwrap();
     std::fs::copy(&built, &server_bin).unwrap();
@@ -432,7 +435,14 @@ fn grpc_run(route: Route) {
 #[test]
 fn one_gotel_joins_both_ends_of_grpc_calls() {
     gotel_e2e::require!(Root, Go);
-    grpc_run(Route::Direct);
+    grpc_run(Route::Direct, Variant::Normal);
+}
+
+/// The same, stripped: grpc-go's and x/net's offsets from the layout table.
+#[test]
+fn one_gotel_joins_both_ends_of_grpc_calls_stripped() {
+    gotel_e2e::require!(Root, Go);
+    grpc_run(Route::Direct, Variant::Stripped);
 }
 
 /// gRPC calls from a pod through a Service's virtual IP (`grpc_run`, [`Vip`]).
@@ -443,6 +453,6 @@ fn one_gotel_joins_grpc_calls_through_a_services_virtual_ip() {
         Some(why) => {
             gotel_e2e::toolchains::skip_or_fail("one_gotel_joins_grpc_calls_through_a_services_virtual_ip", &why)
         }
-        None => grpc_run(Route::VipFromPod),
+        None => grpc_run(Route::VipFromPod, Variant::Normal),
     }
 }

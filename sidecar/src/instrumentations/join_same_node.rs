@@ -51,9 +51,9 @@ pub static JOIN_SAME_NODE: Instrumentation = Instrumentation {
     fields: &[
         // Only binaries with an HTTP client have it.
         FieldNeed::std("net/http.persistConn", "conn", GoTy::Iface("net.Conn")).optional(),
-        // Only binaries with an HTTP server have them (a gRPC server may have none).
-        FieldNeed::std("net/http.response", "conn", GoTy::Ptr("net/http.conn")).optional(),
-        FieldNeed::std("net/http.conn", "rwc", GoTy::Iface("net.Conn")).optional(),
+        // (A binary without an HTTP server, e.g. a gRPC one, may lack them: `offsets` copes.)
+        FieldNeed::std("net/http.response", "conn", GoTy::Ptr("net/http.conn")),
+        FieldNeed::std("net/http.conn", "rwc", GoTy::Iface("net.Conn")),
         FieldNeed::std("net.TCPConn", "conn", GoTy::Opaque),
         FieldNeed::std("net.conn", "fd", GoTy::Ptr("net.netFD")),
         FieldNeed::std("net.netFD", "family", GoTy::Int),
