@@ -24,13 +24,13 @@ import shutil
 import statistics
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from hooks import write_section  # noqa: E402
-from run import BUILD, RESULTS, ROOT, SIDE_CPU, TARGET_CPU, Sink, gotel_env, log, machine  # noqa: E402
+from run import BUILD, RESULTS, ROOT, SIDE_CPU, TARGET_CPU, Sink, log, machine  # noqa: E402
+from same_node import node_gotel, stop_gotel, wait_attached  # noqa: E402
 
 GOTEL = BUILD / "gotel-same-node-grpc"
 CLIENT = BUILD / "grpcsvc-same-node-client"
@@ -43,24 +43,14 @@ def one_run(args, sink, addr, mode):
     ready.unlink(missing_ok=True)
     g, lines = None, []
     if mode != "untraced":
-        env = gotel_env(sink, "http/protobuf", "", BUILD / "same-node-grpc.watching")
-        env.update(GOTEL_PROPAGATION="none", OTEL_SERVICE_NAME="grpc-client",
-                   GOTEL_LIBRARIES="grpc.client,join.same_node" if mode.endswith("on") else "grpc.client")
-        g = subprocess.Popen(["taskset", "-c", SIDE_CPU, str(GOTEL), "--node", "--select", f"exe={CLIENT}"],
-                             env=env, stderr=subprocess.PIPE, text=True)
-        threading.Thread(target=lambda: lines.extend(g.stderr), daemon=True).start()
+        libraries = "grpc.client,join.same_node" if mode.endswith("on") else "grpc.client"
+        g, lines = node_gotel(GOTEL, CLIENT, sink, "", libraries, "grpc-client")
         time.sleep(0.5)
     cmd = ["taskset", "-c", TARGET_CPU, str(CLIENT), "-target", addr, "-hello", str(args.calls),
            "-warm", "200", "-wait", str(ready)]
     client = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
     if g is not None:
-        deadline = time.time() + 60
-        while not any(f"attached pid={client.pid}" in line for line in list(lines)):
-            if time.time() > deadline or g.poll() is not None:
-                client.kill()
-                g.kill()
-                raise RuntimeError(f"{mode}: gotel did not attach:\n{''.join(lines)[-3000:]}")
-            time.sleep(0.01)
+        wait_attached(g, lines, client, mode)
     time.sleep(0.3)
     started = time.perf_counter()
     ready.write_text("go\n")
@@ -68,11 +58,7 @@ def one_run(args, sink, addr, mode):
     elapsed = time.perf_counter() - started
     res = {"us_per_call": 1e6 * elapsed / args.calls, "bad": f"hellos {args.calls} bad 0" not in out}
     if g is not None:
-        g.terminate()
-        g.wait(timeout=120)
-        time.sleep(0.2)
-        text = "".join(lines)
-        res["offered"] = sum(int(x.split("=")[1]) for x in text.split() if x.startswith("same_node_offered="))
+        res["offered"] = stop_gotel(g, lines)
     return res
 
 

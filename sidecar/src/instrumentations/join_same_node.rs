@@ -25,17 +25,14 @@
 //! entry.
 use aya::Ebpf;
 use gotel_shared::{
-    names::{
-        MAP_GRPC_INJECT_CONFIG, MAP_SAME_NODE_CONFIG, MAP_SAME_NODE_CONNS, PROGRAM_GRPC_FIELDS,
-        PROGRAM_GRPC_WRITE_HEADER, PROGRAM_SAME_NODE_CLIENT,
-    },
+    names::{MAP_GRPC_INJECT_CONFIG, MAP_SAME_NODE_CONFIG, MAP_SAME_NODE_CONNS, PROGRAM_SAME_NODE_CLIENT},
     same_node::{stores_client_key, SameNodeConfig, COOKIE_SAME_NODE_CLIENT, NO_OFFSET},
     Counter,
 };
 
 use super::{
     grpc::GRPC,
-    inject_socket::grpc::{fields_config, FIELDS_SYMBOL, WRITE_HEADER_SYMBOL},
+    inject_socket::grpc::{fields_config, HOOKS},
     trace_context_grpc::{FIELD, X_NET},
     types_of, Activation, At, AttachTarget, FieldNeed, GoTy, HookSpec, Instrumentation, MapFill, Wanted,
 };
@@ -102,10 +99,7 @@ pub static JOIN_SAME_NODE_GRPC_CLIENT: Instrumentation = Instrumentation {
         FieldNeed::module(X_NET, FIELD, "Name", GoTy::String),
         FieldNeed::module(X_NET, FIELD, "Sensitive", GoTy::Int),
     ],
-    hooks: &[
-        HookSpec { program: PROGRAM_GRPC_FIELDS, function: FIELDS_SYMBOL, at: At::Returns, cookie: 0 },
-        HookSpec { program: PROGRAM_GRPC_WRITE_HEADER, function: WRITE_HEADER_SYMBOL, at: At::Entry, cookie: 0 },
-    ],
+    hooks: HOOKS,
     wanted: |s| {
         if sharing() && !s.inject && s.has_spans(super::grpc_client::GRPC_CLIENT.name) {
             Wanted::Yes
