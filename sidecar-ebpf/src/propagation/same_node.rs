@@ -182,16 +182,18 @@ fn join_inner(scratch: *mut Scratch, st: *mut GoroutineState, depth: u64) -> Opt
 #[inline(never)]
 pub extern "C" fn gotel_same_node_join_grpc(frame: u64) -> u64 {
     let Some(scratch) = SCRATCH.get_ptr_mut(0) else { return 0 };
-    let key = current_goroutine(unsafe { &(*scratch).regs });
-    let Some(st) = state_of_key(scratch, &key, true) else { return 0 };
-    join_grpc(scratch, st, frame).unwrap_or(0)
+    join_grpc(scratch, frame).unwrap_or(0)
 }
 
 #[inline(always)]
-fn join_grpc(scratch: *mut Scratch, st: *mut GoroutineState, frame: u64) -> Option<u64> {
+fn join_grpc(scratch: *mut Scratch, frame: u64) -> Option<u64> {
     let cfg = SAME_NODE_CONFIG.get(unsafe { (*scratch).slot })?;
-    let st = unsafe { &mut *st };
-    if cfg.enabled == 0 || cfg.grpc_server == 0 || st.depth != 0 || st.has_inherited & INHERIT_REMOTE != 0 {
+    if cfg.enabled == 0 || cfg.grpc_server == 0 {
+        return None; // before any goroutine record is made: outside node mode, nothing
+    }
+    let key = current_goroutine(unsafe { &(*scratch).regs });
+    let st = unsafe { &mut *state_of_key(scratch, &key, true)? };
+    if st.depth != 0 || st.has_inherited & INHERIT_REMOTE != 0 {
         return None;
     }
     let s = unsafe { &mut *scratch };
