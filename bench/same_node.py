@@ -38,36 +38,51 @@ def one_run(args, sink, port, mode):
     ready.unlink(missing_ok=True)
     g, lines = None, []
     if mode != "untraced":
-        env = gotel_env(sink, "http/protobuf", "main.get", BUILD / "same-node.watching")
-        env.update(GOTEL_PROPAGATION="none", OTEL_SERVICE_NAME="propclient",
-                   GOTEL_LIBRARIES="http.client,join.same_node" if mode.endswith("on") else "http.client")
-        g = subprocess.Popen(["taskset", "-c", SIDE_CPU, str(GOTEL), "--node", "--select", f"exe={CLIENT}"],
-                             env=env, stderr=subprocess.PIPE, text=True)
-        threading.Thread(target=lambda: lines.extend(g.stderr), daemon=True).start()
+        libraries = "http.client,join.same_node" if mode.endswith("on") else "http.client"
+        g, lines = node_gotel(GOTEL, CLIENT, sink, "main.get", libraries, "propclient")
     cmd = ["taskset", "-c", TARGET_CPU, str(CLIENT), "-role", "client", "-url", f"http://127.0.0.1:{port}/item",
            "-c", str(args.connections), "-d", f"{args.seconds}s", "-warmup", "1s", "-wait-file", str(ready)]
     time.sleep(0.5)
     client = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
-    if g is None:
-        ready.write_text("go\n")
-    else:
-        deadline = time.time() + 60
-        while not any(f"attached pid={client.pid}" in line for line in list(lines)):
-            if time.time() > deadline or g.poll() is not None:
-                client.kill()
-                g.kill()
-                raise RuntimeError(f"{mode}: gotel did not attach:\n{''.join(lines)[-3000:]}")
-            time.sleep(0.01)
-        ready.write_text("go\n")
+    if g is not None:
+        wait_attached(g, lines, client, mode)
+    ready.write_text("go\n")
     res = json.loads(client.communicate(timeout=300)[0])
     if g is not None:
-        g.terminate()
-        g.wait(timeout=120)
-        time.sleep(0.2)
-        text = "".join(lines)
-        res["joined_unit"] = "join.same_node: HTTP/1 server spans join" in text
-        res["offered"] = sum(int(x.split("=")[1]) for x in text.split() if x.startswith("same_node_offered="))
+        res["offered"] = stop_gotel(g, lines)
+        res["joined_unit"] = "join.same_node: HTTP/1 server spans join" in "".join(lines)
     return res
+
+
+def node_gotel(gotel, exe, sink, probes, libraries, service):
+    """gotel (`gotel`) in node mode on CPU 1 selecting `exe`, injection off, with `libraries`;
+    its stderr lines collected as they come: (process, lines)."""
+    env = gotel_env(sink, "http/protobuf", probes, BUILD / f"{exe.name}.watching")
+    env.update(GOTEL_PROPAGATION="none", OTEL_SERVICE_NAME=service, GOTEL_LIBRARIES=libraries)
+    g = subprocess.Popen(["taskset", "-c", SIDE_CPU, str(gotel), "--node", "--select", f"exe={exe}"],
+                         env=env, stderr=subprocess.PIPE, text=True)
+    lines = []
+    threading.Thread(target=lambda: lines.extend(g.stderr), daemon=True).start()
+    return g, lines
+
+
+def wait_attached(g, lines, client, mode):
+    """Until gotel `g` (stderr `lines`) attached to `client`; both killed if it does not."""
+    deadline = time.time() + 60
+    while not any(f"attached pid={client.pid}" in line for line in list(lines)):
+        if time.time() > deadline or g.poll() is not None:
+            client.kill()
+            g.kill()
+            raise RuntimeError(f"{mode}: gotel did not attach:\n{''.join(lines)[-3000:]}")
+        time.sleep(0.01)
+
+
+def stop_gotel(g, lines):
+    """Stops gotel `g`; the contexts it stored (`same_node_offered` of its session summaries)."""
+    g.terminate()
+    g.wait(timeout=120)
+    time.sleep(0.2)
+    return sum(int(x.split("=")[1]) for x in "".join(lines).split() if x.startswith("same_node_offered="))
 
 
 def render(r):

@@ -5,7 +5,9 @@
 //! child of the frontend's CLIENT span (matched in the kernel by the connection). Negative
 //! checks: requests from an untraced client (this test, to both services) join nothing; with
 //! `GOTEL_LIBRARIES` leaving `join.same_node` out, the services stay apart. With DWARF and
-//! stripped (offsets from the layout table), and over TLS (HTTP/1.1).
+//! stripped (offsets from the layout table), and over TLS (HTTP/1.1). And gRPC over plaintext
+//! HTTP/2 (`e2e/goapps/grpcsvc` as client and server: every server span under its call's CLIENT
+//! span), directly and through the virtual IP.
 //!
 //! Through a Service's virtual IP ([`Vip`]): the frontend runs in a network namespace of its own
 //! (a pod) linked to the host by a veth pair and calls a virtual IP that the host's `nat`
@@ -65,26 +67,12 @@ fn run(case: Case) {
     // Before anything is built or started: the network it needs (undone when dropped).
     let mut net = if vip { Some(Vip::new().unwrap()) } else { None };
     let dir = tempdir();
-    let built = build_go(&gotel_e2e::go_bin(), "httpsvc", variant).unwrap();
-    // Two files, so that each selector names its service.
-    let (frontend_bin, backend_bin) = (dir.path().join("frontend"), dir.path().join("backend"));
-    std::fs::copy(&built, &frontend_bin).unwrap();
-    std::fs::copy(&built, &backend_bin).unwrap();
+    let [frontend_bin, backend_bin] = services(dir.path(), "httpsvc", variant, ["frontend", "backend"]);
 
     let (cert, key) = if tls { gotel_e2e::certificate(dir.path()) } else { Default::default() };
     let sink = Sink::start(Path::new(SINK), dir.path()).unwrap();
-    let mut g = gotel_command(&Export::HttpProtobuf(sink.http_endpoint()), "");
-    g.env_remove("GOTEL_PROBES").env("GOTEL_PROPAGATION", if inject { "inject" } else { "none" });
-    if !join {
-        g.env("GOTEL_LIBRARIES", "http.server,http.client");
-    }
-    g.arg("--node")
-        .arg("--select")
-        .arg(format!("exe={},service=frontend", frontend_bin.display()))
-        .arg("--select")
-        .arg(format!("exe={},service=backend", backend_bin.display()));
-    let mut gotel = Proc::spawn("gotel", g).unwrap();
-    gotel.wait_stderr_line("watching for processes", Duration::from_secs(20)).unwrap();
+    let libraries = (!join).then_some("http.server,http.client");
+    let gotel = node_gotel(&sink, [(&frontend_bin, "frontend"), (&backend_bin, "backend")], inject, libraries);
 
     let backend_file = dir.path().join("backend.addr");
     let frontend_file = dir.path().join("frontend.addr");
@@ -115,14 +103,7 @@ fn run(case: Case) {
     cmd.args(["-portfile", frontend_file.to_str().unwrap()]);
     let frontend = Proc::spawn("frontend", cmd).unwrap();
     let frontend_addr = wait_file(&frontend_file);
-    // The session's last line, once everything is attached and enabled (not the uprobes' line
-    // before the units' last steps).
-    let attached = |pid: u32| format!("attached pid={pid} ");
-    let both = wait_until(Duration::from_secs(60), || {
-        let e = gotel.stderr_string();
-        e.contains(&attached(backend.pid())) && e.contains(&attached(frontend.pid()))
-    });
-    assert!(both, "gotel attached to both services\n{}", gotel.stderr_string());
+    wait_attached(&gotel, [backend.pid(), frontend.pid()]);
 
     for _ in 0..ORDERS {
         assert_eq!(http_get(&frontend_addr, "/order?item=tea"), 200);
@@ -135,13 +116,7 @@ fn run(case: Case) {
 
     // Per order: frontend SERVER and CLIENT, backend SERVER; plus the direct backend request.
     let want = 3 * ORDERS + direct;
-    let spans = sink.wait_spans(want, Duration::from_secs(30)).unwrap();
-    gotel.signal(libc::SIGTERM);
-    let st = gotel.wait_timeout(Duration::from_secs(30)).unwrap();
-    let stderr = gotel.stderr_string();
-    assert!(st.success(), "gotel exited {st} on SIGTERM\n{stderr}");
-    assert_no_panic("gotel", &stderr);
-    let spans = sink.wait_quiet(Duration::from_millis(500), Duration::from_secs(10)).unwrap_or(spans);
+    let (spans, stderr) = stop(gotel, &sink, want);
     drop((frontend, backend));
 
     let service = |s: &FlatSpan| s.res_str("service.name").unwrap_or("").to_string();
@@ -185,6 +160,57 @@ fn run(case: Case) {
         assert!(!stderr.contains("socket_injected="), "nothing injected");
     }
     drop(net.take());
+}
+
+/// `app` built as `variant`, copied into `dir` once per service name (each selector names its
+/// own file).
+fn services(dir: &Path, app: &str, variant: Variant, names: [&str; 2]) -> [std::path::PathBuf; 2] {
+    let built = build_go(&gotel_e2e::go_bin(), app, variant).unwrap();
+    names.map(|name| {
+        let bin = dir.join(name);
+        std::fs::copy(&built, &bin).unwrap();
+        bin
+    })
+}
+
+/// One gotel in node mode selecting each (executable, service name), exporting to `sink`,
+/// injection on or off, `GOTEL_LIBRARIES` if given; returned once it watches for processes.
+fn node_gotel(sink: &Sink, select: [(&Path, &str); 2], inject: bool, libraries: Option<&str>) -> Proc {
+    let mut g = gotel_command(&Export::HttpProtobuf(sink.http_endpoint()), "");
+    g.env_remove("GOTEL_PROBES").env("GOTEL_PROPAGATION", if inject { "inject" } else { "none" });
+    if let Some(libraries) = libraries {
+        g.env("GOTEL_LIBRARIES", libraries);
+    }
+    g.arg("--node");
+    for (exe, service) in select {
+        g.arg("--select").arg(format!("exe={},service={service}", exe.display()));
+    }
+    let mut gotel = Proc::spawn("gotel", g).unwrap();
+    gotel.wait_stderr_line("watching for processes", Duration::from_secs(20)).unwrap();
+    gotel
+}
+
+/// Until gotel's session of each pid is attached and enabled (the session's last line, not the
+/// uprobes' line before the units' last steps).
+fn wait_attached(gotel: &Proc, pids: [u32; 2]) {
+    let attached = |pid: u32| format!("attached pid={pid} ");
+    let all = wait_until(Duration::from_secs(60), || {
+        let e = gotel.stderr_string();
+        pids.iter().all(|&pid| e.contains(&attached(pid)))
+    });
+    assert!(all, "gotel attached to both services\n{}", gotel.stderr_string());
+}
+
+/// Once `want` spans arrived: gotel stopped (SIGTERM, a clean exit, no panic); every span
+/// received and gotel's stderr.
+fn stop(mut gotel: Proc, sink: &Sink, want: usize) -> (Vec<FlatSpan>, String) {
+    let spans = sink.wait_spans(want, Duration::from_secs(30)).unwrap();
+    gotel.signal(libc::SIGTERM);
+    let st = gotel.wait_timeout(Duration::from_secs(30)).unwrap();
+    let stderr = gotel.stderr_string();
+    assert!(st.success(), "gotel exited {st} on SIGTERM\n{stderr}");
+    assert_no_panic("gotel", &stderr);
+    (sink.wait_quiet(Duration::from_millis(500), Duration::from_secs(10)).unwrap_or(spans), stderr)
 }
 
 /// The virtual IP's addresses (198.18.0.0/15, the benchmarking range; the Kubernetes test uses
@@ -339,5 +365,96 @@ fn through_vip(test: &str, route: Route) {
     match Vip::missing() {
         Some(why) => gotel_e2e::toolchains::skip_or_fail(test, &why),
         None => run(Case { route, ..PLAIN }),
+    }
+}
+
+/// gRPC (HTTP/2, plaintext) between two processes one gotel traces in node mode, injection off:
+/// `e2e/goapps/grpcsvc` as a server (`-serve`) and as a client (`-target`, after gotel attached
+/// to it) making the set of calls (unary, server streams, errors, a deadline, an unimplemented
+/// method) `ROUNDS` times on one connection. Every server span's parent is its call's CLIENT
+/// span, in its trace (matched by the connection and the HTTP/2 stream id). Without this unit
+/// (gotel before it) the server spans had no parent: two traces per call.
+fn grpc_run(route: Route, variant: Variant) {
+    const ROUNDS: usize = 3;
+    const METHODS: usize = 6;
+    require_environment().unwrap();
+    let mut net = if route == Route::Direct { None } else { Some(Vip::new().unwrap()) };
+    let dir = tempdir();
+    let [client_bin, server_bin] = services(dir.path(), "grpcsvc", variant, ["grpc-client", "grpc-server"]);
+    let sink = Sink::start(Path::new(SINK), dir.path()).unwrap();
+    let gotel = node_gotel(&sink, [(&client_bin, "grpc-client"), (&server_bin, "grpc-server")], false, None);
+
+    let host = if route == Route::Direct { "127.0.0.1" } else { HOST_IP };
+    let listen = std::net::TcpListener::bind(format!("{host}:0")).unwrap();
+    let addr = listen.local_addr().unwrap().to_string();
+    drop(listen);
+    let (until, go) = (dir.path().join("stop"), dir.path().join("go"));
+    let mut cmd = Command::new(&server_bin);
+    cmd.args(["-serve", &addr, "-until", until.to_str().unwrap()]);
+    let mut server = Proc::spawn("grpc-server", cmd).unwrap();
+    let dialled = match net.as_mut() {
+        Some(net) => net.dnat(&addr).unwrap(),
+        None => addr.clone(),
+    };
+    let mut cmd = match &net {
+        Some(net) => net.in_pod(&client_bin),
+        None => Command::new(&client_bin),
+    };
+    cmd.args(["-target", &dialled, "-rounds", &ROUNDS.to_string(), "-wait", go.to_str().unwrap()]);
+    let mut client = Proc::spawn("grpc-client", cmd).unwrap();
+    wait_attached(&gotel, [server.pid(), client.pid()]);
+    std::fs::write(&go, b"").unwrap();
+    let st = client.wait_timeout(Duration::from_secs(60)).unwrap();
+    assert!(st.success() && client.stdout_string().contains("done"), "client: {st}\n{}", client.stderr_string());
+    std::fs::write(&until, b"").unwrap();
+    assert!(server.wait_timeout(Duration::from_secs(30)).unwrap().success(), "{}", server.stderr_string());
+
+    let calls = ROUNDS * METHODS;
+    let (spans, stderr) = stop(gotel, &sink, 2 * calls);
+    drop(net.take());
+
+    let service = |s: &FlatSpan| s.res_str("service.name").unwrap_or("").to_string();
+    let of = |svc: &str, kind: i32| -> Vec<&FlatSpan> {
+        spans.iter().filter(|s| service(s) == svc && s.kind == kind).collect()
+    };
+    let (clients, servers) = (of("grpc-client", 3), of("grpc-server", 2));
+    assert_eq!((clients.len(), servers.len()), (calls, calls), "{stderr}");
+    for server in &servers {
+        let client = clients.iter().find(|c| c.span_id == server.parent_span_id);
+        let client = client.unwrap_or_else(|| panic!("a server span not under a client span: {server:#?}\n{stderr}"));
+        assert_eq!((&server.trace_id, &server.name), (&client.trace_id, &client.name), "one trace per call");
+    }
+    let traces: std::collections::HashSet<_> = clients.iter().map(|c| &c.trace_id).collect();
+    assert_eq!(traces.len(), calls, "one trace per call");
+    let total = |key: &str| summaries(&stderr).iter().filter_map(|s| s.get(key).copied()).sum::<u64>();
+    assert_eq!((total("same_node_offered"), total("same_node_joined")), (calls as u64, calls as u64), "{stderr}");
+    let translated = if route == Route::Direct { 0 } else { calls as u64 };
+    assert_eq!(total("same_node_joined_translated"), translated, "{stderr}");
+    assert!(!stderr.contains("socket_injected="), "nothing injected");
+}
+
+/// gRPC calls on 127.0.0.1 (`grpc_run`).
+#[test]
+fn one_gotel_joins_both_ends_of_grpc_calls() {
+    gotel_e2e::require!(Root, Go);
+    grpc_run(Route::Direct, Variant::Normal);
+}
+
+/// The same, stripped: grpc-go's and x/net's offsets from the layout table.
+#[test]
+fn one_gotel_joins_both_ends_of_grpc_calls_stripped() {
+    gotel_e2e::require!(Root, Go);
+    grpc_run(Route::Direct, Variant::Stripped);
+}
+
+/// gRPC calls from a pod through a Service's virtual IP (`grpc_run`, [`Vip`]).
+#[test]
+fn one_gotel_joins_grpc_calls_through_a_services_virtual_ip() {
+    gotel_e2e::require!(Root, Go);
+    match Vip::missing() {
+        Some(why) => {
+            gotel_e2e::toolchains::skip_or_fail("one_gotel_joins_grpc_calls_through_a_services_virtual_ip", &why)
+        }
+        None => grpc_run(Route::VipFromPod, Variant::Normal),
     }
 }

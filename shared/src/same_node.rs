@@ -18,6 +18,9 @@
 //!   and keep `netns` 0, so a client and a server in two pods still meet.
 //! - A context is used once (the server removes it) and only while [`fresh`]: a port that a new,
 //!   untraced client reuses later cannot join an old trace.
+//! - gRPC (HTTP/2) multiplexes calls on one connection: its keys also carry the call's stream id
+//!   ([`ConnKey::stream`], [`h2_stream`]), which both ends read (the client's loopy writer is
+//!   given it with the HEADERS frame, the server reads it from that frame); HTTP/1 keys have 0.
 //!
 //! Through a virtual IP (a Kubernetes Service, which kube-proxy DNATs) the two ends disagree on
 //! the server's address: the client's `raddr` is the Service's, the server's `laddr` the pod's.
@@ -90,6 +93,11 @@ pub struct ConnKey {
     pub server_port: u16,
     /// Network namespace inode for loopback connections, else 0.
     pub netns: u32,
+    /// The HTTP/2 stream of a gRPC call ([`h2_stream`]), 0 for HTTP/1 (one request at a time
+    /// per connection; a client-initiated stream id is odd, never 0, so the two never meet).
+    pub stream: u32,
+    /// Zero (the key's size a multiple of 8 for the scratch memory that holds one).
+    pub _pad: u32,
 }
 
 /// The client span a connection's next request belongs to.
@@ -129,7 +137,9 @@ impl ConnContext {
 /// `dest_ip`:`dest_port`, given the record found there (`prev`, still unused since a server
 /// removes what it joins). The same destination is the same connection (a 4-tuple is one
 /// connection at a time): its earlier request's server is done, since HTTP/1 sends the next
-/// request only after the response, and what it knew is kept. Another destination is another
+/// request only after the response (and an HTTP/2 stream id, part of a gRPC key, is used once
+/// per connection: the same one again is a later connection with the same 4-tuple), and what it
+/// knew is kept. Another destination is another
 /// connection whose server may still come: its store time.
 #[inline(always)]
 pub fn other_ns(prev: Option<&ConnContext>, dest_ip: &[u8; 16], dest_port: u16) -> u64 {
@@ -208,6 +218,19 @@ pub struct SameNodeConfig {
     /// 1: the target's client requests are also stored under their client address
     /// ([`ConnKey::to_client_key`]): it runs in a network namespace other than the host's.
     pub client_key: u32,
+    /// 1: gRPC client calls are stored at `(*loopyWriter).writeHeader` (the unit
+    /// `join.same_node.grpc_client` is attached, injection is off).
+    pub grpc_client: u32,
+    /// 1: gRPC server streams without `traceparent` look their call up at
+    /// `(*http2Server).operateHeaders` (the offsets below are known).
+    pub grpc_server: u32,
+    /// grpc-go's `transport.loopyWriter.conn` and `transport.http2Server.conn` (`net.Conn`).
+    pub loopy_conn: u32,
+    pub h2server_conn: u32,
+    /// x/net's `http2.MetaHeadersFrame.HeadersFrame` (a `*HeadersFrame`), and where the stream
+    /// id is in a `HeadersFrame` (`.FrameHeader` + `FrameHeader.StreamID`).
+    pub meta_headers: u32,
+    pub frame_stream: u32,
 }
 
 /// An offset the binary does not have.
@@ -284,6 +307,8 @@ impl ConnKey {
             client_port: client.1,
             server_port: server.1,
             netns: 0,
+            stream: 0,
+            _pad: 0,
         };
         key.set_netns(netns);
         key
@@ -317,6 +342,15 @@ impl ConnKey {
         let loopback = is_loopback(&self.client_ip) || is_loopback(&self.server_ip);
         self.netns = if loopback { netns } else { 0 };
     }
+}
+
+/// A gRPC call's HTTP/2 stream id as both ends read it (the client's loopy writer is given it
+/// for the call's HEADERS frame, the server reads it from that frame), for [`ConnKey::stream`]:
+/// only a client-initiated id (odd, below 2^31) is one; anything else read is no stream.
+#[inline(always)]
+pub fn h2_stream(raw: u64) -> Option<u32> {
+    let id = raw & 0xffff_ffff;
+    (id & 1 == 1 && id < 1 << 31).then_some(id as u32)
 }
 
 /// Whether a context stored at `stored_ns` may still be joined at `now_ns`.
@@ -477,6 +511,27 @@ mod tests {
         assert!(!stores_client_key(INIT_NET_INO, None), "a process on the host, hostNetwork");
         assert!(!stores_client_key(4026532300, Some(4026532300)), "the host of a node in a container");
         assert!(!stores_client_key(0, Some(INIT_NET_INO)), "namespace unknown");
+    }
+
+    #[test]
+    fn grpc_keys_are_per_stream_and_never_meet_http1_keys() {
+        let conn =
+            |stream| ConnKey { stream, ..ConnKey::new((v4([10, 244, 0, 5]), 40000), (v4([10, 244, 0, 7]), 50051), 7) };
+        let (one, three) = (conn(h2_stream(1).unwrap()), conn(h2_stream(3).unwrap()));
+        assert_ne!(one, three, "two calls on one connection");
+        assert_ne!(one, conn(0), "an HTTP/1 key of the same connection");
+        // Through a DNAT: the client address's key keeps the stream, and so does the way back.
+        let mut c = one;
+        c.to_client_key(7);
+        assert_eq!(c.stream, 1);
+        let mut other = three;
+        other.to_client_key(7);
+        assert_ne!(c, other);
+        c.to_full_key(one.server_ip, one.server_port, 7);
+        assert_eq!(c, one);
+        // Only client-initiated ids: odd, 31 bits (the upper word of a read register ignored).
+        assert_eq!((h2_stream(0), h2_stream(2), h2_stream(1 << 31)), (None, None, None));
+        assert_eq!((h2_stream(0x7fff_ffff), h2_stream(0xdead_0000_0005)), (Some(0x7fff_ffff), Some(5)));
     }
 
     #[test]

@@ -9,6 +9,10 @@
 //! handles the stream: the context is adopted for hand-off (`INHERIT_HANDOFF`), and
 //! `gotel_newproc_return` gives it to that goroutine, whose first traced call is the server span.
 //! A stale context is dropped at the next HEADERS frame.
+//!
+//! Without a `traceparent`, `join.same_node` may know the stream's caller instead: the CLIENT
+//! span a traced gRPC client on this node stored under the connection and stream id
+//! (`propagation::same_node::gotel_same_node_join_grpc`), adopted for hand-off the same way.
 use aya_ebpf::{
     helpers::{bpf_probe_read_user, bpf_probe_read_user_buf, generated::bpf_loop},
     macros::uprobe,
@@ -80,6 +84,8 @@ fn on_headers(ctx: &ProbeContext) -> Option<()> {
     }
     let found = find_traceparent(fields, n, cfg.field_size as u64, cfg.name_offset as u64);
     if found == 0 {
+        // No traceparent: the client call gotel stored for this stream, if any (join.same_node).
+        crate::propagation::same_node::gotel_same_node_join_grpc(frame);
         return None;
     }
     let value_ptr = read_u64(found.wrapping_add(cfg.value_offset as u64))?;

@@ -26,8 +26,23 @@
 //! joins by the full key also removes its client address's record when it holds the same
 //! context, so that the connection's next request does not find an unused one there.
 //!
-//! TLS connections are matched too: a `*tls.Conn` is unwrapped once to the `*net.TCPConn` it
-//! runs over (its `conn` field), on both ends.
+//! gRPC (HTTP/2, plaintext): many calls share a connection, so their keys also carry the
+//! stream id. Client side, [`offer_grpc`] from `gotel_grpc_write_header` (entry of
+//! `(*loopyWriter).writeHeader(streamID, …, hf, …)` on the connection's writer goroutine, before
+//! the HEADERS frame is encoded): the call's context, which `gotel_grpc_fields` keyed by `hf`
+//! on the caller's goroutine (the injection path's two hooks, `inject_socket/h2.rs`), is stored
+//! under `l.conn`'s addresses and `streamID`. Server side, [`gotel_same_node_join_grpc`] from
+//! `gotel_grpc_headers` (`(*http2Server).operateHeaders`, on the reader goroutine) when the
+//! stream has no `traceparent`: `t.conn` and `frame.StreamID` give the key, and the context is
+//! adopted for hand-off to the stream's goroutine as an incoming `traceparent` is. Why those
+//! two client hooks: the writer goroutine knows the stream id and the connection but not the
+//! caller, the caller's goroutine knows its span before a stream id exists, and a hook after
+//! the id is given (`NewStream`'s RETs) may run after the frame left (the server would look
+//! first). Two traps per call; the rules and guards are HTTP/1's.
+//!
+//! TLS connections are matched too (HTTP/1): a `*tls.Conn` is unwrapped once to the
+//! `*net.TCPConn` it runs over (its `conn` field), on both ends. gRPC over TLS is not (grpc-go
+//! wraps the TLS connection in a type of its own): counted as `same_node_unreadable`.
 //!
 //! Nothing here writes into the target or its traffic; reads only (`bpf_probe_read_user`).
 use aya_ebpf::{
@@ -37,8 +52,10 @@ use aya_ebpf::{
 };
 use gotel_shared::{
     rules::{adopt_remote, frame_slot, outgoing_sampled},
-    same_node::{is_tcp, other_ns, port, verdict, widen_ip, ConnContext, SameNodeConfig, Verdict, NO_OFFSET},
-    Counter, GoroutineState, INHERIT_REMOTE, MAX_FRAMES, REG_RAX, REG_RCX,
+    same_node::{
+        h2_stream, is_tcp, other_ns, port, verdict, widen_ip, ConnContext, SameNodeConfig, Verdict, NO_OFFSET,
+    },
+    Counter, GoroutineState, InjectContext, INHERIT_HANDOFF, INHERIT_REMOTE, MAX_FRAMES, REG_RAX, REG_RCX,
 };
 
 use crate::{
@@ -75,11 +92,41 @@ fn offer(ctx: &ProbeContext) -> Option<()> {
         count(Counter::SameNodeUnreadable);
         return None;
     }
+    store(s, cfg, &st.trace_id, frame.span_id, outgoing_sampled(st));
+    Some(())
+}
+
+/// gRPC client side, from `gotel_grpc_write_header` (entry of `(*loopyWriter).writeHeader`, on
+/// the connection's writer goroutine, before the HEADERS frame is encoded): the call's context
+/// `call` (taken from its header fields, keyed at `createHeaderFields` on the caller's
+/// goroutine) is stored under the connection of `loopy` and the frame's stream id. False when
+/// this target does not store gRPC calls (then the socket path may want the context).
+#[inline(always)]
+pub fn offer_grpc(s: &mut Scratch, loopy: u64, stream: u64, call: &InjectContext) -> bool {
+    let Some(cfg) = SAME_NODE_CONFIG.get(s.slot) else { return false };
+    if cfg.enabled == 0 || cfg.grpc_client == 0 {
+        return false;
+    }
+    let key = read_u64(loopy.wrapping_add(cfg.loopy_conn as u64 + 8)).and_then(|conn| conn_key(s, cfg, conn, false));
+    match (key, h2_stream(stream)) {
+        (Some(()), Some(id)) => {
+            s.conn_key.stream = id;
+            store(s, cfg, &call.trace_id, call.span_id, call.sampled);
+        }
+        _ => count(Counter::SameNodeUnreadable),
+    }
+    true
+}
+
+/// Stores a CLIENT span's context under `s.conn_key` (built by [`conn_key`], its `stream` set)
+/// and, when the target's `client_key` says so, under the client address alone.
+#[inline(always)]
+fn store(s: &mut Scratch, cfg: &SameNodeConfig, trace_id: &[u8; 16], span_id: u64, sampled: u32) {
     let mut value = ConnContext {
-        trace_id: st.trace_id,
-        span_id: frame.span_id,
+        trace_id: *trace_id,
+        span_id,
         stored_ns: unsafe { bpf_ktime_get_ns() },
-        sampled: outgoing_sampled(st),
+        sampled,
         dest_port: s.conn_key.server_port,
         by_client: cfg.client_key as u16,
         dest_ip: s.conn_key.server_ip,
@@ -95,7 +142,6 @@ fn offer(ctx: &ProbeContext) -> Option<()> {
         value.other_ns = other_ns(prev, &value.dest_ip, value.dest_port);
         let _ = SAME_NODE_CONNS.insert(&s.conn_key, &value, 0);
     }
-    Some(())
 }
 
 /// Server side, from the HTTP server span's entry (registers in the scratch copy: RCX = the
@@ -116,16 +162,63 @@ pub extern "C" fn gotel_same_node_join(depth: u64) -> u64 {
 fn join_inner(scratch: *mut Scratch, st: *mut GoroutineState, depth: u64) -> Option<u64> {
     let cfg = SAME_NODE_CONFIG.get(unsafe { (*scratch).slot })?;
     let st = unsafe { &mut *st };
-    if cfg.enabled == 0 || depth != 0 || st.has_inherited & INHERIT_REMOTE != 0 {
+    if cfg.enabled == 0 || cfg.response_conn == NO_OFFSET || depth != 0 || st.has_inherited & INHERIT_REMOTE != 0 {
         return None;
     }
     let s = unsafe { &mut *scratch };
     let rw = s.regs[REG_RCX as usize];
     let conn = read_u64(rw.wrapping_add(cfg.response_conn as u64))?;
-    if conn_key(s, cfg, read_u64(conn.wrapping_add(cfg.conn_rwc as u64 + 8))?, true).is_none() {
+    join_conn(s, st, cfg, read_u64(conn.wrapping_add(cfg.conn_rwc as u64 + 8))?, 0)?;
+    Some(1)
+}
+
+/// gRPC server side, from `gotel_grpc_headers` (entry of `(*http2Server).operateHeaders`, on the
+/// connection's reader goroutine; registers in the scratch copy: RAX = the `*http2Server`) when
+/// the stream's header fields have no `traceparent`: joins the client call stored for this
+/// connection and the HEADERS frame's stream (`frame`: the `*http2.MetaHeadersFrame`), adopted
+/// for hand-off to the goroutine that handles the stream, as an incoming `traceparent` is. A
+/// BPF global function like [`gotel_same_node_join`].
+#[no_mangle]
+#[inline(never)]
+pub extern "C" fn gotel_same_node_join_grpc(frame: u64) -> u64 {
+    let Some(scratch) = SCRATCH.get_ptr_mut(0) else { return 0 };
+    join_grpc(scratch, frame).unwrap_or(0)
+}
+
+#[inline(always)]
+fn join_grpc(scratch: *mut Scratch, frame: u64) -> Option<u64> {
+    let cfg = SAME_NODE_CONFIG.get(unsafe { (*scratch).slot })?;
+    if cfg.enabled == 0 || cfg.grpc_server == 0 {
+        return None; // before any goroutine record is made: outside node mode, nothing
+    }
+    let key = current_goroutine(unsafe { &(*scratch).regs });
+    let st = unsafe { &mut *state_of_key(scratch, &key, true)? };
+    if st.depth != 0 || st.has_inherited & INHERIT_REMOTE != 0 {
+        return None;
+    }
+    let s = unsafe { &mut *scratch };
+    let t = s.regs[REG_RAX as usize];
+    let headers = read_u64(frame.wrapping_add(cfg.meta_headers as u64))?;
+    let Some(stream) = h2_stream(read_u64(headers.wrapping_add(cfg.frame_stream as u64))?) else {
+        count(Counter::SameNodeUnreadable);
+        return None;
+    };
+    if join_conn(s, st, cfg, read_u64(t.wrapping_add(cfg.h2server_conn as u64 + 8))?, stream)? {
+        st.has_inherited |= INHERIT_HANDOFF;
+    }
+    Some(1)
+}
+
+/// The server's half for the connection `conn` (the data word of its `net.Conn`) and `stream`
+/// (0: HTTP/1): the stored client context, if any and if the rules let it, becomes `st`'s remote
+/// parent (true) and is removed. None when nothing was found or the connection is unreadable.
+#[inline(always)]
+fn join_conn(s: &mut Scratch, st: &mut GoroutineState, cfg: &SameNodeConfig, conn: u64, stream: u32) -> Option<bool> {
+    if conn_key(s, cfg, conn, true).is_none() {
         count(Counter::SameNodeUnreadable);
         return None;
     }
+    s.conn_key.stream = stream;
     // The full key first; the client address alone when it misses (a DNAT between the ends).
     let by_client_key = SAME_NODE_CONNS.get_ptr(&s.conn_key).is_none();
     if by_client_key {
@@ -135,7 +228,7 @@ fn join_inner(scratch: *mut Scratch, st: *mut GoroutineState, depth: u64) -> Opt
     let decision = verdict(found, by_client_key, unsafe { bpf_ktime_get_ns() });
     if decision == Verdict::Ambiguous {
         count(Counter::SameNodeAmbiguous);
-        return None; // left for the other connection's server, which may be the one to ask
+        return Some(false); // left for the other connection's server, which may be the one to ask
     }
     // Copied field by field into scratch memory (the record is used once: removed below).
     s.remote.trace_id = found.trace_id;
@@ -159,15 +252,16 @@ fn join_inner(scratch: *mut Scratch, st: *mut GoroutineState, depth: u64) -> Opt
     }
     if decision == Verdict::Expired {
         count(Counter::SameNodeExpired);
-        return None;
+        return Some(false);
     }
-    if adopt_remote(st, &s.remote) {
-        count(Counter::SameNodeJoined);
-        if by_client_key {
-            count(Counter::SameNodeJoinedTranslated);
-        }
+    if !adopt_remote(st, &s.remote) {
+        return Some(false);
     }
-    Some(1)
+    count(Counter::SameNodeJoined);
+    if by_client_key {
+        count(Counter::SameNodeJoinedTranslated);
+    }
+    Some(true)
 }
 
 /// Removes the record under `s.conn_key` if it holds the context just taken (`s.remote`).
@@ -193,6 +287,8 @@ fn conn_key(s: &mut Scratch, cfg: &SameNodeConfig, conn: u64, server: bool) -> O
     let remote = read_u64(fd.wrapping_add(cfg.fd_raddr as u64 + 8))?;
     let (client, srv) = if server { (remote, local) } else { (local, remote) };
     let k = &mut s.conn_key;
+    k.stream = 0;
+    k._pad = 0;
     address(cfg, client, &mut k.client_ip, &mut k.client_port)?;
     address(cfg, srv, &mut k.server_ip, &mut k.server_port)?;
     k.set_netns(cfg.netns);

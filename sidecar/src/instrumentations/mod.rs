@@ -79,6 +79,7 @@ pub static ALL: &[&Instrumentation] = &[
     &trace_context_grpc::TRACE_CONTEXT_GRPC,
     &join_same_node::JOIN_SAME_NODE,
     &join_same_node::JOIN_SAME_NODE_CLIENT,
+    &join_same_node::JOIN_SAME_NODE_GRPC_CLIENT,
 ];
 
 /// An instrumentation chosen for this run (see [`libraries_from_env`]).

@@ -21,6 +21,10 @@
 //!    whose place is lost (unknown type, a frame header split between messages, more frames
 //!    than walked) is dropped from `H2_CONNS`, counted, never guessed.
 //!
+//! With injection off and `join.same_node` on, steps 1 and 2 serve the same-node join instead:
+//! at step 2 the context is stored under the connection's addresses and the stream id
+//! (`propagation::same_node::offer_grpc`), where the server's `operateHeaders` finds it.
+//!
 //! Connections open before gotel attached (their preface was not seen, user space enrolled
 //! them) and connections whose place was lost are resynchronised instead: a message is walked
 //! strictly (`strict`: `FrameHeader::parse_strict`) and used only if its frames tile it
@@ -149,6 +153,11 @@ fn on_write_header(ctx: &ProbeContext) -> Option<()> {
     let by_fields = GoroutineKey::new(g.tgid, s.regs[REG_RDI as usize]);
     let mut inject = unsafe { *GRPC_INJECT_BY_FIELDS.get(&by_fields)? };
     let _ = GRPC_INJECT_BY_FIELDS.remove(&by_fields);
+    // join.same_node (injection off): stored under the connection and stream id instead.
+    let (loopy, stream) = (s.regs[REG_RAX as usize], s.regs[REG_RBX as usize]);
+    if crate::propagation::same_node::offer_grpc(s, loopy, stream, &inject) {
+        return Some(());
+    }
     inject.stored_ns = unsafe { bpf_ktime_get_ns() };
     let key = GrpcStreamKey { tgid: g.tgid, stream_id: s.regs[REG_RBX as usize] as u32, goroutine: g.goroutine };
     let _ = GRPC_INJECT_PENDING.insert(&key, &inject, 0);

@@ -28,6 +28,12 @@ pub const FIELDS_SYMBOL: &str = "google.golang.org/grpc/internal/transport.(*htt
 /// Encodes and writes a stream's HEADERS frame on the connection's loopy-writer goroutine.
 pub const WRITE_HEADER_SYMBOL: &str = "google.golang.org/grpc/internal/transport.(*loopyWriter).writeHeader";
 
+/// The two hooks (also `join.same_node.grpc_client`'s); the programs read no cookie.
+pub const HOOKS: &[HookSpec] = &[
+    HookSpec { program: PROGRAM_GRPC_FIELDS, function: FIELDS_SYMBOL, at: At::Returns, cookie: 0 },
+    HookSpec { program: PROGRAM_GRPC_WRITE_HEADER, function: WRITE_HEADER_SYMBOL, at: At::Entry, cookie: 0 },
+];
+
 pub static INJECT_SOCKET_GRPC: Instrumentation = Instrumentation {
     name: "inject.socket.grpc",
     doc: "with `GOTEL_PROPAGATION=inject` and `grpc.client`: appends `traceparent` (one HPACK literal field without indexing) to the HEADERS frame of outgoing gRPC calls over plaintext HTTP/2 (h2c) as they are sent, through the socket path's SK_MSG program; gRPC over TLS is not injected",
@@ -35,11 +41,7 @@ pub static INJECT_SOCKET_GRPC: Instrumentation = Instrumentation {
         FieldNeed::module(X_NET, FIELD, "Name", GoTy::String),
         FieldNeed::module(X_NET, FIELD, "Sensitive", GoTy::Int),
     ],
-    // The programs read no cookie.
-    hooks: &[
-        HookSpec { program: PROGRAM_GRPC_FIELDS, function: FIELDS_SYMBOL, at: At::Returns, cookie: 0 },
-        HookSpec { program: PROGRAM_GRPC_WRITE_HEADER, function: WRITE_HEADER_SYMBOL, at: At::Entry, cookie: 0 },
-    ],
+    hooks: HOOKS,
     wanted,
     missing_hooks: Some(
         "inject.socket.grpc: no (*http2Client).createHeaderFields or (*loopyWriter).writeHeader in the binary: outgoing gRPC calls carry no traceparent",
@@ -71,15 +73,21 @@ fn wanted(s: &Session) -> Wanted {
 /// call's fields carry no `traceparent` yet.
 fn prepare(a: &mut Activation) -> Result<(), String> {
     let off = |why: String| format!("inject.socket.grpc is off (outgoing gRPC calls carry no traceparent): {why}");
-    let types = types_of(a.bin).map_err(off)?;
-    let field = |name: &str| {
-        types.types.struct_field(FIELD, name).map(|f| f.0 as u32).ok_or_else(|| off(format!("no {FIELD}.{name}")))
-    };
-    let sensitive = field("Sensitive")?;
-    let config = GrpcInjectConfig { field_size: field_size(sensitive), name_offset: field("Name")? };
+    let config = fields_config(a).map_err(off)?;
     a.map_fills.push(MapFill::array(INJECT_SOCKET_GRPC.name, MAP_GRPC_INJECT_CONFIG, config));
     // The socket path's settings (the same values `inject.socket` writes when it is planned too).
     super::prepare(a)
+}
+
+/// What `gotel_grpc_fields` reads of the header fields (also for `join.same_node.grpc_client`,
+/// which uses the same two hooks).
+pub(crate) fn fields_config(a: &Activation) -> Result<GrpcInjectConfig, String> {
+    let types = types_of(a.bin)?;
+    let field = |name: &str| {
+        types.types.struct_field(FIELD, name).map(|f| f.0 as u32).ok_or_else(|| format!("no {FIELD}.{name}"))
+    };
+    let sensitive = field("Sensitive")?;
+    Ok(GrpcInjectConfig { field_size: field_size(sensitive), name_offset: field("Name")? })
 }
 
 /// The socket path's programs, unless `inject.socket` attaches them (it is planned when the
