@@ -45,7 +45,8 @@ use crate::{
 
 /// [`scan`]'s answer, bits: the request is HTTP/1 (else nothing to do).
 const HTTP1: u64 = 1;
-/// The block was whole in the buffer (the request line was seen).
+/// The block was whole in the buffer (the request line was seen; not known when the scan
+/// stopped early with both lines, `Outcome::Found`, and then not needed).
 const WHOLE: u64 = 2;
 /// A `traceparent` line is in `s.scan` (`tp_start`, `tp_len`) for [`adopt`].
 const TP_LINE: u64 = 4;
