@@ -448,7 +448,10 @@ mod tests {
         assert_eq!(ua.as_deref(), Some("last"));
         // The same lines in the other order: the traceparent is the one found last.
         let (outcome, tp, ua) = adopted(&request(&[headers[4].clone(), headers[2].clone()]));
-        assert_eq!((outcome, tp.map(|c| c.span_id), ua.as_deref()), (Outcome::Found, Some(0x00f067aa0ba902b7), Some("last")));
+        assert_eq!(
+            (outcome, tp.map(|c| c.span_id), ua.as_deref()),
+            (Outcome::Found, Some(0x00f067aa0ba902b7), Some("last"))
+        );
     }
 
     #[test]
@@ -481,7 +484,10 @@ mod tests {
         let own = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
         bytes.extend_from_slice(&request(&[format!("traceparent: {own}"), "User-Agent: new".into()]));
         let (outcome, tp, ua) = adopted(&bytes);
-        assert_eq!((outcome, tp.map(|c| c.span_id), ua.as_deref()), (Outcome::Found, Some(0xb7ad6b7169203331), Some("new")));
+        assert_eq!(
+            (outcome, tp.map(|c| c.span_id), ua.as_deref()),
+            (Outcome::Found, Some(0xb7ad6b7169203331), Some("new"))
+        );
     }
 
     #[test]
