@@ -8,7 +8,8 @@
 //! read further yet. So the bytes just before `buf[r]` are this request's header lines, and the
 //! next pipelined request, if any, lies after `r`: scanning *backward* from `r` can only see
 //! this request. The scan stops at the request line (`METHOD target HTTP/1.x`; a header line
-//! cannot end like that without also being refused by net/textproto, see [`BlockScan::line`]).
+//! cannot end like that without also being refused by net/textproto, see [`BlockScan::line`]),
+//! or earlier, once it has both a `traceparent` and a `User-Agent` ([`Outcome::Found`]).
 //!
 //! The bytes may be gone: `bufio.Reader.fill` slides unread bytes to the start of the buffer
 //! when it needs more, overwriting the lines already parsed. That happens when the header block
@@ -52,6 +53,10 @@ pub enum Outcome {
     RequestLine = 1,
     /// The bytes start inside the header block: earlier lines are gone.
     ReachedStart = 2,
+    /// Both a `traceparent` and a `User-Agent` line were found: the lines before them cannot
+    /// change either (each is the last line of its name, the first one seen backward), so the
+    /// scan stops there (whether the block is whole is then never needed).
+    Found = 3,
 }
 
 /// State of a backward scan over `buf[base..BLOCK_BUF]` (the bytes that preceded `r`, copied so
@@ -224,6 +229,9 @@ impl BlockScan {
                 self.ua_len = (len - USER_AGENT.len()) as u64;
             }
         }
+        if self.tp_len != 0 && self.ua_start != 0 {
+            self.outcome = Outcome::Found as u64;
+        }
     }
 
     /// The `traceparent` line found, checked: `None` when there was none.
@@ -361,6 +369,7 @@ mod tests {
         let outcome = match s.outcome {
             1 => Outcome::RequestLine,
             2 => Outcome::ReachedStart,
+            3 => Outcome::Found,
             _ => Outcome::Scanning,
         };
         (outcome, tp, ua)
@@ -400,11 +409,49 @@ mod tests {
     fn the_traceparent_and_user_agent_of_a_whole_block_are_found() {
         let req = request(&[format!("traceparent: {TP}"), "User-Agent: Go-http-client/1.1".into()]);
         let (outcome, tp, ua) = adopted(&req);
-        assert_eq!(outcome, Outcome::RequestLine);
+        assert_eq!(outcome, Outcome::Found);
         assert_eq!(tp.unwrap().span_id, 0x00f067aa0ba902b7);
         assert_eq!(ua.as_deref(), Some("Go-http-client/1.1"));
         // Without them: whole block, nothing found.
         assert_eq!(adopted(&request(&[])), (Outcome::RequestLine, None, None));
+        // One of the two: the scan reads on to the request line (the block's being whole
+        // decides whether the http.Header map is walked for the other).
+        let (outcome, tp, ua) = adopted(&request(&[format!("traceparent: {TP}")]));
+        assert_eq!((outcome, tp.is_some(), ua), (Outcome::RequestLine, true, None));
+        let (outcome, tp, ua) = adopted(&request(&["User-Agent: x".into(), "Accept: */*".into()]));
+        assert_eq!((outcome, tp, ua.as_deref()), (Outcome::RequestLine, None, Some("x")));
+    }
+
+    /// The scan stops once it has both lines (the last of each name: the first seen backward),
+    /// before the lines above them, which could change neither.
+    #[test]
+    fn the_scan_stops_when_both_lines_are_found() {
+        let old = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+        let headers = [
+            format!("traceparent: {old}"),
+            "User-Agent: first".into(),
+            format!("traceparent: {TP}"),
+            "Accept: */*".into(),
+            "User-Agent: last".into(),
+            "X-Other: 1".into(),
+        ];
+        let req = request(&headers);
+        let (s, buf) = scan(&req);
+        assert_eq!(s.outcome, Outcome::Found as u64);
+        let first_kept = String::from_utf8_lossy(&req).find(&format!("traceparent: {TP}")).unwrap();
+        assert!(s.pos as usize >= BLOCK_BUF - req.len() + first_kept, "stopped at the lines it needs");
+        match s.traceparent(&buf) {
+            Some(HeaderLine::Valid(c)) => assert_eq!(c.span_id, 0x00f067aa0ba902b7),
+            other => panic!("{other:?}"),
+        }
+        let (_, _, ua) = adopted(&req);
+        assert_eq!(ua.as_deref(), Some("last"));
+        // The same lines in the other order: the traceparent is the one found last.
+        let (outcome, tp, ua) = adopted(&request(&[headers[4].clone(), headers[2].clone()]));
+        assert_eq!(
+            (outcome, tp.map(|c| c.span_id), ua.as_deref()),
+            (Outcome::Found, Some(0x00f067aa0ba902b7), Some("last"))
+        );
     }
 
     #[test]
@@ -432,6 +479,15 @@ mod tests {
         let mut bytes = format!("GET /a HTTP/1.1\r\ntraceparent: {TP}\r\n\r\n").into_bytes();
         bytes.extend_from_slice(&request(&[]));
         assert_eq!(adopted(&bytes), (Outcome::RequestLine, None, None));
+        // This request has both lines: its own are found, the previous request's never.
+        let mut bytes = format!("GET /a HTTP/1.1\r\ntraceparent: {TP}\r\nUser-Agent: old\r\n\r\n").into_bytes();
+        let own = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+        bytes.extend_from_slice(&request(&[format!("traceparent: {own}"), "User-Agent: new".into()]));
+        let (outcome, tp, ua) = adopted(&bytes);
+        assert_eq!(
+            (outcome, tp.map(|c| c.span_id), ua.as_deref()),
+            (Outcome::Found, Some(0xb7ad6b7169203331), Some("new"))
+        );
     }
 
     #[test]
@@ -454,7 +510,7 @@ mod tests {
     fn bare_newlines_and_invalid_values() {
         let req = format!("GET / HTTP/1.0\ntraceparent: {TP}\nuser-agent:curl\n\n");
         let (outcome, tp, ua) = adopted(req.as_bytes());
-        assert_eq!((outcome, tp.is_some(), ua.as_deref()), (Outcome::RequestLine, true, Some("curl")));
+        assert_eq!((outcome, tp.is_some(), ua.as_deref()), (Outcome::Found, true, Some("curl")));
         let bad = request(&[format!("traceparent: {}", TP.replace("-01", "-zz"))]);
         let (s, buf) = scan(&bad);
         assert_eq!(s.traceparent(&buf), Some(HeaderLine::Invalid));

@@ -161,7 +161,8 @@ pub enum ValueKind {
     MapLen = 3,
     /// Words: (itab or type pointer, data pointer). The kernel also tries the string at the
     /// start of the data (errors.errorString.s, fmt.wrapError.msg) for userspace to use
-    /// when the dynamic type is one it knows.
+    /// when the dynamic type is one it knows, unless the fetch's `max_len` is 0 (userspace
+    /// shows only the type: two reads and up to `MAX_STR` bytes saved).
     Interface = 4,
 }
 
@@ -190,7 +191,8 @@ pub struct Fetch {
     pub at_return: u8,
     /// Root::Stack: offset from SP at the probe (SP points at the return address).
     pub stack_offset: i32,
-    /// Upper bound of string bytes to copy (<= MAX_STR).
+    /// Upper bound of string bytes to copy (<= MAX_STR); for `ValueKind::Interface`, 0 = the
+    /// words only (the dynamic value's string is not read).
     pub max_len: u16,
     /// Index of the attribute in the probe's userspace plan.
     pub slot: u16,

@@ -300,7 +300,7 @@ fn fetch_one(s: &mut Scratch, f: &Fetch, sp: u64, off: usize) -> usize {
             // string (errors.errorString.s, fmt.wrapError.msg): userspace decides.
             let (str_ptr, str_len) = if kind == ValueKind::String as u8 {
                 (w0, w1)
-            } else if w1 != 0 {
+            } else if w1 != 0 && f.max_len != 0 {
                 (read_u64(w1).unwrap_or(0), read_u64(w1.wrapping_add(8)).unwrap_or(0))
             } else {
                 (0, 0)

@@ -8,7 +8,7 @@
 use aya_ebpf::{
     helpers::{
         bpf_get_attach_cookie, bpf_get_current_pid_tgid, bpf_get_current_task, bpf_get_prandom_u32, bpf_ktime_get_ns,
-        bpf_probe_read_kernel, bpf_probe_read_kernel_buf, bpf_probe_read_user,
+        bpf_probe_read_kernel, bpf_probe_read_user,
     },
     programs::ProbeContext,
 };
@@ -93,13 +93,22 @@ pub fn hit(ctx: &ProbeContext) -> Option<Hit> {
 }
 
 /// Copies the probed thread's registers into the scratch area, with the attach cookie and the
-/// target's slot.
+/// target's slot. The registers are the program's context, which it may load directly (one
+/// load per word at a constant offset, the only access the verifier allows there): cheaper
+/// than a `bpf_probe_read_kernel` call, at every probe hit.
 #[inline(always)]
 pub fn copy_regs(ctx: &ProbeContext) -> Option<*mut Scratch> {
     let scratch = SCRATCH.get_ptr_mut(0)?;
     let s = unsafe { &mut *scratch };
-    let regs_bytes = unsafe { core::slice::from_raw_parts_mut(s.regs.as_mut_ptr() as *mut u8, PT_REGS_SLOTS * 8) };
-    unsafe { bpf_probe_read_kernel_buf(ctx.regs as *const u8, regs_bytes) }.ok()?;
+    let r = ctx.regs as *const u64;
+    macro_rules! copy {
+        ($($i:literal)*) => {
+            // Volatile: each load stays a load of its own at a constant offset of the context.
+            $( s.regs[$i] = unsafe { core::ptr::read_volatile(r.add($i)) }; )*
+        };
+    }
+    copy!(0 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20);
+    const _: () = assert!(PT_REGS_SLOTS == 21);
     let cookie = unsafe { bpf_get_attach_cookie(ctx.regs as *mut _) };
     s.cookie = cookie;
     s.slot = gotel_shared::cookie_slot(cookie);

@@ -58,7 +58,7 @@ fn on_entry(ctx: &ProbeContext, http_server: bool) -> Option<()> {
     let plan = PROBES.get(probe_id);
     if http_server && plan.is_some_and(|p| p.flags & PLAN_SCAN_HEADERS != 0) {
         // The HTTP server span: its request's traceparent, before the root joins a context.
-        scan_request_headers(&h, n);
+        scan_request_headers(&h, st, n);
     }
     if n == 0 && !join_inherited(st) {
         st.trace_id = random_trace_id();

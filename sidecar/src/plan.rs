@@ -2,7 +2,7 @@
 //! entry probe (after the stack-check prologue), every RET, source location, and the kernel
 //! fetch instructions for the attributes. Everything that can be wrong with the configuration
 //! is found here, before anything is attached.
-use gotel_shared::{ProbePlan, MAX_FETCHES, PLAN_HAS_ENTRY_FETCH, PLAN_HAS_RETURN_FETCH};
+use gotel_shared::{ProbePlan, ValueKind, MAX_FETCHES, PLAN_HAS_ENTRY_FETCH, PLAN_HAS_RETURN_FETCH};
 
 use crate::{
     attributes::{self, AttributePlan, Decode, Limits},
@@ -86,6 +86,13 @@ impl Probe {
         let ordered = taken.iter().filter(|f| f.at_return == 0).chain(taken.iter().filter(|f| f.at_return != 0));
         for (i, f) in ordered.enumerate() {
             plan.fetches[i] = *f;
+            // An interface shown as its dynamic type uses the type word only: `max_len` 0 tells
+            // the kernel not to read the value's first string (two user reads and up to
+            // MAX_STR bytes per record; the HTTP server span's `rw` is one, at every request).
+            let type_only = self.attributes.slots.get(f.slot as usize).is_some_and(|s| s.decode == Decode::Interface);
+            if f.kind == ValueKind::Interface as u8 && type_only {
+                plan.fetches[i].max_len = 0;
+            }
             plan.flags |= if f.at_return != 0 { PLAN_HAS_RETURN_FETCH } else { PLAN_HAS_ENTRY_FETCH };
         }
         plan.nfetches = taken.len() as u32;
@@ -352,6 +359,24 @@ mod tests {
             plan_flags: 0,
             entry_trap: true,
         }
+    }
+
+    /// An interface shown as its type name reads no value in the kernel; errors and the other
+    /// interface decodings, which show its string, and strings keep their limit.
+    #[test]
+    fn interfaces_shown_as_their_type_read_no_value() {
+        let mut p = probe(Role::Span, &[0, 0, 1, 0], [NO_REG; 2]);
+        let kinds = [ValueKind::Interface, ValueKind::Interface, ValueKind::Interface, ValueKind::String];
+        let decodes = [Decode::Interface, Decode::Error, Decode::TypeAndText, Decode::String];
+        for (i, (kind, decode)) in kinds.into_iter().zip(decodes).enumerate() {
+            let f = &mut p.attributes.fetches[i];
+            (f.kind, f.slot, f.max_len) = (kind as u8, i as u16, 200);
+            let key = attributes::shared_key(&format!("v{i}"));
+            p.attributes.slots.push(attributes::AttrSlot { key, decode, sets_error_status: false });
+        }
+        let plan = p.kernel_plan();
+        let by_slot = |slot: u16| plan.fetches[..4].iter().find(|f| f.slot == slot).unwrap().max_len;
+        assert_eq!([by_slot(0), by_slot(1), by_slot(2), by_slot(3)], [0, 200, 200, 200]);
     }
 
     /// Helpers and closers that read only at entry end there (one trap); anything reading at

@@ -18,7 +18,8 @@
 //! This runs in `gotel_http_entry` only (the entry program of the HTTP server span), and its
 //! steps are BPF *global* functions called one after the other from the entry, never from each
 //! other: [`gotel_scan_headers`] (the buffer), [`gotel_walk_headers`] (the map),
-//! [`gotel_adopt_traceparent`] (parse and adopt the line either one left in scratch memory).
+//! [`gotel_parse_traceparent`] (parse the line either one left in scratch memory; the entry
+//! adopts it into the goroutine's record it already holds).
 //! Global, because the verifier checks a global function once, on its own, and takes its
 //! result as any number: as static functions they were re-verified along every path of the
 //! entry program (145,558 instructions processed, 3,389 states at peak, 37.5 MiB of kernel
@@ -33,28 +34,29 @@ use gotel_shared::{
     header_map::{MapWalk, Memory, WalkEnd, MAP_NONE, MAX_WALK_STEPS},
     rules::adopt_remote,
     traceparent::{read_header_line, LineKind, TRACEPARENT_NAME, TRACEPARENT_VALUE_LEN},
-    Counter, REG_RCX, REG_RDI, REG_USER_AGENT_LEN, REG_USER_AGENT_PTR,
+    Counter, GoroutineState, REG_RCX, REG_RDI, REG_USER_AGENT_LEN, REG_USER_AGENT_PTR,
 };
 
 use crate::{
     capture::window_u64,
-    context::{current_goroutine, read_u64, state_of_key, Hit, Scratch},
+    context::{read_u64, Hit, Scratch},
     maps::{count, EXTRACT_CONFIG, SCRATCH},
 };
 
 /// [`scan`]'s answer, bits: the request is HTTP/1 (else nothing to do).
 const HTTP1: u64 = 1;
-/// The block was whole in the buffer (the request line was seen).
+/// The block was whole in the buffer (the request line was seen; not known when the scan
+/// stopped early with both lines, `Outcome::Found`, and then not needed).
 const WHOLE: u64 = 2;
 /// A `traceparent` line is in `s.scan` (`tp_start`, `tp_len`) for [`adopt`].
 const TP_LINE: u64 = 4;
 /// The `User-Agent` was found (its address is in the register copy).
 const UA: u64 = 8;
 
-/// Reads the request's header lines; adopts its `traceparent` when no traced call is in
-/// progress on the goroutine (`depth` 0), like the per-line hook did.
+/// Reads the request's header lines; adopts its `traceparent` for the probed goroutine `st`
+/// when no traced call is in progress on it (`depth` 0), like the per-line hook did.
 #[inline(always)]
-pub fn scan_request_headers(h: &Hit, depth: usize) {
+pub fn scan_request_headers(h: &Hit, st: &mut GoroutineState, depth: usize) {
     let s = unsafe { &mut *h.scratch };
     s.regs[REG_USER_AGENT_PTR as usize] = 0;
     s.regs[REG_USER_AGENT_LEN as usize] = 0;
@@ -62,17 +64,26 @@ pub fn scan_request_headers(h: &Hit, depth: usize) {
     if found & HTTP1 == 0 {
         return;
     }
-    if found & TP_LINE != 0 {
-        gotel_adopt_traceparent(depth as u64);
+    if found & TP_LINE != 0 && gotel_parse_traceparent() != 0 {
+        adopt(h, st, depth);
     }
     // Lines are gone: the map has what the buffer lost (the traceparent, or the User-Agent).
     if found & WHOLE == 0 && found & (TP_LINE | UA) != (TP_LINE | UA) {
         let want_tp = (found & TP_LINE == 0) as u64;
-        if gotel_walk_headers(want_tp) != 0 {
-            gotel_adopt_traceparent(depth as u64);
+        if gotel_walk_headers(want_tp) != 0 && gotel_parse_traceparent() != 0 {
+            adopt(h, st, depth);
         }
     }
     super::same_node::gotel_same_node_join(depth as u64);
+}
+
+/// Adopts the context [`gotel_parse_traceparent`] left in `s.remote` for the probed goroutine
+/// (its record `st`, at hand: no second lookup) when `depth` is 0.
+#[inline(always)]
+fn adopt(h: &Hit, st: &mut GoroutineState, depth: usize) {
+    if depth == 0 && adopt_remote(st, unsafe { &(*h.scratch).remote }) {
+        count(Counter::TraceparentAdopted);
+    }
 }
 
 /// The buffer: copies the bytes before the reader's index and scans them backward. Returns
@@ -137,12 +148,12 @@ fn scan_inner(scratch: *mut Scratch) -> Option<u64> {
     Some(found)
 }
 
-/// Parses the `traceparent` line `s.scan` points at (in `s.buf`) into `s.remote` and adopts
-/// it for the probed goroutine when `depth` is 0. Returns 1 for a valid line. A global BPF
-/// function (see the module doc).
+/// Parses the `traceparent` line `s.scan` points at (in `s.buf`) into `s.remote`. Returns 1
+/// for a valid line (the caller adopts it); counts an invalid one. A global BPF function (see
+/// the module doc).
 #[no_mangle]
 #[inline(never)]
-pub extern "C" fn gotel_adopt_traceparent(depth: u64) -> u64 {
+pub extern "C" fn gotel_parse_traceparent() -> u64 {
     let Some(scratch) = SCRATCH.get_ptr_mut(0) else { return 0 };
     let s = unsafe { &mut *scratch };
     let Some((line, len)) = s.scan.traceparent_line(&s.buf) else { return 0 };
@@ -152,16 +163,7 @@ pub extern "C" fn gotel_adopt_traceparent(depth: u64) -> u64 {
             count(Counter::TraceparentInvalid);
             0
         }
-        LineKind::Valid => {
-            let key = current_goroutine(&s.regs);
-            if let Some(st) = state_of_key(scratch, &key, false).filter(|_| depth == 0) {
-                let s = unsafe { &*scratch };
-                if adopt_remote(unsafe { &mut *st }, &s.remote) {
-                    count(Counter::TraceparentAdopted);
-                }
-            }
-            1
-        }
+        LineKind::Valid => 1,
     }
 }
 
@@ -205,7 +207,7 @@ impl Memory for User {
 /// The fallback: walks `r.Header` for `Traceparent` (unless `want_tp` is 0: the buffer had it)
 /// and `User-Agent` (when the buffer gave none). Returns 1 when it left a `traceparent: <value>`
 /// line at the start of `s.buf`, with `s.scan` pointing at it, for
-/// [`gotel_adopt_traceparent`]. A global BPF function (see the module doc).
+/// [`gotel_parse_traceparent`]. A global BPF function (see the module doc).
 #[no_mangle]
 #[inline(never)]
 pub extern "C" fn gotel_walk_headers(want_tp: u64) -> u64 {

@@ -112,7 +112,7 @@ fn adopt_value(value_ptr: u64, g: u64) -> i64 {
     if unsafe { bpf_probe_read_user_buf(value_ptr as *const u8, value) }.is_err() {
         return 0;
     }
-    // Volatile: as an unknown length the rule is the code `gotel_adopt_traceparent` runs (a
+    // Volatile: as an unknown length the rule is the code `gotel_parse_traceparent` runs (a
     // constant one lets LLVM specialise it into more code).
     let len = unsafe { core::ptr::read_volatile(&(TRACEPARENT_NAME.len() + TRACEPARENT_VALUE_LEN)) };
     if read_header_line(line, len, &mut s.remote) != LineKind::Valid {

@@ -153,6 +153,10 @@ fn store(s: &mut Scratch, cfg: &SameNodeConfig, trace_id: &[u8; 16], span_id: u6
 #[inline(never)]
 pub extern "C" fn gotel_same_node_join(depth: u64) -> u64 {
     let Some(scratch) = SCRATCH.get_ptr_mut(0) else { return 0 };
+    // Off (the default) or inside a traced call: not even the goroutine's record is looked up.
+    if !SAME_NODE_CONFIG.get(unsafe { (*scratch).slot }).is_some_and(|c| c.enabled != 0) || depth != 0 {
+        return 0;
+    }
     let key = current_goroutine(unsafe { &(*scratch).regs });
     let Some(st) = state_of_key(scratch, &key, false) else { return 0 };
     join_inner(scratch, st, depth).unwrap_or(0)
