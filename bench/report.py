@@ -335,6 +335,12 @@ def main():
         import hooks as hooks_bench
 
         out += ["<!-- hooks:begin -->", *hooks_bench.section(hooks), "<!-- hooks:end -->", ""]
+        floor = "floor: all gotel's traps"
+        ratios = [v["gotel"] / v[floor] for v in hooks.get("us", {}).values() if v.get("gotel") and v.get(floor)]
+        if ratios:
+            goals.append(("Built-in hooks within 1.10x of their floor (all gotel's traps), every row",
+                          " / ".join(f"{r:.2f}x" for r in ratios) + f" (best of {hooks.get('rounds')} rounds; medians in \"Built-in hooks\")",
+                          max(ratios) < 1.105))
     grpc_hooks = load("grpc_hooks")
     if grpc_hooks:
         sys.path.insert(0, str(ROOT / "bench"))
