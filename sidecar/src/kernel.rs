@@ -63,7 +63,7 @@ pub struct Kernel {
     pub(crate) multi: Result<uprobe_multi::MultiPrograms, String>,
     /// The ring buffer (a reader of the map, which stays in `ebpf` so that programs loaded later
     /// still find it).
-    ring: Option<RingBuf<MapData>>,
+    ring: RingBuf<MapData>,
     /// Shared: records read from the ring buffer per slot, with probe ids made the plan's, until
     /// that target's session takes them; and how many were dropped because it did not.
     pub(crate) queues: Vec<Vec<Vec<u8>>>,
@@ -104,8 +104,8 @@ impl Kernel {
         loader
             .map_max_entries(MAP_GOROUTINES, settings.max_goroutines.max(64))
             .map_max_entries(MAP_EVENTS, ring)
-            // One entry per planned probe (ids are 0..n): the table's 4,096 entries of 512 bytes
-            // were 2.1 MiB of kernel memory per target, almost all of it unused.
+            // A target of its own: one entry per planned probe (ids are 0..n; 4,096 entries of 512
+            // bytes were 2.1 MiB of kernel memory, almost all unused). Shared: 4,096 for all.
             .map_max_entries(MAP_PROBES, probes.max(1))
             .map_max_entries(MAP_COUNTERS, NUM_COUNTERS * slots);
         for map in PER_SLOT_MAPS {
@@ -113,7 +113,7 @@ impl Kernel {
         }
         // Node mode: the goroutine map and join.same_node's shared by every load of this gotel
         // (pinned; shared_maps), else the load's own (join.same_node's with one entry).
-        let mut ebpf = crate::shared_maps::load(&mut loader, EBPF_OBJECT)
+        let ebpf = crate::shared_maps::load(&mut loader, EBPF_OBJECT)
             .map_err(|e| environment_error("loading the eBPF programs", chain(&e)))?;
         let events = ebpf.map(MAP_EVENTS).ok_or_else(|| Failure::environment("EVENTS map missing"))?;
         let fd = match events {
@@ -124,7 +124,6 @@ impl Kernel {
         let data = MapData::from_fd(fd).map_err(|e| environment_error("EVENTS ring buffer", chain(&e)))?;
         let ring = RingBuf::try_from(aya::maps::Map::RingBuf(data))
             .map_err(|e| environment_error("EVENTS ring buffer", chain(&e)))?;
-        let _ = &mut ebpf;
         Ok(Kernel {
             ebpf,
             shared,
@@ -132,7 +131,7 @@ impl Kernel {
             probe_capacity: probes.max(1),
             refused: Vec::new(),
             multi: Err("not loaded yet".into()),
-            ring: Some(ring),
+            ring,
             queues: vec![Vec::new(); slots as usize],
             dropped: vec![0; slots as usize],
         })
@@ -182,7 +181,7 @@ impl Kernel {
     /// a shared one, every record is moved to its target's queue (by probe id) and `slot`'s
     /// queue is handed over, its probe ids made the plan's.
     pub(crate) fn drain(&mut self, slot: u32, each: &mut dyn FnMut(&[u8])) -> usize {
-        let Some(ring) = self.ring.as_mut() else { return 0 };
+        let ring = &mut self.ring;
         let mut n = 0;
         if !self.shared {
             while let Some(item) = ring.next() {

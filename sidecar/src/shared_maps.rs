@@ -1,8 +1,9 @@
 //! Node mode: maps every target's kernel programs share, through pins in a bpffs instance gotel
 //! mounts for itself.
 //!
-//! gotel loads one set of kernel programs per target (see `node`), and until this module each
-//! set came with its own maps. The goroutine map (`GOROUTINES`, an LRU hash preallocated in
+//! Where node mode cannot use one loaded object for every target (`kernel`: gotel not in the
+//! host's pid namespace), it loads one set of kernel programs per target, and until this module
+//! each set came with its own maps. The goroutine map (`GOROUTINES`, an LRU hash preallocated in
 //! full: 16,384 records of 1.6 KB, about 27 MiB of kernel memory whatever the target does) was
 //! most of a target's cost, paid again for every Go process a node agent traces. Its key is
 //! `{tgid, g}`, so one map can serve every process: in node mode the first load creates and

@@ -18,9 +18,10 @@
 //! `traceparent`. Field offsets from DWARF or the layout table; a binary without them keeps the
 //! HTTP/1 join and says that gRPC calls are not joined.
 //!
-//! Why a pinned map: gotel loads one set of kernel programs per target, but the client's and the
-//! server's programs must see the same `SAME_NODE_CONNS`: in node mode it is one of the maps
-//! every load shares (`crate::shared_maps`). Only node mode shares (two gotels, e.g. two
+//! Why a pinned map: in node mode the client's and the server's programs must see the same
+//! `SAME_NODE_CONNS`; with one loaded object for every target (`crate::kernel`) they do, and
+//! where each target loads its own set it is one of the maps every load shares
+//! (`crate::shared_maps`). Only node mode shares (two gotels, e.g. two
 //! sidecars, never see each other's map); without sharing the unit is off and the map has one
 //! entry.
 use aya::Ebpf;
@@ -32,8 +33,8 @@ use gotel_shared::{
 
 use super::{
     grpc::GRPC,
-    inject_socket::grpc::{fields_config, HOOKS},
-    trace_context_grpc::{FIELD, X_NET},
+    inject_socket::grpc::{fields_config, FIELDS, HOOKS},
+    trace_context_grpc::X_NET,
     types_of, Activation, At, AttachTarget, FieldNeed, GoTy, HookSpec, Instrumentation, MapFill, Wanted,
 };
 use crate::exit::Failure;
@@ -95,10 +96,7 @@ const FRAME_HEADER: &str = "golang.org/x/net/http2.FrameHeader";
 pub static JOIN_SAME_NODE_GRPC_CLIENT: Instrumentation = Instrumentation {
     name: "join.same_node.grpc_client",
     doc: "with `join.same_node` and injection off: stores each gRPC client call's context under its connection and HTTP/2 stream id (two traps per call: `createHeaderFields` RETs, `(*loopyWriter).writeHeader`)",
-    fields: &[
-        FieldNeed::module(X_NET, FIELD, "Name", GoTy::String),
-        FieldNeed::module(X_NET, FIELD, "Sensitive", GoTy::Int),
-    ],
+    fields: FIELDS,
     hooks: HOOKS,
     wanted: |s| {
         if sharing() && !s.inject && s.has_spans(super::grpc_client::GRPC_CLIENT.name) {

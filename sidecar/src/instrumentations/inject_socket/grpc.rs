@@ -34,13 +34,14 @@ pub const HOOKS: &[HookSpec] = &[
     HookSpec { program: PROGRAM_GRPC_WRITE_HEADER, function: WRITE_HEADER_SYMBOL, at: At::Entry, cookie: 0 },
 ];
 
+/// What those hooks read of the header fields (`fields_config`).
+pub const FIELDS: &[FieldNeed] =
+    &[FieldNeed::module(X_NET, FIELD, "Name", GoTy::String), FieldNeed::module(X_NET, FIELD, "Sensitive", GoTy::Int)];
+
 pub static INJECT_SOCKET_GRPC: Instrumentation = Instrumentation {
     name: "inject.socket.grpc",
     doc: "with `GOTEL_PROPAGATION=inject` and `grpc.client`: appends `traceparent` (one HPACK literal field without indexing) to the HEADERS frame of outgoing gRPC calls over plaintext HTTP/2 (h2c) as they are sent, through the socket path's SK_MSG program; gRPC over TLS is not injected",
-    fields: &[
-        FieldNeed::module(X_NET, FIELD, "Name", GoTy::String),
-        FieldNeed::module(X_NET, FIELD, "Sensitive", GoTy::Int),
-    ],
+    fields: FIELDS,
     hooks: HOOKS,
     wanted,
     missing_hooks: Some(
