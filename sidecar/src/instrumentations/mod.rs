@@ -24,7 +24,7 @@
 //!
 //! A unit whose programs are not all uprobes (`inject_socket`: SOCK_OPS on a cgroup, SK_MSG on a
 //! sockhash) declares its uprobes as hooks and loads and attaches the rest in `attach_extra`.
-use opentelemetry::{trace::SpanKind, trace::Status, KeyValue, Value};
+use opentelemetry::{trace::SpanKind, KeyValue};
 
 use crate::{
     attributes::{self, AttributePlan, Limits},
@@ -38,6 +38,7 @@ use crate::{
 use gotel_shared::Counter;
 
 pub mod database_sql;
+mod finish;
 pub mod goroutines;
 pub mod grpc;
 pub mod grpc_client;
@@ -56,6 +57,9 @@ pub mod trace_context_grpc;
 pub mod trace_context_in;
 
 pub(crate) use read::Read;
+
+pub use finish::{finish, Finished, Role, OPEN};
+pub(crate) use finish::{host_port, int, take, text, ReturnRead};
 
 #[cfg(test)]
 mod tests;
@@ -569,104 +573,6 @@ impl std::ops::Deref for Types<'_> {
             Types::Table(d) => d,
         }
     }
-}
-
-/// The attribute of a span left open until a closer ends it (see [`Instrumentation::closers`]);
-/// never exported.
-pub const OPEN: &str = "gotel.open";
-
-/// What a built-in probe's records are.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Role {
-    /// Spans.
-    Span,
-    /// Captures for the enclosing call ([`Instrumentation::helpers`]).
-    Helper,
-    /// The end of a span left open ([`Instrumentation::closers`]).
-    Closer,
-}
-
-/// A finished library span: name, attributes per the semantic conventions, status.
-pub struct Finished {
-    pub name: String,
-    pub attributes: Vec<KeyValue>,
-    pub status: Status,
-}
-
-/// Turns the raw captures of a library probe (`span`: the unit's span or helper probe) into the
-/// span's name, attributes and status.
-pub fn finish(span: &SpanProbe, raw: Vec<KeyValue>, error: Option<String>) -> Finished {
-    (span.finish)(raw, error)
-}
-
-/// Where a [`SpanProbe::extend`] read at return starts: a register saved at entry
-/// (`Root::Saved`, slot `reg`) or one live at the RET (`Root::Registers`).
-#[derive(Clone, Copy)]
-pub(crate) struct ReturnRead {
-    pub root: gotel_shared::Root,
-    pub reg: u8,
-    /// `OTEL_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT`, capped at the kernel's `MAX_STR`.
-    pub max_len: u16,
-}
-
-impl ReturnRead {
-    /// Adds the capture `key`: from the start pointer through `hops` (each but the last loads a
-    /// pointer), read as `kind`, shown by `decode`.
-    pub(crate) fn push(
-        self,
-        plan: &mut crate::attributes::AttributePlan,
-        key: &str,
-        kind: gotel_shared::ValueKind,
-        hops: &[u64],
-        decode: crate::attributes::Decode,
-    ) {
-        let mut f = gotel_shared::Fetch {
-            root: self.root as u8,
-            kind: kind as u8,
-            size: 8,
-            nregs: 1,
-            regs: [self.reg, 0],
-            nhops: hops.len() as u8,
-            at_return: 1,
-            max_len: self.max_len,
-            slot: plan.slots.len() as u16,
-            ..Default::default()
-        };
-        for (i, h) in hops.iter().take(gotel_shared::MAX_HOPS).enumerate() {
-            f.hops[i] = *h as i32;
-        }
-        plan.fetches.push(f);
-        let key = crate::attributes::shared_key(key);
-        plan.slots.push(crate::attributes::AttrSlot { key, decode, sets_error_status: false });
-    }
-}
-
-/// Removes capture `key` from `attrs`.
-pub(crate) fn take(attrs: &mut Vec<KeyValue>, key: &str) -> Option<Value> {
-    let i = attrs.iter().position(|kv| kv.key.as_str() == key)?;
-    Some(attrs.swap_remove(i).value)
-}
-
-/// A non-empty text value.
-pub(crate) fn text(v: Option<Value>) -> Option<String> {
-    v.map(|v| v.as_str().into_owned()).filter(|s| !s.is_empty())
-}
-
-pub(crate) fn int(v: Option<Value>) -> Option<i64> {
-    match v? {
-        Value::I64(i) => Some(i),
-        other => other.as_str().parse().ok(),
-    }
-}
-
-/// Splits "host:port" (also "[::1]:80") into host and port.
-pub(crate) fn host_port(s: &str) -> (String, Option<i64>) {
-    if let Some((h, p)) = s.rsplit_once(':') {
-        if let Ok(port) = p.parse::<i64>() {
-            return (h.trim_start_matches('[').trim_end_matches(']').to_string(), Some(port));
-        }
-    }
-    (s.to_string(), None)
 }
 
 /// `key=value` of every registered instrumentation's counters, for the session summary (a
