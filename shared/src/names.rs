@@ -115,6 +115,8 @@ pub const MAP_SAME_NODE_CONNS: &str = "SAME_NODE_CONNS";
 pub const MAP_SAME_NODE_CONFIG: &str = "SAME_NODE_CONFIG";
 /// Kernel tgid -> target slot, for the socket path's SOCK_OPS and SK_MSG programs.
 pub const MAP_TARGETS: &str = "TARGETS";
+/// Non-zero: every uprobe program returns at once (the benchmarks' same-process floor).
+pub const MAP_PAUSED: &str = "PAUSED";
 /// The maps with one entry per target slot (node mode sizes them to its slots, 1 otherwise).
 pub const PER_SLOT_MAPS: [&str; 8] = [
     MAP_INJECT_CONFIG,
@@ -128,7 +130,7 @@ pub const PER_SLOT_MAPS: [&str; 8] = [
 ];
 
 /// Every map of the object.
-pub const ALL_MAPS: [&str; 25] = [
+pub const ALL_MAPS: [&str; 26] = [
     MAP_EVENTS,
     MAP_GOROUTINES,
     MAP_NEWPROC,
@@ -154,6 +156,7 @@ pub const ALL_MAPS: [&str; 25] = [
     MAP_SAME_NODE_CONNS,
     MAP_SAME_NODE_CONFIG,
     MAP_TARGETS,
+    MAP_PAUSED,
 ];
 
 #[cfg(test)]

@@ -93,11 +93,14 @@ pub fn hit(ctx: &ProbeContext) -> Option<Hit> {
 }
 
 /// Copies the probed thread's registers into the scratch area, with the attach cookie and the
-/// target's slot. The registers are the program's context, which it may load directly (one
+/// target's slot; `None` while `PAUSED` (every uprobe program starts here). The registers are the program's context, which it may load directly (one
 /// load per word at a constant offset, the only access the verifier allows there): cheaper
 /// than a `bpf_probe_read_kernel` call, at every probe hit.
 #[inline(always)]
 pub fn copy_regs(ctx: &ProbeContext) -> Option<*mut Scratch> {
+    if crate::maps::PAUSED.get(0).is_some_and(|p| *p != 0) {
+        return None;
+    }
     let scratch = SCRATCH.get_ptr_mut(0)?;
     let s = unsafe { &mut *scratch };
     let r = ctx.regs as *const u64;

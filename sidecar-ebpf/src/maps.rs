@@ -37,6 +37,16 @@ pub static NEWPROC: LruHashMap<GoroutineKey, u64> = LruHashMap::with_max_entries
 #[map]
 pub static PROBES: Array<ProbePlan> = Array::with_max_entries(4096, 0);
 
+/// Entry 0 non-zero: every uprobe program returns at once (`context::copy_regs`, its first step),
+/// leaving only the trap. Nothing in gotel writes it: it is the benchmarks' switch (same-process
+/// floor: bench/paired.py flips it between batches of requests, so gotel and its bare traps are
+/// timed seconds apart in one process) and an operator's brake (`bpftool map update name PAUSED
+/// key 0 0 0 0 value 1 0 0 0`; every target of this gotel). A call paused between its entry and
+/// its return is reported abandoned or its return unmatched, as after a detach. An array lookup
+/// the verifier inlines: a few ns per trap.
+#[map]
+pub static PAUSED: Array<u32> = Array::with_max_entries(1, 0);
+
 /// Per-CPU counters, `NUM_COUNTERS` per target slot, indexed `slot * NUM_COUNTERS + Counter`;
 /// user space sizes it (one slot outside node mode) and sums the CPUs.
 #[map]

@@ -109,6 +109,9 @@ pub struct MsgScratch {
 /// sidecar sharing the service's).
 #[uprobe]
 pub fn gotel_socket_dial(ctx: ProbeContext) -> u32 {
+    if crate::maps::PAUSED.get(0).is_some_and(|p| *p != 0) {
+        return 0;
+    }
     let cookie = unsafe { bpf_get_attach_cookie(ctx.regs as *mut _) };
     note_target_tgid((bpf_get_current_pid_tgid() >> 32) as u32, gotel_shared::cookie_slot(cookie));
     0
