@@ -341,6 +341,18 @@ def main():
             goals.append(("Built-in hooks within 1.10x of their floor (all gotel's traps), every row",
                           " / ".join(f"{r:.2f}x" for r in ratios) + f" (best of {hooks.get('rounds')} rounds; medians in \"Built-in hooks\")",
                           max(ratios) <= 1.10))
+    paired = load("paired")
+    if paired:
+        sys.path.insert(0, str(ROOT / "bench"))
+        import paired as paired_bench
+
+        out += ["<!-- paired:begin -->", *paired_bench.section(paired), "<!-- paired:end -->", ""]
+        medians = [r["median"] for r in paired.get("rows", {}).values()]
+        if medians:
+            goals.append(("Built-in hooks within 1.10x of gotel's own traps in the same process (bench/paired.py), "
+                          "every row and the Caddy holdout",
+                          " / ".join(f"{m:.3f}x" for m in medians) + f" (median of {paired.get('pairs')} pairs per row)",
+                          max(medians) <= 1.10))
     grpc_hooks = load("grpc_hooks")
     if grpc_hooks:
         sys.path.insert(0, str(ROOT / "bench"))

@@ -6,7 +6,8 @@
 //	builtins -mode go -n N -wait-file F                             # ns per goroutine start
 //
 // The timed part starts once -wait-file exists (a probe attached from outside) and prints one
-// JSON line. The client is a raw keep-alive connection (no net/http client, so no client span
+// JSON line. With -batches K it runs K timed batches of -n instead, each when a line arrives on
+// stdin, and prints a line per batch (bench/paired.py changes what is attached between them). The client is a raw keep-alive connection (no net/http client, so no client span
 // and no goroutine of its own per request). With -spawn the handler answers from a goroutine it
 // starts, as gRPC runs each stream in its own goroutine. With -cookie the request ends with a
 // Cookie header of that many bytes: a header block larger than the server's 4 KiB read buffer,
@@ -75,7 +76,8 @@ func request(addr string, headers, cookie int) []byte {
 	return []byte(b.String())
 }
 
-func httpBench(n, headers, cookie int, spawn bool, wait string) float64 {
+// httpOp returns one request and its answer, on a warmed-up connection.
+func httpOp(headers, cookie int, spawn bool) func() {
 	addr := serve(spawn)
 	c, err := net.Dial("tcp", addr)
 	if err != nil {
@@ -97,25 +99,20 @@ func httpBench(n, headers, cookie int, spawn bool, wait string) float64 {
 	for i := 0; i < 200; i++ {
 		one()
 	}
-	waitFile(wait)
-	for i := 0; i < 200; i++ {
-		one()
-	}
-	start := time.Now()
-	for i := 0; i < n; i++ {
-		one()
-	}
-	return float64(time.Since(start).Nanoseconds()) / float64(n)
+	return one
 }
 
-func goBench(n int, wait string) float64 {
+// timed runs n requests (or, with go, n goroutine starts) and returns ns per operation.
+func timed(n int, goStarts bool, one func()) float64 {
 	var wg sync.WaitGroup
-	waitFile(wait)
-	unrelated(1)
 	start := time.Now()
 	for i := 0; i < n; i++ {
-		wg.Add(1)
-		go func() { wg.Done() }()
+		if goStarts {
+			wg.Add(1)
+			go func() { wg.Done() }()
+		} else {
+			one()
+		}
 	}
 	wg.Wait()
 	return float64(time.Since(start).Nanoseconds()) / float64(n)
@@ -128,12 +125,31 @@ func main() {
 	spawn := flag.Bool("spawn", false, "answer from a goroutine started per request")
 	cookie := flag.Int("cookie", 0, "bytes of a Cookie header at the end of each request (0: none)")
 	wait := flag.String("wait-file", "", "start timing once this file exists")
+	batches := flag.Int("batches", 0, "timed batches of -n, each started by a line on stdin")
 	flag.Parse()
-	var ns float64
-	if *mode == "go" {
-		ns = goBench(*n, *wait)
-	} else {
-		ns = httpBench(*n, *headers, *cookie, *spawn, *wait)
+	goStarts := *mode == "go"
+	var one func()
+	if !goStarts {
+		one = httpOp(*headers, *cookie, *spawn)
 	}
-	json.NewEncoder(os.Stdout).Encode(map[string]any{"mode": *mode, "n": *n, "ns": ns})
+	out := json.NewEncoder(os.Stdout)
+	if *batches > 0 {
+		in := bufio.NewReader(os.Stdin)
+		for b := 0; b < *batches; b++ {
+			if _, err := in.ReadString('\n'); err != nil {
+				return
+			}
+			out.Encode(map[string]any{"mode": *mode, "n": *n, "ns": timed(*n, goStarts, one)})
+		}
+		return
+	}
+	waitFile(*wait)
+	if goStarts {
+		unrelated(1)
+	} else {
+		for i := 0; i < 200; i++ {
+			one()
+		}
+	}
+	out.Encode(map[string]any{"mode": *mode, "n": *n, "ns": timed(*n, goStarts, one)})
 }

@@ -1,10 +1,13 @@
 // hit is the client of bench/holdout.py: -n sequential GET requests to -url over one kept-alive
 // net/http connection, each with a traceparent header (as traced traffic carries), timed once
-// -wait-file exists; prints {"n": N, "ns": ns per request} as JSON. The server is a program
+// -wait-file exists; prints {"n": N, "ns": ns per request} as JSON. With -batches K it runs K
+// batches of -n requests instead, each when a line arrives on stdin, and prints one such line
+// per batch (bench/paired.py changes what is attached between batches). The server is a program
 // nobody here wrote (Caddy), so the traps gotel adds are in its process, not in this one.
 package main
 
 import (
+	"bufio"
 	"encoding/json"
 	"flag"
 	"fmt"
@@ -18,6 +21,7 @@ func main() {
 	url := flag.String("url", "", "the server's URL")
 	n := flag.Int("n", 3000, "timed requests")
 	wait := flag.String("wait-file", "", "start timing once this file exists")
+	batches := flag.Int("batches", 0, "batches of -n requests, each started by a line on stdin")
 	flag.Parse()
 	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 1}}
 	get := func() {
@@ -37,6 +41,21 @@ func main() {
 	}
 	for i := 0; i < 50; i++ { // warm-up: the connection, the server's first-request paths
 		get()
+	}
+	if *batches > 0 {
+		in := bufio.NewReader(os.Stdin)
+		out := json.NewEncoder(os.Stdout)
+		for b := 0; b < *batches; b++ {
+			if _, err := in.ReadString('\n'); err != nil {
+				os.Exit(0)
+			}
+			start := time.Now()
+			for i := 0; i < *n; i++ {
+				get()
+			}
+			out.Encode(map[string]any{"n": *n, "ns": time.Since(start).Nanoseconds() / int64(*n)})
+		}
+		return
 	}
 	for *wait != "" {
 		if _, err := os.Stat(*wait); err == nil {
