@@ -220,7 +220,7 @@ def section(res):
         out.append(f"| {name} | {r['floor_us']:.2f} | {r['gotel_us']:.2f} | **{r['median']:.3f}x** | "
                    f"{r['p10']:.3f}-{r['p90']:.3f}x | {r['totals']:.3f}x |")
     out += ["", "The spread of single pairs (10th-90th percentile) is the VM's drift within a few tenths of a second; "
-            "the median of 100 pairs moved by about 0.02 between runs here."]
+            "the median of 100 pairs moved by up to 0.03 between runs here."]
     return out
 
 
