@@ -29,22 +29,28 @@ def free_port():
         return s.getsockname()[1]
 
 
+def start_caddy(caddy, port):
+    """`caddy respond` on 127.0.0.1:`port`, on the target CPU, once it accepts connections."""
+    server = subprocess.Popen(["taskset", "-c", TARGET_CPU, caddy, "respond", "--listen", f"127.0.0.1:{port}", "hello"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 30
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return server
+        except OSError:
+            if time.time() > deadline or server.poll() is not None:
+                server.kill()
+                raise RuntimeError("caddy did not listen")
+            time.sleep(0.05)
+
+
 def one(kind, caddy, gotel, requests):
     """ns per request of one run under `kind`."""
     port = free_port()
-    server = subprocess.Popen(["taskset", "-c", TARGET_CPU, caddy, "respond", "--listen", f"127.0.0.1:{port}", "hello"],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server = start_caddy(caddy, port)
     side = []
     try:
-        deadline = time.time() + 30
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                if time.time() > deadline or server.poll() is not None:
-                    raise RuntimeError("caddy did not listen")
-                time.sleep(0.05)
         floors = {"floor: span": [(SERVE, True, True)],
                   "floor: all gotel's traps": [(SERVE, True, True), (NEWPROC, False, True)]}.get(kind, [])
         side, readies = start_floors(caddy, server.pid, floors, True, tag="holdout-floor")

@@ -66,19 +66,17 @@ SYS_BPF, SYS_PIDFD_GETFD, BPF_OBJ_GET_INFO_BY_FD = 321, 438, 15  # amd64
 BPF_STATS = Path("/proc/sys/kernel/bpf_stats_enabled")
 
 
-def bpf_programs(pid):
-    """{name: [run_time_ns, run_cnt]} of the eBPF programs process `pid` holds, from
-    BPF_OBJ_GET_INFO_BY_FD on a copy of each fd (run time is only counted while
-    kernel.bpf_stats_enabled is 1). Names are the kernel's, cut to 15 characters."""
-    progs, seen = {}, set()
+def bpf_objects(pid, kind):
+    """(our copy of the fd, its BPF_OBJ_GET_INFO_BY_FD bytes) for each eBPF object of `kind`
+    ("prog" or "map") process `pid` holds; the caller closes the fd. Nothing when `pid` is gone."""
     try:
         pidfd = os.pidfd_open(pid)
     except OSError:
-        return progs
+        return
     try:
         for fd in os.listdir(f"/proc/{pid}/fd"):
             try:
-                if os.readlink(f"/proc/{pid}/fd/{fd}") != "anon_inode:bpf-prog":
+                if os.readlink(f"/proc/{pid}/fd/{fd}") != f"anon_inode:bpf-{kind}":
                     continue
             except OSError:
                 continue
@@ -87,21 +85,30 @@ def bpf_programs(pid):
                 continue
             info = ctypes.create_string_buffer(256)
             attr = ctypes.create_string_buffer(struct.pack("IIQ", local, len(info), ctypes.addressof(info)), 16)
-            rc = LIBC.syscall(SYS_BPF, BPF_OBJ_GET_INFO_BY_FD, attr, 16)
-            os.close(local)
-            if rc < 0:
+            if LIBC.syscall(SYS_BPF, BPF_OBJ_GET_INFO_BY_FD, attr, 16) < 0:
+                os.close(local)
                 continue
-            prog_id = struct.unpack_from("I", info.raw, 4)[0]
-            if prog_id in seen:
-                continue
-            seen.add(prog_id)
-            name = info.raw[64:80].split(b"\0")[0].decode()
-            run_ns, runs = struct.unpack_from("QQ", info.raw, 192)
-            acc = progs.setdefault(name, [0, 0])
-            acc[0] += run_ns
-            acc[1] += runs
+            yield local, info.raw
     finally:
         os.close(pidfd)
+
+
+def bpf_programs(pid):
+    """{name: [run_time_ns, run_cnt]} of the eBPF programs process `pid` holds, from
+    BPF_OBJ_GET_INFO_BY_FD on a copy of each fd (run time is only counted while
+    kernel.bpf_stats_enabled is 1). Names are the kernel's, cut to 15 characters."""
+    progs, seen = {}, set()
+    for local, info in bpf_objects(pid, "prog"):
+        os.close(local)
+        prog_id = struct.unpack_from("I", info, 4)[0]
+        if prog_id in seen:
+            continue
+        seen.add(prog_id)
+        name = info[64:80].split(b"\0")[0].decode()
+        run_ns, runs = struct.unpack_from("QQ", info, 192)
+        acc = progs.setdefault(name, [0, 0])
+        acc[0] += run_ns
+        acc[1] += runs
     return progs
 
 

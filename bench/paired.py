@@ -23,15 +23,15 @@ import argparse
 import ctypes
 import json
 import os
-import socket
 import statistics
 import struct
 import subprocess
 import time
 from pathlib import Path
 
-from hooks import BUILD, GO, LIBC, ROOT, SIDE_CPU, SYS_BPF, SYS_PIDFD_GETFD, BPF_OBJ_GET_INFO_BY_FD, TARGET_CPU, \
-    gotel_env, log, wait_for, write_section
+from holdout import free_port, start_caddy
+from hooks import BUILD, GO, LIBC, ROOT, SIDE_CPU, SYS_BPF, TARGET_CPU, bpf_objects, gotel_env, log, wait_for, \
+    write_section
 
 BPF_MAP_LOOKUP_ELEM, BPF_MAP_UPDATE_ELEM = 1, 2
 ENTRIES = 6  # gotel_shared::Counter::Entries (target slot 0: gotel --pid)
@@ -39,25 +39,11 @@ ENTRIES = 6  # gotel_shared::Counter::Entries (target slot 0: gotel --pid)
 
 def gotel_map(pid, name):
     """A descriptor (ours) of gotel `pid`'s map `name`."""
-    pidfd = os.pidfd_open(pid)
-    try:
-        for fd in os.listdir(f"/proc/{pid}/fd"):
-            try:
-                if os.readlink(f"/proc/{pid}/fd/{fd}") != "anon_inode:bpf-map":
-                    continue
-            except OSError:
-                continue
-            local = LIBC.syscall(SYS_PIDFD_GETFD, pidfd, int(fd), 0)
-            if local < 0:
-                continue
-            info = ctypes.create_string_buffer(128)
-            attr = ctypes.create_string_buffer(struct.pack("IIQ", local, len(info), ctypes.addressof(info)), 16)
-            if LIBC.syscall(SYS_BPF, BPF_OBJ_GET_INFO_BY_FD, attr, 16) == 0 and \
-                    info.raw[24:40].split(b"\0")[0] == name.encode():
-                return local
-            os.close(local)
-    finally:
-        os.close(pidfd)
+    for local, info in bpf_objects(pid, "map"):
+        # struct bpf_map_info: the name is at byte 24.
+        if info[24:40].split(b"\0")[0] == name.encode():
+            return local
+        os.close(local)
     raise RuntimeError(f"gotel {pid} holds no {name} map")
 
 
@@ -86,12 +72,6 @@ def set_paused(fd, on):
         raise OSError(ctypes.get_errno(), "BPF_MAP_UPDATE_ELEM PAUSED")
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def measure(row, gotel, pairs, n, caddy, extra_env=None, settle=0.05):
     """[(gotel ns, floor ns) per pair] of one target process with one gotel attached. `row` is
     ("caddy", None) (Caddy and bench/goapps/hit) or ("builtins", its arguments) (bench/goapps/builtins,
@@ -102,18 +82,8 @@ def measure(row, gotel, pairs, n, caddy, extra_env=None, settle=0.05):
     try:
         if kind == "caddy":
             port = free_port()
-            target = subprocess.Popen(["taskset", "-c", TARGET_CPU, caddy, "respond", "--listen", f"127.0.0.1:{port}",
-                                       "hello"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            target = start_caddy(caddy, port)
             procs.append(target)
-            deadline = time.time() + 30
-            while True:
-                try:
-                    socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                    break
-                except OSError:
-                    if time.time() > deadline or target.poll() is not None:
-                        raise RuntimeError("caddy did not listen")
-                    time.sleep(0.05)
             env = {}
         else:
             target = subprocess.Popen(["taskset", "-c", TARGET_CPU, str(BUILD / "builtins"), *args, "-n", str(n),
