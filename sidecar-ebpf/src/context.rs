@@ -98,7 +98,7 @@ pub fn hit(ctx: &ProbeContext) -> Option<Hit> {
 /// than a `bpf_probe_read_kernel` call, at every probe hit.
 #[inline(always)]
 pub fn copy_regs(ctx: &ProbeContext) -> Option<*mut Scratch> {
-    if crate::maps::PAUSED.get(0).is_some_and(|p| *p != 0) {
+    if crate::maps::paused() {
         return None;
     }
     let scratch = SCRATCH.get_ptr_mut(0)?;

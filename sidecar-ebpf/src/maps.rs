@@ -47,6 +47,12 @@ pub static PROBES: Array<ProbePlan> = Array::with_max_entries(4096, 0);
 #[map]
 pub static PAUSED: Array<u32> = Array::with_max_entries(1, 0);
 
+/// Whether `PAUSED` is set: the first thing every uprobe program asks.
+#[inline(always)]
+pub fn paused() -> bool {
+    PAUSED.get(0).is_some_and(|p| *p != 0)
+}
+
 /// Per-CPU counters, `NUM_COUNTERS` per target slot, indexed `slot * NUM_COUNTERS + Counter`;
 /// user space sizes it (one slot outside node mode) and sums the CPUs.
 #[map]

@@ -109,7 +109,7 @@ pub struct MsgScratch {
 /// sidecar sharing the service's).
 #[uprobe]
 pub fn gotel_socket_dial(ctx: ProbeContext) -> u32 {
-    if crate::maps::PAUSED.get(0).is_some_and(|p| *p != 0) {
+    if crate::maps::paused() {
         return 0;
     }
     let cookie = unsafe { bpf_get_attach_cookie(ctx.regs as *mut _) };
