@@ -18,7 +18,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from hooks import BUILD, GO, NEWPROC, ROOT, SERVE, SIDE_CPU, TARGET_CPU, gotel_env, log, start_floors, wait_for
+from hooks import BUILD, NEWPROC, ROOT, SERVE, SIDE_CPU, TARGET_CPU, build, gotel_env, log, start_floors, wait_for
 
 KINDS = ["untraced", "floor: span", "floor: all gotel's traps", "gotel"]
 
@@ -85,9 +85,7 @@ def main():
     a = ap.parse_args()
     if os.geteuid() != 0:
         raise SystemExit("holdout: must run as root (uprobes)")
-    BUILD.mkdir(parents=True, exist_ok=True)
-    for app in ("hit", "floor"):
-        subprocess.run([GO, "build", "-o", str(BUILD / app), "."], cwd=ROOT / "bench" / "goapps" / app, check=True)
+    build(("hit", "floor"))
     best = {}
     for r in range(a.rounds):
         for kind in KINDS:

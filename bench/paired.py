@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 
 from holdout import free_port, start_caddy
-from hooks import BUILD, GO, LIBC, ROOT, SIDE_CPU, SYS_BPF, TARGET_CPU, bpf_objects, gotel_env, log, wait_for, \
+from hooks import BUILD, LIBC, ROOT, SIDE_CPU, SYS_BPF, TARGET_CPU, bpf_objects, build, gotel_env, log, wait_for, \
     write_section
 
 BPF_MAP_LOOKUP_ELEM, BPF_MAP_UPDATE_ELEM = 1, 2
@@ -213,9 +213,7 @@ def main():
         return
     if os.geteuid() != 0:
         raise SystemExit("paired: must run as root (uprobes)")
-    BUILD.mkdir(parents=True, exist_ok=True)
-    for app in ("hit", "builtins"):
-        subprocess.run([GO, "build", "-o", str(BUILD / app), "."], cwd=ROOT / "bench" / "goapps" / app, check=True)
+    build(("hit", "builtins"))
     words = [w for w in a.rows.split(",") if w]
     rows = {}
     for name, row in ROWS.items():
