@@ -328,13 +328,18 @@ def main():
             out.append(f"| {i + 1} | {fmt(x['seconds_to_attached'], 3)} | {fmt(x['gotel_logged_ms'])} | {mib(x['peak_rss_kib'])} | {mib(x.get('rss_1s_after_attach_kib'))} |")
         out.append("")
 
-    # ---- built-in hooks (bench/hooks.py)
+    # ---- built-in hooks: sections bench/hooks.py, paired.py and grpc_hooks.py render themselves
+    sys.path.insert(0, str(ROOT / "bench"))
+
+    def own_section(script, res, marker):
+        """`bench/<script>.py`'s section for its result `res`, between its markers."""
+        import importlib
+
+        return [f"<!-- {marker}:begin -->", *importlib.import_module(script).section(res), f"<!-- {marker}:end -->", ""]
+
     hooks = load("hooks")
     if hooks:
-        sys.path.insert(0, str(ROOT / "bench"))
-        import hooks as hooks_bench
-
-        out += ["<!-- hooks:begin -->", *hooks_bench.section(hooks), "<!-- hooks:end -->", ""]
+        out += own_section("hooks", hooks, "hooks")
         floor = "floor: all gotel's traps"
         ratios = [v["gotel"] / v[floor] for v in hooks.get("us", {}).values() if v.get("gotel") and v.get(floor)]
         if ratios:
@@ -343,10 +348,7 @@ def main():
                           max(ratios) <= 1.10))
     paired = load("paired")
     if paired:
-        sys.path.insert(0, str(ROOT / "bench"))
-        import paired as paired_bench
-
-        out += ["<!-- paired:begin -->", *paired_bench.section(paired), "<!-- paired:end -->", ""]
+        out += own_section("paired", paired, "paired")
         medians = [r["median"] for r in paired.get("rows", {}).values()]
         if medians:
             goals.append(("Built-in hooks within 1.10x of gotel's own traps in the same process (bench/paired.py), "
@@ -355,10 +357,7 @@ def main():
                           max(medians) <= 1.10))
     grpc_hooks = load("grpc_hooks")
     if grpc_hooks:
-        sys.path.insert(0, str(ROOT / "bench"))
-        import grpc_hooks as grpc_bench
-
-        out += ["<!-- grpc-hooks:begin -->", *grpc_bench.section(grpc_hooks), "<!-- grpc-hooks:end -->", ""]
+        out += own_section("grpc_hooks", grpc_hooks, "grpc-hooks")
 
     # ---- goals
     if goals:
@@ -371,7 +370,6 @@ def main():
 
     # Section 6 comes from its own run (bench/propagation.sh) and keeps its own date.
     if load("propagation"):
-        import sys
         sys.path.insert(0, str(Path(__file__).resolve().parent))
         from propagation import render
         out += render(load("propagation")) + [""]
