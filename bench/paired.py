@@ -179,7 +179,7 @@ def section(res):
            "settle (gotel drains its ring buffer every 10 ms and builds the spans on the other CPU: that work stays "
            "with the batch that caused it). Each batch checks the switch through gotel's counters (no call entered "
            "while paused; every request's server span while running).", "",
-           "```sh", "bench/paired.py --pairs 100", "```", "",
+           "```sh", f"bench/paired.py --pairs {res['pairs']}", "```", "",
            f"* Date: {res['date']}; load average at the end: {res['load']}; gotel {res['gotel']}; per row "
            f"{res['pairs']} pairs of batches ({res['requests']} requests or {res['goroutines']} goroutine starts each)"
            + (f"; gotel's environment: {', '.join(res['env'])}" if res.get("env") else "") + ".", "",
@@ -190,7 +190,7 @@ def section(res):
         out.append(f"| {name} | {r['floor_us']:.2f} | {r['gotel_us']:.2f} | **{r['median']:.3f}x** | "
                    f"{r['p10']:.3f}-{r['p90']:.3f}x | {r['totals']:.3f}x |")
     out += ["", "The spread of single pairs (10th-90th percentile) is the VM's drift within a few tenths of a second; "
-            "the median of 100 pairs moved by up to 0.03 between runs here."]
+            "the median of 100-200 pairs moved by up to 0.03 between runs here."]
     return out
 
 
