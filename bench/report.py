@@ -1,5 +1,8 @@
 #!/usr/bin/env python3
-"""Writes BENCHMARKS.md and bench/loss-vs-rate.svg from bench/results/*.json (bench/run.py).
+"""Writes its sections of BENCHMARKS.md and bench/loss-vs-rate.svg from bench/results/*.json
+(bench/run.py). Each generated section sits between `<!-- NAME:begin -->` and `<!-- NAME:end -->`
+and is replaced there (appended at the end when its markers are missing); everything outside the
+markers is hand-written (findings, experiments, runs of other scripts) and kept as it is.
 No dependencies beyond the Python standard library; the SVG is written by hand."""
 import json
 import sys
@@ -93,7 +96,7 @@ def svg_plot(series, kernel_rate, path):
 def main():
     meta = load("meta") or {}
     m = meta.get("machine", {})
-    out = ["# gotel benchmarks", ""]
+    out = [("report-head",), "# gotel benchmarks", ""]
     out += [
         "What tracing a Go function with gotel costs the traced program, and how much gotel itself can carry.",
         "Every figure below is produced by one command and stated **as a ratio to a floor measured in the",
@@ -135,7 +138,7 @@ def main():
             rs = [a["ns_per_call"] / b["ns_per_call"] for a, b in zip(runs[name], floor_runs) if b["ns_per_call"]]
             return f"{statistics.median(rs):.3f}x" if rs else "n/a"
 
-        out += ["## 1. Cost per traced call", "",
+        out += [("report-cost",), "## 1. Cost per traced call", "",
                 f"`bench/goapps/loop`: one goroutine calls `main.work` (7 parameters, a leaf function of a",
                 f"few ns) {fmt(c['calls'])} times in a tight loop; {c['rounds']} rounds, each running every setup once, in",
                 "turn. Time per call is measured inside the program (attach time excluded). The main figure",
@@ -170,7 +173,7 @@ def main():
     # ---- 2. fast loop
     fast = load("fast")
     if fast:
-        out += ["## 2. No span lost when one goroutine calls a traced function as fast as it can", "",
+        out += [("report-loss",), "## 2. No span lost when one goroutine calls a traced function as fast as it can", "",
                 "Same loop, `main.work` traced without attributes, gotel with its defaults except the",
                 "protocol; spans counted by the receiver against the calls the program made.", "",
                 "| protocol | calls | ns per call | spans received | kernel: lost_ring_buffer_full | gotel: lost_queue_full | lost_export_failed | verdict |",
@@ -191,7 +194,7 @@ def main():
         s = svc["result"]
         modes = s["modes"]
         base = modes.get("untraced", {})
-        out += ["## 3. A real service: net/http under wrk", "",
+        out += [("report-service",), "## 3. A real service: net/http under wrk", "",
                 "`bench/goapps/serve`: a net/http server (one CPU, so GOMAXPROCS=1) whose handler calls 1, 5",
                 "or 20 small functions (`GET /r1`, `/r5`, `/r20`). wrk: 1 thread, 8 connections,",
                 f"{s['seconds']} s per path after a 1 s warm-up, on loopback; {s.get('rounds', 1)} round(s) of every setup in turn, each",
@@ -240,7 +243,7 @@ def main():
     cap = load("capacity")
     series = []
     if cap:
-        out += ["## 4. Capacity of gotel itself (synthetic records)", "",
+        out += [("report-capacity",), "## 4. Capacity of gotel itself (synthetic records)", "",
                 "`cargo bench -p gotel --bench pipeline` (sidecar/benches/pipeline.rs) drives gotel's own code",
                 "through its library API: `events::parse` -> `SpanFactory::on_record` -> `export::Pipeline`",
                 "(bounded queue, batching, OTLP export) with the plan gotel builds for `main.work` of",
@@ -317,7 +320,7 @@ def main():
     if su:
         r = su["result"]
         runs = [x for x in r["runs"] if x["seconds_to_attached"] is not None]
-        out += ["## 5. Startup on a large binary", "",
+        out += [("report-startup",), "## 5. Startup on a large binary", "",
                 f"`{Path(r['binary']).name}`: {r['size_bytes'] / 1e6:.0f} MB, {fmt(r['text_symbols'])} text symbols, "
                 f"{r['dwarf_bytes'] / 1e6:.0f} MB of DWARF sections (as stored, compressed), built with full DWARF.",
                 f"gotel launches it (`gotel -- BINARY`) with `GOTEL_PROBES='{r['probes']}'` plus its built-in HTTP",
@@ -335,7 +338,7 @@ def main():
         """`bench/<script>.py`'s section for its result `res`, between its markers."""
         import importlib
 
-        return [f"<!-- {marker}:begin -->", *importlib.import_module(script).section(res), f"<!-- {marker}:end -->", ""]
+        return [(marker,), *importlib.import_module(script).section(res)]
 
     hooks = load("hooks")
     if hooks:
@@ -364,21 +367,43 @@ def main():
         g = ["## Goals", "", "| goal | measured | met |", "| --- | --- | --- |"]
         g += [f"| {a} | {b} | {'yes' if ok else '**no**'} |" for a, b, ok in goals]
         g.append("")
-        # After the header block.
-        cut = out.index("* Layout: the measured Go program runs alone on CPU 0 (`taskset`); gotel, the OTLP receiver") + 5
+        # At the end of the header block.
+        cut = out.index(("report-cost",)) if ("report-cost",) in out else len(out)
         out[cut:cut] = g
 
-    # Section 6 comes from its own run (bench/propagation.sh) and keeps its own date.
+    # Section 7 comes from its own run (bench/propagation.sh) and keeps its own date.
     if load("propagation"):
         sys.path.insert(0, str(Path(__file__).resolve().parent))
-        from propagation import render
-        out += render(load("propagation")) + [""]
+        from propagation import BEGIN, END, render
+        out += [("propagation",), *[line for line in render(load("propagation")) if line not in (BEGIN, END)]]
 
-    notes = ROOT / "bench" / "NOTES.md"
-    if notes.exists():
-        out += [notes.read_text().rstrip(), ""]
-    (ROOT / "BENCHMARKS.md").write_text("\n".join(out) + "\n")
+    write_blocks(ROOT / "BENCHMARKS.md", out)
     print(f"wrote {ROOT / 'BENCHMARKS.md'}")
+
+
+def write_blocks(path, out):
+    """Puts each block of `out` (a `(name,)` tuple, then its lines) between its markers in the
+    file at `path`, leaving every line outside them as it is; a block whose markers are missing
+    is appended."""
+    blocks, name = {}, None
+    for line in out:
+        if isinstance(line, tuple):
+            name = line[0]
+            blocks[name] = []
+        elif name is not None:
+            blocks[name].append(line)
+    doc = path.read_text() if path.exists() else ""
+    for name, lines in blocks.items():
+        while lines and lines[-1] == "":
+            lines.pop()
+        begin, end = f"<!-- {name}:begin -->\n", f"<!-- {name}:end -->"
+        text = "\n".join(lines) + "\n"
+        if begin in doc and end in doc:
+            a, b = doc.index(begin) + len(begin), doc.index(end)
+            doc = doc[:a] + text + doc[b:]
+        else:
+            doc = doc.rstrip() + "\n\n" + begin + text + end + "\n"
+    path.write_text(doc)
 
 
 if __name__ == "__main__":
