@@ -2,8 +2,7 @@
 """What `GOTEL_PROPAGATION=inject` through the socket costs a traced HTTP client:
 requests/s and latency with injection on vs off, measured in the same run, interleaved over rounds.
 Started by bench/propagation.sh (which builds the programs); writes bench/results/propagation.json
-and its section of BENCHMARKS.md (between the `propagation` markers; bench/report.py keeps it when
-it rewrites the file).
+and its section of BENCHMARKS.md (between the `propagation` markers).
 
 Setups, each round in turn:
   untraced              bench/goapps/propclient -role client, no gotel (the floor)
@@ -15,10 +14,8 @@ The client runs alone on CPU 0 in a cgroup of its own (the one gotel's SOCK_OPS 
 server (untraced, counts the traceparent values it receives), gotel and the OTLP receiver share
 CPU 1. The figure of interest is the ratio inject on / inject off; both pay the same uprobes.
 """
-import argparse
 import json
 import os
-import shutil
 import statistics
 import subprocess
 import sys
@@ -28,11 +25,13 @@ import urllib.request
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from run import BUILD, RESULTS, ROOT, SIDE_CPU, TARGET_CPU, Sink, gotel_env, log, machine, summary_fields, wait_file  # noqa: E402
+import on_off  # noqa: E402
+from hooks import write_section  # noqa: E402
+from run import BUILD, SIDE_CPU, TARGET_CPU, Sink, gotel_env, log, summary_fields, wait_file  # noqa: E402
 
 GOTEL = BUILD / "gotel-propagation"
 MODES = ("untraced", "gotel, inject off", "gotel, inject on")
-BEGIN, END = "<!-- propagation:begin -->", "<!-- propagation:end -->"
+MARKER = "propagation"
 
 
 def cgroup_dir():
@@ -103,7 +102,7 @@ def render(r):
     best = r["best"]
     off, on = best["gotel, inject off"], best["gotel, inject on"]
     pr = r["per_round_ratio_on_off"]
-    out = [BEGIN, "## 7. Trace context through the socket: injection on vs off", "",
+    out = ["## 7. Trace context through the socket: injection on vs off", "",
            "```sh", m["command"], "```", "",
            f"* Date: {m['date']}; run took {m['seconds']:.0f} s. Kernel {m['machine']['kernel']}, "
            f"{m['machine']['cpus']} CPUs; {m['machine']['go']}; gotel {m['machine']['gotel_commit']}.",
@@ -136,61 +135,29 @@ def render(r):
             "socket (the `tcp_bpf` send path, pull and push of 70 bytes).",
             f"gotel's socket counters over the inject-on runs: {json.dumps(r['socket_totals'])}.",
             "The server counts the `traceparent` values of every request it received (warm-up included):",
-            "with injection on each request must carry exactly one, with it off none.", "", END]
+            "with injection on each request must carry exactly one, with it off none."]
     return out
 
 
-def write_section(lines):
-    """Replaces (or adds, before the notes) this benchmark's section of BENCHMARKS.md."""
-    p = ROOT / "BENCHMARKS.md"
-    text = p.read_text() if p.exists() else "# gotel benchmarks\n"
-    block = "\n".join(lines)
-    if BEGIN in text and END in text:
-        a, b = text.index(BEGIN), text.index(END) + len(END)
-        text = text[:a] + block + text[b:]
-    else:
-        notes = "## What the numbers call for"
-        cut = text.find(notes)
-        text = text + "\n" + block + "\n" if cut < 0 else text[:cut] + block + "\n\n" + text[cut:]
-    p.write_text(text)
-
-
 def main():
-    p = argparse.ArgumentParser()
-    p.add_argument("--quick", action="store_true")
-    p.add_argument("--render-only", action="store_true", help="rewrite the section from results/propagation.json")
-    a = p.parse_args()
+    a = on_off.args()
     if a.render_only:
-        write_section(render(json.loads((RESULTS / "propagation.json").read_text())))
+        write_section(render(on_off.load("propagation")), MARKER)
         return
-    a.seconds = 3 if a.quick else 5
-    a.rounds = 2 if a.quick else 5
-    a.connections = 8
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    shutil.copy2(Path(os.environ.get("GOTEL_BIN", ROOT / "target" / "release" / "gotel")), GOTEL)
-    started = time.time()
-    meta = {"date": time.strftime("%Y-%m-%d %H:%M %Z"), "command": "bench/propagation.sh" + (" --quick" if a.quick else ""),
-            "machine": machine(),
-            }
+    a.seconds, a.rounds, a.connections = (3, 2, 8) if a.quick else (5, 5, 8)
+    meta = on_off.start("bench/propagation.sh", a.quick, GOTEL)
     sink = Sink()
     cg = cgroup_dir()
-    port_file = BUILD / "propserver.port"
-    port_file.unlink(missing_ok=True)
-    server = subprocess.Popen(["taskset", "-c", SIDE_CPU, str(BUILD / "propclient"), "-role", "server",
-                               "-port-file", str(port_file)])
-    runs = {m: [] for m in MODES}
+    server, port = on_off.propclient_server("propagation")
+
+    def describe(res):
+        if "gotel_stderr_tail" in res:
+            log(f"gotel exited non-zero:\n{res['gotel_stderr_tail']}")
+        return (f"{res['rps']:,.0f} req/s, p50 {res['p50_ms']:.3f} ms, p99 {res['p99_ms']:.3f} ms, errors {res['errors']}, "
+                f"server saw {res['server']}" + (f", socket {res['socket']}" if res.get("socket") else ""))
+
     try:
-        wait_file(port_file, server)
-        port = int(port_file.read_text())
-        for rnd in range(a.rounds):
-            for mode in MODES:
-                res = one_run(a, sink, cg, port, mode)
-                runs[mode].append(res)
-                log(f"propagation round {rnd + 1}/{a.rounds}: {mode}: {res['rps']:,.0f} req/s, p50 {res['p50_ms']:.3f} ms, "
-                    f"p99 {res['p99_ms']:.3f} ms, errors {res['errors']}, server saw {res['server']}"
-                    + (f", socket {res['socket']}" if res.get("socket") else ""))
-                if "gotel_stderr_tail" in res:
-                    log(f"gotel exited non-zero:\n{res['gotel_stderr_tail']}")
+        runs = on_off.rounds("propagation", a.rounds, MODES, lambda mode: one_run(a, sink, cg, port, mode), describe)
     finally:
         server.terminate()
         server.wait()
@@ -202,31 +169,26 @@ def main():
                 break
             except OSError:
                 time.sleep(0.1)
-    ratio = lambda num, den: [x["rps"] / y["rps"] for x, y in zip(runs[num], runs[den])]  # noqa: E731
+    ratio = lambda num, den: on_off.per_round(runs, num, den, lambda x, y: x["rps"] / y["rps"])  # noqa: E731
     socket_totals = {}
     for x in runs["gotel, inject on"]:
         for k, v in x.get("socket", {}).items():
             socket_totals[k] = socket_totals.get(k, 0) + v
-    meta["seconds"] = time.time() - started
-    result = {"meta": meta, "seconds": a.seconds, "rounds": a.rounds, "connections": a.connections, "runs": runs,
+    result = {"seconds": a.seconds, "rounds": a.rounds, "connections": a.connections, "runs": runs,
               "best": {m: max(rs, key=lambda x: x["rps"]) for m, rs in runs.items()},
               "per_round_ratio_on_off": ratio("gotel, inject on", "gotel, inject off"),
               "per_round_ratio_untraced_off": ratio("untraced", "gotel, inject off"),
               "socket_totals": socket_totals,
-              "per_round_extra_us": [1e6 / x["rps"] - 1e6 / y["rps"]
-                                     for x, y in zip(runs["gotel, inject on"], runs["gotel, inject off"])],
+              "per_round_extra_us": on_off.per_round(runs, "gotel, inject on", "gotel, inject off",
+                                                     lambda x, y: 1e6 / x["rps"] - 1e6 / y["rps"]),
               "coverage": next((x["coverage"] for x in runs["gotel, inject on"] if x.get("coverage")), None)}
-    (RESULTS / "propagation.json").write_text(json.dumps(result, indent=1))
     # The run is only valid if injection happened exactly when it should.
     bad = [f"{m} round {i + 1}: server saw {x['server']}, errors {x['errors']}"
            for m, rs in runs.items() for i, x in enumerate(rs)
            if x["errors"] or x["server"]["tp_many"]
            or (m.endswith("on") and x["server"]["tp0"]) or (not m.endswith("on") and x["server"]["tp1"])]
-    write_section(render(result))
-    log(f"done in {meta['seconds']:.0f} s; wrote bench/results/propagation.json and BENCHMARKS.md section 6")
-    if bad:
-        log("INVALID RUN:\n  " + "\n  ".join(bad))
-        sys.exit(1)
+    on_off.finish("propagation", meta, result, lambda r: write_section(render(r), MARKER), bad,
+                  "BENCHMARKS.md section 7")
 
 
 if __name__ == "__main__":

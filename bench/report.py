@@ -374,8 +374,8 @@ def main():
     # Section 7 comes from its own run (bench/propagation.sh) and keeps its own date.
     if load("propagation"):
         sys.path.insert(0, str(Path(__file__).resolve().parent))
-        from propagation import BEGIN, END, render
-        out += [("propagation",), *[line for line in render(load("propagation")) if line not in (BEGIN, END)]]
+        from propagation import MARKER, render
+        out += [(MARKER,), *render(load("propagation"))]
 
     write_blocks(ROOT / "BENCHMARKS.md", out)
     print(f"wrote {ROOT / 'BENCHMARKS.md'}")

@@ -12,9 +12,7 @@ The client runs alone on CPU 0; the untraced server, gotel and the OTLP receiver
 server is not traced, so every stored context waits in the LRU map until it is evicted: the
 client's worst case (a traced server only adds a lookup inside its existing span trap).
 """
-import argparse
 import json
-import os
 import shutil
 import statistics
 import subprocess
@@ -24,8 +22,9 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import on_off  # noqa: E402
 from hooks import write_section  # noqa: E402
-from run import BUILD, RESULTS, ROOT, SIDE_CPU, TARGET_CPU, Sink, gotel_env, log, machine, wait_file  # noqa: E402
+from run import BUILD, SIDE_CPU, TARGET_CPU, Sink, gotel_env  # noqa: E402
 
 GOTEL = BUILD / "gotel-same-node"
 CLIENT = BUILD / "propclient-same-node"
@@ -118,55 +117,33 @@ def render(r):
 
 
 def main():
-    p = argparse.ArgumentParser()
-    p.add_argument("--quick", action="store_true")
-    p.add_argument("--render-only", action="store_true")
-    a = p.parse_args()
+    a = on_off.args()
     if a.render_only:
-        write_section(render(json.loads((RESULTS / "same_node.json").read_text())), MARKER)
+        write_section(render(on_off.load("same_node")), MARKER)
         return
     a.seconds, a.rounds, a.connections = (3, 2, 8) if a.quick else (5, 5, 8)
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    shutil.copy2(Path(os.environ.get("GOTEL_BIN", ROOT / "target" / "release" / "gotel")), GOTEL)
+    meta = on_off.start("bench/same_node.sh", a.quick, GOTEL)
     shutil.copy2(BUILD / "propclient", CLIENT)
-    started = time.time()
-    meta = {"date": time.strftime("%Y-%m-%d %H:%M %Z"), "command": "bench/same_node.sh" + (" --quick" if a.quick else ""),
-            "machine": machine()}
     sink = Sink()
-    port_file = BUILD / "same-node-server.port"
-    port_file.unlink(missing_ok=True)
-    server = subprocess.Popen(["taskset", "-c", SIDE_CPU, str(BUILD / "propclient"), "-role", "server",
-                               "-port-file", str(port_file)])
-    runs = {m: [] for m in MODES}
+    server, port = on_off.propclient_server("same-node")
     try:
-        wait_file(port_file, server)
-        port = int(port_file.read_text())
-        for rnd in range(a.rounds):
-            for mode in MODES:
-                res = one_run(a, sink, port, mode)
-                runs[mode].append(res)
-                log(f"same-node round {rnd + 1}/{a.rounds}: {mode}: {res['rps']:,.0f} req/s, p50 {res['p50_ms']:.3f} ms, "
-                    f"errors {res['errors']}, contexts stored {res.get('offered', 0)}")
+        runs = on_off.rounds("same-node", a.rounds, MODES, lambda mode: one_run(a, sink, port, mode),
+                             lambda res: f"{res['rps']:,.0f} req/s, p50 {res['p50_ms']:.3f} ms, errors {res['errors']}, "
+                             f"contexts stored {res.get('offered', 0)}")
     finally:
         server.terminate()
         server.wait()
         sink.stop()
-    ratio = lambda num, den: [x["rps"] / y["rps"] for x, y in zip(runs[num], runs[den])]  # noqa: E731
-    meta["seconds"] = time.time() - started
-    result = {"meta": meta, "seconds": a.seconds, "rounds": a.rounds, "connections": a.connections, "runs": runs,
+    ratio = lambda num, den: on_off.per_round(runs, num, den, lambda x, y: x["rps"] / y["rps"])  # noqa: E731
+    result = {"seconds": a.seconds, "rounds": a.rounds, "connections": a.connections, "runs": runs,
               "best": {m: max(rs, key=lambda x: x["rps"]) for m, rs in runs.items()},
               "per_round_ratio_on_off": ratio("gotel, join on", "gotel, join off"),
               "per_round_ratio_untraced_off": ratio("untraced", "gotel, join off"),
-              "per_round_extra_us": [1e6 / x["rps"] - 1e6 / y["rps"]
-                                     for x, y in zip(runs["gotel, join on"], runs["gotel, join off"])]}
-    (RESULTS / "same_node.json").write_text(json.dumps(result, indent=1))
+              "per_round_extra_us": on_off.per_round(runs, "gotel, join on", "gotel, join off",
+                                                     lambda x, y: 1e6 / x["rps"] - 1e6 / y["rps"])}
     bad = [f"{m} round {i + 1}" for m, rs in runs.items() for i, x in enumerate(rs)
            if x["errors"] or (m.endswith("on") and not x.get("offered")) or (m.endswith("off") and x.get("offered"))]
-    write_section(render(result), MARKER)
-    log(f"done in {meta['seconds']:.0f} s; wrote bench/results/same_node.json and BENCHMARKS.md section 8")
-    if bad:
-        log("INVALID RUN (errors, or contexts stored when off / none when on): " + ", ".join(bad))
-        sys.exit(1)
+    on_off.finish("same_node", meta, result, lambda r: write_section(render(r), MARKER), bad, "BENCHMARKS.md section 8")
 
 
 if __name__ == "__main__":

@@ -18,8 +18,6 @@ evicted: the client's worst case (a traced server only adds a lookup inside its 
 operateHeaders trap). Per call: the wall time from the go-ahead file to the client's exit, and
 the client process's CPU time (user + system, where the traps' handlers run).
 """
-import argparse
-import json
 import os
 import shutil
 import statistics
@@ -29,8 +27,9 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import on_off  # noqa: E402
 from hooks import write_section  # noqa: E402
-from run import BUILD, RESULTS, ROOT, SIDE_CPU, TARGET_CPU, Sink, log, machine  # noqa: E402
+from run import BUILD, SIDE_CPU, TARGET_CPU, Sink  # noqa: E402
 from same_node import node_gotel, stop_gotel, wait_attached  # noqa: E402
 
 GOTEL = BUILD / "gotel-same-node-grpc"
@@ -104,54 +103,37 @@ def render(r):
 
 
 def main():
-    p = argparse.ArgumentParser()
-    p.add_argument("--quick", action="store_true")
-    p.add_argument("--render-only", action="store_true")
-    a = p.parse_args()
+    a = on_off.args()
     if a.render_only:
-        write_section(render(json.loads((RESULTS / "same_node_grpc.json").read_text())), MARKER)
+        write_section(render(on_off.load("same_node_grpc")), MARKER)
         return
     a.calls, a.rounds = (2000, 2) if a.quick else (5000, 5)
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    shutil.copy2(Path(os.environ.get("GOTEL_BIN", ROOT / "target" / "release" / "gotel")), GOTEL)
+    meta = on_off.start("bench/same_node_grpc.sh", a.quick, GOTEL)
     shutil.copy2(BUILD / "grpcsvc", CLIENT)
-    started = time.time()
-    meta = {"date": time.strftime("%Y-%m-%d %H:%M %Z"),
-            "command": "bench/same_node_grpc.sh" + (" --quick" if a.quick else ""), "machine": machine()}
     sink = Sink()
     stop = BUILD / "same-node-grpc.stop"
     stop.unlink(missing_ok=True)
     addr = "127.0.0.1:47123"
     server = subprocess.Popen(["taskset", "-c", SIDE_CPU, str(BUILD / "grpcsvc"), "-serve", addr, "-until", str(stop)],
                               stdout=subprocess.DEVNULL)
-    runs = {m: [] for m in MODES}
     try:
         time.sleep(1)
-        for rnd in range(a.rounds):
-            for mode in MODES:
-                res = one_run(a, sink, addr, mode)
-                runs[mode].append(res)
-                log(f"same-node-grpc round {rnd + 1}/{a.rounds}: {mode}: {res['us_per_call']:.1f} us/call, "
-                    f"client CPU {res['cpu_us_per_call']:.1f} us/call, contexts stored {res.get('offered', 0)}")
+        runs = on_off.rounds("same-node-grpc", a.rounds, MODES, lambda mode: one_run(a, sink, addr, mode),
+                             lambda res: f"{res['us_per_call']:.1f} us/call, client CPU {res['cpu_us_per_call']:.1f} "
+                             f"us/call, contexts stored {res.get('offered', 0)}")
     finally:
         stop.write_text("")
         server.wait()
         sink.stop()
-    meta["seconds"] = time.time() - started
-    result = {"meta": meta, "calls": a.calls, "rounds": a.rounds, "runs": runs,
+    extra = lambda key: on_off.per_round(runs, "gotel, join on", "gotel, join off",  # noqa: E731
+                                         lambda x, y: x[key] - y[key])
+    result = {"calls": a.calls, "rounds": a.rounds, "runs": runs,
               "best": {m: min(rs, key=lambda x: x["us_per_call"]) for m, rs in runs.items()},
-              "per_round_extra_us": [x["us_per_call"] - y["us_per_call"]
-                                     for x, y in zip(runs["gotel, join on"], runs["gotel, join off"])],
-              "per_round_extra_cpu_us": [x["cpu_us_per_call"] - y["cpu_us_per_call"]
-                                         for x, y in zip(runs["gotel, join on"], runs["gotel, join off"])]}
-    (RESULTS / "same_node_grpc.json").write_text(json.dumps(result, indent=1))
+              "per_round_extra_us": extra("us_per_call"), "per_round_extra_cpu_us": extra("cpu_us_per_call")}
     bad = [f"{m} round {i + 1}" for m, rs in runs.items() for i, x in enumerate(rs)
            if x["bad"] or (m.endswith("on") and not x.get("offered")) or (m.endswith("off") and x.get("offered"))]
-    write_section(render(result), MARKER)
-    log(f"done in {meta['seconds']:.0f} s; wrote bench/results/same_node_grpc.json and its part of BENCHMARKS.md")
-    if bad:
-        log("INVALID RUN (wrong answers, or contexts stored when off / none when on): " + ", ".join(bad))
-        sys.exit(1)
+    on_off.finish("same_node_grpc", meta, result, lambda r: write_section(render(r), MARKER), bad,
+                  "its part of BENCHMARKS.md")
 
 
 if __name__ == "__main__":
