@@ -437,19 +437,20 @@ impl Attached {
 
     /// Whether a goroutine-map record is this target's (always, unless the map is shared).
     fn owns(&self, shared: bool, key: &gotel_shared::GoroutineKey) -> bool {
-        !(shared || crate::shared_maps::shared(MAP_GOROUTINES)) || Some(key.tgid) == self.target
+        !shared || Some(key.tgid) == self.target
     }
 
-    /// The session ended: removes the target's records from a shared goroutine map, so that a
-    /// process that reuses its pid finds none (nothing to do for a map of the session's own).
+    /// The session ended: removes the target's records from node mode's one goroutine map, so
+    /// that a process that reuses its pid finds none (nothing to do for a map of the session's
+    /// own).
     pub fn forget_target(&mut self) -> usize {
         let Some(pid) = self.target else { return 0 };
         self.forgotten = true;
         let mut k = lock(&self.kernel);
         if k.shared {
-            crate::shared_maps::forget_in(&mut k.ebpf, pid)
+            crate::kernel::forget_process(&mut k.ebpf, pid)
         } else {
-            crate::shared_maps::forget(&mut k.ebpf, pid)
+            0
         }
     }
 }
@@ -475,7 +476,7 @@ impl Drop for Attached {
             }
         }
         if let Some(pid) = self.target.filter(|_| !self.forgotten) {
-            crate::shared_maps::forget_in(&mut k.ebpf, pid);
+            crate::kernel::forget_process(&mut k.ebpf, pid);
         }
         forget_slot_targets(&mut k.ebpf, self.slot);
         k.slots[self.slot as usize] = None;

@@ -92,6 +92,19 @@ pub fn share_programs(slots: u32) -> bool {
     true
 }
 
+/// Removes process `tgid`'s records from the goroutine map of `ebpf` (node mode's one object,
+/// which serves every target: a process that reuses the pid must find none). Returns how many
+/// there were.
+pub(crate) fn forget_process(ebpf: &mut Ebpf, tgid: u32) -> usize {
+    let Some(map) = ebpf.map_mut(MAP_GOROUTINES) else { return 0 };
+    let Ok(mut m) = aya::maps::HashMap::<_, gotel_shared::GoroutineKey, gotel_shared::GoroutineState>::try_from(map)
+    else {
+        return 0;
+    };
+    let keys: Vec<_> = m.keys().flatten().filter(|k| k.tgid == tgid).collect();
+    keys.iter().filter(|k| m.remove(k).is_ok()).count()
+}
+
 pub(crate) fn lock(k: &Mutex<Kernel>) -> std::sync::MutexGuard<'_, Kernel> {
     k.lock().unwrap_or_else(|e| e.into_inner())
 }
@@ -111,8 +124,8 @@ impl Kernel {
         for map in PER_SLOT_MAPS {
             loader.map_max_entries(map, slots);
         }
-        // Node mode: the goroutine map and join.same_node's shared by every load of this gotel
-        // (pinned; shared_maps), else the load's own (join.same_node's with one entry).
+        // Node mode with a load per target: join.same_node's map shared by every load of this
+        // gotel (pinned; shared_maps), else the load's own (with one entry).
         let ebpf = crate::shared_maps::load(&mut loader, EBPF_OBJECT)
             .map_err(|e| environment_error("loading the eBPF programs", chain(&e)))?;
         let events = ebpf.map(MAP_EVENTS).ok_or_else(|| Failure::environment("EVENTS map missing"))?;

@@ -198,22 +198,15 @@ pub async fn run(settings: &Settings, selectors: &[Selector], mut stop: Stop) ->
             Arc::new(s)
         })
         .collect();
-    // One goroutine map for every target (crate::shared_maps), and one trace across a
-    // connection whose two ends are traced here, without injection.
+    // One trace across a connection whose two ends are traced here, without injection
+    // (crate::shared_maps).
     let same_node = crate::instrumentations::join_same_node::JOIN_SAME_NODE.name;
     let join = settings.libraries.iter().any(|l| l.name == same_node);
     match crate::shared_maps::share(join) {
-        Ok(()) => {
-            if crate::shared_maps::shared(gotel_shared::names::MAP_GOROUTINES) {
-                tracing::info!(
-                    "node mode: one goroutine map for every target (GOTEL_MAX_GOROUTINES={} bounds them together)",
-                    settings.maps.max_goroutines
-                );
-            }
-            if join {
-                tracing::info!("{same_node}: HTTP/1 server spans join the client span of their connection when both ends are traced here");
-            }
+        Ok(()) if join => {
+            tracing::info!("{same_node}: HTTP/1 server spans join the client span of their connection when both ends are traced here")
         }
+        Ok(()) => {}
         Err(why) => tracing::warn!("{why}"),
     }
     // One set of kernel programs and maps for every target (attach::Kernel).

@@ -296,7 +296,7 @@ pub async fn session(
     attached.detach_links();
     let forgotten = attached.forget_target();
     if forgotten > 0 {
-        tracing::debug!(pid = process.pid, records = forgotten, "removed from the shared goroutine map");
+        tracing::debug!(pid = process.pid, records = forgotten, "removed from node mode's goroutine map");
     }
     // Removing uprobes is slow (see Attached::detach): do it in the background so that a
     // restarted --exe target is picked up at once; process exit finishes it otherwise.

@@ -1,25 +1,14 @@
-//! Node mode: maps every target's kernel programs share, through pins in a bpffs instance gotel
-//! mounts for itself.
+//! Node mode: `join.same_node`'s connection map (`SAME_NODE_CONNS`), which a client's and a
+//! server's programs must both see, shared through a pin in a bpffs instance gotel mounts for
+//! itself.
 //!
-//! Where node mode cannot use one loaded object for every target (`kernel`: gotel not in the
-//! host's pid namespace), it loads one set of kernel programs per target, and until this module
-//! each set came with its own maps. The goroutine map (`GOROUTINES`, an LRU hash preallocated in
-//! full: 16,384 records of 1.6 KB, about 27 MiB of kernel memory whatever the target does) was
-//! most of a target's cost, paid again for every Go process a node agent traces. Its key is
-//! `{tgid, g}`, so one map can serve every process: in node mode the first load creates and
-//! pins it and every later load uses that map. So are `join.same_node`'s connections (a client's
-//! and a server's programs must see one map, see `instrumentations::join_same_node`).
-//!
-//! What sharing changes, and how each is handled:
-//! - `GOTEL_MAX_GOROUTINES` bounds the goroutines with traced calls in progress of all targets
-//!   together, not of each (README says so).
-//! - A target's records outlive its session unless removed: [`forget`] deletes the keys of its
-//!   process when the session ends (a reused pid must not find the old process's frames), and
-//!   the per-target readings (calls in progress at exit, the tracked-goroutines gauge) take only
-//!   keys of their process.
-//! - The key's tgid is the kernel's number of the process; gotel compares it with the pid it
-//!   sees, so the goroutine map is shared only when gotel runs in the initial pid namespace
-//!   (a DaemonSet with `hostPID: true`); elsewhere each target keeps a map of its own.
+//! Node mode loads one set of kernel programs for every target when gotel sees the kernel's
+//! process numbers (`kernel::share_programs`): their maps, the goroutine map among them, serve
+//! every target by being that one object's. Where it cannot (gotel not in the host's pid
+//! namespace), each target loads programs of its own, and only this map is shared between the
+//! loads (the goroutine map stays each load's own: its keys carry a process number gotel could
+//! not match with the processes it sees). The goroutine map used to be pinned here as well, but
+//! it was shared only where the one object already shares it: the pin was never read.
 //!
 //! Where the maps live: a bpffs instance mounted nowhere (`fsopen` + `fsmount`, reached as
 //! `/proc/self/fd/N`): nothing appears in the host's `/sys/fs/bpf`, no directory is needed
@@ -32,7 +21,7 @@ use std::{
 };
 
 use aya::{Ebpf, EbpfError, EbpfLoader};
-use gotel_shared::names::{MAP_GOROUTINES, MAP_SAME_NODE_CONNS};
+use gotel_shared::names::MAP_SAME_NODE_CONNS;
 
 /// What this gotel shares, once [`share`] ran (node mode).
 struct Sharing {
@@ -47,23 +36,15 @@ static SHARING: OnceLock<Sharing> = OnceLock::new();
 /// them, so that two sessions starting together do not both create them.
 static PINNED: Mutex<bool> = Mutex::new(false);
 
-/// Turns sharing on for this process (node mode): the goroutine map when gotel sees the
-/// kernel's pids, `join.same_node`'s map when that unit is selected. Refused (an old kernel
-/// without `fsopen`, a seccomp profile): each target keeps maps of its own and `join.same_node`
-/// is off; the message says so.
+/// Turns sharing on for this process (node mode) when `join.same_node` is selected (`same_node`).
+/// Refused (an old kernel without `fsopen`, a seccomp profile): `join.same_node` is off; the
+/// message says so.
 pub fn share(same_node: bool) -> Result<(), String> {
-    if SHARING.get().is_some() {
+    if SHARING.get().is_some() || !same_node {
         return Ok(());
     }
-    let mut maps = Vec::new();
-    if crate::target::kernel_pid(std::process::id()).is_some() {
-        maps.push(MAP_GOROUTINES);
-    }
-    if same_node {
-        maps.push(MAP_SAME_NODE_CONNS);
-    }
     let root = private_bpffs()?;
-    let _ = SHARING.set(Sharing { root, maps });
+    let _ = SHARING.set(Sharing { root, maps: vec![MAP_SAME_NODE_CONNS] });
     Ok(())
 }
 
@@ -107,28 +88,6 @@ fn load_in(
     loaded
 }
 
-/// Removes process `tgid`'s records from the shared goroutine map (its session ended). Returns
-/// how many there were. Nothing to do when the map is the session's own.
-pub fn forget(ebpf: &mut Ebpf, tgid: u32) -> usize {
-    if shared(MAP_GOROUTINES) {
-        forget_in(ebpf, tgid)
-    } else {
-        0
-    }
-}
-
-/// [`forget`] whether or not the map is pinned (one object serving every target: the map is
-/// shared by being that object's).
-pub(crate) fn forget_in(ebpf: &mut Ebpf, tgid: u32) -> usize {
-    let Some(map) = ebpf.map_mut(MAP_GOROUTINES) else { return 0 };
-    let Ok(mut m) = aya::maps::HashMap::<_, gotel_shared::GoroutineKey, gotel_shared::GoroutineState>::try_from(map)
-    else {
-        return 0;
-    };
-    let keys: Vec<_> = m.keys().flatten().filter(|k| k.tgid == tgid).collect();
-    keys.iter().filter(|k| m.remove(k).is_ok()).count()
-}
-
 /// A new bpffs instance, mounted nowhere: the `O_PATH` descriptor of its root.
 fn private_bpffs() -> Result<OwnedFd, String> {
     let refused = |call: &str| {
@@ -167,22 +126,23 @@ fn pin_path(root: &OwnedFd, map: &str) -> PathBuf {
 mod tests {
     use super::*;
     use gotel_shared::{
+        names::MAP_GOROUTINES,
         same_node::{ConnContext, ConnKey},
         GoroutineKey, GoroutineState,
     };
 
-    /// Two loads in one gotel see one goroutine map and one connection map: what one target's
-    /// programs store, another's find; `forget` removes one process's records only. Needs root
-    /// (BPF) and a kernel with `fsopen`.
+    /// Two loads in one gotel see one connection map: what one target's programs store,
+    /// another's find; the goroutine map stays each load's own; nothing is pinned on the host.
+    /// Needs root (BPF) and a kernel with `fsopen`.
     #[test]
-    fn two_loads_share_the_pinned_maps() {
+    fn two_loads_share_the_pinned_connection_map() {
         if unsafe { libc::geteuid() } != 0 {
             eprintln!("skipped: needs root");
             return;
         }
         // Its own instance and lock, not the process-wide ones (other tests plan without sharing).
         let (root, first) = (private_bpffs().expect("gotel's own bpffs"), Mutex::new(false));
-        let maps = [MAP_GOROUTINES, MAP_SAME_NODE_CONNS];
+        let maps = [MAP_SAME_NODE_CONNS];
         let load = || load_in(Some((&root, &maps)), &first, &mut EbpfLoader::new(), crate::attach::EBPF_OBJECT);
         let mut a = load().expect("first load");
         let mut b = load().expect("second load");
@@ -198,27 +158,18 @@ mod tests {
         let state: GoroutineState = unsafe { std::mem::zeroed() };
         let mut g_b: aya::maps::HashMap<_, GoroutineKey, GoroutineState> =
             aya::maps::HashMap::try_from(b.map_mut(MAP_GOROUTINES).unwrap()).unwrap();
-        for (tgid, g) in [(100, 1), (100, 2), (200, 1)] {
-            g_b.insert(GoroutineKey::new(tgid, g), state, 0).unwrap();
+        g_b.insert(GoroutineKey::new(100, 1), state, 0).unwrap();
+        let g_a: aya::maps::HashMap<_, GoroutineKey, GoroutineState> =
+            aya::maps::HashMap::try_from(a.map_mut(MAP_GOROUTINES).unwrap()).unwrap();
+        assert_eq!(g_a.keys().count(), 0, "each load's own goroutine map");
+        for map in [MAP_SAME_NODE_CONNS, MAP_GOROUTINES] {
+            assert!(!std::path::Path::new("/sys/fs/bpf").join(map).exists(), "nothing pinned on the host");
         }
-        let count = |e: &Ebpf, tgid: u32| {
-            aya::maps::HashMap::<_, GoroutineKey, GoroutineState>::try_from(e.map(MAP_GOROUTINES).unwrap())
-                .unwrap()
-                .keys()
-                .flatten()
-                .filter(|k| k.tgid == tgid)
-                .count()
-        };
-        assert_eq!((count(&a, 100), count(&a, 200)), (2, 1), "records stored by b's maps, seen by a");
-        assert_eq!(forget_in(&mut a, 100), 2);
-        assert_eq!((count(&b, 100), count(&b, 200)), (0, 1));
-        assert!(!std::path::Path::new("/sys/fs/bpf").join(MAP_GOROUTINES).exists(), "nothing pinned on the host");
     }
 
-    /// Without sharing, the connection map shrinks to one entry and the goroutine map is the
-    /// load's own.
+    /// Without sharing, the connection map shrinks to one entry.
     #[test]
     fn nothing_shared_by_default() {
-        assert!(!shared(MAP_GOROUTINES) && !shared(MAP_SAME_NODE_CONNS));
+        assert!(!shared(MAP_SAME_NODE_CONNS));
     }
 }
