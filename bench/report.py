@@ -334,10 +334,10 @@ def main():
     # ---- built-in hooks: sections bench/hooks.py, paired.py and grpc_hooks.py render themselves
     sys.path.insert(0, str(ROOT / "bench"))
 
+    import importlib
+
     def own_section(script, res, marker):
         """`bench/<script>.py`'s section for its result `res`, between its markers."""
-        import importlib
-
         return [(marker,), *importlib.import_module(script).section(res)]
 
     hooks = load("hooks")
@@ -358,6 +358,16 @@ def main():
                           "every row and the Caddy holdout",
                           " / ".join(f"{m:.3f}x" for m in medians) + f" (median of {paired.get('pairs')} pairs per row)",
                           max(medians) <= 1.10))
+    peer = load("peer")
+    if peer:
+        from peer import MARKER as PEER, added, render as peer_section
+
+        out += [(PEER,), *peer_section(peer)]
+        shares = {shape: added(runs) for shape, runs in peer.get("shapes", {}).items()}
+        if shares:
+            goals.append(("An HTTP request costs the service about half of what opentelemetry-go-instrumentation adds, "
+                          "or less (bench/peer.py: server CPU added, gotel / peer)",
+                          " / ".join(f"{v:.2f}x ({k})" for k, v in shares.items()), max(shares.values()) <= 0.55))
     grpc_hooks = load("grpc_hooks")
     if grpc_hooks:
         out += own_section("grpc_hooks", grpc_hooks, "grpc-hooks")
