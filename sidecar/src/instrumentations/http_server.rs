@@ -17,9 +17,8 @@ use super::{
     ReturnRead, SpanProbe,
 };
 use crate::{
-    attributes::{self, AttributePlan, Decode, Limits},
+    attributes::{AttributePlan, Decode, Limits},
     dwarf::{DwarfInfo, FunctionInfo},
-    spec,
 };
 
 const SYMBOL: &str = "net/http.serverHandler.ServeHTTP";
@@ -87,9 +86,12 @@ pub static HTTP_SERVER: Instrumentation = Instrumentation {
     ..Instrumentation::BASE
 };
 
-/// Reads at return through the saved `req` (slot 0) and `rw` data word (slot 1): the route,
-/// the HTTP/1 and HTTP/2 status; and the writer's dynamic type, which tells them apart.
-fn extend(plan: &mut AttributePlan, dwarf: &DwarfInfo, info: &FunctionInfo, limits: &Limits) -> Result<(), String> {
+/// Reads at return through the saved `req` (slot 0) and `rw` data word (slot 1): the route and
+/// the HTTP/1 and HTTP/2 status. Which status is the request's follows from its `ProtoMajor`
+/// (read at entry): net/http serves `ProtoMajor` 2 with its HTTP/2 writer and refuses it on
+/// HTTP/1 connections, so the writer's dynamic type (a value of its own in every record, once)
+/// is not needed.
+fn extend(plan: &mut AttributePlan, dwarf: &DwarfInfo, _info: &FunctionInfo, limits: &Limits) -> Result<(), String> {
     let types = &dwarf.types;
     let max = limits.max_string.min(gotel_shared::MAX_STR) as u16;
     let mut add = |key: &str, kind: ValueKind, saved: u8, hops: &[u64], decode: Decode| {
@@ -112,14 +114,6 @@ fn extend(plan: &mut AttributePlan, dwarf: &DwarfInfo, info: &FunctionInfo, limi
     if let Some((rws, status)) = h2("net/http.http2").or_else(|| h2("net/http/internal/http2.")) {
         add("status2", ValueKind::Int, 1, &[rws, status], Decode::Int { size: 8 });
     }
-    let rw = spec::parse_probes(&format!("{SYMBOL}(rw=rw)")).map_err(|e| e.to_string())?;
-    let rw_plan =
-        attributes::plan_function(SYMBOL, Some(info), Some(dwarf), &rw[0].attrs, limits).map_err(|e| e.to_string())?;
-    for mut f in rw_plan.fetches {
-        f.slot += plan.slots.len() as u16;
-        plan.fetches.push(f);
-    }
-    plan.slots.extend(rw_plan.slots);
     Ok(())
 }
 
@@ -145,10 +139,10 @@ fn finish(mut raw: Vec<KeyValue>, _error: Option<String>) -> Finished {
     if let Some(r) = &route {
         attributes.push(KeyValue::new("http.route", r.clone()));
     }
-    let rw_type = text(take(&mut raw, "rw")).unwrap_or_default();
+    let (major, minor) = (int(take(&mut raw, "major")), int(take(&mut raw, "minor")));
     let s1 = int(take(&mut raw, "status1"));
     let s2 = int(take(&mut raw, "status2"));
-    let http2 = rw_type.contains("http2");
+    let http2 = major == Some(2);
     let plausible = |s: Option<i64>| s.filter(|c| (100..=599).contains(c));
     let code = if http2 { plausible(s2) } else { plausible(s1).or(plausible(s2)) };
     // A handler that never wrote anything answered 200.
@@ -168,7 +162,7 @@ fn finish(mut raw: Vec<KeyValue>, _error: Option<String>) -> Finished {
             }
         }
     }
-    let version = match (int(take(&mut raw, "major")), int(take(&mut raw, "minor"))) {
+    let version = match (major, minor) {
         (Some(2), _) => Some("2".to_string()),
         (Some(maj), Some(min)) if maj > 0 => Some(format!("{maj}.{min}")),
         _ => None,
@@ -205,7 +199,6 @@ mod tests {
             KeyValue::new("peer", "[::1]:5555"),
             KeyValue::new("major", 1i64),
             KeyValue::new("minor", 1i64),
-            KeyValue::new("rw", "*net/http.response"),
             KeyValue::new("tls", 0i64),
             KeyValue::new("ua", " curl/8.1"),
         ];
@@ -239,7 +232,7 @@ mod tests {
             KeyValue::new("m", "GET"),
             KeyValue::new("status1", 0i64),
             KeyValue::new("status2", 404i64),
-            KeyValue::new("rw", "*net/http.http2responseWriter"),
+            KeyValue::new("major", 2i64),
         ];
         let f = finish(raw, None);
         assert!(f
