@@ -7,6 +7,8 @@ section of BENCHMARKS.md (between the `peer` markers).
 Setups, each round in turn (bench/on_off.py), for each request shape:
   untraced   bench/goapps/serve, GET /r1 (the handler calls one small function)
   gotel      gotel --pid SERVE, GOTEL_PROBES empty: its built-in units only (the HTTP server span)
+  gotel, goroutine parents off   the same with GOTEL_GOROUTINE_PARENTS=off (no runtime.newproc1
+             trap: net/http starts a goroutine per request for its background read)
   peer       the peer's CLI with OTEL_GO_AUTO_TARGET_PID=SERVE, its net/http server probe only
 Request shapes (wrk -H): a `traceparent` only (plus wrk's Host), and the same with 20 more
 browser-like header lines. The server runs alone on CPU 0; wrk (1 thread, 8 connections), the
@@ -35,7 +37,7 @@ from hooks import write_section  # noqa: E402
 from run import BUILD, SIDE_CPU, TARGET_CPU, Sink, gotel_env, summary_fields, wait_file  # noqa: E402
 
 GOTEL = BUILD / "gotel-peer"
-MODES = ("untraced", "gotel", "peer")
+MODES = ("untraced", "gotel", "gotel, goroutine parents off", "peer")
 MARKER = "peer"
 TRACEPARENT = "traceparent: 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 # What a browser adds (bench/goapps/builtins -headers 20 has the same kind of lines).
@@ -91,11 +93,14 @@ def one_run(args, sink, shape, mode):
         wait_file(port_file, serve)
         port = int(port_file.read_text())
         before_spans = sink.count()
-        if mode == "gotel":
+        if mode.startswith("gotel"):
             ready = BUILD / "peer-gotel.ready"
             ready.unlink(missing_ok=True)
+            env = gotel_env(sink, "http/protobuf", "", ready)
+            if mode.endswith("parents off"):
+                env["GOTEL_GOROUTINE_PARENTS"] = "off"
             tracer = subprocess.Popen(["taskset", "-c", SIDE_CPU, str(GOTEL), "--pid", str(serve.pid)],
-                                      env=gotel_env(sink, "http/protobuf", "", ready), stderr=subprocess.PIPE, text=True)
+                                      env=env, stderr=subprocess.PIPE, text=True)
             threading.Thread(target=lambda: lines.extend(tracer.stderr), daemon=True).start()
             wait_file(ready, tracer)
         elif mode == "peer":
@@ -128,7 +133,7 @@ def one_run(args, sink, shape, mode):
                     p.wait(timeout=60)
                 except subprocess.TimeoutExpired:
                     p.kill()
-        if mode == "gotel" and "res" in locals():
+        if mode.startswith("gotel") and "res" in locals():
             time.sleep(0.2)
             res["summary"] = summary_fields("".join(lines))
 
@@ -152,7 +157,9 @@ def render(r):
     m = r["meta"]
     out = ["### Side by side with opentelemetry-go-instrumentation (bench/peer.py)", "",
            "What each costs one net/http server per request, same run: `bench/goapps/serve` (`GET /r1`) under wrk",
-           "(1 thread, 8 connections) untraced, traced by gotel's built-in HTTP server span (`GOTEL_PROBES` empty), and",
+           "(1 thread, 8 connections) untraced, traced by gotel's built-in HTTP server span (`GOTEL_PROBES` empty), the same",
+           "with goroutine parents off (`GOTEL_GOROUTINE_PARENTS=off`: no trap at `runtime.newproc1`, which net/http calls",
+           "once per request for its background read; the README says what that gives up), and",
            f"traced by the peer, `go.opentelemetry.io/auto` {r['peer_version']} built here from its module, with its net/http",
            "server probe only (every other probe of it writes into the process with `bpf_probe_write_user`, which this",
            "kernel in lockdown refuses, and the peer then loads nothing). The server alone on CPU 0; wrk, the tracer and the",
@@ -168,7 +175,7 @@ def render(r):
         med = {mode: {k: statistics.median(x[k] for x in rs) for k in ("server_us", "rps", "tracer_us")}
                for mode, rs in runs.items()}
         base = med["untraced"]["server_us"]
-        for mode in MODES:
+        for mode in (m for m in MODES if m in runs):
             v = med[mode]
             spans = statistics.median(x["spans"] / x["requests"] for x in runs[mode]) if mode != "untraced" else None
             out.append(f"| {shape} | {mode} | {v['server_us']:.1f} | "
@@ -212,7 +219,7 @@ def main():
               "shapes": shapes}
     bad = [f"{shape}: {mode} round {i + 1}: {x['errors']} errors, {x.get('spans')} spans for {x['requests']} requests"
            for shape, runs in shapes.items() for mode, rs in runs.items() for i, x in enumerate(rs)
-           if x["errors"] or (mode == "gotel" and lost(x))]
+           if x["errors"] or (mode.startswith("gotel") and lost(x))]
     on_off.finish("peer", meta, result, lambda r: write_section(render(r), MARKER), bad, "its BENCHMARKS.md section")
 
 
