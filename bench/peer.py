@@ -33,12 +33,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import on_off  # noqa: E402
-from hooks import write_section  # noqa: E402
-from run import BUILD, SIDE_CPU, TARGET_CPU, Sink, gotel_env, summary_fields, wait_file  # noqa: E402
+from hooks import cpu_ns, write_section  # noqa: E402
+from run import BUILD, SIDE_CPU, TARGET_CPU, Sink, gotel_env, summary_fields, wait_file, wrk  # noqa: E402
 
 GOTEL = BUILD / "gotel-peer"
 MODES = ("untraced", "gotel", "gotel, goroutine parents off", "peer")
 MARKER = "peer"
+PATH = "/r1"  # the handler calls one small function
 TRACEPARENT = "traceparent: 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 # What a browser adds (bench/goapps/builtins -headers 20 has the same kind of lines).
 MORE = [f"X-Header-{i:02}: value-{i:02}-abcdefghijklmnopqrstuvwxyz" for i in range(20)]
@@ -58,29 +59,6 @@ def patch(path):
             "\tp := []probe.Probe{\n\t\thttpServer.New(c.logger, Version()),\n\t}\n"
             f"\t_ = []any{{{', '.join(others)}}}\n")
     p.write_text(s[:m.start()] + kept + s[m.end():])
-
-
-def cpu_ns(pid):
-    """CPU time of every thread of `pid` so far (schedstat), in ns."""
-    total = 0
-    for t in os.listdir(f"/proc/{pid}/task"):
-        try:
-            total += int(Path(f"/proc/{pid}/task/{t}/schedstat").read_text().split()[0])
-        except (OSError, ValueError):
-            pass
-    return total
-
-
-def wrk(port, headers, seconds):
-    cmd = ["taskset", "-c", SIDE_CPU, "wrk", "-t1", "-c8", f"-d{seconds}s"]
-    for h in headers:
-        cmd += ["-H", h]
-    out = subprocess.run([*cmd, f"http://127.0.0.1:{port}/r1"], capture_output=True, text=True, check=True).stdout
-    errors = sum(int(x) for x in re.findall(r"(?:connect|read|write|timeout) (\d+)", out))
-    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    return {"requests": int(re.search(r"(\d+) requests in", out).group(1)),
-            "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),
-            "errors": errors + (int(non2xx.group(1)) if non2xx else 0)}
 
 
 def one_run(args, sink, shape, mode):
@@ -113,13 +91,13 @@ def one_run(args, sink, shape, mode):
             # The peer says nothing when it is attached: wait until its spans arrive.
             deadline = time.time() + 60
             while sink.count() == before_spans:
-                wrk(port, SHAPES[shape], 1)
+                wrk(port, PATH, 1, SHAPES[shape])
                 if tracer.poll() is not None or time.time() > deadline:
                     raise RuntimeError(f"the peer did not trace:\n{''.join(lines)[-3000:]}")
-        wrk(port, SHAPES[shape], 1)  # warm-up: connections, caches, GC pacing
+        wrk(port, PATH, 1, SHAPES[shape])  # warm-up: connections, caches, GC pacing
         spans_before, cpu_before = sink.count(), cpu_ns(serve.pid)
         tracer_cpu = cpu_ns(tracer.pid) if tracer else 0
-        res = wrk(port, SHAPES[shape], args.seconds)
+        res = wrk(port, PATH, args.seconds, SHAPES[shape])
         res["server_us"] = (cpu_ns(serve.pid) - cpu_before) / 1000 / res["requests"]
         res["tracer_us"] = (cpu_ns(tracer.pid) - tracer_cpu) / 1000 / res["requests"] if tracer else 0.0
         if tracer is not None:

@@ -239,9 +239,12 @@ def bench_fast_loop(args, sink):
 # ---------------------------------------------------------------- 3. a real service
 
 
-def wrk(port, path, seconds):
+def wrk(port, path, seconds, headers=()):
+    """wrk on CPU 1 (1 thread, 8 connections) against `path`, each request with `headers`."""
+    extra = [arg for h in headers for arg in ("-H", h)]
     out = subprocess.run(
-        ["taskset", "-c", SIDE_CPU, "wrk", "-t1", "-c8", f"-d{seconds}s", "--latency", f"http://127.0.0.1:{port}{path}"],
+        ["taskset", "-c", SIDE_CPU, "wrk", "-t1", "-c8", f"-d{seconds}s", "--latency", *extra,
+         f"http://127.0.0.1:{port}{path}"],
         capture_output=True, text=True, check=True,
     ).stdout
 
@@ -250,10 +253,14 @@ def wrk(port, path, seconds):
         return float(v) * {"us": 1e-3, "ms": 1.0, "s": 1e3}[unit]
 
     pct = {p: dur(v) for p, v in re.findall(r"^\s+(\d+)%\s+(\S+)", out, re.M)}
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     return {
         "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),
         "requests": int(re.search(r"(\d+) requests in", out).group(1)),
         "p50_ms": pct.get("50"), "p75_ms": pct.get("75"), "p90_ms": pct.get("90"), "p99_ms": pct.get("99"),
+        # Socket errors and answers other than 2xx/3xx.
+        "errors": sum(int(x) for x in re.findall(r"(?:connect|read|write|timeout) (\d+)", out))
+        + (int(non2xx.group(1)) if non2xx else 0),
     }
 
 
