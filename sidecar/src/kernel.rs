@@ -294,6 +294,35 @@ pub(crate) fn kernel_for(plan: &Plan, settings: &MapSizes) -> Result<Arc<Mutex<K
 mod tests {
     use super::*;
 
+    /// `forget_process` removes one process's goroutine records and leaves the others' (node
+    /// mode's one object serves every target). Needs root (BPF).
+    #[test]
+    fn forgetting_a_process_removes_its_records_only() {
+        if unsafe { libc::geteuid() } != 0 {
+            eprintln!("skipped: needs root");
+            return;
+        }
+        use gotel_shared::{GoroutineKey, GoroutineState};
+        let mut ebpf = EbpfLoader::new().load(crate::attach::EBPF_OBJECT).expect("load");
+        let state: GoroutineState = unsafe { std::mem::zeroed() };
+        let mut map: aya::maps::HashMap<_, GoroutineKey, GoroutineState> =
+            aya::maps::HashMap::try_from(ebpf.map_mut(MAP_GOROUTINES).unwrap()).unwrap();
+        for (tgid, g) in [(100, 1), (100, 2), (200, 1)] {
+            map.insert(GoroutineKey::new(tgid, g), state, 0).unwrap();
+        }
+        let count = |e: &Ebpf, tgid: u32| {
+            aya::maps::HashMap::<_, GoroutineKey, GoroutineState>::try_from(e.map(MAP_GOROUTINES).unwrap())
+                .unwrap()
+                .keys()
+                .flatten()
+                .filter(|k| k.tgid == tgid)
+                .count()
+        };
+        assert_eq!((count(&ebpf, 100), count(&ebpf, 200)), (2, 1));
+        assert_eq!(forget_process(&mut ebpf, 100), 2);
+        assert_eq!((count(&ebpf, 100), count(&ebpf, 200)), (0, 1));
+    }
+
     /// Probe ids of targets that ended are reused; ranges never overlap.
     #[test]
     fn probe_ranges_first_fit() {

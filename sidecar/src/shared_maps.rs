@@ -23,17 +23,11 @@ use std::{
 use aya::{Ebpf, EbpfError, EbpfLoader};
 use gotel_shared::names::MAP_SAME_NODE_CONNS;
 
-/// What this gotel shares, once [`share`] ran (node mode).
-struct Sharing {
-    /// The bpffs instance's root (an `O_PATH` descriptor of the mount).
-    root: OwnedFd,
-    /// The maps pinned there.
-    maps: Vec<&'static str>,
-}
-
-static SHARING: OnceLock<Sharing> = OnceLock::new();
-/// Whether the shared maps are pinned yet: the first load holds this while it creates and pins
-/// them, so that two sessions starting together do not both create them.
+/// The bpffs instance's root (an `O_PATH` descriptor of the mount), once [`share`] ran: the
+/// connection map is pinned there.
+static SHARING: OnceLock<OwnedFd> = OnceLock::new();
+/// Whether the shared map is pinned yet: the first load holds this while it creates and pins
+/// it, so that two sessions starting together do not both create it.
 static PINNED: Mutex<bool> = Mutex::new(false);
 
 /// Turns sharing on for this process (node mode) when `join.same_node` is selected (`same_node`).
@@ -44,40 +38,33 @@ pub fn share(same_node: bool) -> Result<(), String> {
         return Ok(());
     }
     let root = private_bpffs()?;
-    let _ = SHARING.set(Sharing { root, maps: vec![MAP_SAME_NODE_CONNS] });
+    let _ = SHARING.set(root);
     Ok(())
 }
 
 /// Whether `map` is shared by every target of this gotel.
 pub fn shared(map: &str) -> bool {
-    SHARING.get().is_some_and(|s| s.maps.contains(&map))
+    map == MAP_SAME_NODE_CONNS && SHARING.get().is_some()
 }
 
-/// Loads the eBPF object with the shared maps taken from their pins; `SAME_NODE_CONNS`, when
-/// not shared, gets one entry (`join.same_node` is off).
+/// Loads the eBPF object with the connection map taken from its pin; when not shared, it gets
+/// one entry (`join.same_node` is off).
 pub fn load(loader: &mut EbpfLoader, object: &[u8]) -> Result<Ebpf, EbpfError> {
-    let s = SHARING.get();
-    load_in(s.map(|s| (&s.root, s.maps.as_slice())), &PINNED, loader, object)
+    load_in(SHARING.get(), &PINNED, loader, object)
 }
 
-/// [`load`] with the bpffs instance `root` and the maps pinned there (`None`: nothing shared),
-/// and the first-load lock.
+/// [`load`] with the bpffs instance `root` (`None`: nothing shared) and the first-load lock.
 fn load_in(
-    shared: Option<(&OwnedFd, &[&'static str])>,
+    root: Option<&OwnedFd>,
     pinned: &Mutex<bool>,
     loader: &mut EbpfLoader,
     object: &[u8],
 ) -> Result<Ebpf, EbpfError> {
-    let maps = shared.map_or(&[][..], |s| s.1);
-    if !maps.contains(&MAP_SAME_NODE_CONNS) {
+    let Some(root) = root else {
         loader.map_max_entries(MAP_SAME_NODE_CONNS, 1);
-    }
-    let Some((root, maps)) = shared.filter(|s| !s.1.is_empty()) else {
         return loader.load(object);
     };
-    for map in maps {
-        loader.map_pin_path(map, pin_path(root, map));
-    }
+    loader.map_pin_path(MAP_SAME_NODE_CONNS, pin_path(root, MAP_SAME_NODE_CONNS));
     let mut pinned = pinned.lock().unwrap_or_else(|e| e.into_inner());
     if *pinned {
         drop(pinned);
@@ -142,8 +129,7 @@ mod tests {
         }
         // Its own instance and lock, not the process-wide ones (other tests plan without sharing).
         let (root, first) = (private_bpffs().expect("gotel's own bpffs"), Mutex::new(false));
-        let maps = [MAP_SAME_NODE_CONNS];
-        let load = || load_in(Some((&root, &maps)), &first, &mut EbpfLoader::new(), crate::attach::EBPF_OBJECT);
+        let load = || load_in(Some(&root), &first, &mut EbpfLoader::new(), crate::attach::EBPF_OBJECT);
         let mut a = load().expect("first load");
         let mut b = load().expect("second load");
 
