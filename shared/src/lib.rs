@@ -198,7 +198,16 @@ pub struct Fetch {
     pub slot: u16,
     /// Field offsets along the path, see the type's doc.
     pub hops: [i32; MAX_HOPS],
+    /// `FRAME_*` bits: the fetch is skipped at return when the frame has one of them (its
+    /// value is then absent from the record, not unreadable).
+    pub skip_if: u8,
+    pub _pad: [u8; 3],
 }
+
+/// A frame bit: the HTTP server span's request is known to be HTTP/1 (its `ProtoMajor`, read
+/// by the header scan at entry, is 1). Its HTTP/2 status read is skipped at return: on an
+/// HTTP/1 writer the HTTP/2 writer's field path would only read an unrelated field.
+pub const FRAME_HTTP1: u8 = 1;
 
 /// Per-probe instructions, the `PROBES` array value at index probe id.
 #[repr(C)]
@@ -462,7 +471,8 @@ pub struct Frame {
     pub start_ns: u64,
     pub span_id: u64,
     pub probe_id: u32,
-    pub _pad: u32,
+    /// `FRAME_*` bits, set at entry, read by the fetches at return ([`Fetch::skip_if`]).
+    pub flags: u32,
     /// Registers saved at entry ([`ProbePlan::save_regs`]).
     pub saved: [u64; 2],
 }

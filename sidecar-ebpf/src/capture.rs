@@ -9,11 +9,11 @@
 //! fault anywhere marks that value unreadable instead of dropping the record.
 use aya_ebpf::{
     bindings::BPF_RB_NO_WAKEUP,
-    helpers::{bpf_probe_read_user_buf, generated::bpf_loop, generated::bpf_ringbuf_output},
+    helpers::{bpf_probe_read_kernel_buf, bpf_probe_read_user_buf, generated::bpf_loop, generated::bpf_ringbuf_output},
 };
 use gotel_shared::{
-    Counter, EventHeader, Fetch, Root, ValueHeader, ValueKind, MAX_FETCHES, MAX_HOPS, MAX_STR, SCRATCH_SIZE, VALUE_NIL,
-    VALUE_TRUNCATED, VALUE_UNREADABLE,
+    header_block::BLOCK_BUF, Counter, EventHeader, Fetch, Root, ValueHeader, ValueKind, MAX_FETCHES, MAX_HOPS, MAX_STR,
+    SCRATCH_SIZE, VALUE_NIL, VALUE_TRUNCATED, VALUE_UNREADABLE,
 };
 
 use crate::{
@@ -103,7 +103,7 @@ extern "C" fn capture_one(i: u64, ctx: *mut core::ffi::c_void) -> i64 {
     let Some(scratch) = SCRATCH.get_ptr_mut(0) else { return 1 };
     let s = unsafe { &mut *scratch };
     let f = &plan.fetches[(ctx.first.wrapping_add(i) as usize) & (MAX_FETCHES - 1)];
-    if f.at_return as u32 != at_return {
+    if f.at_return as u32 != at_return || s.frame_flags & f.skip_if as u32 != 0 {
         return 0;
     }
     let off = s.off as usize;
@@ -206,10 +206,32 @@ fn fill_window(s: &mut Scratch, base: u64) {
     }
 }
 
-/// Forgets the window (at the start of every probe hit).
+/// Forgets the window and the copied header block (at the start of every probe hit).
 #[inline(always)]
 pub fn reset_window(s: &mut Scratch) {
     s.window.base = 0;
+    s.block_len = 0;
+}
+
+/// Copies the `n` string bytes at target address `ptr` into `s.buf[dst_off..]` from the
+/// header block already copied this hit (`Scratch::block_addr`) when they lie in it and
+/// the copy does not overlap the record being written (the block sits at the buffer's end,
+/// before `BLOCK_BUF`; a record reaching into it reads the target instead). A kernel read
+/// costs about a quarter of a user read here (21 vs 78 ns) and touches no target memory.
+#[inline(always)]
+fn from_block(s: &mut Scratch, ptr: u64, n: usize, dst_off: usize) -> bool {
+    let (start, len) = (s.block_addr, s.block_len);
+    if len == 0 || ptr < start || ptr.wrapping_add(n as u64) > start.wrapping_add(len) || len > BLOCK_BUF as u64 {
+        return false;
+    }
+    let src_off = BLOCK_BUF - len as usize + (ptr - start) as usize;
+    if src_off < dst_off + n {
+        return false;
+    }
+    let src = unsafe { s.buf.as_ptr().add(src_off & (SCRATCH_SIZE - 1)) };
+    let n = n & (2 * MAX_STR - 1);
+    let dst = unsafe { core::slice::from_raw_parts_mut(s.buf.as_mut_ptr().add(dst_off & (SCRATCH_SIZE - 1)), n) };
+    unsafe { bpf_probe_read_kernel_buf(src, dst) }.is_ok()
 }
 
 /// The word at `base + off`, from the window of `base` when `off` lies in it.
@@ -316,8 +338,14 @@ fn fetch_one(s: &mut Scratch, f: &Fetch, sp: u64, off: usize) -> usize {
                 // do not bound a register by its comparison with another (6.1 refused the load).
                 let n = unsafe { core::ptr::read_volatile::<usize>(&n) } & (2 * MAX_STR - 1);
                 let dst_off = (off + VALUE_HEADER_SIZE) & (SCRATCH_SIZE - 1);
-                let dst = unsafe { core::slice::from_raw_parts_mut(s.buf.as_mut_ptr().add(dst_off), n) };
-                if unsafe { bpf_probe_read_user_buf(str_ptr as *const u8, dst) }.is_ok() {
+                if from_block(s, str_ptr, n, dst_off) {
+                    payload = n;
+                } else if unsafe {
+                    let dst = core::slice::from_raw_parts_mut(s.buf.as_mut_ptr().add(dst_off), n);
+                    bpf_probe_read_user_buf(str_ptr as *const u8, dst)
+                }
+                .is_ok()
+                {
                     payload = n;
                 } else if kind == ValueKind::String as u8 {
                     ok = false;

@@ -38,7 +38,9 @@ pub struct Scratch {
     /// always 0 otherwise). Kept here, not passed around, so [`crate::maps::count`] and the
     /// BPF global functions find it.
     pub slot: u32,
-    pub _slot_pad: u32,
+    /// The `FRAME_*` bits of the frame whose return values are being captured (0 otherwise):
+    /// a fetch with a matching `skip_if` bit is skipped (`capture`).
+    pub frame_flags: u32,
     /// Length of the record being built in `buf`. Kept in map memory, not on the stack, so the
     /// verifier treats it as an unknown bounded value instead of following every length.
     pub off: u64,
@@ -54,6 +56,12 @@ pub struct Scratch {
     pub window: crate::capture::Window,
     /// A connection's key as `propagation::same_node` builds it (not on the stack).
     pub conn_key: gotel_shared::same_node::ConnKey,
+    /// The request header block `propagation::extract` copied this hit: the target address of
+    /// its first byte, at `buf[BLOCK_BUF - block_len]` (`block_len` 0: none). A string fetch
+    /// whose bytes lie in it (the `User-Agent` value) copies them from there, not again from
+    /// the target (`capture`).
+    pub block_addr: u64,
+    pub block_len: u64,
     /// The ring-buffer record being built (also the header-line buffer of injection, and the
     /// copy of a request's header block).
     pub buf: [u8; SCRATCH_SIZE + BUF_SLACK],
@@ -115,6 +123,7 @@ pub fn copy_regs(ctx: &ProbeContext) -> Option<*mut Scratch> {
     let cookie = unsafe { bpf_get_attach_cookie(ctx.regs as *mut _) };
     s.cookie = cookie;
     s.slot = gotel_shared::cookie_slot(cookie);
+    s.frame_flags = 0;
     Some(scratch)
 }
 

@@ -9,8 +9,9 @@
 use aya_ebpf::{helpers::generated::bpf_loop, macros::uprobe, programs::ProbeContext};
 use gotel_shared::{
     rules::{frame_slot, join_inherited, morestack_reentry, same_call, unwound},
-    Counter, EventHeader, EventKind, Frame, GoroutineKey, GoroutineState, COOKIE_STARTS_AT_RETURN, INHERIT_ONE_SHOT,
-    MAX_FRAMES, NO_REG, PLAN_ENDS_AT_ENTRY, PLAN_HAS_ENTRY_FETCH, PLAN_INJECT_CONTEXT, PLAN_SCAN_HEADERS,
+    Counter, EventHeader, EventKind, Frame, GoroutineKey, GoroutineState, COOKIE_STARTS_AT_RETURN, FRAME_HTTP1,
+    INHERIT_ONE_SHOT, MAX_FRAMES, NO_REG, PLAN_ENDS_AT_ENTRY, PLAN_HAS_ENTRY_FETCH, PLAN_INJECT_CONTEXT,
+    PLAN_SCAN_HEADERS,
 };
 
 use crate::{
@@ -56,9 +57,12 @@ fn on_entry(ctx: &ProbeContext, http_server: bool) -> Option<()> {
         return Some(());
     }
     let plan = PROBES.get(probe_id);
+    let mut flags = 0u32;
     if http_server && plan.is_some_and(|p| p.flags & PLAN_SCAN_HEADERS != 0) {
         // The HTTP server span: its request's traceparent, before the root joins a context.
-        scan_request_headers(&h, st, n);
+        if scan_request_headers(&h, st, n) {
+            flags |= FRAME_HTTP1 as u32;
+        }
     }
     if n == 0 && !join_inherited(st) {
         st.trace_id = random_trace_id();
@@ -75,7 +79,7 @@ fn on_entry(ctx: &ProbeContext, http_server: bool) -> Option<()> {
             saved[1] = regs[(plan.save_regs[1] & 31) as usize];
         }
     }
-    st.frames[frame_slot(n)] = Frame { stack_depth: h.stack_depth, start_ns: h.now, span_id, probe_id, _pad: 0, saved };
+    st.frames[frame_slot(n)] = Frame { stack_depth: h.stack_depth, start_ns: h.now, span_id, probe_id, flags, saved };
     st.depth = (n + 1) as u32;
     if let Some(plan) = plan {
         if plan.flags & PLAN_INJECT_CONTEXT != 0 {
@@ -124,7 +128,8 @@ fn on_return(ctx: &ProbeContext) -> Option<()> {
         }
         let i = frame_slot(n);
         let span_id = random_u64();
-        st.frames[i] = Frame { stack_depth: h.stack_depth, start_ns: h.now, span_id, probe_id, _pad: 0, saved: [0; 2] };
+        st.frames[i] =
+            Frame { stack_depth: h.stack_depth, start_ns: h.now, span_id, probe_id, flags: 0, saved: [0; 2] };
         end_frame(&h, st, i, (h.cookie >> 48) as u16, At::Return(h.sp));
         return Some(());
     }
@@ -143,7 +148,10 @@ fn on_return(ctx: &ProbeContext) -> Option<()> {
 fn end_frame(h: &Hit, st: &mut GoroutineState, i: usize, ret_site: u16, at: At) {
     st.depth = i as u32;
     count(Counter::Returns);
-    unsafe { (*h.scratch).saved = st.frames[i].saved };
+    unsafe {
+        (*h.scratch).saved = st.frames[i].saved;
+        (*h.scratch).frame_flags = st.frames[i].flags;
+    }
     let hdr = EventHeader::for_frame(EventKind::SpanEnd, h.key, h.tid, st, i, h.now, ret_site);
     emit(&hdr, at);
     root_done(st, i);

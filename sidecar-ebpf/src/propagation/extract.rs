@@ -7,7 +7,9 @@
 //! A valid `traceparent` becomes the parent of this root call, the server span; invalid ones are
 //! counted and ignored, and so are requests whose header block is no longer whole in the buffer
 //! without a `traceparent` among the lines left (`TraceparentUnreadable`). The `User-Agent`
-//! value's address and length go into the register copy for the span's fetches. HTTP/2
+//! value's address and length go into the register copy for the span's fetches, which copy its
+//! bytes from the block already in scratch memory (`capture::from_block`), not from the target
+//! again. HTTP/2
 //! requests (`ProtoMajor` 2) are skipped: their headers are HPACK-encoded frames, never text
 //! lines (the per-line hook this replaces never saw them either).
 //!
@@ -54,15 +56,16 @@ const TP_LINE: u64 = 4;
 const UA: u64 = 8;
 
 /// Reads the request's header lines; adopts its `traceparent` for the probed goroutine `st`
-/// when no traced call is in progress on it (`depth` 0), like the per-line hook did.
+/// when no traced call is in progress on it (`depth` 0), like the per-line hook did. True when
+/// the request is known to be HTTP/1 (the frame's `FRAME_HTTP1`).
 #[inline(always)]
-pub fn scan_request_headers(h: &Hit, st: &mut GoroutineState, depth: usize) {
+pub fn scan_request_headers(h: &Hit, st: &mut GoroutineState, depth: usize) -> bool {
     let s = unsafe { &mut *h.scratch };
     s.regs[REG_USER_AGENT_PTR as usize] = 0;
     s.regs[REG_USER_AGENT_LEN as usize] = 0;
     let found = gotel_scan_headers();
     if found & HTTP1 == 0 {
-        return;
+        return false;
     }
     if found & TP_LINE != 0 && gotel_parse_traceparent() != 0 {
         adopt(h, st, depth);
@@ -75,6 +78,7 @@ pub fn scan_request_headers(h: &Hit, st: &mut GoroutineState, depth: usize) {
         }
     }
     super::same_node::gotel_same_node_join(depth as u64);
+    true
 }
 
 /// Adopts the context [`gotel_parse_traceparent`] left in `s.remote` for the probed goroutine
@@ -126,6 +130,8 @@ fn scan_inner(scratch: *mut Scratch) -> Option<u64> {
     if unsafe { bpf_probe_read_user_buf(from as *const u8, dst) }.is_err() {
         return Some(HTTP1);
     }
+    s.block_addr = from;
+    s.block_len = n as u64;
     s.scan = BlockScan::new(n);
     unsafe {
         bpf_loop(MAX_SCAN_STEPS, scan_step as *mut _, core::ptr::null_mut(), 0);
@@ -261,6 +267,8 @@ fn walk_inner(scratch: *mut Scratch, want_tp: u64) -> Option<u64> {
         return None;
     }
     const AT: usize = TRACEPARENT_NAME.len() + 1;
+    // The line goes where a block that fills the buffer starts: the block is no longer whole.
+    s.block_len = 0;
     s.buf[..TRACEPARENT_NAME.len()].copy_from_slice(TRACEPARENT_NAME);
     s.buf[TRACEPARENT_NAME.len()] = b' ';
     unsafe { bpf_probe_read_user_buf(ptr as *const u8, &mut s.buf[AT..AT + TRACEPARENT_VALUE_LEN]) }.ok()?;

@@ -113,6 +113,11 @@ fn extend(plan: &mut AttributePlan, dwarf: &DwarfInfo, _info: &FunctionInfo, lim
     };
     if let Some((rws, status)) = h2("net/http.http2").or_else(|| h2("net/http/internal/http2.")) {
         add("status2", ValueKind::Int, 1, &[rws, status], Decode::Int { size: 8 });
+        // Not on a request the entry's header scan saw as HTTP/1: its writer is an
+        // `http.response`, whose field at `rws`'s offset is no pointer to a status.
+        if let Some(f) = plan.fetches.last_mut() {
+            f.skip_if = gotel_shared::FRAME_HTTP1;
+        }
     }
     Ok(())
 }
