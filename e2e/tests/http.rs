@@ -493,6 +493,16 @@ fn check_incoming(go: &Path, stripped: bool) {
             req("turn6", &[], true),
         ],
     );
+    // 9: the method, path and host come from the request line and Host line in the buffer,
+    // except for targets other than a path and blocks with a folded line, which are read from
+    // the request: an absolute-form target (Go's Host is the URL's, not the Host line's), an
+    // escaped path (url.path is decoded), a folded header (obs-fold).
+    let absolute = format!(
+        "GET http://{addr}/price?item=absolute HTTP/1.1\r\nHost: elsewhere.example:9\r\nConnection: close\r\n\r\n"
+    );
+    send(vec![absolute.into_bytes()]);
+    send(vec![req("escaped", &[], true).replacen("/price", "/pri%63e", 1).into_bytes()]);
+    send(vec![req("folded", &["X-Fold: a".into(), " b".into()], true).into_bytes()]);
 
     let expect: &[(&str, Option<u8>)] = &[
         ("many", Some(1)),
@@ -514,6 +524,9 @@ fn check_incoming(go: &Path, stripped: bool) {
         ("turn4", None),
         ("turn5", Some(13)),
         ("turn6", None),
+        ("absolute", None),
+        ("escaped", None),
+        ("folded", None),
     ];
     let spans = sink.wait_spans(2 * expect.len(), Duration::from_secs(30)).unwrap();
     gotel.signal(libc::SIGTERM);
@@ -543,9 +556,16 @@ fn check_incoming(go: &Path, stripped: bool) {
             }
         }
         assert_eq!(server.attr_str("url.scheme"), Some("http"), "{item}");
-        // The POST sent none; split or huge blocks give it from `http.Header`.
+        // The POST and the absolute-form request sent none; split or huge blocks give it from
+        // `http.Header`.
         let ua = format!("e2e/{item}");
-        let ua = (item != "post").then_some(ua.as_str());
+        let ua = (item != "post" && item != "absolute").then_some(ua.as_str());
+        let method = if item == "post" { "POST" } else { "GET" };
+        assert_eq!(server.attr_str("http.request.method"), Some(method), "{item}: {server:?}");
+        assert_eq!(server.attr_str("url.path"), Some("/price"), "{item}: {server:?}");
+        let (host, port) = addr.rsplit_once(':').unwrap();
+        assert_eq!(server.attr_str("server.address"), Some(host), "{item}: {server:?}");
+        assert_eq!(server.attr_i64("server.port"), port.parse().ok(), "{item}: {server:?}");
         assert_eq!(server.attr_str("user_agent.original"), ua, "{item}");
         let internal: Vec<&String> =
             server.attributes.keys().filter(|k| k.starts_with("code.") || *k == "thread.id").collect();
@@ -564,6 +584,10 @@ fn check_incoming(go: &Path, stripped: bool) {
     assert_eq!(counter("traceparent_unreadable"), 0, "gotel summary:\n{stderr}");
     // huge, splitlate, splitearly, manysplit at least (the kernel may split a write too).
     assert!(counter("header_map_walked") >= 4, "gotel summary:\n{stderr}");
+    // Those four, ka2 (split), absolute and folded; every other request's line was read from the
+    // buffer (a few more if the kernel split a write).
+    let unread = counter("request_line_unread");
+    assert!((7..=11).contains(&unread), "request_line_unread={unread}: gotel summary:\n{stderr}");
 }
 
 /// Go 1.24+ maps (Swiss tables), offsets from DWARF.

@@ -8,8 +8,20 @@
 //! read further yet. So the bytes just before `buf[r]` are this request's header lines, and the
 //! next pipelined request, if any, lies after `r`: scanning *backward* from `r` can only see
 //! this request. The scan stops at the request line (`METHOD target HTTP/1.x`; a header line
-//! cannot end like that without also being refused by net/textproto, see [`BlockScan::line`]),
-//! or earlier, once it has both a `traceparent` and a `User-Agent` ([`Outcome::Found`]).
+//! cannot end like that without also being refused by net/textproto, see [`BlockScan::line`]).
+//! On its way it notes the last `traceparent` and `User-Agent` lines and the `Host` value, and
+//! at the request line the method and the target: the server span then takes its method, path
+//! and host from these bytes, already copied, instead of three more reads of the target's
+//! memory (`*http.Request`'s `Method`, `URL.Path`, `Host` and their bytes). They are the same
+//! values: net/http answers 400 to a request line that is not `METHOD SP target SP HTTP/1.x`
+//! (so the first space ends the method) and to more than one `Host`, and for an origin-form
+//! target (starting with `/`) `Request.Host` is the `Host` value and `URL.Path` the target up
+//! to `?`, percent-decoded (user space decodes). Other targets (absolute-form, `*`) and blocks
+//! with folded lines (obs-fold: a value continued on the next line) leave them to the reads.
+//! The line's start is where the scan cannot be sure: a previous request's body that the
+//! handler left unread, and the server discarded, may precede it without a line end
+//! (`abcGET / HTTP/1.1`); the kernel checks the lengths found here against the request's own
+//! `Method` and `Proto` before it uses them (`propagation::extract`).
 //!
 //! The bytes may be gone: `bufio.Reader.fill` slides unread bytes to the start of the buffer
 //! when it needs more, overwriting the lines already parsed. That happens when the header block
@@ -42,6 +54,10 @@ const NO_LINE_END: u64 = u64::MAX;
 const AT_START: u64 = u64::MAX - 1;
 
 const USER_AGENT: &[u8; 11] = b"user-agent:";
+const HOST: &[u8; 5] = b"host:";
+/// Every byte ORed with 0x20, as a lower-case header name's (`-` and `:` have that bit
+/// already): names compare case-insensitively a word at a time.
+const LOWER: u64 = 0x2020_2020_2020_2020;
 const HTTP1: &[u8; 8] = b" HTTP/1.";
 
 /// How a scan ended.
@@ -53,10 +69,6 @@ pub enum Outcome {
     RequestLine = 1,
     /// The bytes start inside the header block: earlier lines are gone.
     ReachedStart = 2,
-    /// Both a `traceparent` and a `User-Agent` line were found: the lines before them cannot
-    /// change either (each is the last line of its name, the first one seen backward), so the
-    /// scan stops there (whether the block is whole is then never needed).
-    Found = 3,
 }
 
 /// State of a backward scan over `buf[base..BLOCK_BUF]` (the bytes that preceded `r`, copied so
@@ -76,6 +88,17 @@ pub struct BlockScan {
     /// The last `User-Agent` value (after the colon, leading spaces included); `ua_start` 0 = none.
     pub ua_start: u64,
     pub ua_len: u64,
+    /// The last `Host` value (after the colon, spaces included); `host_start` 0 = none.
+    pub host_start: u64,
+    pub host_len: u64,
+    /// The request line's method (from `line_start`) and origin-form target; `target_len` 0 =
+    /// not usable (no request line, another target form, a method of 16 bytes or more).
+    pub line_start: u64,
+    pub method_len: u64,
+    pub target_start: u64,
+    pub target_len: u64,
+    /// 1 when a line starts with a space or a tab (a folded value: the lines are not values).
+    pub folded: u64,
     /// An [`Outcome`].
     pub outcome: u64,
 }
@@ -93,6 +116,13 @@ impl BlockScan {
             tp_len: 0,
             ua_start: 0,
             ua_len: 0,
+            host_start: 0,
+            host_len: 0,
+            line_start: 0,
+            method_len: 0,
+            target_start: 0,
+            target_len: 0,
+            folded: 0,
             outcome: Outcome::Scanning as u64,
         }
     }
@@ -180,7 +210,9 @@ impl BlockScan {
     /// Looks at the line `buf[s..e]` (`e` is its `\n`). The request line ends with
     /// ` HTTP/1.<digit>`; a header line ending like that would have to be `Name: ... HTTP/1.1`,
     /// which is a valid header, so the scan may stop early there (and miss an earlier
-    /// `traceparent`), never late.
+    /// `traceparent`), never late; such a "request line" has a `:` after its method, never
+    /// a `/` target start after its first space, unless the header name has a space (which
+    /// net/textproto refuses), so its method and target are never taken either.
     #[inline(always)]
     fn line<const N: usize>(&mut self, buf: &[u8; N], s: usize, e: usize) {
         let s = s & MASK;
@@ -201,15 +233,24 @@ impl BlockScan {
             && load_at(buf, e - HTTP1.len() - 1) == u64::from_le_bytes(*HTTP1)
         {
             self.outcome = Outcome::RequestLine as u64;
+            self.request_line(buf, s, e);
             return;
+        }
+        if buf[s] == b' ' || buf[s] == b'\t' {
+            self.folded = 1;
+        }
+        if self.host_start == 0 && len >= HOST.len() {
+            let five = (1u64 << 40) - 1;
+            if (load_at(buf, s) | LOWER) & five == u64::from_le_bytes([b'h', b'o', b's', b't', b':', 0, 0, 0]) {
+                self.host_start = (s + HOST.len()) as u64;
+                self.host_len = (len - HOST.len()) as u64;
+            }
         }
         if self.tp_len == 0 && may_be_traceparent(len) && buf[s] | 0x20 == b't' {
             self.tp_start = s as u64;
             self.tp_len = len as u64;
         }
         if self.ua_start == 0 && len >= USER_AGENT.len() {
-            // Every byte ORed with 0x20, as the name's (`-` and `:` have that bit already).
-            const LOWER: u64 = 0x2020_2020_2020_2020;
             let head = u64::from_le_bytes([
                 USER_AGENT[0],
                 USER_AGENT[1],
@@ -229,9 +270,26 @@ impl BlockScan {
                 self.ua_len = (len - USER_AGENT.len()) as u64;
             }
         }
-        if self.tp_len != 0 && self.ua_start != 0 {
-            self.outcome = Outcome::Found as u64;
+    }
+
+    /// The request line `buf[s..e]` (`e` past its last byte, ` HTTP/1.x` checked): notes its
+    /// method and target when the method ends within 16 bytes, has no `:` and the target starts
+    /// with `/`. A header line that ends like a request line (`X-A: /b HTTP/1.1`) has a `:`
+    /// before its first space: net/textproto refuses a name without one or with a space in it.
+    /// (A method with a `:` is refused by net/http too.)
+    #[inline(always)]
+    fn request_line<const N: usize>(&mut self, buf: &[u8; N], s: usize, e: usize) {
+        let (w0, w1) = (load_at(buf, s), load_at(buf, s + 8));
+        let m = first_space(w0, w1);
+        let target = s + m + 1;
+        let end = e.wrapping_sub(HTTP1.len() + 1);
+        if m == 0 || m >= 16 || target >= end || buf[target & MASK] != b'/' || colon_before(w0, w1, m) {
+            return;
         }
+        self.line_start = s as u64;
+        self.method_len = m as u64;
+        self.target_start = target as u64;
+        self.target_len = (end - target) as u64;
     }
 
     /// The `traceparent` line found, checked: `None` when there was none.
@@ -297,9 +355,51 @@ fn load_at<const N: usize>(buf: &[u8; N], i: usize) -> u64 {
 /// `0x80` in each byte of `w` that is `\n`, 0 elsewhere (exact: no false positives).
 #[inline(always)]
 fn newline_bits(w: u64) -> u64 {
+    byte_bits(w, 0x0a0a_0a0a_0a0a_0a0a)
+}
+
+/// `0x80` in each byte of `w` equal to the byte repeated in `b`, 0 elsewhere (exact).
+#[inline(always)]
+fn byte_bits(w: u64, b: u64) -> u64 {
     const LOW7: u64 = 0x7f7f_7f7f_7f7f_7f7f;
-    let x = w ^ 0x0a0a_0a0a_0a0a_0a0a;
+    let x = w ^ b;
     !((x & LOW7).wrapping_add(LOW7) | x | LOW7)
+}
+
+/// Index of the first space in the 16 bytes of `w0` then `w1`; 16 when none.
+#[inline(always)]
+fn first_space(w0: u64, w1: u64) -> usize {
+    const SPACES: u64 = 0x2020_2020_2020_2020;
+    let b0 = byte_bits(w0, SPACES);
+    if b0 != 0 {
+        return lowest_byte(b0);
+    }
+    let b1 = byte_bits(w1, SPACES);
+    if b1 != 0 {
+        return 8 + lowest_byte(b1);
+    }
+    16
+}
+
+/// Whether one of the first `m` (< 16) bytes of `w0` then `w1` is a `:`.
+#[inline(always)]
+fn colon_before(w0: u64, w1: u64, m: usize) -> bool {
+    const COLONS: u64 = 0x3a3a_3a3a_3a3a_3a3a;
+    let first =
+        |w: u64, k: usize| if k >= 8 { byte_bits(w, COLONS) } else { byte_bits(w, COLONS) & ((1u64 << (8 * k)) - 1) };
+    first(w0, m) != 0 || (m > 8 && first(w1, m - 8) != 0)
+}
+
+/// Index of the lowest byte with its top bit set in `bits` (non-zero).
+#[inline(always)]
+fn lowest_byte(bits: u64) -> usize {
+    let mut j = 7;
+    for k in (0..7).rev() {
+        if (bits >> (8 * k)) & 0x80 != 0 {
+            j = k;
+        }
+    }
+    j
 }
 
 /// Index of the highest byte with its top bit set in `bits` (non-zero).
@@ -369,7 +469,6 @@ mod tests {
         let outcome = match s.outcome {
             1 => Outcome::RequestLine,
             2 => Outcome::ReachedStart,
-            3 => Outcome::Found,
             _ => Outcome::Scanning,
         };
         (outcome, tp, ua)
@@ -409,7 +508,7 @@ mod tests {
     fn the_traceparent_and_user_agent_of_a_whole_block_are_found() {
         let req = request(&[format!("traceparent: {TP}"), "User-Agent: Go-http-client/1.1".into()]);
         let (outcome, tp, ua) = adopted(&req);
-        assert_eq!(outcome, Outcome::Found);
+        assert_eq!(outcome, Outcome::RequestLine);
         assert_eq!(tp.unwrap().span_id, 0x00f067aa0ba902b7);
         assert_eq!(ua.as_deref(), Some("Go-http-client/1.1"));
         // Without them: whole block, nothing found.
@@ -422,10 +521,10 @@ mod tests {
         assert_eq!((outcome, tp, ua.as_deref()), (Outcome::RequestLine, None, Some("x")));
     }
 
-    /// The scan stops once it has both lines (the last of each name: the first seen backward),
-    /// before the lines above them, which could change neither.
+    /// The last line of each name is the one taken (the first seen backward); the scan goes on
+    /// to the request line for the method, target and host.
     #[test]
-    fn the_scan_stops_when_both_lines_are_found() {
+    fn the_last_line_of_each_name_is_taken() {
         let old = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
         let headers = [
             format!("traceparent: {old}"),
@@ -437,9 +536,7 @@ mod tests {
         ];
         let req = request(&headers);
         let (s, buf) = scan(&req);
-        assert_eq!(s.outcome, Outcome::Found as u64);
-        let first_kept = String::from_utf8_lossy(&req).find(&format!("traceparent: {TP}")).unwrap();
-        assert!(s.pos as usize >= BLOCK_BUF - req.len() + first_kept, "stopped at the lines it needs");
+        assert_eq!(s.outcome, Outcome::RequestLine as u64);
         match s.traceparent(&buf) {
             Some(HeaderLine::Valid(c)) => assert_eq!(c.span_id, 0x00f067aa0ba902b7),
             other => panic!("{other:?}"),
@@ -450,7 +547,7 @@ mod tests {
         let (outcome, tp, ua) = adopted(&request(&[headers[4].clone(), headers[2].clone()]));
         assert_eq!(
             (outcome, tp.map(|c| c.span_id), ua.as_deref()),
-            (Outcome::Found, Some(0x00f067aa0ba902b7), Some("last"))
+            (Outcome::RequestLine, Some(0x00f067aa0ba902b7), Some("last"))
         );
     }
 
@@ -486,7 +583,7 @@ mod tests {
         let (outcome, tp, ua) = adopted(&bytes);
         assert_eq!(
             (outcome, tp.map(|c| c.span_id), ua.as_deref()),
-            (Outcome::Found, Some(0xb7ad6b7169203331), Some("new"))
+            (Outcome::RequestLine, Some(0xb7ad6b7169203331), Some("new"))
         );
     }
 
@@ -510,14 +607,88 @@ mod tests {
     fn bare_newlines_and_invalid_values() {
         let req = format!("GET / HTTP/1.0\ntraceparent: {TP}\nuser-agent:curl\n\n");
         let (outcome, tp, ua) = adopted(req.as_bytes());
-        assert_eq!((outcome, tp.is_some(), ua.as_deref()), (Outcome::Found, true, Some("curl")));
+        assert_eq!((outcome, tp.is_some(), ua.as_deref()), (Outcome::RequestLine, true, Some("curl")));
         let bad = request(&[format!("traceparent: {}", TP.replace("-01", "-zz"))]);
         let (s, buf) = scan(&bad);
         assert_eq!(s.traceparent(&buf), Some(HeaderLine::Invalid));
     }
 
+    /// The request line's method and target and the `Host` value, as text (`None` when the
+    /// scan did not take them).
+    fn line_fields(before_r: &[u8]) -> Option<(String, String, Option<String>)> {
+        let (s, buf) = scan(before_r);
+        if s.target_len == 0 || s.folded != 0 || s.outcome != Outcome::RequestLine as u64 {
+            return None;
+        }
+        let text = |from: u64, len: u64| String::from_utf8(buf[from as usize..(from + len) as usize].to_vec()).unwrap();
+        let host = (s.host_start != 0).then(|| text(s.host_start, s.host_len).trim().into());
+        Some((text(s.line_start, s.method_len), text(s.target_start, s.target_len), host))
+    }
+
+    #[test]
+    fn the_request_line_and_host_are_found() {
+        let f = |m: &str, t: &str, h: Option<&str>| Some((m.into(), t.into(), h.map(String::from)));
+        assert_eq!(line_fields(&request(&[])), f("GET", "/items/7?x=1", Some("shop:8080")));
+        // Every method length below 16 and alignment, bare newlines, the Host line anywhere.
+        for m in 1..16 {
+            let method = "M".repeat(m);
+            for pad in 0..8 {
+                let req =
+                    format!("{method} /a%20b{} HTTP/1.0\nX: {}\nhOsT:\tex:1 \n\n", "c".repeat(pad), "v".repeat(pad));
+                assert_eq!(
+                    line_fields(req.as_bytes()),
+                    f(&method, &format!("/a%20b{}", "c".repeat(pad)), Some("ex:1"))
+                );
+            }
+        }
+        // No Host (HTTP/1.0): the host is empty, as `Request.Host` is then.
+        assert_eq!(line_fields(b"GET / HTTP/1.0\r\nAccept: */*\r\n\r\n"), f("GET", "/", None));
+        // A discarded body before the request line: the scan's method has the body's bytes
+        // (the kernel's check against `Request.Method` and `Request.Proto` refuses it).
+        let mut bytes = b"POST /a HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc".to_vec();
+        bytes.extend_from_slice(b"GET /b HTTP/1.1\r\nHost: h\r\n\r\n");
+        assert_eq!(line_fields(&bytes), f("abcGET", "/b", Some("h")));
+        // The previous pipelined request's Host is never this one's.
+        let mut bytes = b"GET /a HTTP/1.1\r\nHost: old\r\n\r\n".to_vec();
+        bytes.extend_from_slice(b"GET /b HTTP/1.1\r\n\r\n");
+        assert_eq!(line_fields(&bytes), f("GET", "/b", None));
+    }
+
+    #[test]
+    fn other_request_lines_are_left_to_the_request() {
+        for line in [
+            "GET http://shop/items HTTP/1.1", // absolute-form: Host is the URL's
+            "OPTIONS * HTTP/1.1",
+            "CONNECT shop:443 HTTP/1.1",
+            "ABCDEFGHIJKLMNOP /a HTTP/1.1", // a 16-byte method
+        ] {
+            let req = format!("{line}\r\nHost: shop\r\n\r\n");
+            assert_eq!(line_fields(req.as_bytes()), None, "{line}");
+            assert_eq!(scan(req.as_bytes()).0.outcome, Outcome::RequestLine as u64, "{line}");
+        }
+        // A header line that ends like a request line stops the scan (as before) but gives no
+        // method: its first word has the name's colon.
+        for header in ["X-Path: /x HTTP/1.1", "X-A:b /c HTTP/1.1", "X:/c /d HTTP/1.1"] {
+            let req = format!("GET /real HTTP/1.1\r\n{header}\r\nHost: h\r\n\r\n");
+            assert_eq!(line_fields(req.as_bytes()), None, "{header}");
+        }
+        // A folded value (obs-fold): the lines are not whole values.
+        let folded = b"GET /a HTTP/1.1\r\nHost: h\r\nX-Long: a\r\n b\r\n\r\n";
+        assert_eq!(line_fields(folded), None);
+        // The block not whole: nothing from it.
+        let req = request(&[format!("Cookie: {}", "c".repeat(5000))]);
+        assert_eq!(line_fields(&req), None);
+    }
+
     #[test]
     fn the_word_tricks() {
+        assert_eq!(first_space(u64::from_le_bytes(*b"GET /abc"), 0), 3);
+        assert_eq!(first_space(u64::from_le_bytes(*b"ABCDEFGH"), u64::from_le_bytes(*b"IJ /x HT")), 10);
+        assert_eq!(first_space(u64::from_le_bytes(*b"ABCDEFGH"), u64::from_le_bytes(*b"IJKLMNOP")), 16);
+        assert!(colon_before(u64::from_le_bytes(*b"X-A:b /c"), 0, 5));
+        assert!(!colon_before(u64::from_le_bytes(*b"GET /a:b"), 0, 3));
+        assert!(colon_before(u64::from_le_bytes(*b"ABCDEFGH"), u64::from_le_bytes(*b"I:K /x H"), 11));
+        assert!(!colon_before(u64::from_le_bytes(*b"ABCDEFGH"), u64::from_le_bytes(*b"IJK /x:H"), 11));
         assert_eq!(newline_bits(u64::from_le_bytes(*b"ab\ncd\n\nz")), 0x0080_8000_0080_0000);
         assert_eq!(newline_bits(u64::from_le_bytes(*b"\x0b\x09\x8a\x0a\x00\xff\x0a\x00")), 0x0080_0000_8000_0000);
         assert_eq!(newline_bits(0), 0);

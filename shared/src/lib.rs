@@ -204,6 +204,13 @@ pub struct Fetch {
     pub _pad: [u8; 3],
 }
 
+/// A frame bit: the HTTP server span's request line and `Host` were found in the read buffer
+/// (`header_block`): the method, target and host come from those bytes, and the fetches that
+/// read them from `*http.Request` are skipped.
+pub const FRAME_LINE: u8 = 2;
+/// A frame bit: they were not (or the request is not HTTP/1): the fetches from the buffer's
+/// lines are skipped, the `*http.Request` ones run.
+pub const FRAME_NO_LINE: u8 = 4;
 /// A frame bit: the HTTP server span's request is known to be HTTP/1 (its `ProtoMajor`, read
 /// by the header scan at entry, is 1). Its HTTP/2 status read is skipped at return: on an
 /// HTTP/1 writer the HTTP/2 writer's field path would only read an unrelated field.
@@ -268,6 +275,10 @@ pub struct ExtractConfig {
     /// `bufio.Reader.buf` (pointer, then len).
     pub reader_buf: u32,
     pub reader_r: u32,
+    /// `net/http.Request.Method` and `.Proto`: the request line found in the buffer is checked
+    /// against them (`propagation::extract`).
+    pub request_method: u32,
+    pub request_proto: u32,
     /// The fallback when the header block is no longer whole in the buffer: `r.Header`'s map
     /// (`header_map`); `kind` 0 = no fallback for this binary.
     pub header_map: header_map::MapLayout,
@@ -614,6 +625,9 @@ pub enum Counter {
     /// Same node: of the joins, those made through the client address alone (the server's
     /// address was not the one the client dialled: a Service's virtual IP, DNATed).
     SameNodeJoinedTranslated = 49,
+    /// HTTP/1 requests whose request line was not whole in the read buffer at the server
+    /// span's entry: their method, path and host were read from `*http.Request` instead.
+    RequestLineUnread = 50,
 }
 pub const NUM_COUNTERS: u32 = 64;
 
@@ -638,6 +652,14 @@ pub const REG_SP: u8 = 19;
 /// ([`PLAN_SCAN_HEADERS`]): the `User-Agent` value's address and length in the target.
 pub const REG_USER_AGENT_PTR: u8 = 21;
 pub const REG_USER_AGENT_LEN: u8 = 22;
+/// The request line's method, target and the `Host` value, as the header scan found them in
+/// the read buffer (address and length in the target; 0 when not found).
+pub const REG_METHOD_PTR: u8 = 23;
+pub const REG_METHOD_LEN: u8 = 24;
+pub const REG_TARGET_PTR: u8 = 25;
+pub const REG_TARGET_LEN: u8 = 26;
+pub const REG_HOST_PTR: u8 = 27;
+pub const REG_HOST_LEN: u8 = 28;
 /// Number of 8-byte slots in pt_regs.
 pub const PT_REGS_SLOTS: usize = 21;
 

@@ -9,9 +9,8 @@
 use aya_ebpf::{helpers::generated::bpf_loop, macros::uprobe, programs::ProbeContext};
 use gotel_shared::{
     rules::{frame_slot, join_inherited, morestack_reentry, same_call, unwound},
-    Counter, EventHeader, EventKind, Frame, GoroutineKey, GoroutineState, COOKIE_STARTS_AT_RETURN, FRAME_HTTP1,
-    INHERIT_ONE_SHOT, MAX_FRAMES, NO_REG, PLAN_ENDS_AT_ENTRY, PLAN_HAS_ENTRY_FETCH, PLAN_INJECT_CONTEXT,
-    PLAN_SCAN_HEADERS,
+    Counter, EventHeader, EventKind, Frame, GoroutineKey, GoroutineState, COOKIE_STARTS_AT_RETURN, INHERIT_ONE_SHOT,
+    MAX_FRAMES, NO_REG, PLAN_ENDS_AT_ENTRY, PLAN_HAS_ENTRY_FETCH, PLAN_INJECT_CONTEXT, PLAN_SCAN_HEADERS,
 };
 
 use crate::{
@@ -60,9 +59,9 @@ fn on_entry(ctx: &ProbeContext, http_server: bool) -> Option<()> {
     let mut flags = 0u32;
     if http_server && plan.is_some_and(|p| p.flags & PLAN_SCAN_HEADERS != 0) {
         // The HTTP server span: its request's traceparent, before the root joins a context.
-        if scan_request_headers(&h, st, n) {
-            flags |= FRAME_HTTP1 as u32;
-        }
+        flags = scan_request_headers(&h, st, n);
+        // The entry's own fetches choose between the request's fields and the block's.
+        unsafe { (*h.scratch).frame_flags = flags };
     }
     if n == 0 && !join_inherited(st) {
         st.trace_id = random_trace_id();

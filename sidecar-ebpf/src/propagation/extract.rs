@@ -9,7 +9,10 @@
 //! without a `traceparent` among the lines left (`TraceparentUnreadable`). The `User-Agent`
 //! value's address and length go into the register copy for the span's fetches, which copy its
 //! bytes from the block already in scratch memory (`capture::from_block`), not from the target
-//! again. HTTP/2
+//! again. So do the method, target and `Host` value when the request line is in the block and
+//! checked ([`line_is_the_requests`]): the span's fetches of `req.Method`, `req.URL.Path` and
+//! `req.Host` are then skipped (frame bit `FRAME_LINE`; `FRAME_NO_LINE` skips the block's
+//! instead, and counts the request as `RequestLineUnread`). HTTP/2
 //! requests (`ProtoMajor` 2) are skipped: their headers are HPACK-encoded frames, never text
 //! lines (the per-line hook this replaces never saw them either).
 //!
@@ -36,7 +39,8 @@ use gotel_shared::{
     header_map::{MapWalk, Memory, WalkEnd, MAP_NONE, MAX_WALK_STEPS},
     rules::adopt_remote,
     traceparent::{read_header_line, LineKind, TRACEPARENT_NAME, TRACEPARENT_VALUE_LEN},
-    Counter, GoroutineState, REG_RCX, REG_RDI, REG_USER_AGENT_LEN, REG_USER_AGENT_PTR,
+    Counter, GoroutineState, FRAME_HTTP1, FRAME_LINE, FRAME_NO_LINE, REG_HOST_LEN, REG_HOST_PTR, REG_METHOD_LEN,
+    REG_METHOD_PTR, REG_RCX, REG_RDI, REG_TARGET_LEN, REG_TARGET_PTR, REG_USER_AGENT_LEN, REG_USER_AGENT_PTR,
 };
 
 use crate::{
@@ -47,26 +51,38 @@ use crate::{
 
 /// [`scan`]'s answer, bits: the request is HTTP/1 (else nothing to do).
 const HTTP1: u64 = 1;
-/// The block was whole in the buffer (the request line was seen; not known when the scan
-/// stopped early with both lines, `Outcome::Found`, and then not needed).
+/// The block was whole in the buffer (the request line was seen).
 const WHOLE: u64 = 2;
 /// A `traceparent` line is in `s.scan` (`tp_start`, `tp_len`) for [`adopt`].
 const TP_LINE: u64 = 4;
 /// The `User-Agent` was found (its address is in the register copy).
 const UA: u64 = 8;
+/// The request line's method and target (and the `Host` value, if any) are in the register
+/// copy: the span takes them from the block (`FRAME_LINE`).
+const LINE: u64 = 16;
 
 /// Reads the request's header lines; adopts its `traceparent` for the probed goroutine `st`
-/// when no traced call is in progress on it (`depth` 0), like the per-line hook did. True when
-/// the request is known to be HTTP/1 (the frame's `FRAME_HTTP1`).
+/// when no traced call is in progress on it (`depth` 0), like the per-line hook did. Returns
+/// the frame's `FRAME_*` bits: whether the request is known to be HTTP/1, and whether its
+/// method, target and host were found in the block.
 #[inline(always)]
-pub fn scan_request_headers(h: &Hit, st: &mut GoroutineState, depth: usize) -> bool {
+pub fn scan_request_headers(h: &Hit, st: &mut GoroutineState, depth: usize) -> u32 {
     let s = unsafe { &mut *h.scratch };
-    s.regs[REG_USER_AGENT_PTR as usize] = 0;
-    s.regs[REG_USER_AGENT_LEN as usize] = 0;
+    for r in [REG_USER_AGENT_PTR, REG_USER_AGENT_LEN, REG_METHOD_PTR, REG_METHOD_LEN, REG_TARGET_PTR, REG_TARGET_LEN] {
+        s.regs[r as usize] = 0;
+    }
+    s.regs[REG_HOST_PTR as usize] = 0;
+    s.regs[REG_HOST_LEN as usize] = 0;
     let found = gotel_scan_headers();
     if found & HTTP1 == 0 {
-        return false;
+        return FRAME_NO_LINE as u32;
     }
+    let line = if found & LINE != 0 {
+        FRAME_LINE
+    } else {
+        count(Counter::RequestLineUnread);
+        FRAME_NO_LINE
+    };
     if found & TP_LINE != 0 && gotel_parse_traceparent() != 0 {
         adopt(h, st, depth);
     }
@@ -78,7 +94,7 @@ pub fn scan_request_headers(h: &Hit, st: &mut GoroutineState, depth: usize) -> b
         }
     }
     super::same_node::gotel_same_node_join(depth as u64);
-    true
+    (FRAME_HTTP1 | line) as u32
 }
 
 /// Adopts the context [`gotel_parse_traceparent`] left in `s.remote` for the probed goroutine
@@ -138,20 +154,50 @@ fn scan_inner(scratch: *mut Scratch) -> Option<u64> {
     }
     let s = unsafe { &mut *scratch };
     let mut found = HTTP1;
+    // Position x of the copy is at data + r - BLOCK_BUF + x in the target.
+    let origin = data.wrapping_add(r).wrapping_sub(BLOCK_BUF as u64);
     if s.scan.outcome == Outcome::RequestLine as u64 {
         found |= WHOLE;
+        if s.scan.target_len != 0 && s.scan.folded == 0 && line_is_the_requests(s, cfg, req) {
+            s.regs[REG_METHOD_PTR as usize] = origin.wrapping_add(s.scan.line_start);
+            s.regs[REG_METHOD_LEN as usize] = s.scan.method_len;
+            s.regs[REG_TARGET_PTR as usize] = origin.wrapping_add(s.scan.target_start);
+            s.regs[REG_TARGET_LEN as usize] = s.scan.target_len;
+            if s.scan.host_start != 0 {
+                s.regs[REG_HOST_PTR as usize] = origin.wrapping_add(s.scan.host_start);
+                s.regs[REG_HOST_LEN as usize] = s.scan.host_len;
+            }
+            found |= LINE;
+        }
     }
     if s.scan.tp_len != 0 {
         found |= TP_LINE;
     }
     if s.scan.ua_start != 0 {
-        // Position x of the copy is at data + r - BLOCK_BUF + x in the target.
-        let origin = data.wrapping_add(r).wrapping_sub(BLOCK_BUF as u64);
         s.regs[REG_USER_AGENT_PTR as usize] = origin.wrapping_add(s.scan.ua_start);
         s.regs[REG_USER_AGENT_LEN as usize] = s.scan.ua_len;
         found |= UA;
     }
     Some(found)
+}
+
+/// Whether the request line the scan found is exactly the one net/http parsed: the scan takes
+/// a line from the `\n` before it, but an unread body the server discarded (no line end) may
+/// precede the request line in the buffer (`abcGET / HTTP/1.1`). `Request.Method` and
+/// `Request.Proto` are substrings of the parsed line (`METHOD SP target SP proto`), so the
+/// method's length and the distance from the method to the protocol tell the line's true
+/// start; both come from the request's window, already read (no read of their own). A Go whose
+/// strings are laid out otherwise fails the check: the fields are read as before (counted).
+#[inline(always)]
+fn line_is_the_requests(s: &mut Scratch, cfg: &gotel_shared::ExtractConfig, req: u64) -> bool {
+    let (method_len, target_len) = (s.scan.method_len, s.scan.target_len);
+    let method = window_u64(s, req, cfg.request_method as u64);
+    let len = window_u64(s, req, cfg.request_method as u64 + 8);
+    let proto = window_u64(s, req, cfg.request_proto as u64);
+    match (method, len, proto) {
+        (Some(m), Some(l), Some(p)) => l == method_len && p.wrapping_sub(m) == method_len + target_len + 2,
+        _ => false,
+    }
 }
 
 /// Parses the `traceparent` line `s.scan` points at (in `s.buf`) into `s.remote`. Returns 1

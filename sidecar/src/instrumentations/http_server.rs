@@ -13,8 +13,9 @@ use opentelemetry::{
 };
 
 use super::{
-    host_port, int, take, text, trace_context_in::USER_AGENT_CAPTURE, Arg, FieldNeed, Finished, GoTy, Instrumentation,
-    ReturnRead, SpanProbe,
+    host_port, int, take, text,
+    trace_context_in::{FROM_LINE, USER_AGENT_CAPTURE},
+    Arg, FieldNeed, Finished, GoTy, Instrumentation, ReturnRead, SpanProbe,
 };
 use crate::{
     attributes::{AttributePlan, Decode, Limits},
@@ -122,15 +123,30 @@ fn extend(plan: &mut AttributePlan, dwarf: &DwarfInfo, _info: &FunctionInfo, lim
     Ok(())
 }
 
+/// The capture of one of `FROM_LINE`'s pairs: the request line's when the kernel took it
+/// (it then skipped the other), else the request's.
+fn from_line_or_request(raw: &mut Vec<KeyValue>, line: &str, request: &str) -> (Option<String>, Option<String>) {
+    (text(take(raw, line)), text(take(raw, request)))
+}
+
+/// `URL.Path` of an origin-form request target: up to `?`, percent-decoded, as Go's
+/// `url.ParseRequestURI` makes it (the request has passed it: its escapes are valid).
+fn path_of_target(target: &str) -> String {
+    let path = target.split_once('?').map_or(target, |(p, _)| p);
+    percent_encoding::percent_decode_str(path).decode_utf8_lossy().into_owned()
+}
+
 fn finish(mut raw: Vec<KeyValue>, _error: Option<String>) -> Finished {
-    let method = text(take(&mut raw, "m")).unwrap_or_else(|| "_OTHER".into());
+    let [(m_line, m), (target, path), (host_line, host)] =
+        FROM_LINE.map(|(line, request, _)| from_line_or_request(&mut raw, line, request));
+    let method = m_line.or(m).unwrap_or_else(|| "_OTHER".into());
     let mut attributes = vec![KeyValue::new("http.request.method", method.clone())];
     let mut status = Status::Unset;
     let route = text(take(&mut raw, "route"));
     if let Some(tls) = int(take(&mut raw, "tls")) {
         attributes.push(KeyValue::new("url.scheme", if tls != 0 { "https" } else { "http" }));
     }
-    if let Some(path) = text(take(&mut raw, "path")) {
+    if let Some(path) = target.map(|t| path_of_target(&t)).or(path) {
         attributes.push(KeyValue::new("url.path", path));
     }
     // Go's pattern may carry the method and host ("GET example.com/items/{id}").
@@ -158,8 +174,11 @@ fn finish(mut raw: Vec<KeyValue>, _error: Option<String>) -> Finished {
             status = Status::error(format!("HTTP {c}"));
         }
     }
-    for (capture, prefix) in [("host", "server"), ("peer", "client")] {
-        if let Some(addr) = text(take(&mut raw, capture)) {
+    // A `Host` line's value has the spaces net/textproto trims from `Request.Host`.
+    let host = host_line.map(|h| h.trim_matches(|c| c == ' ' || c == '\t').to_string()).or(host);
+    let peer = text(take(&mut raw, "peer"));
+    for (addr, prefix) in [(host, "server"), (peer, "client")] {
+        if let Some(addr) = addr.filter(|a| !a.is_empty()) {
             let (h, p) = host_port(&addr);
             attributes.push(KeyValue::new(format!("{prefix}.address"), h));
             if let Some(p) = p {
@@ -224,6 +243,34 @@ mod tests {
         let tls = finish(vec![KeyValue::new("tls", 0xc000_1000i64), KeyValue::new("ua", "")], None);
         assert!(tls.attributes.iter().any(|kv| kv.key.as_str() == "url.scheme" && kv.value.as_str() == "https"));
         assert!(!tls.attributes.iter().any(|kv| kv.key.as_str() == "user_agent.original"));
+    }
+
+    /// The request line's captures (the kernel took them from the read buffer and skipped the
+    /// request's) give the same attributes as the request's fields.
+    #[test]
+    fn server_span_from_the_request_line() {
+        let raw = vec![
+            KeyValue::new("line_m", "POST"),
+            KeyValue::new("target", "/items/a%20b%2Fc+d?x=1&y=%20"),
+            KeyValue::new("line_host", " \tshop:8080 "),
+            KeyValue::new("status1", 201i64),
+            KeyValue::new("major", 1i64),
+            KeyValue::new("minor", 0i64),
+        ];
+        let f = finish(raw, None);
+        assert_eq!(f.name, "POST");
+        let get =
+            |k: &str| f.attributes.iter().find(|kv| kv.key.as_str() == k).map(|kv| kv.value.as_str().into_owned());
+        assert_eq!(get("http.request.method").as_deref(), Some("POST"));
+        // Go's URL.Path: decoded, `+` kept, the query cut.
+        assert_eq!(get("url.path").as_deref(), Some("/items/a b/c+d"));
+        assert_eq!(get("server.address").as_deref(), Some("shop"));
+        assert_eq!(get("server.port").as_deref(), Some("8080"));
+        assert_eq!(get("network.protocol.version").as_deref(), Some("1.0"));
+        // No Host line (HTTP/1.0): no server.address, as with an empty Request.Host.
+        let f = finish(vec![KeyValue::new("line_m", "GET"), KeyValue::new("target", "/")], None);
+        assert!(!f.attributes.iter().any(|kv| kv.key.as_str() == "server.address"));
+        assert!(f.attributes.iter().any(|kv| kv.key.as_str() == "url.path" && kv.value.as_str() == "/"));
     }
 
     #[test]

@@ -3,7 +3,13 @@
 //! is still in the connection's `bufio.Reader` (`rw.(*http.response).conn.bufr`) when the
 //! handler is entered (kernel: `propagation::extract`; rules: `gotel_shared::header_block`).
 //! A valid one becomes the server span's remote parent; invalid ones are counted and ignored.
-//! The same scan gives the server span's `user_agent.original`.
+//! The same scan gives the server span's `user_agent.original`, and its method, path and host
+//! when the request line is in the block (almost always): the span's captures of
+//! `req.Method`, `req.URL.Path` and `req.Host` (three reads of the target's memory and three of
+//! their bytes) are then skipped by the kernel (frame bit `FRAME_LINE`), and the block's bytes
+//! are captured instead (`FRAME_NO_LINE` skips those otherwise). Requests without the line
+//! (block not whole, absolute-form targets, folded lines) are counted as
+//! `request_line_unread`. The values are the same: see `gotel_shared::header_block`.
 //!
 //! When the header block is no longer whole in the buffer (it arrived in several reads and
 //! `bufio` slid the lines parsed before the last read away, or it was larger than the 4 KiB
@@ -24,7 +30,9 @@
 //! saw them either.
 use gotel_shared::{
     header_map::{MapLayout, MAP_HMAP, MAP_SWISS},
-    Counter, ExtractConfig, Fetch, Root, ValueKind, PLAN_SCAN_HEADERS, REG_USER_AGENT_LEN, REG_USER_AGENT_PTR,
+    Counter, ExtractConfig, Fetch, Root, ValueKind, FRAME_LINE, FRAME_NO_LINE, PLAN_SCAN_HEADERS, REG_HOST_LEN,
+    REG_HOST_PTR, REG_METHOD_LEN, REG_METHOD_PTR, REG_TARGET_LEN, REG_TARGET_PTR, REG_USER_AGENT_LEN,
+    REG_USER_AGENT_PTR,
 };
 
 use super::{types_of, Activation, FieldNeed, GoTy, Instrumentation, MapFill, Wanted};
@@ -32,6 +40,14 @@ use crate::attributes::{shared_key, AttrSlot, Decode};
 
 /// The capture key of the `User-Agent` value in the server span's plan (see `http_server`).
 pub const USER_AGENT_CAPTURE: &str = "ua";
+
+/// The captures the request line and `Host` line give (see `http_server`'s finish), each with
+/// the capture of the server span's spec it replaces, and its registers.
+pub const FROM_LINE: [(&str, &str, [u8; 2]); 3] = [
+    ("line_m", "m", [REG_METHOD_PTR, REG_METHOD_LEN]),
+    ("target", "path", [REG_TARGET_PTR, REG_TARGET_LEN]),
+    ("line_host", "host", [REG_HOST_PTR, REG_HOST_LEN]),
+];
 
 pub static TRACE_CONTEXT_IN: Instrumentation = Instrumentation {
     name: "trace_context.in",
@@ -43,6 +59,9 @@ pub static TRACE_CONTEXT_IN: Instrumentation = Instrumentation {
         FieldNeed::std("net/http.conn", "bufr", GoTy::Ptr("bufio.Reader")),
         FieldNeed::std("bufio.Reader", "buf", GoTy::Bytes),
         FieldNeed::std("bufio.Reader", "r", GoTy::Int),
+        // The request line found in the buffer is checked against these (one line's substrings).
+        FieldNeed::std("net/http.Request", "Method", GoTy::String),
+        FieldNeed::std("net/http.Request", "Proto", GoTy::String),
         // The fallback: `r.Header`, walked when the header block is gone from the buffer. Go up
         // to 1.23 has `runtime.hmap`, 1.24+ Swiss tables; each release has one of the two.
         FieldNeed::std("net/http.Request", "Header", GoTy::Opaque),
@@ -63,6 +82,7 @@ pub static TRACE_CONTEXT_IN: Instrumentation = Instrumentation {
         ("traceparent_invalid", Counter::TraceparentInvalid),
         ("traceparent_unreadable", Counter::TraceparentUnreadable),
         ("header_map_walked", Counter::HeaderMapWalked),
+        ("request_line_unread", Counter::RequestLineUnread),
     ],
     ..Instrumentation::BASE
 };
@@ -98,6 +118,29 @@ fn prepare(a: &mut Activation) -> Result<(), String> {
         decode: Decode::String,
         sets_error_status: false,
     });
+    let attrs = &mut probe.attributes;
+    if attrs.fetches.len() + FROM_LINE.len() <= gotel_shared::MAX_FETCHES {
+        for (key, replaced, regs) in FROM_LINE {
+            let slots = &attrs.slots;
+            for f in attrs.fetches.iter_mut() {
+                if slots.get(f.slot as usize).is_some_and(|s| s.key.as_str() == replaced) {
+                    f.skip_if = FRAME_LINE;
+                }
+            }
+            attrs.fetches.push(Fetch {
+                root: Root::Registers as u8,
+                kind: ValueKind::String as u8,
+                size: 8,
+                nregs: 2,
+                regs,
+                max_len: string_limit,
+                slot: attrs.slots.len() as u16,
+                skip_if: FRAME_NO_LINE,
+                ..Fetch::default()
+            });
+            attrs.slots.push(AttrSlot { key: shared_key(key), decode: Decode::String, sets_error_status: false });
+        }
+    }
     a.map_fills.push(MapFill::array(TRACE_CONTEXT_IN.name, "EXTRACT_CONFIG", config));
     Ok(())
 }
@@ -113,6 +156,8 @@ fn offsets(a: &Activation) -> Option<ExtractConfig> {
         conn_bufr: off("net/http.conn", "bufr")?,
         reader_buf: off("bufio.Reader", "buf")?,
         reader_r: off("bufio.Reader", "r")?,
+        request_method: off("net/http.Request", "Method")?,
+        request_proto: off("net/http.Request", "Proto")?,
         header_map: map_layout(&off),
     })
 }
