@@ -9,6 +9,10 @@ Setups, each round in turn (bench/on_off.py), for each request shape:
   gotel      gotel --pid SERVE, GOTEL_PROBES empty: its built-in units only (the HTTP server span)
   gotel, goroutine parents off   the same with GOTEL_GOROUTINE_PARENTS=off (no runtime.newproc1
              trap: net/http starts a goroutine per request for its background read)
+  gotel, paused (its traps only)   gotel attached as in `gotel`, its `PAUSED` map set before the
+             warm-up (bench/paired.py's switch): every uprobe program returns at once, so the
+             server pays exactly gotel's traps. gotel / this is the issue's floor ratio in server
+             CPU, over seconds of load (bench/paired.py measures it in latency, batch by batch).
   peer       the peer's CLI with OTEL_GO_AUTO_TARGET_PID=SERVE, its net/http server probe only
 Request shapes (wrk -H): a `traceparent` only (plus wrk's Host), and the same with 20 more
 browser-like header lines. The server runs alone on CPU 0; wrk (1 thread, 8 connections), the
@@ -33,11 +37,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import on_off  # noqa: E402
+import paired  # noqa: E402
 from hooks import cpu_ns, write_section  # noqa: E402
 from run import BUILD, SIDE_CPU, TARGET_CPU, Sink, gotel_env, summary_fields, wait_file, wrk  # noqa: E402
 
 GOTEL = BUILD / "gotel-peer"
-MODES = ("untraced", "gotel", "gotel, goroutine parents off", "peer")
+PAUSED_MODE = "gotel, paused (its traps only)"
+MODES = ("untraced", "gotel", "gotel, goroutine parents off", PAUSED_MODE, "peer")
 MARKER = "peer"
 PATH = "/r1"  # the handler calls one small function
 TRACEPARENT = "traceparent: 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
@@ -81,6 +87,10 @@ def one_run(args, sink, shape, mode):
                                       env=env, stderr=subprocess.PIPE, text=True)
             threading.Thread(target=lambda: lines.extend(tracer.stderr), daemon=True).start()
             wait_file(ready, tracer)
+            if mode == PAUSED_MODE:
+                fd = paired.gotel_map(tracer.pid, "PAUSED")
+                paired.set_paused(fd, True)
+                os.close(fd)
         elif mode == "peer":
             env = dict(os.environ, OTEL_GO_AUTO_TARGET_PID=str(serve.pid), OTEL_SERVICE_NAME="serve",
                        OTEL_TRACES_EXPORTER="otlp", OTEL_EXPORTER_OTLP_PROTOCOL="http/protobuf",
@@ -100,8 +110,10 @@ def one_run(args, sink, shape, mode):
         res = wrk(port, PATH, args.seconds, SHAPES[shape])
         res["server_us"] = (cpu_ns(serve.pid) - cpu_before) / 1000 / res["requests"]
         res["tracer_us"] = (cpu_ns(tracer.pid) - tracer_cpu) / 1000 / res["requests"] if tracer else 0.0
-        if tracer is not None:
+        if tracer is not None and mode != PAUSED_MODE:
             res["spans"] = sink.wait_settled(timeout=15) - spans_before
+        elif mode == PAUSED_MODE:
+            res["spans"] = sink.count() - spans_before
         return res
     finally:
         for p in (tracer, serve):
@@ -114,6 +126,13 @@ def one_run(args, sink, shape, mode):
         if mode.startswith("gotel") and "res" in locals():
             time.sleep(0.2)
             res["summary"] = summary_fields("".join(lines))
+
+
+def invalid(mode, x):
+    """Whether a gotel run is invalid: spans lost when it ran, calls traced when it was paused."""
+    if mode == PAUSED_MODE:
+        return x.get("summary", {}).get("calls", 1) != 0 or x["spans"] != 0
+    return lost(x)
 
 
 def lost(x):
@@ -131,6 +150,12 @@ def added(runs):
     return (med["gotel"] - med["untraced"]) / (med["peer"] - med["untraced"])
 
 
+def over_traps(runs):
+    """gotel's server CPU per request over that with its programs paused (medians over rounds)."""
+    med = {mode: statistics.median(x["server_us"] for x in rs) for mode, rs in runs.items()}
+    return med["gotel"] / med[PAUSED_MODE] if PAUSED_MODE in med else None
+
+
 def render(r):
     m = r["meta"]
     out = ["### Side by side with opentelemetry-go-instrumentation (bench/peer.py)", "",
@@ -142,13 +167,18 @@ def render(r):
            "server probe only (every other probe of it writes into the process with `bpf_probe_write_user`, which this",
            "kernel in lockdown refuses, and the peer then loads nothing). The server alone on CPU 0; wrk, the tracer and the",
            "OTLP receiver on CPU 1. *server CPU*: utime + stime of the server's threads (where the traps' handlers run)",
-           "per request; *tracer CPU*: the tracer's own process per request.", "",
+           "per request; *tracer CPU*: the tracer's own process per request. *gotel, paused*: gotel attached with its",
+           "`PAUSED` map set (every uprobe program returns at once): the server pays gotel's traps and nothing else, the",
+           "floor of the issue's ratio, here in server CPU over seconds of load. It overstates gotel's share: CPU 1",
+           "(wrk, the tracer, the receiver) saturates first when gotel's user space runs there, the server then idles",
+           "between requests (fewer requests per wake-up, more CPU each), which it does not when paused (*server CPU",
+           "busy*: requests/s times CPU per request). bench/paired.py, one CPU for client and server, is the measure of the floor ratio.", "",
            "```sh", m["command"], "```", "",
            f"* Date: {m['date']}; run took {m['seconds']:.0f} s. Kernel {m['machine']['kernel']}, "
            f"{m['machine']['cpus']} CPUs; {m['machine']['go']}; load average when the run started: "
            f"{m['machine'].get('loadavg', '?')}. {r['rounds']} interleaved rounds of {r['seconds']} s; medians over rounds.", "",
-           "| requests | setup | server CPU us per request | added over untraced | requests/s | tracer CPU us per request | spans per request |",
-           "| --- | --- | --- | --- | --- | --- | --- |"]
+           "| requests | setup | server CPU us per request | added over untraced | requests/s | server CPU busy | tracer CPU us per request | spans per request |",
+           "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     for shape, runs in r["shapes"].items():
         med = {mode: {k: statistics.median(x[k] for x in rs) for k in ("server_us", "rps", "tracer_us")}
                for mode, rs in runs.items()}
@@ -158,9 +188,12 @@ def render(r):
             spans = statistics.median(x["spans"] / x["requests"] for x in runs[mode]) if mode != "untraced" else None
             out.append(f"| {shape} | {mode} | {v['server_us']:.1f} | "
                        + ("—" if mode == "untraced" else f"{v['server_us'] - base:.1f} us") + f" | {v['rps']:,.0f} | "
+                       + f"{v['rps'] * v['server_us'] / 1e4:.0f}% | "
                        + ("—" if mode == "untraced" else f"{v['tracer_us']:.1f}") + " | "
                        + ("—" if spans is None else f"{spans:.2f}") + " |")
-        out.append(f"| {shape} | gotel / peer, added server CPU | **{added(runs):.2f}x** | | | | |")
+        out.append(f"| {shape} | gotel / peer, added server CPU | **{added(runs):.2f}x** | | | | | |")
+        if over_traps(runs) is not None:
+            out.append(f"| {shape} | gotel / its traps only, server CPU | **{over_traps(runs):.3f}x** | | | | | |")
     out += ["", "*spans per request*: spans the receiver got over the requests wrk counted in the timed window (the",
             "receiver counts whole export batches, so the window's edges move it by a few percent either way). A gotel run",
             "that dropped a span (its own counters) is invalid; the peer's figures are shown as they come."]
@@ -197,7 +230,7 @@ def main():
               "shapes": shapes}
     bad = [f"{shape}: {mode} round {i + 1}: {x['errors']} errors, {x.get('spans')} spans for {x['requests']} requests"
            for shape, runs in shapes.items() for mode, rs in runs.items() for i, x in enumerate(rs)
-           if x["errors"] or (mode.startswith("gotel") and lost(x))]
+           if x["errors"] or (mode.startswith("gotel") and invalid(mode, x))]
     on_off.finish("peer", meta, result, lambda r: write_section(render(r), MARKER), bad, "its BENCHMARKS.md section")
 
 
