@@ -54,6 +54,11 @@ pub struct Scratch {
     pub remote: TraceContext,
     /// Target memory read once for a record's fetches (`capture`).
     pub window: crate::capture::Window,
+    /// The M (`g.m`) `goroutines` last read on this CPU, and the thread and g it read it for
+    /// (see `goroutines::current_m`).
+    pub m_thread: u64,
+    pub m_g: u64,
+    pub m: u64,
     /// A connection's key as `propagation::same_node` builds it (not on the stack).
     pub conn_key: gotel_shared::same_node::ConnKey,
     /// The request header block `propagation::extract` copied this hit: the target address of
