@@ -36,7 +36,7 @@ use gotel_shared::{
 };
 
 use super::{types_of, Activation, FieldNeed, GoTy, Instrumentation, MapFill, Wanted};
-use crate::attributes::{shared_key, AttrSlot, Decode};
+use crate::attributes::{shared_key, AttrSlot, AttributePlan, Decode};
 
 /// The capture key of the `User-Agent` value in the server span's plan (see `http_server`).
 pub const USER_AGENT_CAPTURE: &str = "ua";
@@ -102,23 +102,9 @@ fn prepare(a: &mut Activation) -> Result<(), String> {
     probe.plan_flags |= PLAN_SCAN_HEADERS;
     let strings = probe.attributes.fetches.iter().filter(|f| f.kind == ValueKind::String as u8);
     let string_limit = strings.map(|f| f.max_len).max().unwrap_or(gotel_shared::MAX_STR as u16);
-    probe.attributes.fetches.push(Fetch {
-        root: Root::Registers as u8,
-        kind: ValueKind::String as u8,
-        size: 8,
-        nregs: 2,
-        regs: [REG_USER_AGENT_PTR, REG_USER_AGENT_LEN],
-        // The span's other strings follow OTEL_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT: so does this one.
-        max_len: string_limit,
-        slot: probe.attributes.slots.len() as u16,
-        ..Fetch::default()
-    });
-    probe.attributes.slots.push(AttrSlot {
-        key: shared_key(USER_AGENT_CAPTURE),
-        decode: Decode::String,
-        sets_error_status: false,
-    });
     let attrs = &mut probe.attributes;
+    // The span's other strings follow OTEL_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT: so do these.
+    push_register_string(attrs, USER_AGENT_CAPTURE, [REG_USER_AGENT_PTR, REG_USER_AGENT_LEN], string_limit, 0);
     if attrs.fetches.len() + FROM_LINE.len() <= gotel_shared::MAX_FETCHES {
         for (key, replaced, regs) in FROM_LINE {
             let slots = &attrs.slots;
@@ -127,22 +113,28 @@ fn prepare(a: &mut Activation) -> Result<(), String> {
                     f.skip_if = FRAME_LINE;
                 }
             }
-            attrs.fetches.push(Fetch {
-                root: Root::Registers as u8,
-                kind: ValueKind::String as u8,
-                size: 8,
-                nregs: 2,
-                regs,
-                max_len: string_limit,
-                slot: attrs.slots.len() as u16,
-                skip_if: FRAME_NO_LINE,
-                ..Fetch::default()
-            });
-            attrs.slots.push(AttrSlot { key: shared_key(key), decode: Decode::String, sets_error_status: false });
+            push_register_string(attrs, key, regs, string_limit, FRAME_NO_LINE);
         }
     }
     a.map_fills.push(MapFill::array(TRACE_CONTEXT_IN.name, "EXTRACT_CONFIG", config));
     Ok(())
+}
+
+/// Adds the capture `key`: a string whose address and length the header scan left in the
+/// register copy's slots `regs`, skipped on frames with a `skip_if` bit.
+fn push_register_string(attrs: &mut AttributePlan, key: &str, regs: [u8; 2], max_len: u16, skip_if: u8) {
+    attrs.fetches.push(Fetch {
+        root: Root::Registers as u8,
+        kind: ValueKind::String as u8,
+        size: 8,
+        nregs: 2,
+        regs,
+        max_len,
+        slot: attrs.slots.len() as u16,
+        skip_if,
+        ..Fetch::default()
+    });
+    attrs.slots.push(AttrSlot { key: shared_key(key), decode: Decode::String, sets_error_status: false });
 }
 
 fn offsets(a: &Activation) -> Option<ExtractConfig> {
