@@ -28,11 +28,14 @@ SUITE=compose
 source "$(dirname "${BASH_SOURCE[0]}")/test-lib.sh"
 
 export COMPOSE_PROJECT_NAME="gotel-e2e-$$"
-export FRONTEND_PORT="${COMPOSE_TEST_FRONTEND_PORT:-38080}"
-export JAEGER_UI_PORT="${COMPOSE_TEST_JAEGER_PORT:-36686}"
-export JAEGER_OTLP_GRPC_PORT="${COMPOSE_TEST_OTLP_GRPC_PORT:-34317}"
-export JAEGER_OTLP_HTTP_PORT="${COMPOSE_TEST_OTLP_HTTP_PORT:-34318}"
-DECOY_PORT="${COMPOSE_TEST_DECOY_PORT:-38081}"
+# Host ports: base + the demo's own (8080, 16686, 4317, 4318; the decoy 8081), base 20000 unless
+# taken (test-lib.sh free_base); each can still be set alone.
+P="$(free_base 20000 8080 6686 4317 4318 8081)"
+export FRONTEND_PORT="${COMPOSE_TEST_FRONTEND_PORT:-$((P + 8080))}"
+export JAEGER_UI_PORT="${COMPOSE_TEST_JAEGER_PORT:-$((P + 6686))}"
+export JAEGER_OTLP_GRPC_PORT="${COMPOSE_TEST_OTLP_GRPC_PORT:-$((P + 4317))}"
+export JAEGER_OTLP_HTTP_PORT="${COMPOSE_TEST_OTLP_HTTP_PORT:-$((P + 4318))}"
+DECOY_PORT="${COMPOSE_TEST_DECOY_PORT:-$((P + 8081))}"
 export LOAD_INTERVAL=0       # the test sends its own requests
 # Where this host mounts cgroup2 (the sidecars get it read-only; docker/compose.yaml).
 HOST_CGROUP2="$(findmnt -n -t cgroup2 -o TARGET 2>/dev/null | head -1)"

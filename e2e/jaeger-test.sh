@@ -8,13 +8,13 @@
 # price requests, and reads the spans back through Jaeger's query API: names, attributes, the
 # lookupInventory -> quote parent link, and service.name / resource attributes.
 # Prints "jaeger: N passed, M failed" last; exits non-zero on any failure.
-# Env: JAEGER_TEST_BASE_PORT (default 44000: jaeger on +317/+318/+686/+685/+133, backend on +81..)
+# Env: JAEGER_TEST_BASE_PORT (default 21000, or the next free base (test-lib.sh free_base): jaeger on +317/+318/+686/+685/+133, backend on +81..)
 set -uo pipefail
 SUITE=jaeger
 # shellcheck source=e2e/test-lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/test-lib.sh"
 
-B="${JAEGER_TEST_BASE_PORT:-44000}"
+B="${JAEGER_TEST_BASE_PORT:-$(free_base 21000 317 318 686 685 133 81 82 83)}"
 export JAEGER_LISTEN_HOST=127.0.0.1 JAEGER_OTLP_GRPC_PORT=$((B + 317)) JAEGER_OTLP_HTTP_PORT=$((B + 318))
 export JAEGER_QUERY_HTTP_PORT=$((B + 686)) JAEGER_QUERY_GRPC_PORT=$((B + 685)) JAEGER_HEALTH_PORT=$((B + 133))
 export JAEGER_UI_ASSETS="$ROOT/docker/jaeger-ui"
