@@ -315,10 +315,7 @@ fn short_type(full: &str) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn get(f: &Finished, k: &str) -> Option<String> {
-        f.attributes.iter().find(|kv| kv.key.as_str() == k).map(|kv| kv.value.as_str().into_owned())
-    }
+    use crate::instrumentations::tests::attribute;
 
     #[test]
     fn sql_span_from_captures() {
@@ -326,10 +323,10 @@ mod tests {
             vec![KeyValue::new("q", "SELECT id FROM items WHERE name = 'tea'"), KeyValue::new("drv", "*stdlib.Conn")];
         let f = finish(raw, None);
         assert_eq!(f.name, "SELECT items");
-        assert_eq!(get(&f, "db.system.name").as_deref(), Some("postgresql"));
-        assert_eq!(get(&f, "db.operation.name").as_deref(), Some("SELECT"));
-        assert_eq!(get(&f, "db.collection.name").as_deref(), Some("items"));
-        assert_eq!(get(&f, "db.query.text").as_deref(), Some("SELECT id FROM items WHERE name = ?"));
+        assert_eq!(attribute(&f.attributes, "db.system.name").as_deref(), Some("postgresql"));
+        assert_eq!(attribute(&f.attributes, "db.operation.name").as_deref(), Some("SELECT"));
+        assert_eq!(attribute(&f.attributes, "db.collection.name").as_deref(), Some("items"));
+        assert_eq!(attribute(&f.attributes, "db.query.text").as_deref(), Some("SELECT id FROM items WHERE name = ?"));
         assert!(matches!(f.status, Status::Unset));
     }
 
@@ -344,7 +341,7 @@ mod tests {
             KeyValue::new("pq.Message", "garbage"),
         ];
         let f = finish(raw, Some("*pgconn.PgError".into()));
-        assert_eq!(get(&f, "db.response.status_code").as_deref(), Some("23505"));
+        assert_eq!(attribute(&f.attributes, "db.response.status_code").as_deref(), Some("23505"));
         match f.status {
             Status::Error { description } => assert!(description.contains("duplicate key")),
             other => panic!("{other:?}"),
@@ -353,8 +350,8 @@ mod tests {
         let raw =
             vec![KeyValue::new("q", "SELECT 1"), KeyValue::new("drv", "*sqlite.conn"), KeyValue::new("pgx.Code", "x")];
         let f = finish(raw, Some("conn closed".into()));
-        assert_eq!(get(&f, "db.system.name").as_deref(), Some("sqlite"));
-        assert_eq!(get(&f, "db.response.status_code"), None);
+        assert_eq!(attribute(&f.attributes, "db.system.name").as_deref(), Some("sqlite"));
+        assert_eq!(attribute(&f.attributes, "db.response.status_code"), None);
         assert!(matches!(f.status, Status::Error { description } if description == "conn closed"));
     }
 
@@ -362,12 +359,12 @@ mod tests {
     fn query_text_setting() {
         let q = || vec![KeyValue::new("q", "SELECT 1 FROM t WHERE a = 'secret'")];
         let raw = finish_with(q(), None, QueryText::Raw);
-        assert_eq!(get(&raw, "db.query.text").as_deref(), Some("SELECT 1 FROM t WHERE a = 'secret'"));
+        assert_eq!(attribute(&raw.attributes, "db.query.text").as_deref(), Some("SELECT 1 FROM t WHERE a = 'secret'"));
         let off = finish_with(q(), None, QueryText::Off);
-        assert_eq!(get(&off, "db.query.text"), None);
+        assert_eq!(attribute(&off.attributes, "db.query.text"), None);
         assert_eq!(off.name, "SELECT t");
         let sanitized = finish_with(q(), None, QueryText::Sanitized);
-        assert_eq!(get(&sanitized, "db.query.text").as_deref(), Some("SELECT ? FROM t WHERE a = ?"));
+        assert_eq!(attribute(&sanitized.attributes, "db.query.text").as_deref(), Some("SELECT ? FROM t WHERE a = ?"));
     }
 
     #[test]

@@ -154,15 +154,15 @@ pub(crate) fn name_and_attributes(full: Option<String>) -> (String, Vec<KeyValue
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::instrumentations::tests::attribute;
 
     #[test]
     fn names_codes_and_errors() {
         let (name, attrs) = name_and_attributes(Some("/gotel.test.Greeter/SayHello".into()));
         assert_eq!(name, "gotel.test.Greeter/SayHello");
-        let get = |k: &str| attrs.iter().find(|kv| kv.key.as_str() == k).map(|kv| kv.value.as_str().into_owned());
-        assert_eq!(get("rpc.service").as_deref(), Some("gotel.test.Greeter"));
-        assert_eq!(get("rpc.method").as_deref(), Some("SayHello"));
-        assert_eq!(get("rpc.system").as_deref(), Some("grpc"));
+        assert_eq!(attribute(&attrs, "rpc.service").as_deref(), Some("gotel.test.Greeter"));
+        assert_eq!(attribute(&attrs, "rpc.method").as_deref(), Some("SayHello"));
+        assert_eq!(attribute(&attrs, "rpc.system").as_deref(), Some("grpc"));
         assert_eq!(name_and_attributes(None).0, "grpc");
         assert_eq!(describe(5, Some("no tea")), "NotFound: no tea");
         assert_eq!(describe(99, None), "Unknown");

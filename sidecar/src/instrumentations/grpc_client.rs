@@ -212,19 +212,16 @@ fn status_of(raw: &mut Vec<KeyValue>, error: Option<String>) -> (i64, Status) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn get(f: &Finished, k: &str) -> Option<String> {
-        f.attributes.iter().find(|kv| kv.key.as_str() == k).map(|kv| kv.value.as_str().into_owned())
-    }
+    use crate::instrumentations::tests::attribute;
 
     #[test]
     fn client_span_from_captures() {
         let raw = vec![KeyValue::new("method", "/shop.Cart/Get"), KeyValue::new("target", "dns:///cart:50051")];
         let f = finish(raw, None);
         assert_eq!(f.name, "shop.Cart/Get");
-        assert_eq!(get(&f, "rpc.grpc.status_code").as_deref(), Some("0"));
-        assert_eq!(get(&f, "server.address").as_deref(), Some("cart"));
-        assert_eq!(get(&f, "server.port").as_deref(), Some("50051"));
+        assert_eq!(attribute(&f.attributes, "rpc.grpc.status_code").as_deref(), Some("0"));
+        assert_eq!(attribute(&f.attributes, "server.address").as_deref(), Some("cart"));
+        assert_eq!(attribute(&f.attributes, "server.port").as_deref(), Some("50051"));
         assert!(matches!(f.status, Status::Unset));
         let raw = vec![
             KeyValue::new("method", "/shop.Cart/Get"),
@@ -233,11 +230,11 @@ mod tests {
             KeyValue::new("message", "no cart"),
         ];
         let f = finish(raw, Some("*google.golang.org/grpc/internal/status.Error".into()));
-        assert_eq!(get(&f, "rpc.grpc.status_code").as_deref(), Some("5"));
+        assert_eq!(attribute(&f.attributes, "rpc.grpc.status_code").as_deref(), Some("5"));
         assert!(matches!(&f.status, Status::Error { description } if description == "NotFound: no cart"));
         // Another error type: its message, code Unknown.
         let f = finish(vec![KeyValue::new("code", 5i64)], Some("boom".into()));
-        assert_eq!(get(&f, "rpc.grpc.status_code").as_deref(), Some("2"));
+        assert_eq!(attribute(&f.attributes, "rpc.grpc.status_code").as_deref(), Some("2"));
         assert!(matches!(&f.status, Status::Error { description } if description == "Unknown: boom"));
         assert_eq!(target_address("unix:///tmp/s"), None);
         assert_eq!(target_address("localhost:1").map(|a| a.0).as_deref(), Some("localhost"));
@@ -247,10 +244,10 @@ mod tests {
     fn a_stream_is_open_until_its_end_says_how_it_went() {
         let opened =
             finish_stream(vec![KeyValue::new("method", "/shop.Cart/Watch"), KeyValue::new("stream", 77i64)], None);
-        assert_eq!(get(&opened, OPEN).as_deref(), Some("77"));
+        assert_eq!(attribute(&opened.attributes, OPEN).as_deref(), Some("77"));
         // A stream that failed to open is a finished span.
         let failed = finish_stream(vec![KeyValue::new("stream", 77i64)], Some("0x1234".into()));
-        assert_eq!(get(&failed, OPEN), None);
+        assert_eq!(attribute(&failed.attributes, OPEN), None);
         // io.EOF, named or (no symbols) by its text, is success.
         for raw in [
             vec![KeyValue::new("stream", 77i64), KeyValue::new("err", "EOF")],
@@ -258,8 +255,8 @@ mod tests {
             vec![KeyValue::new("stream", 77i64), KeyValue::new("err", "<nil>")],
         ] {
             let closed = finish_closed(raw, None);
-            assert_eq!(get(&closed, OPEN).as_deref(), Some("77"));
-            assert_eq!(get(&closed, "rpc.grpc.status_code").as_deref(), Some("0"));
+            assert_eq!(attribute(&closed.attributes, OPEN).as_deref(), Some("77"));
+            assert_eq!(attribute(&closed.attributes, "rpc.grpc.status_code").as_deref(), Some("0"));
             assert!(matches!(closed.status, Status::Unset));
         }
         let raw = vec![
@@ -269,7 +266,7 @@ mod tests {
             KeyValue::new("message", "stream broke"),
         ];
         let closed = finish_closed(raw, None);
-        assert_eq!(get(&closed, "rpc.grpc.status_code").as_deref(), Some("15"));
+        assert_eq!(attribute(&closed.attributes, "rpc.grpc.status_code").as_deref(), Some("15"));
         assert!(matches!(&closed.status, Status::Error { description } if description == "DataLoss: stream broke"));
     }
 }

@@ -84,6 +84,7 @@ fn finish(mut raw: Vec<KeyValue>, error: Option<String>) -> Finished {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::instrumentations::tests::attribute;
 
     #[test]
     fn client_span_from_captures() {
@@ -97,10 +98,8 @@ mod tests {
         ];
         let f = finish(raw, None);
         assert_eq!(f.name, "POST");
-        let get =
-            |k: &str| f.attributes.iter().find(|kv| kv.key.as_str() == k).map(|kv| kv.value.as_str().into_owned());
-        assert_eq!(get("url.full").as_deref(), Some("http://backend:8081/price?item=tea"));
-        assert_eq!(get("server.port").as_deref(), Some("8081"));
+        assert_eq!(attribute(&f.attributes, "url.full").as_deref(), Some("http://backend:8081/price?item=tea"));
+        assert_eq!(attribute(&f.attributes, "server.port").as_deref(), Some("8081"));
         assert!(matches!(f.status, Status::Unset));
         let failed = finish(vec![KeyValue::new("m", "GET")], Some("connection refused".into()));
         assert!(matches!(failed.status, Status::Error { .. }));

@@ -211,6 +211,7 @@ fn finish(mut raw: Vec<KeyValue>, _error: Option<String>) -> Finished {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::instrumentations::tests::attribute;
 
     #[test]
     fn server_span_from_captures() {
@@ -228,17 +229,15 @@ mod tests {
         ];
         let f = finish(raw, None);
         assert_eq!(f.name, "GET /items/{id}");
-        let get =
-            |k: &str| f.attributes.iter().find(|kv| kv.key.as_str() == k).map(|kv| kv.value.as_str().into_owned());
-        assert_eq!(get("http.route").as_deref(), Some("/items/{id}"));
-        assert_eq!(get("http.response.status_code").as_deref(), Some("503"));
-        assert_eq!(get("client.address").as_deref(), Some("::1"));
-        assert_eq!(get("client.port").as_deref(), Some("5555"));
-        assert_eq!(get("server.address").as_deref(), Some("shop"));
-        assert_eq!(get("server.port").as_deref(), Some("8080"));
-        assert_eq!(get("network.protocol.version").as_deref(), Some("1.1"));
-        assert_eq!(get("url.scheme").as_deref(), Some("http"));
-        assert_eq!(get("user_agent.original").as_deref(), Some("curl/8.1"));
+        assert_eq!(attribute(&f.attributes, "http.route").as_deref(), Some("/items/{id}"));
+        assert_eq!(attribute(&f.attributes, "http.response.status_code").as_deref(), Some("503"));
+        assert_eq!(attribute(&f.attributes, "client.address").as_deref(), Some("::1"));
+        assert_eq!(attribute(&f.attributes, "client.port").as_deref(), Some("5555"));
+        assert_eq!(attribute(&f.attributes, "server.address").as_deref(), Some("shop"));
+        assert_eq!(attribute(&f.attributes, "server.port").as_deref(), Some("8080"));
+        assert_eq!(attribute(&f.attributes, "network.protocol.version").as_deref(), Some("1.1"));
+        assert_eq!(attribute(&f.attributes, "url.scheme").as_deref(), Some("http"));
+        assert_eq!(attribute(&f.attributes, "user_agent.original").as_deref(), Some("curl/8.1"));
         assert!(matches!(f.status, Status::Error { .. }));
         let tls = finish(vec![KeyValue::new("tls", 0xc000_1000i64), KeyValue::new("ua", "")], None);
         assert!(tls.attributes.iter().any(|kv| kv.key.as_str() == "url.scheme" && kv.value.as_str() == "https"));
@@ -259,14 +258,12 @@ mod tests {
         ];
         let f = finish(raw, None);
         assert_eq!(f.name, "POST");
-        let get =
-            |k: &str| f.attributes.iter().find(|kv| kv.key.as_str() == k).map(|kv| kv.value.as_str().into_owned());
-        assert_eq!(get("http.request.method").as_deref(), Some("POST"));
+        assert_eq!(attribute(&f.attributes, "http.request.method").as_deref(), Some("POST"));
         // Go's URL.Path: decoded, `+` kept, the query cut.
-        assert_eq!(get("url.path").as_deref(), Some("/items/a b/c+d"));
-        assert_eq!(get("server.address").as_deref(), Some("shop"));
-        assert_eq!(get("server.port").as_deref(), Some("8080"));
-        assert_eq!(get("network.protocol.version").as_deref(), Some("1.0"));
+        assert_eq!(attribute(&f.attributes, "url.path").as_deref(), Some("/items/a b/c+d"));
+        assert_eq!(attribute(&f.attributes, "server.address").as_deref(), Some("shop"));
+        assert_eq!(attribute(&f.attributes, "server.port").as_deref(), Some("8080"));
+        assert_eq!(attribute(&f.attributes, "network.protocol.version").as_deref(), Some("1.0"));
         // No Host line (HTTP/1.0): no server.address, as with an empty Request.Host.
         let f = finish(vec![KeyValue::new("line_m", "GET"), KeyValue::new("target", "/")], None);
         assert!(!f.attributes.iter().any(|kv| kv.key.as_str() == "server.address"));

@@ -182,10 +182,7 @@ fn finish_batch(op: &str, mut raw: Vec<KeyValue>, error: Option<String>) -> Fini
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn get(f: &Finished, k: &str) -> Option<String> {
-        f.attributes.iter().find(|kv| kv.key.as_str() == k).map(|kv| kv.value.as_str().into_owned())
-    }
+    use crate::instrumentations::tests::attribute;
 
     #[test]
     fn command_spans_omit_values_and_a_miss_is_not_an_error() {
@@ -193,14 +190,14 @@ mod tests {
             vec![KeyValue::new("cmd", "set"), KeyValue::new("nargs", 3i64), KeyValue::new("addr", "127.0.0.1:6379")];
         let f = finish_command(raw, None);
         assert_eq!(f.name, "SET");
-        assert_eq!(get(&f, "db.query.text").as_deref(), Some("SET ? ?"));
-        assert_eq!(get(&f, "server.address").as_deref(), Some("127.0.0.1"));
-        assert_eq!(get(&f, "server.port").as_deref(), Some("6379"));
+        assert_eq!(attribute(&f.attributes, "db.query.text").as_deref(), Some("SET ? ?"));
+        assert_eq!(attribute(&f.attributes, "server.address").as_deref(), Some("127.0.0.1"));
+        assert_eq!(attribute(&f.attributes, "server.port").as_deref(), Some("6379"));
         let miss = finish_command(vec![KeyValue::new("cmd", "get"), KeyValue::new("nargs", 2i64)], Some(NIL.into()));
         assert!(matches!(miss.status, Status::Unset));
         let wrong = finish_command(vec![KeyValue::new("cmd", "lpush")], Some("WRONGTYPE Operation".into()));
         assert!(matches!(wrong.status, Status::Error { .. }));
         let p = finish_batch("PIPELINE", vec![KeyValue::new("n", 2i64)], None);
-        assert_eq!(get(&p, "db.operation.batch.size").as_deref(), Some("2"));
+        assert_eq!(attribute(&p.attributes, "db.operation.batch.size").as_deref(), Some("2"));
     }
 }

@@ -1,5 +1,10 @@
 use super::*;
 
+/// The value of attribute `key` among a span's `attrs`, as text; `None` when it has none.
+pub(super) fn attribute(attrs: &[KeyValue], key: &str) -> Option<String> {
+    attrs.iter().find(|kv| kv.key.as_str() == key).map(|kv| kv.value.as_str().into_owned())
+}
+
 #[test]
 fn libraries_parse() {
     let names = |v: &str| parse_libraries(v).unwrap().iter().map(|l| l.name).collect::<Vec<_>>();
