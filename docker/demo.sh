@@ -39,8 +39,26 @@ say "cargo build --release -p gotel"
 (cd "$ROOT" && cargo build --release -p gotel)
 "$ROOT/docker/build-images.sh"
 say "docker-compose -f docker/compose.yaml up -d (project $COMPOSE_PROJECT_NAME)"
+# The frontend's own orders begin only once every sidecar has attached (LOAD_START=signal, then
+# SIGUSR1): an order sent earlier would be traced by some services and not others, a trace in
+# pieces in Jaeger. Each sidecar logs "attached" when its uprobes are in place.
+export LOAD_START=signal
 compose up -d --remove-orphans
 compose ps
+say "waiting for the sidecars to attach (up to 120 s)"
+for svc in gotel-frontend gotel-backend gotel-inventory; do
+  for ((i = 0; ; i++)); do
+    compose logs --no-color "$svc" 2>&1 | grep -q ' attached' && break
+    if ((i >= 240)); then
+      compose logs --no-color --tail 20 "$svc" >&2 || true
+      say "$svc has not attached after 120 s (its last log lines above); the stack is still up: $0 logs, $0 down" >&2
+      exit 1
+    fi
+    sleep 0.5
+  done
+  say "$svc attached"
+done
+compose kill -s SIGUSR1 frontend >/dev/null 2>&1 || say "could not signal the frontend: its own orders are off (send yours with the curl below)"
 cat <<MSG
 
 demo: running. The frontend orders from the backend every ${LOAD_INTERVAL:-2s}; send your own order with

@@ -4,7 +4,9 @@
 //	GET /order?customer=NAME&tier=gold&items=coffee,bagel&qty=2  ->  {"id":N,"total_cents":C}
 //
 // With LOAD_INTERVAL (e.g. "2s") it sends itself a varied order at that interval, so traces appear
-// in Jaeger without anyone clicking; "0" turns that off.
+// in Jaeger without anyone clicking; "0" turns that off. With LOAD_START=signal those orders
+// begin only at SIGUSR1: docker/demo.sh sends it once every gotel sidecar has attached, so that
+// no early order is traced by some services and not others (a trace in pieces).
 //
 // processOrder, validateOrder and fetchPrice are the functions gotel traces (docker/compose.yaml).
 package main
@@ -17,9 +19,11 @@ import (
 	"log"
 	"net/http"
 	"os"
+	"os/signal"
 	"strconv"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"time"
 )
 
@@ -162,7 +166,23 @@ func main() {
 		if err != nil {
 			log.Fatalf("LOAD_INTERVAL=%q: %v", s, err)
 		}
-		go selfLoad(addr, every)
+		switch start := os.Getenv("LOAD_START"); start {
+		case "", "now":
+			go selfLoad(addr, every)
+		case "signal":
+			// Registered before main goes on: an early SIGUSR1 must not end the process.
+			sig := make(chan os.Signal, 1)
+			signal.Notify(sig, syscall.SIGUSR1)
+			go func() {
+				log.Printf("self-load: waiting for SIGUSR1 (LOAD_START=signal)")
+				<-sig
+				signal.Stop(sig)
+				log.Printf("self-load: an order every %s", every)
+				selfLoad(addr, every)
+			}()
+		default:
+			log.Fatalf("LOAD_START=%q: want now or signal", start)
+		}
 	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("/order", handleOrder)
