@@ -177,6 +177,8 @@ pub const REG_TARGET_PTR: u8 = 25;
 pub const REG_TARGET_LEN: u8 = 26;
 pub const REG_HOST_PTR: u8 = 27;
 pub const REG_HOST_LEN: u8 = 28;
+// The header scan clears the slots above as one range, from the User-Agent's to the Host's.
+const _: () = assert!(REG_USER_AGENT_LEN == REG_USER_AGENT_PTR + 1 && REG_HOST_LEN == REG_USER_AGENT_PTR + 7);
 /// Number of 8-byte slots in pt_regs.
 pub const PT_REGS_SLOTS: usize = 21;
 

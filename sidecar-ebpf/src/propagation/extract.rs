@@ -68,11 +68,10 @@ const LINE: u64 = 16;
 #[inline(always)]
 pub fn scan_request_headers(h: &Hit, st: &mut GoroutineState, depth: usize) -> u32 {
     let s = unsafe { &mut *h.scratch };
-    for r in [REG_USER_AGENT_PTR, REG_USER_AGENT_LEN, REG_METHOD_PTR, REG_METHOD_LEN, REG_TARGET_PTR, REG_TARGET_LEN] {
+    // The block's strings (User-Agent, method, target, Host: contiguous slots) start unset.
+    for r in REG_USER_AGENT_PTR..=REG_HOST_LEN {
         s.regs[r as usize] = 0;
     }
-    s.regs[REG_HOST_PTR as usize] = 0;
-    s.regs[REG_HOST_LEN as usize] = 0;
     let found = gotel_scan_headers();
     if found & HTTP1 == 0 {
         return FRAME_NO_LINE as u32;
