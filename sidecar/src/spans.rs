@@ -297,7 +297,7 @@ impl SpanFactory {
         };
         match rec.kind {
             EventKind::EntryValues => {
-                let mut attrs = Vec::new();
+                let mut attrs = Vec::with_capacity(probe.slots.len());
                 let mut status = None;
                 values::decode(&probe.slots, rec.data, self.names.as_ref(), &mut attrs, &mut status);
                 self.pend(h.span_id, attrs);

@@ -82,9 +82,27 @@ pub(crate) fn take(attrs: &mut Vec<KeyValue>, key: &str) -> Option<Value> {
     Some(attrs.swap_remove(i).value)
 }
 
-/// A non-empty text value.
+/// A non-empty text value. A string capture's own allocation is moved out, not copied: every
+/// span goes through here several times.
 pub(crate) fn text(v: Option<Value>) -> Option<String> {
-    v.map(|v| v.as_str().into_owned()).filter(|s| !s.is_empty())
+    v.map(|v| match v {
+        Value::String(s) => String::from(s),
+        other => other.as_str().into_owned(),
+    })
+    .filter(|s| !s.is_empty())
+}
+
+/// `s` without the spaces and tabs around it, in its own allocation when there are none.
+pub(crate) fn trimmed(mut s: String) -> String {
+    let t = s.trim_matches(|c| c == ' ' || c == '\t');
+    if t.len() == s.len() {
+        return s;
+    }
+    let start = t.as_ptr() as usize - s.as_ptr() as usize;
+    let end = start + t.len();
+    s.truncate(end);
+    s.drain(..start);
+    s
 }
 
 pub(crate) fn int(v: Option<Value>) -> Option<i64> {
@@ -92,6 +110,18 @@ pub(crate) fn int(v: Option<Value>) -> Option<i64> {
         Value::I64(i) => Some(i),
         other => other.as_str().parse().ok(),
     }
+}
+
+/// [`host_port`] of an owned string: the host keeps its allocation ("host:port" is cut at
+/// the colon), as the server and client addresses of every HTTP span do.
+pub(crate) fn host_port_owned(mut s: String) -> (String, Option<i64>) {
+    let Some((h, p)) = s.rsplit_once(':') else { return (s, None) };
+    let Ok(port) = p.parse::<i64>() else { return (s, None) };
+    if h.starts_with('[') || h.ends_with(']') {
+        return (h.trim_start_matches('[').trim_end_matches(']').to_string(), Some(port));
+    }
+    s.truncate(h.len());
+    (s, Some(port))
 }
 
 /// Splits "host:port" (also "[::1]:80") into host and port.

@@ -172,12 +172,16 @@ fn finish(mut raw: Vec<KeyValue>, _error: Option<String>) -> Finished {
     // Addresses only from grpc-go's own HTTP/2 transport (named, or unnamed without symbols).
     let transport = text(take(&mut raw, "transport")).unwrap_or_default();
     let http2 = transport.ends_with("transport.http2Server") || transport.starts_with("0x");
-    for (prefix, key) in [("peer", "network.peer"), ("local", "server")] {
-        let ip = text(take(&mut raw, &format!("{prefix}_ip")));
-        let port = int(take(&mut raw, &format!("{prefix}_port"))).filter(|p| (1..=65535).contains(p));
+    // Static keys: no allocation of their own per span.
+    for (ip, port, address_key, port_key) in [
+        ("peer_ip", "peer_port", "network.peer.address", "network.peer.port"),
+        ("local_ip", "local_port", "server.address", "server.port"),
+    ] {
+        let ip = text(take(&mut raw, ip));
+        let port = int(take(&mut raw, port)).filter(|p| (1..=65535).contains(p));
         if let (true, Some(ip), Some(port)) = (http2, ip, port) {
-            attributes.push(KeyValue::new(format!("{key}.address"), ip));
-            attributes.push(KeyValue::new(format!("{key}.port"), port));
+            attributes.push(KeyValue::new(address_key, ip));
+            attributes.push(KeyValue::new(port_key, port));
         }
     }
     let mut status = Status::Unset;

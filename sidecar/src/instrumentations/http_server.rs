@@ -6,16 +6,18 @@
 //! and response-writer pointers saved at entry, which the spec language cannot say, hence
 //! [`extend`]. User functions called by a handler run on its goroutine and become children of
 //! the server span.
+use std::borrow::Cow;
+
 use gotel_shared::{Root, ValueKind, REG_RCX, REG_RDI};
 use opentelemetry::{
     trace::{SpanKind, Status},
-    KeyValue,
+    KeyValue, Value,
 };
 
 use super::{
-    host_port, int, take, text,
+    host_port_owned, int, take, text,
     trace_context_in::{FROM_LINE, USER_AGENT_CAPTURE},
-    Arg, FieldNeed, Finished, GoTy, Instrumentation, ReturnRead, SpanProbe,
+    trimmed, Arg, FieldNeed, Finished, GoTy, Instrumentation, ReturnRead, SpanProbe,
 };
 use crate::{
     attributes::{AttributePlan, Decode, Limits},
@@ -131,32 +133,41 @@ fn from_line_or_request(raw: &mut Vec<KeyValue>, line: &str, request: &str) -> (
 
 /// `URL.Path` of an origin-form request target: up to `?`, percent-decoded, as Go's
 /// `url.ParseRequestURI` makes it (the request has passed it: its escapes are valid).
-fn path_of_target(target: &str) -> String {
-    let path = target.split_once('?').map_or(target, |(p, _)| p);
-    percent_encoding::percent_decode_str(path).decode_utf8_lossy().into_owned()
+fn path_of_target(mut target: String) -> String {
+    if let Some(q) = target.find('?') {
+        target.truncate(q);
+    }
+    match percent_encoding::percent_decode_str(&target).decode_utf8_lossy() {
+        Cow::Borrowed(_) => target,
+        Cow::Owned(decoded) => decoded,
+    }
+}
+
+/// The route of a ServeMux pattern: without the method and host Go's pattern may carry
+/// ("GET example.com/items/{id}" gives "/items/{id}"); the pattern's own allocation when it
+/// has neither.
+fn route_of_pattern(mut pattern: String) -> String {
+    let after_method = pattern.find(' ').map_or(0, |i| i + 1);
+    let start = pattern[after_method..].find('/').map_or(after_method, |i| after_method + i);
+    pattern.drain(..start);
+    pattern
 }
 
 fn finish(mut raw: Vec<KeyValue>, _error: Option<String>) -> Finished {
     let [(m_line, m), (target, path), (host_line, host)] =
         FROM_LINE.map(|(line, request, _)| from_line_or_request(&mut raw, line, request));
     let method = m_line.or(m).unwrap_or_else(|| "_OTHER".into());
-    let mut attributes = vec![KeyValue::new("http.request.method", method.clone())];
+    let mut attributes = Vec::with_capacity(HTTP_SERVER.attributes.len());
+    attributes.push(KeyValue::new("http.request.method", method.clone()));
     let mut status = Status::Unset;
     let route = text(take(&mut raw, "route"));
     if let Some(tls) = int(take(&mut raw, "tls")) {
         attributes.push(KeyValue::new("url.scheme", if tls != 0 { "https" } else { "http" }));
     }
-    if let Some(path) = target.map(|t| path_of_target(&t)).or(path) {
+    if let Some(path) = target.map(path_of_target).or(path) {
         attributes.push(KeyValue::new("url.path", path));
     }
-    // Go's pattern may carry the method and host ("GET example.com/items/{id}").
-    let route = route.map(|r| {
-        let r = r.split_once(' ').map(|(_, rest)| rest.to_string()).unwrap_or(r);
-        match r.find('/') {
-            Some(i) => r[i..].to_string(),
-            None => r,
-        }
-    });
+    let route = route.map(route_of_pattern);
     if let Some(r) = &route {
         attributes.push(KeyValue::new("http.route", r.clone()));
     }
@@ -175,30 +186,33 @@ fn finish(mut raw: Vec<KeyValue>, _error: Option<String>) -> Finished {
         }
     }
     // A `Host` line's value has the spaces net/textproto trims from `Request.Host`.
-    let host = host_line.map(|h| h.trim_matches(|c| c == ' ' || c == '\t').to_string()).or(host);
+    let host = host_line.map(trimmed).or(host);
     let peer = text(take(&mut raw, "peer"));
-    for (addr, prefix) in [(host, "server"), (peer, "client")] {
+    // Static keys and versions: no allocation of their own in each span (nor in the copy of
+    // each export attempt).
+    for (addr, address, port) in [(host, "server.address", "server.port"), (peer, "client.address", "client.port")] {
         if let Some(addr) = addr.filter(|a| !a.is_empty()) {
-            let (h, p) = host_port(&addr);
-            attributes.push(KeyValue::new(format!("{prefix}.address"), h));
+            let (h, p) = host_port_owned(addr);
+            attributes.push(KeyValue::new(address, h));
             if let Some(p) = p {
-                attributes.push(KeyValue::new(format!("{prefix}.port"), p));
+                attributes.push(KeyValue::new(port, p));
             }
         }
     }
-    let version = match (major, minor) {
-        (Some(2), _) => Some("2".to_string()),
-        (Some(maj), Some(min)) if maj > 0 => Some(format!("{maj}.{min}")),
+    let version: Option<Value> = match (major, minor) {
+        (Some(2), _) => Some("2".into()),
+        (Some(1), Some(1)) => Some("1.1".into()),
+        (Some(1), Some(0)) => Some("1.0".into()),
+        (Some(maj), Some(min)) if maj > 0 => Some(format!("{maj}.{min}").into()),
         _ => None,
     };
     if let Some(v) = version {
         attributes.push(KeyValue::new("network.protocol.version", v));
     }
     // From the header scan of `trace_context_in` (HTTP/1 only; absent when it is off).
-    if let Some(ua) = text(take(&mut raw, USER_AGENT_CAPTURE)) {
-        let ua = ua.trim_matches(|c| c == ' ' || c == '\t');
+    if let Some(ua) = text(take(&mut raw, USER_AGENT_CAPTURE)).map(trimmed) {
         if !ua.is_empty() {
-            attributes.push(KeyValue::new("user_agent.original", ua.to_string()));
+            attributes.push(KeyValue::new("user_agent.original", ua));
         }
     }
     let name = match route {
@@ -288,5 +302,27 @@ mod tests {
             .attributes
             .iter()
             .any(|kv| kv.key.as_str() == "http.response.status_code" && kv.value.as_str() == "404"));
+    }
+
+    #[test]
+    fn owned_string_helpers_match_the_borrowing_ones() {
+        use crate::instrumentations::{host_port, host_port_owned, trimmed};
+        for addr in ["shop:8080", "shop", "[::1]:443", "[::1]", "::1", "10.0.0.1:0", "h:x", ":80"] {
+            assert_eq!(host_port_owned(addr.to_string()), host_port(addr), "{addr}");
+        }
+        for (s, want) in [(" a b\t", "a b"), ("ab", "ab"), (" \t", ""), ("", ""), ("\tx", "x")] {
+            assert_eq!(trimmed(s.to_string()), want, "{s:?}");
+        }
+        for (pattern, route) in [
+            ("/items/{id}", "/items/{id}"),
+            ("GET /items/{id}", "/items/{id}"),
+            ("GET example.com/items/{id}", "/items/{id}"),
+            ("example.com/", "/"),
+            ("GET example.com", "example.com"),
+        ] {
+            assert_eq!(route_of_pattern(pattern.to_string()), route, "{pattern}");
+        }
+        assert_eq!(path_of_target("/a%20b?q=%20".to_string()), "/a b");
+        assert_eq!(path_of_target("/plain?x".to_string()), "/plain");
     }
 }
