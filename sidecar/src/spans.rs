@@ -350,28 +350,26 @@ impl SpanFactory {
                     self.stats.sampled_out += 1;
                     return None;
                 }
-                let mut attributes = Vec::with_capacity(probe.fixed.len() + entry_attrs.len() + 4);
                 let mut error = None;
-                let mut name = probe.name.clone();
-                let mut kind = SpanKind::Internal;
                 let mut status = None;
                 let mut opened = None;
-                if let Some((_, span)) = probe.library {
+                // A built-in span's name and attributes are its finish's, moved (no copy per span).
+                let (mut attributes, name, kind) = if let Some((_, span)) = probe.library {
                     let mut raw = entry_attrs;
                     if !unwound {
                         values::decode(&probe.slots, rec.data, self.names.as_ref(), &mut raw, &mut error);
                     }
                     let mut done = instrumentations::finish(span, raw, error.take());
                     opened = instrumentations::int(instrumentations::take(&mut done.attributes, OPEN));
-                    name = Cow::Owned(done.name);
-                    kind = span.kind.clone();
                     status = Some(done.status);
                     // No code.* here: they would name net/http's internals, not the user's code.
-                    attributes.extend(done.attributes);
+                    let mut attributes = done.attributes;
                     if self.thread_ids && h.tid != 0 {
                         attributes.push(KeyValue::new("thread.id", h.tid as i64));
                     }
+                    (attributes, Cow::Owned(done.name), span.kind.clone())
                 } else {
+                    let mut attributes = Vec::with_capacity(probe.fixed.len() + entry_attrs.len() + 4);
                     attributes.extend(probe.fixed.iter().cloned());
                     if self.thread_ids && h.tid != 0 {
                         attributes.push(KeyValue::new("thread.id", h.tid as i64));
@@ -380,7 +378,8 @@ impl SpanFactory {
                     if !unwound {
                         values::decode(&probe.slots, rec.data, self.names.as_ref(), &mut attributes, &mut error);
                     }
-                }
+                    (attributes, probe.name.clone(), SpanKind::Internal)
+                };
                 if unwound {
                     attributes.push(KeyValue::new(UNWOUND_ATTRIBUTE, true));
                     status = Some(Status::error(UNWOUND_MESSAGE));
