@@ -41,14 +41,14 @@ say "cargo build --release -p gotel"
 say "docker-compose -f docker/compose.yaml up -d (project $COMPOSE_PROJECT_NAME)"
 # The frontend's own orders begin only once every sidecar has attached (LOAD_START=signal, then
 # SIGUSR1): an order sent earlier would be traced by some services and not others, a trace in
-# pieces in Jaeger. Each sidecar logs "attached" when its uprobes are in place.
+# pieces in Jaeger. Each sidecar logs "attached pid=..." once its probes and programs are in place.
 export LOAD_START=signal
 compose up -d --remove-orphans
 compose ps
 say "waiting for the sidecars to attach (up to 120 s)"
 for svc in gotel-frontend gotel-backend gotel-inventory; do
   for ((i = 0; ; i++)); do
-    compose logs --no-color "$svc" 2>&1 | grep -q ' attached' && break
+    compose logs --no-color "$svc" 2>&1 | grep -q ': attached pid=' && break
     if ((i >= 240)); then
       compose logs --no-color --tail 20 "$svc" >&2 || true
       say "$svc has not attached after 120 s (its last log lines above); the stack is still up: $0 logs, $0 down" >&2
