@@ -48,7 +48,7 @@ compose ps
 say "waiting for the sidecars to attach (up to 120 s)"
 for svc in gotel-frontend gotel-backend gotel-inventory; do
   for ((i = 0; ; i++)); do
-    compose logs --no-color "$svc" 2>&1 | grep -q ': attached pid=' && break
+    compose logs --no-color "$svc" 2>&1 | sed 's/\x1b\[[0-9;]*m//g' | grep -q ': attached pid=' && break
     if ((i >= 240)); then
       compose logs --no-color --tail 20 "$svc" >&2 || true
       say "$svc has not attached after 120 s (its last log lines above); the stack is still up: $0 logs, $0 down" >&2
