@@ -207,15 +207,22 @@ fn otlp_exporter() -> Result<opentelemetry_otlp::SpanExporter, Failure> {
             )));
         }
     }
-    use opentelemetry_otlp::{Protocol, WithExportConfig as _};
+    use opentelemetry_otlp::{Protocol, RetryPolicy, WithExportConfig as _, WithHttpConfig as _, WithTonicConfig as _};
     let protocol = env("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")
         .or_else(|| env("OTEL_EXPORTER_OTLP_PROTOCOL"))
         .unwrap_or_else(|| "http/protobuf".into());
+    // One retry layer: export::pipeline's (attempts, backoff, counted failures, a request split
+    // when refused as too large). The exporter's own retries (opentelemetry-otlp 0.33: 3 per
+    // call by default) would run inside each of those attempts, unseen by its counters.
     let built = match protocol.as_str() {
-        "grpc" => opentelemetry_otlp::SpanExporter::builder().with_tonic().build(),
-        "http/protobuf" => {
-            opentelemetry_otlp::SpanExporter::builder().with_http().with_protocol(Protocol::HttpBinary).build()
+        "grpc" => {
+            opentelemetry_otlp::SpanExporter::builder().with_tonic().with_retry_policy(RetryPolicy::disabled()).build()
         }
+        "http/protobuf" => opentelemetry_otlp::SpanExporter::builder()
+            .with_http()
+            .with_protocol(Protocol::HttpBinary)
+            .with_retry_policy(RetryPolicy::disabled())
+            .build(),
         other => {
             return Err(Failure::config(format!(
                 "OTEL_EXPORTER_OTLP_PROTOCOL={other} is not supported; use grpc or http/protobuf"

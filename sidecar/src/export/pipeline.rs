@@ -47,8 +47,10 @@ pub struct Pipeline {
     task: Option<tokio::task::JoinHandle<()>>,
 }
 
-/// Attempts per request while running (backoff 0.2 s doubling to 10 s: about 16 s in all).
-const MAX_RETRIES: u32 = 6;
+/// Attempts per request while running: backoff 0.2 s doubling (capped at 10 s) between them,
+/// 12.6 s of waiting in all, plus the attempts themselves (each bounded by the export timeout).
+/// The exporter retries nothing itself (`export::otlp_exporter`).
+const MAX_RETRIES: u32 = 7;
 /// Attempts per request once gotel is stopping: the shutdown must not hang on a dead collector.
 const SHUTDOWN_RETRIES: u32 = 2;
 /// At most one export-failure warning per interval; the rest are counted in it.
