@@ -27,7 +27,7 @@ free_base() {
   for ((i = 0; i < 10; i++)); do
     taken=0; for o in "$@"; do port_in_use $((base + o)) && { taken=1; break; }; done
     ((taken)) || break
-    say "port $((base + o)) is in use: trying base $((base + 100))"
+    say "port $((base + o)) is in use: trying base $((base + 100))" >&2
     base=$((base + 100))
   done
   echo "$base"
