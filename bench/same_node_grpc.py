@@ -28,6 +28,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import on_off  # noqa: E402
+from holdout import free_port  # noqa: E402
 from hooks import write_section  # noqa: E402
 from run import BUILD, SIDE_CPU, TARGET_CPU, Sink  # noqa: E402
 from same_node import node_gotel, stop_gotel, wait_attached  # noqa: E402
@@ -113,7 +114,8 @@ def main():
     sink = Sink()
     stop = BUILD / "same-node-grpc.stop"
     stop.unlink(missing_ok=True)
-    addr = "127.0.0.1:47123"
+    # A port the kernel picks (free now), not a fixed one in the ephemeral range.
+    addr = f"127.0.0.1:{free_port()}"
     server = subprocess.Popen(["taskset", "-c", SIDE_CPU, str(BUILD / "grpcsvc"), "-serve", addr, "-until", str(stop)],
                               stdout=subprocess.DEVNULL)
     try:
