@@ -92,15 +92,11 @@ pub(crate) fn text(v: Option<Value>) -> Option<String> {
     .filter(|s| !s.is_empty())
 }
 
-/// `s` without the spaces and tabs around it, in its own allocation when there are none.
+/// `s` without the spaces and tabs around it, in its own allocation.
 pub(crate) fn trimmed(mut s: String) -> String {
-    let t = s.trim_matches(|c| c == ' ' || c == '\t');
-    if t.len() == s.len() {
-        return s;
-    }
-    let start = t.as_ptr() as usize - s.as_ptr() as usize;
-    let end = start + t.len();
-    s.truncate(end);
+    let blank = |c: char| c == ' ' || c == '\t';
+    s.truncate(s.trim_end_matches(blank).len());
+    let start = s.len() - s.trim_start_matches(blank).len();
     s.drain(..start);
     s
 }
@@ -112,9 +108,11 @@ pub(crate) fn int(v: Option<Value>) -> Option<i64> {
     }
 }
 
-/// [`host_port`] of an owned string: the host keeps its allocation ("host:port" is cut at
-/// the colon), as the server and client addresses of every HTTP span do.
-pub(crate) fn host_port_owned(mut s: String) -> (String, Option<i64>) {
+/// Splits "host:port" (also "[::1]:80") into host and port. Given an owned string, the host
+/// keeps its allocation (cut at the colon), as the server and client addresses of every HTTP
+/// span do.
+pub(crate) fn host_port(s: impl Into<String>) -> (String, Option<i64>) {
+    let mut s = s.into();
     let Some((h, p)) = s.rsplit_once(':') else { return (s, None) };
     let Ok(port) = p.parse::<i64>() else { return (s, None) };
     if h.starts_with('[') || h.ends_with(']') {
@@ -122,14 +120,4 @@ pub(crate) fn host_port_owned(mut s: String) -> (String, Option<i64>) {
     }
     s.truncate(h.len());
     (s, Some(port))
-}
-
-/// Splits "host:port" (also "[::1]:80") into host and port.
-pub(crate) fn host_port(s: &str) -> (String, Option<i64>) {
-    if let Some((h, p)) = s.rsplit_once(':') {
-        if let Ok(port) = p.parse::<i64>() {
-            return (h.trim_start_matches('[').trim_end_matches(']').to_string(), Some(port));
-        }
-    }
-    (s.to_string(), None)
 }

@@ -15,7 +15,7 @@ use opentelemetry::{
 };
 
 use super::{
-    host_port_owned, int, take, text,
+    host_port, int, take, text,
     trace_context_in::{FROM_LINE, USER_AGENT_CAPTURE},
     trimmed, Arg, FieldNeed, Finished, GoTy, Instrumentation, ReturnRead, SpanProbe,
 };
@@ -192,7 +192,7 @@ fn finish(mut raw: Vec<KeyValue>, _error: Option<String>) -> Finished {
     // each export attempt).
     for (addr, address, port) in [(host, "server.address", "server.port"), (peer, "client.address", "client.port")] {
         if let Some(addr) = addr.filter(|a| !a.is_empty()) {
-            let (h, p) = host_port_owned(addr);
+            let (h, p) = host_port(addr);
             attributes.push(KeyValue::new(address, h));
             if let Some(p) = p {
                 attributes.push(KeyValue::new(port, p));
@@ -305,10 +305,21 @@ mod tests {
     }
 
     #[test]
-    fn owned_string_helpers_match_the_borrowing_ones() {
-        use crate::instrumentations::{host_port, host_port_owned, trimmed};
-        for addr in ["shop:8080", "shop", "[::1]:443", "[::1]", "::1", "10.0.0.1:0", "h:x", ":80"] {
-            assert_eq!(host_port_owned(addr.to_string()), host_port(addr), "{addr}");
+    fn string_helpers_cut_in_place() {
+        use crate::instrumentations::trimmed;
+        for (addr, host, port) in [
+            ("shop:8080", "shop", Some(8080)),
+            ("shop", "shop", None),
+            ("[::1]:443", "::1", Some(443)),
+            ("[::1]", "[::1]", None),
+            ("10.0.0.1:0", "10.0.0.1", Some(0)),
+            ("h:x", "h:x", None),
+            (":80", "", Some(80)),
+            // Bare IPv6 is not "host:port": split at its last colon all the same.
+            ("::1", ":", Some(1)),
+        ] {
+            assert_eq!(host_port(addr.to_string()), (host.to_string(), port), "{addr}");
+            assert_eq!(host_port(addr), (host.to_string(), port), "{addr}");
         }
         for (s, want) in [(" a b\t", "a b"), ("ab", "ab"), (" \t", ""), ("", ""), ("\tx", "x")] {
             assert_eq!(trimmed(s.to_string()), want, "{s:?}");

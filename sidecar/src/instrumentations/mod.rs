@@ -59,7 +59,7 @@ pub mod trace_context_in;
 pub(crate) use read::Read;
 
 pub use finish::{finish, Finished, Role, OPEN};
-pub(crate) use finish::{host_port, host_port_owned, int, take, text, trimmed, ReturnRead};
+pub(crate) use finish::{host_port, int, take, text, trimmed, ReturnRead};
 
 #[cfg(test)]
 mod tests;
