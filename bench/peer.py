@@ -67,8 +67,9 @@ def patch(path):
     p.write_text(s[:m.start()] + kept + s[m.end():])
 
 
-def one_run(args, sink, shape, mode):
-    """One server process under `mode`, loaded with requests of `shape`."""
+def one_run(args, sink, shape, mode, gotel=GOTEL):
+    """One server process under `mode`, loaded with requests of `shape`; the gotel modes run
+    the binary `gotel` (bench/span_cpu.py compares builds with it)."""
     port_file = BUILD / "peer-serve.port"
     port_file.unlink(missing_ok=True)
     serve = subprocess.Popen(["taskset", "-c", TARGET_CPU, str(BUILD / "serve"), "-port-file", str(port_file)])
@@ -83,7 +84,7 @@ def one_run(args, sink, shape, mode):
             env = gotel_env(sink, "http/protobuf", "", ready)
             if mode.endswith("parents off"):
                 env["GOTEL_GOROUTINE_PARENTS"] = "off"
-            tracer = subprocess.Popen(["taskset", "-c", SIDE_CPU, str(GOTEL), "--pid", str(serve.pid)],
+            tracer = subprocess.Popen(["taskset", "-c", SIDE_CPU, str(gotel), "--pid", str(serve.pid)],
                                       env=env, stderr=subprocess.PIPE, text=True)
             threading.Thread(target=lambda: lines.extend(tracer.stderr), daemon=True).start()
             wait_file(ready, tracer)
