@@ -111,10 +111,10 @@ def one_run(args, sink, shape, mode, gotel=GOTEL):
         res = wrk(port, PATH, args.seconds, SHAPES[shape])
         res["server_us"] = (cpu_ns(serve.pid) - cpu_before) / 1000 / res["requests"]
         res["tracer_us"] = (cpu_ns(tracer.pid) - tracer_cpu) / 1000 / res["requests"] if tracer else 0.0
-        if tracer is not None and mode != PAUSED_MODE:
-            res["spans"] = sink.wait_settled(timeout=15) - spans_before
-        elif mode == PAUSED_MODE:
+        if mode == PAUSED_MODE:
             res["spans"] = sink.count() - spans_before
+        elif tracer is not None:
+            res["spans"] = sink.wait_settled(timeout=15) - spans_before
         return res
     finally:
         for p in (tracer, serve):
