@@ -163,7 +163,14 @@ wait_joined() { # BACKEND_POD SECONDS -> spans in $TMP/spans.json once a joined 
 }
 
 t=$SECONDS
-wait_joined "$BPOD" 120; ok "spans in Jaeger ($((SECONDS - t)) s after the demo was Running)"
+if wait_joined "$BPOD" 120; then
+  ok "spans in Jaeger ($((SECONDS - t)) s after the demo was Running)"
+else
+  bad "spans in Jaeger: no joined trace within 120 s"
+  # A node short of disk evicts the pods (kubelet: ephemeral-storage): say so, it is no bug of gotel.
+  k get events -A --field-selector reason=Evicted -o custom-columns=POD:.involvedObject.name,WHY:.message --no-headers 2>/dev/null \
+    | head -5 | sed 's/^/  evicted: /'
+fi
 check "frontend spans (sidecar) carry the pod identity: $(expected gotel-demo "$FPOD" frontend)" \
   has_identity "$TMP/spans.json" frontend "$(expected gotel-demo "$FPOD" frontend)"
 check "backend spans (node agent, service.name from the pod label) carry the pod identity: $(expected gotel-demo "$BPOD" backend)" \
@@ -184,7 +191,7 @@ check "the node agent's /healthz is 200" curl -m 10 -fsS -o /dev/null "http://$A
 # Memory of gotel: the peak of its container's memory cgroup (what a limit applies to: the
 # process and the BPF maps it created), the process's own peak RSS, and CPU time used.
 mem_of() { # NAMESPACE POD CONTAINER -> "cgroup peak X MiB, RSS peak Y MiB"
-  local cid d peak="?" p rss=0 cpu="?"
+  local cid d peak="?" p v rss=0 cpu="?"
   cid="$(expected "$1" "$2" "$3" | jq -r '.["container.id"]')"
   for d in $(find /sys/fs/cgroup -type d -name "*$cid*" 2>/dev/null); do
     [[ -f $d/memory.max_usage_in_bytes ]] && peak=$(($(cat "$d/memory.max_usage_in_bytes") >> 20))
@@ -192,7 +199,8 @@ mem_of() { # NAMESPACE POD CONTAINER -> "cgroup peak X MiB, RSS peak Y MiB"
     [[ -f $d/cpuacct.usage ]] && cpu=$(($(cat "$d/cpuacct.usage") / 1000000))
   done
   for p in $(grep -ls "$cid" /proc/[0-9]*/cgroup | cut -d/ -f3); do
-    rss=$((rss + $(awk '/VmHWM/ {print $2}' "/proc/$p/status" 2>/dev/null || echo 0)))
+    v="$(awk '/VmHWM/ {print $2}' "/proc/$p/status" 2>/dev/null)"
+    rss=$((rss + ${v:-0}))
   done
   echo "cgroup peak $peak MiB, RSS peak $((rss >> 10)) MiB, CPU $cpu ms since start"
 }
