@@ -22,3 +22,10 @@ build_for_bench() {
     (cd "bench/goapps/$app" && GOTOOLCHAIN=local CGO_ENABLED=0 "$GO" build -o "$BUILD/$app" .) >&2
   done
 }
+# wrk, installed with apt when missing (bench/run.sh and bench/peer.sh load servers with it).
+need_wrk() {
+  command -v wrk >/dev/null && return 0
+  log "installing wrk"
+  apt-get install -y -qq wrk >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq wrk >/dev/null; } ||
+    { log "wrk is missing and could not be installed (apt-get install wrk)"; exit 1; }
+}

@@ -11,10 +11,11 @@
 # The peer is built here from its module: its eBPF objects are not in the module (bpf2go output),
 # so this needs clang-16 (installed with apt when missing) and the Go module proxy. Only its
 # net/http server probe is kept (bench/peer.py says why). Needs root (uprobes), Go (GO, default
-# /usr/local/go/bin/go), cargo, wrk and python3.
+# /usr/local/go/bin/go), cargo, wrk (installed with apt when missing) and python3.
 # Env: GOTEL_BIN (default target/release/gotel, built here), BENCH_SKIP_BUILD=1.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
+need_wrk
 build_for_bench sink serve
 
 PEER_VERSION=v0.24.0

@@ -241,6 +241,8 @@ def bench_fast_loop(args, sink):
 
 def wrk(port, path, seconds, headers=()):
     """wrk on CPU 1 (1 thread, 8 connections) against `path`, each request with `headers`."""
+    if shutil.which("wrk") is None:
+        sys.exit("bench: wrk is missing: apt-get install wrk (bench/run.sh and bench/peer.sh install it)")
     extra = [arg for h in headers for arg in ("-H", h)]
     out = subprocess.run(
         ["taskset", "-c", SIDE_CPU, "wrk", "-t1", "-c8", f"-d{seconds}s", "--latency", *extra,

@@ -12,10 +12,7 @@
 # tools/build-jaeger.sh's cache is present, else a generated program), BENCH_SKIP_BUILD=1.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
-if ! command -v wrk >/dev/null; then
-  log "installing wrk"
-  (apt-get install -y -qq wrk >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq wrk >/dev/null; })
-fi
+need_wrk
 
 if [[ "${BENCH_SKIP_BUILD:-0}" != 1 ]]; then
   log "building gotel (release)"
