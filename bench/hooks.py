@@ -430,8 +430,11 @@ def section(res):
            + "; *floor: all gotel's traps* adds bare traps at the RETs of "
            "`runtime.newproc1` (net/http starts a goroutine per request for its background read, and the "
            "goroutine rows start one more).",
-           "* *gotel before*: " + res.get("before_doc", "the build before these changes (a trap per header line "
-                                             "read, two traps per goroutine start).") if res.get("before") else "", ""]
+           ]
+    if res.get("before"):
+        out.append("* *gotel before*: " + res.get("before_doc", "the build before these changes (a trap per header "
+                                                        "line read, two traps per goroutine start)."))
+    out.append("")
     out.append(table(res))
     out.append("")
     return out
