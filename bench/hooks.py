@@ -218,8 +218,9 @@ def run(app_args, kind, gotel, before, costs=None):
 def breakdown(app_args, n, binary):
     """Where gotel `binary`'s cost goes in one run of the builtins app (not a timed round: the
     kernel's run-time counters are on, which adds two clock reads per program run): per
-    program, runs per operation and ns per run; gotel's own CPU (ring-buffer consumer, span
-    building, export, on the other CPU) per operation."""
+    program, runs per operation and ns per run; gotel's own CPU (ring-buffer consumer and span
+    building, on the other CPU; no export: `gotel_env` sets OTEL_TRACES_EXPORTER=none) per
+    operation."""
     old = BPF_STATS.read_text().strip()
     BPF_STATS.write_text("1")
     try:
@@ -518,8 +519,9 @@ def table(res):
         lines += ["", "Where gotel's cost goes, per operation: each of its programs' runs x ns per run "
                   "(kernel.bpf_stats_enabled=1, in the traced program's time on CPU 0; the lowest of "
                   f"{res['rounds']} extra runs per build and row, not the timed ones: the counters add two "
-                  "clock reads per run), and gotel's own CPU (ring-buffer consumer, span building, export; "
-                  "on CPU 1, schedstat of its threads).", ""] + bd
+                  "clock reads per run), and gotel's own CPU (ring-buffer consumer and span building, on CPU 1, "
+                  "schedstat of its threads; no export: these runs set OTEL_TRACES_EXPORTER=none, and with an OTLP "
+                  "export gotel spends 6-9 us per HTTP span, bench/peer.py's *tracer CPU*).", ""] + bd
     # Free text kept with the result (what a run showed that the figures alone do not say).
     notes = res.get("notes") or []
     if notes:
