@@ -50,9 +50,9 @@ pub struct Pipeline {
 /// Attempts per request while running: backoff 0.2 s doubling (capped at 10 s) between them,
 /// 12.6 s of waiting in all, plus the attempts themselves (each bounded by the export timeout).
 /// The exporter retries nothing itself (`export::otlp_exporter`).
-const MAX_RETRIES: u32 = 7;
+const MAX_ATTEMPTS: u32 = 7;
 /// Attempts per request once gotel is stopping: the shutdown must not hang on a dead collector.
-const SHUTDOWN_RETRIES: u32 = 2;
+const SHUTDOWN_ATTEMPTS: u32 = 2;
 /// At most one export-failure warning per interval; the rest are counted in it.
 const WARN_INTERVAL: Duration = Duration::from_secs(10);
 
@@ -191,7 +191,7 @@ impl Delivery {
 
     async fn send(&mut self, request: &[SpanData], shutting_down: bool) -> Sent {
         let mut backoff = Duration::from_millis(200);
-        let attempts = if shutting_down { SHUTDOWN_RETRIES } else { MAX_RETRIES };
+        let attempts = if shutting_down { SHUTDOWN_ATTEMPTS } else { MAX_ATTEMPTS };
         for attempt in 1..=attempts {
             let result =
                 tokio::time::timeout(self.settings.export_timeout, self.exporter.export(request.to_vec())).await;
