@@ -520,8 +520,8 @@ def table(res):
                   "(kernel.bpf_stats_enabled=1, in the traced program's time on CPU 0; the lowest of "
                   f"{res['rounds']} extra runs per build and row, not the timed ones: the counters add two "
                   "clock reads per run), and gotel's own CPU (ring-buffer consumer and span building, on CPU 1, "
-                  "schedstat of its threads; no export: these runs set OTEL_TRACES_EXPORTER=none, and with an OTLP "
-                  "export gotel spends 6-9 us per HTTP span, bench/peer.py's *tracer CPU*).", ""] + bd
+                  "schedstat of its threads; no export: these runs set OTEL_TRACES_EXPORTER=none; gotel's CPU with an "
+                  "OTLP export is bench/peer.py's *tracer CPU*).", ""] + bd
     # Free text kept with the result (what a run showed that the figures alone do not say).
     notes = res.get("notes") or []
     if notes:
